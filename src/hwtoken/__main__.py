@@ -1,0 +1,3 @@
+from hwtoken.cli import main
+
+main()

@@ -1,0 +1,85 @@
+"""The ``hwtoken`` command line: a thin layer over the library.
+
+Subcommand modules are imported only when their command runs, so ``hwtoken --help`` and
+``hwtoken otp code`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from hwtoken import __version__
+from hwtoken.cli.common import HwtokenGroup, run_main, state_dir_option
+
+# command name -> (module, attribute, one-line help shown by --help without importing it)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "otp": ("hwtoken.cli.otp", "otp", "TOTP/HOTP secrets, codes, verification, otpauth:// URIs."),
+    "paperkey": ("hwtoken.cli.otp", "paperkey", "One-time recovery keys stored only as a hash."),
+    "emulate": ("hwtoken.cli.emulate", "emulate", "Virtual keys: create, inspect and serve them."),
+    "fido2": ("hwtoken.cli.fido2", "fido2", "FIDO2 registration, assertion, PIN and credentials."),
+    "yubikey": ("hwtoken.cli.yubikey", "yubikey", "YubiKey OTP slots and the OATH applet."),
+    "provision": ("hwtoken.cli.provision", "provision",
+                  "Batch-program keys and hand secrets to a validation server."),
+    "fob": ("hwtoken.cli.fob", "fob", "The DIY MicroPython TOTP key fob."),
+    "udev": ("hwtoken.cli.doctor", "udev", "Install and check the udev rules for keys and fobs."),
+    "doctor": ("hwtoken.cli.doctor", "doctor", "Check this machine's setup, with a fix for each problem."),
+    "demo": ("hwtoken.demo", "demo_command", "Run the non-interactive tour (what `make demo` runs)."),
+}
+
+
+class LazyGroup(HwtokenGroup):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = SUBCOMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr, _ = entry
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("hwtoken"):
+                raise
+            return _missing_extra(cmd_name, exc.name or "?")
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _missing_extra(cmd_name: str, module: str) -> click.Command:
+    @click.command(cmd_name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple[str, ...]) -> None:
+        click.echo(f"error: `hwtoken {cmd_name}` needs the Python module {module!r}; "
+                   "install the extras: pip install 'hwtoken[all]'", err=True)
+        sys.exit(2)
+
+    return stub
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hwtoken")
+@state_dir_option
+def cli() -> None:
+    """Hardware security tokens from the command line.
+
+    Program YubiKey OTP slots and the OATH applet, register and check FIDO2 keys, run a
+    virtual YubiKey for tests, provision keys by the hundred, and set up a DIY TOTP fob.
+
+    Exit codes: 0 success, 1 a check failed (wrong code, bad signature), 2 bad usage or
+    input. Add --json to most commands for machine-readable output.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    run_main(cli, argv)

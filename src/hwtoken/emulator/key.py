@@ -1,0 +1,179 @@
+"""``VirtualKey``: identity + applets + persisted state of one software YubiKey 5."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtoken.emulator.presence import ApproveAlways, UserPresence
+from hwtoken.emulator.store import KeyStore
+from hwtoken.errors import InvalidInput
+from hwtoken.fileio import FileLock
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.fido.applet import FidoApplet
+    from hwtoken.emulator.oath import OathApplet
+    from hwtoken.emulator.otp.applet import OtpApplet
+
+DEFAULT_VERSION = (5, 7, 1)
+
+
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file that guards the state file at ``path``."""
+    p = Path(path)
+    return p.with_name(p.name + ".lock")
+
+
+class VirtualKey:
+    """A software YubiKey 5 whose whole state lives in one file.
+
+    Open with :meth:`create` or :meth:`load`; the key holds an exclusive lock on its
+    state file until :meth:`close`, so two processes never write it at once.
+    """
+
+    def __init__(self, store: KeyStore, lock: FileLock | None,
+                 presence: UserPresence | None = None) -> None:
+        self.store = store
+        self._lock = lock
+        self.presence: UserPresence = presence or ApproveAlways()
+        self.powered_at = time.monotonic()
+        self._power_listeners: list[Any] = []
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, serial: int | None = None,
+               version: tuple[int, int, int] = DEFAULT_VERSION,
+               presence: UserPresence | None = None, overwrite: bool = False) -> VirtualKey:
+        """Make a new key whose state is the file ``path`` (0600); it must not exist."""
+        path = Path(path)
+        lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        try:
+            if path.exists() and not overwrite:
+                raise InvalidInput(f"a virtual key already exists at {path}")
+            if serial is None:
+                serial = 10_000_000 + secrets.randbelow(89_999_999)
+            if not 0 < serial < 2**32:
+                raise InvalidInput("serial must be between 1 and 4294967295")
+            store = KeyStore(path)
+            ident = store.section("identity")
+            ident.update({
+                "serial": int(serial),
+                "version": list(version),
+                "aaguid": uuid.uuid4().bytes,
+                "master_secret": secrets.token_bytes(32),
+                "created": int(time.time()),
+            })
+            key = cls(store, lock, presence)
+            key._init_applets()
+            store.commit()
+            return key
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *,
+             presence: UserPresence | None = None) -> VirtualKey:
+        """Open an existing key (locks it; :class:`hwtoken.errors.DeviceBusy` if in use)."""
+        path = Path(path)
+        lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        try:
+            store = KeyStore.read(path)
+            return cls(store, lock, presence)
+        except BaseException:
+            lock.release()
+            raise
+
+    @staticmethod
+    def peek(path: str | os.PathLike[str]) -> KeyStore:
+        """Read a key's state without locking it (for listing; never write it back)."""
+        return KeyStore.read(path)
+
+    def close(self) -> None:
+        """Persist and release the lock. The object must not be used afterwards."""
+        if self._lock is not None and self._lock.held:
+            self.store.commit()
+            self._lock.release()
+
+    def __enter__(self) -> VirtualKey:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- identity ------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.store.section("identity")
+
+    @property
+    def serial(self) -> int:
+        return int(self.identity["serial"])
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        v = self.identity["version"]
+        return (int(v[0]), int(v[1]), int(v[2]))
+
+    @property
+    def aaguid(self) -> bytes:
+        return bytes(self.identity["aaguid"])
+
+    @property
+    def master_secret(self) -> bytes:
+        return bytes(self.identity["master_secret"])
+
+    # -- power -----------------------------------------------------------------------------
+    def power_cycle(self) -> None:
+        """Unplug and plug in again: volatile state is dropped, the reset window reopens."""
+        self.powered_at = time.monotonic()
+        for applet in self._loaded_applets():
+            hook = getattr(applet, "power_cycle", None)
+            if hook is not None:
+                hook()
+
+    def seconds_since_power_up(self) -> float:
+        return time.monotonic() - self.powered_at
+
+    # -- applets (imported on first use) ----------------------------------------------------
+    def _init_applets(self) -> None:
+        """Let every applet initialise its section of a new key (keys, defaults)."""
+        for name in ("fido", "otp", "oath"):
+            applet = getattr(self, name)
+            init = getattr(applet, "initialise", None)
+            if init is not None:
+                init()
+
+    def _loaded_applets(self) -> list[Any]:
+        return [self.__dict__[n] for n in ("fido", "otp", "oath", "management")
+                if n in self.__dict__]
+
+    @cached_property
+    def fido(self) -> FidoApplet:
+        """FIDO2 (CTAP 2.1) and U2F (CTAP1) logic."""
+        from hwtoken.emulator.fido.applet import FidoApplet
+
+        return FidoApplet(self)
+
+    @cached_property
+    def otp(self) -> OtpApplet:
+        """The two OTP slots and the YubiKey configuration protocol."""
+        from hwtoken.emulator.otp.applet import OtpApplet
+
+        return OtpApplet(self)
+
+    @cached_property
+    def oath(self) -> OathApplet:
+        """The YKOATH applet."""
+        from hwtoken.emulator.oath import OathApplet
+
+        return OathApplet(self)

@@ -1,0 +1,102 @@
+"""User presence: what happens when the virtual key asks for a touch.
+
+A policy's :meth:`UserPresence.wait` blocks until the user approves or denies, the host
+cancels (``cancel`` is set) or the timeout passes. ``keepalive`` is called about every
+100 ms while waiting so the transport can send CTAPHID KEEPALIVE (status UPNEEDED).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+KEEPALIVE_INTERVAL = 0.1
+
+Keepalive = Callable[[], None]
+
+
+class UserPresence:
+    """Base policy: subclasses implement :meth:`decide`."""
+
+    timeout: float = 30.0
+
+    def wait(self, reason: str, cancel: threading.Event | None = None,
+             keepalive: Keepalive | None = None) -> bool:
+        """True if the user approved; False if denied, cancelled or timed out."""
+        return self.decide(reason, cancel or threading.Event(), keepalive)
+
+    def decide(self, reason: str, cancel: threading.Event,
+               keepalive: Keepalive | None) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def _sleep(seconds: float, cancel: threading.Event, keepalive: Keepalive | None) -> bool:
+        """Sleep ``seconds`` sending keepalives; False if cancelled meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if keepalive is not None:
+                keepalive()
+            if cancel.wait(min(KEEPALIVE_INTERVAL, left)):
+                return False
+
+
+class ApproveAlways(UserPresence):
+    """Approve at once (the default, like a key touched instantly)."""
+
+    def decide(self, reason: str, cancel: threading.Event,
+               keepalive: Keepalive | None) -> bool:
+        return not cancel.is_set()
+
+
+class DenyAlways(UserPresence):
+    """Never approve: every request needing a touch times out as denied, immediately."""
+
+    def decide(self, reason: str, cancel: threading.Event,
+               keepalive: Keepalive | None) -> bool:
+        return False
+
+
+class ApproveAfterDelay(UserPresence):
+    """Approve after ``delay`` seconds, sending keepalives meanwhile; cancellable."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def decide(self, reason: str, cancel: threading.Event,
+               keepalive: Keepalive | None) -> bool:
+        return self._sleep(self.delay, cancel, keepalive)
+
+
+class AskCallback(UserPresence):
+    """Ask ``callback(reason)`` in a worker thread; keepalives and cancel while it runs."""
+
+    def __init__(self, callback: Callable[[str], bool], timeout: float = 30.0) -> None:
+        self.callback = callback
+        self.timeout = timeout
+
+    def decide(self, reason: str, cancel: threading.Event,
+               keepalive: Keepalive | None) -> bool:
+        result: list[bool] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                result.append(bool(self.callback(reason)))
+            except Exception:
+                result.append(False)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, daemon=True, name="hwtoken-presence").start()
+        deadline = time.monotonic() + self.timeout
+        while not done.is_set():
+            if cancel.is_set() or time.monotonic() > deadline:
+                return False
+            if keepalive is not None:
+                keepalive()
+            done.wait(KEEPALIVE_INTERVAL)
+        return bool(result and result[0])

@@ -1,0 +1,76 @@
+"""The persisted state of one virtual key: one JSON file, one section per applet.
+
+The file is created 0600 and rewritten atomically on every :meth:`KeyStore.commit`.
+Bytes values are stored as ``{"$b64": "..."}`` so applets can keep raw bytes in their
+sections. Applets own their section's layout; the store only persists it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hwtoken.errors import InvalidInput
+from hwtoken.fileio import atomic_write
+
+FORMAT_VERSION = 1
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and "$b64" in value:
+            return base64.b64decode(value["$b64"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class KeyStore:
+    """Sections of state for one key, persisted atomically to ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.data: dict[str, Any] = data if data is not None else {"format": FORMAT_VERSION}
+        self.commits = 0
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> KeyStore:
+        """Read a store; a missing or damaged file raises :class:`InvalidInput`."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise InvalidInput(f"no virtual key state file at {path}") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise InvalidInput(f"virtual key state file {path} is damaged (not JSON)") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
+            raise InvalidInput(f"{path} is not a hwtoken virtual key state file")
+        return cls(path, _decode(doc))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The mutable dict for applet ``name`` (created empty on first use)."""
+        sec = self.data.get(name)
+        if sec is None:
+            sec = self.data[name] = {}
+        return sec
+
+    def commit(self) -> None:
+        """Persist every section now (temp file, fsync, rename; mode 0600)."""
+        atomic_write(self.path, json.dumps(_encode(self.data), separators=(",", ":")))
+        self.commits += 1

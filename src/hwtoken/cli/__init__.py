@@ -18,14 +18,17 @@ from hwtoken.cli.common import HwtokenGroup, run_main, state_dir_option
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "otp": ("hwtoken.cli.otp", "otp", "TOTP/HOTP secrets, codes, verification, otpauth:// URIs."),
     "paperkey": ("hwtoken.cli.otp", "paperkey", "One-time recovery keys stored only as a hash."),
-    "emulate": ("hwtoken.cli.emulate", "emulate", "Virtual keys: create, inspect and serve them."),
-    "fido2": ("hwtoken.cli.fido2", "fido2", "FIDO2 registration, assertion, PIN and credentials."),
+    "emulate": ("hwtoken.cli.emulate", "emulate",
+                "Virtual keys: create, inspect and serve them."),
+    "fido2": ("hwtoken.cli.fido2", "fido2",
+              "FIDO2 registration, assertion, PIN and credentials."),
     "yubikey": ("hwtoken.cli.yubikey", "yubikey", "YubiKey OTP slots and the OATH applet."),
     "provision": ("hwtoken.cli.provision", "provision",
                   "Batch-program keys and hand secrets to a validation server."),
     "fob": ("hwtoken.cli.fob", "fob", "The DIY MicroPython TOTP key fob."),
     "udev": ("hwtoken.cli.doctor", "udev", "Install and check the udev rules for keys and fobs."),
-    "doctor": ("hwtoken.cli.doctor", "doctor", "Check this machine's setup, with a fix for each problem."),
+    "doctor": ("hwtoken.cli.doctor", "doctor",
+               "Check this machine's setup, with a fix for each problem."),
     "demo": ("hwtoken.demo", "demo_command", "Run the non-interactive tour (what `make demo` runs)."),
 }
 

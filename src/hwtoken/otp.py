@@ -1,0 +1,475 @@
+"""One-time passwords: HOTP (RFC 4226), TOTP (RFC 6238), otpauth:// URIs and verification.
+
+The code generators agree with pyotp and oathtool; :class:`Verifier` adds what a validation
+server needs: a window, constant-time comparison and replay protection through a
+:class:`ReplayStore` that survives a restart.
+
+Only the standard library is imported here, so ``hwtoken otp code`` starts fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import struct
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from hwtoken.errors import InvalidInput
+
+__all__ = [
+    "ALGORITHMS",
+    "HOTP",
+    "TOTP",
+    "OtpParams",
+    "ReplayStore",
+    "Verifier",
+    "decode_secret",
+    "encode_secret",
+    "new_secret",
+    "parse_uri",
+    "parse_secret_or_uri",
+]
+
+#: Algorithm names as they appear in otpauth:// URIs -> hashlib names.
+ALGORITHMS: dict[str, str] = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
+DIGITS = (6, 7, 8)
+DEFAULT_SECRET_BYTES = 20  # 160 bits, RFC 4226's recommendation
+
+_pack_counter = struct.Struct(">Q").pack
+_digest = hmac.digest
+_B32_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+# -- secrets ---------------------------------------------------------------------------------
+def decode_secret(text: str) -> bytes:
+    """Decode a base32 secret: any case, with or without ``=`` padding, spaces and dashes.
+
+    Raises :class:`InvalidInput` naming the problem (never echoing the secret).
+    """
+    if not isinstance(text, str):
+        raise InvalidInput("secret must be a base32 string")
+    cleaned = "".join(text.split()).replace("-", "").upper().rstrip("=")
+    if not cleaned:
+        raise InvalidInput("secret is empty: give a base32 secret such as JBSWY3DPEHPK3PXP")
+    bad = set(cleaned) - _B32_CHARS
+    if bad:
+        raise InvalidInput(
+            f"secret is not valid base32: it contains {len(bad)} character(s) outside A-Z and 2-7"
+        )
+    if len(cleaned) % 8 in (1, 3, 6):
+        raise InvalidInput(f"secret is not valid base32: a length of {len(cleaned)} characters "
+                           "cannot be decoded (it may be truncated)")
+    try:
+        key = base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
+    except (binascii.Error, ValueError):
+        raise InvalidInput("secret is not valid base32") from None
+    if not key:
+        raise InvalidInput("secret is empty after decoding")
+    return key
+
+
+def encode_secret(key: bytes) -> str:
+    """Base32 without padding, as authenticator apps expect."""
+    return base64.b32encode(key).decode().rstrip("=")
+
+
+def new_secret(nbytes: int = DEFAULT_SECRET_BYTES) -> bytes:
+    """A fresh random secret from :mod:`secrets` (160 bits by default)."""
+    if nbytes < 10:
+        raise InvalidInput("secrets shorter than 80 bits are not allowed (RFC 4226)")
+    return secrets.token_bytes(nbytes)
+
+
+def _check_algorithm(algorithm: str) -> str:
+    name = algorithm.upper().replace("-", "")
+    if name not in ALGORITHMS:
+        raise InvalidInput(f"unknown algorithm {algorithm!r}: use SHA1, SHA256 or SHA512")
+    return name
+
+
+def _check_digits(digits: int) -> int:
+    if digits not in DIGITS:
+        raise InvalidInput(f"digits must be 6, 7 or 8, not {digits}")
+    return digits
+
+
+# -- generators ----------------------------------------------------------------------------
+def hotp_code(key: bytes, counter: int, digits: int = 6, algorithm: str = "SHA1") -> str:
+    """The RFC 4226 code for ``counter`` (dynamic truncation, zero-padded)."""
+    d = _digest(key, _pack_counter(counter), ALGORITHMS[algorithm])
+    o = d[-1] & 0x0F
+    value = (int.from_bytes(d[o:o + 4], "big") & 0x7FFFFFFF) % 10**digits
+    return str(value).zfill(digits)
+
+
+@dataclass(frozen=True)
+class HOTP:
+    """An RFC 4226 generator over ``key``."""
+
+    key: bytes
+    digits: int = 6
+    algorithm: str = "SHA1"
+    counter: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", _check_algorithm(self.algorithm))
+        _check_digits(self.digits)
+        if not self.key:
+            raise InvalidInput("secret is empty")
+        if self.counter < 0:
+            raise InvalidInput("counter must not be negative")
+
+    @classmethod
+    def from_secret(cls, secret: str, **kw: int | str) -> HOTP:
+        return cls(decode_secret(secret), **kw)  # type: ignore[arg-type]
+
+    def at(self, counter: int) -> str:
+        """The code for ``counter``."""
+        if counter < 0 or counter >= 2**64:
+            raise InvalidInput("counter must be between 0 and 2^64-1")
+        return hotp_code(self.key, counter, self.digits, self.algorithm)
+
+    def params(self, issuer: str = "", account: str = "") -> OtpParams:
+        return OtpParams("hotp", self.key, issuer, account, self.algorithm, self.digits,
+                         counter=self.counter)
+
+
+@dataclass(frozen=True)
+class TOTP:
+    """An RFC 6238 generator over ``key`` with time steps of ``period`` seconds from ``t0``."""
+
+    key: bytes
+    digits: int = 6
+    algorithm: str = "SHA1"
+    period: int = 30
+    t0: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", _check_algorithm(self.algorithm))
+        _check_digits(self.digits)
+        if not self.key:
+            raise InvalidInput("secret is empty")
+        if self.period <= 0:
+            raise InvalidInput("period must be a positive number of seconds")
+
+    @classmethod
+    def from_secret(cls, secret: str, **kw: int | str) -> TOTP:
+        return cls(decode_secret(secret), **kw)  # type: ignore[arg-type]
+
+    def timecode(self, at: float) -> int:
+        """The time step containing unix time ``at``."""
+        return int((int(at) - self.t0) // self.period)
+
+    def at(self, at: float | None = None) -> str:
+        """The code valid at unix time ``at`` (now by default)."""
+        t = time.time() if at is None else at
+        step = self.timecode(t)
+        if step < 0:
+            raise InvalidInput("time is before the TOTP epoch")
+        return hotp_code(self.key, step, self.digits, self.algorithm)
+
+    def now(self) -> str:
+        return self.at(None)
+
+    def remaining(self, at: float | None = None) -> float:
+        """Seconds left in the current step."""
+        t = time.time() if at is None else at
+        return self.period - ((t - self.t0) % self.period)
+
+    def params(self, issuer: str = "", account: str = "") -> OtpParams:
+        return OtpParams("totp", self.key, issuer, account, self.algorithm, self.digits,
+                         period=self.period)
+
+
+# -- otpauth:// URIs -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class OtpParams:
+    """Everything an otpauth:// URI says about one account."""
+
+    type: Literal["totp", "hotp"]
+    secret: bytes = field(repr=False)
+    issuer: str = ""
+    account: str = ""
+    algorithm: str = "SHA1"
+    digits: int = 6
+    period: int = 30
+    counter: int = 0
+
+    def generator(self) -> TOTP | HOTP:
+        """A :class:`TOTP` or :class:`HOTP` for these parameters."""
+        if self.type == "hotp":
+            return HOTP(self.secret, self.digits, self.algorithm, self.counter)
+        return TOTP(self.secret, self.digits, self.algorithm, self.period)
+
+    @property
+    def secret_b32(self) -> str:
+        return encode_secret(self.secret)
+
+    @property
+    def label(self) -> str:
+        return f"{self.issuer}:{self.account}" if self.issuer else self.account
+
+    def to_uri(self) -> str:
+        """The otpauth:// URI (Key Uri Format, as Google Authenticator and others read it)."""
+        label = quote(self.label, safe="@:")
+        q = [f"secret={self.secret_b32}"]
+        if self.issuer:
+            q.append(f"issuer={quote(self.issuer, safe='')}")
+        q.append(f"algorithm={self.algorithm}")
+        q.append(f"digits={self.digits}")
+        if self.type == "totp":
+            q.append(f"period={self.period}")
+        else:
+            q.append(f"counter={self.counter}")
+        return f"otpauth://{self.type}/{label}?{'&'.join(q)}"
+
+    def describe(self, *, show_secret: bool = False) -> dict[str, object]:
+        """The fields as a dict (the secret only when asked)."""
+        doc: dict[str, object] = {
+            "type": self.type,
+            "issuer": self.issuer,
+            "account": self.account,
+            "algorithm": self.algorithm,
+            "digits": self.digits,
+        }
+        if self.type == "totp":
+            doc["period"] = self.period
+        else:
+            doc["counter"] = self.counter
+        doc["secret_bits"] = len(self.secret) * 8
+        if show_secret:
+            doc["secret"] = self.secret_b32
+        return doc
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int | None) -> int | None:
+    values = query.get(name)
+    if not values:
+        return default
+    try:
+        return int(values[-1])
+    except ValueError:
+        raise InvalidInput(f"otpauth URI: {name} must be a whole number") from None
+
+
+def parse_uri(uri: str) -> OtpParams:
+    """Parse and validate an otpauth:// URI; :class:`InvalidInput` names any problem."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidInput("otpauth URI is empty")
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError:
+        raise InvalidInput("not a valid URI") from None
+    if parts.scheme.lower() != "otpauth":
+        raise InvalidInput(f"scheme must be otpauth://, not {parts.scheme or 'missing'!r}")
+    kind = parts.netloc.lower()
+    if kind not in ("totp", "hotp"):
+        raise InvalidInput(f"otpauth URI type must be totp or hotp, not {kind!r}")
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError:
+        raise InvalidInput("otpauth URI has a malformed query string") from None
+    secret_values = query.get("secret")
+    if not secret_values or not secret_values[-1]:
+        raise InvalidInput("otpauth URI has no secret parameter")
+    key = decode_secret(secret_values[-1])
+    label = unquote(parts.path.lstrip("/"))
+    issuer_q = (query.get("issuer") or [""])[-1]
+    if ":" in label:
+        label_issuer, account = (s.strip() for s in label.split(":", 1))
+    else:
+        label_issuer, account = "", label.strip()
+    issuer = issuer_q or label_issuer
+    algorithm = _check_algorithm((query.get("algorithm") or ["SHA1"])[-1])
+    digits = _int_param(query, "digits", 6)
+    assert digits is not None
+    _check_digits(digits)
+    period = _int_param(query, "period", 30)
+    assert period is not None
+    if period <= 0:
+        raise InvalidInput("otpauth URI: period must be a positive number of seconds")
+    counter = _int_param(query, "counter", None)
+    if kind == "hotp":
+        if counter is None:
+            raise InvalidInput("otpauth URI: hotp needs a counter parameter")
+        if counter < 0:
+            raise InvalidInput("otpauth URI: counter must not be negative")
+    return OtpParams(kind, key, issuer, account, algorithm, digits, period,  # type: ignore[arg-type]
+                     counter or 0)
+
+
+def parse_secret_or_uri(value: str, *, hotp: bool = False, digits: int | None = None,
+                        algorithm: str | None = None, period: int | None = None,
+                        counter: int | None = None) -> OtpParams:
+    """A base32 secret or an otpauth:// URI, with explicit options overriding the URI's."""
+    if value.strip().lower().startswith("otpauth:"):
+        params = parse_uri(value)
+    else:
+        params = OtpParams("hotp" if hotp or counter is not None else "totp",
+                           decode_secret(value))
+    changes: dict[str, object] = {}
+    if digits is not None:
+        changes["digits"] = _check_digits(digits)
+    if algorithm is not None:
+        changes["algorithm"] = _check_algorithm(algorithm)
+    if period is not None:
+        if period <= 0:
+            raise InvalidInput("period must be a positive number of seconds")
+        changes["period"] = period
+    if counter is not None:
+        if counter < 0:
+            raise InvalidInput("counter must not be negative")
+        changes["type"] = "hotp"
+        changes["counter"] = counter
+    return replace(params, **changes) if changes else params  # type: ignore[arg-type]
+
+
+# -- replay store ----------------------------------------------------------------------------
+class ReplayStore:
+    """The last accepted TOTP step (or next HOTP counter) per secret, kept in a JSON file.
+
+    Entries are keyed by a hash of the secret and its parameters, never the secret itself.
+    The file is 0600 and rewritten atomically; a lock serialises concurrent verifiers.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @staticmethod
+    def key_id(params: OtpParams) -> str:
+        h = hashlib.sha256(b"hwtoken-replay-v1\0" + params.type.encode() + b"\0"
+                           + params.algorithm.encode() + b"\0" + params.secret)
+        return h.hexdigest()[:32]
+
+    def _read(self) -> dict[str, int]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = json.loads(raw or b"{}")
+        except ValueError:
+            raise InvalidInput(f"replay state file {self.path} is damaged (not JSON)") from None
+        if not isinstance(doc, dict):
+            raise InvalidInput(f"replay state file {self.path} is not a hwtoken state file")
+        return {str(k): int(v) for k, v in doc.get("entries", {}).items()}
+
+    def get(self, key_id: str) -> int | None:
+        return self._read().get(key_id)
+
+    def update(self, key_id: str, check: callable) -> int | None:  # type: ignore[valid-type]
+        """Under the lock: ``check(previous) -> new value or None``; store a non-None result."""
+        from hwtoken.fileio import FileLock, atomic_write
+
+        with FileLock(self.path.with_name(self.path.name + ".lock"), what="replay state",
+                      blocking=True):
+            entries = self._read()
+            new = check(entries.get(key_id))
+            if new is not None:
+                entries[key_id] = int(new)
+                atomic_write(self.path, json.dumps({"format": 1, "entries": entries}))
+            return new
+
+
+# -- verification ----------------------------------------------------------------------------
+class Verifier:
+    """Checks codes for one secret: a window, constant-time comparison, replay refusal.
+
+    TOTP: codes from ``window`` steps before and after the current one are accepted.
+    HOTP: codes for counters ``counter .. counter + window`` (look-ahead) are accepted and the
+    counter resynchronises past the one that matched. With a ``store`` a code (or an
+    earlier step/counter) is accepted only once, even across processes and restarts.
+    """
+
+    __slots__ = ("params", "window", "store", "_key", "_alg", "_mod", "_digits", "_period",
+                 "_offsets", "counter", "_key_id")
+
+    def __init__(self, params: OtpParams | TOTP | HOTP, *, window: int | None = None,
+                 store: ReplayStore | None = None) -> None:
+        if isinstance(params, (TOTP, HOTP)):
+            params = params.params()
+        self.params = params
+        if window is None:
+            window = 1 if params.type == "totp" else 10
+        if window < 0 or window > 1000:
+            raise InvalidInput("window must be between 0 and 1000")
+        self.window = window
+        self.store = store
+        self._key = params.secret
+        self._alg = ALGORITHMS[params.algorithm]
+        self._digits = params.digits
+        self._mod = 10**params.digits
+        self._period = params.period
+        self._offsets = tuple(range(-window, window + 1))
+        self.counter = params.counter
+        self._key_id = ReplayStore.key_id(params) if store is not None else ""
+
+    def _value(self, step: int) -> int:
+        d = _digest(self._key, _pack_counter(step), self._alg)
+        o = d[-1] & 0x0F
+        return (int.from_bytes(d[o:o + 4], "big") & 0x7FFFFFFF) % self._mod
+
+    def _target(self, code: str | int) -> int:
+        if isinstance(code, int):
+            return code if 0 <= code < self._mod else -1
+        code = code.strip().replace(" ", "")
+        if len(code) != self._digits or not code.isdigit() or not code.isascii():
+            return -1
+        return int(code)
+
+    def match_totp(self, code: str | int, at: float | None = None) -> int | None:
+        """The time step ``code`` belongs to within the window, or None (no replay check)."""
+        target = self._target(code)
+        step = int((time.time() if at is None else at) // self._period)
+        found = None
+        value = self._value
+        for off in self._offsets:  # every step is computed: no early exit leaks which one
+            s = step + off
+            if s >= 0 and hmac.compare_digest(value(s).to_bytes(4, "big"),
+                                              target.to_bytes(4, "big", signed=True)):
+                found = s
+        return found
+
+    def verify(self, code: str | int, at: float | None = None) -> bool:
+        """True if ``code`` is valid now (or at ``at``) and was not accepted before."""
+        if self.params.type == "hotp":
+            return self.verify_hotp(code) is not None
+        step = self.match_totp(code, at)
+        if step is None:
+            return False
+        if self.store is None:
+            return True
+        accepted = self.store.update(self._key_id,
+                                     lambda last: step if last is None or step > last else None)
+        return accepted is not None
+
+    def verify_hotp(self, code: str | int) -> int | None:
+        """Accept an HOTP code within the look-ahead window; returns the matched counter.
+
+        The counter (and the store's, when there is one) moves past the matched value, so
+        the same code is refused the second time.
+        """
+        target = self._target(code).to_bytes(4, "big", signed=True)
+
+        def check(stored: int | None) -> int | None:
+            start = self.counter if stored is None else max(stored, self.counter)
+            found = None
+            for c in range(start, start + self.window + 1):
+                if hmac.compare_digest(self._value(c).to_bytes(4, "big"), target) and found is None:
+                    found = c
+            return None if found is None else found + 1
+
+        nxt = self.store.update(self._key_id, check) if self.store is not None else check(None)
+        if nxt is None:
+            return None
+        self.counter = nxt
+        return nxt - 1

@@ -1,0 +1,253 @@
+"""Finding and opening FIDO keys: real ones over USB HID and virtual ones (``emu:NAME``).
+
+Real keys are found by fido2's own discovery (``fido2.hid.list_descriptors``); virtual keys
+are the state files under :func:`hwtoken.paths.keys_dir`. A virtual key is loaded in this
+process when it is free, or reached over USB/IP when ``hwtoken emulate serve`` holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fido2.ctap import CtapDevice
+
+from hwtoken import paths
+from hwtoken.errors import DeviceBusy, DeviceError, HwtokenError, InvalidInput
+
+EMU_PREFIX = "emu:"
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One FIDO key as listed: ``spec`` is what ``--device`` takes to pick it."""
+
+    spec: str
+    kind: str  # "usb" (a real key over HID) or "virtual"
+    product: str | None = None
+    serial: str | None = None
+    path: str | None = None
+    status: str = "present"  # virtual keys: "free", "served" or "in use"
+
+    def describe(self) -> str:
+        """One line for humans."""
+        bits = [self.product or ("virtual key" if self.kind == "virtual" else "FIDO key")]
+        if self.serial:
+            bits.append(f"serial {self.serial}")
+        if self.kind == "virtual":
+            bits.append(self.status)
+        elif self.path and self.path != self.spec:
+            bits.append(self.path)
+        return ", ".join(bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FidoKey:
+    """An open key: ``device`` is a ``fido2`` CtapDevice, usable with Ctap2 and Fido2Client."""
+
+    device: CtapDevice
+    entry: KeyEntry
+    _replug: Callable[[float], CtapDevice] | None = field(default=None, repr=False)
+
+    @property
+    def can_replug(self) -> bool:
+        """True if :meth:`replug` can open the key's power-up window (reset needs it)."""
+        return self._replug is not None
+
+    def replug(self, timeout: float = 60.0) -> None:
+        """Power-cycle the key (virtual) or wait for the user to re-insert it (USB)."""
+        if self._replug is None:
+            raise DeviceError(f"{self.entry.spec} cannot be re-plugged from here")
+        self.device = self._replug(timeout)
+
+
+# -- listing --------------------------------------------------------------------------------
+def _hid_descriptors() -> list[Any]:
+    try:
+        from fido2.hid import list_descriptors
+    except Exception:  # pragma: no cover - platform without HID support
+        return []
+    try:
+        return list(list_descriptors())
+    except OSError:
+        return []
+
+
+def _hid_entry(desc: Any) -> KeyEntry:
+    path = desc.path.decode() if isinstance(desc.path, bytes) else str(desc.path)
+    return KeyEntry(spec=desc.serial_number or path, kind="usb", product=desc.product_name,
+                    serial=desc.serial_number, path=path)
+
+
+def _virtual_entries() -> list[KeyEntry]:
+    from hwtoken.emulator.key import VirtualKey, lock_path
+    from hwtoken.fileio import is_locked
+
+    entries = []
+    kdir = paths.keys_dir()
+    if not kdir.is_dir():
+        return []
+    for path in sorted(kdir.glob("*.key")):
+        name = path.name[: -len(".key")]
+        serial: str | None = None
+        with contextlib.suppress(Exception):
+            serial = str(VirtualKey.peek(path).section("identity")["serial"])
+        status = "free"
+        if is_locked(lock_path(path)):
+            status = "served" if _runtime_of(name) is not None else "in use"
+        entries.append(KeyEntry(spec=EMU_PREFIX + name, kind="virtual",
+                                product="hwtoken virtual YubiKey 5", serial=serial,
+                                path=str(path), status=status))
+    return entries
+
+
+def list_keys() -> list[KeyEntry]:
+    """Every FIDO key this process can reach: USB HID keys first, then virtual keys."""
+    return [_hid_entry(d) for d in _hid_descriptors()] + _virtual_entries()
+
+
+# -- opening --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def open_key(spec: str | None = None) -> Iterator[FidoKey]:
+    """Open the key ``spec`` (``emu:NAME``, a HID path or a serial); None picks the only key.
+
+    Raises :class:`InvalidInput` listing the candidates when several keys are present,
+    :class:`DeviceError` when none matches. The key is closed (and a virtual key's state
+    saved and unlocked) on exit.
+    """
+    if spec is None:
+        entries = list_keys()
+        if not entries:
+            raise DeviceError("no FIDO key found: plug one in, or create a virtual key with "
+                              "`hwtoken emulate create NAME` and pass --device emu:NAME")
+        if len(entries) > 1:
+            listing = "\n".join(f"  --device {e.spec:<24} {e.describe()}" for e in entries)
+            raise InvalidInput(f"{len(entries)} FIDO keys found; choose one with --device "
+                               f"(or HWTOKEN_DEVICE):\n{listing}")
+        spec = entries[0].spec
+    if spec.startswith(EMU_PREFIX):
+        with _open_virtual(spec[len(EMU_PREFIX):]) as key:
+            yield key
+    else:
+        with _open_hid(spec) as key:
+            yield key
+
+
+@contextlib.contextmanager
+def _open_hid(spec: str) -> Iterator[FidoKey]:
+    from fido2.hid import CtapHidDevice, open_connection
+
+    def find() -> Any | None:
+        for desc in _hid_descriptors():
+            entry = _hid_entry(desc)
+            if spec in (entry.path, entry.serial):
+                return desc
+        return None
+
+    desc = find()
+    if desc is None:
+        raise DeviceError(f"no FIDO key matches {spec!r}; see `hwtoken fido2 list`")
+    try:
+        device = CtapHidDevice(desc, open_connection(desc))
+    except OSError as exc:
+        raise DeviceError(f"cannot open {spec}: {exc.strerror or exc} (are the udev rules "
+                          "installed? see `hwtoken doctor`)") from None
+
+    def replug(timeout: float) -> CtapDevice:
+        nonlocal device
+        device.close()
+        deadline = time.monotonic() + timeout
+        while find() is not None:  # wait for removal
+            if time.monotonic() > deadline:
+                raise DeviceError("timed out waiting for the key to be removed")
+            time.sleep(0.2)
+        while (new := find()) is None:  # and for re-insertion
+            if time.monotonic() > deadline:
+                raise DeviceError("timed out waiting for the key to be inserted again")
+            time.sleep(0.2)
+        device = CtapHidDevice(new, open_connection(new))
+        return device
+
+    key = FidoKey(device, _hid_entry(desc), replug)
+    try:
+        yield key
+    finally:
+        with contextlib.suppress(Exception):
+            key.device.close()
+
+
+def _runtime_of(name: str) -> Any | None:
+    """Connection details of a running ``hwtoken emulate serve NAME``, if any."""
+    try:
+        from hwtoken import devices
+    except ImportError:
+        return None
+    finder = getattr(devices, "read_runtime", None) or getattr(devices, "runtime_info", None)
+    if finder is None:
+        return None
+    try:
+        return finder(name)
+    except HwtokenError:
+        return None
+
+
+@contextlib.contextmanager
+def _open_virtual(name: str) -> Iterator[FidoKey]:
+    from hwtoken.emulator import fido_device
+    from hwtoken.emulator.key import VirtualKey
+
+    path = paths.virtual_key_path(name)
+    if not path.exists():
+        raise DeviceError(f"no virtual key named {name!r} in {paths.keys_dir()}; create it "
+                          f"with `hwtoken emulate create {name}`")
+    entry = KeyEntry(spec=EMU_PREFIX + name, kind="virtual",
+                     product="hwtoken virtual YubiKey 5", path=str(path), status="free")
+    try:
+        vkey = VirtualKey.load(path)
+    except DeviceBusy:
+        with _open_served(name, entry) as key:
+            yield key
+        return
+    try:
+        entry = KeyEntry(**{**entry.to_dict(), "serial": str(vkey.serial)})
+
+        def replug(timeout: float) -> CtapDevice:
+            key.device.close()
+            vkey.power_cycle()
+            return fido_device(vkey)
+
+        key = FidoKey(fido_device(vkey), entry, replug)
+        try:
+            yield key
+        finally:
+            with contextlib.suppress(Exception):
+                key.device.close()
+    finally:
+        vkey.close()
+
+
+@contextlib.contextmanager
+def _open_served(name: str, entry: KeyEntry) -> Iterator[FidoKey]:
+    """The virtual key ``name`` is held by another process: reach it over USB/IP."""
+    try:
+        from hwtoken import devices
+    except ImportError:
+        devices = None  # type: ignore[assignment]
+    opener = getattr(devices, "open_emulated_fido", None) if devices else None
+    if opener is None:
+        raise DeviceBusy(f"virtual key {name!r} is in use by another process and is not "
+                         "served over USB/IP; stop that process or run `hwtoken emulate "
+                         f"serve {name}`")
+    device = opener(name)
+    key = FidoKey(device, KeyEntry(**{**entry.to_dict(), "status": "served"}))
+    try:
+        yield key
+    finally:
+        with contextlib.suppress(Exception):
+            key.device.close()

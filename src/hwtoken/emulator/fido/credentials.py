@@ -274,3 +274,16 @@ def signature_counter(key: Any) -> SignatureCounter:
 def next_signature_counter(key: Any) -> int:
     """Shorthand: the next value of ``key``'s signature counter."""
     return signature_counter(key).next()
+
+
+GENERATION_FIELD = "generation"
+
+
+def wrapping_secret(key: Any) -> bytes:
+    """The secret to pass to :func:`wrap`/:func:`unwrap` for ``key`` (CTAP2 and U2F).
+
+    Derived from the device master secret and the FIDO reset generation, so an
+    authenticatorReset invalidates every credential ID and U2F key handle made before.
+    """
+    generation = int(key.store.section("fido").get(GENERATION_FIELD, 0))
+    return _derive(key.master_secret, b"wrap-generation-" + str(generation).encode())

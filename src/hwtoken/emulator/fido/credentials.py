@@ -284,6 +284,9 @@ def wrapping_secret(key: Any) -> bytes:
 
     Derived from the device master secret and the FIDO reset generation, so an
     authenticatorReset invalidates every credential ID and U2F key handle made before.
+    Until the first reset it is the master secret itself.
     """
     generation = int(key.store.section("fido").get(GENERATION_FIELD, 0))
+    if generation == 0:
+        return key.master_secret
     return _derive(key.master_secret, b"wrap-generation-" + str(generation).encode())

@@ -1,0 +1,93 @@
+"""``FidoApplet``: the FIDO2 (CTAP 2.1) and U2F (CTAP1) applet of a virtual key.
+
+Transports call two entry points, both pure (bytes in, bytes out):
+
+* :meth:`FidoApplet.ctap2` — command byte + CBOR in, status byte + CBOR out (CTAPHID CBOR,
+  NFCCTAP_MSG over ISO 7816);
+* :meth:`FidoApplet.u2f` — a U2F command APDU in, response data + status word out
+  (CTAPHID MSG, or the U2F applet over ISO 7816).
+
+``lock`` (re-entrant) serialises requests arriving through different transports at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from hwtoken.emulator.fido import attestation
+from hwtoken.emulator.fido.u2f import U2fApplet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.key import VirtualKey
+
+Keepalive = Callable[[], None]
+
+CTAP1_ERR_INVALID_COMMAND = 0x01
+CTAP1_ERR_INVALID_LENGTH = 0x03
+CTAP2_ERR_OTHER = 0x7F
+
+
+class FidoApplet:
+    """FIDO2 + U2F for one key; CTAP2 logic lives in :mod:`hwtoken.emulator.fido.ctap2`."""
+
+    def __init__(self, key: VirtualKey) -> None:
+        self.key = key
+        self.lock = threading.RLock()
+        self.winks = 0
+        self.on_wink: Callable[[], None] | None = None
+
+    def initialise(self) -> None:
+        """Set up a new key: attestation key and certificate chain, CTAP2 defaults."""
+        attestation.ensure_attestation(self.key)
+        try:
+            authenticator = self.authenticator
+        except ImportError:  # CTAP2 not in this tree (yet): U2F still works
+            return
+        init = getattr(authenticator, "initialise", None)
+        if init is not None:
+            init()
+
+    @cached_property
+    def authenticator(self) -> Any:
+        """The CTAP2 authenticator (B's :mod:`hwtoken.emulator.fido.ctap2`)."""
+        from hwtoken.emulator.fido.ctap2 import Authenticator
+
+        return Authenticator(self.key)
+
+    @cached_property
+    def u2f_applet(self) -> U2fApplet:
+        return U2fApplet(self.key)
+
+    def ctap2(self, request: bytes, cancel: threading.Event | None = None,
+              keepalive: Keepalive | None = None) -> bytes:
+        """One CTAP2 request (command byte + CBOR) -> status byte + CBOR response."""
+        if not request:
+            return bytes([CTAP1_ERR_INVALID_LENGTH])
+        with self.lock:
+            try:
+                return bytes(self.authenticator.process(bytes(request), cancel=cancel,
+                                                        keepalive=keepalive))
+            except Exception:  # a bug must not take the key down: answer ERR_OTHER
+                return bytes([CTAP2_ERR_OTHER])
+
+    def u2f(self, apdu: bytes, cancel: threading.Event | None = None,
+            keepalive: Keepalive | None = None) -> bytes:
+        """One U2F command APDU -> response data + status word."""
+        with self.lock:
+            return self.u2f_applet.process(apdu, cancel=cancel, keepalive=keepalive)
+
+    def wink(self) -> None:
+        """The host asked the key to identify itself (blink its LED)."""
+        self.winks += 1
+        if self.on_wink is not None:
+            self.on_wink()
+
+    def power_cycle(self) -> None:
+        """Drop volatile CTAP2 state (PIN tokens, wrong-PIN streak, ...)."""
+        if "authenticator" in self.__dict__:
+            hook = getattr(self.authenticator, "power_cycle", None)
+            if hook is not None:
+                hook()

@@ -1,0 +1,244 @@
+"""The virtual key as a python-fido2 HID device, in process.
+
+* :func:`hid_descriptor` / :func:`open_hid_connection` / :func:`fido_device` give a
+  ``fido2.hid.base.HidDescriptor``, a ``CtapHidConnection`` and a ``CtapHidDevice`` whose
+  64-byte reports go straight into the key's :class:`~hwtoken.emulator.fido.ctaphid.CtapHidEngine`.
+* :func:`register_with_fido2_hid` makes a key discoverable through fido2's own public
+  functions — ``fido2.hid.list_descriptors()``, ``open_connection(descriptor)``,
+  ``open_device(path)``, ``CtapHidDevice.list_devices()`` — next to any real keys, so test
+  suites written for hardware keys run against it unchanged. Nothing on disk is modified:
+  the hook wraps fido2's platform backend in memory, once, and only answers for paths of
+  registered keys (``emu:<serial>``); everything else goes to the real backend.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from fido2.hid import CtapHidDevice
+from fido2.hid.base import CtapHidConnection, HidDescriptor
+
+from hwtoken.emulator.fido.ctaphid import REPORT_SIZE, CtapHidEngine
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.key import VirtualKey
+
+YUBICO_VID = 0x1050
+YUBIKEY5_OTP_FIDO_CCID_PID = 0x0407
+PRODUCT_NAME = "YubiKey OTP+FIDO+CCID"
+PATH_PREFIX = "emu:"
+DEFAULT_READ_TIMEOUT = 60.0
+
+
+def hid_path(key: VirtualKey) -> str:
+    """The descriptor path of ``key``: ``emu:<serial>``."""
+    return f"{PATH_PREFIX}{key.serial}"
+
+
+def hid_descriptor(key: VirtualKey) -> HidDescriptor:
+    """A ``HidDescriptor`` for ``key``'s FIDO interface (YubiKey 5 VID/PID, 64-byte reports)."""
+    return HidDescriptor(
+        path=hid_path(key), vid=YUBICO_VID, pid=YUBIKEY5_OTP_FIDO_CCID_PID,
+        report_size_in=REPORT_SIZE, report_size_out=REPORT_SIZE,
+        product_name=PRODUCT_NAME, serial_number=str(key.serial),
+    )
+
+
+class VirtualHidConnection(CtapHidConnection):
+    """A ``CtapHidConnection`` whose reports go to a :class:`CtapHidEngine` in process.
+
+    Each connection is its own engine (its own channels), like an open hidraw node; all
+    connections of one key share its applet. ``read_packet`` raises ``OSError`` if the key
+    sends nothing for ``read_timeout`` seconds (a waiting key sends keepalives meanwhile).
+    """
+
+    def __init__(self, key: VirtualKey, descriptor: HidDescriptor | None = None, *,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT) -> None:
+        self.key = key
+        self.descriptor = descriptor or hid_descriptor(key)
+        self.read_timeout = read_timeout
+        self.engine = CtapHidEngine(key)
+        self.closed = False
+
+    def write_packet(self, data: bytes) -> None:
+        if self.closed:
+            raise OSError("connection to the virtual key is closed")
+        self.engine.write(data)
+
+    def read_packet(self) -> bytes:
+        if self.closed:
+            raise OSError("connection to the virtual key is closed")
+        report = self.engine.read(self.read_timeout)
+        if report is None:
+            raise OSError(f"virtual key sent nothing for {self.read_timeout:g} s")
+        return report
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.engine.close()
+
+
+def open_hid_connection(key: VirtualKey, *,
+                        read_timeout: float = DEFAULT_READ_TIMEOUT) -> VirtualHidConnection:
+    """A ``fido2.hid.base.CtapHidConnection`` carrying raw 64-byte reports into ``key``."""
+    return VirtualHidConnection(key, read_timeout=read_timeout)
+
+
+def fido_device(key: VirtualKey, *, read_timeout: float = DEFAULT_READ_TIMEOUT) -> CtapHidDevice:
+    """A ``fido2.hid.CtapHidDevice`` for ``key`` (INIT is done; ready for Ctap2/Fido2Client)."""
+    conn = VirtualHidConnection(key, read_timeout=read_timeout)
+    try:
+        return CtapHidDevice(conn.descriptor, conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+# -- discovery through fido2.hid ---------------------------------------------------------
+_registry: dict[str, VirtualKey] = {}
+_registry_lock = threading.Lock()
+_installed = False
+
+
+def registered_keys() -> list[VirtualKey]:
+    """The keys currently visible through ``fido2.hid``'s discovery functions."""
+    with _registry_lock:
+        return list(_registry.values())
+
+
+def register_with_fido2_hid(key: VirtualKey) -> HidDescriptor:
+    """Make ``key`` appear in ``fido2.hid.list_descriptors()`` and open through fido2.
+
+    After this, ``fido2.hid.open_connection(desc)`` for its descriptor, ``open_device(path)``
+    with its path and ``CtapHidDevice.list_devices()`` reach the key, including from code
+    that imported those names earlier. Returns the key's descriptor. Undo with
+    :func:`unregister_from_fido2_hid` (or use :func:`registered_with_fido2_hid`).
+    """
+    _install()
+    with _registry_lock:
+        _registry[hid_path(key)] = key
+    return hid_descriptor(key)
+
+
+def unregister_from_fido2_hid(key: VirtualKey) -> None:
+    """Hide ``key`` from ``fido2.hid`` discovery again (open connections keep working)."""
+    with _registry_lock:
+        _registry.pop(hid_path(key), None)
+
+
+@contextmanager
+def registered_with_fido2_hid(key: VirtualKey) -> Iterator[HidDescriptor]:
+    """``with registered_with_fido2_hid(key) as desc:`` — registered for the block."""
+    desc = register_with_fido2_hid(key)
+    try:
+        yield desc
+    finally:
+        unregister_from_fido2_hid(key)
+
+
+def _lookup(path: Any) -> VirtualKey | None:
+    if isinstance(path, bytes):
+        try:
+            path = path.decode()
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(path, str) or not path.startswith(PATH_PREFIX):
+        return None
+    with _registry_lock:
+        return _registry.get(path)
+
+
+def _virtual_descriptors() -> list[HidDescriptor]:
+    return [hid_descriptor(k) for k in registered_keys()]
+
+
+def _install() -> None:
+    """Hook fido2's HID backend once (idempotent)."""
+    global _installed
+    with _registry_lock:
+        if _installed:
+            return
+        _installed = True
+    import fido2.hid as fhid
+
+    if sys.platform == "linux" and _install_linux(fhid):
+        return
+    _install_generic(fhid)
+
+
+def _install_linux(fhid: Any) -> bool:
+    """Wrap what ``fido2.hid.linux``'s functions look up at call time.
+
+    ``list_descriptors`` globs ``/dev/hidraw*`` and calls ``get_descriptor`` for each path;
+    ``open_connection`` builds a ``LinuxCtapHidConnection``. Wrapping those module globals
+    makes even references taken before registration (``from fido2.hid import
+    list_descriptors``) see virtual keys. Returns False if this fido2 is laid out otherwise.
+    """
+    backend = getattr(fhid, "backend", None)
+    if backend is None or backend.__name__ != "fido2.hid.linux":
+        return False
+    real_glob = getattr(backend, "glob", None)
+    real_get = getattr(backend, "get_descriptor", None)
+    real_conn = getattr(backend, "LinuxCtapHidConnection", None)
+    if real_glob is None or real_get is None or not isinstance(real_conn, type):
+        return False
+
+    class _GlobShim:
+        """``glob`` as the backend sees it: real hidraw nodes plus registered keys."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_glob, name)
+
+        @staticmethod
+        def glob(pattern: str, *args: Any, **kwargs: Any) -> list[str]:
+            found = list(real_glob.glob(pattern, *args, **kwargs))
+            if pattern == "/dev/hidraw*":
+                found += [d.path for d in _virtual_descriptors()]
+            return found
+
+    def get_descriptor(path: Any) -> HidDescriptor:
+        key = _lookup(path)
+        return hid_descriptor(key) if key is not None else real_get(path)
+
+    class _Connection(real_conn):  # type: ignore[misc, valid-type]
+        """Opens registered virtual keys in process, real hidraw nodes as before."""
+
+        def __new__(cls, descriptor: HidDescriptor, *args: Any, **kwargs: Any) -> Any:
+            key = _lookup(getattr(descriptor, "path", None))
+            if key is not None:
+                return VirtualHidConnection(key, descriptor)
+            return super().__new__(cls)
+
+    backend.glob = _GlobShim()
+    backend.get_descriptor = get_descriptor
+    backend.LinuxCtapHidConnection = _Connection
+    fhid.get_descriptor = get_descriptor  # used by fido2.hid.open_device
+    return True
+
+
+def _install_generic(fhid: Any) -> None:
+    """Other platforms: wrap ``fido2.hid``'s public discovery functions themselves."""
+    real_list, real_get, real_open = (fhid.list_descriptors, fhid.get_descriptor,
+                                      fhid.open_connection)
+
+    def list_descriptors() -> list[HidDescriptor]:
+        return list(real_list()) + _virtual_descriptors()
+
+    def get_descriptor(path: Any) -> HidDescriptor:
+        key = _lookup(path)
+        return hid_descriptor(key) if key is not None else real_get(path)
+
+    def open_connection(descriptor: HidDescriptor) -> CtapHidConnection:
+        key = _lookup(getattr(descriptor, "path", None))
+        if key is not None:
+            return VirtualHidConnection(key, descriptor)
+        return real_open(descriptor)
+
+    fhid.list_descriptors = list_descriptors
+    fhid.get_descriptor = get_descriptor
+    fhid.open_connection = open_connection

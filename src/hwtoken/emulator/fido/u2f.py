@@ -130,7 +130,7 @@ class U2fApplet:
         if not self._presence("U2F register", cancel, keepalive):
             return _sw(SW_CONDITIONS_NOT_SATISFIED)
         cred = credentials.CredentialKey.generate(credentials.ALG_ES256, u2f=True)
-        handle = credentials.wrap(self.key.master_secret, app, cred)
+        handle = credentials.wrap(credentials.wrapping_secret(self.key), app, cred)
         point = cred.public_point()
         cert = attestation.attestation_certificate(self.key)
         signature = attestation.sign(self.key, b"\0" + app + challenge + handle + point)
@@ -145,7 +145,7 @@ class U2fApplet:
         challenge, app, handle = data[:32], data[32:64], data[65:]
         if req.p1 not in (P1_CHECK_ONLY, P1_ENFORCE_UP, P1_DONT_ENFORCE_UP):
             return _sw(SW_WRONG_DATA)
-        cred = credentials.unwrap(self.key.master_secret, app, handle)
+        cred = credentials.unwrap(credentials.wrapping_secret(self.key), app, handle)
         if cred is None or not _usable_over_u2f(cred):
             return _sw(SW_WRONG_DATA)
         if req.p1 == P1_CHECK_ONLY:

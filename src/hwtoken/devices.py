@@ -1,0 +1,243 @@
+"""Device specs: which key a command talks to (DESIGN.md rule 5).
+
+``--device`` takes ``emu:NAME`` for a virtual key (state file
+``<state-dir>/keys/NAME.key``) or anything else for a real key: a serial number
+(digits) or a device path. No ``--device`` means "the one real key plugged in".
+
+For a virtual key, commands do not care whether ``hwtoken emulate serve NAME`` is
+running in another process (it holds the key's lock and writes ``NAME.serve.json``):
+
+* :func:`open_virtual` yields a :class:`VirtualHandle`: either the loaded key
+  (``handle.key``, no serve running) or the running serve's endpoints
+  (``handle.usbip`` / ``handle.pcsc``, ``handle.key is None``).
+* :func:`usbip_endpoint_for` yields ``(host, port, busid)`` of a USB/IP server for the
+  key: the running serve's, or a temporary one on a free loopback port.
+* :func:`fido_device_for` yields a ``fido2.hid.CtapHidDevice`` (in-process, or over
+  USB/IP when a serve runs).
+* :func:`pyusb_backend_for` yields a pyusb backend for the key and makes it pyusb's
+  default, so python-yubico's ``find_yubikey()`` finds it unmodified.
+
+Example::
+
+    spec = parse_spec(device)
+    if spec.is_virtual:
+        with usbip_endpoint_for(spec.name) as (host, port, busid): ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtoken import paths
+from hwtoken.errors import DeviceBusy, InvalidInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fido2.hid import CtapHidDevice
+
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.presence import UserPresence
+
+VIRTUAL_PREFIX = "emu:"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed ``--device`` value."""
+
+    raw: str | None
+    name: str | None = None  # virtual key name (emu:NAME)
+    serial: int | None = None  # real key by serial number
+    path: str | None = None  # real key by device path
+
+    @property
+    def is_virtual(self) -> bool:
+        return self.name is not None
+
+    @property
+    def key_path(self) -> Path:
+        """State file of the virtual key (only for ``emu:NAME``)."""
+        if self.name is None:
+            raise InvalidInput(f"{self.raw!r} is not a virtual key (emu:NAME)")
+        return paths.virtual_key_path(self.name)
+
+
+def parse_spec(spec: str | None) -> DeviceSpec:
+    """Parse ``emu:NAME``, a serial number, a device path, or None (any real key)."""
+    if spec is None or spec.strip() == "":
+        return DeviceSpec(raw=None)
+    spec = spec.strip()
+    if spec.startswith(VIRTUAL_PREFIX):
+        name = spec[len(VIRTUAL_PREFIX):]
+        paths.virtual_key_path(name)  # validates the name
+        return DeviceSpec(raw=spec, name=name)
+    if spec.isdigit():
+        return DeviceSpec(raw=spec, serial=int(spec))
+    return DeviceSpec(raw=spec, path=spec)
+
+
+def virtual_key_names() -> list[str]:
+    """Names of the virtual keys in the state directory, sorted."""
+    d = paths.keys_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.key") if not p.name.startswith("."))
+
+
+def key_path_for(name: str, *, must_exist: bool = True) -> Path:
+    """State file of virtual key ``name``; InvalidInput if it must exist and does not."""
+    path = paths.virtual_key_path(name)
+    if must_exist and not path.exists():
+        raise InvalidInput(f"no virtual key named {name!r} in {path.parent}; create it with "
+                           f"`hwtoken emulate create {name}`")
+    return path
+
+
+def running_serve(name: str) -> dict[str, Any] | None:
+    """The runtime document of a live ``hwtoken emulate serve NAME``, or None.
+
+    Keys: ``pid``, ``serial``, ``usbip`` ({host, port, busid} or None), ``pcsc``
+    ({host, port} or None).
+    """
+    from hwtoken.emulator.serve import read_runtime
+
+    return read_runtime(paths.virtual_key_path(name))
+
+
+@dataclass
+class VirtualHandle:
+    """What :func:`open_virtual` yields: the loaded key or the running serve's endpoints."""
+
+    name: str
+    path: Path
+    key: VirtualKey | None = None  # loaded in this process (no serve running)
+    usbip: tuple[str, int, str] | None = None  # (host, port, busid) of a running serve
+    pcsc: tuple[str, int] | None = None  # vpcd endpoint of a running serve
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def served(self) -> bool:
+        """True if another process serves the key (talk to it through its endpoints)."""
+        return self.key is None
+
+
+@contextlib.contextmanager
+def open_virtual(name: str, *, presence: UserPresence | None = None
+                 ) -> Iterator[VirtualHandle]:
+    """Open virtual key ``name`` for one command.
+
+    If ``hwtoken emulate serve NAME`` runs, yields its endpoints (``key`` is None);
+    otherwise loads the key in this process (locked until the block ends, state
+    committed on exit). :class:`~hwtoken.errors.DeviceBusy` if another process holds
+    the key without serving it.
+    """
+    path = key_path_for(name)
+    doc = running_serve(name)
+    if doc is not None:
+        yield _handle_from_runtime(name, path, doc)
+        return
+    from hwtoken.emulator.key import VirtualKey
+
+    try:
+        key = VirtualKey.load(path, presence=presence)
+    except DeviceBusy:
+        doc = running_serve(name)  # a serve may have started just now
+        if doc is None:
+            raise
+        yield _handle_from_runtime(name, path, doc)
+        return
+    try:
+        yield VirtualHandle(name=name, path=path, key=key)
+    finally:
+        key.close()
+
+
+def _handle_from_runtime(name: str, path: Path, doc: dict[str, Any]) -> VirtualHandle:
+    usbip = doc.get("usbip") or None
+    pcsc = doc.get("pcsc") or None
+    return VirtualHandle(
+        name=name, path=path, runtime=doc,
+        usbip=(usbip["host"], int(usbip["port"]), usbip["busid"]) if usbip else None,
+        pcsc=(pcsc["host"], int(pcsc["port"])) if pcsc else None,
+    )
+
+
+@contextlib.contextmanager
+def usbip_endpoint_for(name: str, *, presence: UserPresence | None = None
+                       ) -> Iterator[tuple[str, int, str]]:
+    """``(host, port, busid)`` of a USB/IP server exporting virtual key ``name``.
+
+    Uses the running serve when there is one; otherwise loads the key and serves it on
+    a free loopback port for the duration of the block.
+    """
+    with open_virtual(name, presence=presence) as handle:
+        if handle.key is None:
+            if handle.usbip is None:
+                raise InvalidInput(f"virtual key {name!r} is served without USB/IP; restart "
+                                   f"`hwtoken emulate serve {name}` with --usbip")
+            yield handle.usbip
+            return
+        from hwtoken.emulator.serve import served
+
+        with served(handle.key) as srv:
+            yield srv.address
+
+
+@contextlib.contextmanager
+def served_key(key: VirtualKey) -> Iterator[tuple[str, int, str]]:
+    """Serve an already-open key on a free loopback port: yields (host, port, busid)."""
+    from hwtoken.emulator.serve import served
+
+    with served(key) as srv:
+        yield srv.address
+
+
+@contextlib.contextmanager
+def fido_device_for(name: str, *, presence: UserPresence | None = None
+                    ) -> Iterator[CtapHidDevice]:
+    """A ``fido2.hid.CtapHidDevice`` for virtual key ``name``.
+
+    In-process (no network) when no serve runs; over USB/IP to the serve otherwise.
+    """
+    with open_virtual(name, presence=presence) as handle:
+        if handle.key is not None:
+            from hwtoken.emulator import fido_device
+
+            dev = fido_device(handle.key)
+        else:
+            if handle.usbip is None:
+                raise InvalidInput(f"virtual key {name!r} is served without USB/IP")
+            from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
+
+            dev = open_usbip_fido(*handle.usbip)
+        try:
+            yield dev
+        finally:
+            with contextlib.suppress(Exception):
+                dev.close()
+
+
+@contextlib.contextmanager
+def pyusb_backend_for(name: str, *, presence: UserPresence | None = None,
+                      make_default: bool = True) -> Iterator[Any]:
+    """A pyusb backend reaching virtual key ``name`` over USB/IP.
+
+    With ``make_default`` (the default) pyusb's own discovery uses it inside the block,
+    so ``yubico.find_yubikey()`` (which calls ``usb.core.find`` with no backend) finds
+    the virtual key. Uses the running serve or a temporary one.
+    """
+    from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
+
+    with usbip_endpoint_for(name, presence=presence) as (host, port, busid):
+        backend = UsbipBackend(host, port, busid=busid)
+        try:
+            if make_default:
+                with use_backend(backend):
+                    yield backend
+            else:
+                yield backend
+        finally:
+            backend.close()

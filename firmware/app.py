@@ -1,0 +1,123 @@
+# The fob's main loop: read the buttons, keep the screen current, dim when idle.
+#
+# Fob is the state machine and knows no hardware: run() wires it to the real pins,
+# I2C bus and display, and tests drive it with stand-ins.
+
+import gc
+import time
+
+import accounts
+import clock
+import config
+import screen
+
+VERSION = "1.0"
+
+
+class Fob:
+    def __init__(self, display, clk, accts, cfg=config):
+        self.display = display
+        self.clock = clk
+        self.accounts = accts
+        self.cfg = cfg
+        self.index = 0
+        self.show_next = False
+        self.level = "bright"   # "bright", "dim" or "off"
+        self.idle_since = 0
+        self._shown = None
+        display.contrast(cfg.BRIGHT)
+
+    def button(self, event, now_ms, which="a"):
+        """A button event ("short"/"long") from button ``which`` ("a" or "b")."""
+        self.idle_since = now_ms
+        if self.level != "bright":  # the first press only wakes the display
+            self._wake()
+            return
+        if event == "long":
+            self.show_next = not self.show_next
+        elif event == "short" and self.accounts:
+            step = -1 if which == "b" else 1
+            self.index = (self.index + step) % len(self.accounts)
+            self.show_next = False
+        self._shown = None
+
+    def _wake(self):
+        if self.level == "off":
+            self.display.power(True)
+        self.display.contrast(self.cfg.BRIGHT)
+        self.level = "bright"
+        self._shown = None
+
+    def tick(self, now_ms):
+        """Dim or switch off when idle; redraw when what is shown changes. Returns True if drawn."""
+        idle_s = time.ticks_diff(now_ms, self.idle_since) // 1000
+        if self.cfg.OFF_AFTER_S and idle_s >= self.cfg.OFF_AFTER_S:
+            if self.level != "off":
+                self.display.power(False)
+                self.level = "off"
+            return False
+        if idle_s >= self.cfg.DIM_AFTER_S and self.level == "bright":
+            self.display.contrast(self.cfg.DIM)
+            self.level = "dim"
+        now = self.clock.now()
+        key = (now, self.index, self.show_next, len(self.accounts))
+        if key == self._shown:
+            return False
+        screen.draw(self.display, self.accounts, self.index, now, self.show_next)
+        self.display.show()
+        self._shown = key
+        return True
+
+
+def _wifi_ntp(clk):
+    if not config.WIFI_SSID:
+        return
+    try:
+        import network
+    except ImportError:
+        return
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    wlan.connect(config.WIFI_SSID, config.WIFI_PASSWORD)
+    for _ in range(100):  # up to 10 s
+        if wlan.isconnected():
+            break
+        time.sleep_ms(100)
+    if wlan.isconnected():
+        try:
+            clock.ntp_sync(clk, config.NTP_HOST)
+        except OSError:
+            pass  # keep whatever time we had; the screen says if it is not trusted
+    wlan.active(False)
+
+
+def run():
+    """Set up the hardware named in config.py and run forever (Ctrl-C stops it)."""
+    import buttons
+    import display
+    import machine
+
+    pins = config.pins()
+    i2c = machine.I2C(pins["i2c"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
+                      freq=config.I2C_FREQ)
+    oled = display.SSD1306(i2c, config.OLED_ADDR)
+    clk = clock.detect(i2c, machine.RTC())
+    if clk.now() is None:
+        _wifi_ntp(clk)
+    btns = []
+    for which in ("a", "b"):
+        pin = pins.get("button_" + which)
+        if pin is not None:
+            p = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+            btns.append((which, buttons.Button(p.value, config.LONG_PRESS_MS)))
+    fob = Fob(oled, clk, accounts.load())
+    gc.collect()
+    fob.idle_since = time.ticks_ms()
+    while True:
+        now_ms = time.ticks_ms()
+        for which, b in btns:
+            event = b.poll(now_ms)
+            if event:
+                fob.button(event, now_ms, which)
+        fob.tick(now_ms)
+        time.sleep_ms(20)

@@ -1,1 +1,210 @@
-"""pytest plugin (``pytest11`` entry point): fixtures for testing against a virtual key."""
+"""pytest plugin (``pytest11`` entry point): test WebAuthn and U2F code against a virtual key.
+
+Installing hwtoken is enough; these fixtures are then available in every test:
+
+* ``virtual_key`` — a fresh :class:`hwtoken.emulator.VirtualKey` in the test's tmp dir,
+  closed at teardown (set ``virtual_key.presence`` to change how it answers touches);
+* ``fido_device`` — a ``fido2.hid.CtapHidDevice`` for that key (the full CTAPHID path);
+* ``webauthn`` — a :class:`WebAuthnHelper` for ``example.com`` on that device.
+
+:class:`WebAuthnHelper` registers and authenticates with ``fido2.client.Fido2Client``
+against a real ``fido2.server.Fido2Server``, so every response is verified as a relying
+party would. fido2 is imported only when a fixture is used, so the plugin costs nothing
+in test runs that do not need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fido2.ctap import CtapDevice
+    from fido2.hid import CtapHidDevice
+    from fido2.webauthn import (
+        AttestedCredentialData,
+        AuthenticationResponse,
+        AuthenticatorData,
+        RegistrationResponse,
+    )
+
+    from hwtoken.emulator import VirtualKey
+
+__all__ = ["WebAuthnHelper", "Registration", "Authentication", "virtual_key", "fido_device",
+           "webauthn"]
+
+
+@dataclass
+class Registration:
+    """What :meth:`WebAuthnHelper.register` got: the verified authenticator data and more."""
+
+    auth_data: AuthenticatorData
+    response: RegistrationResponse
+    credential: AttestedCredentialData
+
+    @property
+    def credential_id(self) -> bytes:
+        return bytes(self.credential.credential_id)
+
+    @property
+    def extension_results(self) -> Mapping[str, Any]:
+        """Client extension outputs (e.g. ``credProps``, ``prf``)."""
+        return self.response.client_extension_results or {}
+
+
+@dataclass
+class Authentication:
+    """What :meth:`WebAuthnHelper.authenticate` got: the verified assertion."""
+
+    credential: AttestedCredentialData
+    response: AuthenticationResponse
+    auth_data: AuthenticatorData
+    user_handle: bytes | None
+
+    @property
+    def credential_id(self) -> bytes:
+        return bytes(self.credential.credential_id)
+
+    @property
+    def sign_count(self) -> int:
+        return int(self.auth_data.counter)
+
+    @property
+    def user_verified(self) -> bool:
+        return bool(self.auth_data.is_user_verified())
+
+    @property
+    def extension_results(self) -> Mapping[str, Any]:
+        return self.response.client_extension_results or {}
+
+
+class WebAuthnHelper:
+    """A relying party (``Fido2Server``) and a browser (``Fido2Client``) around one device.
+
+    ``register()`` and ``authenticate()`` run a full ceremony and raise if the server
+    rejects the response; registered credentials are remembered in ``credentials``.
+    Pass ``pin`` if the key has a PIN (the client asks for it when needed).
+    """
+
+    def __init__(self, device: CtapDevice, rp_id: str = "example.com", *,
+                 origin: str | None = None, rp_name: str = "Example RP",
+                 pin: str | None = None) -> None:
+        from fido2.client import DefaultClientDataCollector, Fido2Client
+        from fido2.server import Fido2Server
+        from fido2.webauthn import PublicKeyCredentialRpEntity
+
+        self.device = device
+        self.rp_id = rp_id
+        self.server = Fido2Server(PublicKeyCredentialRpEntity(name=rp_name, id=rp_id))
+        self.client = Fido2Client(
+            device,
+            client_data_collector=DefaultClientDataCollector(origin or f"https://{rp_id}"),
+            user_interaction=_interaction(pin),
+        )
+        self.credentials: list[AttestedCredentialData] = []
+        self.sign_counts: dict[bytes, int] = {}
+
+    def register(self, user: Mapping[str, Any] | str = "alice", *,
+                 resident_key: bool = False, user_verification: str | None = None,
+                 extensions: Mapping[str, Any] | None = None) -> Registration:
+        """Register a credential for ``user`` (a name, or a WebAuthn user entity dict)."""
+        from fido2.webauthn import (
+            PublicKeyCredentialUserEntity,
+            ResidentKeyRequirement,
+            UserVerificationRequirement,
+        )
+
+        if isinstance(user, str):
+            entity = PublicKeyCredentialUserEntity(name=user, id=user.encode(),
+                                                   display_name=user)
+        else:
+            entity = PublicKeyCredentialUserEntity.from_dict(user)
+        options, state = self.server.register_begin(
+            entity, self.credentials,
+            resident_key_requirement=(ResidentKeyRequirement.REQUIRED if resident_key
+                                      else ResidentKeyRequirement.DISCOURAGED),
+            user_verification=(UserVerificationRequirement(user_verification)
+                               if user_verification else None),
+            extensions=dict(extensions) if extensions else None,
+        )
+        response = self.client.make_credential(options.public_key)
+        auth_data = self.server.register_complete(state, response)
+        credential = auth_data.credential_data
+        assert credential is not None  # noqa: S101 - register_complete guarantees it
+        self.credentials.append(credential)
+        self.sign_counts[bytes(credential.credential_id)] = int(auth_data.counter)
+        return Registration(auth_data, response, credential)
+
+    def authenticate(self, *, discoverable: bool = False, user_verification: str | None = None,
+                     extensions: Mapping[str, Any] | None = None,
+                     index: int = 0) -> Authentication:
+        """Authenticate with a registered credential (``discoverable``: no allow list).
+
+        Checks the signature with ``Fido2Server`` and that the signature counter rose.
+        """
+        from fido2.webauthn import UserVerificationRequirement
+
+        options, state = self.server.authenticate_begin(
+            None if discoverable else self.credentials,
+            user_verification=(UserVerificationRequirement(user_verification)
+                               if user_verification else None),
+            extensions=dict(extensions) if extensions else None,
+        )
+        selection = self.client.get_assertion(options.public_key)
+        response = selection.get_response(index)
+        credential = self.server.authenticate_complete(state, self.credentials, response)
+        auth_data = response.response.authenticator_data
+        cred_id = bytes(credential.credential_id)
+        previous = self.sign_counts.get(cred_id, 0)
+        if auth_data.counter and auth_data.counter <= previous:
+            raise AssertionError(
+                f"signature counter did not rise: {auth_data.counter} after {previous}")
+        self.sign_counts[cred_id] = int(auth_data.counter)
+        user = response.response.user_handle
+        return Authentication(credential, response, auth_data,
+                              bytes(user) if user is not None else None)
+
+
+def _interaction(pin: str | None) -> Any:
+    from fido2.client import UserInteraction
+
+    class _Interaction(UserInteraction):
+        def request_pin(self, permissions: Any, rp_id: str | None) -> str | None:
+            return pin
+
+    return _Interaction()
+
+
+# -- fixtures ----------------------------------------------------------------------------
+@pytest.fixture
+def virtual_key(tmp_path: Path) -> Iterator[VirtualKey]:
+    """A fresh virtual key whose state file lives in the test's tmp dir."""
+    from hwtoken.emulator import VirtualKey
+
+    key = VirtualKey.create(tmp_path / "virtual-key.key")
+    try:
+        yield key
+    finally:
+        key.close()
+
+
+@pytest.fixture
+def fido_device(virtual_key: VirtualKey) -> Iterator[CtapHidDevice]:
+    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path)."""
+    from hwtoken.emulator import fido_device as open_device
+
+    device = open_device(virtual_key)
+    try:
+        yield device
+    finally:
+        device.close()
+
+
+@pytest.fixture
+def webauthn(fido_device: CtapHidDevice) -> WebAuthnHelper:
+    """A :class:`WebAuthnHelper` for ``example.com`` on ``fido_device``."""
+    return WebAuthnHelper(fido_device)

@@ -381,6 +381,22 @@ class ReplayStore:
 
 
 # -- verification ----------------------------------------------------------------------------
+def _hmac_pads(key: bytes, algorithm: str) -> tuple[object, object]:
+    """HMAC's keyed inner and outer hash states (RFC 2104), computed once per secret.
+
+    Copying a precomputed state costs far less than ``hmac.digest`` re-deriving the pads
+    on every call, which is what makes a ±1 window cheaper than three plain HMACs.
+    """
+    name = ALGORITHMS[algorithm]
+    block = hashlib.new(name).block_size
+    if len(key) > block:
+        key = hashlib.new(name, key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.new(name, bytes(b ^ 0x36 for b in key))
+    outer = hashlib.new(name, bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
 class Verifier:
     """Checks codes for one secret: a window, constant-time comparison, replay refusal.
 
@@ -391,7 +407,7 @@ class Verifier:
     """
 
     __slots__ = ("params", "window", "store", "_key", "_alg", "_mod", "_digits", "_period",
-                 "_offsets", "counter", "_key_id")
+                 "_offsets", "counter", "_key_id", "_inner", "_outer")
 
     def __init__(self, params: OtpParams | TOTP | HOTP, *, window: int | None = None,
                  store: ReplayStore | None = None) -> None:
@@ -412,9 +428,14 @@ class Verifier:
         self._offsets = tuple(range(-window, window + 1))
         self.counter = params.counter
         self._key_id = ReplayStore.key_id(params) if store is not None else ""
+        self._inner, self._outer = _hmac_pads(params.secret, params.algorithm)
 
     def _value(self, step: int) -> int:
-        d = _digest(self._key, _pack_counter(step), self._alg)
+        inner = self._inner.copy()  # type: ignore[attr-defined]
+        inner.update(_pack_counter(step))
+        outer = self._outer.copy()  # type: ignore[attr-defined]
+        outer.update(inner.digest())
+        d = outer.digest()
         o = d[-1] & 0x0F
         return (int.from_bytes(d[o:o + 4], "big") & 0x7FFFFFFF) % self._mod
 
@@ -428,14 +449,14 @@ class Verifier:
 
     def match_totp(self, code: str | int, at: float | None = None) -> int | None:
         """The time step ``code`` belongs to within the window, or None (no replay check)."""
-        target = self._target(code)
+        target = self._target(code).to_bytes(4, "big", signed=True)
         step = int((time.time() if at is None else at) // self._period)
         found = None
         value = self._value
+        equal = hmac.compare_digest
         for off in self._offsets:  # every step is computed: no early exit leaks which one
             s = step + off
-            if s >= 0 and hmac.compare_digest(value(s).to_bytes(4, "big"),
-                                              target.to_bytes(4, "big", signed=True)):
+            if s >= 0 and equal(value(s).to_bytes(4, "big"), target):
                 found = s
         return found
 

@@ -1,8 +1,4 @@
-"""The ``hwtoken`` command line: a thin layer over the library.
-
-Subcommand modules are imported only when their command runs, so ``hwtoken --help`` and
-``hwtoken otp code`` start fast.
-"""
+"""The root click group: subcommand modules are imported only when their command runs."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import sys
 import click
 
 from hwtoken import __version__
-from hwtoken.cli.common import HwtokenGroup, run_main, state_dir_option
+from hwtoken.cli.common import HwtokenGroup, state_dir_option
 
 # command name -> (module, attribute, one-line help shown by --help without importing it)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -29,7 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "udev": ("hwtoken.cli.doctor", "udev", "Install and check the udev rules for keys and fobs."),
     "doctor": ("hwtoken.cli.doctor", "doctor",
                "Check this machine's setup, with a fix for each problem."),
-    "demo": ("hwtoken.demo", "demo_command", "Run the non-interactive tour (what `make demo` runs)."),
+    "demo": ("hwtoken.demo", "demo_command",
+             "Run the non-interactive tour (what `make demo` runs)."),
 }
 
 
@@ -82,7 +79,3 @@ def cli() -> None:
     input. Add --json to most commands for machine-readable output.
     """
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    run_main(cli, argv)

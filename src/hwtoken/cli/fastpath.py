@@ -1,0 +1,78 @@
+"""``hwtoken otp code`` without click: the call scripts make most often, answered fast.
+
+Only plain, well-formed invocations are handled here; anything else (help, unknown
+options, malformed values) returns None and goes through the click command, which owns
+the messages for bad usage. Library errors (bad secret, bad URI) are reported the same
+way the click path reports them: one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_VALUE_OPTS = {"--at", "--counter", "--digits", "--algorithm", "--period"}
+
+
+def otp_code(args: list[str]) -> int | None:
+    """Print the code for ``args`` (after ``otp code``); None means: let click handle it."""
+    opts: dict[str, str] = {}
+    flags: set[str] = set()
+    positional: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg in _VALUE_OPTS:
+            value = next(it, None)
+            if value is None or arg in opts:
+                return None
+            opts[arg] = value
+        elif arg in ("--hotp", "--json"):
+            flags.add(arg)
+        elif arg.startswith("-") and arg != "-":
+            return None
+        else:
+            positional.append(arg)
+    if len(positional) != 1:
+        return None
+    try:
+        at = float(opts["--at"]) if "--at" in opts else None
+        counter = int(opts["--counter"]) if "--counter" in opts else None
+        digits = int(opts["--digits"]) if "--digits" in opts else None
+        period = int(opts["--period"]) if "--period" in opts else None
+    except ValueError:
+        return None
+    algorithm = opts.get("--algorithm")
+    if (digits is not None and digits not in (6, 7, 8)) or (counter is not None and counter < 0) \
+            or (period is not None and period < 1) \
+            or (algorithm is not None and algorithm.upper() not in ("SHA1", "SHA256", "SHA512")):
+        return None
+
+    from hwtoken import otp
+    from hwtoken.errors import HwtokenError
+
+    value = positional[0]
+    if value == "-":
+        value = sys.stdin.readline().strip()
+    try:
+        params = otp.parse_secret_or_uri(value, hotp="--hotp" in flags, digits=digits,
+                                         algorithm=algorithm, period=period, counter=counter)
+        gen = params.generator()
+        if isinstance(gen, otp.HOTP):
+            code = gen.at(params.counter)
+            doc: dict[str, object] = {"type": "hotp", "code": code, "counter": params.counter}
+        else:
+            import time
+
+            t = time.time() if at is None else at
+            code = gen.at(t)
+            doc = {"type": "totp", "code": code, "time": t, "step": gen.timecode(t),
+                   "remaining": round(gen.remaining(t), 3)}
+    except HwtokenError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    if "--json" in flags:
+        import json
+
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(code + "\n")
+    return 0

@@ -1,0 +1,226 @@
+"""hwtoken.otp against RFC 4226/6238 vectors, oathtool and pyotp."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+import subprocess
+
+import pyotp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwtoken import otp
+from hwtoken.errors import InvalidInput
+
+RFC4226_KEY = b"12345678901234567890"
+RFC4226_CODES = ["755224", "287082", "359152", "969429", "338314",
+                 "254676", "287922", "162583", "399871", "520489"]
+
+# RFC 6238 appendix B: seeds per algorithm, times, 8-digit codes.
+RFC6238_SEEDS = {
+    "SHA1": b"12345678901234567890",
+    "SHA256": b"12345678901234567890123456789012",
+    "SHA512": b"1234567890123456789012345678901234567890123456789012345678901234",
+}
+RFC6238 = [
+    (59, "94287082", "46119246", "90693936"),
+    (1111111109, "07081804", "68084774", "25091201"),
+    (1111111111, "14050471", "67062674", "99943326"),
+    (1234567890, "89005924", "91819424", "93441116"),
+    (2000000000, "69279037", "90698825", "38618901"),
+    (20000000000, "65353130", "77737706", "47863826"),
+]
+
+
+@pytest.mark.parametrize("counter,expected", list(enumerate(RFC4226_CODES)))
+def test_rfc4226_vectors(counter, expected):
+    assert otp.HOTP(RFC4226_KEY).at(counter) == expected
+
+
+@pytest.mark.parametrize("row", RFC6238)
+@pytest.mark.parametrize("index,algorithm", [(1, "SHA1"), (2, "SHA256"), (3, "SHA512")])
+def test_rfc6238_vectors(row, index, algorithm):
+    gen = otp.TOTP(RFC6238_SEEDS[algorithm], digits=8, algorithm=algorithm)
+    assert gen.at(row[0]) == row[index]
+
+
+@pytest.mark.parametrize("row", RFC6238)
+def test_rfc6238_vectors_verify(row):
+    for index, algorithm in ((1, "SHA1"), (2, "SHA256"), (3, "SHA512")):
+        gen = otp.TOTP(RFC6238_SEEDS[algorithm], digits=8, algorithm=algorithm)
+        v = otp.Verifier(gen, window=0)
+        assert v.verify(row[index], row[0])
+        assert not v.verify(str((int(row[index]) + 1) % 10**8).zfill(8), row[0])
+
+
+def _oathtool(*args: str) -> str:
+    return subprocess.run(["oathtool", *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.system
+def test_totp_matches_oathtool_on_random_secrets():
+    for _ in range(12):
+        key = secrets.token_bytes(secrets.choice([10, 20, 32, 64]))
+        t = secrets.randbelow(4_000_000_000)
+        digits = secrets.choice([6, 7, 8])
+        alg = secrets.choice(["SHA1", "SHA256", "SHA512"])
+        period = secrets.choice([30, 60, 15])
+        ref = _oathtool("--totp=" + alg.lower(), "-d", str(digits), "-s", f"{period}s",
+                        "-N", f"@{t}", key.hex())
+        assert otp.TOTP(key, digits, alg, period).at(t) == ref
+
+
+@pytest.mark.system
+def test_hotp_matches_oathtool_on_random_secrets():
+    for _ in range(8):
+        key = secrets.token_bytes(20)
+        counter = secrets.randbelow(2**40)
+        digits = secrets.choice([6, 7, 8])
+        ref = _oathtool("--hotp", "-d", str(digits), "-c", str(counter), key.hex())
+        assert otp.HOTP(key, digits).at(counter) == ref
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=14, max_size=80), t=st.integers(0, 2**34),
+       digits=st.sampled_from([6, 7, 8]), alg=st.sampled_from(["SHA1", "SHA256", "SHA512"]),
+       period=st.integers(1, 120))
+def test_totp_matches_pyotp(key, t, digits, alg, period):
+    import hashlib
+
+    b32 = base64.b32encode(key).decode()
+    ref = pyotp.TOTP(b32, digits=digits, digest=getattr(hashlib, alg.lower()),
+                     interval=period).at(t)
+    assert otp.TOTP(key, digits, alg, period).at(t) == ref
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.binary(min_size=14, max_size=40), counter=st.integers(0, 2**63))
+def test_hotp_matches_pyotp(key, counter):
+    assert otp.HOTP(key).at(counter) == pyotp.HOTP(base64.b32encode(key).decode()).at(counter)
+
+
+@given(key=st.binary(min_size=1, max_size=64), lower=st.booleans(), spaced=st.booleans(),
+       padded=st.booleans())
+def test_base32_forms_decode(key, lower, spaced, padded):
+    text = base64.b32encode(key).decode()
+    if not padded:
+        text = text.rstrip("=")
+    if lower:
+        text = text.lower()
+    if spaced:
+        text = " ".join(text[i:i + 4] for i in range(0, len(text), 4))
+    assert otp.decode_secret(text) == key
+
+
+@given(st.text(max_size=40))
+def test_base32_garbage_raises_only_invalid_input(text):
+    try:
+        otp.decode_secret(text)
+    except InvalidInput as exc:
+        assert text.strip() == "" or text not in str(exc) or len(text) < 3
+    except Exception as exc:  # pragma: no cover - a crash is the failure we look for
+        pytest.fail(f"{type(exc).__name__}: {exc}")
+
+
+def test_base32_error_does_not_echo_secret():
+    with pytest.raises(InvalidInput) as exc:
+        otp.decode_secret("JBSWY3DPEHPK3PX!SECRETPART")
+    assert "SECRETPART" not in str(exc.value)
+
+
+def test_verifier_window_and_constant_time_path():
+    gen = otp.TOTP(RFC4226_KEY)
+    v = otp.Verifier(gen, window=1)
+    t = 1_700_000_000
+    assert v.verify(gen.at(t - 30), t)
+    assert v.verify(gen.at(t + 30), t)
+    assert not v.verify(gen.at(t - 60), t)
+    assert not v.verify("12345", t)
+    assert not v.verify("abcdef", t)
+    assert not v.verify("١٢٣٤٥٦", t)  # non-ASCII digits are not digits here
+
+
+def test_replay_refused_and_earlier_step_refused(tmp_path):
+    store = otp.ReplayStore(tmp_path / "replay.json")
+    gen = otp.TOTP(RFC4226_KEY)
+    t = 1_700_000_000
+    v = otp.Verifier(gen, store=store)
+    assert v.verify(gen.at(t), t)
+    assert not v.verify(gen.at(t), t)  # same code again
+    assert not v.verify(gen.at(t - 30), t)  # an earlier step
+    assert v.verify(gen.at(t + 30), t + 30)
+    # a new Verifier (as after a restart) reads the same store
+    assert not otp.Verifier(gen, store=otp.ReplayStore(tmp_path / "replay.json")).verify(
+        gen.at(t + 30), t + 30)
+    assert (tmp_path / "replay.json").stat().st_mode & 0o777 == 0o600
+    assert base64.b32encode(RFC4226_KEY).decode() not in (tmp_path / "replay.json").read_text()
+
+
+def test_hotp_lookahead_and_resync(tmp_path):
+    store = otp.ReplayStore(tmp_path / "replay.json")
+    gen = otp.HOTP(RFC4226_KEY)
+    v = otp.Verifier(gen, window=5, store=store)
+    assert v.verify_hotp(RFC4226_CODES[3]) == 3  # counter 0 expected, 3 within look-ahead
+    assert v.counter == 4
+    assert v.verify_hotp(RFC4226_CODES[3]) is None  # replay
+    assert v.verify_hotp(RFC4226_CODES[2]) is None  # earlier
+    assert v.verify_hotp(RFC4226_CODES[9]) == 9  # 9 <= 4 + 5
+    assert otp.Verifier(gen, window=3).verify_hotp(RFC4226_CODES[9]) is None
+
+
+URI = "otpauth://totp/ACME%20Co:john@example.com?secret=HXDMVJECJJWSRB3HWIZR4IFUGFTMXBOZ" \
+      "&issuer=ACME%20Co&algorithm=SHA256&digits=8&period=60"
+
+
+def test_parse_uri_fields_and_round_trip():
+    p = otp.parse_uri(URI)
+    assert (p.type, p.issuer, p.account, p.algorithm, p.digits, p.period) == (
+        "totp", "ACME Co", "john@example.com", "SHA256", 8, 60)
+    again = otp.parse_uri(p.to_uri())
+    assert again == p
+    assert pyotp.parse_uri(p.to_uri()).now() == p.generator().now()
+
+
+@pytest.mark.parametrize("uri,needle", [
+    ("http://totp/x?secret=JBSWY3DPEHPK3PXP", "scheme"),
+    ("otpauth://motp/x?secret=JBSWY3DPEHPK3PXP", "type"),
+    ("otpauth://totp/x?secret=JBSWY3DPEHPK3PX1", "base32"),
+    ("otpauth://totp/x?digits=6", "secret"),
+    ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&digits=9", "digits"),
+    ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&digits=five", "digits"),
+    ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&algorithm=MD5", "algorithm"),
+    ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&period=0", "period"),
+    ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&period=-30", "period"),
+    ("otpauth://hotp/x?secret=JBSWY3DPEHPK3PXP", "counter"),
+])
+def test_parse_uri_rejects(uri, needle):
+    with pytest.raises(InvalidInput, match=needle):
+        otp.parse_uri(uri)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_parse_uri_fuzz_only_invalid_input(text):
+    with contextlib.suppress(InvalidInput):
+        otp.parse_uri(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.builds(
+    lambda kind, query: f"otpauth://{kind}/Issuer:acct?{query}",
+    st.sampled_from(["totp", "hotp", "TOTP", "x"]),
+    st.lists(st.tuples(st.sampled_from(["secret", "digits", "period", "counter", "algorithm",
+                                        "issuer"]),
+                       st.text(alphabet="AZ27=-0189abc%&", max_size=12)), max_size=6)
+    .map(lambda kv: "&".join(f"{k}={v}" for k, v in kv)),
+))
+def test_parse_uri_structured_fuzz(uri):
+    try:
+        p = otp.parse_uri(uri)
+    except InvalidInput:
+        return
+    assert p.digits in (6, 7, 8) and p.period > 0 and p.secret

@@ -1,0 +1,216 @@
+"""The management applet: what ``ykman info`` and ``ManagementSession`` read and write.
+
+Pure logic over the key's ``management`` store section. Device info is the TLV list of
+yubikit's ``DeviceInfo.parse`` (serial, firmware version, form factor, supported and
+enabled capabilities over USB and NFC, timeouts, flags, config lock) so the virtual key
+shows up as a "YubiKey 5 NFC" whose applets are the ones it really has: OTP, FIDO U2F,
+FIDO2 and OATH.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from typing import Any
+
+from hwtoken.emulator.iso7816 import SW, Apdu, ApduError
+
+AID_MANAGEMENT = bytes.fromhex("a000000527471117")
+
+# Capability bits (yubikit.management.CAPABILITY)
+CAP_OTP = 0x01
+CAP_U2F = 0x02
+CAP_OPENPGP = 0x08
+CAP_PIV = 0x10
+CAP_OATH = 0x20
+CAP_HSMAUTH = 0x100
+CAP_FIDO2 = 0x200
+SUPPORTED = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
+
+FORM_FACTOR_USB_A_KEYCHAIN = 0x01
+
+TAG_USB_SUPPORTED = 0x01
+TAG_SERIAL = 0x02
+TAG_USB_ENABLED = 0x03
+TAG_FORM_FACTOR = 0x04
+TAG_VERSION = 0x05
+TAG_AUTO_EJECT_TIMEOUT = 0x06
+TAG_CHALRESP_TIMEOUT = 0x07
+TAG_DEVICE_FLAGS = 0x08
+TAG_CONFIG_LOCK = 0x0A
+TAG_UNLOCK = 0x0B
+TAG_REBOOT = 0x0C
+TAG_NFC_SUPPORTED = 0x0D
+TAG_NFC_ENABLED = 0x0E
+
+INS_SET_MODE = 0x16
+INS_WRITE_CONFIG = 0x1C
+INS_READ_CONFIG = 0x1D
+INS_DEVICE_RESET = 0x1F
+
+LOCK_CODE_LEN = 16
+_NO_LOCK = b"\0" * LOCK_CODE_LEN
+
+
+def tlv(tag: int, value: bytes) -> bytes:
+    """One BER-TLV with a one-byte tag (lengths up to 65535)."""
+    n = len(value)
+    if n < 0x80:
+        head = bytes([n])
+    elif n <= 0xFF:
+        head = bytes([0x81, n])
+    else:
+        head = bytes([0x82]) + struct.pack(">H", n)
+    return bytes([tag]) + head + value
+
+
+def parse_tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """Parse a flat list of one-byte-tag TLVs; malformed input raises ApduError(6A80)."""
+    out: list[tuple[int, bytes]] = []
+    i = 0
+    n = len(data)
+    while i < n:
+        if i + 2 > n:
+            raise ApduError(SW.INCORRECT_PARAMETERS)
+        tag = data[i]
+        ln = data[i + 1]
+        i += 2
+        if ln & 0x80:
+            k = ln & 0x7F
+            if k not in (1, 2) or i + k > n:
+                raise ApduError(SW.INCORRECT_PARAMETERS)
+            ln = int.from_bytes(data[i:i + k], "big")
+            i += k
+        if i + ln > n:
+            raise ApduError(SW.INCORRECT_PARAMETERS)
+        out.append((tag, data[i:i + ln]))
+        i += ln
+    return out
+
+
+def device_info_tlvs(key: Any) -> bytes:
+    """Device-info TLVs of ``key`` without the length byte (the OTP applet's
+    YK4_CAPABILITIES answer uses them too)."""
+    return ManagementApplet(key).device_info()[1:]
+
+
+class ManagementApplet:
+    """Management over CCID/NFC: SELECT answers the firmware version as text."""
+
+    aid = AID_MANAGEMENT
+    capability = 0  # always available
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def state(self) -> dict[str, Any]:
+        sec: dict[str, Any] = self.key.store.section("management")
+        sec.setdefault("usb_enabled", SUPPORTED)
+        sec.setdefault("nfc_enabled", SUPPORTED)
+        sec.setdefault("auto_eject_timeout", 0)
+        sec.setdefault("chalresp_timeout", 15)
+        sec.setdefault("device_flags", 0)
+        return sec
+
+    def enabled(self, transport: str = "nfc") -> int:
+        """Enabled capability bits over ``usb`` or ``nfc``."""
+        return int(self.state[f"{transport}_enabled"])
+
+    @property
+    def locked(self) -> bool:
+        return bool(self.state.get("lock_code"))
+
+    def device_info(self) -> bytes:
+        """The READ CONFIG answer: a length byte followed by the device-info TLVs."""
+        st = self.state
+        major, minor, patch = self.key.version
+        body = b"".join([
+            tlv(TAG_USB_SUPPORTED, struct.pack(">H", SUPPORTED)),
+            tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
+            tlv(TAG_USB_ENABLED, struct.pack(">H", int(st["usb_enabled"]))),
+            tlv(TAG_FORM_FACTOR, bytes([FORM_FACTOR_USB_A_KEYCHAIN])),
+            tlv(TAG_VERSION, bytes([major, minor, patch])),
+            tlv(TAG_AUTO_EJECT_TIMEOUT, struct.pack(">H", int(st["auto_eject_timeout"]))),
+            tlv(TAG_CHALRESP_TIMEOUT, bytes([int(st["chalresp_timeout"])])),
+            tlv(TAG_DEVICE_FLAGS, bytes([int(st["device_flags"])])),
+            tlv(TAG_CONFIG_LOCK, b"\1" if self.locked else b"\0"),
+            tlv(TAG_NFC_SUPPORTED, struct.pack(">H", SUPPORTED)),
+            tlv(TAG_NFC_ENABLED, struct.pack(">H", int(st["nfc_enabled"]))),
+        ])
+        return bytes([len(body)]) + body
+
+    def write_config(self, data: bytes) -> None:
+        """Apply a WRITE CONFIG (``DeviceConfig.get_bytes``): enabled apps, timeouts, lock."""
+        if not data or data[0] != len(data) - 1:
+            raise ApduError(SW.WRONG_LENGTH)
+        fields = dict(parse_tlvs(data[1:]))
+        st = self.state
+        current = bytes(st.get("lock_code") or b"")
+        if current:
+            given = fields.get(TAG_UNLOCK, b"")
+            if len(given) != LOCK_CODE_LEN or not hmac.compare_digest(given, current):
+                raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
+        changes: dict[str, Any] = {}
+        for tag, name, size in ((TAG_USB_ENABLED, "usb_enabled", 2),
+                                (TAG_NFC_ENABLED, "nfc_enabled", 2),
+                                (TAG_AUTO_EJECT_TIMEOUT, "auto_eject_timeout", 2),
+                                (TAG_CHALRESP_TIMEOUT, "chalresp_timeout", 1),
+                                (TAG_DEVICE_FLAGS, "device_flags", 1)):
+            if tag in fields:
+                value = fields[tag]
+                if len(value) not in range(1, size + 1):
+                    raise ApduError(SW.INCORRECT_PARAMETERS)
+                changes[name] = int.from_bytes(value, "big")
+        for name in ("usb_enabled", "nfc_enabled"):
+            if name in changes:
+                changes[name] &= SUPPORTED
+                if name == "usb_enabled" and not changes[name]:
+                    raise ApduError(SW.INCORRECT_PARAMETERS)  # a key must keep one app
+        if TAG_CONFIG_LOCK in fields:
+            new = fields[TAG_CONFIG_LOCK]
+            if len(new) != LOCK_CODE_LEN:
+                raise ApduError(SW.INCORRECT_PARAMETERS)
+            changes["lock_code"] = b"" if new == _NO_LOCK else new
+        st.update(changes)
+        self.key.store.commit()
+
+    # -- ISO 7816 ---------------------------------------------------------------------------
+    def select(self, apdu: Apdu) -> bytes:
+        major, minor, patch = self.key.version
+        return f"{major}.{minor}.{patch}".encode()
+
+    def process(self, apdu: Apdu) -> bytes:
+        if apdu.ins == INS_READ_CONFIG:
+            if apdu.p1 != 0:
+                raise ApduError(SW.INCORRECT_PARAMETERS)
+            return self.device_info()
+        if apdu.ins == INS_WRITE_CONFIG:
+            self.write_config(apdu.data)
+            return b""
+        if apdu.ins == INS_SET_MODE:
+            return self._set_mode(apdu.data)
+        raise ApduError(SW.INVALID_INSTRUCTION)
+
+    def _set_mode(self, data: bytes) -> bytes:
+        """Legacy SET MODE (YubiKey 4): mode code -> USB interfaces."""
+        if len(data) < 1:
+            raise ApduError(SW.WRONG_LENGTH)
+        if self.locked:
+            raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
+        ifaces = [0b001, 0b100, 0b101, 0b010, 0b011, 0b110, 0b111]  # OTP=1 FIDO=2 CCID=4
+        code = data[0] & 0x07
+        if code >= len(ifaces):
+            raise ApduError(SW.INCORRECT_PARAMETERS)
+        bits = ifaces[code]
+        usb = 0
+        if bits & 1:
+            usb |= CAP_OTP
+        if bits & 2:
+            usb |= CAP_U2F | CAP_FIDO2
+        if bits & 4:
+            usb |= CAP_OATH
+        self.state["usb_enabled"] = usb & SUPPORTED
+        self.key.store.commit()
+        return b""

@@ -1,0 +1,194 @@
+"""The virtual key as a smart card in pcscd, through the vsmartcard ``vpcd`` reader driver.
+
+pcscd's vpcd driver (Debian ``vsmartcard-vpcd``) listens on TCP (127.0.0.1:35963 for the
+reader "Virtual PCD 00 00", 35964 for "Virtual PCD 00 01"); a virtual card connects to it.
+Framing: every message is a 2-byte big-endian length and that many bytes. A 1-byte message
+is a control code (0 power off, 1 power on, 2 reset, 4 "send your ATR"); anything longer is
+a command APDU, answered with the response APDU. This module only frames: the card logic is
+:class:`hwtoken.emulator.iso7816.CardOS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+from typing import Any
+
+from hwtoken.emulator.iso7816 import CardOS
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 35963
+
+CTRL_POWER_OFF = 0
+CTRL_POWER_ON = 1
+CTRL_RESET = 2
+CTRL_GET_ATR = 4
+
+_POLL = 0.25  # how often a blocked read looks at the stop flag
+
+
+class _Closed(Exception):
+    """The peer closed the connection (or we are stopping)."""
+
+
+def parse_hostport(spec: str | None, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST:PORT``, ``HOST``, ``:PORT`` or None -> (host, port)."""
+    from hwtoken.errors import InvalidInput
+
+    if not spec:
+        return DEFAULT_HOST, default_port
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        return spec, default_port
+    try:
+        p = int(port)
+    except ValueError:
+        raise InvalidInput(f"invalid port in {spec!r}: use HOST:PORT") from None
+    if not 0 < p < 65536:
+        raise InvalidInput(f"port out of range in {spec!r}")
+    return (host.strip("[]") or DEFAULT_HOST), p
+
+
+class VpcdLink:
+    """Connect ``key`` to pcscd's vpcd driver as a card; reconnect if pcscd restarts.
+
+    ``start()`` runs the link in a daemon thread; ``stop()`` ends it. While pcscd is not
+    listening the link retries with a backoff doubling from 0.1 s up to ``max_backoff``.
+    ``lock`` (optional) serialises card commands with other transports of the same key.
+    """
+
+    def __init__(self, key: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                 card: CardOS | None = None, max_backoff: float = 2.0,
+                 lock: Any = None) -> None:
+        self.key = key
+        self.host = host
+        self.port = port
+        self.card = card if card is not None else CardOS(key)
+        self.max_backoff = max_backoff
+        self.lock = lock if lock is not None else threading.RLock()
+        self.apdus = 0
+        self.connections = 0
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while pcscd's vpcd driver holds a connection to us."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        """Block until connected (True) or ``timeout`` seconds pass (False)."""
+        return self._connected.wait(timeout)
+
+    def start(self) -> VpcdLink:
+        """Start the background thread (idempotent); returns self."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self.run, daemon=True,
+                                            name=f"hwtoken-vpcd-{self.port}")
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect and end the thread (waits up to ``timeout`` seconds)."""
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> VpcdLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Connect, serve, and reconnect with a bounded backoff until stopped."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=2.0)
+            except OSError:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = 0.1
+            self._sock = sock
+            self.connections += 1
+            self._connected.set()
+            logger.info("vpcd: card inserted at %s:%d", self.host, self.port)
+            try:
+                self._serve(sock)
+            except (_Closed, OSError) as exc:
+                logger.info("vpcd: connection ended (%s)", exc)
+            finally:
+                self._connected.clear()
+                self._sock = None
+                with contextlib.suppress(OSError):
+                    sock.close()
+                with self.lock:
+                    self.card.power_off()
+            if not self._stop.is_set():
+                self._stop.wait(0.1)
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(_POLL)
+        while not self._stop.is_set():
+            head = self._recv_exact(sock, 2, idle_ok=True)
+            if head is None:
+                continue
+            (length,) = struct.unpack(">H", head)
+            msg = self._recv_exact(sock, length) if length else b""
+            assert msg is not None
+            reply = self.handle(msg)
+            if reply is not None:
+                sock.sendall(struct.pack(">H", len(reply)) + reply)
+
+    def handle(self, msg: bytes) -> bytes | None:
+        """One vpcd message -> the bytes to send back (None for power controls)."""
+        with self.lock:
+            if len(msg) == 1:
+                code = msg[0]
+                if code == CTRL_POWER_OFF:
+                    self.card.power_off()
+                elif code == CTRL_POWER_ON:
+                    self.card.power_on()
+                elif code == CTRL_RESET:
+                    self.card.reset()
+                elif code == CTRL_GET_ATR:
+                    return self.card.atr
+                return None
+            if not msg:
+                return None
+            self.apdus += 1
+            return self.card.transmit(msg)
+
+    def _recv_exact(self, sock: socket.socket, n: int, idle_ok: bool = False) -> bytes | None:
+        """Read exactly ``n`` bytes; None if idle (nothing read yet) and ``idle_ok``."""
+        buf = bytearray()
+        while len(buf) < n:
+            if self._stop.is_set():
+                raise _Closed("stopping")
+            try:
+                chunk = sock.recv(n - len(buf))
+            except TimeoutError:
+                if idle_ok and not buf:
+                    return None
+                continue
+            if not chunk:
+                raise _Closed("peer closed")
+            buf.extend(chunk)
+        return bytes(buf)

@@ -1,0 +1,300 @@
+"""``hwtoken emulate``: create, inspect, delete and serve virtual keys."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hwtoken import devices, paths
+from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, state_dir_option
+from hwtoken.errors import DeviceBusy, InvalidInput
+
+DEFAULT_PCSC = "127.0.0.1:35963"
+
+
+@click.group(cls=HwtokenGroup)
+@state_dir_option
+def emulate() -> None:
+    """Virtual keys: software YubiKey 5s for tests and development.
+
+    A virtual key is one state file (<state-dir>/keys/NAME.key, mode 0600) holding its
+    serial number, FIDO credentials, OTP slots and OATH accounts. Every command that
+    takes --device accepts emu:NAME for it. `serve` makes it a USB device over USB/IP
+    (and a smart card through pcscd with --pcsc) that real clients reach.
+    """
+
+
+def _version_str(version: Any) -> str:
+    return ".".join(str(int(v)) for v in version)
+
+
+def _summary(name: str) -> dict[str, Any]:
+    """Non-secret facts about a key, read without locking it (works while it is served)."""
+    from hwtoken.emulator.key import VirtualKey
+
+    path = devices.key_path_for(name)
+    store = VirtualKey.peek(path)
+    ident = store.data.get("identity", {})
+    fido = store.data.get("fido", {}) or {}
+    oath = store.data.get("oath", {}) or {}
+    aaguid = ident.get("aaguid")
+    info: dict[str, Any] = {
+        "name": name,
+        "serial": ident.get("serial"),
+        "version": _version_str(ident.get("version", [0, 0, 0])),
+        "aaguid": str(_uuid(aaguid)) if aaguid else None,
+        "credentials": len(fido.get("resident") or []),
+        "pin_set": isinstance(fido.get("pin"), dict),
+        "oath_accounts": len(oath.get("credentials") or []),
+        "slots": _slots(store),
+        "path": str(path),
+        "served": None,
+    }
+    doc = devices.running_serve(name)
+    if doc is not None:
+        info["served"] = {k: doc.get(k) for k in ("pid", "usbip", "pcsc")}
+    return info
+
+
+def _uuid(raw: bytes) -> Any:
+    import uuid
+
+    return uuid.UUID(bytes=bytes(raw))
+
+
+def _slots(store: Any) -> dict[str, Any]:
+    """Slot summaries via the OTP applet's own describe() on an unlocked, read-only view."""
+    from hwtoken.emulator.key import VirtualKey
+
+    try:
+        view = VirtualKey(store, None)
+        return dict(view.otp.describe().get("slots", {}))
+    except Exception:  # an older/foreign layout: report what we can
+        raw = (store.data.get("otp", {}) or {}).get("slots", {}) or {}
+        return {str(s): ({"mode": "configured"} if raw.get(str(s)) else None) for s in (1, 2)}
+
+
+@emulate.command()
+@click.argument("name")
+@click.option("--serial", type=click.IntRange(1, 2**32 - 1), help="Serial number (default random).")
+@json_option
+@state_dir_option
+def create(name: str, serial: int | None, as_json: bool) -> None:
+    """Create virtual key NAME (a new state file; refuses to overwrite one)."""
+    from hwtoken.emulator.key import VirtualKey
+
+    path = paths.virtual_key_path(name)
+    if path.exists():
+        raise InvalidInput(f"virtual key {name!r} already exists ({path}); "
+                           f"delete it first with `hwtoken emulate delete {name}`")
+    with VirtualKey.create(path, serial=serial) as key:
+        doc = {"name": name, "serial": key.serial, "version": _version_str(key.version),
+               "aaguid": str(_uuid(key.aaguid)), "path": str(path)}
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"created virtual key {name}: serial {doc['serial']}, firmware "
+                   f"{doc['version']}, state {path}")
+
+
+@emulate.command("list")
+@json_option
+@state_dir_option
+def list_(as_json: bool) -> None:
+    """List the virtual keys in the state directory."""
+    rows = []
+    for name in devices.virtual_key_names():
+        try:
+            rows.append(_summary(name))
+        except InvalidInput as exc:
+            rows.append({"name": name, "error": str(exc)})
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"no virtual keys in {paths.keys_dir()} "
+                   "(create one: hwtoken emulate create NAME)")
+        return
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<16} damaged: {r['error']}")
+            continue
+        served = ""
+        if r["served"] and r["served"].get("usbip"):
+            u = r["served"]["usbip"]
+            served = f"  served on {u['host']}:{u['port']}"
+        elif r["served"]:
+            served = "  served"
+        click.echo(f"{r['name']:<16} serial {r['serial']:<10} firmware {r['version']}{served}")
+
+
+@emulate.command()
+@click.argument("name")
+@json_option
+@state_dir_option
+def show(name: str, as_json: bool) -> None:
+    """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
+    info = _summary(name)
+    if as_json:
+        emit_json(info)
+        return
+    slots = ", ".join(f"{s}: {d['mode'] if d else 'empty'}"
+                      for s, d in sorted(info["slots"].items()))
+    lines = [
+        ("name", info["name"]),
+        ("serial", info["serial"]),
+        ("firmware", info["version"]),
+        ("AAGUID", info["aaguid"]),
+        ("FIDO PIN", "set" if info["pin_set"] else "not set"),
+        ("resident credentials", info["credentials"]),
+        ("OTP slots", slots or "-"),
+        ("OATH accounts", info["oath_accounts"]),
+        ("state file", info["path"]),
+    ]
+    if info["served"]:
+        s = info["served"]
+        where = []
+        if s.get("usbip"):
+            where.append(f"USB/IP {s['usbip']['host']}:{s['usbip']['port']} "
+                         f"busid {s['usbip']['busid']}")
+        if s.get("pcsc"):
+            where.append(f"vpcd {s['pcsc']['host']}:{s['pcsc']['port']}")
+        lines.append(("served by", f"pid {s['pid']}: " + ", ".join(where)))
+    for label, value in lines:
+        click.echo(f"{label + ':':<22}{value}")
+
+
+@emulate.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@state_dir_option
+def delete(name: str, force: bool) -> None:
+    """Delete virtual key NAME and all its secrets (refused while it is in use)."""
+    from hwtoken.emulator.key import lock_path
+    from hwtoken.emulator.serve import runtime_path
+    from hwtoken.fileio import FileLock
+
+    path = devices.key_path_for(name)
+    try:
+        lock = FileLock(lock_path(path), what=f"virtual key {name}")
+    except DeviceBusy:
+        raise DeviceBusy(f"virtual key {name!r} is in use (served or open in another "
+                         "process); stop that first") from None
+    try:
+        if not force:
+            if not sys.stdin.isatty():
+                raise InvalidInput(f"deleting {name!r} destroys its credentials and secrets; "
+                                   "pass --force to confirm")
+            click.confirm(f"Delete virtual key {name} and all its credentials?", abort=True)
+        for p in (path, runtime_path(path), lock_path(path)):
+            p.unlink(missing_ok=True)
+    finally:
+        lock.release()
+    click.echo(f"deleted virtual key {name}")
+
+
+def _presence(touch: str) -> Any:
+    from hwtoken.emulator.presence import ApproveAlways, AskCallback, DenyAlways
+
+    if touch == "deny":
+        return DenyAlways()
+    if touch == "prompt":
+        ask_lock = threading.Lock()
+
+        def ask(reason: str) -> bool:
+            with ask_lock:
+                return click.confirm(f"touch requested ({reason}); approve?", default=True,
+                                     err=True)
+
+        return AskCallback(ask)
+    return ApproveAlways()
+
+
+@emulate.command()
+@click.argument("name")
+@click.option("--usbip", "usbip_spec", metavar="[HOST:]PORT", default="127.0.0.1:3240",
+              show_default=True, help="USB/IP address to serve on (PORT 0 picks a free port).")
+@click.option("--no-usbip", is_flag=True, help="Do not serve over USB/IP (e.g. PC/SC only).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a non-loopback address: anyone who reaches it can use the key.")
+@click.option("--touch", type=click.Choice(["auto", "deny", "prompt"]), default="auto",
+              show_default=True, help="What a touch request does: approve, refuse, or ask here.")
+@click.option("--pcsc", "pcsc_spec", metavar="[HOST:PORT]", is_flag=False,
+              flag_value=DEFAULT_PCSC, default=None,
+              help=f"Also connect to pcscd's vpcd driver as a smart card (default {DEFAULT_PCSC}).")
+@click.option("-v", "--verbose", is_flag=True, help="Log connections and transfers errors.")
+@json_option
+@state_dir_option
+def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
+          pcsc_spec: str | None, verbose: bool, as_json: bool) -> None:
+    """Serve NAME as a USB device (USB/IP) until Ctrl-C or SIGTERM.
+
+    While it runs, the key is locked and other commands given --device emu:NAME talk to
+    this process. List it with `usbip --tcp-port PORT list -r 127.0.0.1`; on Linux with
+    the vhci-hcd module, `sudo usbip attach -r 127.0.0.1 -b 1-1` makes it a real USB
+    device for browsers, ykman and libfido2.
+    """
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.serve import KeyService, parse_endpoint
+
+    _setup_logging(verbose)
+    path = devices.key_path_for(name)
+    usbip = None if no_usbip else parse_endpoint(usbip_spec)
+    pcsc = parse_endpoint(pcsc_spec, default_port=35963) if pcsc_spec else None
+    if usbip is None and pcsc is None:
+        raise InvalidInput("nothing to serve: give --usbip or --pcsc")
+    try:
+        key = VirtualKey.load(path, presence=_presence(touch))
+    except DeviceBusy:
+        doc = devices.running_serve(name)
+        if doc is not None:
+            raise DeviceBusy(f"virtual key {name!r} is already served by pid {doc['pid']}"
+                             ) from None
+        raise DeviceBusy(f"virtual key {name!r} is in use by another process") from None
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote) as svc:
+            doc = svc.describe()
+            if as_json:
+                emit_json({"name": name, **doc})
+            else:
+                _print_banner(name, key.serial, doc, Path(path))
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not as_json:
+        click.echo(f"stopped serving {name}")
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+    logging.getLogger("hwtoken").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> None:
+    click.echo(f"serving virtual key {name} (serial {serial}, state {path})")
+    if doc.get("usbip"):
+        u = doc["usbip"]
+        click.echo(f"  USB/IP  {u['host']}:{u['port']} busid {u['busid']}")
+        click.echo(f"          list:   usbip --tcp-port {u['port']} list -r {u['host']}")
+        click.echo(f"          attach: sudo modprobe vhci-hcd && sudo usbip --tcp-port "
+                   f"{u['port']} attach -r {u['host']} -b {u['busid']}")
+    if doc.get("pcsc"):
+        p = doc["pcsc"]
+        click.echo(f"  PC/SC   vpcd {p['host']}:{p['port']} (reader 'Virtual PCD 00 00')")
+    click.echo(f"  other commands: --device emu:{name}; stop with Ctrl-C")

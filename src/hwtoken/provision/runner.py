@@ -1,0 +1,190 @@
+"""The provisioning run and its recovery, in four durable steps per key.
+
+1. **record** -- the record (serial, mode, slot, *sealed* secret, state ``pending``) is
+   committed to the inventory before the key is touched;
+2. **program** -- the secret is written to the key (``programmed_at`` is recorded);
+3. **verify** -- the key itself computes a response/code that must equal the value
+   computed from the secret;
+4. **done** -- the record is marked ``done`` (with the HOTP counter the server should use).
+
+A crash between any two steps leaves a ``pending`` record holding the secret; ``resume``
+checks such a key and completes the record, or reprograms the key with the recorded secret.
+So a key is never programmed with a secret the inventory does not hold.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwtoken.errors import DeviceBusy, HwtokenError
+from hwtoken.provision.faults import FaultInjector, Hook
+from hwtoken.provision.inventory import Inventory, RecordBusy, station_id
+from hwtoken.provision.model import SECRET_LENGTH, Record, Spec, State
+from hwtoken.provision.protocol import Device, DeviceSource, Programmer
+from hwtoken.provision.verify import check
+
+ProgrammerFor = Callable[[Spec, Device], Programmer]
+
+
+@dataclass
+class Outcome:
+    """What happened to one key."""
+
+    serial: int
+    device: str
+    result: str  # done | refused | busy | failed | missing
+    message: str = ""
+    reprogrammed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"serial": self.serial, "device": self.device, "result": self.result,
+                "message": self.message, "reprogrammed": self.reprogrammed}
+
+
+@dataclass
+class Summary:
+    """All outcomes of a run or resume."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(o.result for o in self.outcomes))
+
+    @property
+    def exit_code(self) -> int:
+        """1 if a key failed its check or could not be settled, else 0."""
+        return 1 if any(o.result in ("failed", "missing") for o in self.outcomes) else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"counts": self.counts(), "seconds": round(self.seconds, 3),
+                "keys": [o.to_json() for o in self.outcomes]}
+
+
+class Provisioner:
+    """Runs the four steps against an inventory with the given programmers."""
+
+    def __init__(self, inventory: Inventory, programmer_for: ProgrammerFor, *,
+                 hook: Hook | None = None,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.inventory = inventory
+        self.programmer_for = programmer_for
+        self._fault = FaultInjector.from_env()
+        self._hook = hook
+        self._on_outcome = on_outcome
+        self.station = station_id()
+
+    def _step(self, step: str, rec: Record) -> None:
+        if self._hook is not None:
+            self._hook(step, rec)
+        self._fault(step, rec)
+
+    def _emit(self, summary: Summary, outcome: Outcome) -> None:
+        summary.outcomes.append(outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    # -- run ------------------------------------------------------------------------------
+    def run(self, spec: Spec, source: DeviceSource, *, count: int | None = None,
+            reprogram: bool = False) -> Summary:
+        """Provision keys from ``source`` until it is exhausted or ``count`` keys are done."""
+        summary = Summary()
+        started = time.monotonic()
+        done = 0
+        for device in source.arrivals():
+            outcome = self.provision(spec, device, reprogram=reprogram)
+            self._emit(summary, outcome)
+            done += outcome.result == "done"
+            if count is not None and done >= count:
+                break
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def provision(self, spec: Spec, device: Device, *, reprogram: bool = False) -> Outcome:
+        """The four steps for one key."""
+        inv = self.inventory
+        try:
+            with inv.hold(device.serial):
+                existing = inv.get(device.serial)
+                if existing is not None and not reprogram:
+                    return Outcome(device.serial, device.spec, "refused",
+                                   f"already in the inventory ({existing.state.value}); "
+                                   "use --reprogram to program it again")
+                secret = secrets.token_bytes(SECRET_LENGTH)
+                rec = Record(serial=device.serial, mode=spec.mode, slot=spec.slot,
+                             digits=spec.digits, touch=spec.touch, name=spec.name, sealed="",
+                             device=device.spec, station=self.station)
+                inv.seal(rec, secret)
+                if not inv.claim(rec, reprogram=reprogram):
+                    return Outcome(device.serial, device.spec, "refused",
+                                   "claimed by another station")
+                self._step("record", rec)
+                return self._settle(device, rec, secret, program=True)
+        except (RecordBusy, DeviceBusy) as exc:
+            return Outcome(device.serial, device.spec, "busy", str(exc))
+
+    def _settle(self, device: Device, rec: Record, secret: bytes, *, program: bool) -> Outcome:
+        """Program (if asked) and verify the key, then mark the record done."""
+        inv = self.inventory
+        spec = rec.spec
+        reprogrammed = False
+        try:
+            with self.programmer_for(spec, device).connect(device) as conn:
+                if not program:
+                    nxt = check(conn, spec, secret, rec.counter)
+                    if nxt is None:
+                        program = reprogrammed = True
+                if program:
+                    conn.program(spec, secret)
+                    rec.attempts += 1
+                    inv.update(rec.serial, programmed_at=time.time(), attempts=rec.attempts,
+                               station=self.station)
+                    self._step("program", rec)
+                    nxt = check(conn, spec, secret, rec.counter)
+                if nxt is None:
+                    msg = "the key's response does not match the recorded secret"
+                    inv.update(rec.serial, last_error=msg)
+                    inv.log_event("error", msg, rec.serial)
+                    return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)
+                self._step("verify", rec)
+                inv.update(rec.serial, state=State.DONE, counter=nxt, last_error=None)
+                rec.state, rec.counter = State.DONE, nxt
+                self._step("done", rec)
+        except DeviceBusy:
+            raise
+        except HwtokenError as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            inv.update(rec.serial, last_error=msg)
+            inv.log_event("error", msg, rec.serial)
+            return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)
+        return Outcome(rec.serial, device.spec, "done", "", reprogrammed)
+
+    # -- resume ---------------------------------------------------------------------------
+    def resume(self, source: DeviceSource) -> Summary:
+        """Settle every pending record: complete it if the key holds the recorded secret,
+        else reprogram the key with it; report keys that are not present."""
+        summary = Summary()
+        started = time.monotonic()
+        inv = self.inventory
+        for pending in inv.records(states=[State.PENDING]):
+            try:
+                with inv.hold(pending.serial):
+                    rec = inv.get(pending.serial)
+                    if rec is None or rec.state is not State.PENDING:
+                        continue
+                    device = source.present(rec)
+                    if device is None:
+                        self._emit(summary, Outcome(rec.serial, rec.device, "missing",
+                                                    "key not present: plug it in and resume"))
+                        continue
+                    outcome = self._settle(device, rec, inv.secret(rec), program=False)
+            except (RecordBusy, DeviceBusy) as exc:
+                outcome = Outcome(pending.serial, pending.device, "busy", str(exc))
+            self._emit(summary, outcome)
+        summary.seconds = time.monotonic() - started
+        return summary

@@ -1,0 +1,168 @@
+"""Secrets at rest in the inventory: AES-256-GCM under a key from a passphrase or a key file.
+
+The inventory keeps, in its ``meta`` table, how its sealing key is derived (scrypt salt and
+parameters, or "keyfile") and a *check value*: a constant sealed under that key, so a wrong
+passphrase is refused before anything is written. The database alone reveals no secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from hwtoken.errors import HwtokenError, InvalidInput
+
+PASSPHRASE_ENV = "HWTOKEN_INVENTORY_PASSPHRASE"
+KEY_FILE_ENV = "HWTOKEN_INVENTORY_KEY_FILE"
+VERSION = b"\x01"
+CHECK_PLAINTEXT = b"hwtoken inventory sealing key check v1"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+class WrongKey(HwtokenError):
+    """The passphrase or key file does not open this inventory."""
+
+    exit_code = 2
+
+
+class Sealer:
+    """Seal and open secrets with AES-256-GCM; associated data binds a secret to its record."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise InvalidInput("the inventory key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, aad: bytes) -> str:
+        nonce = secrets.token_bytes(12)
+        blob = VERSION + nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return base64.b64encode(blob).decode()
+
+    def open(self, sealed: str, aad: bytes) -> bytes:
+        try:
+            blob = base64.b64decode(sealed, validate=True)
+        except ValueError:
+            raise WrongKey("a sealed secret in the inventory is damaged") from None
+        if len(blob) < 1 + 12 + 16 or blob[:1] != VERSION:
+            raise WrongKey("a sealed secret in the inventory is damaged")
+        try:
+            return self._aead.decrypt(blob[1:13], blob[13:], aad)
+        except InvalidTag:
+            raise WrongKey("cannot open a sealed secret: wrong inventory passphrase or key "
+                           "file, or the record was tampered with") from None
+
+    def __repr__(self) -> str:  # never show key material
+        return "Sealer(<key hidden>)"
+
+
+def _scrypt(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+
+
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """A key file holds 32 random bytes, raw or as 64 hex digits or base64 text."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the inventory key file {path}: {exc.strerror}") from None
+    if len(data) == 32:
+        return data
+    text = data.strip()
+    for decode in (bytes.fromhex, base64.b64decode):
+        try:
+            key = decode(text.decode("ascii"))  # type: ignore[operator]
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if len(key) == 32:
+            return key
+    raise InvalidInput(f"the inventory key file {path} must hold 32 bytes (raw, hex or base64)")
+
+
+def new_key_file(path: str | os.PathLike[str]) -> None:
+    """Write a fresh random key file (0600, atomic)."""
+    from hwtoken.fileio import atomic_write
+
+    atomic_write(path, secrets.token_bytes(32).hex() + "\n")
+
+
+class Unlocker:
+    """Where the sealing key comes from: a key file, or a passphrase (env or prompt)."""
+
+    def __init__(self, *, key_file: str | os.PathLike[str] | None = None,
+                 passphrase: str | None = None,
+                 prompt: Callable[[bool], str] | None = None) -> None:
+        self.key_file = key_file or os.environ.get(KEY_FILE_ENV) or None
+        self._passphrase = passphrase
+        self._prompt = prompt
+
+    def passphrase(self, new: bool) -> str:
+        value = self._passphrase or os.environ.get(PASSPHRASE_ENV)
+        if not value and self._prompt is not None:
+            value = self._prompt(new)
+        if not value:
+            raise InvalidInput(f"the inventory needs a passphrase: set {PASSPHRASE_ENV}, "
+                               "use --key-file, or run on a terminal to be asked")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Unlocker(key_file={self.key_file!r}, passphrase=<hidden>)"
+
+
+def unlock(meta_get: Callable[[str], str | None],
+           meta_init: Callable[[str, str], str], source: Unlocker) -> Sealer:
+    """Open (or, on a new inventory, set up) the sealing key described in the inventory.
+
+    ``meta_init(name, value)`` stores ``value`` unless ``name`` is set and returns the stored
+    value, so two stations creating one inventory at once agree on one salt.
+    """
+    existing = meta_get("sealing")
+    if existing is None:
+        if source.key_file:
+            doc = {"kdf": "keyfile"}
+        else:
+            doc = {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
+                   "salt": base64.b64encode(secrets.token_bytes(16)).decode()}
+        new = True
+    else:
+        doc = json.loads(existing)
+        new = False
+    key = _derive(doc, source, new)
+    sealer = Sealer(key)
+    if new:
+        doc["check"] = sealer.seal(CHECK_PLAINTEXT, b"check")
+        stored = meta_init("sealing", json.dumps(doc))
+        if stored != json.dumps(doc):  # another station set it up first: use theirs
+            return unlock(meta_get, meta_init, source)
+        return sealer
+    try:
+        check = sealer.open(doc["check"], b"check")
+    except WrongKey:
+        raise WrongKey("wrong passphrase or key file for this inventory") from None
+    if not hmac.compare_digest(check, CHECK_PLAINTEXT):
+        raise WrongKey("wrong passphrase or key file for this inventory")
+    return sealer
+
+
+def _derive(doc: dict[str, object], source: Unlocker, new: bool) -> bytes:
+    kdf = doc.get("kdf")
+    if kdf == "keyfile":
+        if not source.key_file:
+            raise InvalidInput("this inventory is sealed with a key file: pass --key-file "
+                               "(or set HWTOKEN_INVENTORY_KEY_FILE)")
+        return read_key_file(source.key_file)
+    if kdf == "scrypt":
+        if source.key_file and not (source._passphrase or os.environ.get(PASSPHRASE_ENV)):
+            raise InvalidInput("this inventory is sealed with a passphrase, not a key file")
+        salt = base64.b64decode(str(doc["salt"]))
+        return _scrypt(source.passphrase(new), salt, int(doc["n"]), int(doc["r"]),  # type: ignore[call-overload]
+                       int(doc["p"]))  # type: ignore[call-overload]
+    raise InvalidInput(f"unknown inventory sealing method {kdf!r}")

@@ -1,0 +1,104 @@
+"""SQLite inventory: one file (0600), WAL journal, ``synchronous=FULL``.
+
+Several processes on one machine may share the file: writes take SQLite's write lock
+(``BEGIN IMMEDIATE``, waiting up to 30 s), and a station holds a record with a POSIX
+byte-range lock on ``<file>.holds`` at offset = serial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hwtoken.errors import InvalidInput
+from hwtoken.fileio import SECRET_MODE
+from hwtoken.provision.inventory import Inventory, RecordBusy
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    serial INTEGER PRIMARY KEY,
+    mode TEXT NOT NULL, slot INTEGER NOT NULL, digits INTEGER NOT NULL,
+    touch INTEGER NOT NULL, name TEXT NOT NULL, sealed TEXT NOT NULL,
+    state TEXT NOT NULL, counter INTEGER NOT NULL DEFAULT 0,
+    device TEXT NOT NULL, station TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    programmed_at REAL, exported_at REAL);
+CREATE INDEX IF NOT EXISTS records_state ON records (state);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, station TEXT NOT NULL,
+    serial INTEGER, kind TEXT NOT NULL, message TEXT NOT NULL);
+"""
+
+
+class SqliteInventory(Inventory):
+    """The default inventory: a local SQLite file."""
+
+    param = "?"
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        super().__init__(f"sqlite:///{self.path}")
+        if not self.path.exists():
+            if not create:
+                raise InvalidInput(f"no inventory at {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # create it 0600 before SQLite touches it; its -wal/-shm files copy the mode
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
+            os.close(fd)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InvalidInput(f"{self.path} is not a usable inventory database ({exc})") from None
+        self._in_txn = False
+        self._holds_fd: int | None = None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._db.execute(sql, tuple(params)).fetchall())
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_txn:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._in_txn = True
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._in_txn = False
+
+    @contextlib.contextmanager
+    def hold(self, serial: int) -> Iterator[None]:
+        if self._holds_fd is None:
+            self._holds_fd = os.open(f"{self.path}.holds", os.O_RDWR | os.O_CREAT, SECRET_MODE)
+        try:
+            fcntl.lockf(self._holds_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(serial))
+        except OSError:
+            raise RecordBusy(f"key {serial} is being programmed by another station") from None
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._holds_fd, fcntl.LOCK_UN, 1, int(serial))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._db.close()
+        if self._holds_fd is not None:
+            os.close(self._holds_fd)
+            self._holds_fd = None

@@ -1,0 +1,225 @@
+"""Run a private pcscd with the vpcd reader driver (for tests, the demo and ``emu:`` keys).
+
+pcscd 1.9 always puts its socket at ``/run/pcscd/pcscd.comm``; to run one next to a
+system pcscd without touching it, ours runs in a private mount namespace
+(``unshare --mount``) where a temporary directory is bind-mounted over ``/run/pcscd``.
+Clients reach it through ``PCSCLITE_CSOCK_NAME=<tmp>/pcscd.comm`` (honoured by
+libpcsclite, hence pyscard, ykman and fido2). Its vpcd readers "Virtual PCD 00 00" and
+"Virtual PCD 00 01" listen on ``port`` and ``port + 1`` (a free pair by default).
+
+Needs root (for the namespace and the bind mount), as ``make test`` runs. Note: libpcsclite
+reads ``PCSCLITE_CSOCK_NAME`` once per process, so in-process pyscard users should set it
+(:meth:`Pcscd.export_env`) before their first PC/SC call and keep one pcscd per process
+(:func:`shared_pcscd`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from hwtoken.errors import DeviceError
+
+VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+READER_0 = "Virtual PCD 00 00"
+READER_1 = "Virtual PCD 00 01"
+SYSTEM_SOCKET = "/run/pcscd/pcscd.comm"
+
+
+def _free_port_pair() -> int:
+    """A port p such that p and p+1 are both free on this host (best effort)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise DeviceError("no free TCP port pair for pcscd's vpcd readers")
+
+
+def _listening(port: int) -> bool:
+    """True if some socket listens on TCP ``port`` (reads /proc/net/tcp, no connect)."""
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 3 and parts[1].endswith(want) and parts[3] == "0A":
+                return True
+    return False
+
+
+class Pcscd:
+    """A private ``pcscd -f`` with only the vpcd driver; ``start()`` / ``stop()``."""
+
+    def __init__(self, port: int | None = None, workdir: str | os.PathLike[str] | None = None,
+                 debug: bool = False) -> None:
+        self.port = port or _free_port_pair()
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hwtoken-pcscd-"))
+        self.debug = debug
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "run" / "pcscd.comm"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "pcscd.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for clients (subprocesses) of this pcscd."""
+        return {"PCSCLITE_CSOCK_NAME": str(self.socket_path)}
+
+    def client_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default os.environ) plus :attr:`env`."""
+        env = dict(os.environ if base is None else base)
+        env.update(self.env)
+        return env
+
+    def export_env(self) -> None:
+        """Point this process's libpcsclite at us (before its first PC/SC call)."""
+        os.environ.update(self.env)
+
+    reader = READER_0
+
+    def start(self, timeout: float = 15.0) -> Pcscd:
+        """Start pcscd and wait until its socket and vpcd port are up."""
+        if os.geteuid() != 0:
+            raise DeviceError("a private pcscd needs root (mount namespace); run as root "
+                              "or start the system pcscd with the vpcd driver")
+        for tool in ("pcscd", "unshare"):
+            if shutil.which(tool) is None:
+                raise DeviceError(f"{tool} is not installed (apt-get install pcscd "
+                                  "vsmartcard-vpcd util-linux)")
+        if not Path(VPCD_DRIVER).exists():
+            raise DeviceError("the vpcd driver is missing: apt-get install vsmartcard-vpcd")
+        run = self.workdir / "run"
+        conf = self.workdir / "reader.conf.d"
+        run.mkdir(parents=True, exist_ok=True)
+        conf.mkdir(exist_ok=True)
+        (conf / "vpcd").write_text(
+            'FRIENDLYNAME "Virtual PCD"\n'
+            f"DEVICENAME   /dev/null:0x{self.port:04X}\n"
+            f"LIBPATH      {VPCD_DRIVER}\n"
+            f"CHANNELID    0x{self.port:04X}\n")
+        flags = "-f -d" if self.debug else "-f"
+        script = (f"mkdir -p /run/pcscd && mount --bind '{run}' /run/pcscd && "
+                  f"exec pcscd {flags} -c '{conf}'")
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DeviceError(f"pcscd exited at start: {self.log_tail()}")
+            if self.socket_path.exists() and _listening(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise DeviceError(f"pcscd did not come up within {timeout:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 600) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:].strip()
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate pcscd (SIGTERM, then SIGKILL) and remove its files."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Stop and start again on the same port and socket (cards must reconnect)."""
+        own, self._own_dir = self._own_dir, False
+        self.stop()
+        self._own_dir = own
+        self.start(timeout)
+
+    def __enter__(self) -> Pcscd:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_shared: Pcscd | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pcscd() -> Pcscd:
+    """This process's private pcscd (started on first use, stopped at exit); its socket
+    is exported to ``os.environ`` so pyscard in this process uses it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.running:
+            if _shared is not None:
+                _shared.restart()
+            else:
+                _shared = Pcscd().start()
+                atexit.register(_shared.stop)
+            _shared.export_env()
+        return _shared
+
+
+def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:
+    """Wait until a card answers in ``reader`` (pcscd notices insertions by polling).
+
+    Uses pyscard in this process, so ``PCSCLITE_CSOCK_NAME`` must already be right.
+    """
+    from smartcard.Exceptions import CardConnectionException, NoCardException
+    from smartcard.System import readers
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            for r in readers():
+                if r.name == reader:
+                    conn = r.createConnection()
+                    conn.connect()
+                    with contextlib.suppress(Exception):
+                        conn.disconnect()
+                    return
+        except (NoCardException, CardConnectionException) as exc:
+            last = exc
+        except Exception as exc:  # noqa: BLE001 - pcscd still starting: retry
+            last = exc
+        time.sleep(0.1)
+    raise DeviceError(f"no card in PC/SC reader {reader!r} after {timeout:.0f} s ({last})")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 from hwtoken.emulator.otp import keyboard
@@ -51,6 +52,27 @@ REPORT_DESCRIPTOR = bytes.fromhex(
 )
 
 
+# every live engine of an applet, so a simulated touch types on the interface(s) in use
+_ENGINES: weakref.WeakKeyDictionary[OtpApplet, weakref.WeakSet[OtpHidEngine]] = (
+    weakref.WeakKeyDictionary())
+_ENGINES_LOCK = threading.Lock()
+
+
+def press(key: VirtualKey, slot: int) -> str:
+    """Touch ``key``'s button for ``slot``: every OTP HID interface of the key types it.
+
+    Returns the typed text (empty for an empty or challenge-response slot). This is what
+    `hwtoken yubikey hotp touch` uses on a virtual key; the host then reads the text back
+    from the keyboard endpoint like any USB keyboard.
+    """
+    reports = key.otp.touch_keys(slot)
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.get(key.otp, ()))
+    for engine in engines:
+        engine.queue_keys(reports)
+    return keyboard.decode(reports)
+
+
 class OtpHidEngine:
     """Feature-report state machine and keyboard queue of one key's OTP interface."""
 
@@ -68,6 +90,8 @@ class OtpHidEngine:
         self._wait_deadline = 0.0
         self._keys: collections.deque[bytes] = collections.deque()
         self._keys_ready = threading.Condition(threading.Lock())
+        with _ENGINES_LOCK:
+            _ENGINES.setdefault(self.applet, weakref.WeakSet()).add(self)
 
     # -- feature reports ---------------------------------------------------------------------
     def set_feature(self, data: bytes) -> None:
@@ -162,12 +186,16 @@ class OtpHidEngine:
 
     # -- keyboard ----------------------------------------------------------------------------
     def touch(self, slot: int) -> str:
-        """Touch the button for ``slot``: queue what it types, return that text."""
+        """Touch the button for ``slot``: queue what it types here, return that text."""
         reports = self.applet.touch_keys(slot)
+        self.queue_keys(reports)
+        return keyboard.decode(reports)
+
+    def queue_keys(self, reports: list[bytes]) -> None:
+        """Queue keyboard reports for the interrupt IN endpoint."""
         with self._keys_ready:
             self._keys.extend(reports)
             self._keys_ready.notify_all()
-        return keyboard.decode(reports)
 
     def read_keyboard(self, timeout: float = 0.0) -> bytes | None:
         """The next 8-byte keyboard input report, or None if none came within ``timeout``."""
@@ -193,4 +221,4 @@ class OtpHidEngine:
             self._keys.clear()
 
 
-__all__ = ["OtpHidEngine", "REPORT_DESCRIPTOR"]
+__all__ = ["OtpHidEngine", "REPORT_DESCRIPTOR", "press"]

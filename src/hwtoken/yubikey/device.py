@@ -1,0 +1,432 @@
+"""Finding a YubiKey and driving its OTP slots through python-yubico.
+
+:func:`open_key` gives an :class:`OtpKey` for a ``--device`` spec:
+
+- a real key: python-yubico's own USB discovery (``yubico.find_yubikey``), optionally
+  picked by serial number;
+- ``emu:NAME``: the virtual key is served on loopback over USB/IP (or a running
+  ``hwtoken emulate serve NAME`` is used) and pyusb's default discovery is pointed at it,
+  so ``yubico.find_yubikey`` finds it exactly like a plugged-in key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hwtoken import devices
+from hwtoken.errors import CheckFailed, DeviceError, InvalidInput
+from hwtoken.yubikey.secrets import fit_hmac_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.presence import UserPresence
+
+SLOTS = (1, 2)
+_CONFIG_SIZE = 52
+_MAX_KEYS = 16  # real keys probed by `list`
+
+
+def _yubico() -> Any:
+    try:
+        import yubico
+    except ImportError:  # pragma: no cover - extra not installed
+        raise DeviceError("python-yubico is not installed: pip install 'hwtoken[yubikey]'"
+                          ) from None
+    return yubico
+
+
+@dataclass
+class SlotInfo:
+    """What the status report tells about one slot (keys never reveal their secrets)."""
+
+    programmed: bool
+    touch_triggered: bool | None  # True: types on touch (HOTP, Yubico OTP, static)
+
+    @property
+    def kind(self) -> str:
+        if not self.programmed:
+            return "empty"
+        if self.touch_triggered is None:
+            return "programmed"
+        return "keyboard (types on touch)" if self.touch_triggered else "challenge-response"
+
+
+@dataclass
+class KeyInfo:
+    """Identity and slot state of one key."""
+
+    device: str
+    serial: int | None
+    firmware: str
+    model: str
+    virtual: bool
+    pgm_seq: int
+    touch_level: int
+    slots: dict[int, SlotInfo] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["slots"] = {str(n): {**asdict(s), "kind": s.kind} for n, s in self.slots.items()}
+        return d
+
+
+class _RawFrame:
+    """A prepared frame for python-yubico's public ``write_config`` (delete with a code)."""
+
+    def __init__(self, command: int, payload: bytes) -> None:
+        self.command = command
+        self.payload = payload.ljust(64, b"\0")
+
+    def version_required(self) -> tuple[int, int]:
+        return (2, 0)
+
+    def to_frame(self, slot: int = 1) -> Any:
+        from yubico.yubikey_frame import YubiKeyFrame
+
+        return YubiKeyFrame(command=self.command, payload=self.payload)
+
+    def __repr__(self) -> str:  # python-yubico prints configs in debug mode: no secrets
+        return f"<frame 0x{self.command:02x}>"
+
+
+class OtpKey:
+    """One opened YubiKey (python-yubico object ``yk``) and the OTP-slot operations."""
+
+    def __init__(self, yk: Any, device: str, *, virtual_key: VirtualKey | None = None,
+                 backend: Any = None) -> None:
+        self.yk = yk
+        self.device = device
+        self.virtual_key = virtual_key
+        self._backend = backend
+
+    @property
+    def is_virtual(self) -> bool:
+        return self.device.startswith(devices.VIRTUAL_PREFIX)
+
+    # -- state -------------------------------------------------------------------------------
+    def _status(self) -> Any:
+        return _call(self.yk.status)
+
+    def serial(self) -> int | None:
+        try:
+            return int(_call(self.yk.serial))
+        except DeviceError:
+            return None
+
+    def info(self) -> KeyInfo:
+        """Serial, firmware, programming sequence, and which slots are programmed."""
+        st = self._status()
+        version = st.ykver()
+        slots = {}
+        valid = st.valid_configs()
+        for n in SLOTS:
+            touch = None
+            if version >= (3, 0, 0) and n in valid:
+                touch = bool(st.touch_level & (0x04 if n == 1 else 0x08))
+            slots[n] = SlotInfo(programmed=n in valid, touch_triggered=touch)
+        return KeyInfo(device=self.device, serial=self.serial(), firmware=st.version(),
+                       model=_model(version, getattr(self.yk, "description", "YubiKey")),
+                       virtual=self.is_virtual, pgm_seq=st.pgm_seq,
+                       touch_level=st.touch_level, slots=slots)
+
+    def is_programmed(self, slot: int) -> bool:
+        _check_slot(slot)
+        return slot in self._status().valid_configs()
+
+    def _guard_overwrite(self, slot: int, force: bool) -> None:
+        if not force and self.is_programmed(slot):
+            raise InvalidInput(f"slot {slot} is already programmed; overwriting destroys its "
+                               "secret - confirm or pass --force")
+
+    # -- programming ---------------------------------------------------------------------------
+    def _new_config(self) -> Any:
+        return _call(self.yk.init_config)
+
+    @staticmethod
+    def _codes(cfg: Any, access_code: bytes | None, current: bytes | None) -> None:
+        """Present ``current`` (unlock) and protect the slot with ``access_code``."""
+        if current is not None:
+            cfg.unlock_key(b"h:" + current.hex().encode())
+        if access_code is not None:
+            cfg.access_key(b"h:" + access_code.hex().encode())
+        elif current is not None:
+            cfg.access_key(b"h:" + current.hex().encode())  # keep the slot protected
+
+    def _write(self, cfg: Any, slot: int, what: str) -> None:
+        yubico = _yubico()
+        try:
+            self.yk.write_config(cfg, slot=slot)
+        except yubico.yubikey_usb_hid.YubiKeyUSBHIDError as exc:
+            if "programming failed" in str(exc):
+                raise CheckFailed(f"the key refused to {what}: the slot is protected by an "
+                                  "access code (give the right --access-code) or the "
+                                  "configuration was rejected") from None
+            raise DeviceError(f"could not {what}: {exc}") from None
+        except yubico.yubico_exception.YubicoError as exc:
+            raise DeviceError(f"could not {what}: {exc.reason}") from None
+
+    def program_hotp(self, slot: int, secret: bytes, *, digits: int = 6, imf: int = 0,
+                     access_code: bytes | None = None,
+                     current_access_code: bytes | None = None, append_cr: bool = True,
+                     force: bool = False) -> None:
+        """OATH-HOTP: a touch types the next ``digits``-digit code (then Enter).
+
+        ``imf`` is the initial counter (a multiple of 16, as the key stores it /16).
+        """
+        _check_slot(slot)
+        if digits not in (6, 8):
+            raise InvalidInput("HOTP codes have 6 or 8 digits")
+        if imf % 16 or not 0 <= imf <= 0xFFFF0:
+            raise InvalidInput("the initial counter must be a multiple of 16 up to 1048560")
+        self._guard_overwrite(slot, force)
+        cfg = self._new_config()
+        # python-yubico packs factor_seed little-endian; keys read uid[4:6] big-endian / 16
+        seed = int.from_bytes((imf // 16).to_bytes(2, "big"), "little")
+        cfg.mode_oath_hotp(fit_hmac_key(secret), digits=digits, factor_seed=seed or None)
+        cfg.ticket_flag("APPEND_CR", append_cr)
+        self._common_flags(cfg)
+        self._codes(cfg, access_code, current_access_code)
+        self._write(cfg, slot, f"program slot {slot}")
+
+    def program_chalresp(self, slot: int, secret: bytes, *, touch: bool = False,
+                         variable: bool = True, access_code: bytes | None = None,
+                         current_access_code: bytes | None = None,
+                         force: bool = False) -> None:
+        """HMAC-SHA1 challenge-response (what KeePassXC, PAM and LUKS use)."""
+        _check_slot(slot)
+        self._guard_overwrite(slot, force)
+        cfg = self._new_config()
+        cfg.mode_challenge_response(fit_hmac_key(secret), type="HMAC", variable=variable,
+                                    require_button=touch)
+        self._common_flags(cfg)
+        self._codes(cfg, access_code, current_access_code)
+        self._write(cfg, slot, f"program slot {slot}")
+
+    @staticmethod
+    def _common_flags(cfg: Any) -> None:
+        cfg.extended_flag("SERIAL_API_VISIBLE", True)
+        cfg.extended_flag("ALLOW_UPDATE", True)
+
+    def delete(self, slot: int, *, current_access_code: bytes | None = None) -> None:
+        """Erase ``slot`` (needs its access code if it has one)."""
+        _check_slot(slot)
+        yubico = _yubico()
+        command = yubico.yubikey_defs.SLOT.CONFIG if slot == 1 else yubico.yubikey_defs.SLOT.CONFIG2
+        payload = bytes(_CONFIG_SIZE) + (current_access_code or bytes(6))
+        self._write(_RawFrame(command, payload), slot, f"delete slot {slot}")
+
+    def swap(self, *, current_access_code: bytes | None = None) -> None:
+        """Exchange the two slots' configurations."""
+        cfg = _call(self.yk.init_config, swap=True)
+        if current_access_code is not None:
+            cfg.unlock_key(b"h:" + current_access_code.hex().encode())
+        self._write(cfg, 1, "swap the slots")
+
+    # -- using ---------------------------------------------------------------------------------
+    def calculate(self, slot: int, challenge: bytes, *, variable: bool = True) -> bytes:
+        """HMAC-SHA1 response of ``slot`` to ``challenge`` (up to 64 bytes)."""
+        _check_slot(slot)
+        if len(challenge) > 64:
+            raise InvalidInput("a challenge is at most 64 bytes")
+        info = self.info().slots[slot]
+        if not info.programmed:
+            raise InvalidInput(f"slot {slot} is not programmed")
+        if info.touch_triggered:
+            raise InvalidInput(f"slot {slot} types on touch; it is not a challenge-response "
+                               "slot")
+        yubico = _yubico()
+        try:
+            return bytes(self.yk.challenge_response(challenge, mode="HMAC", slot=slot,
+                                                    variable=variable, may_block=True))
+        except yubico.yubikey_base.YubiKeyTimeout:
+            raise CheckFailed(f"slot {slot} gave no response (touch the key when it "
+                              "blinks; a slot needing touch waits about 15 s)") from None
+        except yubico.yubico_exception.YubicoError as exc:
+            raise DeviceError(f"challenge-response failed: {exc.reason}") from None
+
+    def touch(self, slot: int, *, timeout: float = 5.0) -> str:
+        """Virtual key only: touch the button and read what it types from the keyboard.
+
+        The text is read back from the key's USB keyboard endpoint over the same USB/IP
+        link python-yubico uses, and decoded from HID usage codes.
+        """
+        _check_slot(slot)
+        if self.virtual_key is None or self._backend is None:
+            raise InvalidInput("touch can only be simulated on a virtual key (emu:NAME) "
+                               "that this command serves; on a real key, touch it")
+        import usb.core
+
+        from hwtoken.emulator.otp.hid import press
+        from hwtoken.emulator.otp.keyboard import decode
+
+        # the server takes one USB/IP import at a time: end python-yubico's session (it
+        # re-imports on its next transfer) and attach the keyboard like a desktop would
+        self._backend.close()
+        dev = usb.core.find(idVendor=0x1050, backend=self._backend)
+        if dev is None:  # pragma: no cover - we serve it ourselves
+            raise DeviceError("the virtual key's USB device vanished")
+        dev.set_configuration(1)
+        expected = press(self.virtual_key, slot)
+        want = len(_encode(expected))
+        reports = []
+        try:
+            for _ in range(want):
+                reports.append(bytes(dev.read(0x81, 8, timeout=int(timeout * 1000))))
+        except usb.core.USBError as exc:
+            raise DeviceError(f"reading the keyboard failed: {exc}") from None
+        finally:
+            usb.util.dispose_resources(dev)
+        return decode(reports)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.yk._device._close()  # release the USB interface now, not at GC time
+        self.yk = None
+
+
+def _encode(text: str) -> list[bytes]:
+    from hwtoken.emulator.otp.keyboard import encode
+
+    try:
+        return encode(text)
+    except ValueError:
+        return [b""] * (2 * len(text))
+
+
+def _model(version: tuple[int, int, int], described: str) -> str:
+    # python-yubico names every key from firmware 4 on "YubiKey 4"
+    return f"YubiKey {version[0]}" if version[0] >= 5 else described
+
+
+def _check_slot(slot: int) -> None:
+    if slot not in SLOTS:
+        raise InvalidInput("slot must be 1 or 2")
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    yubico = _yubico()
+    try:
+        return fn(*args, **kwargs)
+    except yubico.yubico_exception.YubicoError as exc:
+        raise DeviceError(str(exc.reason)) from None
+
+
+def _find(skip: int = 0) -> Any | None:
+    """python-yubico's discovery; None when there is no (further) key."""
+    yubico = _yubico()
+    import usb.core
+
+    try:
+        return yubico.find_yubikey(skip=skip)
+    except yubico.yubikey_base.YubiKeyError as exc:
+        if "No YubiKey found" in str(exc):
+            return None
+        raise DeviceError(f"cannot open the YubiKey: {exc.reason}") from None
+    except usb.core.NoBackendError:
+        raise DeviceError("pyusb found no USB backend: install libusb-1.0 (apt install "
+                          "libusb-1.0-0)") from None
+    except usb.core.USBError as exc:
+        if exc.errno == 13:
+            raise DeviceError("permission denied opening the YubiKey: install the udev rules "
+                              "(`hwtoken udev install`) and re-plug it") from None
+        raise DeviceError(f"cannot open the YubiKey: {exc}") from None
+    except yubico.yubico_exception.YubicoError as exc:
+        raise DeviceError(f"cannot open the YubiKey: {exc.reason}") from None
+
+
+@contextlib.contextmanager
+def open_key(device: str | None = None, *,
+             presence: UserPresence | None = None) -> Iterator[OtpKey]:
+    """Open the key ``device`` names (see :func:`hwtoken.devices.parse_spec`)."""
+    spec = devices.parse_spec(device)
+    if spec.is_virtual:
+        assert spec.name is not None
+        with _open_virtual(spec.name, presence) as key:
+            yield key
+        return
+    if spec.path is not None:
+        raise InvalidInput("select a real YubiKey by its serial number (or plug in just one)")
+    key = _open_real(spec.serial)
+    try:
+        yield key
+    finally:
+        key.close()
+
+
+def _open_real(serial: int | None) -> OtpKey:
+    for skip in range(_MAX_KEYS):
+        yk = _find(skip)
+        if yk is None:
+            break
+        key = OtpKey(yk, "")
+        found = key.serial()
+        key.device = str(found) if found is not None else f"#{skip}"
+        if serial is None or found == serial:
+            return key
+        key.close()
+    if serial is None:
+        raise DeviceError("no YubiKey found: plug one in (or use --device emu:NAME for a "
+                          "virtual key); on Linux check `hwtoken doctor`")
+    raise DeviceError(f"no YubiKey with serial {serial} is plugged in")
+
+
+@contextlib.contextmanager
+def _open_virtual(name: str, presence: UserPresence | None) -> Iterator[OtpKey]:
+    from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
+
+    with devices.open_virtual(name, presence=presence) as handle, \
+            contextlib.ExitStack() as stack:
+        if handle.key is not None:
+            endpoint = stack.enter_context(devices.served_key(handle.key))
+        elif handle.usbip is not None:
+            endpoint = handle.usbip
+        else:
+            raise InvalidInput(f"virtual key {name!r} is served without USB/IP; restart "
+                               f"`hwtoken emulate serve {name}` with USB/IP enabled")
+        host, port, busid = endpoint
+        backend = stack.enter_context(UsbipBackend(host, port, busid=busid))
+        stack.enter_context(use_backend(backend))
+        yk = _find(0)
+        if yk is None:
+            raise DeviceError(f"virtual key {name!r} did not answer over USB/IP")
+        key = OtpKey(yk, f"{devices.VIRTUAL_PREFIX}{name}", virtual_key=handle.key,
+                     backend=backend)
+        try:
+            yield key
+        finally:
+            key.close()
+
+
+def list_keys(*, include_virtual: bool = True) -> list[KeyInfo]:
+    """Every real key python-yubico finds, then every virtual key (through USB/IP too)."""
+    found: list[KeyInfo] = []
+    for skip in range(_MAX_KEYS):
+        try:
+            yk = _find(skip)
+        except DeviceError:
+            break
+        if yk is None:
+            break
+        key = OtpKey(yk, f"#{skip}")
+        try:
+            info = key.info()
+            info.device = str(info.serial) if info.serial is not None else f"#{skip}"
+            found.append(info)
+        finally:
+            key.close()
+    if include_virtual:
+        for name in devices.virtual_key_names():
+            try:
+                with open_key(f"{devices.VIRTUAL_PREFIX}{name}") as vk:
+                    found.append(vk.info())
+            except DeviceError as exc:  # busy (e.g. held by a test) or broken
+                found.append(KeyInfo(device=f"{devices.VIRTUAL_PREFIX}{name}", serial=None,
+                                     firmware="?", model=f"unavailable: {exc}", virtual=True,
+                                     pgm_seq=0, touch_level=0))
+    return found
+
+
+__all__ = ["open_key", "list_keys", "OtpKey", "KeyInfo", "SlotInfo"]

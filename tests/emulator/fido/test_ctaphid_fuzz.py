@@ -1,0 +1,192 @@
+"""hypothesis fuzzing of the CTAPHID packet layer and the U2F APDU parser.
+
+Thousands of random and mutated inputs: the key never raises, every report it sends is a
+well-formed 64-byte report, malformed U2F requests get an error status word, and the key
+stays usable afterwards (INIT + PING, U2F VERSION, a registered handle still signs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import time
+
+import pytest
+from fido2.ctap1 import Ctap1
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hwtoken.emulator import VirtualKey, fido_device
+from hwtoken.emulator.fido.ctaphid import BROADCAST_CID, CtapHidEngine, frames
+from hwtoken.emulator.fido.u2f import U2fApplet
+
+FUZZ = settings(max_examples=1500, deadline=None, derandomize=False,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+APP = hashlib.sha256(b"fuzz.example").digest()
+KNOWN_SW = {0x9000, 0x6985, 0x6A80, 0x6700, 0x6D00, 0x6E00}
+ERROR_SW = KNOWN_SW - {0x9000}
+
+
+@pytest.fixture(scope="module")
+def shared_key(tmp_path_factory):
+    key = VirtualKey.create(tmp_path_factory.mktemp("fuzzkey") / "fuzz.key")
+    yield key
+    key.close()
+
+
+def _init(engine: CtapHidEngine) -> int:
+    nonce = os.urandom(8)
+    for r in frames(BROADCAST_CID, 0x06, nonce):
+        engine.write(r)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rep = engine.read(5)
+        assert rep is not None
+        if rep[:4] == b"\xff\xff\xff\xff" and rep[4] == 0x86 and rep[7:15] == nonce:
+            return struct.unpack(">I", rep[15:19])[0]
+    raise AssertionError("INIT not answered")
+
+
+def _ping_works(engine: CtapHidEngine) -> None:
+    """Allocate a channel and PING until answered (a running request may say BUSY first)."""
+    cid = _init(engine)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for r in frames(cid, 0x01, b"alive?"):
+            engine.write(r)
+        while True:
+            rep = engine.read(5)
+            assert rep is not None, "the key stopped answering"
+            assert len(rep) == 64
+            if int.from_bytes(rep[:4], "big") != cid or rep[4] == 0xBB:
+                continue  # other channels' leftovers, keepalives
+            if rep[4] == 0x81:
+                assert rep[7:13] == b"alive?"
+                return
+            assert rep[4] == 0xBF and rep[7] == 0x06, rep.hex()  # CHANNEL_BUSY: retry
+            break
+        time.sleep(0.005)
+    raise AssertionError("PING never succeeded")
+
+
+# Reports: pure noise, or packets on the channels the engine really allocated.
+raw_reports = st.binary(min_size=0, max_size=80)
+structured = st.tuples(
+    st.sampled_from(["init", "cont"]),
+    st.integers(0, 3),  # which allocated channel (or broadcast / zero)
+    st.integers(0, 0x7F),  # command or sequence number
+    st.integers(0, 0xFFFF),  # declared length
+    st.binary(max_size=57),
+)
+inputs = st.lists(st.one_of(raw_reports, structured), max_size=12)
+
+
+def _render(item, cids: list[int]) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    kind, which, cmd, length, body = item
+    cid = [*cids, BROADCAST_CID, 0][which]
+    if kind == "init":
+        if cmd == 0x04 and body:  # LOCK: only ever 0 s, so the key is not locked away
+            body = b"\0" + body[1:]
+        return struct.pack(">IBH", cid, 0x80 | cmd, length) + body
+    return struct.pack(">IB", cid, cmd) + body
+
+
+@given(data=inputs)
+@FUZZ
+def test_ctaphid_packet_layer_survives_anything(shared_key, data):
+    engine = CtapHidEngine(shared_key, msg_timeout=0.01)
+    try:
+        cids = [_init(engine), _init(engine)]
+        for item in data:
+            engine.write(_render(item, cids))
+        while (rep := engine.read(0)) is not None:
+            assert len(rep) == 64
+        _ping_works(engine)
+    finally:
+        engine.close()
+
+
+# U2F: random APDUs and mutations of valid ones.
+def _valid_apdus(handle: bytes) -> list[bytes]:
+    auth = os.urandom(32) + APP + bytes([len(handle)]) + handle
+    return [
+        bytes.fromhex("00030000"),
+        bytes([0, 1, 0, 0, 64]) + os.urandom(32) + APP,
+        bytes([0, 1, 0, 0, 0, 0, 64]) + os.urandom(32) + APP + b"\0\0",
+        bytes([0, 2, 3, 0, len(auth)]) + auth,
+        bytes([0, 2, 7, 0, 0, 0, len(auth)]) + auth + b"\0\0",
+        bytes([0, 2, 8, 0, len(auth)]) + auth,
+    ]
+
+
+@pytest.fixture(scope="module")
+def registered(shared_key):
+    applet = U2fApplet(shared_key)
+    resp = applet.process(bytes([0, 1, 0, 0, 64]) + os.urandom(32) + APP)
+    assert resp[-2:] == b"\x90\x00"
+    return resp[67:67 + resp[66]]
+
+
+mutation = st.tuples(st.integers(0, 5), st.lists(
+    st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 200),
+              st.integers(1, 255)), min_size=1, max_size=4))
+
+
+def _mutate(apdu: bytes, ops) -> bytes:
+    b = bytearray(apdu)
+    for op, pos, val in ops:
+        pos = pos % (len(b) + 1)
+        if op == "flip" and pos < len(b):
+            b[pos] ^= val
+        elif op == "cut":
+            del b[pos:pos + val]
+        else:
+            b[pos:pos] = bytes([val])
+    return bytes(b)
+
+
+@given(apdu=st.one_of(st.binary(max_size=300), mutation))
+@FUZZ
+def test_u2f_apdu_parser_answers_every_input_with_a_status_word(shared_key, registered, apdu):
+    applet = U2fApplet(shared_key)
+    if isinstance(apdu, tuple):
+        which, ops = apdu
+        original = _valid_apdus(registered)[which]
+        apdu = _mutate(original, ops)
+    resp = applet.process(apdu)
+    assert len(resp) >= 2
+    sw = struct.unpack(">H", resp[-2:])[0]
+    assert sw in KNOWN_SW
+    if sw != 0x9000:
+        assert len(resp) == 2  # errors carry no data
+    else:
+        assert apdu[:2] in (b"\x00\x01", b"\x00\x02", b"\x00\x03")
+
+
+def test_u2f_still_works_after_fuzzing(shared_key, registered):
+    dev = fido_device(shared_key)
+    try:
+        ctap1 = Ctap1(dev)
+        assert ctap1.get_version() == "U2F_V2"
+        c = os.urandom(32)
+        sig = ctap1.authenticate(c, APP, registered)
+        assert sig.user_presence == 1
+    finally:
+        dev.close()
+
+
+@given(apdu=st.binary(min_size=1, max_size=400))
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_u2f_over_ctaphid_msg_never_breaks_the_channel(shared_key, apdu):
+    dev = fido_device(shared_key)
+    try:
+        resp = dev.call(0x03, apdu)
+        assert struct.unpack(">H", resp[-2:])[0] in KNOWN_SW
+        assert dev.ping(b"ok") == b"ok"
+    finally:
+        dev.close()

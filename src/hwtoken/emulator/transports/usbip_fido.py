@@ -99,6 +99,9 @@ def open_usbip_connection(host: str, port: int, busid: str = "1-1", *,
         sock = handle.conn.sock
         if isinstance(sock, socket.socket):
             sock.settimeout(timeout)
+            # header and payload go out in separate sends: without NODELAY, Nagle plus
+            # the server's delayed ACK stalls every OUT report by tens of milliseconds
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         iface, ep_in, ep_out, size_in, size_out, _rd = _find_fido_interface(handle)
         dd = handle.device_descriptor
         descriptor = HidDescriptor(

@@ -1,0 +1,137 @@
+"""The served key as USB sees it: descriptors through pyusb, `usbip list -r`, python-yubico."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import usb.backend.libusb1
+import usb.core
+import usb.util
+from fido2.hid.base import parse_report_descriptor
+from usbip.classes.host.hid import parse_report_descriptor as parse_hid_items
+
+from hwtoken.emulator import usb as vusb
+from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
+
+
+@pytest.fixture
+def backend(usbip_server):
+    b = UsbipBackend(usbip_server.host, usbip_server.port)
+    yield b
+    b.close()
+
+
+def test_pyusb_enumerates_and_reads_descriptors(backend):
+    dev = usb.core.find(idVendor=0x1050, backend=backend)
+    assert dev is not None
+    try:
+        assert (dev.idVendor, dev.idProduct) == (0x1050, 0x0403)
+        assert dev.bcdDevice == 0x0571  # firmware 5.7.1
+        assert dev.manufacturer == "Yubico"
+        assert dev.product == "YubiKey OTP+FIDO"
+        assert dev.serial_number == "12345678"
+        cfg = dev[0]
+        assert cfg.bNumInterfaces == 2
+        otp, fido = cfg[(0, 0)], cfg[(1, 0)]
+        assert (otp.bInterfaceClass, otp.bInterfaceSubClass, otp.bInterfaceProtocol) == (3, 1, 1)
+        assert [(e.bEndpointAddress, e.wMaxPacketSize) for e in otp] == [(0x81, 8)]
+        assert (fido.bInterfaceClass, fido.bInterfaceSubClass) == (3, 0)
+        eps = {e.bEndpointAddress: e for e in fido}
+        assert set(eps) == {0x84, 0x04}
+        assert all(usb.util.endpoint_type(e.bmAttributes) == usb.util.ENDPOINT_TYPE_INTR
+                   and e.wMaxPacketSize == 64 for e in eps.values())
+        # the HID class descriptor rides in the interface's extra descriptors
+        assert bytes(fido.extra_descriptors)[1] == 0x21
+    finally:
+        usb.util.dispose_resources(dev)
+
+
+def test_report_descriptors_are_a_yubikeys(backend):
+    dev = usb.core.find(idVendor=0x1050, backend=backend)
+    try:
+        fido_rd = bytes(dev.ctrl_transfer(0x81, 0x06, 0x2200, 1, 256))
+        otp_rd = bytes(dev.ctrl_transfer(0x81, 0x06, 0x2200, 0, 256))
+    finally:
+        usb.util.dispose_resources(dev)
+    assert fido_rd == vusb.FIDO_REPORT_DESCRIPTOR
+    assert fido_rd[:3] == bytes([0x06, 0xD0, 0xF1])  # usage page 0xF1D0
+    assert parse_report_descriptor(fido_rd) == (64, 64)  # how fido2 recognises a FIDO key
+    assert len(otp_rd) == 71
+    reports, numbered = parse_hid_items(otp_rd)
+    assert not numbered
+    assert reports[(3, 0)].size == 8  # the configuration protocol's feature report
+    assert reports[(1, 0)].size == 8  # boot keyboard input report
+
+
+def test_feature_reports_reach_the_otp_engine(backend):
+    dev = usb.core.find(idVendor=0x1050, backend=backend)
+    try:
+        status = bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))
+        assert status[1:4] == bytes([5, 7, 1])  # status report: firmware version
+        assert dev.ctrl_transfer(0x21, 0x09, 0x0300, 0, bytes(7) + b"\x8f") == 8
+        with pytest.raises(usb.core.USBError):  # a feature report is 8 bytes, no more
+            dev.ctrl_transfer(0x21, 0x09, 0x0300, 0, bytes(9))
+    finally:
+        usb.util.dispose_resources(dev)
+
+
+def test_python_yubico_finds_the_key_through_the_default_backend(usbip_server):
+    import yubico
+
+    original = usb.backend.libusb1.get_backend
+    with UsbipBackend(usbip_server.host, usbip_server.port) as b, use_backend(b):
+        yk = yubico.find_yubikey()
+        assert yk.version() == "5.7.1"
+        del yk
+    assert usb.backend.libusb1.get_backend is original
+
+
+def test_backend_lists_nothing_when_the_server_is_gone(usbip_key):
+    from hwtoken.emulator.serve import served
+
+    with served(usbip_key) as srv:
+        host, port = srv.host, srv.port
+    assert usb.core.find(idVendor=0x1050, backend=UsbipBackend(host, port)) is None
+
+
+@pytest.mark.system
+def test_debian_usbip_tool_lists_the_key(usbip_server):
+    tool = shutil.which("usbip") or "/usr/sbin/usbip"
+    assert Path(tool).exists(), "the usbip tool is installed by make test"
+    out = subprocess.run([tool, "--tcp-port", str(usbip_server.port), "list", "-r", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "1050:0403" in text
+    assert "1-1" in text
+    assert "(03/01/01)" in text  # boot keyboard: the OTP interface
+    assert "(03/00/00)" in text  # FIDO HID
+
+
+VHCI = Path("/sys/devices/platform/vhci_hcd.0")
+
+
+@pytest.mark.system
+@pytest.mark.skipif(not VHCI.exists(), reason="usbip attach needs the vhci-hcd kernel module "
+                    "(modprobe vhci-hcd); /sys/devices/platform/vhci_hcd.0 is absent here")
+def test_usbip_attach_makes_a_real_usb_device(usbip_server):  # pragma: no cover - needs vhci
+    tool = shutil.which("usbip") or "/usr/sbin/usbip"
+    out = subprocess.run([tool, "--tcp-port", str(usbip_server.port), "attach", "-r",
+                          "127.0.0.1", "-b", "1-1"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        found = False
+        while time.monotonic() < deadline and not found:
+            found = any("1050" in (p / "idVendor").read_text()
+                        for p in Path("/sys/bus/usb/devices").glob("*")
+                        if (p / "idVendor").exists())
+            time.sleep(0.2)
+        assert found
+    finally:
+        subprocess.run([tool, "detach", "-p", "00"], capture_output=True, timeout=20)

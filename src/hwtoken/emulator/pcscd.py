@@ -213,10 +213,16 @@ def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:
             for r in readers():
                 if r.name == reader:
                     conn = r.createConnection()
-                    conn.connect()
-                    with contextlib.suppress(Exception):
-                        conn.disconnect()
-                    return
+                    try:
+                        conn.connect()
+                        with contextlib.suppress(Exception):
+                            conn.disconnect()
+                        return
+                    finally:
+                        release = getattr(conn, "release", None)
+                        if release is not None:
+                            with contextlib.suppress(Exception):
+                                release()
         except (NoCardException, CardConnectionException) as exc:
             last = exc
         except Exception as exc:  # noqa: BLE001 - pcscd still starting: retry

@@ -18,7 +18,8 @@ from hwtoken.cli.common import (
     state_dir_option,
 )
 from hwtoken.errors import InvalidInput
-from hwtoken.fido import credfile, creds, device, info, pin, reset, webauthn
+from hwtoken.fido import credfile, creds, device, info, pin, webauthn
+from hwtoken.fido.reset import reset as reset_key
 from hwtoken.fido.session import PinSource
 
 PIN_ENV = "HWTOKEN_PIN"
@@ -279,6 +280,8 @@ def pin_group() -> None:
 def pin_set(device: str | None, as_json: bool) -> None:
     """Set the first PIN ($HWTOKEN_NEW_PIN, else $HWTOKEN_PIN, else a prompt)."""
     with _open(device) as key:
+        if pin.status(key.device).pin_set:
+            raise InvalidInput("the key already has a PIN: use `hwtoken fido2 pin change`")
         pin.set_pin(key.device, _new_pin(allow_pin_env=True))
         status = pin.status(key.device)
     _pin_report("PIN set", status, as_json)
@@ -290,6 +293,8 @@ def pin_set(device: str | None, as_json: bool) -> None:
 def pin_change(device: str | None, as_json: bool) -> None:
     """Change the PIN (current from $HWTOKEN_PIN, new from $HWTOKEN_NEW_PIN or prompts)."""
     with _open(device) as key:
+        if not pin.status(key.device).pin_set:
+            raise InvalidInput("the key has no PIN yet: use `hwtoken fido2 pin set`")
         old = _pin_source("Current PIN")()
         assert old is not None
         pin.change_pin(key.device, old, _new_pin())
@@ -313,6 +318,8 @@ def pin_retries(device: str | None, as_json: bool) -> None:
 def pin_verify(device: str | None, as_json: bool) -> None:
     """Check the PIN; exit 1 (and show the tries left) if it is wrong."""
     with _open(device) as key:
+        if not pin.status(key.device).pin_set:
+            raise InvalidInput("the key has no PIN: set one first with `hwtoken fido2 pin set`")
         status = pin.verify_pin(key.device, _pin_source()() or "")
     _pin_report("PIN correct", status, as_json)
 
@@ -368,6 +375,14 @@ def creds_delete(device: str | None, credential_id: str, force: bool, as_json: b
         click.echo(f"Deleted {deleted.user_name or '?'} at {deleted.rp_id}")
 
 
+def _replug_hint(key: device.FidoKey) -> str:
+    if key.entry.kind == "usb":
+        return "you will be asked to remove and re-insert it, then to touch it."
+    if key.can_replug:
+        return "this virtual key is power-cycled for you."
+    return "restart `hwtoken emulate serve` and run this within 10 seconds."
+
+
 # -- reset ----------------------------------------------------------------------------------
 @fido2.command("reset")
 @device_option
@@ -385,8 +400,10 @@ def reset_cmd(device: str | None, force: bool, as_json: bool) -> None:
             click.echo(f"Reset erases EVERY FIDO credential and the PIN on {key.entry.spec} "
                        f"({key.entry.describe()}). Sign-ins that use this key will stop "
                        "working.", err=True)
+            click.echo(f"A key accepts a reset only within 10 seconds of being plugged in, "
+                       f"and with a touch: {_replug_hint(key)}", err=True)
             click.confirm("Reset the key?", abort=True, err=True)
-        reset.reset(key, say=lambda m: click.echo(m, err=True))
+        reset_key(key, say=lambda m: click.echo(m, err=True))
     if as_json:
         emit_json({"reset": True, "device": key.entry.spec})
     else:

@@ -16,7 +16,7 @@ from typing import Any
 from fido2.ctap import CtapDevice
 
 from hwtoken import paths
-from hwtoken.errors import DeviceBusy, DeviceError, HwtokenError, InvalidInput
+from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
 
 EMU_PREFIX = "emu:"
 
@@ -182,72 +182,49 @@ def _open_hid(spec: str) -> Iterator[FidoKey]:
             key.device.close()
 
 
-def _runtime_of(name: str) -> Any | None:
-    """Connection details of a running ``hwtoken emulate serve NAME``, if any."""
+def _runtime_of(name: str) -> dict[str, Any] | None:
+    """The runtime document of a running ``hwtoken emulate serve NAME``, if any."""
+    from hwtoken.devices import running_serve
+
     try:
-        from hwtoken import devices
-    except ImportError:
-        return None
-    finder = getattr(devices, "read_runtime", None) or getattr(devices, "runtime_info", None)
-    if finder is None:
-        return None
-    try:
-        return finder(name)
-    except HwtokenError:
+        return running_serve(name)
+    except (HwtokenError, OSError, ValueError):
         return None
 
 
 @contextlib.contextmanager
 def _open_virtual(name: str) -> Iterator[FidoKey]:
+    """In this process when the key is free; over USB/IP when a serve holds it."""
+    from hwtoken.devices import open_virtual
     from hwtoken.emulator import fido_device
-    from hwtoken.emulator.key import VirtualKey
 
-    path = paths.virtual_key_path(name)
-    if not path.exists():
-        raise DeviceError(f"no virtual key named {name!r} in {paths.keys_dir()}; create it "
-                          f"with `hwtoken emulate create {name}`")
-    entry = KeyEntry(spec=EMU_PREFIX + name, kind="virtual",
-                     product="hwtoken virtual YubiKey 5", path=str(path), status="free")
-    try:
-        vkey = VirtualKey.load(path)
-    except DeviceBusy:
-        with _open_served(name, entry) as key:
-            yield key
-        return
-    try:
-        entry = KeyEntry(**{**entry.to_dict(), "serial": str(vkey.serial)})
+    with open_virtual(name) as handle:
+        entry = KeyEntry(spec=EMU_PREFIX + name, kind="virtual",
+                         product="hwtoken virtual YubiKey 5", path=str(handle.path))
+        vkey = handle.key
+        if vkey is not None:
+            entry = KeyEntry(**{**entry.to_dict(), "serial": str(vkey.serial),
+                                "status": "free"})
 
-        def replug(timeout: float) -> CtapDevice:
-            key.device.close()
-            vkey.power_cycle()
-            return fido_device(vkey)
+            def replug(timeout: float) -> CtapDevice:
+                with contextlib.suppress(Exception):
+                    key.device.close()
+                vkey.power_cycle()
+                return fido_device(vkey)
 
-        key = FidoKey(fido_device(vkey), entry, replug)
+            key = FidoKey(fido_device(vkey), entry, replug)
+        else:
+            if handle.usbip is None:
+                raise DeviceError(f"virtual key {name!r} is served without USB/IP; restart "
+                                  f"`hwtoken emulate serve {name}` with --usbip")
+            from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
+
+            serial = handle.runtime.get("serial")
+            entry = KeyEntry(**{**entry.to_dict(), "status": "served",
+                                "serial": str(serial) if serial else None})
+            key = FidoKey(open_usbip_fido(*handle.usbip), entry)
         try:
             yield key
         finally:
             with contextlib.suppress(Exception):
                 key.device.close()
-    finally:
-        vkey.close()
-
-
-@contextlib.contextmanager
-def _open_served(name: str, entry: KeyEntry) -> Iterator[FidoKey]:
-    """The virtual key ``name`` is held by another process: reach it over USB/IP."""
-    try:
-        from hwtoken import devices
-    except ImportError:
-        devices = None  # type: ignore[assignment]
-    opener = getattr(devices, "open_emulated_fido", None) if devices else None
-    if opener is None:
-        raise DeviceBusy(f"virtual key {name!r} is in use by another process and is not "
-                         "served over USB/IP; stop that process or run `hwtoken emulate "
-                         f"serve {name}`")
-    device = opener(name)
-    key = FidoKey(device, KeyEntry(**{**entry.to_dict(), "status": "served"}))
-    try:
-        yield key
-    finally:
-        with contextlib.suppress(Exception):
-            key.device.close()

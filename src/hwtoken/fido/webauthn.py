@@ -89,6 +89,11 @@ def _uv(choice: str, device: CtapDevice) -> UserVerificationRequirement:
     return uv
 
 
+def _no_credential(exc: Exception) -> bool:
+    cause = exc.cause if isinstance(exc, ClientError) else exc
+    return isinstance(cause, CtapError) and cause.code == CtapError.ERR.NO_CREDENTIALS
+
+
 def _fail(exc: Exception, context: str) -> HwtokenError:
     if isinstance(exc, ClientError):
         return from_client(exc, context)
@@ -228,7 +233,7 @@ def authenticate(device: CtapDevice, rp_id: str, credential: SavedCredential | N
         selection = client.get_assertion(options.public_key)
     except (ClientError, CtapError) as exc:
         err = _fail(exc, "authentication failed")
-        if credential is not None and isinstance(err, CheckFailed):
+        if credential is not None and _no_credential(exc):
             where = (f"registered for RP {credential.rp_id!r}, not {rp_id!r}"
                      if credential.rp_id != rp_id else "wrong or tampered credential ID?")
             err = CheckFailed(f"authentication failed: the key does not hold this credential "

@@ -1,0 +1,370 @@
+"""``hwtoken doctor``: is this machine ready for keys, the virtual key and the fob?
+
+Each check looks at files under ``root`` (``/`` normally; a prepared tree in tests) and
+returns a :class:`Check` with a status and, when something is wrong, the fix.
+
+Statuses: ``ok``; ``warn`` (an optional part is missing or nothing is plugged in: it does
+not change the exit code); ``fail`` (something needs fixing: exit 1).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import grp
+import importlib.util
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hwtoken import udev
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+YUBICO_VID = 0x1050
+FIDO_USAGE_PAGE = b"\x06\xd0\xf1"  # HID report descriptor: Usage Page (0xF1D0)
+FOB_VIDS = {"2e8a": "Raspberry Pi (Pico)", "303a": "Espressif", "10c4": "Silicon Labs CP210x",
+            "1a86": "WCH CH340/CH9102", "0403": "FTDI"}
+
+#: Python modules per extra: (module, extra, what needs it).
+EXTRAS = [
+    ("fido2", "fido", "hwtoken fido2, the virtual key"),
+    ("yubico", "yubikey", "hwtoken yubikey (OTP slots)"),
+    ("usb", "yubikey", "hwtoken yubikey (pyusb)"),
+    ("usbip", "usbip", "hwtoken emulate serve --usbip"),
+    ("yubikit", "pcsc", "hwtoken yubikey oath"),
+    ("smartcard", "pcsc", "PC/SC (pyscard)"),
+    ("pskc", "provision", "hwtoken provision export --format pskc"),
+    ("psycopg", "provision", "PostgreSQL inventories"),
+]
+CORE = ["click", "pyotp", "cryptography", "segno"]
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class Who:
+    """The user whose access is checked (the one who ran sudo, if any)."""
+
+    uid: int
+    gids: frozenset[int]
+    name: str
+
+    @classmethod
+    def current(cls) -> Who:
+        uid = int(os.environ.get("SUDO_UID", os.getuid())) if os.geteuid() == 0 else os.getuid()
+        try:
+            pw = pwd.getpwuid(uid)
+            name, gid = pw.pw_name, pw.pw_gid
+            gids = {gid, *(g.gr_gid for g in grp.getgrall() if name in g.gr_mem)}
+        except KeyError:
+            name, gids = str(uid), {os.getgid()}
+        return cls(uid, frozenset(gids), name)
+
+
+def _acl_grants(path: Path, who: Who, want: int) -> bool:
+    """True if the POSIX ACL on ``path`` gives ``who`` the ``want`` bits (r=4, w=2)."""
+    try:
+        raw = os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return False
+    # header: u32 version; entries: u16 tag, u16 perm, u32 id
+    mask = 7
+    user_perm = None
+    group_perm = 0
+    group_match = False
+    for off in range(4, len(raw) - 7, 8):
+        tag, perm, ident = struct.unpack_from("<HHI", raw, off)
+        if tag == 0x02 and ident == who.uid:  # ACL_USER
+            user_perm = perm
+        elif tag == 0x08 and ident in who.gids:  # ACL_GROUP
+            group_perm |= perm
+            group_match = True
+        elif tag == 0x10:  # ACL_MASK
+            mask = perm
+    if user_perm is not None:
+        return (user_perm & mask & want) == want
+    return group_match and (group_perm & mask & want) == want
+
+
+def can_access(path: Path, who: Who, want: int = 6) -> bool:
+    """Would ``who`` get read (4) and write (2) access to ``path``? (mode bits and ACL)"""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if who.uid == 0:
+        return True
+    if st.st_uid == who.uid:
+        bits = (st.st_mode >> 6) & 7
+    elif st.st_gid in who.gids:
+        bits = (st.st_mode >> 3) & 7
+    else:
+        bits = st.st_mode & 7
+    return (bits & want) == want or _acl_grants(path, who, want)
+
+
+# -- individual checks ---------------------------------------------------------------------
+def check_python(find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[Check]:
+    out = []
+    missing_core = [m for m in CORE if find_spec(m) is None]
+    if missing_core:
+        out.append(Check("python: core", FAIL, "missing " + ", ".join(missing_core),
+                         "pip install --force-reinstall hwtoken"))
+    else:
+        out.append(Check("python: core", OK, "click, pyotp, cryptography, segno present"))
+    missing = [(m, extra, need) for m, extra, need in EXTRAS if find_spec(m) is None]
+    if missing:
+        extras = sorted({e for _, e, _ in missing})
+        out.append(Check("python: extras", WARN,
+                         "missing " + "; ".join(f"{m} ({need})" for m, _, need in missing),
+                         f"pip install 'hwtoken[{','.join(extras)}]' (or 'hwtoken[all]')"))
+    else:
+        out.append(Check("python: extras", OK, "all extras present"))
+    return out
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _uevent(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in _read(path).splitlines() if "=" in line)
+
+
+def find_hidraw_keys(root: Path) -> list[dict[str, object]]:
+    """hidraw nodes that are YubiKeys or declare the FIDO usage page."""
+    keys = []
+    base = root / "sys/class/hidraw"
+    for entry in sorted(base.glob("hidraw*")) if base.is_dir() else []:
+        ev = _uevent(entry / "device/uevent")
+        hid_id = ev.get("HID_ID", "")
+        parts = hid_id.split(":")
+        vid = int(parts[1], 16) if len(parts) == 3 else -1
+        pid = int(parts[2], 16) if len(parts) == 3 else -1
+        try:
+            desc = (entry / "device/report_descriptor").read_bytes()
+        except OSError:
+            desc = b""
+        fido = FIDO_USAGE_PAGE in desc
+        if vid == YUBICO_VID or fido:
+            keys.append({"node": entry.name, "vid": vid, "pid": pid, "fido": fido,
+                         "name": ev.get("HID_NAME", "?"), "dev": root / "dev" / entry.name})
+    return keys
+
+
+def check_keys(root: Path, who: Who) -> Check:
+    keys = find_hidraw_keys(root)
+    if not keys:
+        return Check("keys", WARN, "no YubiKey or FIDO key found", "plug in a key")
+    blocked = [k for k in keys if not can_access(k["dev"], who)]  # type: ignore[arg-type]
+    names = ", ".join(f"{k['node']} ({k['name']})" for k in keys)
+    if blocked:
+        return Check("keys", FAIL,
+                     f"{who.name} cannot read/write " + ", ".join(str(k["node"]) for k in blocked),
+                     "sudo hwtoken udev install, then unplug and replug the key")
+    return Check("keys", OK, f"{len(keys)} found and usable by {who.name}: {names}")
+
+
+def check_udev_rules(root: Path) -> Check:
+    st = udev.check(root)
+    if not st.installed:
+        return Check("udev rules", FAIL, f"{st.path} is not installed", "sudo hwtoken udev install")
+    if not st.current:
+        return Check("udev rules", FAIL, f"{st.path} differs from this hwtoken's rules",
+                     "sudo hwtoken udev install")
+    return Check("udev rules", OK, f"{st.path} installed and current")
+
+
+def pcscd_socket(root: Path) -> Path:
+    env = os.environ.get("PCSCLITE_CSOCK_NAME")
+    if env and root.resolve() == Path("/"):
+        return Path(env)
+    return root / "run/pcscd/pcscd.comm"
+
+
+def check_pcscd(root: Path, timeout: float = 2.0) -> Check:
+    sock_path = pcscd_socket(root)
+    installed = any((root / p).exists() for p in ("usr/sbin/pcscd", "sbin/pcscd"))
+    if not sock_path.exists():
+        fix = ("sudo systemctl enable --now pcscd.socket" if installed
+               else "sudo apt install pcscd (then: sudo systemctl enable --now pcscd.socket)")
+        return Check("pcscd", FAIL, f"not running (no socket at {sock_path})", fix)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(sock_path))
+    except OSError as exc:
+        return Check("pcscd", FAIL, f"socket {sock_path} refuses connections ({exc.strerror})",
+                     "sudo systemctl restart pcscd")
+    finally:
+        s.close()
+    return Check("pcscd", OK, f"reachable at {sock_path}")
+
+
+def check_vpcd(root: Path) -> Check:
+    drivers = [root / "usr/lib/pcsc/drivers/serial/libifdvpcd.so"]
+    conf = root / "etc/reader.conf.d/vpcd"
+    if not any(d.exists() for d in drivers) or not conf.exists():
+        return Check("vpcd driver", WARN, "not installed (needed to reach the virtual key over "
+                     "PC/SC)", "sudo apt install vsmartcard-vpcd && sudo systemctl restart pcscd")
+    port = ""
+    for line in _read(conf).splitlines():
+        if line.strip().upper().startswith("CHANNELID"):
+            port = line.split()[-1]
+    return Check("vpcd driver", OK, f"installed ({conf}{', port ' + port if port else ''})")
+
+
+def check_usbip(root: Path) -> list[Check]:
+    tools = [p for p in ("usr/sbin/usbip", "usr/bin/usbip", "sbin/usbip") if (root / p).exists()]
+    out = [Check("usbip tools", OK, f"/{tools[0]}") if tools else
+           Check("usbip tools", WARN, "not installed (lists and attaches served virtual keys)",
+                 "sudo apt install usbip")]
+    vhci = ("sys/devices/platform/vhci_hcd.0", "sys/module/vhci_hcd")
+    if any((root / p).exists() for p in vhci):
+        out.append(Check("vhci-hcd", OK, "loaded: `usbip attach` can make a virtual key a USB "
+                         "device"))
+    else:
+        out.append(Check("vhci-hcd", WARN, "kernel module not loaded (only needed for "
+                         "`usbip attach`)", "sudo modprobe vhci-hcd"))
+    return out
+
+
+def _usb_vendor_of(dev_dir: Path) -> tuple[str, str]:
+    try:
+        cur = dev_dir.resolve()
+    except OSError:
+        return "", ""
+    for _ in range(5):
+        vid = _read(cur / "idVendor").strip()
+        if vid:
+            return vid.lower(), _read(cur / "idProduct").strip().lower()
+        cur = cur.parent
+    return "", ""
+
+
+def find_fob_ports(root: Path) -> list[dict[str, object]]:
+    """USB serial ports whose board is one the fob firmware runs on."""
+    ports = []
+    base = root / "sys/class/tty"
+    for entry in sorted(base.glob("tty[AU][CS][MB]*")) if base.is_dir() else []:
+        vid, pid = _usb_vendor_of(entry / "device")
+        if vid in FOB_VIDS:
+            ports.append({"node": entry.name, "vid": vid, "pid": pid, "board": FOB_VIDS[vid],
+                          "dev": root / "dev" / entry.name})
+    return ports
+
+
+def check_fob(root: Path, who: Who) -> Check:
+    ports = find_fob_ports(root)
+    if not ports:
+        return Check("fob serial port", OK, "no fob board connected (nothing to check)")
+    blocked = [p for p in ports if not can_access(p["dev"], who)]  # type: ignore[arg-type]
+    if blocked:
+        return Check("fob serial port", FAIL,
+                     f"{who.name} cannot open " + ", ".join(f"/dev/{p['node']}" for p in blocked),
+                     "sudo hwtoken udev install, then replug the board "
+                     "(or: sudo usermod -aG dialout $USER and log in again)")
+    return Check("fob serial port", OK, ", ".join(f"/dev/{p['node']} ({p['board']})"
+                                                 for p in ports))
+
+
+def check_mpremote(find_spec: Callable[[str], object] = importlib.util.find_spec) -> Check:
+    if find_spec("mpremote") is None:
+        return Check("mpremote", WARN, "not installed (needed by `hwtoken fob`)",
+                     "pip install 'hwtoken[fob]'")
+    return Check("mpremote", OK, "present")
+
+
+@dataclass
+class ClockState:
+    synced: bool | None  # None: cannot tell
+    detail: str
+
+
+class _Timex(ctypes.Structure):
+    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long),
+                ("status", ctypes.c_int), ("constant", ctypes.c_long),
+                ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
+                ("time_sec", ctypes.c_long), ("time_usec", ctypes.c_long),
+                ("tick", ctypes.c_long), ("ppsfreq", ctypes.c_long), ("jitter", ctypes.c_long),
+                ("shift", ctypes.c_int), ("stabil", ctypes.c_long),
+                ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long),
+                ("errcnt", ctypes.c_long), ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int),
+                ("_pad", ctypes.c_int * 11)]
+
+
+def kernel_clock_state(root: Path = Path("/")) -> ClockState:
+    """Ask the kernel (adjtimex, read-only) whether an NTP client keeps the clock in sync."""
+    if (root / "run/systemd/timesync/synchronized").exists():
+        return ClockState(True, "systemd-timesyncd reports the clock synchronised")
+    if root.resolve() != Path("/"):
+        return ClockState(None, "no synchronisation marker in the prepared tree")
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        tx = _Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError):
+        return ClockState(None, "cannot ask the kernel (adjtimex unavailable)")
+    if state < 0:
+        return ClockState(None, "adjtimex failed")
+    unsync = bool(tx.status & 0x0040) or state == 5  # STA_UNSYNC / TIME_ERROR
+    if unsync:
+        return ClockState(False, "the kernel clock is not synchronised by NTP")
+    return ClockState(True, f"NTP-synchronised (max error {tx.maxerror / 1000:.0f} ms)")
+
+
+def check_clock(probe: Callable[[], ClockState]) -> Check:
+    st = probe()
+    fix = "sudo timedatectl set-ntp true (or install chrony / systemd-timesyncd)"
+    if st.synced is None:
+        return Check("clock", WARN, f"unknown: {st.detail}", fix)
+    if not st.synced:
+        return Check("clock", FAIL, st.detail + "; TOTP codes are wrong when the clock drifts",
+                     fix)
+    return Check("clock", OK, st.detail)
+
+
+# -- the whole report ------------------------------------------------------------------------
+def run_checks(root: str | os.PathLike[str] = "/", *, who: Who | None = None,
+               clock_probe: Callable[[], ClockState] | None = None,
+               find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[Check]:
+    """Every check, in the order they are shown."""
+    r = Path(root)
+    who = who or Who.current()
+    checks: list[Check] = []
+    checks += check_python(find_spec)
+    checks.append(check_keys(r, who))
+    checks.append(check_udev_rules(r))
+    checks.append(check_pcscd(r))
+    checks.append(check_vpcd(r))
+    checks += check_usbip(r)
+    checks.append(check_fob(r, who))
+    checks.append(check_mpremote(find_spec))
+    checks.append(check_clock(clock_probe or (lambda: kernel_clock_state(r))))
+    return checks
+
+
+def exit_code(checks: Iterable[Check]) -> int:
+    """0 when nothing failed, 1 when something needs fixing."""
+    return 1 if any(c.status == FAIL for c in checks) else 0
+

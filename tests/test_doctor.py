@@ -1,0 +1,196 @@
+"""`hwtoken doctor` against prepared directory trees standing in for /sys, /dev and /etc."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hwtoken import doctor, udev
+from hwtoken.cli import cli
+
+USER = doctor.Who(uid=54321, gids=frozenset({54321}), name="alice")
+YUBIKEY_DESC = bytes.fromhex("06d0f10901a1010920150026ff007508954081020921150026ff007508"
+                             "954091 02c0".replace(" ", ""))
+
+
+def synced():
+    return doctor.ClockState(True, "test clock in sync")
+
+
+def add_hidraw(root: Path, node: str, vid: int, pid: int, desc: bytes, mode: int = 0o600,
+               uid: int = 0) -> Path:
+    dev_dir = root / "sys/class/hidraw" / node / "device"
+    dev_dir.mkdir(parents=True)
+    (dev_dir / "uevent").write_text(
+        f"DRIVER=hid-generic\nHID_ID=0003:{vid:08X}:{pid:08X}\nHID_NAME=Test Key {node}\n")
+    (dev_dir / "report_descriptor").write_bytes(desc)
+    dev = root / "dev" / node
+    dev.parent.mkdir(exist_ok=True)
+    dev.write_bytes(b"")
+    os.chmod(dev, mode)
+    os.chown(dev, uid, 0)
+    return dev
+
+
+def add_tty(root: Path, node: str, vid: str, pid: str, mode: int = 0o660) -> Path:
+    usb = root / "sys/devices/pci0/usb1/1-1"
+    intf = usb / "1-1:1.0"
+    (intf / "tty" / node).mkdir(parents=True)
+    (usb / "idVendor").write_text(vid + "\n")
+    (usb / "idProduct").write_text(pid + "\n")
+    cls = root / "sys/class/tty"
+    cls.mkdir(parents=True, exist_ok=True)
+    (cls / node).symlink_to(intf / "tty" / node)
+    (intf / "tty" / node / "device").symlink_to(intf)
+    dev = root / "dev" / node
+    dev.parent.mkdir(exist_ok=True)
+    dev.write_bytes(b"")
+    os.chmod(dev, mode)
+    return dev
+
+
+def pcscd_listening(root: Path) -> socket.socket:
+    path = root / "run/pcscd/pcscd.comm"
+    path.parent.mkdir(parents=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(1)
+    return s
+
+
+def healthy_tree(root: Path) -> socket.socket:
+    udev.install(root, reload=False)
+    for p in ("usr/lib/pcsc/drivers/serial/libifdvpcd.so", "etc/reader.conf.d/vpcd",
+              "usr/sbin/usbip", "usr/sbin/pcscd"):
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / p).write_text("CHANNELID 0x8C7B\n" if p.endswith("vpcd") else "")
+    (root / "sys/devices/platform/vhci_hcd.0").mkdir(parents=True)
+    return pcscd_listening(root)
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_healthy_machine_passes(tmp_path):
+    sock = healthy_tree(tmp_path)
+    try:
+        add_hidraw(tmp_path, "hidraw0", 0x1050, 0x0407, YUBIKEY_DESC, mode=0o600, uid=USER.uid)
+        add_tty(tmp_path, "ttyACM0", "2e8a", "0005", mode=0o666)
+        checks = doctor.run_checks(tmp_path, who=USER, clock_probe=synced)
+    finally:
+        sock.close()
+    c = by_name(checks)
+    assert all(x.status == "ok" for x in checks), [x for x in checks if x.status != "ok"]
+    assert "hidraw0" in c["keys"].detail and "Raspberry Pi" in c["fob serial port"].detail
+    assert doctor.exit_code(checks) == 0
+
+
+def test_empty_machine_fails_with_fixes(tmp_path):
+    checks = by_name(doctor.run_checks(tmp_path, who=USER,
+                                       clock_probe=lambda: doctor.ClockState(False, "off")))
+    assert checks["udev rules"].status == "fail" and "udev install" in checks["udev rules"].fix
+    assert checks["pcscd"].status == "fail" and "apt install pcscd" in checks["pcscd"].fix
+    assert checks["vpcd driver"].status == "warn"
+    assert checks["usbip tools"].status == "warn" and checks["vhci-hcd"].status == "warn"
+    assert checks["keys"].status == "warn"
+    assert checks["clock"].status == "fail" and "set-ntp" in checks["clock"].fix
+    assert doctor.exit_code(checks.values()) == 1
+
+
+def test_key_owned_by_root_is_a_failure_until_acl_grants_it(tmp_path):
+    dev = add_hidraw(tmp_path, "hidraw3", 0x1050, 0x0407, YUBIKEY_DESC, mode=0o600)
+    c = doctor.check_keys(tmp_path, USER)
+    assert c.status == "fail" and "hidraw3" in c.detail and "replug" in c.fix
+    # what udev's uaccess does: an ACL entry user:alice:rw- (and a mask)
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in [
+        (0x01, 6, 0xFFFFFFFF), (0x02, 6, USER.uid), (0x04, 0, 0xFFFFFFFF),
+        (0x10, 6, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)])
+    try:
+        os.setxattr(dev, "system.posix_acl_access", acl)
+    except OSError as exc:  # the file system under tmp_path has no ACLs
+        pytest.skip(f"no POSIX ACL support here: {exc}")
+    assert doctor.check_keys(tmp_path, USER).status == "ok"
+
+
+def test_group_permission_counts(tmp_path):
+    dev = add_hidraw(tmp_path, "hidraw1", 0x20A0, 0x42B1, YUBIKEY_DESC, mode=0o660)
+    os.chown(dev, 0, 54321)
+    assert doctor.check_keys(tmp_path, USER).status == "ok"
+
+
+def test_non_fido_hid_devices_are_ignored(tmp_path):
+    add_hidraw(tmp_path, "hidraw0", 0x046D, 0xC52B, bytes.fromhex("05010902a101"))
+    assert doctor.check_keys(tmp_path, USER).status == "warn"
+
+
+def test_fido_key_of_other_vendor_found_by_usage_page(tmp_path):
+    add_hidraw(tmp_path, "hidraw2", 0x1209, 0x5070, YUBIKEY_DESC, mode=0o666)
+    c = doctor.check_keys(tmp_path, USER)
+    assert c.status == "ok" and "hidraw2" in c.detail
+
+
+def test_fob_port_not_accessible(tmp_path):
+    add_tty(tmp_path, "ttyUSB0", "10c4", "ea60", mode=0o660)
+    c = doctor.check_fob(tmp_path, USER)
+    assert c.status == "fail" and "/dev/ttyUSB0" in c.detail and "udev install" in c.fix
+
+
+def test_unrelated_serial_port_ignored(tmp_path):
+    add_tty(tmp_path, "ttyUSB0", "067b", "2303", mode=0o600)
+    assert doctor.check_fob(tmp_path, USER).status == "ok"
+
+
+def test_outdated_rules_fail(tmp_path):
+    path = udev.installed_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("# an old version\n")
+    c = doctor.check_udev_rules(tmp_path)
+    assert c.status == "fail" and "differs" in c.detail
+
+
+def test_pcscd_socket_present_but_dead(tmp_path):
+    path = tmp_path / "run/pcscd/pcscd.comm"
+    path.parent.mkdir(parents=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.close()  # the file stays, nobody listens
+    c = doctor.check_pcscd(tmp_path)
+    assert c.status == "fail" and "refuses" in c.detail
+
+
+def test_missing_extras_warn_and_missing_core_fails():
+    checks = by_name(doctor.check_python(lambda m: None if m in ("fido2", "psycopg") else object()))
+    assert checks["python: extras"].status == "warn"
+    assert "fido" in checks["python: extras"].fix and "provision" in checks["python: extras"].fix
+    core = by_name(doctor.check_python(lambda m: None if m == "click" else object()))
+    assert core["python: core"].status == "fail"
+    assert doctor.check_mpremote(lambda m: None).status == "warn"
+
+
+def test_clock_unknown_is_a_warning():
+    assert doctor.check_clock(lambda: doctor.ClockState(None, "?")).status == "warn"
+    assert doctor.check_clock(synced).status == "ok"
+
+
+def test_kernel_clock_probe_answers():
+    st = doctor.kernel_clock_state()
+    assert st.synced in (True, False, None) and st.detail
+
+
+def test_cli_json_and_exit_code(tmp_path):
+    r = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path), "--json"])
+    assert r.exit_code == 1
+    doc = json.loads(r.output)
+    assert doc["ok"] is False
+    names = {c["name"] for c in doc["checks"]}
+    assert {"keys", "udev rules", "pcscd", "vpcd driver", "usbip tools", "vhci-hcd",
+            "fob serial port", "mpremote", "clock"} <= names
+    human = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path)])
+    assert "fix: sudo hwtoken udev install" in human.output

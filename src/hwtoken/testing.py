@@ -87,7 +87,9 @@ class WebAuthnHelper:
 
     ``register()`` and ``authenticate()`` run a full ceremony and raise if the server
     rejects the response; registered credentials are remembered in ``credentials``.
-    Pass ``pin`` if the key has a PIN (the client asks for it when needed).
+    Pass ``pin`` if the key has a PIN (the client asks for it when needed). Without one,
+    user verification defaults to ``"discouraged"`` (fido2 refuses ``"preferred"`` on a key
+    that supports a PIN but has none set); with one, to ``"preferred"``.
     """
 
     def __init__(self, device: CtapDevice, rp_id: str = "example.com", *,
@@ -105,6 +107,7 @@ class WebAuthnHelper:
             client_data_collector=DefaultClientDataCollector(origin or f"https://{rp_id}"),
             user_interaction=_interaction(pin),
         )
+        self.pin = pin
         self.credentials: list[AttestedCredentialData] = []
         self.sign_counts: dict[bytes, int] = {}
 
@@ -112,11 +115,7 @@ class WebAuthnHelper:
                  resident_key: bool = False, user_verification: str | None = None,
                  extensions: Mapping[str, Any] | None = None) -> Registration:
         """Register a credential for ``user`` (a name, or a WebAuthn user entity dict)."""
-        from fido2.webauthn import (
-            PublicKeyCredentialUserEntity,
-            ResidentKeyRequirement,
-            UserVerificationRequirement,
-        )
+        from fido2.webauthn import PublicKeyCredentialUserEntity, ResidentKeyRequirement
 
         if isinstance(user, str):
             entity = PublicKeyCredentialUserEntity(name=user, id=user.encode(),
@@ -127,8 +126,7 @@ class WebAuthnHelper:
             entity, self.credentials,
             resident_key_requirement=(ResidentKeyRequirement.REQUIRED if resident_key
                                       else ResidentKeyRequirement.DISCOURAGED),
-            user_verification=(UserVerificationRequirement(user_verification)
-                               if user_verification else None),
+            user_verification=self._uv(user_verification),
             extensions=dict(extensions) if extensions else None,
         )
         response = self.client.make_credential(options.public_key)
@@ -146,12 +144,9 @@ class WebAuthnHelper:
 
         Checks the signature with ``Fido2Server`` and that the signature counter rose.
         """
-        from fido2.webauthn import UserVerificationRequirement
-
         options, state = self.server.authenticate_begin(
             None if discoverable else self.credentials,
-            user_verification=(UserVerificationRequirement(user_verification)
-                               if user_verification else None),
+            user_verification=self._uv(user_verification),
             extensions=dict(extensions) if extensions else None,
         )
         selection = self.client.get_assertion(options.public_key)
@@ -167,6 +162,15 @@ class WebAuthnHelper:
         user = response.response.user_handle
         return Authentication(credential, response, auth_data,
                               bytes(user) if user is not None else None)
+
+
+    def _uv(self, requested: str | None) -> Any:
+        from fido2.webauthn import UserVerificationRequirement
+
+        if requested:
+            return UserVerificationRequirement(requested)
+        return (UserVerificationRequirement.PREFERRED if self.pin
+                else UserVerificationRequirement.DISCOURAGED)
 
 
 def _interaction(pin: str | None) -> Any:

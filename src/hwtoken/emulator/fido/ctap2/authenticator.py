@@ -409,8 +409,9 @@ class Authenticator:
 
         if up:
             self.user_presence("getAssertion", cancel, keepalive)
-        if pin_auth is not None:
-            self.pin.spend()
+            if pin_auth is not None:
+                # a touch consumed the token's mc/ga rights; silent pre-flights do not
+                self.pin.spend()
 
         pending = _PendingAssertions(rp_id_hash, client_data_hash, up, uv, ext, hmac_req,
                                      found[1:], time.monotonic())

@@ -121,3 +121,28 @@ def run():
                 fob.button(event, now_ms, which)
         fob.tick(now_ms)
         time.sleep_ms(20)
+
+
+# -- called by the host (`hwtoken fob status / sync-time`) over the USB serial link ---------
+def hardware_clock():
+    """The Clock on this board's DS3231 or chip RTC, as run() would find it."""
+    import machine
+
+    pins = config.pins()
+    i2c = machine.I2C(pins["i2c"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
+                      freq=config.I2C_FREQ)
+    return clock.detect(i2c, machine.RTC())
+
+
+def sync_time(unix_time):
+    """Set the clock; returns the drift corrected in seconds (None if it was not set)."""
+    return hardware_clock().set(unix_time)
+
+
+def status():
+    """Time, accounts and memory, without secrets."""
+    st = hardware_clock().status()
+    gc.collect()
+    st.update({"accounts": len(accounts.summary()), "mem_free": gc.mem_free(),
+               "mem_alloc": gc.mem_alloc(), "board": config.board(), "version": VERSION})
+    return st

@@ -17,6 +17,8 @@ import time
 # an esp32 at 2000-01-01): 2025-01-01 00:00:00 UTC.
 TRUST_FLOOR = 1735689600
 SYNC_FILE = "clock.json"
+# ...and so is one more than this much earlier than the last sync from the host.
+SYNC_SLACK = 3600
 
 
 def days_from_civil(y, m, d):
@@ -158,7 +160,8 @@ class Clock:
     """UTC from ``source`` (a DS3231 or ChipRTC) with a notion of trust.
 
     now() is the unix time, or None when the time cannot be trusted: the RTC was reset
-    (earlier than TRUST_FLOOR or than the last sync), or the DS3231 lost power.
+    (earlier than TRUST_FLOOR, or over an hour earlier than the last sync), or the
+    DS3231 lost power.
     """
 
     def __init__(self, source, rtc=None, sync_file=SYNC_FILE):
@@ -176,7 +179,7 @@ class Clock:
         if self.source.lost_power():
             return "rtc lost power"
         t = self.raw() if t is None else t
-        if t < TRUST_FLOOR or t < self.last_sync:
+        if t < TRUST_FLOOR or t < self.last_sync - SYNC_SLACK:
             return "clock not set"
         return None
 

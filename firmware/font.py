@@ -61,7 +61,7 @@ def draw_code(fb, code, y, h, screen_w=128, c=1):
     """Draw ``code`` centred on the screen, split in two groups (123 456, 1234 5678)."""
     n = len(code)
     w, gap, group = LAYOUT.get(n, LAYOUT[8])
-    t = 3 if w >= 14 else 2
+    t = 3 if w >= 12 else 2
     x = (screen_w - code_width(n)) // 2
     split = n // 2
     for i in range(n):

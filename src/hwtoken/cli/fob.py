@@ -1,0 +1,251 @@
+"""``hwtoken fob``: set up and inspect the DIY MicroPython TOTP fob."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, read_secret_input
+from hwtoken.errors import InvalidInput
+
+BOARDS = ("pico", "picow", "esp32")
+
+
+def port_option(f):
+    return click.option(
+        "--port", "-p", metavar="PORT", envvar="HWTOKEN_FOB_PORT",
+        help="The fob's serial port (/dev/ttyACM0, COM3) or a pyserial URL such as "
+             "socket://HOST:PORT. Default: $HWTOKEN_FOB_PORT, else the one MicroPython "
+             "board plugged in.",
+    )(f)
+
+
+def _open(port: str | None):
+    from hwtoken.fob.device import Fob
+
+    return Fob(port)
+
+
+def _account_from_options(name: str | None, secret: str | None, uri: str | None,
+                          digits: int | None, algorithm: str | None, period: int | None,
+                          default_name: str = ""):
+    from hwtoken.fob.simulate import FobAccount
+    from hwtoken.otp import parse_secret_or_uri
+
+    if (secret is None) == (uri is None):
+        raise InvalidInput("give exactly one of --secret or --uri (use - to read it from stdin)")
+    value = read_secret_input(secret if secret is not None else uri)  # type: ignore[arg-type]
+    if uri is not None and not value.lower().startswith("otpauth:"):
+        raise InvalidInput("--uri must be an otpauth:// URI")
+    if secret is not None and value.lower().startswith("otpauth:"):
+        raise InvalidInput("--secret takes base32; pass otpauth:// URIs with --uri")
+    params = parse_secret_or_uri(value, digits=digits, algorithm=algorithm, period=period)
+    if params.type != "totp":
+        raise InvalidInput("the fob shows time-based (TOTP) codes only, not HOTP")
+    name = name or params.label or default_name
+    if not name:
+        raise InvalidInput("give the account a NAME")
+    return FobAccount(name, params.secret_b32.rstrip("="), params.algorithm, params.digits,
+                      params.period)
+
+
+def _secret_options(f):
+    f = click.option("--period", type=int, help="Seconds per code (default 30 or the URI's).")(f)
+    f = click.option("--algorithm", type=click.Choice(["SHA1", "SHA256", "SHA512"],
+                                                      case_sensitive=False),
+                     help="HMAC algorithm (default SHA1 or the URI's).")(f)
+    f = click.option("--digits", type=click.IntRange(6, 8), help="Code length 6-8.")(f)
+    f = click.option("--uri", metavar="URI|-",
+                     help="An otpauth://totp/... URI, or - to read it from stdin.")(f)
+    f = click.option("--secret", metavar="B32|-",
+                     help="The base32 secret, or - to read it from stdin (keeps it out of "
+                          "your shell history).")(f)
+    return f
+
+
+@click.group(cls=HwtokenGroup)
+def fob() -> None:
+    """The DIY MicroPython TOTP key fob (Raspberry Pi Pico / ESP32 + SSD1306 OLED).
+
+    Flash MicroPython on the board, then `hwtoken fob deploy`, `hwtoken fob sync-time` and
+    `hwtoken fob add NAME --secret -`. Secrets go to the fob over its USB serial link
+    only. `simulate` shows what the fob's screen shows, without a board.
+    See firmware/README.md for parts, wiring and the security note.
+    """
+
+
+@fob.command()
+@port_option
+@click.option("--board", type=click.Choice(BOARDS), help="Board type (default: detect at boot).")
+@json_option
+def deploy(port: str | None, board: str | None, as_json: bool) -> None:
+    """Install the firmware on a MicroPython board (keeps accounts and time)."""
+    with _open(port) as f:
+        files = f.deploy(board)
+    if as_json:
+        emit_json({"port": f.port, "board": board or "auto", "files": files})
+        return
+    click.echo(f"deployed {len(files)} files ({sum(files.values())} bytes) to {f.port}"
+               f" for board {board or 'auto-detect'}; the fob restarts now")
+
+
+@fob.command()
+@click.argument("name", required=False)
+@_secret_options
+@port_option
+@json_option
+def add(name: str | None, secret: str | None, uri: str | None, digits: int | None,
+        algorithm: str | None, period: int | None, port: str | None, as_json: bool) -> None:
+    """Add an account NAME (or replace the one with that name).
+
+    NAME defaults to the URI's label. The secret is never echoed.
+    """
+    account = _account_from_options(name, secret, uri, digits, algorithm,
+                                    period)
+    with _open(port) as f:
+        count = f.add(account)
+    info = {"name": account.name, "algorithm": account.algorithm, "digits": account.digits,
+            "period": account.period, "accounts": count}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"added {account.name!r} ({account.algorithm}, {account.digits} digits, "
+                   f"{account.period}s); the fob holds {count} account(s)")
+
+
+@fob.command("list")
+@port_option
+@json_option
+def list_(port: str | None, as_json: bool) -> None:
+    """List the fob's accounts (never their secrets)."""
+    with _open(port) as f:
+        accounts = f.accounts()
+    if as_json:
+        emit_json(accounts)
+        return
+    if not accounts:
+        click.echo("no accounts on the fob (add one: hwtoken fob add NAME --secret -)")
+    for a in accounts:
+        click.echo(f"{a['name']:<24} {a['algorithm']:<7} {a['digits']} digits  {a['period']}s")
+
+
+@fob.command()
+@click.argument("name")
+@port_option
+@json_option
+def remove(name: str, port: str | None, as_json: bool) -> None:
+    """Remove the account NAME from the fob."""
+    with _open(port) as f:
+        removed = f.remove(name)
+    if as_json:
+        emit_json({"name": name, "removed": removed})
+    elif removed:
+        click.echo(f"removed {name!r}")
+    if not removed:
+        if not as_json:
+            click.echo(f"error: no account named {name!r} on the fob", err=True)
+        raise click.exceptions.Exit(1)
+
+
+@fob.command()
+@port_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def wipe(port: str | None, yes: bool, as_json: bool) -> None:
+    """Delete every account from the fob."""
+    if not yes:
+        click.confirm("Delete every account from the fob?", abort=True)
+    with _open(port) as f:
+        f.wipe()
+    if as_json:
+        emit_json({"wiped": True})
+    else:
+        click.echo("all accounts deleted from the fob")
+
+
+@fob.command("sync-time")
+@port_option
+@json_option
+def sync_time(port: str | None, as_json: bool) -> None:
+    """Set the fob's clock (DS3231 module and chip RTC) from this computer's clock.
+
+    Reports the drift it corrected. Keep this computer's clock right (NTP).
+    """
+    with _open(port) as f:
+        result = f.sync_time()
+    if as_json:
+        emit_json(result)
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result["time"]))
+    if result["drift"] is None:
+        click.echo(f"set the fob's clock ({result['source']}) to {when}; it had no trusted "
+                   "time before")
+    else:
+        d = result["drift"]
+        how = "in step" if d == 0 else f"{abs(d)} s {'fast' if d > 0 else 'slow'}"
+        click.echo(f"set the fob's clock ({result['source']}) to {when}; it was {how} "
+                   f"(drift {d:+d} s corrected)")
+
+
+@fob.command()
+@port_option
+@json_option
+def status(port: str | None, as_json: bool) -> None:
+    """Show the fob's time, accounts, free memory and firmware."""
+    with _open(port) as f:
+        st = f.status()
+    if as_json:
+        emit_json(st)
+        return
+    if st.get("trusted"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st["time"]))
+        click.echo(f"time:     {when} ({st['source']}, {st['offset']:+d} s from this computer)")
+    else:
+        click.echo(f"time:     NOT TRUSTED ({st.get('reason')}; run hwtoken fob sync-time)")
+    click.echo(f"accounts: {st['accounts']}")
+    click.echo(f"memory:   {st['mem_free']} bytes free, {st['mem_alloc']} in use")
+    click.echo(f"board:    {st['board']}, firmware {st['version']}")
+
+
+@fob.command()
+@click.option("--at", "at", type=float, metavar="UNIX_TIME",
+              help="Unix time to show (default: now).")
+@click.option("--account", metavar="NAME", help="Which account (default: the first).")
+@click.option("--name", help="Account name shown with --secret/--uri.")
+@_secret_options
+@click.option("--next", "show_next", is_flag=True, help="Show the long-press view (next code).")
+@click.option("--no-time", is_flag=True, help="Show the screen of a fob without trusted time.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the screen as a PNG.")
+@click.option("--scale", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Pixels per OLED pixel in the PNG.")
+@click.option("--ascii", "as_ascii", is_flag=True, help="Print the screen in the terminal.")
+@port_option
+def simulate(at: float | None, account: str | None, name: str | None, secret: str | None,
+             uri: str | None, digits: int | None, algorithm: str | None, period: int | None,
+             show_next: bool, no_time: bool, png_path: str | None, scale: int,
+             as_ascii: bool, port: str | None) -> None:
+    """Render what the fob's OLED shows, with the firmware's own drawing code.
+
+    The accounts come from --secret/--uri, or else from the fob (read over USB; the
+    secrets stay in memory). Prints the screen with --ascii (the default without --png).
+    """
+    from hwtoken.fob.simulate import find_account, render
+
+    if secret is not None or uri is not None:
+        accounts = [_account_from_options(name or account, secret, uri, digits, algorithm,
+                                          period, default_name="demo")]
+    else:
+        with _open(port) as f:
+            accounts = f.export_accounts()
+    index = find_account(accounts, account) if accounts else 0
+    t = None if no_time else (time.time() if at is None else at)
+    screen = render(accounts, t, index=index, show_next=show_next)
+    if png_path:
+        Path(png_path).write_bytes(screen.to_png(scale))
+        if not as_ascii:
+            click.echo(f"wrote {png_path} ({128 * scale}x{64 * scale})")
+    if as_ascii or not png_path:
+        click.echo(screen.to_ascii())

@@ -1,0 +1,83 @@
+"""The accounts store on MicroPython: a JSON file on flash, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyotp
+
+
+def test_twenty_accounts_of_every_kind_round_trip(mpy):
+    specs = [(f"acct{i:02d}", pyotp.random_base32(32), ("SHA1", "SHA256", "SHA512")[i % 3],
+              6 + i % 3, (30, 60, 15, 45)[i % 4]) for i in range(20)]
+    doc = mpy(f"""
+import json, accounts
+for name, secret, alg, digits, period in {json.dumps(specs)}:
+    n = accounts.add(name, secret, alg, digits, period)
+loaded = accounts.load()
+print(json.dumps({{"count": n, "summary": accounts.summary(),
+                   "codes": [a.code(1700000000) for a in loaded],
+                   "file_has": sorted(json.load(open("accounts.json"))[0])}}))
+""")
+    assert doc["count"] == 20
+    assert doc["summary"] == [{"name": n, "algorithm": a, "digits": d, "period": p}
+                              for n, _, a, d, p in specs]
+    digest = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
+    assert doc["codes"] == [pyotp.TOTP(s, digits=d, digest=digest[a], interval=p).at(1700000000)
+                            for _, s, a, d, p in specs]
+    assert doc["file_has"] == ["algorithm", "digits", "name", "period", "secret"]
+
+
+def test_replace_remove_wipe(mpy):
+    doc = mpy("""
+import json, os, accounts
+out = {}
+accounts.add("a", "JBSWY3DPEHPK3PXP")
+accounts.add("b", "JBSWY3DPEHPK3PXP", "SHA256", 8, 60)
+out["replaced_count"] = accounts.add("a", "GEZDGNBVGY3TQOJQ", "SHA1", 7, 30)
+out["after_replace"] = accounts.summary()
+out["removed"] = accounts.remove("a")
+out["removed_again"] = accounts.remove("a")
+out["left"] = [a["name"] for a in accounts.summary()]
+out["no_tmp"] = "accounts.json.tmp" not in os.listdir()
+accounts.wipe()
+out["wiped"] = [accounts.summary(), "accounts.json" in os.listdir()]
+accounts.wipe()  # wiping nothing is fine
+print(json.dumps(out))
+""")
+    assert doc["replaced_count"] == 2
+    assert doc["after_replace"] == [
+        {"name": "b", "algorithm": "SHA256", "digits": 8, "period": 60},
+        {"name": "a", "algorithm": "SHA1", "digits": 7, "period": 30},
+    ]
+    assert doc["removed"] is True and doc["removed_again"] is False
+    assert doc["left"] == ["b"]
+    assert doc["no_tmp"] is True
+    assert doc["wiped"] == [[], False]
+
+
+def test_validation_errors_never_echo_the_secret(mpy):
+    doc = mpy("""
+import json, accounts
+out = []
+for args in [("", "JBSWY3DPEHPK3PXP"), ("x" * 41, "JBSWY3DPEHPK3PXP"),
+             ("caf\\u00e9", "JBSWY3DPEHPK3PXP"),
+             ("n", "NOT*BASE32SECRET"), ("n", "JBSWY3DP"), ("n", "JBSWY3DPEHPK3PXP", "MD5"),
+             ("n", "JBSWY3DPEHPK3PXP", "SHA1", 9), ("n", "JBSWY3DPEHPK3PXP", "SHA1", 6, 0)]:
+    try:
+        accounts.add(*args)
+        out.append("accepted")
+    except ValueError as e:
+        out.append(str(e))
+print(json.dumps([out, accounts.summary()]))
+""")
+    errors, left = doc
+    assert errors == [
+        "name must be 1-40 characters", "name must be 1-40 characters",
+        "name must be printable ASCII", "secret is not base32", "secret must be at least 80 bits",
+        "algorithm must be SHA1, SHA256 or SHA512", "digits must be 6, 7 or 8",
+        "period must be 1-86400 seconds",
+    ]
+    assert left == []
+    assert not any("JBSWY3DP" in e or "NOT*" in e for e in errors)

@@ -1,0 +1,138 @@
+"""The fob's clock on MicroPython: epochs of both ports, RTC sources, trusted time."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import random
+import time
+
+
+def test_calendar_round_trips_against_cpython(mpy):
+    rng = random.Random(2000)
+    times = [0, 59, 946684799, 946684800, 951782400, 951868800, 2147483647, 2147483648,
+             4102444800, 4107542400, 1735689600] + [rng.randrange(0, 2**34) for _ in range(200)]
+    doc = mpy(f"""
+import json, clock
+out = []
+for t in {json.dumps(times)}:
+    c = clock.from_unix(t)
+    out.append([list(c), clock.to_unix(*c[:6])])
+print(json.dumps(out))
+""")
+    for t, (civil, back) in zip(times, doc, strict=True):
+        g = time.gmtime(t)
+        assert civil == [g.tm_year, g.tm_mon, g.tm_mday, g.tm_hour, g.tm_min, g.tm_sec,
+                         g.tm_wday], t
+        assert back == t
+
+
+def test_epoch_conversion_for_2000_and_1970_ports(mpy):
+    doc = mpy("""
+import json, time, clock
+now_port = time.time()
+print(json.dumps({
+    "port_epoch": clock.PORT_EPOCH_YEAR,
+    "offset_2000": clock.epoch_offset(2000),
+    "offset_1970": clock.epoch_offset(1970),
+    # an rp2/esp32 (2000-epoch) time.time() of 757382400 is 2024-01-01 00:00 UTC
+    "rp2_to_unix": clock.port_to_unix(757382400, 2000),
+    "unix_to_rp2": clock.unix_to_port(1704067200, 2000),
+    "unix_to_1970": clock.unix_to_port(1704067200, 1970),
+    "this_port_now": clock.port_to_unix(now_port),
+}))
+""")
+    assert doc["port_epoch"] == 1970  # the WebAssembly port counts from 1970
+    assert doc["offset_2000"] == calendar.timegm((2000, 1, 1, 0, 0, 0)) == 946684800
+    assert doc["offset_1970"] == 0
+    assert doc["rp2_to_unix"] == 1704067200
+    assert doc["unix_to_rp2"] == 757382400
+    assert doc["unix_to_1970"] == 1704067200
+    assert abs(doc["this_port_now"] - time.time()) < 60
+
+
+CLOCK_SETUP = """
+import json, machine, clock
+i2c = machine.I2C(0)
+rtc = machine.RTC()
+"""
+
+
+def test_chip_rtc_untrusted_until_synced_then_reports_drift(mpy, tmp_path):
+    now = int(time.time())
+    doc = mpy(CLOCK_SETUP + f"""
+out = {{}}
+clk = clock.detect(i2c, rtc)          # no DS3231 on the bus: the chip RTC, at 2021-01-01
+out["source"] = clk.source.name
+out["before"] = [clk.now(), clk.why_untrusted()]
+out["first_drift"] = clk.set({now})
+out["after"] = clk.now()
+machine._RtcState.offset -= 7         # the chip clock runs 7 s slow
+out["drift"] = clk.set({now} + 1)
+out["synced_file"] = open("clock.json").read()
+clk2 = clock.detect(i2c, rtc)         # a reboot keeps the RTC and reads the last sync
+out["rebooted"] = clk2.now() is not None
+machine.power_loss()                  # unplugged: the RTC is back at 2021
+out["after_power_loss"] = [clock.detect(i2c, rtc).now(), clock.detect(i2c, rtc).why_untrusted()]
+machine._RtcState.offset = {now} - 7200 - int(__import__("time").time())
+out["before_last_sync"] = clock.detect(i2c, rtc).why_untrusted()
+print(json.dumps(out))
+""")
+    assert doc["source"] == "rtc"
+    assert doc["before"] == [None, "clock not set"]
+    assert doc["first_drift"] is None
+    assert abs(doc["after"] - now) <= 2
+    assert -9 <= doc["drift"] <= -5
+    assert json.loads(doc["synced_file"]) == {"synced": now + 1}
+    assert doc["rebooted"] is True
+    assert doc["after_power_loss"] == [None, "clock not set"]
+    assert doc["before_last_sync"] == "clock not set"  # earlier than the last sync: reset
+
+
+def test_ds3231_preferred_kept_across_power_loss_and_osf_untrusted(mpy):
+    now = int(time.time())
+    doc = mpy(CLOCK_SETUP + f"""
+out = {{}}
+machine.BUS[0x68] = machine.DS3231(unix_time=946684800, lost_power=True)
+clk = clock.detect(i2c, rtc)
+out["source"] = clk.source.name
+out["lost"] = [clk.now(), clk.why_untrusted()]
+out["drift"] = clk.set({now})
+out["status_reg"] = machine.BUS[0x68].status
+out["ds_now"] = clk.now()
+out["chip_set_too"] = clock.ChipRTC(rtc).read()
+machine.power_loss()                   # the chip RTC resets; the DS3231 keeps time
+clk = clock.detect(i2c, rtc)
+out["after_power_loss"] = clk.now()
+out["chip_restored"] = clock.ChipRTC(rtc).read()
+machine.BUS[0x68].offset += 42         # the module drifted 42 s fast
+out["drift2"] = clk.set({now})
+out["status"] = clk.status()
+print(json.dumps(out))
+""")
+    assert doc["source"] == "ds3231"
+    assert doc["lost"] == [None, "rtc lost power"]
+    assert doc["drift"] is None
+    assert doc["status_reg"] & 0x80 == 0  # oscillator-stop flag cleared by set()
+    for key in ("ds_now", "chip_set_too", "after_power_loss", "chip_restored"):
+        assert abs(doc[key] - now) <= 2, key
+    assert 40 <= doc["drift2"] <= 44
+    assert doc["status"]["source"] == "ds3231" and doc["status"]["trusted"] is True
+
+
+def test_ds3231_bcd_registers_and_12_hour_mode(mpy):
+    doc = mpy(CLOCK_SETUP + """
+ds = machine.DS3231()
+machine.BUS[0x68] = ds
+d = clock.DS3231(i2c)
+d.write(4102444799)                     # 2099-12-31 23:59:59
+raw = ds.read(0, 7)
+t = d.read()
+# 12-hour mode, 11 PM: hour register 0x40 | 0x20 | 0x11
+ds.offset = 0
+i2c.writeto_mem(0x68, 0, bytes((0x30, 0x15, 0x40 | 0x20 | 0x11, 3, 0x24, 0x01, 0x24)))
+print(json.dumps([raw.hex(), t, clock.from_unix(d.read())[:6]]))
+""")
+    assert doc[0] == "59592304311299"  # BCD; Thursday is weekday 4 (Monday = 1)
+    assert doc[1] == 4102444799
+    assert doc[2] == [2024, 1, 24, 23, 15, 30]

@@ -203,10 +203,11 @@ class UsbipServer:
             self._conns.add(conn)
         holding = False
         try:
-            op = self._peek_request(conn)
-            if op is None:
+            request = self._read_request(conn)
+            if request is None:
                 log.info("USB/IP client %s sent no valid request; closed", addr)
                 return
+            op = _OP_HEADER.unpack_from(request)[1]
             devs: list[Any] = [self.usb.device]
             if op == protocol.OP_REQ_IMPORT:
                 holding = self._session.acquire(timeout=self.import_wait)
@@ -217,7 +218,7 @@ class UsbipServer:
                     self.sessions += 1
                     log.info("USB/IP client %s imported busid %s", addr, self.busid)
             conn.settimeout(None)  # an attached host may stay idle for as long as it likes
-            protocol.serve_connection(conn, devs)
+            protocol.serve_connection(_Replay(conn, request), devs)
             if holding:
                 log.info("USB/IP client %s detached", addr)
         except Exception:
@@ -231,32 +232,54 @@ class UsbipServer:
             with self._conns_lock:
                 self._conns.discard(conn)
 
-    def _peek_request(self, conn: socket.socket) -> int | None:
-        """The operation a new client asks for, without consuming it (None: garbage/EOF).
+    def _read_request(self, conn: socket.socket) -> bytes | None:
+        """The client's whole operation request (DEVLIST or IMPORT), or None for garbage.
 
-        Waits (bounded) until the whole request is buffered so the library's handshake
-        never blocks on a half-sent request.
+        Read here, with a deadline, so a client that sends half a request or junk cannot
+        hold a thread (or the device) forever; the bytes are then replayed to the
+        library's handshake.
         """
         conn.settimeout(HANDSHAKE_TIMEOUT)
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        want = _OP_HEADER.size
-        while True:
-            try:
-                head = conn.recv(_IMPORT_REQUEST_LEN, socket.MSG_PEEK)
-            except OSError:
+        try:
+            head = _recv_exact(conn, _OP_HEADER.size)
+            if head is None:
                 return None
-            if not head:
+            _version, code, _status = _OP_HEADER.unpack(head)
+            if code == protocol.OP_REQ_DEVLIST:
+                return head
+            if code != protocol.OP_REQ_IMPORT:
                 return None
-            if len(head) >= _OP_HEADER.size:
-                _version, code, _status = _OP_HEADER.unpack_from(head)
-                if code not in (protocol.OP_REQ_DEVLIST, protocol.OP_REQ_IMPORT):
-                    return None
-                want = _IMPORT_REQUEST_LEN if code == protocol.OP_REQ_IMPORT else _OP_HEADER.size
-                if len(head) >= want:
-                    return code
-            if time.monotonic() > deadline or self._stopping.is_set():
-                return None
-            time.sleep(0.01)
+            busid = _recv_exact(conn, _IMPORT_REQUEST_LEN - _OP_HEADER.size)
+            return None if busid is None else head + busid
+        except OSError:
+            return None
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+class _Replay:
+    """A socket whose first reads return ``prefix`` (the request already read)."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+        self._sock = sock
+        self._prefix = prefix
+
+    def recv(self, n: int, *flags: int) -> bytes:
+        if self._prefix:
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        return self._sock.recv(n, *flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,231 @@
+"""The USB/IP server survives clients that vanish mid-transfer, garbage and contention."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from usbip import USBIP
+from usbip import host as usbip_host
+
+from hwtoken.emulator.serve import UsbipServer, is_loopback, parse_endpoint
+from hwtoken.emulator.store import KeyStore
+from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
+from hwtoken.errors import DeviceError, InvalidInput
+
+OP_REQ_IMPORT = struct.pack(">HHI", 0x0111, 0x8003, 0)
+
+
+def _still_serves(srv, rounds: int = 1) -> None:
+    """A fresh client can import the key and run CTAPHID through it."""
+    for _ in range(rounds):
+        dev = open_usbip_fido(srv.host, srv.port, srv.busid, timeout=10)
+        try:
+            assert dev.ping(b"still here") == b"still here"
+        finally:
+            dev.close()
+
+
+def _raw_import(srv) -> socket.socket:
+    s = socket.create_connection((srv.host, srv.port), timeout=5)
+    s.sendall(OP_REQ_IMPORT + srv.busid.encode().ljust(32, b"\0"))
+    reply = b""
+    while len(reply) < 8 + 312:
+        chunk = s.recv(8 + 312 - len(reply))
+        assert chunk, "server closed during import"
+        reply += chunk
+    assert struct.unpack(">HHI", reply[:8])[2] == 0
+    return s
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_many_clients_in_sequence(usbip_server):
+    _still_serves(usbip_server, rounds=15)
+    assert usbip_server.sessions == 15
+
+
+def test_client_closing_half_way_through_an_urb(usbip_server):
+    s = _raw_import(usbip_server)
+    # CMD_SUBMIT, OUT to the FIDO endpoint, 64 bytes announced, 10 sent, then gone
+    header = struct.pack(">IIIII", 1, 1, 0x00010002, 0, 4)
+    header += struct.pack(">Iiiii", 0, 64, 0, 0, 1) + bytes(8)
+    s.sendall(header + bytes(10))
+    s.close()
+    _still_serves(usbip_server)
+
+
+def test_client_vanishing_while_a_response_is_pending(usbip_server):
+    s = _raw_import(usbip_server)
+    # a CTAPHID INIT on the broadcast channel, then leave before reading the answer
+    report = struct.pack(">IB", 0xFFFFFFFF, 0x86) + struct.pack(">H", 8) + b"12345678"
+    report = report.ljust(64, b"\0")
+    header = struct.pack(">IIIII", 1, 1, 0x00010002, 0, 4)
+    header += struct.pack(">Iiiii", 0, 64, 0, 0, 1) + bytes(8)
+    s.sendall(header + report)
+    time.sleep(0.1)  # the answer is now queued for a host that is gone
+    s.close()
+    _still_serves(usbip_server, rounds=2)
+
+
+def test_garbage_instead_of_a_request(usbip_server):
+    for junk in (b"\xff" * 100, b"GET / HTTP/1.1\r\n\r\n", b"\x01\x11\x80\x03", b""):
+        with socket.create_connection((usbip_server.host, usbip_server.port), timeout=5) as s:
+            s.settimeout(5)
+            try:
+                if junk:
+                    s.sendall(junk)
+                s.shutdown(socket.SHUT_WR)
+                answer = s.recv(1024)
+            except OSError:  # the server already hung up (reset, not connected)
+                answer = b""
+            assert answer == b""  # no reply to junk: the server just hangs up
+    _still_serves(usbip_server)
+
+
+def test_garbage_urbs_after_import(usbip_server):
+    s = _raw_import(usbip_server)
+    s.settimeout(5)
+    # control URB with a nonsense setup packet, an URB to a missing endpoint, an unknown
+    # command and a bogus direction: each gets an error status or is ignored
+    urbs = [
+        struct.pack(">IIIII", 1, 1, 0, 1, 0) + struct.pack(">Iiiii", 0, 8, 0, 0, 0)
+        + bytes([0xC3, 0x77, 0, 0, 0, 0, 8, 0]),
+        struct.pack(">IIIII", 1, 2, 0, 1, 9) + struct.pack(">Iiiii", 0, 64, 0, 0, 0) + bytes(8),
+        struct.pack(">IIIII", 7, 3, 0, 1, 1) + struct.pack(">Iiiii", 0, 0, 0, 0, 0) + bytes(8),
+        struct.pack(">IIIII", 1, 4, 0, 5, 1) + struct.pack(">Iiiii", 0, 8, 0, 0, 0) + bytes(8),
+    ]
+    for urb in urbs:
+        s.sendall(urb)
+    replies = s.recv(4096)
+    assert replies  # answered, not hung
+    s.close()
+    _still_serves(usbip_server)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(min_size=1, max_size=200), after_import=st.booleans())
+def test_fuzzed_bytes_never_stop_the_server(usbip_server, junk, after_import):
+    s = _raw_import(usbip_server) if after_import else socket.create_connection(
+        (usbip_server.host, usbip_server.port), timeout=5)
+    try:
+        s.sendall(junk)
+    finally:
+        s.close()
+    assert _wait_for(lambda: usbip_server._session.acquire(timeout=0.05)
+                     and (usbip_server._session.release() or True))
+    devices = usbip_host.list_devices(USBIP(usbip_server.host, usbip_server.port))
+    assert [d["idVendor"] for d in devices] == [0x1050]
+    assert usbip_server.errors == 0  # junk ends the connection cleanly, nothing crashed
+
+
+def test_subprocess_killed_mid_transfer(usbip_server, usbip_key, tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        from fido2.ctap2 import Ctap2
+        from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
+        dev = open_usbip_fido({usbip_server.host!r}, {usbip_server.port}, {usbip_server.busid!r})
+        ctap2 = Ctap2(dev)
+        print("ready", flush=True)
+        n = 0
+        while True:
+            dev.ping(bytes(7000))
+            ctap2.make_credential(
+                bytes(32), {{"id": "example.com", "name": "Example"}},
+                {{"id": bytes([n % 256]), "name": "u"}}, [{{"type": "public-key", "alg": -7}}],
+                options={{"rk": True}})
+            n += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        time.sleep(0.3)  # well inside the loop of transfers
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    _still_serves(usbip_server, rounds=2)
+    # the state file is whole JSON and the key's records are intact
+    usbip_key.store.commit()
+    store = KeyStore.read(usbip_key.path)
+    assert store.data["identity"]["serial"] == usbip_key.serial
+    assert len(store.data["fido"]["resident"]) >= 1  # it really was mid-way through work
+
+
+def test_second_import_is_refused_while_one_is_attached(usbip_server):
+    first = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+    try:
+        with pytest.raises(DeviceError, match="cannot import"):
+            open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+        # listing still works while it is attached, like usbipd
+        assert usbip_host.list_devices(USBIP(usbip_server.host, usbip_server.port))
+        assert first.ping(b"x") == b"x"
+    finally:
+        first.close()
+    _still_serves(usbip_server)
+
+
+def test_stopping_the_server_ends_an_attached_client(usbip_key):
+    srv = UsbipServer(usbip_key, "127.0.0.1", 0).start()
+    dev = open_usbip_fido(srv.host, srv.port, srv.busid, timeout=10)
+    srv.stop()
+    with pytest.raises(OSError):
+        dev.ping(b"gone")
+    dev.close()
+
+
+def test_remote_bind_needs_allow_remote(usbip_key):
+    with pytest.raises(InvalidInput, match="--allow-remote"):
+        UsbipServer(usbip_key, "0.0.0.0", 0)
+    with pytest.raises(InvalidInput):
+        UsbipServer(usbip_key, "192.0.2.1", 0)
+
+
+def test_port_in_use_is_a_clear_error(usbip_server, usbip_key):
+    from hwtoken.emulator.serve import YubiKeyUsb
+
+    other = UsbipServer(usbip_key, "127.0.0.1", usbip_server.port,
+                        usb=YubiKeyUsb(usbip_key, with_otp_engine=False))
+    with pytest.raises(DeviceError, match="in use"):
+        other.start()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, ("127.0.0.1", 3240)),
+    ("4000", ("127.0.0.1", 4000)),
+    ("0", ("127.0.0.1", 0)),
+    ("10.0.0.1:3241", ("10.0.0.1", 3241)),
+    ("localhost:", ("localhost", 3240)),
+    ("[::1]:5000", ("::1", 5000)),
+])
+def test_parse_endpoint(value, expected):
+    assert parse_endpoint(value) == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "host:port", "70000", "1:-1"])
+def test_parse_endpoint_rejects(value):
+    with pytest.raises(InvalidInput):
+        parse_endpoint(value)
+
+
+def test_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+    assert not is_loopback("example.com")

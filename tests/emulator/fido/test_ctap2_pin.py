@@ -1,0 +1,222 @@
+"""clientPIN through fido2's real ClientPin (protocols 1 and 2): retries, blocking, tokens."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
+
+from hwtoken.emulator import DenyAlways, VirtualKey, fido_device
+
+PIN = "12345678"
+ERR = CtapError.ERR
+
+
+@pytest.fixture
+def key(tmp_path):
+    k = VirtualKey.create(tmp_path / "k.key")
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def ctap(key):
+    return Ctap2(fido_device(key))
+
+
+@pytest.fixture(params=[1, 2], ids=["protocol1", "protocol2"])
+def pin(request, ctap):
+    proto = PinProtocolV1() if request.param == 1 else PinProtocolV2()
+    return ClientPin(ctap, proto)
+
+
+def code(excinfo) -> int:
+    return excinfo.value.code
+
+
+def test_set_pin_updates_info_and_retries(ctap, pin):
+    assert ctap.get_info().options["clientPin"] is False
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_token(PIN)
+    assert code(e) == ERR.PIN_NOT_SET
+    pin.set_pin(PIN)
+    assert ctap.get_info().options["clientPin"] is True
+    assert pin.get_pin_retries() == (8, False)
+    with pytest.raises(CtapError) as e:
+        pin.set_pin("another")
+    assert code(e) == ERR.NOT_ALLOWED
+
+
+def test_pin_too_long(pin):
+    with pytest.raises(CtapError) as e:
+        pin.set_pin("9" * 64)  # at most 63 bytes
+    assert code(e) == ERR.PIN_POLICY_VIOLATION
+
+
+def test_short_pin_rejected_by_key(ctap):
+    # craft a 3-character PIN by hand: fido2's ClientPin refuses to send it
+    proto = PinProtocolV2()
+    client = ClientPin(ctap, proto)
+    key_agreement, shared = client._get_shared_secret()
+    enc = proto.encrypt(shared, b"123".ljust(64, b"\0"))
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(2, ClientPin.CMD.SET_PIN, key_agreement=key_agreement,
+                        new_pin_enc=enc, pin_uv_param=proto.authenticate(shared, enc))
+    assert code(e) == ERR.PIN_POLICY_VIOLATION
+
+
+def test_token_signs_make_credential(ctap, pin):
+    pin.set_pin(PIN)
+    token = pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com")
+    cdh = os.urandom(32)
+    att = ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"u"},
+                               [{"type": "public-key", "alg": -7}], options={"rk": True},
+                               pin_uv_param=pin.protocol.authenticate(token, cdh),
+                               pin_uv_protocol=pin.protocol.VERSION)
+    assert att.auth_data.is_user_verified()
+    # the touch used up the token's mc permission
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"v"},
+                             [{"type": "public-key", "alg": -7}],
+                             pin_uv_param=pin.protocol.authenticate(token, cdh),
+                             pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.PIN_AUTH_INVALID
+
+
+def test_resident_key_needs_pin_once_set(ctap, pin):
+    pin.set_pin(PIN)
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                             [{"type": "public-key", "alg": -7}], options={"rk": True})
+    assert code(e) == ERR.PUAT_REQUIRED
+    # non-resident still works without (makeCredUvNotRqd)
+    att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                               [{"type": "public-key", "alg": -7}])
+    assert not att.auth_data.is_user_verified()
+
+
+def test_token_bound_to_rp_and_permissions(ctap, pin):
+    pin.set_pin(PIN)
+    token = pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com")
+    cdh = os.urandom(32)
+    with pytest.raises(CtapError) as e:  # other RP
+        ctap.make_credential(cdh, {"id": "evil.example"}, {"id": b"u"},
+                             [{"type": "public-key", "alg": -7}],
+                             pin_uv_param=pin.protocol.authenticate(token, cdh),
+                             pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.PIN_AUTH_INVALID
+    with pytest.raises(CtapError) as e:  # ga not granted
+        ctap.get_assertion("example.com", cdh, pin_uv_param=pin.protocol.authenticate(
+            token, cdh), pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.PIN_AUTH_INVALID
+    with pytest.raises(CtapError) as e:  # mc/ga need an RP ID
+        pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    assert code(e) == ERR.MISSING_PARAMETER
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_token(PIN, ClientPin.PERMISSION.BIO_ENROLL)
+    assert code(e) == ERR.UNAUTHORIZED_PERMISSION
+
+
+def test_change_pin(ctap, pin):
+    pin.set_pin(PIN)
+    pin.change_pin(PIN, "87654321")
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_token(PIN)
+    assert code(e) == ERR.PIN_INVALID
+    assert pin.get_pin_token("87654321")
+    with pytest.raises(CtapError) as e:
+        pin.change_pin("wrong-pin", "11112222")
+    assert code(e) == ERR.PIN_INVALID
+
+
+def test_three_wrong_need_power_cycle_and_eight_block(key, ctap, pin):
+    pin.set_pin(PIN)
+    expected = 8
+    for attempt in range(8):
+        if attempt and attempt % 3 == 0:
+            with pytest.raises(CtapError) as e:  # still blocked until power cycle
+                pin.get_pin_token("wrong-pin")
+            assert code(e) == ERR.PIN_AUTH_BLOCKED
+            assert pin.get_pin_retries() == (expected, True)
+            key.power_cycle()
+            assert pin.get_pin_retries() == (expected, False)
+        with pytest.raises(CtapError) as e:
+            pin.get_pin_token("wrong-pin")
+        expected -= 1
+        if expected == 0:
+            assert code(e) == ERR.PIN_BLOCKED
+        elif attempt % 3 == 2:
+            assert code(e) == ERR.PIN_AUTH_BLOCKED
+        else:
+            assert code(e) == ERR.PIN_INVALID
+        assert pin.get_pin_retries()[0] == expected
+    key.power_cycle()
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_token(PIN)  # even the right PIN: blocked for good
+    assert code(e) == ERR.PIN_BLOCKED
+
+
+def test_right_pin_resets_retries(ctap, pin):
+    pin.set_pin(PIN)
+    for _ in range(2):
+        with pytest.raises(CtapError):
+            pin.get_pin_token("wrong-pin")
+    assert pin.get_pin_retries()[0] == 6
+    pin.get_pin_token(PIN)
+    assert pin.get_pin_retries()[0] == 8
+
+
+def test_power_cycle_drops_tokens(key, ctap, pin):
+    pin.set_pin(PIN)
+    token = pin.get_pin_token(PIN)
+    cdh = os.urandom(32)
+    key.power_cycle()
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"u"},
+                             [{"type": "public-key", "alg": -7}],
+                             pin_uv_param=pin.protocol.authenticate(token, cdh),
+                             pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.PIN_AUTH_INVALID
+
+
+def test_retries_persist_across_load(tmp_path):
+    path = tmp_path / "p.key"
+    with VirtualKey.create(path) as key:
+        pin = ClientPin(Ctap2(fido_device(key)))
+        pin.set_pin(PIN)
+        with pytest.raises(CtapError):
+            pin.get_pin_token("wrong-pin")
+    with VirtualKey.load(path) as key:
+        pin = ClientPin(Ctap2(fido_device(key)))
+        assert pin.get_pin_retries() == (7, False)
+        assert pin.get_pin_token(PIN)
+    assert PIN.encode() not in path.read_bytes()
+
+
+def test_empty_pin_auth_probe(key, ctap, pin):
+    # a platform asks "touch to select; is a PIN set?" with a zero-length pinUvAuthParam
+    args = (os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+            [{"type": "public-key", "alg": -7}])
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(*args, pin_uv_param=b"", pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.PIN_NOT_SET
+    pin.set_pin(PIN)
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(*args, pin_uv_param=b"", pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.PIN_INVALID
+    key.presence = DenyAlways()
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(*args, pin_uv_param=b"", pin_uv_protocol=pin.protocol.VERSION)
+    assert code(e) == ERR.OPERATION_DENIED
+
+
+def test_unsupported_protocol_and_subcommand(ctap):
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(3, ClientPin.CMD.GET_KEY_AGREEMENT)
+    assert code(e) == ERR.INVALID_PARAMETER
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(2, ClientPin.CMD.GET_TOKEN_USING_UV)
+    assert code(e) == ERR.INVALID_SUBCOMMAND

@@ -183,6 +183,48 @@ def _interaction(pin: str | None) -> Any:
     return _Interaction()
 
 
+# -- running suites written for hardware keys ------------------------------------------------
+_session_key: Any = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hwtoken")
+    group.addoption(
+        "--hwtoken-fido2-hid", action="store_true", default=False,
+        help="Create a virtual key for this run and make it discoverable through "
+             "fido2.hid (list_descriptors/open_connection/open_device), so suites "
+             "written for a hardware key run against it.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _session_key
+    if not config.getoption("hwtoken_fido2_hid", default=False) or _session_key is not None:
+        return
+    import tempfile
+
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
+
+    directory = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
+    _session_key = VirtualKey.create(Path(directory) / "virtual-key.key")
+    register_with_fido2_hid(_session_key)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _session_key
+    if _session_key is None:
+        return
+    import shutil
+
+    from hwtoken.emulator.transports.fido_hid import unregister_from_fido2_hid
+
+    key, _session_key = _session_key, None
+    unregister_from_fido2_hid(key)
+    key.close()
+    shutil.rmtree(key.path.parent, ignore_errors=True)
+
+
 # -- fixtures ----------------------------------------------------------------------------
 @pytest.fixture
 def virtual_key(tmp_path: Path) -> Iterator[VirtualKey]:

@@ -1,0 +1,93 @@
+"""register_with_fido2_hid: the virtual key through fido2.hid's public discovery functions."""
+
+from __future__ import annotations
+
+import fido2.hid
+import pytest
+from fido2.ctap1 import Ctap1
+from fido2.ctap2 import Ctap2
+
+# imported before any registration, as a hardware-key test suite's conftest does
+from fido2.hid import CtapHidDevice, list_descriptors, open_connection, open_device
+
+from hwtoken.emulator import VirtualKey
+from hwtoken.emulator.transports.fido_hid import (
+    PRODUCT_NAME,
+    hid_descriptor,
+    register_with_fido2_hid,
+    registered_with_fido2_hid,
+    unregister_from_fido2_hid,
+)
+
+
+def _paths():
+    return {d.path for d in list_descriptors()}
+
+
+def test_descriptor_looks_like_a_yubikey_5(virtual_key):
+    d = hid_descriptor(virtual_key)
+    assert (d.vid, d.pid) == (0x1050, 0x0407)
+    assert (d.report_size_in, d.report_size_out) == (64, 64)
+    assert d.product_name == PRODUCT_NAME == "YubiKey OTP+FIDO+CCID"
+    assert d.serial_number == str(virtual_key.serial)
+    assert d.path == f"emu:{virtual_key.serial}"
+
+
+def test_registered_key_is_listed_opened_and_used(virtual_key):
+    path = f"emu:{virtual_key.serial}"
+    assert path not in _paths()
+    with registered_with_fido2_hid(virtual_key) as desc:
+        assert desc.path == path
+        [listed] = [d for d in list_descriptors() if d.path == path]
+        assert listed == desc
+        # the module attributes and the names imported earlier agree
+        assert path in {d.path for d in fido2.hid.list_descriptors()}
+        dev = CtapHidDevice(listed, open_connection(listed))
+        try:
+            assert dev.ping(b"hi") == b"hi"
+            info = Ctap2(dev).get_info()
+            assert info.aaguid == virtual_key.aaguid
+            assert Ctap1(dev).get_version() == "U2F_V2"
+        finally:
+            dev.close()
+        dev = open_device(path)
+        try:
+            assert dev.product_name == "YubiKey OTP+FIDO+CCID"
+            assert dev.device_version == virtual_key.version
+        finally:
+            dev.close()
+        found = [d for d in CtapHidDevice.list_devices() if d.descriptor.path == path]
+        assert len(found) == 1
+        found[0].close()
+    assert path not in _paths()
+
+
+def test_two_keys_and_two_connections_to_one_key(virtual_key, tmp_path):
+    with VirtualKey.create(tmp_path / "second.key") as second:
+        register_with_fido2_hid(virtual_key)
+        register_with_fido2_hid(second)
+        try:
+            serials = {d.serial_number for d in list_descriptors()
+                       if str(d.path).startswith("emu:")}
+            assert {str(virtual_key.serial), str(second.serial)} <= serials
+            desc = hid_descriptor(virtual_key)
+            a = CtapHidDevice(desc, open_connection(desc))
+            b = CtapHidDevice(desc, open_connection(desc))
+            try:
+                assert a.ping(b"a") == b"a"
+                assert b.ping(b"b") == b"b"
+                assert Ctap2(a).get_info().aaguid == Ctap2(b).get_info().aaguid
+            finally:
+                a.close()
+                b.close()
+        finally:
+            unregister_from_fido2_hid(virtual_key)
+            unregister_from_fido2_hid(second)
+
+
+def test_real_device_paths_still_go_to_the_real_backend(virtual_key):
+    with registered_with_fido2_hid(virtual_key):
+        with pytest.raises(OSError):
+            open_device("/dev/hidraw-does-not-exist")
+        with pytest.raises(OSError):
+            open_device("emu:0")  # not a registered key: the real backend cannot open it

@@ -1,0 +1,74 @@
+"""The pytest plugin: the example in docs/pytest-plugin.md runs as a developer would paste it,
+and --hwtoken-fido2-hid lets a suite written for hardware keys find the virtual key."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "pytest-plugin.md"
+
+
+def _first_python_block(text: str) -> str:
+    match = re.search(r"```python\n(.*?)```", text, re.S)
+    assert match, "docs/pytest-plugin.md lost its example"
+    return match.group(1)
+
+
+def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_documented_example_passes_as_pasted(tmp_path):
+    example = _first_python_block(DOC.read_text())
+    assert "def test_register_then_login(webauthn)" in example
+    (tmp_path / "test_login.py").write_text(example)
+    # no conftest.py: the fixtures come from the installed pytest11 entry point
+    result = _pytest(tmp_path, "test_login.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
+SUITE = '''
+from fido2.ctap2 import Ctap2
+from fido2.hid import CtapHidDevice, list_descriptors, open_connection, open_device
+
+
+def _virtual():
+    return [d for d in list_descriptors() if str(d.path).startswith("emu:")]
+
+
+def test_discover_and_use():
+    [desc] = _virtual()
+    assert (desc.vid, desc.pid) == (0x1050, 0x0407)
+    dev = CtapHidDevice(desc, open_connection(desc))
+    assert dev.ping(b"hello") == b"hello"
+    assert "FIDO_2_1" in Ctap2(dev).get_info().versions
+    dev.close()
+
+
+def test_open_device_by_path():
+    [desc] = _virtual()
+    dev = open_device(desc.path)
+    assert "U2F_V2" in Ctap2(dev).get_info().versions
+    dev.close()
+
+
+def test_list_devices():
+    assert any(d.descriptor.path.startswith("emu:") for d in CtapHidDevice.list_devices())
+'''
+
+
+def test_option_registers_a_key_for_a_hardware_suite(tmp_path):
+    (tmp_path / "test_hw_suite.py").write_text(SUITE)
+    result = _pytest(tmp_path, "--hwtoken-fido2-hid", "test_hw_suite.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    # without the option there is no virtual key to find
+    result = _pytest(tmp_path, "test_hw_suite.py")
+    assert result.returncode != 0

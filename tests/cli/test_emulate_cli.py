@@ -1,0 +1,162 @@
+"""`hwtoken emulate` through click's CliRunner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hwtoken import devices
+from hwtoken.cli import cli
+
+HWTOKEN = Path(sys.executable).with_name("hwtoken")
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_create_show_list_delete(_isolated_state_dir):
+    r = run("emulate", "create", "alpha", "--serial", "4242", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["serial"] == 4242 and doc["version"] == "5.7.1"
+    key_file = Path(doc["path"])
+    assert key_file == _isolated_state_dir / "keys" / "alpha.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+    r = run("emulate", "show", "alpha", "--json")
+    info = json.loads(r.output)
+    assert info["serial"] == 4242
+    assert info["credentials"] == 0 and info["pin_set"] is False
+    assert set(info["slots"]) == {"1", "2"} and info["served"] is None
+    assert len(info["aaguid"]) == 36
+
+    r = run("emulate", "show", "alpha")
+    assert "serial:" in r.output and "4242" in r.output and str(key_file) in r.output
+    assert "master_secret" not in r.output
+
+    r = run("emulate", "list")
+    assert r.exit_code == 0 and "alpha" in r.output and "4242" in r.output
+    assert [k["name"] for k in json.loads(run("emulate", "list", "--json").output)] == ["alpha"]
+
+    r = run("emulate", "delete", "alpha")  # no tty, no --force: refused
+    assert r.exit_code == 2 and "--force" in r.output
+    assert key_file.exists()
+    r = run("emulate", "delete", "alpha", "--force")
+    assert r.exit_code == 0 and not key_file.exists()
+    assert json.loads(run("emulate", "list", "--json").output) == []
+
+
+def test_errors_are_one_line_with_exit_2():
+    assert run("emulate", "create", "dup").exit_code == 0
+    r = run("emulate", "create", "dup")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "already exists" in r.output
+    r = run("emulate", "show", "missing")
+    assert r.exit_code == 2 and "emulate create missing" in r.output
+    assert "Traceback" not in r.output
+    r = run("emulate", "create", "../evil")
+    assert r.exit_code == 2 and "invalid virtual key name" in r.output
+    r = run("emulate", "create", "s", "--serial", "0")
+    assert r.exit_code == 2
+
+
+def test_state_dir_before_or_after_the_subcommand(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run("emulate", "create", "bar", "--state-dir", str(a)).exit_code == 0
+    assert run("--state-dir", str(b), "emulate", "create", "bar").exit_code == 0
+    assert run("emulate", "--state-dir", str(b), "show", "bar").exit_code == 0
+    assert (a / "keys" / "bar.key").exists() and (b / "keys" / "bar.key").exists()
+
+
+def test_serve_refuses_a_remote_address_without_allow_remote():
+    run("emulate", "create", "r")
+    r = run("emulate", "serve", "r", "--usbip", "0.0.0.0:0")
+    assert r.exit_code == 2 and "--allow-remote" in r.output
+
+
+def _wait_runtime(name: str, proc: subprocess.Popen, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = devices.running_serve(name)
+        if doc is not None:
+            return doc
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited early: {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError("serve did not start")
+
+
+@pytest.fixture
+def serving(_isolated_state_dir):
+    """`hwtoken emulate serve key1 --usbip 0` as a subprocess; yields (proc, runtime doc)."""
+    env = dict(os.environ, HWTOKEN_STATE_DIR=str(_isolated_state_dir))
+    subprocess.run([str(HWTOKEN), "emulate", "create", "key1", "--serial", "777"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    proc = subprocess.Popen([str(HWTOKEN), "emulate", "serve", "key1", "--usbip", "0"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc, _wait_runtime("key1", proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_serve_subprocess_end_to_end(serving, _isolated_state_dir):
+    proc, doc = serving
+    host, port, busid = doc["usbip"]["host"], doc["usbip"]["port"], doc["usbip"]["busid"]
+    assert host == "127.0.0.1" and port > 0 and busid == "1-1"
+    runtime = _isolated_state_dir / "keys" / "key1.serve.json"
+    assert runtime.stat().st_mode & 0o777 == 0o600
+
+    # a second serve of the same key is refused: the first holds its lock
+    second = subprocess.run([str(HWTOKEN), "emulate", "serve", "key1", "--usbip", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2
+    assert second.stderr.strip() == f"error: virtual key 'key1' is already served by pid {proc.pid}"
+
+    # other commands find the running serve through devices.*
+    with devices.usbip_endpoint_for("key1") as endpoint:
+        assert endpoint == (host, port, busid)
+    with devices.fido_device_for("key1") as dev:
+        assert dev.descriptor.serial_number == "777"
+        assert dev.ping(b"hello") == b"hello"
+    with devices.open_virtual("key1") as handle:
+        assert handle.served and handle.key is None and handle.usbip == (host, port, busid)
+    shown = json.loads(run("emulate", "show", "key1", "--json").output)
+    assert shown["served"]["pid"] == proc.pid and shown["served"]["usbip"]["port"] == port
+
+    # SIGTERM: clean stop, runtime file removed, exit 0
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "serving virtual key key1" in out and "stopped serving key1" in out
+    assert not runtime.exists()
+    assert devices.running_serve("key1") is None
+
+
+def test_serve_stops_on_sigint(serving):
+    proc, _doc = serving
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_stale_runtime_file_is_ignored(_isolated_state_dir):
+    run("emulate", "create", "stale")
+    runtime = _isolated_state_dir / "keys" / "stale.serve.json"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runtime.write_text(json.dumps({"pid": dead.pid, "usbip": {"host": "127.0.0.1",
+                                                              "port": 1, "busid": "1-1"}}))
+    assert devices.running_serve("stale") is None
+    with devices.open_virtual("stale") as handle:
+        assert handle.key is not None and not handle.served

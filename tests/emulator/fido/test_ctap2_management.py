@@ -1,0 +1,210 @@
+"""Credential management, authenticatorConfig and large blobs through fido2's real classes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.ctap2 import Config, CredentialManagement, Ctap2, LargeBlobs
+from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
+
+from hwtoken.emulator import VirtualKey, fido_device
+
+PIN = "12345678"
+ERR = CtapError.ERR
+P = ClientPin.PERMISSION
+
+
+@pytest.fixture
+def key(tmp_path):
+    k = VirtualKey.create(tmp_path / "k.key")
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def ctap(key):
+    return Ctap2(fido_device(key))
+
+
+@pytest.fixture(params=[1, 2], ids=["protocol1", "protocol2"])
+def client_pin(request, ctap):
+    cp = ClientPin(ctap, PinProtocolV1() if request.param == 1 else PinProtocolV2())
+    cp.set_pin(PIN)
+    return cp
+
+
+def make_rk(ctap, client_pin, rp_id, user_id, name=None, **kw):
+    token = client_pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, rp_id)
+    cdh = os.urandom(32)
+    user = {"id": user_id, "name": name or user_id.decode(), "displayName": "D"}
+    return ctap.make_credential(cdh, {"id": rp_id, "name": rp_id.upper()}, user,
+                                [{"type": "public-key", "alg": -7}], options={"rk": True},
+                                pin_uv_param=client_pin.protocol.authenticate(token, cdh),
+                                pin_uv_protocol=client_pin.protocol.VERSION, **kw)
+
+
+def credman(ctap, client_pin, rp_id=None):
+    token = client_pin.get_pin_token(PIN, P.CREDENTIAL_MGMT, rp_id)
+    return CredentialManagement(ctap, client_pin.protocol, token)
+
+
+def test_metadata_enumerate_update_delete(ctap, client_pin):
+    cm = credman(ctap, client_pin)
+    assert cm.get_metadata() == {1: 0, 2: 100}
+    assert cm.enumerate_rps() == []
+    a = make_rk(ctap, client_pin, "a.example", b"alice")
+    make_rk(ctap, client_pin, "a.example", b"bob")
+    make_rk(ctap, client_pin, "b.example", b"carol")
+    cm = credman(ctap, client_pin)
+    assert cm.get_metadata() == {1: 3, 2: 97}
+    rps = cm.enumerate_rps()
+    assert sorted(r[3]["id"] for r in rps) == ["a.example", "b.example"]
+    assert {r[4] for r in rps} == {hashlib.sha256(b"a.example").digest(),
+                                   hashlib.sha256(b"b.example").digest()}
+    creds = cm.enumerate_creds(hashlib.sha256(b"a.example").digest())
+    assert sorted(c[6]["id"] for c in creds) == [b"alice", b"bob"]
+    alice = next(c for c in creds if c[6]["id"] == b"alice")
+    assert alice[7]["id"] == a.auth_data.credential_data.credential_id
+    assert alice[8] == a.auth_data.credential_data.public_key
+    assert alice[10] == 1
+
+    cm.update_user_info(alice[7], {"id": b"alice", "name": "Alice Liddell"})
+    creds = cm.enumerate_creds(hashlib.sha256(b"a.example").digest())
+    assert {c[6].get("name") for c in creds} == {"Alice Liddell", "bob"}
+    with pytest.raises(CtapError) as e:  # the user ID cannot change
+        cm.update_user_info(alice[7], {"id": b"mallory", "name": "x"})
+    assert e.value.code == ERR.INVALID_PARAMETER
+
+    cm.delete_cred(alice[7])
+    assert cm.get_metadata()[1] == 2
+    with pytest.raises(CtapError) as e:
+        cm.delete_cred(alice[7])
+    assert e.value.code == ERR.NO_CREDENTIALS
+    # a deleted resident credential no longer signs, even with its ID in an allow list
+    with pytest.raises(CtapError) as e:
+        ctap.get_assertion("a.example", os.urandom(32), [alice[7]])
+    assert e.value.code == ERR.NO_CREDENTIALS
+
+
+def test_credman_needs_token_with_cm_permission(ctap, client_pin):
+    token = client_pin.get_pin_token(PIN, P.GET_ASSERTION, "a.example")
+    cm = CredentialManagement(ctap, client_pin.protocol, token)
+    with pytest.raises(CtapError) as e:
+        cm.get_metadata()
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+    with pytest.raises(CtapError) as e:
+        ctap.credential_mgmt(CredentialManagement.CMD.GET_CREDS_METADATA)
+    assert e.value.code == ERR.PUAT_REQUIRED
+
+
+def test_rp_bound_credman_token(ctap, client_pin):
+    make_rk(ctap, client_pin, "a.example", b"alice")
+    b = make_rk(ctap, client_pin, "b.example", b"bob")
+    cm = credman(ctap, client_pin, "a.example")
+    with pytest.raises(CtapError) as e:  # enumerating every RP needs an unbound token
+        cm.enumerate_rps()
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+    assert len(cm.enumerate_creds(hashlib.sha256(b"a.example").digest())) == 1
+    with pytest.raises(CtapError) as e:
+        cm.delete_cred({"id": b.auth_data.credential_data.credential_id,
+                        "type": "public-key"})
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+
+
+def test_same_user_replaces_resident_credential(ctap, client_pin):
+    make_rk(ctap, client_pin, "a.example", b"alice")
+    make_rk(ctap, client_pin, "a.example", b"alice", name="alice2")
+    cm = credman(ctap, client_pin)
+    creds = cm.enumerate_creds(hashlib.sha256(b"a.example").digest())
+    assert [c[6]["name"] for c in creds] == ["alice2"]
+
+
+def test_config_toggle_always_uv(ctap, client_pin):
+    token = client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
+    Config(ctap, client_pin.protocol, token).toggle_always_uv()
+    info = ctap.get_info()
+    assert info.options["alwaysUv"] is True
+    assert info.options["makeCredUvNotRqd"] is False
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                             [{"type": "public-key", "alg": -7}])
+    assert e.value.code == ERR.PUAT_REQUIRED
+    with pytest.raises(CtapError) as e:  # config without a token once a PIN is set
+        Config(ctap).toggle_always_uv()
+    assert e.value.code == ERR.PUAT_REQUIRED
+    Config(ctap, client_pin.protocol, token).toggle_always_uv()
+    assert ctap.get_info().options["alwaysUv"] is False
+
+
+def test_config_without_pin_is_open(ctap):
+    Config(ctap).toggle_always_uv()
+    assert ctap.get_info().options["alwaysUv"] is True
+
+
+def test_set_min_pin_length_and_force_change(ctap, client_pin):
+    token = client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
+    cfg = Config(ctap, client_pin.protocol, token)
+    cfg.set_min_pin_length(6, rp_ids=["example.com"])
+    info = ctap.get_info()
+    assert info.min_pin_length == 6 and info.force_pin_change is False
+    with pytest.raises(CtapError) as e:
+        cfg.set_min_pin_length(5)  # never decreases
+    assert e.value.code == ERR.PIN_POLICY_VIOLATION
+    # minPinLength extension: reported to the listed RP only
+    for rp_id, expected in (("example.com", {"minPinLength": 6}), ("other.com", None)):
+        token2 = client_pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, rp_id)
+        cdh = os.urandom(32)
+        att = ctap.make_credential(cdh, {"id": rp_id}, {"id": b"u"},
+                                   [{"type": "public-key", "alg": -7}],
+                                   extensions={"minPinLength": True},
+                                   pin_uv_param=client_pin.protocol.authenticate(token2, cdh),
+                                   pin_uv_protocol=client_pin.protocol.VERSION)
+        assert att.auth_data.extensions == expected
+    # a longer minimum than the current PIN forces a change
+    cfg = Config(ctap, client_pin.protocol, client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG))
+    cfg.set_min_pin_length(10)
+    assert ctap.get_info().force_pin_change is True
+    with pytest.raises(CtapError) as e:
+        client_pin.get_pin_token(PIN)
+    assert e.value.code == ERR.PIN_POLICY_VIOLATION
+    with pytest.raises(CtapError) as e:
+        client_pin.change_pin(PIN, "123456789")  # 9 < 10
+    assert e.value.code == ERR.PIN_POLICY_VIOLATION
+    client_pin.change_pin(PIN, "1234567890")
+    assert ctap.get_info().force_pin_change is False
+    assert client_pin.get_pin_token("1234567890")
+
+
+def test_large_blobs_round_trip(ctap, client_pin):
+    att = make_rk(ctap, client_pin, "example.com", b"alice",
+                  extensions={"largeBlobKey": True})
+    lbk = att.large_blob_key
+    assert lbk
+    token = client_pin.get_pin_token(PIN, P.LARGE_BLOB_WRITE)
+    blobs = LargeBlobs(ctap, client_pin.protocol, token)
+    assert blobs.read_blob_array() == []
+    data = os.urandom(3000)  # incompressible: several fragments
+    blobs.put_blob(lbk, data)
+    assert LargeBlobs(ctap).get_blob(lbk) == data
+    assert LargeBlobs(ctap).get_blob(os.urandom(32)) is None
+    with pytest.raises(CtapError) as e:  # writes need the lbw token once a PIN is set
+        LargeBlobs(ctap).put_blob(lbk, b"x")
+    assert e.value.code == ERR.PUAT_REQUIRED
+
+
+def test_large_blob_integrity_and_sequence(ctap):
+    body = b"\x81\xa0"  # [{}] -- not a valid entry but a well-formed array
+    with pytest.raises(CtapError) as e:
+        ctap.large_blobs(0, set=body + bytes(16), length=len(body) + 16)
+    assert e.value.code == ERR.INTEGRITY_FAILURE
+    assert LargeBlobs(ctap).read_blob_array() == []
+    blob = body + hashlib.sha256(body).digest()[:16]
+    ctap.large_blobs(0, set=blob[:5], length=len(blob))
+    with pytest.raises(CtapError) as e:
+        ctap.large_blobs(7, set=blob[7:])
+    assert e.value.code == ERR.INVALID_SEQ
+    ctap.large_blobs(5, set=blob[5:])
+    assert LargeBlobs(ctap).read_blob_array() == [{}]

@@ -1,0 +1,154 @@
+"""Helpers for the provisioning tests: a throwaway PostgreSQL server and CLI helpers.
+
+PostgreSQL refuses to run as root, so the server runs as ``nobody`` (via ``runuser``)
+with its data directory and Unix socket in a fresh temp dir; it listens on no TCP port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PASSPHRASE = "correct horse battery staple"
+HWTOKEN = str(Path(sys.executable).with_name("hwtoken"))
+
+
+def _pg_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if PG_BIN.joinpath("initdb").exists():
+        return PG_BIN
+    if candidates:
+        return candidates[-1].parent
+    raise RuntimeError("PostgreSQL server binaries not found: `make test` installs postgresql")
+
+
+def _as_pg_user() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    return ["runuser", "-u", "nobody", "--"]
+
+
+class PgServer:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hwtoken-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "nobody")
+        os.chmod(self.dir, 0o700)
+        self.bin = _pg_bin()
+        data = self.dir / "data"
+        subprocess.run([*_as_pg_user(), str(self.bin / "initdb"), "-D", str(data), "-U",
+                        "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*_as_pg_user(), str(self.bin / "postgres"), "-D", str(data), "-k", str(self.dir),
+             "-c", "listen_addresses=", "-c", "fsync=off", "-c", "max_connections=100"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.dsn("postgres"), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("PostgreSQL did not start: "
+                                       + (self.dir / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.1)
+
+    def dsn(self, db: str) -> str:
+        return f"postgresql://postgres@/{db}?host={self.dir}"
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = "inv_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        self.proc.terminate()  # SIGTERM: smart shutdown
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def hwtoken(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """Run the real ``hwtoken`` console script."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([HWTOKEN, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    if check is not None and proc.returncode != check:
+        raise AssertionError(f"hwtoken {' '.join(args)} exited {proc.returncode} "
+                             f"(expected {check})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@contextlib.contextmanager
+def opened(url: str):
+    """The inventory at ``url``, unlocked with the test passphrase."""
+    from hwtoken.provision.inventory import open_inventory
+    from hwtoken.provision.sealing import Unlocker
+
+    inv = open_inventory(url)
+    try:
+        inv.unlock(Unlocker(passphrase=PASSPHRASE))
+        yield inv
+    finally:
+        inv.close()
+
+
+def key_calculate(device: str, serial: int, mode: str, challenge=None, slot: int = 2,
+                  digits: int = 6):
+    """Ask the key itself, through the client path (python-yubico / yubikit)."""
+    from hwtoken.provision.model import Mode, Spec
+    from hwtoken.provision.programmers import programmer_for
+    from hwtoken.provision.protocol import Device
+
+    spec = Spec(Mode(mode), slot=slot, digits=digits)
+    dev = Device(serial, device)
+    with programmer_for(spec, dev).connect(dev) as conn:
+        return conn.calculate(spec, challenge)
+
+
+def chalresp_matches(device: str, serial: int, secret: bytes) -> bool:
+    import hashlib
+    import hmac
+
+    from hwtoken.provision.protocol import NotProgrammed
+
+    challenge = os.urandom(32)
+    try:
+        got = key_calculate(device, serial, "chalresp", challenge)
+    except NotProgrammed:
+        return False
+    return got == hmac.new(secret, challenge, hashlib.sha1).digest()
+
+
+def read_pskc(path, password: str | None = None) -> dict[int, object]:
+    """serial -> pskc Key of an exported file (parsed back by python-pskc)."""
+    import pskc
+
+    doc = pskc.PSKC(str(path))
+    if password is not None:
+        doc.encryption.derive_key(password)
+    return {int(k.serial): k for k in doc.keys}

@@ -1,0 +1,133 @@
+"""Inventory backends: claims, holds, sealing at rest, file modes, both SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import multiprocessing
+import os
+import stat
+
+import pytest
+from provision_helpers import PASSPHRASE, opened
+
+from hwtoken.errors import InvalidInput
+from hwtoken.provision.inventory import RecordBusy, open_inventory
+from hwtoken.provision.model import Mode, Record, State
+from hwtoken.provision.sealing import Unlocker, WrongKey, new_key_file
+
+
+def _record(serial: int, mode: Mode = Mode.CHALRESP) -> Record:
+    return Record(serial=serial, mode=mode, slot=2, digits=6, touch=False, name="hw",
+                  sealed="", device=f"emu:k{serial}")
+
+
+def test_claim_is_unique_and_reprogram_replaces(inventory_url):
+    with opened(inventory_url) as inv:
+        rec = _record(4242)
+        inv.seal(rec, b"A" * 20)
+        assert inv.claim(rec)
+        again = _record(4242)
+        inv.seal(again, b"B" * 20)
+        assert not inv.claim(again)
+        assert inv.secret(inv.get(4242)) == b"A" * 20
+        inv.update(4242, state=State.DONE, counter=3)
+        inv.mark_exported([4242])
+        assert inv.claim(again, reprogram=True)
+        got = inv.get(4242)
+        assert got.state is State.PENDING and got.exported_at is None and got.counter == 0
+        assert inv.secret(got) == b"B" * 20
+        assert inv.counts() == {"pending": 1, "done": 0, "exported": 0}
+
+
+def test_sealed_secret_is_bound_to_its_record(inventory_url):
+    with opened(inventory_url) as inv:
+        rec = _record(7)
+        inv.seal(rec, b"S" * 20)
+        inv.claim(rec)
+        other = _record(8)
+        other.sealed = rec.sealed  # copy a sealed secret onto another key's record
+        with pytest.raises(WrongKey):
+            inv.secret(other)
+
+
+def test_wrong_passphrase_is_refused(inventory_url):
+    with opened(inventory_url) as inv:
+        rec = _record(1)
+        inv.seal(rec, b"x" * 20)
+        inv.claim(rec)
+    inv = open_inventory(inventory_url)
+    try:
+        with pytest.raises(WrongKey, match="wrong passphrase"):
+            inv.unlock(Unlocker(passphrase=PASSPHRASE + "!"))
+    finally:
+        inv.close()
+
+
+def test_key_file_inventory(tmp_path):
+    key_file = tmp_path / "inv.key"
+    new_key_file(key_file)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    url = str(tmp_path / "k.db")
+    with open_inventory(url) as inv:
+        inv.unlock(Unlocker(key_file=key_file))
+        rec = _record(99)
+        inv.seal(rec, b"k" * 20)
+        inv.claim(rec)
+    with open_inventory(url) as inv:
+        with pytest.raises(InvalidInput, match="key file"):
+            inv.unlock(Unlocker(passphrase=PASSPHRASE))
+        inv.unlock(Unlocker(key_file=key_file))
+        assert inv.secret(inv.get(99)) == b"k" * 20
+
+
+def test_sqlite_file_is_0600_and_holds_no_plain_secret(tmp_path):
+    path = tmp_path / "inv.db"
+    secret = os.urandom(20)
+    with opened(str(path)) as inv:
+        rec = _record(5)
+        inv.seal(rec, secret)
+        inv.claim(rec)
+        for f in tmp_path.iterdir():  # the db and its -wal/-shm while open
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        raw = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    for form in (secret, secret.hex().encode(), base64.b64encode(secret),
+                 base64.b32encode(secret)):
+        assert form not in raw
+
+
+def _hold_in_child(url: str, serial: int, q) -> None:
+    with open_inventory(url) as inv:
+        try:
+            with inv.hold(serial):
+                q.put("held")
+        except RecordBusy:
+            q.put("busy")
+
+
+def test_hold_excludes_other_processes(inventory_url):
+    ctx = multiprocessing.get_context("spawn")
+    with opened(inventory_url) as inv:
+        with inv.hold(31337):
+            q = ctx.Queue()
+            p = ctx.Process(target=_hold_in_child, args=(inventory_url, 31337, q))
+            p.start()
+            assert q.get(timeout=60) == "busy"
+            p.join(30)
+        q = ctx.Queue()
+        p = ctx.Process(target=_hold_in_child, args=(inventory_url, 31337, q))
+        p.start()
+        assert q.get(timeout=60) == "held"
+        p.join(30)
+
+
+def test_bad_urls():
+    with pytest.raises(InvalidInput):
+        open_inventory("mysql://x/y")
+    with pytest.raises(InvalidInput):
+        open_inventory("sqlite://")
+    with pytest.raises(InvalidInput, match="cannot connect"):
+        open_inventory("postgresql://nobody:hunter2@/nodb?host=/nonexistent")
+    try:
+        open_inventory("postgresql://nobody:hunter2@/nodb?host=/nonexistent")
+    except InvalidInput as exc:
+        assert "hunter2" not in str(exc)

@@ -144,3 +144,20 @@ def test_state_survives_restart(tmp_path):
             assert yk.challenge_response(b"after", slot=1) == _hmac(secret, b"after")
     finally:
         key.close()
+
+
+def test_touch_required_waits_for_presence(tmp_path):
+    """CHAL_BTN_TRIG: the key reports RESP_TIMEOUT_WAIT while the user is asked."""
+    from hwtoken.emulator import ApproveAfterDelay
+
+    key = VirtualKey.create(tmp_path / "touch.key", presence=ApproveAfterDelay(0.4))
+    try:
+        with served(key) as srv, UsbipBackend(*srv.address[:2]) as be, use_backend(be):
+            yk = yubico.find_yubikey()
+            secret = os.urandom(20)
+            cfg = yk.init_config()
+            cfg.mode_challenge_response(secret, type="HMAC", require_button=True)
+            yk.write_config(cfg, slot=1)
+            assert yk.challenge_response(b"tap", slot=1) == _hmac(secret, b"tap")
+    finally:
+        key.close()

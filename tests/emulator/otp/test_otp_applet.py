@@ -199,3 +199,34 @@ def test_wrong_frame_crc_refused(engine, vkey):
     for r in reports:  # the intact frame is answered: serial pending
         engine.set_feature(r)
     assert engine.get_feature()[7] == 0x40
+
+
+def test_touch_wait_flag_then_response(tmp_path, connect):
+    """While a touch is awaited the status shows RESP_TIMEOUT_WAIT; a dummy write aborts."""
+    import time
+
+    from yubico.yubikey_frame import YubiKeyFrame
+
+    from hwtoken.emulator import ApproveAfterDelay
+
+    key = VirtualKey.create(tmp_path / "wait.key", presence=ApproveAfterDelay(0.3))
+    try:
+        engine = OtpHidEngine(key)
+        YubiOtpSession(connect(engine)).put_configuration(
+            1, HmacSha1SlotConfiguration(b"k" * 20).require_touch(True))
+        frame = YubiKeyFrame(0x30, b"abc".ljust(64, b"\xff"))
+        for r in frame.to_feature_reports():
+            engine.set_feature(r)
+        assert engine.get_feature()[7] & 0x20  # waiting for the user
+        deadline = time.monotonic() + 5
+        while not engine.get_feature()[7] & 0x40:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # aborted wait: a dummy write while waiting drops the request
+        for r in frame.to_feature_reports():
+            engine.set_feature(r)
+        engine.set_feature(bytes(7) + b"\x8f")
+        time.sleep(0.5)
+        assert engine.get_feature()[7] == 0
+    finally:
+        key.close()

@@ -1,0 +1,207 @@
+"""Persistence, the signature counter, reset and user presence of the CTAP2 authenticator."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.ctap2 import CredentialManagement, Ctap2
+from fido2.ctap2.pin import ClientPin
+from fido2.webauthn import AttestedCredentialData
+
+from hwtoken.emulator import (
+    ApproveAfterDelay,
+    ApproveAlways,
+    DenyAlways,
+    VirtualKey,
+    fido_device,
+)
+from hwtoken.emulator.fido.credentials import COUNTER_RESERVE
+
+ERR = CtapError.ERR
+PIN = "12345678"
+
+CHILD = textwrap.dedent("""
+    import json, os, sys
+    from fido2.ctap2 import Ctap2
+    from fido2.webauthn import AttestedCredentialData
+    from hwtoken.emulator import VirtualKey, fido_device
+
+    path, cred_hex = sys.argv[1], sys.argv[2]
+    cred = AttestedCredentialData(bytes.fromhex(cred_hex))
+    with VirtualKey.load(path) as key:
+        ctap = Ctap2(fido_device(key))
+        counters = []
+        for _ in range(3):
+            cdh = os.urandom(32)
+            resp = ctap.get_assertion("example.com", cdh,
+                                      [{"type": "public-key", "id": cred.credential_id}])
+            resp.verify(cdh, cred.public_key)
+            counters.append(resp.auth_data.counter)
+        discovered = ctap.get_assertion("example.com", os.urandom(32))
+    print(json.dumps({"counters": counters, "user": discovered.user["id"].hex()}))
+""")
+
+
+def run_child(path, cred: AttestedCredentialData) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), bytes(cred).hex()],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout)
+
+
+def assertion_counter(ctap, cred) -> int:
+    cdh = os.urandom(32)
+    resp = ctap.get_assertion("example.com", cdh,
+                              [{"type": "public-key", "id": cred.credential_id}])
+    resp.verify(cdh, cred.public_key)
+    return resp.auth_data.counter
+
+
+def test_state_survives_load_in_new_process(tmp_path):
+    path = tmp_path / "k.key"
+    with VirtualKey.create(path) as key:
+        ctap = Ctap2(fido_device(key))
+        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"alice"},
+                                   [{"type": "public-key", "alg": -7}], options={"rk": True})
+        cred = att.auth_data.credential_data
+        last = assertion_counter(ctap, cred)
+    child = run_child(path, cred)
+    assert child["user"] == b"alice".hex()
+    counters = child["counters"]
+    assert counters[0] > last and counters == sorted(set(counters))
+    with VirtualKey.load(path) as key:  # and back here: still rising
+        assert assertion_counter(Ctap2(fido_device(key)), cred) > counters[-1]
+
+
+def test_counter_needs_few_commits(key_path):
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                                   [{"type": "public-key", "alg": -7}])
+        cred = att.auth_data.credential_data
+        before = key.store.commits
+        counters = [assertion_counter(ctap, cred) for _ in range(3 * COUNTER_RESERVE)]
+        assert counters == sorted(set(counters))
+        assert key.store.commits - before <= 4
+
+
+@pytest.fixture
+def key_path(tmp_path):
+    return tmp_path / "k.key"
+
+
+def test_reset_within_window_forgets_everything(key_path):
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                                   [{"type": "public-key", "alg": -7}])
+        cred = att.auth_data.credential_data
+        before = assertion_counter(ctap, cred)
+        ClientPin(ctap).set_pin(PIN)
+        ctap.reset()
+        assert ctap.get_info().options["clientPin"] is False
+        with pytest.raises(CtapError) as e:  # non-resident credential IDs are void too
+            assertion_counter(ctap, cred)
+        assert e.value.code == ERR.NO_CREDENTIALS
+        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                                   [{"type": "public-key", "alg": -7}])
+        assert att.auth_data.counter > before  # the counter never goes back
+
+
+def test_reset_refused_after_window(key_path):
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        ClientPin(ctap).set_pin(PIN)
+        key.powered_at -= 11  # as if plugged in 11 s ago
+        with pytest.raises(CtapError) as e:
+            ctap.reset()
+        assert e.value.code == ERR.NOT_ALLOWED
+        assert ctap.get_info().options["clientPin"] is True
+        key.power_cycle()
+        ctap.reset()
+        assert ctap.get_info().options["clientPin"] is False
+
+
+def test_reset_needs_presence(key_path):
+    with VirtualKey.create(key_path, presence=DenyAlways()) as key:
+        ctap = Ctap2(fido_device(key))
+        with pytest.raises(CtapError) as e:
+            ctap.reset()
+        assert e.value.code == ERR.OPERATION_DENIED
+        with pytest.raises(CtapError) as e:
+            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                                 [{"type": "public-key", "alg": -7}])
+        assert e.value.code == ERR.OPERATION_DENIED
+        with pytest.raises(CtapError) as e:
+            ctap.selection()
+        assert e.value.code == ERR.OPERATION_DENIED
+
+
+def test_cancel_while_waiting_for_touch(key_path):
+    with VirtualKey.create(key_path, presence=ApproveAfterDelay(30)) as key:
+        ctap = Ctap2(fido_device(key))
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()
+        statuses = []
+        with pytest.raises(CtapError) as e:
+            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                                 [{"type": "public-key", "alg": -7}], event=cancel,
+                                 on_keepalive=statuses.append)
+        assert e.value.code == ERR.KEEPALIVE_CANCEL
+        assert 2 in statuses  # UPNEEDED keepalives while waiting
+
+
+def test_silent_assertion_has_no_up_flag(key_path):
+    with VirtualKey.create(key_path, presence=ApproveAlways()) as key:
+        ctap = Ctap2(fido_device(key))
+        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                                   [{"type": "public-key", "alg": -7}])
+        key.presence = DenyAlways()
+        resp = ctap.get_assertion("example.com", os.urandom(32), [
+            {"type": "public-key", "id": att.auth_data.credential_data.credential_id}],
+            options={"up": False})
+        assert not resp.auth_data.is_user_present()
+
+
+def test_get_next_assertion_without_state(key_path):
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        with pytest.raises(CtapError) as e:
+            ctap.get_next_assertion()
+        assert e.value.code == ERR.NOT_ALLOWED
+
+
+def test_key_store_full(key_path, monkeypatch):
+    from hwtoken.emulator.fido.ctap2 import state
+
+    monkeypatch.setattr(state, "MAX_RESIDENT", 2)
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        for i in range(2):
+            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": bytes([i])},
+                                 [{"type": "public-key", "alg": -7}], options={"rk": True})
+        with pytest.raises(CtapError) as e:
+            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"x"},
+                                 [{"type": "public-key", "alg": -7}], options={"rk": True})
+        assert e.value.code == ERR.KEY_STORE_FULL
+
+
+def test_state_file_holds_no_plain_secrets(key_path):
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        ClientPin(ctap).set_pin(PIN)
+        token = ClientPin(ctap).get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+        CredentialManagement(ctap, ClientPin(ctap).protocol, token).get_metadata()
+    raw = key_path.read_bytes()
+    assert PIN.encode() not in raw
+    pin_hash = hashlib.sha256(PIN.encode()).digest()[:16]
+    assert base64.b64encode(pin_hash) not in raw and pin_hash not in raw
+    assert oct(key_path.stat().st_mode & 0o777) == "0o600"

@@ -51,7 +51,7 @@ def _free_port_pair() -> int:
     raise DeviceError("no free TCP port pair for pcscd's vpcd readers")
 
 
-def _listening(port: int) -> bool:
+def port_listening(port: int) -> bool:
     """True if some socket listens on TCP ``port`` (reads /proc/net/tcp, no connect)."""
     want = f":{port:04X}"
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -136,7 +136,7 @@ class Pcscd:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise DeviceError(f"pcscd exited at start: {self.log_tail()}")
-            if self.socket_path.exists() and _listening(self.port):
+            if self.socket_path.exists() and port_listening(self.port):
                 return self
             time.sleep(0.05)
         self.stop()

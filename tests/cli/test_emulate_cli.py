@@ -160,3 +160,48 @@ def test_stale_runtime_file_is_ignored(_isolated_state_dir):
     assert devices.running_serve("stale") is None
     with devices.open_virtual("stale") as handle:
         assert handle.key is not None and not handle.served
+
+
+def _serve(state_dir: Path, name: str, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, HWTOKEN_STATE_DIR=str(state_dir))
+    subprocess.run([str(HWTOKEN), "emulate", "create", name], env=env, check=True,
+                   capture_output=True, timeout=60)
+    return subprocess.Popen([str(HWTOKEN), "emulate", "serve", name, "--usbip", "0", *extra],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _make_credential(name: str) -> None:
+    from fido2.ctap2 import Ctap2
+
+    with devices.fido_device_for(name) as dev:
+        Ctap2(dev).make_credential(
+            bytes(32), {"id": "example.com", "name": "Example"},
+            {"id": b"u", "name": "u"}, [{"type": "public-key", "alg": -7}])
+
+
+@pytest.mark.parametrize(("touch", "answer", "approved"), [
+    ("deny", None, False),
+    ("prompt", "y\n", True),
+    ("prompt", "n\n", False),
+])
+def test_serve_touch_policy(_isolated_state_dir, touch, answer, approved):
+    from fido2.ctap import CtapError
+
+    proc = _serve(_isolated_state_dir, "t", "--touch", touch)
+    try:
+        _wait_runtime("t", proc)
+        if answer is not None:
+            proc.stdin.write(answer)
+            proc.stdin.flush()
+        if approved:
+            _make_credential("t")
+        else:
+            with pytest.raises(CtapError):
+                _make_credential("t")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    if touch == "prompt":
+        assert "touch requested" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,10 @@ def _pin_source(prompt: str = "PIN") -> PinSource:
             value = os.environ.get(PIN_ENV)
             if not value:
                 try:
-                    value = click.prompt(f"{prompt} for the key", hide_input=True, err=True)
+                    with warnings.catch_warnings():  # getpass on a pipe: reads a line
+                        warnings.simplefilter("ignore")
+                        value = click.prompt(f"{prompt} for the key", hide_input=True,
+                                             err=True)
                 except click.Abort:
                     raise InvalidInput(f"a PIN is needed: set {PIN_ENV} or enter it at the "
                                        "prompt") from None
@@ -51,7 +55,10 @@ def _new_pin(allow_pin_env: bool = False) -> str:
     if value:
         return value
     try:
-        return click.prompt("New PIN", hide_input=True, confirmation_prompt=True, err=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return click.prompt("New PIN", hide_input=True, confirmation_prompt=True,
+                                err=True)
     except click.Abort:
         raise InvalidInput(f"a new PIN is needed: set {NEW_PIN_ENV} or enter it at the "
                            "prompt") from None

@@ -1,0 +1,163 @@
+"""`hwtoken yubikey oath` on a virtual key: through pcscd (vpcd) and in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyotp
+import pytest
+from click.testing import CliRunner
+
+from hwtoken.cli import cli
+from hwtoken.emulator.key import VirtualKey
+from hwtoken.emulator.pcscd import shared_pcscd
+from hwtoken.yubikey.oath import read_uri_file
+
+HWTOKEN = str(Path(sys.executable).with_name("hwtoken"))
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+@pytest.fixture(scope="module")
+def pcscd():
+    return shared_pcscd()
+
+
+@pytest.fixture
+def emu(_isolated_state_dir):
+    from hwtoken import paths
+
+    key = VirtualKey.create(paths.virtual_key_path("ok"), serial=4242)
+    key.close()
+    return "emu:ok"
+
+
+def run(*args, env=None, input=None):
+    """The real console script, as a user runs it."""
+    full = dict(os.environ)
+    full.pop("HWTOKEN_OATH_PASSWORD", None)
+    full.update(env or {})
+    return subprocess.run([HWTOKEN, "yubikey", "oath", *args], env=full, input=input,
+                          capture_output=True, text=True, timeout=60)
+
+
+def vpcd_env(pcscd, **extra):
+    return {**pcscd.env, "HWTOKEN_VPCD": f"127.0.0.1:{pcscd.port}", **extra}
+
+
+@pytest.mark.system
+def test_through_pcscd_codes_equal_pyotp(pcscd, emu):
+    env = vpcd_env(pcscd)
+    r = run("add", "Acme:alice", "--secret", "-", "--device", emu, env=env, input=SECRET)
+    assert r.returncode == 0, r.stderr
+    assert run("add", "ctr", "--hotp", "--secret", SECRET, "-d", emu, env=env).returncode == 0
+    listed = json.loads(run("list", "--json", "-d", emu, env=env).stdout)
+    assert [a["display"] for a in listed["accounts"]] == ["Acme:alice", "ctr"]
+    for _ in range(3):
+        before = pyotp.TOTP(SECRET).now()
+        out = run("code", "alice", "-d", emu, env=env).stdout.strip()
+        if before == pyotp.TOTP(SECRET).now():
+            break
+    assert out == before
+    hotp = [run("code", "ctr", "-d", emu, env=env).stdout.strip() for _ in range(2)]
+    assert hotp == [pyotp.HOTP(SECRET).at(0), pyotp.HOTP(SECRET).at(1)]
+
+
+@pytest.mark.system
+def test_through_pcscd_password_flow(pcscd, emu):
+    env = vpcd_env(pcscd)
+    assert run("add", "bob", "--secret", SECRET, "-d", emu, env=env).returncode == 0
+    r = run("password", "set", "-d", emu, env={**env, "HWTOKEN_OATH_NEW_PASSWORD": "pw-1"})
+    assert r.returncode == 0, r.stderr
+    locked = run("list", "-d", emu, env=env)
+    assert locked.returncode == 2 and "HWTOKEN_OATH_PASSWORD" in locked.stderr
+    assert locked.stderr.startswith("error: ") and "Traceback" not in locked.stderr
+    wrong = run("list", "-d", emu, env={**env, "HWTOKEN_OATH_PASSWORD": "nope"})
+    assert wrong.returncode == 1 and "wrong OATH password" in wrong.stderr
+    ok = run("list", "-d", emu, env={**env, "HWTOKEN_OATH_PASSWORD": "pw-1"})
+    assert ok.returncode == 0 and ok.stdout.split() == ["bob"]
+    assert "pw-1" not in ok.stdout + ok.stderr
+    r = run("password", "clear", "-d", emu, env={**env, "HWTOKEN_OATH_PASSWORD": "pw-1"})
+    assert r.returncode == 0, r.stderr
+    assert run("list", "-d", emu, env=env).returncode == 0
+
+
+def test_in_process_crud_and_json(emu):
+    runner = CliRunner()
+
+    def invoke(*args, **kw):
+        return runner.invoke(cli, ["yubikey", "oath", *args, "--device", emu], **kw)
+
+    r = invoke("add", "one", "--secret", SECRET, "--digits", "8", "--algorithm", "sha256")
+    assert r.exit_code == 0, r.output
+    assert invoke("add", "one", "--secret", SECRET).exit_code == 2  # exists, no --force
+    r = invoke("code", "one", "--json")
+    doc = json.loads(r.output)
+    assert doc["codes"][0]["code"] == pyotp.TOTP(SECRET, digits=8, digest="sha256").at(
+        doc["codes"][0]["valid_from"])
+    assert invoke("rename", "one", "Corp:two").exit_code == 0
+    names = [a["display"] for a in json.loads(invoke("list", "--json").output)["accounts"]]
+    assert names == ["Corp:two"]
+    assert invoke("delete", "two").exit_code == 0
+    assert json.loads(invoke("list", "--json").output) == {"accounts": []}
+    assert invoke("delete", "two").exit_code == 2
+
+
+def test_import_checks_every_line_first(emu, tmp_path):
+    good = f"otpauth://totp/Site:me?secret={SECRET}&issuer=Site\n"
+    bad = tmp_path / "bad.txt"
+    bad.write_text(good + "# comment\n\notpauth://totp/x?secret=!!!\n")
+    runner = CliRunner()
+    r = runner.invoke(cli, ["yubikey", "oath", "import", str(bad), "--device", emu])
+    assert r.exit_code == 2 and "line 4" in r.output
+    r = runner.invoke(cli, ["yubikey", "oath", "list", "--device", emu])
+    assert r.output.strip() == ""
+    ok = tmp_path / "ok.txt"
+    ok.write_text(good + f"otpauth://hotp/h?secret={SECRET}&counter=5\n")
+    r = runner.invoke(cli, ["yubikey", "oath", "import", str(ok), "--device", emu, "--json"])
+    assert r.exit_code == 0, r.output
+    assert [a["display"] for a in json.loads(r.output)["imported"]] == ["Site:me", "h"]
+    r = runner.invoke(cli, ["yubikey", "oath", "code", "h", "--device", emu])
+    assert r.output.strip() == pyotp.HOTP(SECRET).at(5)
+
+
+def test_reset_needs_force_or_confirmation(emu):
+    runner = CliRunner()
+    runner.invoke(cli, ["yubikey", "oath", "add", "x", "--secret", SECRET, "-d", emu])
+    r = runner.invoke(cli, ["yubikey", "oath", "reset", "-d", emu], input="n\n")
+    assert r.exit_code != 0
+    assert "x" in runner.invoke(cli, ["yubikey", "oath", "list", "-d", emu]).output
+    r = runner.invoke(cli, ["yubikey", "oath", "reset", "--force", "-d", emu],
+                      env={"HWTOKEN_OATH_PASSWORD": None})
+    assert r.exit_code == 0
+    assert runner.invoke(cli, ["yubikey", "oath", "list", "-d", emu]).output.strip() == ""
+
+
+def test_bad_input_is_a_one_line_error(emu):
+    runner = CliRunner()
+    r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "--secret", "not base32!", "-d", emu])
+    assert r.exit_code == 2 and r.output.startswith("error: ")
+    r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "-d", emu])
+    assert r.exit_code == 2
+    r = runner.invoke(cli, ["yubikey", "oath", "code", "nothing", "-d", emu])
+    assert r.exit_code == 2 and "no OATH account" in r.output
+
+
+def test_read_uri_file_parses_parameters():
+    (d,) = read_uri_file(f"otpauth://totp/I:n?secret={SECRET}&digits=8&period=60"
+                         "&algorithm=SHA512\n")
+    assert (d.issuer, d.name, d.digits, d.period, d.hash_algorithm.name) == \
+        ("I", "n", 8, 60, "SHA512")
+
+
+def test_time_is_not_assumed(emu):
+    """Codes are for the current time step (valid_to in the future)."""
+    r = CliRunner().invoke(cli, ["yubikey", "oath", "add", "t", "--secret", SECRET, "-d", emu])
+    assert r.exit_code == 0
+    doc = json.loads(CliRunner().invoke(cli, ["yubikey", "oath", "code", "--json", "-d",
+                                              emu]).output)
+    assert doc["codes"][0]["valid_to"] > time.time() - 1

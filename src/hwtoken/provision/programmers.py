@@ -10,17 +10,18 @@
   pure applet API (``key.otp.command``), used when ``HWTOKEN_PROVISION_PATH=applet`` or
   when the client path for a mode is not available in this installation.
 
-One thing no client library can do is read the code an OATH-HOTP *slot* types when it is
-touched (a real key types it into the focused window). For a virtual key the check
-touches the slot through the key object and reads what it types; for a real key the
-check accepts the slot's "configured" bit from the status report (documented weaker).
+An OATH-HOTP *slot* only types its code when a person touches it. For a virtual key the
+check simulates the touch and reads the code from the key's USB keyboard endpoint (the
+same USB/IP link python-yubico uses); a real key's HOTP slot cannot be checked without a
+human: on a terminal the CLI asks the operator to touch it and reads the code it types
+(:data:`touch_reader`); otherwise the record stays ``pending`` with that reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hwtoken.errors import DeviceError, InvalidInput
@@ -28,6 +29,10 @@ from hwtoken.provision.model import OATH_PERIOD, Mode, Spec
 from hwtoken.provision.protocol import Device, KeyConnection, NotProgrammed, Programmer
 
 PATH_ENV = "HWTOKEN_PROVISION_PATH"
+
+#: For real keys' HOTP slots: asks the operator to touch the key and returns what it typed
+#: (the key types into the terminal). The CLI sets it when it runs on a terminal.
+touch_reader: Callable[[int], str] | None = None
 
 
 def programmer_for(spec: Spec, device: Device) -> Programmer:
@@ -56,7 +61,7 @@ def client_path_available(mode: Mode) -> bool:
             return False
 
     if mode.uses_slot:
-        return has("yubico") and has("hwtoken.emulator.transports.pyusb_backend")
+        return has("yubico") and has("hwtoken.yubikey.device")
     return has("yubikit") and has("hwtoken.yubikey.oath")
 
 
@@ -87,148 +92,84 @@ def _otp_config(yk_or_none: Any, spec: Spec, secret: bytes) -> Any:
     return cfg
 
 
-# -- python-yubico (OTP slots) ----------------------------------------------------------------
-class _YubicoConnection:
-    def __init__(self, yk: Any, key: Any | None) -> None:
-        self.yk = yk
-        self.key = key  # the VirtualKey object, only to touch a virtual HOTP slot
+# -- python-yubico (OTP slots), through hwtoken.yubikey ------------------------------------------
+class _OtpSlotConnection:
+    def __init__(self, key: Any) -> None:
+        self.key = key  # hwtoken.yubikey.device.OtpKey (python-yubico underneath)
 
     def program(self, spec: Spec, secret: bytes) -> None:
-        import yubico
-
-        cfg = _otp_config(self.yk, spec, secret)
-        try:
-            self.yk.write_config(cfg, slot=spec.slot)
-        except yubico.yubico_exception.YubicoError as exc:
-            raise DeviceError(f"the key refused the configuration of slot {spec.slot}: "
-                              f"{exc.reason}") from None
+        # the inventory decides what may be (re)programmed, so the slot is overwritten
+        if spec.mode is Mode.HOTP:
+            self.key.program_hotp(spec.slot, secret, digits=spec.digits, imf=0, force=True)
+        else:
+            self.key.program_chalresp(spec.slot, secret, touch=spec.touch, force=True)
 
     def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
-        import yubico
+        from hwtoken.errors import CheckFailed
 
         if spec.mode is Mode.CHALRESP:
             assert isinstance(challenge, bytes)
             try:
-                return bytes(self.yk.challenge_response(challenge, mode="HMAC", slot=spec.slot,
-                                                        variable=True, may_block=True))
-            except yubico.yubico_exception.YubicoError:
-                raise NotProgrammed(f"slot {spec.slot} gives no HMAC response") from None
-        if self.key is None:
-            return _real_hotp_status(self.yk, spec)
-        return str(self.key.otp.touch(spec.slot))
-
-
-def _real_hotp_status(yk: Any, spec: Spec) -> str:
-    """Real keys: the HOTP code is only typed on a human touch; accept the status bit."""
-    status = yk.status()
-    configured = status.valid_configs() if hasattr(status, "valid_configs") else []
-    if spec.slot not in configured:
-        raise NotProgrammed(f"slot {spec.slot} is not configured")
-    raise NotProgrammed("a real key's HOTP slot can only be checked by touching it")
+                return bytes(self.key.calculate(spec.slot, challenge))
+            except (InvalidInput, CheckFailed) as exc:
+                raise NotProgrammed(str(exc)) from None
+        if not self.key.is_programmed(spec.slot):
+            raise NotProgrammed(f"slot {spec.slot} is not programmed")
+        if self.key.virtual_key is None:
+            if touch_reader is None:
+                raise NotProgrammed("a real key's HOTP slot can only be checked by touching "
+                                    "it: run on a terminal, or check a code by hand")
+            code = touch_reader(spec.slot).strip()
+        else:
+            code = str(self.key.touch(spec.slot)).strip()
+        if not code:
+            raise NotProgrammed(f"slot {spec.slot} types nothing")
+        return code
 
 
 class YubicoOtpProgrammer:
-    """OTP slots through python-yubico (real USB, or USB/IP for a virtual key)."""
+    """OTP slots through ``hwtoken.yubikey`` (python-yubico over USB, or over USB/IP for a
+    virtual key); HOTP codes are read back from the key's keyboard endpoint."""
 
     name = "python-yubico"
 
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
-        import yubico
+        from hwtoken.yubikey.device import open_key
 
-        if device.virtual:
-            from hwtoken.devices import open_virtual, served_key
-            from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
-
-            with open_virtual(_virtual_name(device)) as handle:
-                if handle.key is None:
-                    raise DeviceError(f"{device.spec} is served by another process; stop "
-                                      "`hwtoken emulate serve` while provisioning it")
-                with served_key(handle.key) as (host, port, busid):
-                    backend = UsbipBackend(host, port, busid=busid)
-                    try:
-                        with use_backend(backend):
-                            yk = yubico.find_yubikey()
-                            yield _YubicoConnection(yk, handle.key)
-                    finally:
-                        backend.close()
-            return
-        yield _YubicoConnection(_find_real(yubico, device.serial), None)
+        with open_key(device.spec if device.virtual else str(device.serial)) as key:
+            yield _OtpSlotConnection(key)
 
 
-def _find_real(yubico: Any, serial: int) -> Any:
-    for skip in range(16):
-        try:
-            yk = yubico.find_yubikey(skip=skip)
-        except yubico.yubikey.YubiKeyError:
-            break
-        try:
-            if int(yk.serial()) == serial:
-                return yk
-        except yubico.yubico_exception.YubicoError:
-            continue
-    raise DeviceError(f"YubiKey {serial} is not plugged in (or not readable over USB)")
-
-
-# -- yubikit (OATH applet) ----------------------------------------------------------------------
+# -- yubikit (OATH applet), through hwtoken.yubikey.oath ------------------------------------------
 class _OathConnection:
-    def __init__(self, session: Any) -> None:
-        self.session = session
+    def __init__(self, client: Any) -> None:
+        self.client = client  # hwtoken.yubikey.oath.OathClient (yubikit OathSession)
 
     def program(self, spec: Spec, secret: bytes) -> None:
-        from yubikit.oath import HASH_ALGORITHM, OATH_TYPE, CredentialData
-
-        data = CredentialData(
-            name=spec.name, issuer=None,
-            oath_type=OATH_TYPE.TOTP if spec.mode is Mode.OATH_TOTP else OATH_TYPE.HOTP,
-            hash_algorithm=HASH_ALGORITHM.SHA1, secret=secret, digits=spec.digits,
-            period=OATH_PERIOD, counter=0)
-        self.session.put_credential(data, touch_required=spec.touch)
+        self.client.add(spec.name, secret, hotp=spec.mode is Mode.OATH_HOTP,
+                        digits=spec.digits, period=OATH_PERIOD, touch=spec.touch,
+                        overwrite=True)
 
     def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
-        for cred in self.session.list_credentials():
-            if cred.name == spec.name and cred.issuer is None:
-                ts = int(challenge) if isinstance(challenge, int) else None
-                return str(self.session.calculate_code(cred, ts).value)
-        raise NotProgrammed(f"no OATH credential named {spec.name!r} on the key")
+        if not any(a.name == spec.name and not a.issuer for a in self.client.list()):
+            raise NotProgrammed(f"no OATH credential named {spec.name!r} on the key")
+        ts = challenge if isinstance(challenge, int) else None
+        return str(self.client.codes(spec.name, timestamp=ts)[0].code)
 
 
 class YubikitOathProgrammer:
-    """The OATH applet through yubikit's OathSession over PC/SC."""
+    """The OATH applet through yubikit's OathSession over PC/SC (pcscd; for a virtual key
+    the vpcd link that ``hwtoken.yubikey.oath`` sets up)."""
 
     name = "yubikit"
 
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
-        from yubikit.oath import OathSession
+        from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient, open_connection
 
-        with smartcard_connection(device) as conn:
-            yield _OathConnection(OathSession(conn))
-
-
-@contextlib.contextmanager
-def smartcard_connection(device: Device) -> Iterator[Any]:
-    """A yubikit SmartCardConnection to ``device`` (virtual: through pcscd + vpcd)."""
-    from yubikit.core.smartcard import SmartCardConnection
-
-    if device.virtual:
-        from hwtoken.yubikey import oath as host_oath
-
-        opener = getattr(host_oath, "smartcard_connection", None)
-        if opener is None:
-            raise DeviceError("hwtoken.yubikey.oath has no smartcard_connection(); "
-                              "use HWTOKEN_PROVISION_PATH=applet")
-        with opener(device.spec) as conn:
-            yield conn
-        return
-    from ykman.device import list_all_devices
-
-    for dev, info in list_all_devices():
-        if info.serial == device.serial:
-            with dev.open_connection(SmartCardConnection) as conn:
-                yield conn
-            return
-    raise DeviceError(f"YubiKey {device.serial} is not plugged in")
+        with open_connection(device.spec if device.virtual else str(device.serial)) as conn:
+            yield _OathConnection(OathClient(conn, password=os.environ.get(PASSWORD_ENV)))
 
 
 # -- interim: the emulator's applet API (virtual keys only) ---------------------------------------

@@ -14,6 +14,7 @@ So a key is never programmed with a secret the inventory does not hold.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import Counter
@@ -27,6 +28,8 @@ from hwtoken.provision.inventory import Inventory, RecordBusy, station_id
 from hwtoken.provision.model import SECRET_LENGTH, Record, Spec, State
 from hwtoken.provision.protocol import Device, DeviceSource, Programmer
 from hwtoken.provision.verify import check
+
+logger = logging.getLogger(__name__)
 
 ProgrammerFor = Callable[[Spec, Device], Programmer]
 
@@ -80,11 +83,13 @@ class Provisioner:
         self.station = station_id()
 
     def _step(self, step: str, rec: Record) -> None:
+        logger.info("key %s (%s): step %s complete", rec.serial, rec.device, step)
         if self._hook is not None:
             self._hook(step, rec)
         self._fault(step, rec)
 
     def _emit(self, summary: Summary, outcome: Outcome) -> None:
+        logger.info("key %s: %s %s", outcome.serial, outcome.result, outcome.message)
         summary.outcomes.append(outcome)
         if self._on_outcome is not None:
             self._on_outcome(outcome)

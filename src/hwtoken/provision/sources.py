@@ -111,6 +111,16 @@ class UsbKeys:
         return present(record)
 
 
+class RecordedKeys:
+    """For ``resume``: no new arrivals; finds each recorded key where its record says."""
+
+    def arrivals(self) -> Iterator[Device]:
+        return iter(())
+
+    def present(self, record: Record) -> Device | None:
+        return present(record)
+
+
 def list_usb_serials() -> list[int]:
     """Serials of the YubiKeys plugged in now (empty if none or no USB access)."""
     try:

@@ -42,7 +42,7 @@ class SqliteInventory(Inventory):
     param = "?"
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser().absolute()
         super().__init__(f"sqlite:///{self.path}")
         if not self.path.exists():
             if not create:

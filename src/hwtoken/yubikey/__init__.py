@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.yubikey.device import KeyInfo, OtpKey, list_keys, open_key
+    from hwtoken.yubikey.device import KeyInfo, OtpKey, list_keys, open_key, open_virtual_key
     from hwtoken.yubikey.secrets import (
         generate_secret,
         parse_access_code,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _EXPORTS = {
     "open_key": "hwtoken.yubikey.device",
+    "open_virtual_key": "hwtoken.yubikey.device",
     "list_keys": "hwtoken.yubikey.device",
     "OtpKey": "hwtoken.yubikey.device",
     "KeyInfo": "hwtoken.yubikey.device",
@@ -38,7 +39,7 @@ _EXPORTS = {
 }
 
 __all__ = ["KeyInfo", "OtpKey", "generate_secret", "list_keys", "open_key",
-           "parse_access_code", "parse_b32_secret", "parse_hex_secret"]
+           "open_virtual_key", "parse_access_code", "parse_b32_secret", "parse_hex_secret"]
 
 
 def __getattr__(name: str) -> Any:

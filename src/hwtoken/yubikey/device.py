@@ -375,25 +375,40 @@ def _open_real(serial: int | None) -> OtpKey:
 
 @contextlib.contextmanager
 def _open_virtual(name: str, presence: UserPresence | None) -> Iterator[OtpKey]:
-    from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
-
-    with devices.open_virtual(name, presence=presence) as handle, \
-            contextlib.ExitStack() as stack:
+    with devices.open_virtual(name, presence=presence) as handle:
         if handle.key is not None:
-            endpoint = stack.enter_context(devices.served_key(handle.key))
-        elif handle.usbip is not None:
-            endpoint = handle.usbip
-        else:
+            with open_virtual_key(handle.key, device=f"{devices.VIRTUAL_PREFIX}{name}") as key:
+                yield key
+            return
+        if handle.usbip is None:
             raise InvalidInput(f"virtual key {name!r} is served without USB/IP; restart "
                                f"`hwtoken emulate serve {name}` with USB/IP enabled")
-        host, port, busid = endpoint
-        backend = stack.enter_context(UsbipBackend(host, port, busid=busid))
-        stack.enter_context(use_backend(backend))
+        with _over_usbip(handle.usbip, f"{devices.VIRTUAL_PREFIX}{name}", None) as key:
+            yield key
+
+
+@contextlib.contextmanager
+def open_virtual_key(vkey: VirtualKey, *, device: str = "emu:") -> Iterator[OtpKey]:
+    """Serve an open :class:`VirtualKey` on loopback and open it through python-yubico.
+
+    For tests and demos that hold the key object: ``OtpKey.touch`` works, and every
+    other call goes through python-yubico over USB/IP exactly like ``emu:NAME``.
+    """
+    with devices.served_key(vkey) as endpoint, _over_usbip(endpoint, device, vkey) as key:
+        yield key
+
+
+@contextlib.contextmanager
+def _over_usbip(endpoint: tuple[str, int, str], device: str,
+                vkey: VirtualKey | None) -> Iterator[OtpKey]:
+    from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
+
+    host, port, busid = endpoint
+    with UsbipBackend(host, port, busid=busid) as backend, use_backend(backend):
         yk = _find(0)
         if yk is None:
-            raise DeviceError(f"virtual key {name!r} did not answer over USB/IP")
-        key = OtpKey(yk, f"{devices.VIRTUAL_PREFIX}{name}", virtual_key=handle.key,
-                     backend=backend)
+            raise DeviceError(f"{device} did not answer over USB/IP")
+        key = OtpKey(yk, device, virtual_key=vkey, backend=backend)
         try:
             yield key
         finally:
@@ -429,4 +444,4 @@ def list_keys(*, include_virtual: bool = True) -> list[KeyInfo]:
     return found
 
 
-__all__ = ["open_key", "list_keys", "OtpKey", "KeyInfo", "SlotInfo"]
+__all__ = ["open_key", "open_virtual_key", "list_keys", "OtpKey", "KeyInfo", "SlotInfo"]

@@ -1,0 +1,172 @@
+"""hypothesis fuzzing of CTAP2 request decoding: every input gets a status, the key survives."""
+
+from __future__ import annotations
+
+import os
+
+from fido2 import cbor
+from fido2.ctap import CtapError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hwtoken.emulator import VirtualKey
+from hwtoken.emulator.fido.ctap2 import Authenticator
+from hwtoken.emulator.fido.ctap2.cbor import CborError
+from hwtoken.emulator.fido.ctap2.cbor import decode as strict_decode
+from hwtoken.emulator.store import KeyStore
+
+KNOWN = {int(e) for e in CtapError.ERR} - {int(CtapError.ERR.OTHER)}
+# Commands that cannot brick the key for the usability check (no reset, no config).
+SAFE_COMMANDS = [0x01, 0x02, 0x04, 0x06, 0x08, 0x0A, 0x0B, 0x0C]
+ALL_COMMANDS = SAFE_COMMANDS + [0x07, 0x0D, 0x03, 0x05, 0x09, 0x40, 0x41, 0xFF]
+
+SETTINGS = settings(max_examples=600, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+scalars = (st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.booleans()
+           | st.binary(max_size=80) | st.text(max_size=20)
+           | st.sampled_from(["public-key", "example.com", "id", "alg", "type", "rk", "up",
+                              "uv", "hmac-secret", "credProtect", "credBlob", "largeBlobKey",
+                              "minPinLength"]))
+values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.integers(-3, 12) | st.sampled_from(
+        ["id", "alg", "type", "name", "rk", "up", "uv", "hmac-secret", "credProtect"]),
+        children, max_size=5),
+    max_leaves=20,
+)
+requests = st.dictionaries(st.integers(0, 12), values, max_size=8)
+
+
+def valid_requests() -> list[bytes]:
+    cdh = bytes(32)
+    return [
+        b"\x01" + cbor.encode({1: cdh, 2: {"id": "example.com", "name": "Ex"},
+                               3: {"id": b"user", "name": "u", "displayName": "U"},
+                               4: [{"type": "public-key", "alg": -7}],
+                               6: {"hmac-secret": True, "credProtect": 2, "credBlob": b"b"},
+                               7: {"rk": True}}),
+        b"\x02" + cbor.encode({1: "example.com", 2: cdh, 5: {"up": True}}),
+        b"\x06" + cbor.encode({1: 2, 2: 2}),
+        b"\x0a" + cbor.encode({1: 1, 3: 2, 4: bytes(32)}),
+        b"\x0c" + cbor.encode({1: 100, 3: 0}),
+    ]
+
+
+def check(response: bytes) -> None:
+    assert isinstance(response, bytes) and response
+    assert response[0] == 0 or response[0] in KNOWN, hex(response[0])
+
+
+def usable(auth: Authenticator) -> None:
+    cdh = os.urandom(32)
+    resp = auth.process(b"\x01" + cbor.encode({
+        1: cdh, 2: {"id": "usable.example"}, 3: {"id": b"u"},
+        4: [{"type": "public-key", "alg": -7}]}))
+    assert resp[0] == 0, hex(resp[0])
+    cid = cbor.decode(resp[1:])[2][55:]  # rpIdHash 32, flags 1, counter 4, aaguid 16, len 2
+    cid = cid[: int.from_bytes(cbor.decode(resp[1:])[2][53:55], "big")]
+    resp = auth.process(b"\x02" + cbor.encode({1: "usable.example", 2: cdh,
+                                               3: [{"type": "public-key", "id": cid}]}))
+    assert resp[0] == 0, hex(resp[0])
+
+
+def test_random_bytes(tmp_path):
+    key = VirtualKey.create(tmp_path / "k.key")
+    auth = Authenticator(key)
+
+    @SETTINGS
+    @given(st.sampled_from(SAFE_COMMANDS), st.binary(max_size=300))
+    def run(cmd, body):
+        check(auth.process(bytes([cmd]) + body))
+
+    run()
+    usable(auth)
+    key.close()
+    KeyStore.read(tmp_path / "k.key")  # still a readable state file
+
+
+def test_structured_requests(tmp_path):
+    key = VirtualKey.create(tmp_path / "k.key")
+    auth = Authenticator(key)
+
+    @SETTINGS
+    @given(st.sampled_from(SAFE_COMMANDS), requests)
+    def run(cmd, req):
+        check(auth.process(bytes([cmd]) + cbor.encode(req)))
+
+    run()
+    usable(auth)
+    key.close()
+
+
+def test_mutated_valid_requests(tmp_path):
+    key = VirtualKey.create(tmp_path / "k.key")
+    auth = Authenticator(key)
+    seeds = valid_requests()
+
+    @SETTINGS
+    @given(st.sampled_from(seeds), st.lists(st.tuples(st.integers(0, 10_000),
+                                                      st.integers(0, 255)), max_size=6),
+           st.integers(0, 400))
+    def run(seed, flips, cut):
+        data = bytearray(seed)
+        for pos, val in flips:
+            data[pos % len(data)] = val
+        check(auth.process(bytes(data[: max(1, len(data) - cut % 8)])))
+
+    run()
+    usable(auth)
+    key.close()
+
+
+def test_every_command_never_crashes(tmp_path):
+    key = VirtualKey.create(tmp_path / "k.key")
+    auth = Authenticator(key)
+
+    @SETTINGS
+    @given(st.sampled_from(ALL_COMMANDS), requests | st.just(None))
+    def run(cmd, req):
+        check(auth.process(bytes([cmd]) + (cbor.encode(req) if req is not None else b"")))
+
+    run()
+    key.close()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=200))
+def test_strict_decoder_only_raises_cbor_error(data):
+    try:
+        value = strict_decode(data)
+    except CborError:
+        return
+    # only the CTAP2 data model comes out: no floats, tags or undefined values
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                assert type(k) in (int, str)
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        else:
+            assert v is None or type(v) in (int, bool, bytes, str)
+
+    walk(value)
+
+
+def test_strict_decoder_rejects_what_fido2_accepts():
+    for bad in (b"\x42\x01",  # byte string shorter than its length
+                b"\xa1\x01",  # map missing its value
+                b"\xf6\x01",  # trailing data
+                b"\xfb" + bytes(8),  # float
+                b"\x5f\x41\x00\xff",  # indefinite length
+                b"\xc2\x41\x00",  # tag
+                b"\xa2\x01\x00\x01\x00"):  # duplicate key
+        try:
+            strict_decode(bad)
+        except CborError:
+            continue
+        raise AssertionError(f"accepted {bad.hex()}")

@@ -124,7 +124,7 @@ def test_register_and_authenticate_with_pin(spec):
         pin.set_pin(key.device, PIN)
         with pytest.raises(InvalidInput, match="PIN"):
             fido.register(key.device, "example.com", "alice", pin=lambda: None)
-        with pytest.raises(CheckFailed, match="wrong PIN"):
+        with pytest.raises(CheckFailed, match="wrong PIN .7 tries left"):
             fido.register(key.device, "example.com", "alice", pin=pins("bad-pin-0"))
         reg = fido.register(key.device, "example.com", "alice", uv="required", pin=pins())
         assert reg.user_verified
@@ -136,6 +136,11 @@ def test_register_and_authenticate_with_pin(spec):
         res2 = fido.authenticate(key.device, "example.com", res.credential, uv="discouraged",
                                  pin=lambda: asked.append(1) or PIN)
         assert not res2.user_verified and not asked
+
+
+def test_uv_required_without_pin_is_bad_input(spec):
+    with fido.open_key(spec) as key, pytest.raises(InvalidInput, match="set a PIN"):
+        fido.register(key.device, "example.com", "alice", uv="required")
 
 
 def test_resident_credentials_listed_used_and_deleted(spec):

@@ -8,7 +8,7 @@ from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 
-from hwtoken.errors import DeviceError, InvalidInput
+from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
 from hwtoken.fido.errors import from_ctap
 
 PinSource = Callable[[], str | None]
@@ -57,9 +57,9 @@ def pin_token(ctap: Ctap2, source: PinSource | None, permissions: ClientPin.PERM
         raise pin_error(cp, exc) from None
 
 
-def pin_error(cp: ClientPin, exc: CtapError) -> Exception:
+def pin_error(cp: ClientPin, exc: CtapError, context: str = "") -> HwtokenError:
     """The error for a failed PIN use, saying how many tries are left after a wrong PIN."""
-    err = from_ctap(exc)
+    err = from_ctap(exc, context)
     if exc.code == CtapError.ERR.PIN_INVALID:
         try:
             left, _ = cp.get_pin_retries()

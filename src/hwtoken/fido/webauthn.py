@@ -36,7 +36,7 @@ from hwtoken.errors import CheckFailed, HwtokenError, InvalidInput
 from hwtoken.fido import credfile
 from hwtoken.fido.credfile import SavedCredential
 from hwtoken.fido.errors import from_client, from_ctap
-from hwtoken.fido.session import PinSource, ctap2
+from hwtoken.fido.session import PinSource, client_pin, ctap2, pin_error
 
 ALGORITHMS = {"es256": -7, "eddsa": -8}
 UV_CHOICES = ("required", "preferred", "discouraged")
@@ -82,10 +82,13 @@ def _uv(choice: str, device: CtapDevice) -> UserVerificationRequirement:
     if choice not in UV_CHOICES:
         raise InvalidInput(f"--uv must be one of {', '.join(UV_CHOICES)}")
     uv = UserVerificationRequirement(choice)
-    if uv == UserVerificationRequirement.PREFERRED:
-        options = ctap2(device).info.options
-        if not (options.get("clientPin") or options.get("uv")):
-            uv = UserVerificationRequirement.DISCOURAGED
+    options = ctap2(device).info.options
+    configured = options.get("clientPin") or options.get("uv")
+    if uv == UserVerificationRequirement.PREFERRED and not configured:
+        uv = UserVerificationRequirement.DISCOURAGED
+    if uv == UserVerificationRequirement.REQUIRED and not configured:
+        raise InvalidInput("--uv required needs user verification on the key: set a PIN "
+                           "first with `hwtoken fido2 pin set`")
     return uv
 
 
@@ -94,7 +97,11 @@ def _no_credential(exc: Exception) -> bool:
     return isinstance(cause, CtapError) and cause.code == CtapError.ERR.NO_CREDENTIALS
 
 
-def _fail(exc: Exception, context: str) -> HwtokenError:
+def _fail(exc: Exception, context: str, device: CtapDevice | None = None) -> HwtokenError:
+    cause = exc.cause if isinstance(exc, ClientError) else exc
+    if (device is not None and isinstance(cause, CtapError)
+            and cause.code == CtapError.ERR.PIN_INVALID):
+        return pin_error(client_pin(ctap2(device)), cause, context)
     if isinstance(exc, ClientError):
         return from_client(exc, context)
     if isinstance(exc, CtapError):
@@ -158,7 +165,7 @@ def register(device: CtapDevice, rp_id: str, user_name: str, *, resident: bool =
     try:
         response = client.make_credential(options.public_key)
     except (ClientError, CtapError) as exc:
-        raise _fail(exc, "registration failed") from None
+        raise _fail(exc, "registration failed", device) from None
     try:
         auth_data = server.register_complete(state, response)
     except Exception as exc:
@@ -232,7 +239,7 @@ def authenticate(device: CtapDevice, rp_id: str, credential: SavedCredential | N
     try:
         selection = client.get_assertion(options.public_key)
     except (ClientError, CtapError) as exc:
-        err = _fail(exc, "authentication failed")
+        err = _fail(exc, "authentication failed", device)
         if credential is not None and _no_credential(exc):
             where = (f"registered for RP {credential.rp_id!r}, not {rp_id!r}"
                      if credential.rp_id != rp_id else "wrong or tampered credential ID?")

@@ -194,6 +194,10 @@ def test_every_command_over_usbip(served, tmp_path, monkeypatch):
     assert json.loads(invoke("pin", "retries", "--json").stdout)["retries"] == 7
     monkeypatch.setenv("HWTOKEN_PIN", PIN)
     assert json.loads(invoke("pin", "verify", "--json").stdout)["retries"] == 8
+    r = invoke("authenticate", "--rp", "example.com", "--cred", str(cred), "--uv", "required",
+               "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["user_verified"] is True
     r = invoke("register", "--rp", "example.com", "--user", "bob", "--resident", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["user_verified"] is True

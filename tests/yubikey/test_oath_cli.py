@@ -161,3 +161,33 @@ def test_time_is_not_assumed(emu):
     doc = json.loads(CliRunner().invoke(cli, ["yubikey", "oath", "code", "--json", "-d",
                                               emu]).output)
     assert doc["codes"][0]["valid_to"] > time.time() - 1
+
+
+@pytest.mark.system
+def test_running_serve_with_pcsc_is_used(pcscd, emu):
+    """`hwtoken emulate serve NAME --pcsc` holds the key; oath commands go through pcscd."""
+    from hwtoken.devices import running_serve
+
+    serve = subprocess.Popen(
+        [HWTOKEN, "emulate", "serve", "ok", "--no-usbip", "--pcsc", f"127.0.0.1:{pcscd.port}"],
+        env={**os.environ, **pcscd.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while running_serve("ok") is None:
+            assert serve.poll() is None, serve.stderr.read()
+            assert time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        env = dict(pcscd.env)  # no HWTOKEN_VPCD: the runtime file says where the key is
+        r = run("add", "served", "--secret", SECRET, "-d", emu, env=env)
+        assert r.returncode == 0, r.stderr
+        r = run("list", "-d", emu, env=env)
+        assert r.stdout.split() == ["served"], r.stderr
+    finally:
+        serve.terminate()
+        serve.wait(15)
+    key = VirtualKey.load(Path(os.environ["HWTOKEN_STATE_DIR"]) / "keys" / "ok.key")
+    try:
+        assert key.oath.account_names() == ["served"]  # the serve process persisted it
+    finally:
+        key.close()

@@ -79,16 +79,19 @@ def fob() -> None:
 @fob.command()
 @port_option
 @click.option("--board", type=click.Choice(BOARDS), help="Board type (default: detect at boot).")
+@click.option("--force", is_flag=True, help="Rewrite files even when unchanged on the board.")
 @json_option
-def deploy(port: str | None, board: str | None, as_json: bool) -> None:
-    """Install the firmware on a MicroPython board (keeps accounts and time)."""
+def deploy(port: str | None, board: str | None, force: bool, as_json: bool) -> None:
+    """Install (or update) the firmware on a MicroPython board; keeps accounts and time."""
     with _open(port) as f:
-        files = f.deploy(board)
+        files = f.deploy(board, force=force)
     if as_json:
         emit_json({"port": f.port, "board": board or "auto", "files": files})
         return
-    click.echo(f"deployed {len(files)} files ({sum(files.values())} bytes) to {f.port}"
-               f" for board {board or 'auto-detect'}; the fob restarts now")
+    written = [n for n, what in files.items() if what == "written"]
+    click.echo(f"deployed the fob firmware to {f.port} for board {board or 'auto-detect'}: "
+               f"{len(written)} file(s) written, {len(files) - len(written)} unchanged; "
+               "the fob restarts now")
 
 
 @fob.command()

@@ -11,6 +11,7 @@ error message. Closing the connection soft-resets the board so the fob's display
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -125,21 +126,43 @@ class Fob:
             raise DeviceError("the fob sent an unexpected reply") from None
 
     # -- operations ----------------------------------------------------------------------
-    def deploy(self, board: str | None = None) -> dict[str, int]:
-        """Copy the firmware to the board's flash; returns file name -> size."""
+    def deploy(self, board: str | None = None, *, force: bool = False) -> dict[str, str]:
+        """Copy the firmware to the board's flash, skipping files already there unchanged.
+
+        Returns file name -> "written" or "unchanged". Accounts and clock are kept.
+        """
         if board is not None and board not in BOARDS:
             raise InvalidInput(f"board must be one of {', '.join(BOARDS)}")
         files = firmware_sources(board)
         from mpremote.transport import TransportError
 
+        remote = {} if force else self._remote_hashes(list(files))
+        result: dict[str, str] = {}
         for name, data in files.items():
+            if remote.get(name) == hashlib.sha256(data).hexdigest():
+                result[name] = "unchanged"
+                continue
             try:
-                self._t.fs_writefile(name, data, chunk_size=512)
+                self._t.fs_writefile(name, data, chunk_size=4096)
             except (TransportError, OSError) as exc:
                 raise DeviceError(f"writing {name} to the fob failed: {exc}") from None
+            result[name] = "written"
         # forget any old firmware modules imported before (a soft reset does this too)
         self._exec(f"import sys\nfor m in {_MODULES!r}:\n    sys.modules.pop(m, None)")
-        return {name: len(data) for name, data in files.items()}
+        return result
+
+    def _remote_hashes(self, names: list[str]) -> dict[str, str | None]:
+        """SHA-256 of each file on the board (None if missing or no hashlib.sha256)."""
+        code = (f"import json, binascii\nout = {{}}\nfor n in {names!r}:\n"
+                "    try:\n        import hashlib\n        h = hashlib.sha256()\n"
+                "        with open(n, 'rb') as f:\n            h.update(f.read())\n"
+                "        out[n] = binascii.hexlify(h.digest()).decode()\n"
+                "    except Exception:\n        out[n] = None\n"
+                "print(json.dumps(out))")
+        try:
+            return json.loads(self._exec(code).decode().strip().splitlines()[-1])
+        except (ValueError, IndexError, DeviceError):
+            return {}
 
     def accounts(self) -> list[dict[str, Any]]:
         """The fob's accounts, without secrets."""

@@ -92,11 +92,16 @@ class UsbipServer:
     ``port=0`` picks a free port (read :attr:`port` after :meth:`start`). Binding
     anything but a loopback address needs ``allow_remote=True``, because whoever reaches
     the port can use the key; a warning is logged when it is given.
+
+    An import is the moment the key is plugged into a host, so by default it power-cycles
+    the key (``power_cycle_on_import``): volatile state such as PIN tokens is dropped and
+    the FIDO reset window (10 s after power-up) opens, as when a real key is re-inserted.
     """
 
     def __init__(self, key: VirtualKey, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  allow_remote: bool = False, busid: str = DEFAULT_BUSID,
-                 import_wait: float = IMPORT_WAIT, usb: YubiKeyUsb | None = None) -> None:
+                 import_wait: float = IMPORT_WAIT, usb: YubiKeyUsb | None = None,
+                 power_cycle_on_import: bool = True) -> None:
         if not is_loopback(host) and not allow_remote:
             raise InvalidInput(
                 f"refusing to serve the key on {host}: anyone who reaches that address could "
@@ -107,6 +112,7 @@ class UsbipServer:
         self.busid = busid
         self.allow_remote = allow_remote
         self.import_wait = import_wait
+        self.power_cycle_on_import = power_cycle_on_import
         self.usb = usb if usb is not None else YubiKeyUsb(key)
         self.usb.device.set_busid(busid)
         self.usb.device.busnum, self.usb.device.devnum = 1, 2
@@ -216,6 +222,8 @@ class UsbipServer:
                     devs = []  # the library answers the IMPORT with an error status
                 else:
                     self.sessions += 1
+                    if self.power_cycle_on_import:
+                        self.key.power_cycle()
                     log.info("USB/IP client %s imported busid %s", addr, self.busid)
             conn.settimeout(None)  # an attached host may stay idle for as long as it likes
             protocol.serve_connection(_Replay(conn, request), devs)

@@ -58,3 +58,21 @@ def test_ctap2_get_info(usbip_fido, usbip_key):
     info = Ctap2(usbip_fido).get_info()
     assert "FIDO_2_0" in info.versions
     assert bytes(info.aaguid) == usbip_key.aaguid
+
+
+def test_each_import_is_a_fresh_plug_in(usbip_server, usbip_key):
+    """A FIDO reset is only allowed just after power-up; re-importing is re-plugging."""
+    import time
+
+    from fido2.ctap import CtapError
+    from fido2.ctap2 import Ctap2
+
+    dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+    usbip_key.powered_at = time.monotonic() - 60  # the key has been in for a minute
+    with pytest.raises(CtapError) as err:
+        Ctap2(dev).reset()
+    assert err.value.code == CtapError.ERR.NOT_ALLOWED
+    dev.close()
+    dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+    Ctap2(dev).reset()  # re-plugged: inside the reset window
+    dev.close()

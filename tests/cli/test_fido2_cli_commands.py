@@ -64,6 +64,8 @@ def test_list_and_device_choice(monkeypatch):
     assert as_json("info", "--device", "emu:one")["device"] == "emu:one"
     monkeypatch.setenv("HWTOKEN_DEVICE", "emu:two")
     assert as_json("info")["device"] == "emu:two"
+    assert as_json("--device", "emu:one", "info")["device"] == "emu:one"  # beats the env
+    assert as_json("-d", "emu:one", "info", "-d", "emu:two")["device"] == "emu:two"
     r = invoke("info", "--device", "emu:nope")
     assert r.exit_code == 2 and "no virtual key named 'nope'" in r.stderr
 

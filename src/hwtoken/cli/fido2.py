@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from fido2.utils import websafe_encode
 
 from hwtoken.cli.common import (
@@ -73,15 +74,19 @@ def _touch(key: device.FidoKey) -> Callable[[], None]:
 
 @contextmanager
 def _open(spec: str | None) -> Iterator[device.FidoKey]:
+    """``--device`` after the subcommand wins, then before it, then $HWTOKEN_DEVICE."""
     ctx = click.get_current_context()
-    spec = spec or ctx.find_root().meta.get("hwtoken.fido2.device")
+    group_spec = ctx.meta.get("hwtoken.fido2.device")
+    from_env = ctx.get_parameter_source("device") is ParameterSource.ENVIRONMENT
+    if group_spec and (spec is None or from_env):
+        spec = group_spec
     with device.open_key(spec) as key:
         yield key
 
 
 def _group_device(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
-        ctx.find_root().meta["hwtoken.fido2.device"] = value
+        ctx.meta["hwtoken.fido2.device"] = value
 
 
 def _b64(data: bytes) -> str:

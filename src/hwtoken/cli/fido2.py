@@ -20,7 +20,8 @@ from hwtoken.cli.common import (
     state_dir_option,
 )
 from hwtoken.errors import InvalidInput
-from hwtoken.fido import credfile, creds, device, info, pin, webauthn
+from hwtoken.fido import credfile, creds, info, pin, webauthn
+from hwtoken.fido import device as keys
 from hwtoken.fido.reset import reset as reset_key
 from hwtoken.fido.session import PinSource
 
@@ -65,7 +66,7 @@ def _new_pin(allow_pin_env: bool = False) -> str:
                            "prompt") from None
 
 
-def _touch(key: device.FidoKey) -> Callable[[], None]:
+def _touch(key: keys.FidoKey) -> Callable[[], None]:
     def say() -> None:
         click.echo(f"Touch the key ({key.entry.spec})...", err=True)
 
@@ -73,14 +74,14 @@ def _touch(key: device.FidoKey) -> Callable[[], None]:
 
 
 @contextmanager
-def _open(spec: str | None) -> Iterator[device.FidoKey]:
+def _open(spec: str | None) -> Iterator[keys.FidoKey]:
     """``--device`` after the subcommand wins, then before it, then $HWTOKEN_DEVICE."""
     ctx = click.get_current_context()
     group_spec = ctx.meta.get("hwtoken.fido2.device")
     from_env = ctx.get_parameter_source("device") is ParameterSource.ENVIRONMENT
     if group_spec and (spec is None or from_env):
         spec = group_spec
-    with device.open_key(spec) as key:
+    with keys.open_key(spec) as key:
         yield key
 
 
@@ -116,7 +117,7 @@ def fido2() -> None:
 @json_option
 def list_cmd(as_json: bool) -> None:
     """List FIDO keys: USB keys and virtual keys, with the --device value for each."""
-    entries = device.list_keys()
+    entries = keys.list_keys()
     if as_json:
         emit_json({"keys": [e.to_dict() for e in entries]})
         return
@@ -191,7 +192,7 @@ def register_cmd(device: str | None, rp_id: str, user_name: str, resident: bool,
     click.echo(f"  saved to:      {path}")
 
 
-def _authenticate(key: device.FidoKey, rp_id: str, cred_path: Path | None,
+def _authenticate(key: keys.FidoKey, rp_id: str, cred_path: Path | None,
                   user_name: str | None, uv: str,
                   salt: bytes | None = None) -> tuple[webauthn.Assertion, Path]:
     found: dict[str, Path] = {}
@@ -387,7 +388,7 @@ def creds_delete(device: str | None, credential_id: str, force: bool, as_json: b
         click.echo(f"Deleted {deleted.user_name or '?'} at {deleted.rp_id}")
 
 
-def _replug_hint(key: device.FidoKey) -> str:
+def _replug_hint(key: keys.FidoKey) -> str:
     if key.entry.kind == "usb":
         return "you will be asked to remove and re-insert it, then to touch it."
     if key.can_replug:

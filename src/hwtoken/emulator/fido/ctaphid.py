@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import TYPE_CHECKING, Any
 
+from hwtoken.emulator.presence import ApproveAlways, DenyAlways
+
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
+
+_INSTANT_POLICIES = (ApproveAlways, DenyAlways)
 
 REPORT_SIZE = 64
 BROADCAST_CID = 0xFFFFFFFF
@@ -140,6 +144,7 @@ class CtapHidEngine:
         self._lock_until = 0.0
         self._jobs: deque[_Job] = deque()
         self._worker: threading.Thread | None = None
+        self._inline: _Job | None = None
         self._closed = False
 
     # -- public interface -----------------------------------------------------------------
@@ -157,7 +162,10 @@ class CtapHidEngine:
                 return
             self._expire(time.monotonic())
             self._packet(report)
+            job, self._inline = self._inline, None
             self._cond.notify_all()
+        if job is not None:  # a policy that never waits: no worker needed (see _start)
+            self._finish(job, *self._run(job))
 
     def read(self, timeout: float | None = None) -> bytes | None:
         """The next IN report, or None if nothing is ready within ``timeout`` seconds."""
@@ -363,6 +371,12 @@ class CtapHidEngine:
     def _start(self, job: _Job) -> None:
         self._job = job
         self._last_keepalive = time.monotonic()
+        if type(self.key.presence) in _INSTANT_POLICIES:
+            # Nothing in the request can wait (presence answers at once), so nothing can
+            # be cancelled: write() runs it right after releasing the lock, saving two
+            # thread switches per request. Other channels still see CHANNEL_BUSY meanwhile.
+            self._inline = job
+            return
         self._jobs.append(job)
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._work, daemon=True,
@@ -379,14 +393,16 @@ class CtapHidEngine:
                         return
                     self._cond.wait(0.5)
                 job = self._jobs.popleft()
-            cmd, response = self._run(job)
-            with self._cond:
-                if self._job is job:
-                    self._job = None
-                if not job.abandoned and not self._closed:
-                    self._send(job.cid, cmd, response)
-                self._cond.notify_all()
+            self._finish(job, *self._run(job))
             idle_since = time.monotonic()
+
+    def _finish(self, job: _Job, cmd: int, response: bytes) -> None:
+        with self._cond:
+            if self._job is job:
+                self._job = None
+            if not job.abandoned and not self._closed:
+                self._send(job.cid, cmd, response)
+            self._cond.notify_all()
 
     def _run(self, job: _Job) -> tuple[int, bytes]:
         """Run one MSG/CBOR request: the response command and payload; never raises."""

@@ -208,6 +208,11 @@ def test_every_command_over_usbip(served, tmp_path, monkeypatch):
     r = invoke("creds", "delete", listing["credentials"][0]["credential_id"], "--force")
     assert r.exit_code == 0, r.output
     assert json.loads(invoke("creds", "list", "--json").stdout)["existing"] == 0
+    monkeypatch.setenv("HWTOKEN_NEW_PIN", "changed-pin")
+    assert invoke("pin", "change").exit_code == 0
+    assert invoke("pin", "verify").exit_code == 1  # the old PIN no longer works
+    monkeypatch.setenv("HWTOKEN_PIN", "changed-pin")
+    assert invoke("pin", "verify").exit_code == 0
 
     # the same through a separate process, as a user would type it
     r = run("authenticate", "--rp", "example.com", "--cred", str(cred), "--uv", "discouraged",

@@ -16,9 +16,12 @@ What a YubiKey 5 does, and what yubikit, ykman and fido2 rely on:
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 # ATR of a YubiKey 5 NFC read over NFC ("...WYubiKey"); T=1, historical bytes from Yubico.
 # Its second byte (0x8D) tells yubikit's ScardSmartCardConnection "NFC transport".
@@ -166,8 +169,9 @@ class CardOS:
     """
 
     def __init__(self, key: Any = None, applets: list[Any] | None = None,
-                 atr: bytes = YUBIKEY_NFC_ATR) -> None:
+                 atr: bytes = YUBIKEY_NFC_ATR, *, strict: bool = False) -> None:
         self.key = key
+        self.strict = strict
         self.atr = atr
         self.applets: list[Any] = applets if applets is not None else default_applets(key)
         self.current: Any = None
@@ -219,6 +223,14 @@ class CardOS:
             data, sw = self._transmit(bytes(raw))
         except ApduError as exc:
             data, sw = exc.data, exc.sw
+        except Exception:
+            # An applet bug must not take the card (and its transport) down: answer
+            # "command aborted", as a card does. ``strict`` re-raises (for tests).
+            if self.strict:
+                raise
+            logger.exception("card: applet failed on %s", bytes(raw[:4]).hex())
+            self._chain = None
+            data, sw = b"", SW.COMMAND_ABORTED
         return bytes(data) + struct.pack(">H", sw)
 
     def _transmit(self, raw: bytes) -> tuple[bytes, int]:

@@ -204,7 +204,7 @@ def test_state_file_never_holds_the_password(key):
 def test_oath_applet_fuzz(tmp_path_factory, cmds):
     k = VirtualKey.create(tmp_path_factory.mktemp("fz") / "f.key")
     try:
-        card = CardOS(k)
+        card = CardOS(k, strict=True)
         card.transmit(bytes.fromhex("00a4040007a0000005272101"))
         for ins, p1, p2, data in cmds:
             body = bytes([len(data)]) + data if data else b""

@@ -59,6 +59,28 @@ FLAG_AT = 0x40
 FLAG_ED = 0x80
 
 
+_NEVER = threading.Event()  # "no cancel": never set
+
+
+def _head(major: int, n: int) -> bytes:
+    """A CBOR head (major type + length) -- the assertion fast path's encoder."""
+    if n < 24:
+        return bytes([major << 5 | n])
+    if n < 0x100:
+        return bytes([major << 5 | 24, n])
+    return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
+
+
+def _encode_plain_assertion(response: dict[int, Any]) -> bytes:
+    """Canonical CBOR of {1: {"id", "type"}, 2: authData, 3: sig}, without the generic
+    encoder (this is the hot path of every assertion)."""
+    cid, auth_data, sig = response[1]["id"], response[2], response[3]
+    return b"".join((
+        b"\xa3\x01\xa2\x62id", _head(2, len(cid)), cid, b"\x64type\x6apublic-key",
+        b"\x02", _head(2, len(auth_data)), auth_data, b"\x03", _head(2, len(sig)), sig,
+    ))
+
+
 class Cmd:
     MAKE_CREDENTIAL = 0x01
     GET_ASSERTION = 0x02
@@ -110,6 +132,7 @@ class Authenticator:
         self.large_blobs = LargeBlobs(self)
         self._lock = threading.RLock()
         self._pending: _PendingAssertions | None = None
+        self._handler_table = self._handlers()
 
     # -- lifecycle -----------------------------------------------------------------------
     def initialise(self) -> None:
@@ -134,8 +157,7 @@ class Authenticator:
         """One CTAP2 request -> status byte (+ canonical CBOR). Never raises."""
         with self._lock:
             try:
-                result = self._dispatch(bytes(request), cancel or threading.Event(),
-                                        keepalive)
+                result = self._dispatch(bytes(request), cancel or _NEVER, keepalive)
             except Ctap2Error as e:
                 return bytes([e.code])
             except CborError:
@@ -144,6 +166,8 @@ class Authenticator:
                 return bytes([ERR.OTHER])
             if result is None:
                 return b"\x00"
+            if isinstance(result, bytes):  # already encoded (the getAssertion fast path)
+                return b"\x00" + result
             return b"\x00" + cbor.encode(result)
 
     def _dispatch(self, request: bytes, cancel: threading.Event,
@@ -153,7 +177,7 @@ class Authenticator:
         cmd, body = request[0], request[1:]
         if cmd != Cmd.GET_NEXT_ASSERTION:
             self._pending = None
-        handler = self._handlers().get(cmd)
+        handler = self._handler_table.get(cmd)
         if handler is None:
             raise Ctap2Error(ERR.INVALID_COMMAND)
         params = Params(decode_cbor(body) if body else None)
@@ -350,7 +374,7 @@ class Authenticator:
 
     # -- getAssertion ----------------------------------------------------------------------------
     def get_assertion(self, p: Params, cancel: threading.Event,
-                      keepalive: Keepalive | None) -> dict[int, Any]:
+                      keepalive: Keepalive | None) -> dict[int, Any] | bytes:
         pin_auth = p.opt(0x06, bytes)
         if pin_auth == b"":
             self._empty_pin_auth("getAssertion", cancel, keepalive)
@@ -419,6 +443,8 @@ class Authenticator:
         if not allow and len(found) > 1:
             response[0x05] = len(found)
             self._pending = pending
+        if len(response) == 3:
+            return _encode_plain_assertion(response)
         return response
 
     def get_next_assertion(self) -> dict[int, Any]:

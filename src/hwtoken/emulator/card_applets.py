@@ -8,6 +8,7 @@ any protocol): the OTP slots are ``key.otp`` (``emulator/otp/applet.py``), FIDO 
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 from hwtoken.emulator.iso7816 import SW, Apdu, ApduError
@@ -53,26 +54,88 @@ class OtpCardApplet:
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED) from None
 
 
+STATUS_PROCESSING = 0x01
+STATUS_UPNEEDED = 0x02
+SW_UPDATE = 0x9100  # NFCCTAP: "still working", data = one status byte
+P1_GETRESPONSE_SUPPORTED = 0x80
+P1_CANCEL = 0x11
+_POLL_WAIT = 0.05
+
+
+class _Pending:
+    """A CTAP2 request running in a worker thread while the host polls for it."""
+
+    def __init__(self, run: Any, request: bytes) -> None:
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.status = STATUS_PROCESSING
+        self.result = b""
+
+        def work() -> None:
+            try:
+                self.result = bytes(run(request, cancel=self.cancel, keepalive=self._up))
+            finally:
+                self.done.set()
+
+        self.thread = threading.Thread(target=work, daemon=True, name="hwtoken-nfcctap")
+        self.thread.start()
+
+    def _up(self) -> None:
+        self.status = STATUS_UPNEEDED
+
+
 class FidoCardApplet:
-    """FIDO over ISO 7816 (the NFC path): U2F APDUs and NFCCTAP_MSG (CTAP2)."""
+    """FIDO over ISO 7816 (the NFC path): U2F APDUs and NFCCTAP_MSG (CTAP2).
+
+    When the host says it can poll (NFCCTAP_MSG with P1 bit 0x80, as python-fido2 does),
+    a request that waits for a touch answers ``9100`` + status (1 processing, 2 touch
+    needed) and the host polls with NFCCTAP_GETRESPONSE (P1 ``11`` cancels it).
+    """
 
     aid = AID_FIDO
     capability = 0x02 | 0x200
 
     def __init__(self, key: Any) -> None:
         self.key = key
+        self._pending: _Pending | None = None
 
     def select(self, apdu: Apdu) -> bytes:
+        self._drop()
         return b"U2F_V2"
+
+    def deselect(self) -> None:
+        self._drop()
+
+    card_reset = deselect
+
+    def _drop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel.set()
+            self._pending = None
+
+    def _poll(self) -> bytes:
+        pending = self._pending
+        assert pending is not None
+        if pending.done.wait(_POLL_WAIT):
+            self._pending = None
+            return pending.result
+        raise ApduError(SW_UPDATE, bytes([pending.status]))
 
     def process(self, apdu: Apdu) -> bytes:
         if apdu.cla == 0x80 and apdu.ins == INS_NFCCTAP_MSG:
             if not apdu.data:
                 raise ApduError(SW.WRONG_LENGTH)
+            self._drop()
+            if apdu.p1 & P1_GETRESPONSE_SUPPORTED:
+                self._pending = _Pending(self.key.fido.ctap2, apdu.data)
+                return self._poll()
             return bytes(self.key.fido.ctap2(apdu.data))
         if apdu.cla == 0x80 and apdu.ins == INS_NFCCTAP_GETRESPONSE:
-            # Requests run to completion inside NFCCTAP_MSG: nothing is ever pending.
-            raise ApduError(SW.CONDITIONS_NOT_SATISFIED)
+            if self._pending is None:
+                raise ApduError(SW.CONDITIONS_NOT_SATISFIED)
+            if apdu.p1 == P1_CANCEL:
+                self._pending.cancel.set()
+            return self._poll()
         if apdu.cla == 0x00 and apdu.ins in U2F_INS:
             out = bytes(self.key.fido.u2f(apdu.to_bytes()))
             if len(out) < 2:

@@ -130,3 +130,33 @@ def test_link_reconnects_after_pcscd_restart(pcscd, vkey, tmp_path):
         assert "Serial number: 7654321" in r.stdout, r.stderr
     finally:
         link.stop()
+
+
+def test_fido2_touch_wait_reports_upneeded_through_getresponse(pcscd, tmp_path):
+    """A request waiting for a touch answers 9100 (UPNEEDED) while fido2 polls."""
+    from fido2.ctap import STATUS
+    from fido2.ctap2 import Ctap2
+    from fido2.pcsc import CtapPcscDevice
+
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.presence import ApproveAfterDelay
+
+    key = VirtualKey.create(tmp_path / "slow.key", presence=ApproveAfterDelay(0.6))
+    link = VpcdLink(key, port=pcscd.port).start()
+    try:
+        assert link.wait_connected(10)
+        wait_for_card(READER_0, timeout=10)
+        (dev,) = list(CtapPcscDevice.list_devices(READER_0))
+        try:
+            seen = []
+            resp = Ctap2(dev).make_credential(
+                b"\x01" * 32, {"id": "example.com", "name": "Example"},
+                {"id": b"u", "name": "u"}, [{"type": "public-key", "alg": -7}],
+                on_keepalive=seen.append)
+            assert resp.auth_data.is_user_present()
+            assert STATUS.UPNEEDED in seen
+        finally:
+            dev.close()
+    finally:
+        link.stop()
+        key.close()

@@ -1,0 +1,73 @@
+"""``hwtoken provision`` through click's CliRunner and as a real process."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+from click.testing import CliRunner
+from provision_helpers import hwtoken
+
+from hwtoken.cli import cli
+
+
+def test_help_lists_the_four_commands():
+    result = CliRunner().invoke(cli, ["provision", "--help"])
+    assert result.exit_code == 0
+    for name in ("run", "resume", "status", "export"):
+        assert name in result.output
+    run_help = CliRunner().invoke(cli, ["provision", "run", "--help"]).output
+    for opt in ("--mode", "--slot", "--digits", "--touch", "--inventory", "--count",
+                "--virtual", "--reprogram", "--json"):
+        assert opt in run_help
+
+
+def test_run_status_and_refusal(tmp_path):
+    url = f"sqlite:///{tmp_path / 'inv.db'}"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["provision", "run", "-i", url, "-m", "chalresp",
+                                "--virtual", "2", "--json"])
+    assert first.exit_code == 0, first.output
+    lines = [json.loads(x) for x in first.output.splitlines()]
+    assert [d.get("result") for d in lines[:2]] == ["done", "done"]
+    assert lines[-1]["summary"]["counts"] == {"done": 2}
+    assert stat.S_IMODE((tmp_path / "inv.db").stat().st_mode) == 0o600
+
+    again = runner.invoke(cli, ["provision", "run", "-i", url, "-m", "chalresp",
+                                "--virtual", "2"])
+    assert again.exit_code == 0
+    assert again.output.count("refused: already in the inventory") == 2
+
+    status = runner.invoke(cli, ["provision", "status", "-i", url, "--json"])
+    doc = json.loads(status.output)
+    assert doc["counts"] == {"pending": 0, "done": 2, "exported": 0}
+    assert doc["pending"] == [] and doc["last_error"] is None
+
+
+def test_count_stops_early_and_human_output(tmp_path):
+    url = str(tmp_path / "inv.db")
+    proc = hwtoken("provision", "run", "-i", url, "-m", "oath-totp", "--virtual", "5",
+                   "--count", "2")
+    assert proc.stdout.splitlines()[-1].startswith("2 done in ")
+    status = hwtoken("provision", "status", "-i", url)
+    assert "done: 2" in status.stdout
+
+
+def test_user_errors_are_one_line(tmp_path):
+    cases = [
+        (["provision", "run", "-i", "mysql://x", "-m", "hotp", "--virtual", "1"], 2),
+        (["provision", "status", "-i", str(tmp_path / "missing.db")], 2),
+        (["provision", "run", "-i", str(tmp_path / "a.db"), "-m", "hotp", "--digits", "7",
+          "--virtual", "1"], 2),
+        (["provision", "export", "-i", str(tmp_path / "a.db"), "-f", "xml", "-o", "x"], 2),
+    ]
+    for args, code in cases:
+        proc = hwtoken(*args, check=code)
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].lower().startswith("error")
+
+
+def test_fault_variable_is_validated(tmp_path):
+    proc = hwtoken("provision", "run", "-i", str(tmp_path / "f.db"), "-m", "hotp",
+                   "--virtual", "1", env={"HWTOKEN_FAULT": "after:lunch"}, check=2)
+    assert "HWTOKEN_FAULT" in proc.stderr

@@ -214,6 +214,15 @@ def test_every_command_over_usbip(served, tmp_path, monkeypatch):
     monkeypatch.setenv("HWTOKEN_PIN", "changed-pin")
     assert invoke("pin", "verify").exit_code == 0
 
+    r = invoke("reset", input="y\n")  # re-imported over USB/IP = re-plugged
+    assert r.exit_code == 0, r.output
+    assert "power-cycled" in r.stderr
+    assert json.loads(invoke("pin", "retries", "--json").stdout)["pin_set"] is False
+    r = invoke("authenticate", "--rp", "example.com", "--cred", str(cred))
+    assert r.exit_code == 1  # the reset wiped the key's master secret with its credentials
+    r = invoke("register", "--rp", "example.com", "--user", "alice", "--out", str(cred))
+    assert r.exit_code == 0, r.output
+
     # the same through a separate process, as a user would type it
     r = run("authenticate", "--rp", "example.com", "--cred", str(cred), "--uv", "discouraged",
             "--json", HWTOKEN_DEVICE=served)

@@ -391,9 +391,7 @@ def creds_delete(device: str | None, credential_id: str, force: bool, as_json: b
 def _replug_hint(key: keys.FidoKey) -> str:
     if key.entry.kind == "usb":
         return "you will be asked to remove and re-insert it, then to touch it."
-    if key.can_replug:
-        return "this virtual key is power-cycled for you."
-    return "restart `hwtoken emulate serve` and run this within 10 seconds."
+    return "this virtual key is power-cycled for you (re-imported, if served over USB/IP)."
 
 
 # -- reset ----------------------------------------------------------------------------------

@@ -222,7 +222,15 @@ def _open_virtual(name: str) -> Iterator[FidoKey]:
             serial = handle.runtime.get("serial")
             entry = KeyEntry(**{**entry.to_dict(), "status": "served",
                                 "serial": str(serial) if serial else None})
-            key = FidoKey(open_usbip_fido(*handle.usbip), entry)
+            endpoint = handle.usbip
+
+            def reimport(timeout: float) -> CtapDevice:
+                # A new USB/IP import is a re-insertion: the serve power-cycles the key.
+                with contextlib.suppress(Exception):
+                    key.device.close()
+                return open_usbip_fido(*endpoint)
+
+            key = FidoKey(open_usbip_fido(*endpoint), entry, reimport)
         try:
             yield key
         finally:

@@ -32,9 +32,7 @@ def reset(key: FidoKey, *, replug: bool = True,
         ctap2(key.device).reset()
     except CtapError as exc:
         if exc.code == CtapError.ERR.NOT_ALLOWED:
-            hint = ("restart `hwtoken emulate serve` and reset within 10 s"
-                    if key.entry.kind == "virtual" else "unplug it, plug it in again and "
-                    "run this within 10 s")
+            hint = "unplug it, plug it in again and run this within 10 s"
             raise DeviceError(f"the key refused the reset: it only allows one within 10 s "
                               f"of power-up; {hint}") from None
         raise from_ctap(exc, "reset failed") from None

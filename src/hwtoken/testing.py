@@ -185,34 +185,55 @@ def _interaction(pin: str | None) -> Any:
 
 # -- running suites written for hardware keys ------------------------------------------------
 _session_key: Any = None
+_session_tmp: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hwtoken")
     group.addoption(
         "--hwtoken-fido2-hid", action="store_true", default=False,
-        help="Create a virtual key for this run and make it discoverable through "
-             "fido2.hid (list_descriptors/open_connection/open_device), so suites "
-             "written for a hardware key run against it.",
+        help="Make a fresh virtual key (in a temporary directory) discoverable through "
+             "fido2.hid (list_descriptors, open_connection, open_device) for this run, so "
+             "suites written for a hardware key run against it. "
+             "Environment: HWTOKEN_FIDO2_HID=1, or =KEYFILE like --hwtoken-fido2-hid-key.",
+    )
+    group.addoption(
+        "--hwtoken-fido2-hid-key", metavar="KEYFILE", default=None,
+        help="Like --hwtoken-fido2-hid with the virtual key state file KEYFILE "
+             "(created if missing, kept afterwards).",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _session_key
-    if not config.getoption("hwtoken_fido2_hid", default=False) or _session_key is not None:
+    global _session_key, _session_tmp
+    import os
+
+    spec = config.getoption("hwtoken_fido2_hid_key", default=None)
+    if spec is None and config.getoption("hwtoken_fido2_hid", default=False):
+        spec = ""
+    if spec is None:
+        env = os.environ.get("HWTOKEN_FIDO2_HID", "")
+        if env in ("", "0"):
+            return
+        spec = "" if env == "1" else env
+    if _session_key is not None:
         return
     import tempfile
 
     from hwtoken.emulator import VirtualKey
     from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
 
-    directory = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
-    _session_key = VirtualKey.create(Path(directory) / "virtual-key.key")
+    if spec:
+        path = Path(spec).expanduser()
+        _session_key = VirtualKey.load(path) if path.exists() else VirtualKey.create(path)
+    else:
+        _session_tmp = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
+        _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key")
     register_with_fido2_hid(_session_key)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _session_key
+    global _session_key, _session_tmp
     if _session_key is None:
         return
     import shutil
@@ -222,7 +243,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     key, _session_key = _session_key, None
     unregister_from_fido2_hid(key)
     key.close()
-    shutil.rmtree(key.path.parent, ignore_errors=True)
+    if _session_tmp is not None:
+        shutil.rmtree(_session_tmp, ignore_errors=True)
+        _session_tmp = None
 
 
 # -- fixtures ----------------------------------------------------------------------------

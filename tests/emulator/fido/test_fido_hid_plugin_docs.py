@@ -3,10 +3,13 @@ and --hwtoken-fido2-hid lets a suite written for hardware keys find the virtual 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from hwtoken.emulator import VirtualKey
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "pytest-plugin.md"
 
@@ -17,10 +20,13 @@ def _first_python_block(text: str) -> str:
     return match.group(1)
 
 
-def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _pytest(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "HWTOKEN_FIDO2_HID"}
+    environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environ,
     )
 
 
@@ -72,3 +78,16 @@ def test_option_registers_a_key_for_a_hardware_suite(tmp_path):
     # without the option there is no virtual key to find
     result = _pytest(tmp_path, "test_hw_suite.py")
     assert result.returncode != 0
+
+
+def test_environment_variable_and_key_file(tmp_path):
+    (tmp_path / "test_hw_suite.py").write_text(SUITE)
+    result = _pytest(tmp_path, "test_hw_suite.py", env={"HWTOKEN_FIDO2_HID": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    keyfile = tmp_path / "kept.key"
+    result = _pytest(tmp_path, "--hwtoken-fido2-hid-key", str(keyfile), "test_hw_suite.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    serial = VirtualKey.peek(keyfile).section("identity")["serial"]
+    result = _pytest(tmp_path, "test_hw_suite.py", env={"HWTOKEN_FIDO2_HID": str(keyfile)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert VirtualKey.peek(keyfile).section("identity")["serial"] == serial

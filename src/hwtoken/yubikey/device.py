@@ -262,23 +262,18 @@ class OtpKey:
         from hwtoken.emulator.otp.hid import press
         from hwtoken.emulator.otp.keyboard import decode
 
-        # the server takes one USB/IP import at a time: end python-yubico's session (it
-        # re-imports on its next transfer) and attach the keyboard like a desktop would
-        self._backend.close()
-        dev = usb.core.find(idVendor=0x1050, backend=self._backend)
-        if dev is None:  # pragma: no cover - we serve it ourselves
-            raise DeviceError("the virtual key's USB device vanished")
-        dev.set_configuration(1)
+        # The keyboard endpoint (0x81) is read on python-yubico's own USB handle: the same
+        # USB/IP session, so the key is not imported twice.
+        handle = getattr(getattr(self.yk, "_device", None), "_usb_handle", None)
+        if handle is None:  # pragma: no cover - python-yubico internals changed
+            raise DeviceError("cannot reach the key's keyboard endpoint")
         expected = press(self.virtual_key, slot)
-        want = len(_encode(expected))
         reports = []
         try:
-            for _ in range(want):
-                reports.append(bytes(dev.read(0x81, 8, timeout=int(timeout * 1000))))
+            for _ in range(len(_encode(expected))):
+                reports.append(bytes(handle.interruptRead(0x81, 8, int(timeout * 1000))))
         except usb.core.USBError as exc:
             raise DeviceError(f"reading the keyboard failed: {exc}") from None
-        finally:
-            usb.util.dispose_resources(dev)
         return decode(reports)
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 //
 //   node mp.mjs run SCRIPT.py [DIR...]   copy the .py files of each DIR into the
 //                                        interpreter's filesystem root, run SCRIPT.py;
-//                                        exit 1 with the traceback on stderr if it raises
+//                                        exit 1 with the traceback on stderr if it raises;
+//                                        "#--- exec" lines split it into separate executions
 //   node mp.mjs serve [DIR...]           serve the interactive REPL on 127.0.0.1 (an
 //                                        ephemeral port, printed as "PORT n"), so that
 //                                        mpremote's SerialTransport("socket://...") can
@@ -33,7 +34,12 @@ async function run(script, dirs) {
   copyDirs(mp, dirs);
   mp.runPython("import sys\nsys.path[:0] = ['/']\n");
   try {
-    mp.runPython(fs.readFileSync(script, "utf8"));
+    // "#--- exec" lines split the script into separate top-level executions, like
+    // separate REPL commands (the port's gc.collect() only frees garbage left by earlier
+    // executions: it scans its linear-memory stack conservatively)
+    for (const part of fs.readFileSync(script, "utf8").split(/^#--- exec$/m)) {
+      mp.runPython(part);
+    }
   } catch (error) {
     if (error.name !== "PythonError") throw error;
     process.stderr.write(error.message);

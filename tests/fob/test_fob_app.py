@@ -1,0 +1,119 @@
+"""The fob's main loop on MicroPython: display driver, buttons, dimming, memory."""
+
+from __future__ import annotations
+
+import time
+
+from hwtoken.fob.simulate import FobAccount, render
+
+SECRET = "JBSWY3DPEHPK3PXP"
+
+APP_SETUP = """
+import json, gc, time, machine, accounts, app, clock, display, buttons, config
+machine.BUS.clear()
+oled_dev = machine.SSD1306()
+machine.BUS[0x3C] = oled_dev
+i2c = machine.I2C(0)
+oled = display.SSD1306(i2c)
+"""
+
+
+def test_buttons_cycle_long_press_dim_and_off(mpy):
+    now = int(time.time())
+    doc = mpy(APP_SETUP + f"""
+for i in range(3):
+    accounts.add("acct%d" % i, "{SECRET}")
+clk = clock.detect(i2c, machine.RTC())
+clk.set({now})
+fob = app.Fob(oled, clk, accounts.load())
+out = {{"contrast0": oled_dev.contrast, "on0": oled_dev.on}}
+t = 1000
+fob.idle_since = t
+out["drawn"] = fob.tick(t)
+out["redraw_same_second"] = fob.tick(t + 10)
+out["ram_is_buffer"] = bytes(oled_dev.ram) == bytes(oled.buffer)
+out["shown"] = []
+for ev in ("short", "short", "long"):
+    t += 100
+    fob.button(ev, t)
+    fob.tick(t)
+    out["shown"].append([fob.index, fob.show_next, bytes(oled_dev.ram).hex()])
+fob.button("short", t, "b")             # button B goes back
+out["back"] = fob.index
+t += 100
+fob.tick(t + config.DIM_AFTER_S * 1000)
+out["dim"] = [fob.level, oled_dev.contrast]
+fob.button("short", t + config.DIM_AFTER_S * 1000 + 1)  # the first press only wakes
+out["woken"] = [fob.level, oled_dev.contrast, fob.index]
+fob.tick(t + config.DIM_AFTER_S * 1000 + config.OFF_AFTER_S * 1000 + 2)
+out["off"] = [fob.level, oled_dev.on]
+fob.button("long", t + 10 ** 6)
+out["on_again"] = [fob.level, oled_dev.on, fob.show_next]
+print(json.dumps(out))
+""")
+    assert doc["on0"] is True and doc["contrast0"] == 255
+    assert doc["drawn"] is True and doc["redraw_same_second"] is False
+    assert doc["ram_is_buffer"] is True  # the driver's I2C stream lands in the OLED's RAM
+    names = ["acct0", "acct1", "acct2"]
+    accts = [FobAccount(n, SECRET) for n in names]
+    for (index, show_next, ram), exp in zip(doc["shown"], [(1, False), (2, False), (2, True)],
+                                            strict=True):
+        assert (index, show_next) == exp
+        # what the simulated OLED RAM holds is what the host renders for that moment
+        candidates = {render(accts, t, index=index, show_next=show_next).buffer.hex()
+                      for t in range(now - 2, now + 30)}
+        assert ram in candidates
+    assert doc["back"] == 1
+    assert doc["dim"] == ["dim", 8]
+    assert doc["woken"] == ["bright", 255, 1]
+    assert doc["off"] == ["off", False]
+    assert doc["on_again"] == ["bright", True, False]
+
+
+def test_button_debounce_short_and_long(mpy):
+    doc = mpy("""
+import json, buttons
+level = [1]
+b = buttons.Button(lambda: level[0], long_ms=700, debounce_ms=30)
+events = []
+def at(t, lv=None):
+    if lv is not None:
+        level[0] = lv
+    e = b.poll(t)
+    if e:
+        events.append([t, e])
+at(0)
+at(10, 0); at(15, 1); at(20, 0); at(25, 1); at(40)     # bounce shorter than 30 ms: nothing
+at(100, 0); at(120); at(131); at(300, 1); at(320); at(331)        # a short press
+at(1000, 0); at(1031); at(1700); at(1731); at(1800); at(2500, 1); at(2600)  # a long press
+print(json.dumps(events))
+""")
+    assert doc == [[331, "short"], [1731, "long"]]
+
+
+def test_memory_with_twenty_accounts_and_a_screen(mpy):
+    # Each "#--- exec" is a separate top-level execution, like commands at a board's REPL:
+    # the WebAssembly port's gc.collect() frees only garbage of earlier executions (it scans
+    # its stack conservatively), so the measurement happens in the next one.
+    now = int(time.time())
+    doc = mpy(APP_SETUP + f"""
+for i in range(20):
+    accounts.add("account-%02d" % i, "{SECRET}" * 2, ("SHA1", "SHA256", "SHA512")[i % 3])
+clk = clock.detect(i2c, machine.RTC())
+clk.set({now})
+fob = app.Fob(oled, clk, accounts.load())
+peak = 0
+#--- exec
+""" + "".join("""
+fob.index = %d
+fob.tick(%d)
+#--- exec
+gc.collect()
+peak = max(peak, gc.mem_alloc())
+#--- exec
+""" % (i, i) for i in range(20)) + """
+print(json.dumps({"peak": peak, "accounts": len(fob.accounts)}))
+""")
+    assert doc["accounts"] == 20
+    print(f"gc.mem_alloc() after gc.collect(), 20 accounts, screen drawn: {doc['peak']} bytes")
+    assert doc["peak"] <= 64 * 1024

@@ -1,0 +1,119 @@
+"""Virtual keys provisioned per minute, with each inventory (SQLite, PostgreSQL).
+
+Each figure runs the four durable steps for N fresh virtual keys through the real client
+path (python-yubico over USB/IP for ``chalresp``; yubikit for ``oath-totp``, over the
+in-process card connection that ``hwtoken.yubikey.oath`` uses when no pcscd runs), with
+the inventory fsyncing every step. Baseline, measured in the same run: the same runner with
+the interim applet path (no transport, no client library) on SQLite, so the ratios show
+what the transport + client libraries cost versus what the inventory costs.
+
+PostgreSQL: a throwaway server is started as ``nobody`` (it refuses root) in a temp dir,
+on a Unix socket only, with ``fsync=on`` so its commits are as durable as SQLite's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hwtoken import paths
+from hwtoken.provision.inventory import open_inventory
+from hwtoken.provision.model import Mode, Spec
+from hwtoken.provision.programmers import PATH_ENV, programmer_for
+from hwtoken.provision.runner import Provisioner
+from hwtoken.provision.sealing import Unlocker
+
+N = int(os.environ.get("HWTOKEN_BENCH_KEYS", "20"))
+
+
+def start_postgres(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        return None
+    bindir = bins[-1].parent
+    os.chmod(workdir, 0o755)
+    pg = workdir / "pg"
+    pg.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(pg, "nobody")
+        prefix = ["runuser", "-u", "nobody", "--"]
+    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(pg / "data"), "-U", "postgres",
+                    "--auth=trust", "--no-sync"], check=True, capture_output=True)
+    proc = subprocess.Popen([*prefix, str(bindir / "postgres"), "-D", str(pg / "data"),
+                             "-k", str(pg), "-c", "listen_addresses="],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"postgresql://postgres@/postgres?host={pg}"
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            return proc, url
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                return None
+            time.sleep(0.1)
+
+
+def keys_per_minute(url: str, mode: Mode, path: str, tag: str) -> float:
+    from hwtoken.provision.sources import VirtualPool
+
+    os.environ[PATH_ENV] = path
+    with open_inventory(url) as inv:
+        inv.unlock(Unlocker(passphrase="bench passphrase"))
+        pool = VirtualPool(N, prefix=tag)
+        # create the virtual keys first: "plugging in" is not what is measured
+        devices = list(pool.arrivals())
+        provisioner = Provisioner(inv, programmer_for)
+        start = time.perf_counter()
+        for device in devices:
+            outcome = provisioner.provision(Spec(mode), device)
+            if outcome.result != "done":
+                raise SystemExit(f"{tag}: key {device.serial} {outcome.result}: "
+                                 f"{outcome.message}")
+        elapsed = time.perf_counter() - start
+    return N / elapsed * 60
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="hwtoken-bench-provision-"))
+    paths.set_state_dir(work / "state")
+    pg = None
+    try:
+        rows: list[tuple[str, float]] = []
+        base = keys_per_minute(f"sqlite:///{work / 'base.db'}", Mode.CHALRESP, "applet",
+                               "base")
+        rows.append(("baseline: applet path, SQLite (no transport)", base))
+        rows.append(("chalresp via python-yubico/USB-IP, SQLite",
+                     keys_per_minute(f"sqlite:///{work / 'inv.db'}", Mode.CHALRESP, "client",
+                                     "sq")))
+        rows.append(("oath-totp via yubikit (in-process card), SQLite",
+                     keys_per_minute(f"sqlite:///{work / 'oath.db'}", Mode.OATH_TOTP,
+                                     "client", "oa")))
+        pg = start_postgres(work)
+        if pg is None:
+            print("PostgreSQL server binaries not found: skipping that figure")
+        else:
+            rows.append(("chalresp via python-yubico/USB-IP, PostgreSQL",
+                         keys_per_minute(pg[1], Mode.CHALRESP, "client", "pg")))
+        print(f"virtual keys provisioned per minute ({N} keys each, 4 durable steps):")
+        for label, rate in rows:
+            print(f"  {label:<52} {rate:8.0f}/min  ({rate / base:5.2f} x baseline)")
+    finally:
+        if pg is not None:
+            pg[0].terminate()
+            pg[0].wait(20)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,7 +73,7 @@ def test_list_and_device_choice(monkeypatch):
 def test_info(key):
     doc = as_json("info")
     assert {"FIDO_2_0", "FIDO_2_1", "U2F_V2"} <= set(doc["versions"])
-    assert doc["pin_set"] is False and doc["pin_retries"] == 8
+    assert doc["pin_set"] is False and doc["pin_retries"] is None
     assert "hmac-secret" in doc["extensions"] and doc["aaguid"]
     human = ok("info").stdout
     assert "AAGUID:" in human and "PIN:" in human and "not set" in human
@@ -146,8 +146,9 @@ def test_tampered_and_wrong_rp_exit_1(key, tmp_path):
 
 
 def test_pin_commands(key, monkeypatch):
-    assert as_json("pin", "retries") == {"pin_set": False, "retries": 8,
+    assert as_json("pin", "retries") == {"pin_set": False, "retries": None,
                                          "power_cycle_required": False}
+    assert ok("pin", "retries").stdout.strip() == "PIN not set"
     r = invoke("pin", "verify", input="")
     assert r.exit_code == 2 and "no PIN" in r.stderr
     # new PIN from a prompt with confirmation

@@ -343,7 +343,10 @@ def _pin_report(headline: str, status: pin.PinStatus, as_json: bool) -> None:
         return
     extra = " (unplug and re-insert the key before the next try)" \
         if status.power_cycle_required else ""
-    click.echo(f"{headline}; {status.retries} retries left{extra}")
+    if status.retries is None:
+        click.echo(headline)
+    else:
+        click.echo(f"{headline}; {status.retries} retries left{extra}")
 
 
 # -- creds ----------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def key_info(device: CtapDevice) -> KeyInfo:
     ctap = ctap2(device)
     info = ctap.info
     retries = None
-    if ClientPin.is_supported(info):
+    if info.options.get("clientPin"):  # unset: keys may answer PIN_NOT_SET
         try:
             retries = ClientPin(ctap).get_pin_retries()[0]
         except CtapError:

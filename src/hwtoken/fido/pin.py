@@ -32,14 +32,17 @@ class PinStatus:
 
 
 def status(device: CtapDevice) -> PinStatus:
-    """PIN state and retries (no PIN needed)."""
+    """PIN state and retries (no PIN needed; retries are None while no PIN is set, since
+    keys such as YubiKeys answer PIN_NOT_SET then)."""
     ctap = ctap2(device)
     cp = client_pin(ctap)
+    if not pin_is_set(ctap):
+        return PinStatus(False, None)
     try:
         retries, power_cycle = cp.get_pin_retries()
     except CtapError as exc:
         raise from_ctap(exc, "cannot read the PIN retries") from None
-    return PinStatus(pin_is_set(ctap), retries, bool(power_cycle))
+    return PinStatus(True, retries, bool(power_cycle))
 
 
 def set_pin(device: CtapDevice, new_pin: str) -> None:

@@ -148,3 +148,29 @@ def test_list_shows_virtual(emu):
     r = run("list", "--json")
     assert r.exit_code == 0, r.output
     assert any(k["device"] == emu and k["serial"] == 5550001 for k in json.loads(r.output))
+
+
+def test_running_serve_is_used(emu):
+    """With `hwtoken emulate serve` running, commands reach the key through its USB/IP."""
+    import time
+
+    from hwtoken.devices import running_serve
+
+    exe = Path(sys.executable).with_name("hwtoken")
+    env = {**os.environ, "HWTOKEN_STATE_DIR": str(paths.state_dir())}
+    proc = subprocess.Popen([str(exe), "emulate", "serve", "cli", "--usbip", "127.0.0.1:0"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while running_serve("cli") is None:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        assert run("chalresp", "program", "1", "--secret", "55" * 20, "-d", emu).exit_code == 0
+        r = run("chalresp", "calc", "1", "0102", "-d", emu)
+        assert r.output.strip() == hmac.new(b"\x55" * 20, b"\1\2", hashlib.sha1).hexdigest()
+        r = run("hotp", "touch", "1", "-d", emu)
+        assert r.exit_code == 2 and "virtual key" in r.output
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -161,3 +161,21 @@ def test_touch_required_waits_for_presence(tmp_path):
             assert yk.challenge_response(b"tap", slot=1) == _hmac(secret, b"tap")
     finally:
         key.close()
+
+
+def test_yubico_otp_challenge_response(served_key):
+    """python-yubico's OTP-mode challenge-response: an AES ticket whose id is the challenge."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    yk = yubico.find_yubikey()
+    aes = os.urandom(16)
+    cfg = yk.init_config()
+    cfg.mode_challenge_response(b"h:" + aes.hex().encode(), type="OTP")
+    yk.write_config(cfg, slot=1)
+    for _ in range(3):
+        chal = os.urandom(6)
+        resp = yk.challenge_response(chal, mode="OTP", slot=1)
+        dec = Cipher(algorithms.AES(aes), modes.ECB()).decryptor()
+        ticket = dec.update(resp) + dec.finalize()
+        assert ticket[:6] == chal
+        assert yubico.yubico_util.validate_crc16(ticket)

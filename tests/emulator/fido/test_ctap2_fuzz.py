@@ -170,3 +170,16 @@ def test_strict_decoder_rejects_what_fido2_accepts():
         except CborError:
             continue
         raise AssertionError(f"accepted {bad.hex()}")
+
+
+def test_oversized_request_and_unknown_command(tmp_path):
+    with VirtualKey.create(tmp_path / "k.key") as key:
+        auth = Authenticator(key)
+        assert auth.process(b"\x04" + bytes(1300)) == bytes([CtapError.ERR.REQUEST_TOO_LARGE])
+        assert auth.process(b"\x42") == bytes([CtapError.ERR.INVALID_COMMAND])
+        assert auth.process(b"") == bytes([CtapError.ERR.INVALID_LENGTH])
+        assert auth.process(b"\x01\xff") == bytes([CtapError.ERR.INVALID_CBOR])
+        assert auth.process(b"\x01\x80") == bytes([CtapError.ERR.CBOR_UNEXPECTED_TYPE])
+        assert auth.process(b"\x01\xa0") == bytes([CtapError.ERR.MISSING_PARAMETER])
+        assert auth.process(b"\x02" + cbor.encode({1: 5, 2: b""})) == bytes(
+            [CtapError.ERR.CBOR_UNEXPECTED_TYPE])

@@ -169,7 +169,7 @@ def test_set_min_pin_length_and_force_change(ctap, client_pin):
     assert ctap.get_info().force_pin_change is True
     with pytest.raises(CtapError) as e:
         client_pin.get_pin_token(PIN)
-    assert e.value.code == ERR.PIN_POLICY_VIOLATION
+    assert e.value.code == ERR.PIN_INVALID
     with pytest.raises(CtapError) as e:
         client_pin.change_pin(PIN, "123456789")  # 9 < 10
     assert e.value.code == ERR.PIN_POLICY_VIOLATION

@@ -310,3 +310,37 @@ def test_hmac_get_secret_through_fido2_client(device):
     again = get({"salt1": s1})
     assert first["output1"] == again["output1"]
     assert first["output2"] != first["output1"]
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_prf_and_large_blob_with_pin(device, protocol, monkeypatch):
+    from fido2.ctap2.pin import PinProtocolV1, PinProtocolV2
+    from fido2.utils import websafe_decode, websafe_encode
+
+    proto = PinProtocolV1 if protocol == 1 else PinProtocolV2
+    monkeypatch.setattr(ClientPin, "PROTOCOLS", [proto])
+    set_pin(device)
+    server = Fido2Server(RP)
+    cl = client(device, pin=PIN)
+    req = UserVerificationRequirement.REQUIRED
+    reg, resp = register(server, cl, user_verification=req,
+                         resident_key_requirement=ResidentKeyRequirement.REQUIRED,
+                         extensions={"prf": {}, "largeBlob": {"support": "required"},
+                                     "credBlob": b"cb"})
+    assert resp.client_extension_results["prf"]["enabled"] is True
+    assert resp.client_extension_results["largeBlob"]["supported"] is True
+    creds = [reg.credential_data]
+    salt = websafe_encode(os.urandom(32))
+    outs = []
+    for _ in range(2):
+        _, r, _ = authenticate(server, cl, creds, user_verification=req,
+                               extensions={"prf": {"eval": {"first": salt}}})
+        outs.append(r.client_extension_results["prf"]["results"]["first"])
+    assert outs[0] == outs[1]
+    _, r, _ = authenticate(server, cl, creds, user_verification=req,
+                           extensions={"largeBlob": {"write": websafe_encode(b"hello")}})
+    assert r.client_extension_results["largeBlob"]["written"] is True
+    _, r, _ = authenticate(server, cl, creds, user_verification=req,
+                           extensions={"largeBlob": {"read": True}, "getCredBlob": True})
+    assert websafe_decode(r.client_extension_results["largeBlob"]["blob"]) == b"hello"
+    assert r.response.authenticator_data.extensions["credBlob"] == b"cb"

@@ -147,6 +147,11 @@ class Authenticator:
             self.credential_management.power_cycle()
             self.large_blobs.power_cycle()
 
+    @property
+    def u2f_enabled(self) -> bool:
+        """False while alwaysUv is on: CTAP 2.1 then disables CTAP1/U2F."""
+        return not self.state.always_uv
+
     def next_signature_counter(self) -> int:
         """The key's global signature counter, shared with U2F."""
         return self.counter.next()
@@ -174,6 +179,8 @@ class Authenticator:
                   keepalive: Keepalive | None) -> dict[Any, Any] | None:
         if not request:
             raise Ctap2Error(ERR.INVALID_LENGTH)
+        if len(request) > MAX_MSG_SIZE:
+            raise Ctap2Error(ERR.REQUEST_TOO_LARGE)
         cmd, body = request[0], request[1:]
         if cmd != Cmd.GET_NEXT_ASSERTION:
             self._pending = None

@@ -139,6 +139,8 @@ class ClientPin:
                 raise Ctap2Error(ERR.MISSING_PARAMETER)
             proto = self.protocol(version)
         if sub == Sub.GET_PIN_RETRIES:
+            if not self.state.pin_set:  # as YubiKeys answer (python-fido2's device tests)
+                raise Ctap2Error(ERR.PIN_NOT_SET)
             return {0x03: self.state.pin_retries, 0x04: self.auth_blocked}
         if sub == Sub.GET_KEY_AGREEMENT:
             assert proto is not None
@@ -242,7 +244,8 @@ class ClientPin:
         else:
             permissions = params.req(0x09, int)
             rp_id = params.opt(0x0A, str)
-            if permissions <= 0:
+            # 0 is accepted (a token that may do nothing), as YubiKeys do
+            if permissions < 0:
                 raise Ctap2Error(ERR.INVALID_PARAMETER)
             if permissions & ~int(SUPPORTED_PERMISSIONS):
                 raise Ctap2Error(ERR.UNAUTHORIZED_PERMISSION)
@@ -252,8 +255,8 @@ class ClientPin:
         self._precheck()
         shared = proto.shared_secret(key_agreement)
         self._check_pin(proto, shared, pin_hash_enc)
-        if self.state.force_pin_change:
-            raise Ctap2Error(ERR.PIN_POLICY_VIOLATION)
+        if self.state.force_pin_change:  # the PIN must be changed before any use
+            raise Ctap2Error(ERR.PIN_INVALID)
         self.token = Token(secrets.token_bytes(32), proto.VERSION, permissions, rp_id,
                            time.monotonic(), True)
         return {0x02: proto.encrypt(shared, self.token.value)}

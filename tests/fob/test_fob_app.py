@@ -104,14 +104,14 @@ clk.set({now})
 fob = app.Fob(oled, clk, accounts.load())
 peak = 0
 #--- exec
-""" + "".join("""
-fob.index = %d
-fob.tick(%d)
+""" + "".join(f"""
+fob.index = {i}
+fob.tick({i})
 #--- exec
 gc.collect()
 peak = max(peak, gc.mem_alloc())
 #--- exec
-""" % (i, i) for i in range(20)) + """
+""" for i in range(20)) + """
 print(json.dumps({"peak": peak, "accounts": len(fob.accounts)}))
 """)
     assert doc["accounts"] == 20

@@ -53,7 +53,16 @@ def _unfilter(kind: int, line: bytearray, prev: bytes) -> None:
 
 
 def decode(data: bytes) -> list[bytes]:
-    """The rows of an 8-bit greyscale, non-interlaced PNG."""
+    """The rows of an 8-bit greyscale, non-interlaced PNG (:class:`InvalidInput` otherwise)."""
+    try:
+        return _decode(data)
+    except (struct.error, zlib.error, ValueError) as exc:
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput(f"not a valid PNG: {exc}") from None
+
+
+def _decode(data: bytes) -> list[bytes]:
     if not data.startswith(_SIGNATURE):
         raise InvalidInput("not a PNG file")
     pos = len(_SIGNATURE)
@@ -71,7 +80,11 @@ def decode(data: bytes) -> list[bytes]:
             idat += body
         elif kind == b"IEND":
             break
+    if not width or not height or width * height > 1 << 24:
+        raise InvalidInput("PNG: missing or implausible IHDR")
     raw = zlib.decompress(idat)
+    if len(raw) < height * (width + 1):
+        raise InvalidInput("PNG: image data is truncated")
     rows: list[bytes] = []
     prev = bytes(width)
     for y in range(height):

@@ -1,0 +1,148 @@
+"""Host side: `hwtoken fob simulate`, the demo, and fuzzing of what parses outside bytes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwtoken.cli import cli
+from hwtoken.errors import InvalidInput
+from hwtoken.fob import FobAccount, Screen, png, render
+from hwtoken.fob.firmware import firmware_sources, load_host_modules
+from hwtoken.otp import TOTP
+
+SECRET = "JBSWY3DPEHPK3PXP"
+HWTOKEN = Path(sys.executable).with_name("hwtoken")
+
+
+def test_simulate_png_and_ascii(tmp_path):
+    out_png = tmp_path / "screen.png"
+    result = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "-", "--name", "github",
+                                      "--at", "1700000000", "--png", str(out_png), "--scale",
+                                      "2", "--ascii"], input=SECRET + "\n")
+    assert result.exit_code == 0, result.output
+    rows = png.decode(out_png.read_bytes())
+    assert (len(rows), len(rows[0])) == (128, 256)
+    screen = render([FobAccount("github", SECRET)], 1700000000)
+    assert result.output.strip() == screen.to_ascii().strip()
+    assert SECRET not in result.output
+
+
+def test_simulate_views_differ_and_match_library():
+    def sim(*args):
+        result = CliRunner().invoke(cli, ["fob", "simulate", "--uri",
+                                          f"otpauth://totp/ACME:bob?secret={SECRET}&digits=8",
+                                          "--at", "1234567890", *args])
+        assert result.exit_code == 0, result.output
+        return result.output.strip()
+
+    normal, nxt, untrusted = sim(), sim("--next"), sim("--no-time")
+    assert len({normal, nxt, untrusted}) == 3
+    acct = FobAccount("ACME:bob", SECRET, digits=8)
+    assert nxt == render([acct], 1234567890, show_next=True).to_ascii().strip()
+    assert untrusted == render([acct], None).to_ascii().strip()
+
+
+def test_simulate_subprocess(tmp_path):
+    out = tmp_path / "s.png"
+    proc = subprocess.run([str(HWTOKEN), "fob", "simulate", "--secret", "-", "--at", "59",
+                           "--png", str(out)], input=SECRET, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_simulate_bad_input():
+    r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "ab!", "--at", "0"])
+    assert r.exit_code == 2 and r.output.startswith("error:")
+    r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", SECRET, "--scale", "99"])
+    assert r.exit_code == 2
+
+
+def test_the_host_loads_firmware_without_leaking_module_names():
+    fw = load_host_modules()
+    assert fw.totp.totp(b"12345678901234567890", 59, 8) == "94287082"
+    for name in ("totp", "sha", "screen", "font", "accounts", "clock", "framebuf"):
+        assert name not in sys.modules or not getattr(sys.modules[name], "__file__", "").endswith(
+            f"firmware/{name}.py")
+
+
+def test_deploy_writes_the_board_into_config():
+    files = firmware_sources("esp32")
+    assert b'BOARD = "esp32"' in files["config.py"]
+    assert list(files)[-1] == "main.py"
+    assert b"BOARD = \"auto\"" in firmware_sources(None)["config.py"]
+
+
+def test_demo_prints_the_screen_and_matching_codes(tmp_path):
+    from hwtoken.demos import fob
+
+    lines: list[str] = []
+    fob.run(lines.append, tmp_path)
+    text = "\n".join(lines)
+    assert "match" in text and "MISMATCH" not in text
+    assert (tmp_path / "fob.png").read_bytes().startswith(b"\x89PNG")
+
+
+# -- fuzzing: parsers of bytes that come from outside ------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_png_decode_raises_only_invalid_input(data):
+    for blob in (data, b"\x89PNG\r\n\x1a\n" + data):
+        with contextlib.suppress(InvalidInput):
+            png.decode(blob)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=8, max_size=8), min_size=64, max_size=64))
+def test_fuzz_png_round_trip(rows):
+    rows = [bytes(r) for r in rows]
+    wide = [r * 16 for r in rows]
+    assert png.decode(png.encode(wide)) == wide
+    screen = Screen(bytes(b for r in rows for b in r) * 2)
+    assert Screen.from_png(screen.to_png(1)) == screen
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=40))
+def test_fuzz_firmware_base32_matches_stdlib(key):
+    fw = load_host_modules()
+    text = base64.b32encode(key).decode()
+    assert fw.totp.b32decode(text) == key
+    assert fw.totp.b32decode(text.lower().rstrip("=")) == key
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=30))
+def test_fuzz_firmware_base32_rejects_or_decodes(text):
+    fw = load_host_modules()
+    try:
+        fw.totp.b32decode(text)
+    except ValueError:
+        assert any(c.upper() not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 =-" for c in text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["sha1", "sha256", "sha512"]))
+def test_fuzz_fallback_hashes_match_hashlib(data, name):
+    fw = load_host_modules()
+    assert getattr(fw.sha, name)(data).digest() == hashlib.new(name, data).digest()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=10, max_size=80), st.integers(0, 2**40),
+       st.sampled_from(["SHA1", "SHA256", "SHA512"]), st.sampled_from([6, 7, 8]),
+       st.integers(1, 300))
+def test_fuzz_firmware_totp_matches_hwtoken_otp(key, t, alg, digits, period):
+    fw = load_host_modules()
+    new = getattr(fw.sha, alg.lower())
+    assert fw.totp.totp(key, t, digits, alg, period, new) == \
+        TOTP(key, digits, alg, period).at(t)

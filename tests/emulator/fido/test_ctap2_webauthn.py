@@ -344,3 +344,25 @@ def test_prf_and_large_blob_with_pin(device, protocol, monkeypatch):
                            extensions={"largeBlob": {"read": True}, "getCredBlob": True})
     assert websafe_decode(r.client_extension_results["largeBlob"]["blob"]) == b"hello"
     assert r.response.authenticator_data.extensions["credBlob"] == b"cb"
+
+
+def test_exclude_and_allow_lists_with_pin(device):
+    from fido2.server import to_descriptor
+
+    set_pin(device)
+    server = Fido2Server(RP)
+    cl = client(device, pin=PIN)
+    req = UserVerificationRequirement.REQUIRED
+    reg, _ = register(server, cl, user_verification=req)
+    others = [{"id": os.urandom(32), "type": "public-key"} for _ in range(5)]
+    register(server, cl, "bob", creds=others, user_verification=req)  # none of ours
+    with pytest.raises(ClientError, match="CREDENTIAL_EXCLUDED"):
+        register(server, cl, "carol", creds=others[:3] + [to_descriptor(reg.credential_data)],
+                 user_verification=req)
+    allow = others[:3] + [to_descriptor(reg.credential_data)] + others[3:]
+    options, state = server.authenticate_begin(allow, user_verification=req)
+    response = cl.get_assertion(options.public_key).get_response(0)
+    server.authenticate_complete(state, [reg.credential_data], response)
+    options, _ = server.authenticate_begin(others, user_verification=req)
+    with pytest.raises(ClientError, match="DEVICE_INELIGIBLE"):
+        cl.get_assertion(options.public_key)

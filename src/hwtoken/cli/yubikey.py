@@ -104,7 +104,10 @@ def list_cmd(as_json: bool, device: str | None) -> None:
     """List plugged-in YubiKeys and virtual keys."""
     from hwtoken.yubikey.device import list_keys
 
-    keys = list_keys()
+    problems: list[str] = []
+    keys = list_keys(problems=problems)
+    for problem in problems:
+        click.echo(f"warning: real keys not searched: {problem}", err=True)
     if as_json:
         emit_json([k.to_dict() for k in keys])
         return

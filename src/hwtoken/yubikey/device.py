@@ -254,9 +254,12 @@ class OtpKey:
         link python-yubico uses, and decoded from HID usage codes.
         """
         _check_slot(slot)
-        if self.virtual_key is None or self._backend is None:
-            raise InvalidInput("touch can only be simulated on a virtual key (emu:NAME) "
-                               "that this command serves; on a real key, touch it")
+        if self.virtual_key is None and self.is_virtual:
+            raise InvalidInput(f"{self.device} is held by `hwtoken emulate serve` in another "
+                               "process; simulate the touch there, or stop it and retry")
+        if self.virtual_key is None:
+            raise InvalidInput("a touch can only be simulated on a virtual key (emu:NAME); "
+                               "touch the real key instead")
         import usb.core
 
         from hwtoken.emulator.otp.hid import press
@@ -410,13 +413,20 @@ def _over_usbip(endpoint: tuple[str, int, str], device: str,
             key.close()
 
 
-def list_keys(*, include_virtual: bool = True) -> list[KeyInfo]:
-    """Every real key python-yubico finds, then every virtual key (through USB/IP too)."""
+def list_keys(*, include_virtual: bool = True,
+              problems: list[str] | None = None) -> list[KeyInfo]:
+    """Every real key python-yubico finds, then every virtual key (through USB/IP too).
+
+    Why real keys could not be searched (no libusb, no permission) is appended to
+    ``problems`` when given.
+    """
     found: list[KeyInfo] = []
     for skip in range(_MAX_KEYS):
         try:
             yk = _find(skip)
-        except DeviceError:
+        except DeviceError as exc:
+            if problems is not None:
+                problems.append(str(exc))
             break
         if yk is None:
             break

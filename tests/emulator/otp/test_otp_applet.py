@@ -230,3 +230,34 @@ def test_touch_wait_flag_then_response(tmp_path, connect):
         assert engine.get_feature()[7] == 0
     finally:
         key.close()
+
+
+def test_update_changes_only_updatable_flags(connection, engine):
+    from yubikit.yubiotp import UpdateConfiguration
+
+    s = YubiOtpSession(connection)
+    secret = os.urandom(20)
+    s.put_configuration(1, HotpSlotConfiguration(secret))  # APPEND_CR on, ALLOW_UPDATE on
+    first = engine.touch(1)
+    assert first.endswith("\n")
+    s.update_configuration(1, UpdateConfiguration().append_cr(False))
+    second = engine.touch(1)
+    assert second == _oathtool(secret, 1, 6)  # same secret and counter, no Enter any more
+    # a slot programmed without ALLOW_UPDATE refuses updates
+    s.put_configuration(2, HotpSlotConfiguration(secret).allow_update(False))
+    with pytest.raises(CommandRejectedError):
+        s.update_configuration(2, UpdateConfiguration().append_cr(False))
+
+
+def test_numeric_keypad_codes(connection, engine):
+    from hwtoken.emulator.otp.keyboard import decode
+
+    s = YubiOtpSession(connection)
+    secret = os.urandom(20)
+    s.put_configuration(1, HotpSlotConfiguration(secret).use_numeric(True))
+    typed = engine.touch(1)
+    reports = [engine.read_keyboard(0) for _ in range(14)]
+    assert all(r is not None for r in reports)
+    codes = {r[2] for r in reports if r and r[2]}
+    assert codes <= set(range(0x59, 0x63)) | {0x28}  # keypad digits, then Enter
+    assert decode(reports) == typed == _oathtool(secret, 0, 6) + "\n"

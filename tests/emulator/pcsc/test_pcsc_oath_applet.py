@@ -213,3 +213,25 @@ def test_oath_applet_fuzz(tmp_path_factory, cmds):
             assert len(resp) >= 2
     finally:
         k.close()
+
+
+def test_usb_transport_uses_extended_apdus(key):
+    """Over USB yubikit switches to extended APDUs after SELECT; the card follows."""
+    from yubikit.core import TRANSPORT
+
+    conn = DirectCardConnection(CardOS(key), transport=TRANSPORT.USB)
+    sent = []
+    inner = conn.send_and_receive
+
+    def spy(apdu):
+        sent.append(apdu)
+        return inner(apdu)
+
+    conn.send_and_receive = spy
+    s = OathSession(conn)
+    long_secret = bytes(range(60))  # > 255-byte commands are not needed: check encoding
+    for i in range(12):
+        s.put_credential(CredentialData(f"a-rather-long-account-name-{i:02d}", OATH_TYPE.TOTP,
+                                        HASH_ALGORITHM.SHA256, long_secret))
+    assert len(s.list_credentials()) == 12
+    assert any(len(a) > 7 and a[4] == 0 for a in sent[1:])  # extended Lc seen

@@ -6,11 +6,12 @@ Linux ``usbip list -r`` / ``usbip attach`` tools, and this package's adapters
 (:mod:`~hwtoken.emulator.transports.usbip_fido`,
 :mod:`~hwtoken.emulator.transports.pyusb_backend`) all talk to it.
 
-Like ``usbipd``, one host at a time imports the device: a second IMPORT waits up to
-``import_wait`` seconds for the first session to end and is then refused. Device lists
-(``usbip list -r``) are answered at any time. A client that disconnects mid-transfer or
-sends garbage only ends its own session; the error is logged and the server keeps
-serving.
+Every IMPORT is its own session with its own device instance and CTAPHID engine, so
+several clients (python-fido2, python-yubico via pyusb, the kernel's vhci) may be
+attached at once, like several processes opening one key's hidraw node; the key's
+applets serialise their own state. Device lists (``usbip list -r``) are answered at any
+time. A client that disconnects mid-transfer or sends garbage only ends its own
+session; the error is logged and the server keeps serving.
 
 :class:`KeyService` is what ``hwtoken emulate serve`` runs: the key (locked), USB/IP,
 optional vpcd, and the runtime file ``NAME.serve.json`` other commands read to find it.
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 3240
 DEFAULT_BUSID = "1-1"
 HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection may take to send its request
-IMPORT_WAIT = 5.0  # seconds a second importer waits for the device to become free
 _OP_HEADER = struct.Struct(">HHI")
 _IMPORT_REQUEST_LEN = _OP_HEADER.size + 32
 
@@ -93,15 +93,15 @@ class UsbipServer:
     anything but a loopback address needs ``allow_remote=True``, because whoever reaches
     the port can use the key; a warning is logged when it is given.
 
-    An import is the moment the key is plugged into a host, so by default it power-cycles
-    the key (``power_cycle_on_import``): volatile state such as PIN tokens is dropped and
-    the FIDO reset window (10 s after power-up) opens, as when a real key is re-inserted.
+    An import while no other session is attached is the moment the key is plugged in, so
+    by default it power-cycles the key (``power_cycle_on_import``): volatile state such as
+    PIN tokens is dropped and the FIDO reset window (10 s after power-up) opens, as when a
+    real key is re-inserted.
     """
 
     def __init__(self, key: VirtualKey, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  allow_remote: bool = False, busid: str = DEFAULT_BUSID,
-                 import_wait: float = IMPORT_WAIT, usb: YubiKeyUsb | None = None,
-                 power_cycle_on_import: bool = True) -> None:
+                 usb: YubiKeyUsb | None = None, power_cycle_on_import: bool = True) -> None:
         if not is_loopback(host) and not allow_remote:
             raise InvalidInput(
                 f"refusing to serve the key on {host}: anyone who reaches that address could "
@@ -111,14 +111,13 @@ class UsbipServer:
         self.port = port
         self.busid = busid
         self.allow_remote = allow_remote
-        self.import_wait = import_wait
         self.power_cycle_on_import = power_cycle_on_import
         self.usb = usb if usb is not None else YubiKeyUsb(key)
+        self.usb.busid = busid
         self.usb.device.set_busid(busid)
-        self.usb.device.busnum, self.usb.device.devnum = 1, 2
         self._sock: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
-        self._session = threading.Semaphore(1)
+        self._plug_lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -207,7 +206,7 @@ class UsbipServer:
     def _serve_one(self, conn: socket.socket, addr: Any) -> None:
         with self._conns_lock:
             self._conns.add(conn)
-        holding = False
+        session = None
         try:
             request = self._read_request(conn)
             if request is None:
@@ -215,26 +214,26 @@ class UsbipServer:
                 return
             op = _OP_HEADER.unpack_from(request)[1]
             devs: list[Any] = [self.usb.device]
-            if op == protocol.OP_REQ_IMPORT:
-                holding = self._session.acquire(timeout=self.import_wait)
-                if not holding or self._stopping.is_set():
-                    log.warning("USB/IP client %s: device busy (imported by another host)", addr)
-                    devs = []  # the library answers the IMPORT with an error status
-                else:
-                    self.sessions += 1
-                    if self.power_cycle_on_import:
-                        self.key.power_cycle()
-                    log.info("USB/IP client %s imported busid %s", addr, self.busid)
+            if op == protocol.OP_REQ_IMPORT and not self._stopping.is_set():
+                with self._plug_lock:
+                    if self.power_cycle_on_import and self.usb.session_count == 0:
+                        self.key.power_cycle()  # first host: the key is plugged in
+                    session = self.usb.open_session()
+                self.sessions += 1
+                devs = [session.device]
+                log.info("USB/IP client %s imports busid %s", addr, self.busid)
+            elif op == protocol.OP_REQ_IMPORT:
+                devs = []  # stopping: the library answers the IMPORT with an error status
             conn.settimeout(None)  # an attached host may stay idle for as long as it likes
             protocol.serve_connection(_Replay(conn, request), devs)
-            if holding:
+            if session is not None:
                 log.info("USB/IP client %s detached", addr)
         except Exception:
             self.errors += 1
             log.exception("USB/IP connection from %s failed; still serving", addr)
         finally:
-            if holding:
-                self._session.release()
+            if session is not None:
+                self.usb.close_session(session)
             with contextlib.suppress(OSError):
                 conn.close()
             with self._conns_lock:

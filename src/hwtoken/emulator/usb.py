@@ -143,68 +143,54 @@ class _HwtokenUsbDevice(USBDevice):
 
 
 class YubiKeyUsb:
-    """The composite USB device of one virtual key, wired to its protocol engines.
+    """The USB face of one virtual key, shared by every host session.
 
-    ``device`` is the ``usbip.USBDevice`` to serve; :meth:`start` starts the threads
-    that move engine output (CTAPHID responses, typed keystrokes) to the IN endpoints,
-    :meth:`stop` ends them. Engines are created by ``fido_engine``/``otp_engine``
-    factories (defaults: the real ones) so a transport test can plug in its own.
+    Each USB/IP import gets its own :class:`UsbSession` (:meth:`open_session`): its own
+    ``usbip.USBDevice`` with its own endpoints and CTAPHID engine, the way every process
+    that opens a key's hidraw node gets its own handle and its own CTAPHID channel. What
+    is one per key is shared: the OTP engine behind the feature reports, and the keyboard,
+    whose reports go to every attached session (hidraw, too, gives input reports to every
+    reader). ``device`` is a template used to answer device lists.
     """
 
-    def __init__(self, key: VirtualKey, *, fido_engine: FidoEngine | None = None,
+    def __init__(self, key: VirtualKey, *, fido_engine_factory: Any = None,
                  otp_engine: OtpEngine | None = None, with_otp_engine: bool = True) -> None:
         self.key = key
-        self._fresh_fido = fido_engine is None
-        self.fido = fido_engine if fido_engine is not None else make_fido_engine(key)
-        self._swap_lock = threading.Lock()
+        self.fido_engine_factory = fido_engine_factory or make_fido_engine
         if otp_engine is None and with_otp_engine:
             otp_engine = make_otp_engine(key)
         self.otp = otp_engine
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.busid = "1-1"
         self._feature_lock = threading.Lock()
-        self.device = self._build()
+        self._sessions: list[UsbSession] = []
+        self._sessions_cond = threading.Condition()
+        self._stop = threading.Event()
+        self._keyboard: threading.Thread | None = None
+        self.device = UsbSession(self).device
 
-    # -- descriptors -----------------------------------------------------------------------
-    def _build(self) -> USBDevice:
-        dev = _HwtokenUsbDevice(
-            YUBICO_VID, PID_OTP_FIDO, manufacturer=MANUFACTURER, product=PRODUCT_NAME,
-            serial=str(self.key.serial), bcdDevice=bcd_version(self.key.version),
-        )
-        dev.bcdUSB = 0x0200
-        self.otp_iface = hid.HID(
-            OTP_REPORT_DESCRIPTOR, subclass=hid.SUBCLASS_BOOT, protocol=hid.PROTOCOL_KEYBOARD,
-            in_ep=OTP_EP_IN, in_mps=KEYBOARD_REPORT_SIZE, in_interval=10,
-            get_report=self._get_report, set_report=self._set_report,
-        )
-        self.fido_iface = hid.HID(
-            FIDO_REPORT_DESCRIPTOR, in_ep=FIDO_EP_IN, in_mps=FIDO_REPORT_SIZE, in_interval=2,
-            out_ep=FIDO_EP_OUT, out_mps=FIDO_REPORT_SIZE, out_interval=2,
-            on_output=self._fido_output,
-        )
-        dev.add(self.otp_iface)
-        dev.add(self.fido_iface)
-        dev.add_reset_hook(self._on_bus_reset)
-        return dev
+    # -- sessions ----------------------------------------------------------------------------
+    def open_session(self) -> UsbSession:
+        """A new host session: its own device and CTAPHID engine, started."""
+        session = UsbSession(self)
+        session.start()
+        with self._sessions_cond:
+            self._sessions.append(session)
+            self._sessions_cond.notify_all()
+        return session
 
-    def _on_bus_reset(self) -> None:
-        """A host (re)attached: start its FIDO session with a fresh CTAPHID engine.
+    def close_session(self, session: UsbSession) -> None:
+        with self._sessions_cond:
+            if session in self._sessions:
+                self._sessions.remove(session)
+        session.stop()
 
-        Reports still queued for a host that went away mid-transfer would otherwise reach
-        the new host and break its channel (a real key sees a bus reset). The endpoint is
-        flushed again under the pump's lock so no stale report slips in between.
-        """
-        if not self._fresh_fido:
-            return
-        with self._swap_lock:
-            old, self.fido = self.fido, make_fido_engine(self.key)
-            self.fido_iface.in_ep.reset()
-        close = getattr(old, "close", None)
-        if close is not None:
-            threading.Thread(target=close, daemon=True, name="hwtoken-usb-close").start()
+    @property
+    def session_count(self) -> int:
+        with self._sessions_cond:
+            return len(self._sessions)
 
-    # -- OTP interface: feature reports over EP0 ---------------------------------------------
-    def _get_report(self, rtype: int, rid: int, length: int) -> bytes:
+    # -- OTP interface: feature reports over EP0 (shared) --------------------------------------
+    def get_report(self, rtype: int, rid: int, length: int) -> bytes:
         if rtype == hid.REPORT_FEATURE:
             if self.otp is None:
                 return bytes(FEATURE_REPORT_SIZE)
@@ -214,7 +200,7 @@ class YubiKeyUsb:
             return bytes(KEYBOARD_REPORT_SIZE)
         raise usb_core.Stall
 
-    def _set_report(self, rtype: int, rid: int, payload: bytes) -> None:
+    def set_report(self, rtype: int, rid: int, payload: bytes) -> None:
         if rtype == hid.REPORT_FEATURE:
             if len(payload) != FEATURE_REPORT_SIZE:
                 raise usb_core.Stall
@@ -226,17 +212,110 @@ class YubiKeyUsb:
             return
         raise usb_core.Stall
 
-    # -- FIDO interface ---------------------------------------------------------------------
+    # -- keyboard: typed reports go to every attached host -----------------------------------
+    def _pump_keyboard(self) -> None:
+        assert self.otp is not None
+        while not self._stop.is_set():
+            with self._sessions_cond:  # keep keystrokes queued while no host is attached
+                if not self._sessions:
+                    self._sessions_cond.wait(PUMP_POLL)
+                    continue
+            try:
+                data = self.otp.read_keyboard(PUMP_POLL)
+            except Exception:
+                log.exception("OTP engine failed; the keyboard stops typing")
+                return
+            if data:
+                with self._sessions_cond:
+                    sessions = list(self._sessions)
+                for session in sessions:
+                    session.otp_iface.send_report(bytes(data))
+
+    def start(self) -> None:
+        """Start the shared keyboard pump (sessions start their own FIDO pumps)."""
+        self._stop.clear()
+        if self._keyboard is None and self.otp is not None and hasattr(self.otp,
+                                                                         "read_keyboard"):
+            self._keyboard = threading.Thread(target=self._pump_keyboard, daemon=True,
+                                              name="hwtoken-usb-keyboard")
+            self._keyboard.start()
+
+    def stop(self) -> None:
+        """Stop every session and the keyboard pump (idempotent)."""
+        self._stop.set()
+        with self._sessions_cond:
+            sessions, self._sessions = list(self._sessions), []
+            self._sessions_cond.notify_all()
+        for session in sessions:
+            session.stop()
+        if self._keyboard is not None:
+            self._keyboard.join(timeout=2)
+            self._keyboard = None
+
+
+class UsbSession:
+    """One host's composite device: OTP keyboard + FIDO HID, its own CTAPHID engine."""
+
+    def __init__(self, owner: YubiKeyUsb) -> None:
+        self.owner = owner
+        self.key = owner.key
+        self.fido: FidoEngine | None = None
+        self._swap_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pump: threading.Thread | None = None
+        self.device = self._build()
+
+    def _build(self) -> USBDevice:
+        dev = _HwtokenUsbDevice(
+            YUBICO_VID, PID_OTP_FIDO, manufacturer=MANUFACTURER, product=PRODUCT_NAME,
+            serial=str(self.key.serial), bcdDevice=bcd_version(self.key.version),
+        )
+        dev.bcdUSB = 0x0200
+        self.otp_iface = hid.HID(
+            OTP_REPORT_DESCRIPTOR, subclass=hid.SUBCLASS_BOOT, protocol=hid.PROTOCOL_KEYBOARD,
+            in_ep=OTP_EP_IN, in_mps=KEYBOARD_REPORT_SIZE, in_interval=10,
+            get_report=self.owner.get_report, set_report=self.owner.set_report,
+        )
+        self.fido_iface = hid.HID(
+            FIDO_REPORT_DESCRIPTOR, in_ep=FIDO_EP_IN, in_mps=FIDO_REPORT_SIZE, in_interval=2,
+            out_ep=FIDO_EP_OUT, out_mps=FIDO_REPORT_SIZE, out_interval=2,
+            on_output=self._fido_output,
+        )
+        dev.add(self.otp_iface)
+        dev.add(self.fido_iface)
+        dev.add_reset_hook(self._on_bus_reset)
+        dev.set_busid(self.owner.busid)
+        dev.busnum, dev.devnum = 1, 2
+        return dev
+
+    def _on_bus_reset(self) -> None:
+        """The host (re)configured the device: start over with a fresh CTAPHID engine.
+
+        Reports queued for an earlier configuration must not reach the host and break its
+        channel. The endpoint is flushed again under the pump's lock so no stale report
+        slips in between.
+        """
+        if self.fido is None:
+            return
+        with self._swap_lock:
+            old, self.fido = self.fido, self.owner.fido_engine_factory(self.key)
+            self.fido_iface.in_ep.reset()
+        _close_later(old)
+
     def _fido_output(self, report: bytes) -> None:
+        engine = self.fido
+        if engine is None:
+            return
         if len(report) != FIDO_REPORT_SIZE:
             log.debug("dropping a %d-byte FIDO output report", len(report))
             return
-        self.fido.write(bytes(report))
+        engine.write(bytes(report))
 
-    # -- pumps ---------------------------------------------------------------------------------
     def _pump_fido(self) -> None:
         while not self._stop.is_set():
             engine = self.fido
+            if engine is None:
+                return
             try:
                 data = engine.read(PUMP_POLL)
             except Exception:
@@ -244,41 +323,37 @@ class YubiKeyUsb:
                 return
             if data:
                 with self._swap_lock:
-                    if engine is self.fido:  # not a report of a host that went away
+                    if engine is self.fido:  # not a report for an earlier configuration
                         self.fido_iface.send_report(bytes(data))
 
-    def _pump_keyboard(self) -> None:
-        assert self.otp is not None
-        while not self._stop.is_set():
-            try:
-                data = self.otp.read_keyboard(PUMP_POLL)
-            except Exception:
-                log.exception("OTP engine failed; the keyboard stops typing")
-                return
-            if data:
-                self.otp_iface.send_report(bytes(data))
-
     def start(self) -> None:
-        """Start moving engine output to the IN endpoints."""
-        if self._threads:
+        """Create the CTAPHID engine and start moving its reports to the IN endpoint."""
+        if self._pump is not None:
             return
-        self._stop.clear()
-        pumps: list[Any] = [self._pump_fido]
-        if self.otp is not None and hasattr(self.otp, "read_keyboard"):
-            pumps.append(self._pump_keyboard)
-        for pump in pumps:
-            t = threading.Thread(target=pump, daemon=True, name=f"hwtoken-usb{pump.__name__}")
-            t.start()
-            self._threads.append(t)
+        self.fido = self.owner.fido_engine_factory(self.key)
+        self._pump = threading.Thread(target=self._pump_fido, daemon=True,
+                                      name="hwtoken-usb-fido")
+        self._pump.start()
 
     def stop(self) -> None:
-        """Stop the pumps and close the engines (idempotent)."""
+        """Stop the pump and close the engine (idempotent)."""
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=2)
-        self._threads = []
-        for engine in (self.fido, self.otp):
-            close = getattr(engine, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+        if self._pump is not None and self._pump is not threading.current_thread():
+            self._pump.join(timeout=2)
+        self._pump = None
+        engine, self.fido = self.fido, None
+        if engine is not None:
+            _close_later(engine)
+
+
+def _close_later(engine: Any) -> None:
+    """Close an engine without waiting for a request it may still be running."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        threading.Thread(target=_quiet, args=(close,), daemon=True,
+                         name="hwtoken-usb-close").start()
+
+
+def _quiet(fn: Any) -> None:
+    with contextlib.suppress(Exception):
+        fn()

@@ -19,5 +19,5 @@ def usbip_key(tmp_path):
 
 @pytest.fixture
 def usbip_server(usbip_key):
-    with served(usbip_key, import_wait=0.5) as srv:
+    with served(usbip_key) as srv:
         yield srv

@@ -73,6 +73,9 @@ def test_each_import_is_a_fresh_plug_in(usbip_server, usbip_key):
         Ctap2(dev).reset()
     assert err.value.code == CtapError.ERR.NOT_ALLOWED
     dev.close()
+    deadline = time.monotonic() + 5
+    while usbip_server.usb.session_count and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server notices the host detached
     dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
     Ctap2(dev).reset()  # re-plugged: inside the reset window
     dev.close()

@@ -129,8 +129,7 @@ def test_fuzzed_bytes_never_stop_the_server(usbip_server, junk, after_import):
         s.sendall(junk)
     finally:
         s.close()
-    assert _wait_for(lambda: usbip_server._session.acquire(timeout=0.05)
-                     and (usbip_server._session.release() or True))
+    assert _wait_for(lambda: usbip_server.usb.session_count == 0)  # every session ended
     devices = usbip_host.list_devices(USBIP(usbip_server.host, usbip_server.port))
     assert [d["idVendor"] for d in devices] == [0x1050]
     assert usbip_server.errors == 0  # junk ends the connection cleanly, nothing crashed
@@ -169,16 +168,32 @@ def test_subprocess_killed_mid_transfer(usbip_server, usbip_key, tmp_path):
     assert len(store.data["fido"]["resident"]) >= 1  # it really was mid-way through work
 
 
-def test_second_import_is_refused_while_one_is_attached(usbip_server):
+def test_several_clients_attached_at_once(usbip_server, usbip_key):
+    """Like several processes opening one hidraw node: each has its own CTAPHID channel."""
+    import yubico
+    from fido2.ctap2 import Ctap2
+
+    from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
+
     first = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+    second = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
     try:
-        with pytest.raises(DeviceError, match="cannot import"):
-            open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
-        # listing still works while it is attached, like usbipd
+        assert usbip_server.usb.session_count == 2
+        rp, params = {"id": "example.com", "name": "Ex"}, [{"type": "public-key", "alg": -7}]
+        for i in range(3):
+            assert first.ping(b"one%d" % i) == b"one%d" % i
+            Ctap2(second).make_credential(bytes(32), rp, {"id": bytes([i]), "name": "u"},
+                                          params, options={"rk": True})
+        with UsbipBackend(usbip_server.host, usbip_server.port) as b, use_backend(b):
+            assert yubico.find_yubikey().version() == "5.7.1"  # a third host, pyusb
+        assert first.ping(b"still") == b"still"
+        # listing works while hosts are attached, like usbipd
         assert usbip_host.list_devices(USBIP(usbip_server.host, usbip_server.port))
-        assert first.ping(b"x") == b"x"
     finally:
         first.close()
+        second.close()
+    assert _wait_for(lambda: usbip_server.usb.session_count == 0)
+    assert len(usbip_key.store.section("fido")["resident"]) == 3
     _still_serves(usbip_server)
 
 

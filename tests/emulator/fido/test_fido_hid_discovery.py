@@ -91,3 +91,29 @@ def test_real_device_paths_still_go_to_the_real_backend(virtual_key):
             open_device("/dev/hidraw-does-not-exist")
         with pytest.raises(OSError):
             open_device("emu:0")  # not a registered key: the real backend cannot open it
+
+
+def test_simulated_replug_power_cycles_the_key(virtual_key):
+    from fido2.ctap import CtapError
+    from fido2.ctap2.pin import ClientPin
+
+    from hwtoken.emulator.transports.fido_hid import simulate_replug
+
+    path = f"emu:{virtual_key.serial}"
+    with registered_with_fido2_hid(virtual_key):
+        dev = open_device(path)
+        ClientPin(Ctap2(dev)).set_pin("12345678")
+        for _ in range(3):
+            with pytest.raises(CtapError):
+                ClientPin(Ctap2(dev)).get_pin_token("00000000")
+        with pytest.raises(CtapError) as e:  # blocked until a power cycle
+            ClientPin(Ctap2(dev)).get_pin_token("12345678")
+        assert e.value.code == CtapError.ERR.PIN_AUTH_BLOCKED
+        dev.close()
+        replug = simulate_replug(virtual_key, away=0.3)
+        assert path not in _paths()
+        replug.join(timeout=10)
+        assert path in _paths()
+        dev = open_device(path)
+        assert ClientPin(Ctap2(dev)).get_pin_token("12345678")
+        dev.close()

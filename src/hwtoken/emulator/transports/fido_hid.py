@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -139,6 +140,26 @@ def registered_with_fido2_hid(key: VirtualKey) -> Iterator[HidDescriptor]:
         yield desc
     finally:
         unregister_from_fido2_hid(key)
+
+
+def simulate_replug(key: VirtualKey, away: float = 1.0) -> threading.Thread:
+    """Unplug ``key`` from ``fido2.hid`` discovery, and plug it in again ``away`` s later.
+
+    What a person does when a test suite for hardware keys says "disconnect the
+    authenticator" (e.g. before a factory reset, which only works right after power-up):
+    the key disappears from ``list_descriptors()``, is power-cycled, and reappears with
+    the same path. Returns the (daemon) thread doing it; ``join()`` it to wait.
+    """
+    unregister_from_fido2_hid(key)
+
+    def plug_in() -> None:
+        time.sleep(away)
+        key.power_cycle()
+        register_with_fido2_hid(key)
+
+    thread = threading.Thread(target=plug_in, daemon=True, name="hwtoken-replug")
+    thread.start()
+    return thread
 
 
 def _lookup(path: Any) -> VirtualKey | None:

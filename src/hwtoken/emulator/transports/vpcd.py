@@ -134,6 +134,8 @@ class VpcdLink:
                 self._serve(sock)
             except (_Closed, OSError) as exc:
                 logger.info("vpcd: connection ended (%s)", exc)
+            except Exception:  # a bug must not end the link for good: reconnect
+                logger.exception("vpcd: error while serving; reconnecting")
             finally:
                 self._connected.clear()
                 self._sock = None

@@ -208,3 +208,18 @@ def test_large_blob_integrity_and_sequence(ctap):
     assert e.value.code == ERR.INVALID_SEQ
     ctap.large_blobs(5, set=blob[5:])
     assert LargeBlobs(ctap).read_blob_array() == [{}]
+
+
+def test_odd_entity_members_are_not_stored(ctap, client_pin):
+    token = client_pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, "odd.example")
+    cdh = os.urandom(32)
+    ctap.send_cbor(Ctap2.CMD.MAKE_CREDENTIAL, {
+        1: cdh, 2: {"id": "odd.example", "extra": [1, {2: b"x"}]},
+        3: {"id": b"u", "name": "n", "junk": {"a": True}},
+        4: [{"type": "public-key", "alg": -8}], 7: {"rk": True},
+        8: client_pin.protocol.authenticate(token, cdh), 9: client_pin.protocol.VERSION})
+    cm = credman(ctap, client_pin)
+    assert [r[3] for r in cm.enumerate_rps()] == [{"id": "odd.example"}]
+    creds = cm.enumerate_creds(hashlib.sha256(b"odd.example").digest())
+    assert creds[0][6] == {"id": b"u", "name": "n"}
+    assert creds[0][8][3] == -8

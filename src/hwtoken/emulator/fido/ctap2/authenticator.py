@@ -71,6 +71,11 @@ def _head(major: int, n: int) -> bytes:
     return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
 
 
+def _entity(p: Params, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The known, non-null members of an RP or user entity (what gets stored)."""
+    return {f: p.data[f] for f in fields if p.data.get(f) is not None}
+
+
 def _encode_plain_assertion(response: dict[int, Any]) -> bytes:
     """Canonical CBOR of {1: {"id", "type"}, 2: authData, 3: sig}, without the generic
     encoder (this is the hot path of every assertion)."""
@@ -328,7 +333,8 @@ class Authenticator:
         counter = self.counter.next()
         if rk:
             record = ResidentRecord(
-                credential_id=cid, rp_id=rp_id, rp=dict(rp.data), user=dict(user_p.data),
+                credential_id=cid, rp_id=rp_id, rp=_entity(rp, ("id", "name")),
+                user=_entity(user_p, ("id", "name", "displayName", "icon")),
                 created=counter, large_blob_key=exts.large_blob_key,
             )
             if not self.state.put_resident(record):

@@ -366,3 +366,20 @@ def test_exclude_and_allow_lists_with_pin(device):
     options, _ = server.authenticate_begin(others, user_verification=req)
     with pytest.raises(ClientError, match="DEVICE_INELIGIBLE"):
         cl.get_assertion(options.public_key)
+
+
+def test_prf_evaluated_at_registration(device):
+    from fido2.utils import websafe_encode
+
+    set_pin(device)
+    server = Fido2Server(RP)
+    cl = client(device, pin=PIN)
+    req = UserVerificationRequirement.REQUIRED
+    s1, s2 = websafe_encode(os.urandom(32)), websafe_encode(os.urandom(32))
+    reg, resp = register(server, cl, user_verification=req,
+                         extensions={"prf": {"eval": {"first": s1, "second": s2}}})
+    at_registration = resp.client_extension_results["prf"]["results"]
+    assert at_registration["first"] != at_registration["second"]
+    _, r, _ = authenticate(server, cl, [reg.credential_data], user_verification=req,
+                           extensions={"prf": {"eval": {"first": s1, "second": s2}}})
+    assert r.client_extension_results["prf"]["results"] == at_registration

@@ -325,11 +325,18 @@ class Authenticator:
 
         exts = extensions.registration(ext, rk, rp_id, self.state.min_pin_length,
                                        self.state.min_pin_rp_ids)
+        hmac_mc = None
+        if "hmac-secret-mc" in ext and exts.outputs.get("hmac-secret"):
+            # CTAP 2.2: evaluate the new credential's PRF already at registration
+            hmac_mc = extensions.hmac_secret_request(ext["hmac-secret-mc"],
+                                                     self.pin.protocols)
         self.user_presence("makeCredential", cancel, keepalive)
 
         cred = CredentialKey.generate(alg, cred_protect=exts.cred_protect, resident=rk,
                                       cred_blob=exts.cred_blob)
         cid = wrap(self.state.wrap_secret, rp_id_hash, cred)
+        if hmac_mc is not None:
+            exts.outputs["hmac-secret-mc"] = hmac_mc.output(cred, uv)
         counter = self.counter.next()
         if rk:
             record = ResidentRecord(

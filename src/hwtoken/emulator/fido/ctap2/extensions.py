@@ -12,7 +12,8 @@ from hwtoken.emulator.fido.ctap2.errors import ERR, Ctap2Error
 from hwtoken.emulator.fido.ctap2.params import Params, check_type
 from hwtoken.emulator.fido.ctap2.pin_protocols import PinProtocolV1
 
-SUPPORTED = ["credBlob", "credProtect", "hmac-secret", "largeBlobKey", "minPinLength"]
+SUPPORTED = ["credBlob", "credProtect", "hmac-secret", "hmac-secret-mc", "largeBlobKey",
+             "minPinLength"]
 
 
 @dataclass

@@ -197,9 +197,12 @@ class OtpHidEngine:
             self._keys.extend(reports)
             self._keys_ready.notify_all()
 
-    def read_keyboard(self, timeout: float = 0.0) -> bytes | None:
-        """The next 8-byte keyboard input report, or None if none came within ``timeout``."""
-        deadline = time.monotonic() + max(0.0, timeout)
+    def read_keyboard(self, timeout: float | None = 0.0) -> bytes | None:
+        """The next 8-byte keyboard input report, or None if none came within ``timeout``.
+
+        ``None`` or 0 means: do not wait.
+        """
+        deadline = time.monotonic() + max(0.0, timeout or 0.0)
         with self._keys_ready:
             while not self._keys:
                 left = deadline - time.monotonic()
@@ -219,6 +222,14 @@ class OtpHidEngine:
             self._abort()
         with self._keys_ready:
             self._keys.clear()
+
+    def close(self) -> None:
+        """The interface goes away: cancel a touch wait, stop typing here."""
+        self.reset()
+        with _ENGINES_LOCK:
+            engines = _ENGINES.get(self.applet)
+            if engines is not None:
+                engines.discard(self)
 
 
 __all__ = ["OtpHidEngine", "REPORT_DESCRIPTOR", "press"]

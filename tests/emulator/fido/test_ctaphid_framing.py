@@ -341,3 +341,19 @@ def test_cancel_through_fido2_event(fido_device, virtual_key):
     finally:
         timer.cancel()
     assert resp == b"\x69\x85"
+
+
+class _SlowSilentPresence(ApproveAfterDelay):
+    """Thinks for a while without asking for a touch (no keepalive callback)."""
+
+    def decide(self, reason, cancel, keepalive):
+        return not cancel.wait(self.delay)
+
+
+def test_processing_keepalives_while_the_key_is_busy(host, virtual_key):
+    virtual_key.presence = _SlowSilentPresence(0.35)
+    cid = host.init()
+    host.send(cid, CTAPHID.MSG, U2F_REGISTER_APDU)
+    rcid, cmd, data, statuses = host.recv_final()
+    assert (rcid, cmd, data[-2:]) == (cid, CTAPHID.MSG, b"\x90\x00")
+    assert statuses and set(statuses) == {1}  # PROCESSING, never UPNEEDED

@@ -85,3 +85,20 @@ def test_engine_corrupt_config_refused_in_place(engine):
         engine.set_feature(r)
     assert engine.get_feature()[4] == seq
     assert engine.applet.slot_config(1) is None
+
+
+@given(key=st.binary(min_size=1, max_size=20), challenges=st.lists(
+    st.binary(max_size=63), min_size=1, max_size=4), slot=st.sampled_from([1, 2]))
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_hmac_property(connection, key, challenges, slot):
+    """Any key up to 20 bytes, any challenge under 64: the slot answers HMAC-SHA1."""
+    import hashlib
+    import hmac
+
+    from yubikit.yubiotp import HmacSha1SlotConfiguration, YubiOtpSession
+
+    s = YubiOtpSession(connection)
+    s.put_configuration(slot, HmacSha1SlotConfiguration(key))
+    for chal in challenges:
+        assert s.calculate_hmac_sha1(slot, chal) == hmac.new(key, chal, hashlib.sha1).digest()

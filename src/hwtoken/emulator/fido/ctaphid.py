@@ -8,6 +8,8 @@ that the host can CANCEL them and receives KEEPALIVE reports (PROCESSING, or UPN
 the presence policy waits for a touch). No sockets or files: transports move the reports.
 
 Any report, malformed or not, gets at most an ERROR answer; nothing here raises to the caller.
+Used in process by :mod:`hwtoken.emulator.transports.fido_hid` and over USB/IP by
+:mod:`hwtoken.emulator.usb` (one engine per connection / USB session).
 """
 
 from __future__ import annotations
@@ -125,7 +127,9 @@ class CtapHidEngine:
     ``write(report)`` accepts one OUT report; ``read(timeout)`` returns the next IN report,
     or None when none is ready within ``timeout`` seconds (None: wait until one is).
     Both are thread-safe, so a transport may read and write from different threads.
-    MSG and CBOR go to ``key.fido.u2f()`` / ``key.fido.ctap2()`` on a worker thread.
+    MSG and CBOR go to ``key.fido.u2f()`` / ``key.fido.ctap2()`` on a worker thread, so the
+    host can CANCEL them and gets KEEPALIVEs; when the presence policy answers at once
+    (``ApproveAlways``/``DenyAlways``) nothing can wait, and ``write`` runs them itself.
     """
 
     def __init__(self, key: VirtualKey, *, msg_timeout: float = 1.0,

@@ -54,3 +54,13 @@ def test_reset_voids_ctap2_credentials(device):
         ctap2.get_assertion("example.com", os.urandom(32), [
             {"type": "public-key", "id": att.auth_data.credential_data.credential_id}])
     assert e.value.code == CtapError.ERR.NO_CREDENTIALS
+
+
+def test_reset_voids_u2f_key_handles(device):
+    from fido2.ctap1 import ApduError
+
+    app = hashlib.sha256(b"example.com").digest()
+    reg = Ctap1(device).register(os.urandom(32), app)
+    Ctap2(device).reset()
+    with pytest.raises(ApduError):
+        Ctap1(device).authenticate(os.urandom(32), app, reg.key_handle)

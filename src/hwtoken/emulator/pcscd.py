@@ -117,14 +117,23 @@ class Pcscd:
         conf = self.workdir / "reader.conf.d"
         run.mkdir(parents=True, exist_ok=True)
         conf.mkdir(exist_ok=True)
+        # Only the vpcd driver: a copy of it, and an empty USB driver directory inside
+        # the namespace, so this pcscd never grabs a real USB reader (or YubiKey) that
+        # the system pcscd serves.
+        drivers = self.workdir / "drivers"
+        drivers.mkdir(exist_ok=True)
+        driver = self.workdir / "libifdvpcd.so"
+        shutil.copyfile(VPCD_DRIVER, driver)
         (conf / "vpcd").write_text(
             'FRIENDLYNAME "Virtual PCD"\n'
             f"DEVICENAME   /dev/null:0x{self.port:04X}\n"
-            f"LIBPATH      {VPCD_DRIVER}\n"
+            f"LIBPATH      {driver}\n"
             f"CHANNELID    0x{self.port:04X}\n")
         flags = "-f -d" if self.debug else "-f"
+        usb_drivers = Path(VPCD_DRIVER).parent.parent
         script = (f"mkdir -p /run/pcscd && mount --bind '{run}' /run/pcscd && "
-                  f"exec pcscd {flags} -c '{conf}'")
+                  f"{{ [ ! -d '{usb_drivers}' ] || mount --bind '{drivers}' '{usb_drivers}'; }}"
+                  f" && exec pcscd {flags} -c '{conf}'")
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(

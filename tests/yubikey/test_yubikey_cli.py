@@ -174,3 +174,17 @@ def test_running_serve_is_used(emu):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_change_and_remove_access_code(emu):
+    a, b = "111111111111", "222222222222"
+    assert run("chalresp", "program", "1", "--secret", "01" * 20, "--access-code", a,
+               "-d", emu).exit_code == 0
+    r = run("chalresp", "program", "1", "--secret", "02" * 20, "--force", "--access-code", a,
+            "--new-access-code", b, "--json", "-d", emu)
+    assert r.exit_code == 0 and json.loads(r.output)["access_code"] is True
+    assert run("delete", "1", "--force", "--access-code", a, "-d", emu).exit_code == 1
+    r = run("hotp", "program", "1", "--secret", "JBSWY3DPEHPK3PXP", "--force",
+            "--access-code", b, "--new-access-code", "000000000000", "-d", emu)
+    assert r.exit_code == 0 and "protected" not in r.output
+    assert run("delete", "1", "--force", "-d", emu).exit_code == 0

@@ -70,6 +70,16 @@ def _confirm_overwrite(yk: Any, slot: int, force: bool, verb: str = "overwrite")
     raise InvalidInput(f"slot {slot} is already programmed; pass --force to {verb} it")
 
 
+def _access_codes(access_code: str | None, new_access_code: str | None
+                  ) -> tuple[bytes | None, bytes | None]:
+    """(current, new) access codes: --access-code is both unless --new-access-code is given."""
+    from hwtoken.yubikey.secrets import parse_access_code
+
+    cur = parse_access_code(access_code)
+    new = parse_access_code(new_access_code) if new_access_code is not None else cur
+    return cur, new
+
+
 def _open(device: str | None) -> Any:
     from hwtoken.yubikey.device import open_key
 
@@ -155,25 +165,29 @@ def hotp() -> None:
               show_default=True, help="Initial counter (a multiple of 16).")
 @click.option("--access-code", metavar="HEX", help="Protect the slot with this 6-byte "
               "code (12 hex digits); also unlocks a slot already protected with it.")
+@click.option("--new-access-code", metavar="HEX", help="Protect the slot with this code "
+              "instead (000000000000 removes the protection); --access-code unlocks.")
 @click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
 @json_option
 @device_option
 def hotp_program(slot: int, secret: str, digits: str, imf: int, access_code: str | None,
-                 force: bool, as_json: bool, device: str | None) -> None:
+                 new_access_code: str | None, force: bool, as_json: bool,
+                 device: str | None) -> None:
     """Program SLOT with OATH-HOTP: a touch types a code, then Enter."""
-    from hwtoken.yubikey.secrets import parse_access_code, parse_b32_secret
+    from hwtoken.yubikey.secrets import parse_b32_secret
 
     key = parse_b32_secret(_secret_arg(secret))
-    acc = parse_access_code(access_code)
+    cur, new = _access_codes(access_code, new_access_code)
     with _open(device) as yk:
         _confirm_overwrite(yk, slot, force)
-        yk.program_hotp(slot, key, digits=int(digits), imf=imf, access_code=acc,
-                        current_access_code=acc, force=True)
+        yk.program_hotp(slot, key, digits=int(digits), imf=imf, access_code=new,
+                        current_access_code=cur, force=True)
         dev = yk.device
+    protected = new is not None and any(new)
     _done(as_json, {"device": dev, "slot": slot, "mode": "oath-hotp", "digits": int(digits),
-                    "counter": imf, "access_code": acc is not None},
+                    "counter": imf, "access_code": protected},
           f"slot {slot} programmed: OATH-HOTP, {digits} digits, counter {imf}"
-          + (", protected by an access code" if acc else ""))
+          + (", protected by an access code" if protected else ""))
 
 
 @hotp.command("touch")
@@ -209,30 +223,33 @@ def chalresp() -> None:
 @click.option("--touch", is_flag=True, help="Require a touch for every response.")
 @click.option("--access-code", metavar="HEX", help="Protect the slot with this 6-byte "
               "code (12 hex digits); also unlocks a slot already protected with it.")
+@click.option("--new-access-code", metavar="HEX", help="Protect the slot with this code "
+              "instead (000000000000 removes the protection); --access-code unlocks.")
 @click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
 @json_option
 @device_option
 def chalresp_program(slot: int, secret: str | None, generate: bool, secret_file: Path | None,
-                     touch: bool, access_code: str | None, force: bool, as_json: bool,
-                     device: str | None) -> None:
+                     touch: bool, access_code: str | None, new_access_code: str | None,
+                     force: bool, as_json: bool, device: str | None) -> None:
     """Program SLOT for HMAC-SHA1 challenge-response."""
-    from hwtoken.yubikey.secrets import generate_secret, parse_access_code, parse_hex_secret
+    from hwtoken.yubikey.secrets import generate_secret, parse_hex_secret
 
     if (secret is None) == (not generate):
         raise InvalidInput("give exactly one of --secret HEX and --generate")
     if secret_file is not None and not generate:
         raise InvalidInput("--secret-file is for a key made with --generate")
     key = generate_secret() if generate else parse_hex_secret(_secret_arg(secret or ""))
-    acc = parse_access_code(access_code)
+    cur, new = _access_codes(access_code, new_access_code)
+    acc = new is not None and any(new)
     with _open(device) as yk:
         _confirm_overwrite(yk, slot, force)
         if secret_file is not None:  # durable before the key holds it
             atomic_write(secret_file, key.hex() + "\n")
-        yk.program_chalresp(slot, key, touch=touch, access_code=acc,
-                            current_access_code=acc, force=True)
+        yk.program_chalresp(slot, key, touch=touch, access_code=new,
+                            current_access_code=cur, force=True)
         dev = yk.device
     doc: dict[str, Any] = {"device": dev, "slot": slot, "mode": "chalresp-hmac",
-                           "require_touch": touch, "access_code": acc is not None}
+                           "require_touch": touch, "access_code": acc}
     show = generate and secret_file is None
     if show:
         doc["secret"] = key.hex()

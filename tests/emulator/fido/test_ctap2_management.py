@@ -223,3 +223,47 @@ def test_odd_entity_members_are_not_stored(ctap, client_pin):
     creds = cm.enumerate_creds(hashlib.sha256(b"odd.example").digest())
     assert creds[0][6] == {"id": b"u", "name": "n"}
     assert creds[0][8][3] == -8
+
+
+def test_large_blob_size_bounds_and_permissions(ctap, client_pin):
+    from fido2 import cbor
+
+    token = client_pin.get_pin_token(PIN, P.LARGE_BLOB_WRITE)
+    blobs = LargeBlobs(ctap, client_pin.protocol, token)
+    max_size = ctap.info.max_large_blob - 16
+    array = [{1: os.urandom(max_size - 8)}]
+    array.extend([0] * (max_size - len(cbor.encode(array))))
+    blobs.write_blob_array(array)  # exactly full
+    assert len(LargeBlobs(ctap).read_blob_array()) == len(array)
+    array.append(1)
+    with pytest.raises(CtapError) as e:
+        blobs.write_blob_array(array)
+    assert e.value.code == ERR.LARGE_BLOB_STORAGE_FULL
+    blobs.write_blob_array([])
+    assert LargeBlobs(ctap).read_blob_array() == []
+    wrong = LargeBlobs(ctap, client_pin.protocol,
+                       client_pin.get_pin_token(PIN, P.CREDENTIAL_MGMT))
+    with pytest.raises(CtapError) as e:
+        wrong.put_blob(os.urandom(32), b"data")
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+
+
+def test_token_without_permissions_is_useless(ctap, client_pin):
+    token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION(0))
+    with pytest.raises(CtapError) as e:
+        CredentialManagement(ctap, client_pin.protocol, token).get_metadata()
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+
+
+def test_min_pin_length_up_to_the_maximum(ctap, client_pin):
+    cfg = Config(ctap, client_pin.protocol, client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG))
+    cfg.set_min_pin_length(min_pin_length=ctap.info.max_pin_length)
+    info = ctap.get_info()
+    assert info.min_pin_length == info.max_pin_length == 63
+    assert info.force_pin_change is True
+    with pytest.raises(CtapError) as e:  # no token until the PIN is changed
+        client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
+    assert e.value.code == ERR.PIN_INVALID
+    with pytest.raises(CtapError) as e:  # a stale token does not help either
+        Config(ctap, client_pin.protocol, b"\0" * 32).set_min_pin_length(min_pin_length=63)
+    assert e.value.code == ERR.PIN_AUTH_INVALID

@@ -220,3 +220,24 @@ def test_unsupported_protocol_and_subcommand(ctap):
     with pytest.raises(CtapError) as e:
         ctap.client_pin(2, ClientPin.CMD.GET_TOKEN_USING_UV)
     assert code(e) == ERR.INVALID_SUBCOMMAND
+
+
+def test_soft_lock_does_not_count_or_unlock(key, ctap, pin):
+    pin.set_pin(PIN)
+    for _ in range(3):
+        with pytest.raises(CtapError):
+            pin.get_pin_token("wrong-pin")
+    for attempt in (PIN, "wrong-pin"):
+        with pytest.raises(CtapError) as e:
+            pin.get_pin_token(attempt)
+        assert code(e) == ERR.PIN_AUTH_BLOCKED
+    assert pin.get_pin_retries()[0] == 5
+    key.power_cycle()
+    assert pin.get_pin_token(PIN)
+    assert pin.get_pin_retries()[0] == 8
+
+
+def test_retries_need_a_pin(ctap, pin):
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_retries()
+    assert code(e) == ERR.PIN_NOT_SET

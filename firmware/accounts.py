@@ -28,11 +28,19 @@ class Account:
         self.digits = digits
         self.period = period
         self.key = totp.b32decode(secret)
+        self._codes = {}  # counter -> code: the screen redraws every second, the code
+                          # changes once a period (and a pure-Python HMAC is slow on a Pico)
 
     def code(self, unix_time, offset=0):
         """The code at ``unix_time``; offset=1 gives the next period's code."""
-        return totp.totp(self.key, unix_time + offset * self.period, self.digits,
-                         self.algorithm, self.period)
+        counter = int(unix_time) // self.period + offset
+        code = self._codes.get(counter)
+        if code is None:
+            code = totp.hotp(self.key, counter, self.digits, self.algorithm)
+            if len(self._codes) >= 2:
+                self._codes.clear()
+            self._codes[counter] = code
+        return code
 
     def record(self):
         return {"name": self.name, "secret": self.secret, "algorithm": self.algorithm,
@@ -68,8 +76,13 @@ def load(path=PATH):
             records = json.load(f)
     except OSError:
         return []
-    return [Account(r["name"], r["secret"], r.get("algorithm", "SHA1"), r.get("digits", 6),
-                    r.get("period", 30)) for r in records]
+    except ValueError:
+        raise ValueError("the accounts file is damaged: run hwtoken fob wipe") from None
+    try:
+        return [Account(r["name"], r["secret"], r.get("algorithm", "SHA1"),
+                        r.get("digits", 6), r.get("period", 30)) for r in records]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ValueError("the accounts file is damaged: run hwtoken fob wipe") from None
 
 
 def save(accounts, path=PATH):

@@ -110,7 +110,11 @@ def run():
         if pin is not None:
             p = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
             btns.append((which, buttons.Button(p.value, config.LONG_PRESS_MS)))
-    fob = Fob(oled, clk, accounts.load())
+    try:
+        accts = accounts.load()
+    except ValueError:  # damaged file: show "no accounts" rather than crash at boot
+        accts = []
+    fob = Fob(oled, clk, accts)
     gc.collect()
     fob.idle_since = time.ticks_ms()
     while True:

@@ -81,3 +81,45 @@ print(json.dumps([out, accounts.summary()]))
     ]
     assert left == []
     assert not any("JBSWY3DP" in e or "NOT*" in e for e in errors)
+
+
+def test_damaged_file_is_reported_and_wipe_recovers(mpy):
+    doc = mpy("""
+import json, accounts
+out = []
+for content in ('[{"name": "a", "secret": "JBSW', '[{"name": "a"}]', '{"x": 1}'):
+    with open("accounts.json", "w") as f:
+        f.write(content)
+    try:
+        accounts.load()
+        out.append("loaded")
+    except ValueError as e:
+        out.append(str(e))
+accounts.wipe()
+out.append(accounts.add("a", "JBSWY3DPEHPK3PXP"))
+print(json.dumps(out))
+""")
+    assert doc == ["the accounts file is damaged: run hwtoken fob wipe"] * 3 + [1]
+
+
+def test_codes_are_cached_per_period_and_stay_correct(mpy):
+    doc = mpy("""
+import json, accounts, totp
+a = accounts.Account("a", "JBSWY3DPEHPK3PXP", "SHA1", 6, 30)
+calls = [0]
+real = totp.hotp
+def counting(*args):
+    calls[0] += 1
+    return real(*args)
+totp.hotp = counting
+codes = [a.code(t) for t in range(1700000000, 1700000090)]
+nexts = [a.code(t, 1) for t in range(1700000000, 1700000090)]
+print(json.dumps([codes[0], codes[30], codes[60], nexts[0], calls[0], len(set(codes))]))
+""")
+    from hwtoken.otp import TOTP
+
+    t = TOTP.from_secret("JBSWY3DPEHPK3PXP")
+    assert doc[:4] == [t.at(1700000000), t.at(1700000030), t.at(1700000060),
+                       t.at(1700000030)]
+    assert doc[5] == 4  # 1700000000 is 20 s into a period: 4 distinct codes in 90 s
+    assert doc[4] <= 8  # a handful of HMACs, not one per second

@@ -32,6 +32,8 @@ def run(*args, input=None, code=0):
     return result.output
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_deploy_sync_add_list_remove_wipe(fob_port):
     out = run("fob", "deploy", "--port", fob_port, "--board", "pico", "--json")
     doc = json.loads(out)
@@ -110,6 +112,8 @@ def test_deploy_sync_add_list_remove_wipe(fob_port):
     assert json.loads(run("fob", "list", "--port", fob_port, "--json")) == []
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_real_subprocess_reads_secret_from_stdin(fob_port):
     env = dict(os.environ, HWTOKEN_FOB_PORT=fob_port)
     proc = subprocess.run([str(HWTOKEN), "fob", "deploy"], env=env, capture_output=True,

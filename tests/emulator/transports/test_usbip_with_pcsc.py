@@ -46,3 +46,40 @@ def test_slot_programmed_over_pcsc_answers_over_usbip(usbip_key):
             del yk
         assert response == hmac.new(secret, challenge, hashlib.sha1).digest()
     assert read_runtime(usbip_key.path) is None  # removed on stop
+
+
+def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
+    """`hwtoken emulate serve NAME --no-usbip --pcsc HOST:PORT` inserts the key into pcscd."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from hwtoken import devices
+
+    pcscd = shared_pcscd()
+    hwtoken = str(Path(sys.executable).with_name("hwtoken"))
+    env = dict(os.environ, HWTOKEN_STATE_DIR=str(_isolated_state_dir))
+    subprocess.run([hwtoken, "emulate", "create", "card", "--serial", "5550123"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    proc = subprocess.Popen([hwtoken, "emulate", "serve", "card", "--no-usbip", "--pcsc",
+                             f"127.0.0.1:{pcscd.port}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while devices.running_serve("card") is None:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        doc = devices.running_serve("card")
+        assert doc["usbip"] is None and doc["pcsc"]["port"] == pcscd.port
+        wait_for_card(READER_0, timeout=10)
+        (dev,) = list_devices(READER_0)
+        with dev.open_connection(SmartCardConnection) as conn:
+            assert YubiOtpSession(conn).get_serial() == 5550123
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert devices.running_serve("card") is None

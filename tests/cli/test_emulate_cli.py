@@ -131,6 +131,8 @@ def test_serve_subprocess_end_to_end(serving, _isolated_state_dir):
         assert dev.ping(b"hello") == b"hello"
     with devices.open_virtual("key1") as handle:
         assert handle.served and handle.key is None and handle.usbip == (host, port, busid)
+    r = run("emulate", "delete", "key1", "--force")  # refused while served
+    assert r.exit_code == 2 and "in use" in r.output
     shown = json.loads(run("emulate", "show", "key1", "--json").output)
     assert shown["served"]["pid"] == proc.pid and shown["served"]["usbip"]["port"] == port
 

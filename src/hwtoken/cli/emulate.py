@@ -228,7 +228,7 @@ def _presence(touch: str) -> Any:
 @click.option("--pcsc", "pcsc_spec", metavar="[HOST:PORT]", is_flag=False,
               flag_value=DEFAULT_PCSC, default=None,
               help=f"Also connect to pcscd's vpcd driver as a smart card (default {DEFAULT_PCSC}).")
-@click.option("-v", "--verbose", is_flag=True, help="Log connections and transfers errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every client connection and error.")
 @json_option
 @state_dir_option
 def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,

@@ -136,3 +136,21 @@ print(json.dumps([raw.hex(), t, clock.from_unix(d.read())[:6]]))
     assert doc[0] == "59592304311299"  # BCD; Thursday is weekday 4 (Monday = 1)
     assert doc[1] == 4102444799
     assert doc[2] == [2024, 1, 24, 23, 15, 30]
+
+
+def test_a_2000_epoch_port_is_detected_and_converted(mpy):
+    # An rp2/esp32 build whose time.gmtime(0) is 2000-01-01: clock.py must notice and
+    # convert, so a TOTP code is not off by 30 years. Its time module is swapped in before
+    # clock.py is imported (MicroPython's import looks in sys.modules first).
+    doc = mpy("""
+import sys, json
+class Rp2Time:
+    @staticmethod
+    def gmtime(t=0):
+        return (2000, 1, 1, 0, 0, 0, 5, 1)
+sys.modules["time"] = Rp2Time
+import clock
+print(json.dumps([clock.PORT_EPOCH_YEAR, clock.port_to_unix(757382400),
+                  clock.unix_to_port(1704067200), clock.port_to_unix(0)]))
+""", stubs=False)
+    assert doc == [2000, 1704067200, 757382400, 946684800]

@@ -250,6 +250,12 @@ def test_short_and_long_reports_do_not_break_the_engine(host):
     assert host.recv() == (cid, CTAPHID.PING, b"hi")
 
 
+def test_hidraw_style_report_id_prefix_is_accepted(host):
+    cid = host.init()
+    host.raw(b"\0" + frames(cid, CTAPHID.PING, b"with report id")[0])
+    assert host.recv() == (cid, CTAPHID.PING, b"with report id")
+
+
 U2F_VERSION_APDU = bytes.fromhex("00030000")
 U2F_REGISTER_APDU = bytes.fromhex("0001000040") + bytes(64)
 

@@ -187,3 +187,21 @@ def test_credentials_and_counter_survive_a_new_process(tmp_path):
         assert out.returncode == 0, out.stderr
         counters.append(int(out.stdout))
     assert last < counters[0] < counters[1]
+
+
+def test_fido2_client_cancel_while_waiting_for_a_touch(fido_device, virtual_key):
+    virtual_key.presence = ApproveAfterDelay(30)
+    helper = WebAuthnHelper(fido_device)
+    options, _ = helper.server.register_begin(
+        {"id": b"u", "name": "u"}, user_verification="discouraged")
+    event = threading.Event()
+    timer = threading.Timer(0.3, event.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClientError) as e:
+            helper.client.make_credential(options.public_key, event=event)
+    finally:
+        timer.cancel()
+    assert e.value.code == ClientError.ERR.TIMEOUT  # how fido2 reports a cancelled request
+    assert time.monotonic() - started < 20

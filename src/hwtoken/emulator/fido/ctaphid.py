@@ -153,13 +153,19 @@ class CtapHidEngine:
 
     # -- public interface -----------------------------------------------------------------
     def write(self, report: bytes) -> None:
-        """Process one OUT report from the host (short ones are zero-padded, long truncated)."""
+        """Process one OUT report from the host.
+
+        Short reports are zero-padded (a USB short packet), a 65-byte one starting with 0
+        loses that report ID (as written to hidraw), longer ones are truncated.
+        """
         try:
             report = bytes(report)
         except (TypeError, ValueError):
             return
         if not report:
             return
+        if len(report) == REPORT_SIZE + 1 and report[0] == 0:
+            report = report[1:]  # hidraw-style write with report ID 0 in front
         report = report[:REPORT_SIZE].ljust(REPORT_SIZE, b"\0")
         with self._cond:
             if self._closed:

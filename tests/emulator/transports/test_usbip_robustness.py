@@ -244,3 +244,18 @@ def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
     assert not is_loopback("example.com")
+
+
+def test_allow_remote_warns(usbip_key, monkeypatch, caplog):
+    """The warning path, exercised on loopback (tests never bind other addresses)."""
+    import logging
+
+    from hwtoken.emulator import serve
+
+    monkeypatch.setattr(serve, "is_loopback", lambda host: False)
+    with pytest.raises(InvalidInput):
+        UsbipServer(usbip_key, "127.0.0.1", 0)
+    with caplog.at_level(logging.WARNING, logger="hwtoken.emulator.serve"):
+        srv = UsbipServer(usbip_key, "127.0.0.1", 0, allow_remote=True).start()
+        srv.stop()
+    assert "anyone who can reach this address can use the key" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 import uuid
 from functools import cached_property
@@ -41,6 +42,9 @@ class VirtualKey:
         self.store = store
         self._lock = lock
         self.presence: UserPresence = presence or ApproveAlways()
+        #: Held by a transport while an applet handles one request, so that two transports
+        #: (USB/IP and PC/SC at once) never change or save the state at the same time.
+        self.lock = threading.RLock()
         self.powered_at = time.monotonic()
         self._power_listeners: list[Any] = []
 

@@ -11,6 +11,8 @@ import usb.backend.libusb1
 import usb.core
 import usb.util
 from fido2.hid.base import parse_report_descriptor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from usbip.classes.host.hid import parse_report_descriptor as parse_hid_items
 
 from hwtoken.emulator import usb as vusb
@@ -167,3 +169,24 @@ def test_touch_types_the_hotp_code_on_the_keyboard_endpoint(usbip_server, usbip_
     expected = pyotp.HOTP(base64.b32encode(secret).decode()).at(0)
     assert typed.strip() == expected
     assert decode(reports).strip() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_config_parser_takes_any_bytes(blob):
+    from hwtoken.emulator.transports.pyusb_backend import _parse_config
+
+    for alts in _parse_config(blob):
+        for alt in alts:
+            assert len(alt.desc) >= 9 and alt.desc[1] == 4
+            assert all(len(d) >= 7 and d[1] == 5 for d, _extra in alt.endpoints)
+
+
+def test_config_parser_on_the_served_configuration(usbip_key):
+    from hwtoken.emulator.transports.pyusb_backend import _parse_config
+    from hwtoken.emulator.usb import YubiKeyUsb
+
+    cfg = YubiKeyUsb(usbip_key, with_otp_engine=False).device.config_bytes()
+    (otp,), (fido,) = _parse_config(cfg)
+    assert otp.extra[1] == 0x21 and len(otp.endpoints) == 1
+    assert [d[2] for d, _ in fido.endpoints] == [0x84, 0x04]

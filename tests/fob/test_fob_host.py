@@ -46,6 +46,8 @@ def test_simulate_views_differ_and_match_library():
 
     normal, nxt, untrusted = sim(), sim("--next"), sim("--no-time")
     assert len({normal, nxt, untrusted}) == 3
+    wide = sim("--ascii", "--wide")
+    assert wide.splitlines()[0] == "+" + "-" * 128 + "+" and len(normal.splitlines()[0]) == 66
     acct = FobAccount("ACME:bob", SECRET, digits=8)
     assert nxt == render([acct], 1234567890, show_next=True).to_ascii().strip()
     assert untrusted == render([acct], None).to_ascii().strip()

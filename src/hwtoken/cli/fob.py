@@ -224,12 +224,14 @@ def status(port: str | None, as_json: bool) -> None:
               help="Write the screen as a PNG.")
 @click.option("--scale", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Pixels per OLED pixel in the PNG.")
-@click.option("--ascii", "as_ascii", is_flag=True, help="Print the screen in the terminal.")
+@click.option("--ascii", "as_ascii", is_flag=True,
+              help="Print the screen in the terminal (2x2 pixels per character, 66 columns).")
+@click.option("--wide", is_flag=True, help="With --ascii: 1x2 pixels per character (130 columns).")
 @port_option
 def simulate(at: float | None, account: str | None, name: str | None, secret: str | None,
              uri: str | None, digits: int | None, algorithm: str | None, period: int | None,
              show_next: bool, no_time: bool, png_path: str | None, scale: int,
-             as_ascii: bool, port: str | None) -> None:
+             as_ascii: bool, wide: bool, port: str | None) -> None:
     """Render what the fob's OLED shows, with the firmware's own drawing code.
 
     The accounts come from --secret/--uri, or else from the fob (read over USB; the
@@ -251,4 +253,4 @@ def simulate(at: float | None, account: str | None, name: str | None, secret: st
         if not as_ascii:
             click.echo(f"wrote {png_path} ({128 * scale}x{64 * scale})")
     if as_ascii or not png_path:
-        click.echo(screen.to_ascii())
+        click.echo(screen.to_ascii(wide=wide))

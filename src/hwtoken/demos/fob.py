@@ -41,6 +41,7 @@ def run(echo: Callable[[str], None], workdir: pathlib.Path) -> None:
         proc = subprocess.run([oathtool, "--totp", "-b", "-N", f"@{now}", "-"],
                               input=DEMO_SECRET, capture_output=True, text=True, timeout=10)
         echo(f"   oathtool --totp:                             {proc.stdout.strip()}")
-    echo(f"   screenshot: {png} (hwtoken fob simulate --secret - --png FILE does the same)")
+    echo(f"   also saved as a {png.name} ({128 * 4}x{64 * 4}); yours: hwtoken fob simulate "
+         "--secret - --png FILE")
     if on_fob != on_host:
         raise RuntimeError("the fob's code differs from the host's")

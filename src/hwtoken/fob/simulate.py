@@ -76,18 +76,34 @@ class Screen:
                     buf[(y >> 3) * WIDTH + x] |= 1 << (y & 7)
         return cls(bytes(buf))
 
-    def to_ascii(self, frame: bool = True) -> str:
-        """The screen as text, two pixel rows per line with half-block characters."""
-        chars = {(0, 0): " ", (1, 0): "\u2580", (0, 1): "\u2584", (1, 1): "\u2588"}
+    def to_ascii(self, frame: bool = True, wide: bool = False) -> str:
+        """The screen as text with block characters: 2x2 pixels per character (66 columns
+        with the frame), or with ``wide`` 1x2 pixels per character (130 columns)."""
+        if wide:
+            cw, chars = 1, _HALF
+        else:
+            cw, chars = 2, _QUADRANT
         lines = []
         for y in range(0, self.height, 2):
-            line = "".join(chars[(self.pixel(x, y), self.pixel(x, y + 1))]
-                           for x in range(self.width))
+            line = ""
+            for x in range(0, self.width, cw):
+                bits = 0
+                for dx in range(cw):
+                    bits = (bits << 1) | self.pixel(x + dx, y)
+                for dx in range(cw):
+                    bits = (bits << 1) | self.pixel(x + dx, y + 1)
+                line += chars[bits]
             lines.append(f"|{line}|" if frame else line)
         if frame:
-            edge = "+" + "-" * self.width + "+"
+            edge = "+" + "-" * (self.width // cw) + "+"
             lines = [edge, *lines, edge]
         return "\n".join(lines)
+
+
+# index: top-row bits then bottom-row bits, left to right
+_HALF = " \u2584\u2580\u2588"
+_QUADRANT = (" \u2597\u2596\u2584\u259d\u2590\u259e\u259f"
+             "\u2598\u259a\u258c\u2599\u2580\u259c\u259b\u2588")
 
 
 def render(accounts: Sequence[FobAccount], at: float | None, *, index: int = 0,

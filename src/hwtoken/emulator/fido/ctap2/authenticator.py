@@ -168,17 +168,17 @@ class Authenticator:
         with self._lock:
             try:
                 result = self._dispatch(bytes(request), cancel or _NEVER, keepalive)
+                if result is None:
+                    return b"\x00"
+                if isinstance(result, bytes):  # already encoded (getAssertion fast path)
+                    return b"\x00" + result
+                return b"\x00" + cbor.encode(result)
             except Ctap2Error as e:
                 return bytes([e.code])
             except CborError:
                 return bytes([ERR.INVALID_CBOR])
-            except Exception:
+            except Exception:  # a bug must not take the key down
                 return bytes([ERR.OTHER])
-            if result is None:
-                return b"\x00"
-            if isinstance(result, bytes):  # already encoded (the getAssertion fast path)
-                return b"\x00" + result
-            return b"\x00" + cbor.encode(result)
 
     def _dispatch(self, request: bytes, cancel: threading.Event,
                   keepalive: Keepalive | None) -> dict[Any, Any] | None:
@@ -318,7 +318,7 @@ class Authenticator:
         for typ, cid in exclude:
             if typ != "public-key":
                 continue
-            found = self._open(rp_id_hash, cid)
+            found = self.open_credential(rp_id_hash, cid)
             if found is not None and (found.cred.protection < 3 or uv):
                 self.user_presence("makeCredential (excluded)", cancel, keepalive)
                 raise Ctap2Error(ERR.CREDENTIAL_EXCLUDED)
@@ -380,7 +380,7 @@ class Authenticator:
                 return f == "none"
         return False
 
-    def _open(self, rp_id_hash: bytes, credential_id: bytes) -> _Found | None:
+    def open_credential(self, rp_id_hash: bytes, credential_id: bytes) -> _Found | None:
         """Unwrap a credential ID of ours; resident ones only while their record exists."""
         cred = unwrap(self.state.wrap_secret, rp_id_hash, credential_id)
         if cred is None:
@@ -437,7 +437,7 @@ class Authenticator:
             for typ, cid in allow:
                 if typ != "public-key":
                     continue
-                f = self._open(rp_id_hash, cid)
+                f = self.open_credential(rp_id_hash, cid)
                 if f is not None and (f.cred.protection < 3 or uv):
                     found.append(f)
                     break
@@ -445,7 +445,7 @@ class Authenticator:
             records = [r for r in self.state.residents if r.rp_id == rp_id]
             records.sort(key=lambda r: r.created, reverse=True)
             for rec in records:
-                f = self._open(rp_id_hash, rec.credential_id)
+                f = self.open_credential(rp_id_hash, rec.credential_id)
                 if f is not None and (f.cred.protection < 2 or uv):
                     found.append(f)
         if not found:

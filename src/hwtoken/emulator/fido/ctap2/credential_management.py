@@ -129,7 +129,7 @@ class CredentialManagement:
         return self._cred_entry(self._creds.pop(0))
 
     def _cred_entry(self, rec: ResidentRecord) -> dict[int, Any]:
-        found = self.auth._open(rec.rp_id_hash, rec.credential_id)
+        found = self.auth.open_credential(rec.rp_id_hash, rec.credential_id)
         if found is None:  # pragma: no cover - records are always ours
             raise Ctap2Error(ERR.OTHER)
         out: dict[int, Any] = {

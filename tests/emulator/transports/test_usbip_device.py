@@ -147,6 +147,38 @@ def test_usbip_attach_makes_a_real_usb_device(usbip_server):  # pragma: no cover
                                timeout=20)
 
 
+def test_touch_types_the_hotp_code_on_the_keyboard_endpoint(usbip_server, usbip_key):
+    """python-yubico programs HOTP over USB/IP; a touch types it as boot-keyboard reports."""
+    import base64
+
+    import pyotp
+    import yubico
+
+    from hwtoken.emulator.otp.hid import press
+    from hwtoken.emulator.otp.keyboard import decode
+
+    secret = bytes(range(20))
+    with UsbipBackend(usbip_server.host, usbip_server.port) as b, use_backend(b):
+        yk = yubico.find_yubikey()
+        cfg = yk.init_config()
+        cfg.mode_oath_hotp(b"h:" + secret.hex().encode(), digits=6)
+        yk.write_config(cfg, slot=1)
+        del yk
+    with UsbipBackend(usbip_server.host, usbip_server.port) as b:
+        dev = usb.core.find(idVendor=0x1050, backend=b)
+        dev.set_configuration(1)
+        try:
+            typed = press(usbip_key, 1)
+            reports = []
+            while len(decode(reports)) < len(typed):
+                reports.append(bytes(dev.read(0x81, 8, timeout=5000)))
+        finally:
+            usb.util.dispose_resources(dev)
+    expected = pyotp.HOTP(base64.b32encode(secret).decode()).at(0)
+    assert typed.strip() == expected
+    assert decode(reports).strip() == expected
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_config_parser_takes_any_bytes(blob):

@@ -190,3 +190,51 @@ def test_u2f_over_ctaphid_msg_never_breaks_the_channel(shared_key, apdu):
         assert dev.ping(b"ok") == b"ok"
     finally:
         dev.close()
+
+
+@pytest.fixture(scope="module")
+def ctap2_key(tmp_path_factory):
+    """Its own key: a mutated request may well be a successful authenticatorReset."""
+    key = VirtualKey.create(tmp_path_factory.mktemp("fuzzkey2") / "fuzz2.key")
+    yield key
+    key.close()
+
+
+def _valid_ctap2_requests() -> list[bytes]:
+    from fido2 import cbor
+
+    cdh = bytes(range(32))
+    rp = {"id": "fuzz.example", "name": "Fuzz"}
+    user = {"id": b"u", "name": "u"}
+    return [
+        b"\x04",
+        b"\x02" + cbor.encode({1: "fuzz.example", 2: cdh}),
+        b"\x01" + cbor.encode({1: cdh, 2: rp, 3: user, 4: [{"type": "public-key", "alg": -7}],
+                               7: {"rk": True}}),
+        b"\x06" + cbor.encode({1: 2, 2: 1}),
+        b"\x0a" + cbor.encode({1: 1}),
+    ]
+
+
+@given(which=st.integers(0, 4), ops=st.lists(
+    st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 300),
+              st.integers(1, 255)), min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_mutated_ctap2_requests_over_ctaphid(ctap2_key, which, ops):
+    from fido2 import cbor
+    from fido2.ctap2 import Ctap2
+
+    request = _mutate(_valid_ctap2_requests()[which], ops) or b"\x04"
+    dev = fido_device(ctap2_key)
+    try:
+        resp = dev.call(0x10, request)
+        assert len(resp) >= 1
+        if resp[0] == 0 and len(resp) > 1:
+            assert isinstance(cbor.decode(resp[1:]), dict)
+        elif resp[0] != 0:
+            assert len(resp) == 1  # an error is a bare status byte
+        assert Ctap2(dev).get_info().versions
+    finally:
+        dev.close()
+    VirtualKey.peek(ctap2_key.path)  # the state file is still whole

@@ -43,6 +43,9 @@ def test_deploy_sync_add_list_remove_wipe(fob_port):
     with Fob(fob_port) as f:
         names = f.files()
         config = bytes(f._t.fs_readfile("config.py")).decode()
+        # the bridge answered the raw-paste request "not supported": mpremote fell back to
+        # the plain raw REPL, as with older firmware
+        assert f._t.use_raw_paste is False
     assert {"main.py", "app.py", "totp.py", "sha.py", "machine.py"} <= set(names)
     assert 'BOARD = "pico"' in config
 
@@ -57,6 +60,7 @@ def test_deploy_sync_add_list_remove_wipe(fob_port):
     assert "no trusted time before" in out
     st = json.loads(run("fob", "status", "--port", fob_port, "--json"))
     assert st["trusted"] is True and abs(st["offset"]) <= 2
+    assert "s from this computer" in run("fob", "status", "--port", fob_port)
 
     # the fob's clock runs 90 s slow; sync-time reports and corrects it
     with Fob(fob_port) as f:

@@ -31,6 +31,9 @@ from hwtoken.provision.verify import check
 
 logger = logging.getLogger(__name__)
 
+BUSY_RETRY_SECONDS = 30.0  # how long a run keeps retrying keys another station holds
+BUSY_RETRY_PAUSE = 0.2
+
 ProgrammerFor = Callable[[Spec, Device], Programmer]
 
 
@@ -97,16 +100,36 @@ class Provisioner:
     # -- run ------------------------------------------------------------------------------
     def run(self, spec: Spec, source: DeviceSource, *, count: int | None = None,
             reprogram: bool = False) -> Summary:
-        """Provision keys from ``source`` until it is exhausted or ``count`` keys are done."""
+        """Provision keys from ``source`` until it is exhausted or ``count`` keys are done.
+
+        A key that is busy (another station holds its record, or another process has the
+        virtual key open) is retried after the others for up to ``BUSY_RETRY_SECONDS``:
+        it ends up done here, refused (the other station recorded it), or reported busy.
+        """
         summary = Summary()
         started = time.monotonic()
         done = 0
+        deferred: list[Device] = []  # busy now (another station or process has it): retry
         for device in source.arrivals():
             outcome = self.provision(spec, device, reprogram=reprogram)
+            if outcome.result == "busy":
+                deferred.append(device)
+                continue
             self._emit(summary, outcome)
             done += outcome.result == "done"
             if count is not None and done >= count:
                 break
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while deferred and (count is None or done < count):
+            time.sleep(BUSY_RETRY_PAUSE)
+            retry, deferred = deferred, []
+            for device in retry:
+                outcome = self.provision(spec, device, reprogram=reprogram)
+                if outcome.result == "busy" and time.monotonic() < deadline:
+                    deferred.append(device)
+                    continue
+                self._emit(summary, outcome)
+                done += outcome.result == "done"
         summary.seconds = time.monotonic() - started
         return summary
 

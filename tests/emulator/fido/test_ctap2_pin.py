@@ -241,3 +241,16 @@ def test_retries_need_a_pin(ctap, pin):
     with pytest.raises(CtapError) as e:
         pin.get_pin_retries()
     assert code(e) == ERR.PIN_NOT_SET
+
+
+@pytest.mark.parametrize("x, y", [(bytes(32), bytes(32)), (b"\x01" * 32, b"\x02" * 32),
+                                  (b"\xff" * 32, b"\xff" * 32)])
+def test_invalid_platform_key_costs_no_retry(ctap, pin, x, y):
+    pin.set_pin(PIN)
+    bad = {1: 2, 3: -25, -1: 1, -2: x, -3: y}
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(pin.protocol.VERSION, ClientPin.CMD.GET_TOKEN_USING_PIN,
+                        key_agreement=bad, pin_hash_enc=bytes(16 * pin.protocol.VERSION),
+                        permissions=ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    assert code(e) == ERR.INVALID_PARAMETER
+    assert pin.get_pin_retries()[0] == 8

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, read_secret_input
 from hwtoken.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from hwtoken.fob.device import Fob
+    from hwtoken.fob.simulate import FobAccount
+
 BOARDS = ("pico", "picow", "esp32")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def port_option(f):
+def port_option(f: F) -> F:
     return click.option(
         "--port", "-p", metavar="PORT", envvar="HWTOKEN_FOB_PORT",
         help="The fob's serial port (/dev/ttyACM0, COM3) or a pyserial URL such as "
@@ -22,7 +29,7 @@ def port_option(f):
     )(f)
 
 
-def _open(port: str | None):
+def _open(port: str | None) -> Fob:
     from hwtoken.fob.device import Fob
 
     return Fob(port)
@@ -30,7 +37,7 @@ def _open(port: str | None):
 
 def _account_from_options(name: str | None, secret: str | None, uri: str | None,
                           digits: int | None, algorithm: str | None, period: int | None,
-                          default_name: str = ""):
+                          default_name: str = "") -> FobAccount:
     from hwtoken.fob.simulate import FobAccount
     from hwtoken.otp import parse_secret_or_uri
 
@@ -51,7 +58,7 @@ def _account_from_options(name: str | None, secret: str | None, uri: str | None,
                       params.period)
 
 
-def _secret_options(f):
+def _secret_options(f: F) -> F:
     f = click.option("--period", type=int, help="Seconds per code (default 30 or the URI's).")(f)
     f = click.option("--algorithm", type=click.Choice(["SHA1", "SHA256", "SHA512"],
                                                       case_sensitive=False),

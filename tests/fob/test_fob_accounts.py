@@ -6,6 +6,8 @@ import hashlib
 import json
 
 import pyotp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_twenty_accounts_of_every_kind_round_trip(mpy):
@@ -123,3 +125,38 @@ print(json.dumps([codes[0], codes[30], codes[60], nexts[0], calls[0], len(set(co
                        t.at(1700000030)]
     assert doc[5] == 4  # 1700000000 is 20 s into a period: 4 distinct codes in 90 s
     assert doc[4] <= 8  # a handful of HMACs, not one per second
+
+
+def _host_accepts(name, secret, algorithm, digits, period):
+    """What the fob should accept, written independently of accounts.validate."""
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    cleaned = secret.upper().replace(" ", "").rstrip("=")
+    body = [c for c in cleaned if c not in "=-"]
+    return (0 < len(name) <= 40 and all(32 <= ord(c) <= 126 for c in name)
+            and algorithm in ("SHA1", "SHA256", "SHA512") and digits in (6, 7, 8)
+            and 1 <= period <= 86400 and all(c in alphabet for c in body)
+            and len(body) * 5 // 8 >= 10)
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.lists(st.tuples(
+    st.text(min_size=0, max_size=45),
+    st.one_of(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abc =", max_size=40),
+              st.text(max_size=20)),
+    st.sampled_from(["SHA1", "SHA256", "SHA512", "MD5", "sha1"]),
+    st.integers(4, 10), st.integers(-5, 100000)), min_size=30, max_size=30))
+def test_fuzz_validation_on_micropython(tmp_path_factory, cases):
+    from conftest import run_json
+
+    doc = run_json(f"""
+import json, accounts
+out = []
+for case in {cases!r}:
+    try:
+        accounts.validate(*case)
+        out.append(True)
+    except ValueError:
+        out.append(False)
+print(json.dumps(out))
+""", tmp_path_factory.mktemp("fuzz"))
+    assert doc == [_host_accepts(*c) for c in cases]

@@ -232,6 +232,15 @@ def pytest_configure(config: pytest.Config) -> None:
     register_with_fido2_hid(_session_key)
 
 
+def fido2_hid_session_key() -> VirtualKey | None:
+    """The key that ``--hwtoken-fido2-hid`` (or ``HWTOKEN_FIDO2_HID``) registered, if any.
+
+    Useful with :func:`hwtoken.emulator.transports.fido_hid.simulate_replug` when a suite
+    asks for the authenticator to be disconnected.
+    """
+    return _session_key
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     global _session_key, _session_tmp
     if _session_key is None:

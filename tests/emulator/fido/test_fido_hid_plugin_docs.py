@@ -67,6 +67,18 @@ def test_open_device_by_path():
 
 def test_list_devices():
     assert any(d.descriptor.path.startswith("emu:") for d in CtapHidDevice.list_devices())
+
+
+def test_selection_then_replug():
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+    from hwtoken.emulator.transports.fido_hid import simulate_replug
+    from hwtoken.testing import fido2_hid_session_key
+
+    [desc] = _virtual()
+    dev = CtapHidDevice(desc, open_connection(desc))
+    Fido2Client(dev, DefaultClientDataCollector("https://example.com")).selection()
+    simulate_replug(fido2_hid_session_key(), away=0.2).join(10)
+    assert [d.path for d in _virtual()] == [desc.path]
 '''
 
 
@@ -74,7 +86,7 @@ def test_option_registers_a_key_for_a_hardware_suite(tmp_path):
     (tmp_path / "test_hw_suite.py").write_text(SUITE)
     result = _pytest(tmp_path, "--hwtoken-fido2-hid", "test_hw_suite.py")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
     # without the option there is no virtual key to find
     result = _pytest(tmp_path, "test_hw_suite.py")
     assert result.returncode != 0

@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # usbip (the kernel's USB/IP tools), swig + libpcsclite-dev (to build pyscard), postgresql
 # (shared inventory tests), nodejs + npm (MicroPython WebAssembly interpreter), udev (udevadm).
 APT_PACKAGES := oathtool pcscd vsmartcard-vpcd usbip swig libpcsclite-dev pcsc-tools \
-                postgresql udev python3-venv
+                postgresql udev python3-venv procps
 NODE_DIR := tests/fob/node
 
 .PHONY: all deps demo test lint bench clean

@@ -205,3 +205,25 @@ def test_fido2_client_cancel_while_waiting_for_a_touch(fido_device, virtual_key)
         timer.cancel()
     assert e.value.code == ClientError.ERR.TIMEOUT  # how fido2 reports a cancelled request
     assert time.monotonic() - started < 20
+
+
+def test_always_uv_disables_u2f(fido_device):
+    from fido2.ctap1 import ApduError
+    from fido2.ctap2.config import Config
+
+    ctap2 = Ctap2(fido_device)
+    ClientPin(ctap2).set_pin("12345678")
+
+    def toggle():
+        client_pin = ClientPin(ctap2)
+        token = client_pin.get_pin_token("12345678", ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+        Config(ctap2, client_pin.protocol, token).toggle_always_uv()
+
+    assert Ctap1(fido_device).get_version() == "U2F_V2"
+    toggle()
+    assert ctap2.get_info().options["alwaysUv"] is True
+    with pytest.raises(ApduError) as e:
+        Ctap1(fido_device).register(os.urandom(32), APP)
+    assert e.value.code == 0x6D00
+    toggle()
+    assert Ctap1(fido_device).get_version() == "U2F_V2"

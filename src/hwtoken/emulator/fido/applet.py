@@ -28,6 +28,7 @@ Keepalive = Callable[[], None]
 CTAP1_ERR_INVALID_COMMAND = 0x01
 CTAP1_ERR_INVALID_LENGTH = 0x03
 CTAP2_ERR_OTHER = 0x7F
+SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 
 
 class FidoApplet:
@@ -75,9 +76,21 @@ class FidoApplet:
 
     def u2f(self, apdu: bytes, cancel: threading.Event | None = None,
             keepalive: Keepalive | None = None) -> bytes:
-        """One U2F command APDU -> response data + status word."""
+        """One U2F command APDU -> response data + status word.
+
+        While CTAP2's alwaysUv is on, CTAP1/U2F is disabled (it cannot verify the user):
+        every command answers 6D00 (instruction not supported).
+        """
         with self.lock:
+            if not self._u2f_enabled():
+                return SW_INS_NOT_SUPPORTED
             return self.u2f_applet.process(apdu, cancel=cancel, keepalive=keepalive)
+
+    def _u2f_enabled(self) -> bool:
+        try:
+            return bool(getattr(self.authenticator, "u2f_enabled", True))
+        except ImportError:  # no CTAP2 in this tree: nothing can disable U2F
+            return True
 
     def wink(self) -> None:
         """The host asked the key to identify itself (blink its LED)."""

@@ -140,9 +140,11 @@ class Provisioner:
             with inv.hold(device.serial):
                 existing = inv.get(device.serial)
                 if existing is not None and not reprogram:
+                    hint = ("pending from an earlier run: `hwtoken provision resume` "
+                            "settles it" if existing.state is State.PENDING
+                            else "use --reprogram to program it again")
                     return Outcome(device.serial, device.spec, "refused",
-                                   f"already in the inventory ({existing.state.value}); "
-                                   "use --reprogram to program it again")
+                                   f"already in the inventory ({existing.state.value}); {hint}")
                 secret = secrets.token_bytes(SECRET_LENGTH)
                 rec = Record(serial=device.serial, mode=spec.mode, slot=spec.slot,
                              digits=spec.digits, touch=spec.touch, name=spec.name, sealed="",
@@ -185,8 +187,10 @@ class Provisioner:
                 self._step("done", rec)
         except DeviceBusy:
             raise
-        except HwtokenError as exc:
-            msg = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # one bad key must not stop the station; resume retries it
+            msg = f"{type(exc).__name__}: {exc}" if isinstance(exc, HwtokenError) else (
+                f"unexpected {type(exc).__name__} from the key's client library")
+            logger.debug("key %s failed", rec.serial, exc_info=not isinstance(exc, HwtokenError))
             inv.update(rec.serial, last_error=msg)
             inv.log_event("error", msg, rec.serial)
             return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)

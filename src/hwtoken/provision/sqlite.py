@@ -47,10 +47,13 @@ class SqliteInventory(Inventory):
         if not self.path.exists():
             if not create:
                 raise InvalidInput(f"no inventory at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             # create it 0600 before SQLite touches it; its -wal/-shm files copy the mode
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
-            os.close(fd)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, SECRET_MODE))
+            except OSError as exc:
+                raise InvalidInput(f"cannot create the inventory {self.path}: "
+                                   f"{exc.strerror}") from None
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                        check_same_thread=False)

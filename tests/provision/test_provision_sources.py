@@ -1,0 +1,71 @@
+"""Where keys come from: real keys arriving one after another, the virtual pool, resume."""
+
+from __future__ import annotations
+
+import contextlib
+
+from provision_helpers import opened
+
+from hwtoken.provision import sources
+from hwtoken.provision.model import Mode, Record, Spec, State
+from hwtoken.provision.programmers import programmer_for
+from hwtoken.provision.protocol import Device
+from hwtoken.provision.runner import Provisioner
+
+
+def test_usb_keys_arrive_once_each_in_plug_order(monkeypatch):
+    # what the USB bus shows at each poll: key 11 plugged, swapped for 22, 11 again, 33
+    polls = iter([[], [11], [11], [22], [11, 22], [33], []])
+    monkeypatch.setattr(sources, "list_usb_serials", lambda: next(polls))
+    said = []
+    keys = sources.UsbKeys(count=3, poll=0, announce=said.append)
+    assert [d for d in keys.arrivals()] == [Device(11, "usb:11"), Device(22, "usb:22"),
+                                            Device(33, "usb:33")]
+    assert said[0].startswith("insert")
+
+
+def test_usb_keys_idle_timeout_ends_the_run(monkeypatch):
+    monkeypatch.setattr(sources, "list_usb_serials", lambda: [5])
+    keys = sources.UsbKeys(idle_timeout=0.05, poll=0.01)
+    assert list(keys.arrivals()) == [Device(5, "usb:5")]
+
+
+def test_present_finds_virtual_keys_by_serial_only():
+    pool = sources.VirtualPool(1, prefix="src")
+    (dev,) = list(pool.arrivals())
+    rec = Record(serial=dev.serial, mode=Mode.HOTP, slot=1, digits=6, touch=False,
+                 name="hw", sealed="", device=dev.spec)
+    assert sources.present(rec) == dev
+    rec.serial += 1  # the file now belongs to another key
+    assert sources.present(rec) is None
+    rec.device = "emu:src-9999"
+    assert sources.present(rec) is None
+
+
+class _Broken:
+    name = "broken"
+
+    @contextlib.contextmanager
+    def connect(self, device):
+        raise RuntimeError("cable pulled")
+        yield  # pragma: no cover
+
+
+def test_failed_key_stays_pending_and_resume_settles_it(tmp_path):
+    url = str(tmp_path / "inv.db")
+    with opened(url) as inv:
+        summary = Provisioner(inv, lambda s, d: _Broken()).run(Spec(Mode.CHALRESP),
+                                                               sources.VirtualPool(2))
+        assert summary.counts() == {"failed": 2} and summary.exit_code == 1
+        assert all("RuntimeError" in o.message for o in summary.outcomes)
+        assert inv.counts()["pending"] == 2
+        assert "RuntimeError" in inv.last_error()["message"]
+        # the operator fixes the cable; a second run refuses and points to resume
+        again = Provisioner(inv, programmer_for).run(Spec(Mode.CHALRESP),
+                                                     sources.VirtualPool(2))
+        assert {o.result for o in again.outcomes} == {"refused"}
+        assert "resume" in again.outcomes[0].message
+        settled = Provisioner(inv, programmer_for).resume(sources.RecordedKeys())
+        assert settled.counts() == {"done": 2}
+        assert all(o.reprogrammed for o in settled.outcomes)
+        assert {r.state for r in inv.records()} == {State.DONE}

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from fido2.attestation import InvalidSignature
 from fido2.ctap1 import ApduError, Ctap1, SignatureData
 from fido2.hid import CTAPHID
 

@@ -82,13 +82,18 @@ class Provisioner:
         self.programmer_for = programmer_for
         self._fault = FaultInjector.from_env()
         self._hook = hook
+        self._hook_error: BaseException | None = None
         self._on_outcome = on_outcome
         self.station = station_id()
 
     def _step(self, step: str, rec: Record) -> None:
         logger.info("key %s (%s): step %s complete", rec.serial, rec.device, step)
         if self._hook is not None:
-            self._hook(step, rec)
+            try:
+                self._hook(step, rec)
+            except BaseException as exc:
+                self._hook_error = exc  # a simulated crash: let it through, untouched
+                raise
         self._fault(step, rec)
 
     def _emit(self, summary: Summary, outcome: Outcome) -> None:
@@ -188,6 +193,8 @@ class Provisioner:
         except DeviceBusy:
             raise
         except Exception as exc:  # one bad key must not stop the station; resume retries it
+            if exc is self._hook_error:
+                raise
             msg = f"{type(exc).__name__}: {exc}" if isinstance(exc, HwtokenError) else (
                 f"unexpected {type(exc).__name__} from the key's client library")
             logger.debug("key %s failed", rec.serial, exc_info=not isinstance(exc, HwtokenError))

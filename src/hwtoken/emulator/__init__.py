@@ -31,7 +31,21 @@ __all__ = [
     "hid_descriptor",
     "open_hid_connection",
     "fido_device",
+    "register_with_fido2_hid",
+    "unregister_from_fido2_hid",
+    "registered_with_fido2_hid",
+    "simulate_replug",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """fido2.hid discovery helpers, imported on first use (they import fido2)."""
+    if name in ("register_with_fido2_hid", "unregister_from_fido2_hid",
+                "registered_with_fido2_hid", "simulate_replug"):
+        from hwtoken.emulator.transports import fido_hid
+
+        return getattr(fido_hid, name)
+    raise AttributeError(f"module 'hwtoken.emulator' has no attribute {name!r}")
 
 
 def hid_descriptor(key: VirtualKey) -> HidDescriptor:

@@ -227,7 +227,7 @@ class ResidentRecord:
 
 
 COUNTER_FIELD = "counter"
-COUNTER_RESERVE = 64
+COUNTER_RESERVE = 256
 
 
 class SignatureCounter:

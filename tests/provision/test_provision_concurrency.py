@@ -54,3 +54,20 @@ def test_two_stations_share_one_postgres_inventory(pg_server):
         for rec in sample:
             assert rec.device == pool[rec.serial]
             assert chalresp_matches(rec.device, rec.serial, inv.secret(rec))
+
+
+def test_two_stations_share_one_sqlite_inventory(tmp_path):
+    url = str(tmp_path / "shared.db")
+    n = 12
+    args = [HWTOKEN, "provision", "run", "--inventory", url, "--mode", "hotp", "--virtual",
+            str(n), "--json"]
+    stations = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=dict(os.environ), stdin=subprocess.DEVNULL)
+                for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in stations]
+    assert [p.returncode for p in stations] == [0, 0], outputs
+    done = [json.loads(ln)["serial"] for out, _ in outputs for ln in out.splitlines()
+            if '"result": "done"' in ln]
+    assert len(done) == len(set(done)) == n
+    with opened(url) as inv:
+        assert sorted(r.serial for r in inv.records(states=[State.DONE])) == sorted(done)

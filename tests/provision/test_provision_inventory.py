@@ -131,3 +131,21 @@ def test_bad_urls():
         open_inventory("postgresql://nobody:hunter2@/nodb?host=/nonexistent")
     except InvalidInput as exc:
         assert "hunter2" not in str(exc)
+
+
+def test_lost_postgres_connection_is_a_clean_error(pg_server):
+    import psycopg
+
+    from hwtoken.provision.inventory import InventoryUnavailable
+
+    url = pg_server.new_database()
+    with opened(url) as inv:
+        pid = inv._db.info.backend_pid
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        rec = _record(77)
+        inv.seal(rec, b"z" * 20)
+        with pytest.raises(InventoryUnavailable, match="lost the inventory"):
+            inv.claim(rec)
+    with opened(url) as inv:  # nothing half-written
+        assert inv.get(77) is None

@@ -69,3 +69,25 @@ def test_failed_key_stays_pending_and_resume_settles_it(tmp_path):
         assert settled.counts() == {"done": 2}
         assert all(o.reprogrammed for o in settled.outcomes)
         assert {r.state for r in inv.records()} == {State.DONE}
+
+
+def test_resume_reports_missing_keys(tmp_path):
+    import signal
+
+    from provision_helpers import hwtoken
+
+    from hwtoken import paths
+
+    url = str(tmp_path / "inv.db")
+    hwtoken("provision", "run", "-i", url, "-m", "chalresp", "--virtual", "1",
+            env={"HWTOKEN_FAULT": "after:program"}, check=-signal.SIGKILL)
+    key_file = paths.virtual_key_path(sources.pool_name(1))
+    moved = key_file.with_name("elsewhere.bak")
+    key_file.rename(moved)  # the key was unplugged
+    proc = hwtoken("provision", "resume", "-i", url, "--json", check=1)
+    assert '"result": "missing"' in proc.stdout
+    status = hwtoken("provision", "status", "-i", url)
+    assert "pending: 1" in status.stdout
+    moved.rename(key_file)  # plugged in again
+    hwtoken("provision", "resume", "-i", url)
+    assert "done: 1" in hwtoken("provision", "status", "-i", url).stdout

@@ -37,6 +37,11 @@ class RecordBusy(HwtokenError):
     """Another live station holds this record (it is programming that key right now)."""
 
 
+class InventoryUnavailable(HwtokenError):
+    """The inventory cannot be read or written now: the station stops (no key is ever
+    programmed without its record committed first)."""
+
+
 def station_id() -> str:
     """This process as a station: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from hwtoken.errors import InvalidInput
-from hwtoken.provision.inventory import Inventory, RecordBusy
+from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy
 
 HOLD_NAMESPACE = 0x6877 << 32  # "hw": keeps our advisory lock keys apart from others'
 SCHEMA_LOCK = 0x68777470726F76  # advisory lock serialising schema creation
@@ -42,6 +42,11 @@ SCHEMA = [
 ]
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return redact(text.splitlines()[0]) if text else type(exc).__name__
+
+
 def redact(url: str) -> str:
     """The URL without its password (for messages)."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -57,9 +62,8 @@ class PostgresInventory(Inventory):
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InvalidInput(f"cannot connect to the inventory {redact(url)}: "
-                               f"{redact(first)}") from None
+                               f"{_first_line(exc)}") from None
         self._txn: Any = None
         with self.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -67,8 +71,12 @@ class PostgresInventory(Inventory):
                 self._db.execute(stmt)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self._db.execute(sql, tuple(params))  # type: ignore[arg-type]
-        return list(cur.fetchall()) if cur.description is not None else []
+        try:
+            cur = self._db.execute(sql, tuple(params))  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description is not None else []
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise InventoryUnavailable(f"lost the inventory {self.url}: "
+                                       f"{_first_line(exc)}") from None
 
     def _lock_for_update(self) -> str:
         return " FOR UPDATE"
@@ -78,18 +86,22 @@ class PostgresInventory(Inventory):
         if self._txn is not None:
             yield
             return
-        with self._db.transaction() as txn:
-            self._txn = txn
-            try:
-                yield
-            finally:
-                self._txn = None
+        try:
+            with self._db.transaction() as txn:
+                self._txn = txn
+                try:
+                    yield
+                finally:
+                    self._txn = None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise InventoryUnavailable(f"lost the inventory {self.url}: "
+                                       f"{_first_line(exc)}") from None
 
     @contextlib.contextmanager
     def hold(self, serial: int) -> Iterator[None]:
         key = HOLD_NAMESPACE | int(serial)
-        got = self._db.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-        if not got or not got[0]:
+        got = self._execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if not got or not got[0][0]:
             raise RecordBusy(f"key {serial} is being programmed by another station")
         try:
             yield

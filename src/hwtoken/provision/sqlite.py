@@ -11,13 +11,14 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import SECRET_MODE
-from hwtoken.provision.inventory import Inventory, RecordBusy
+from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,27 +55,47 @@ class SqliteInventory(Inventory):
             except OSError as exc:
                 raise InvalidInput(f"cannot create the inventory {self.path}: "
                                    f"{exc.strerror}") from None
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise InvalidInput(f"{self.path} is not a usable inventory database ({exc})") from None
+        self._db = self._connect()
         self._in_txn = False
         self._holds_fd: int | None = None
 
+    def _connect(self) -> sqlite3.Connection:
+        # switching a new file to WAL needs a moment alone with it: a second station
+        # opening at the same instant gets "locked" at once (no busy wait), so retry
+        deadline = time.monotonic() + 30.0
+        while True:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                db.execute("PRAGMA busy_timeout=30000")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(SCHEMA)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise InvalidInput(f"{self.path} is not a usable inventory database "
+                                       f"({exc})") from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                raise InvalidInput(f"{self.path} is not a usable inventory database "
+                                   f"({exc})") from None
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self._db.execute(sql, tuple(params)).fetchall())
+        try:
+            return list(self._db.execute(sql, tuple(params)).fetchall())
+        except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O
+            raise InventoryUnavailable(f"the inventory {self.path} cannot be used now: "
+                                       f"{exc}") from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         if self._in_txn:
             yield
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self._execute("BEGIN IMMEDIATE")
         self._in_txn = True
         try:
             yield
@@ -82,7 +103,7 @@ class SqliteInventory(Inventory):
             self._db.execute("ROLLBACK")
             raise
         else:
-            self._db.execute("COMMIT")
+            self._execute("COMMIT")
         finally:
             self._in_txn = False
 

@@ -42,20 +42,46 @@ def test_present_finds_virtual_keys_by_serial_only():
     assert sources.present(rec) is None
 
 
-class _Broken:
-    name = "broken"
+class _Unreachable:
+    name = "unreachable"
 
     @contextlib.contextmanager
     def connect(self, device):
-        raise RuntimeError("cable pulled")
+        raise RuntimeError("no such device")
         yield  # pragma: no cover
+
+
+class _PulledMidWrite:
+    """The cable is pulled while the key is being programmed."""
+
+    name = "pulled"
+
+    @contextlib.contextmanager
+    def connect(self, device):
+        class Conn:
+            def program(self, spec, secret):
+                raise RuntimeError("cable pulled")
+
+            def calculate(self, spec, challenge):  # pragma: no cover
+                raise AssertionError
+
+        yield Conn()
+
+
+def test_unreachable_key_leaves_no_record(tmp_path):
+    with opened(str(tmp_path / "inv.db")) as inv:
+        summary = Provisioner(inv, lambda s, d: _Unreachable()).run(Spec(Mode.HOTP),
+                                                                    sources.VirtualPool(1))
+        assert summary.counts() == {"failed": 1}
+        assert "RuntimeError" in summary.outcomes[0].message
+        assert inv.records() == []
 
 
 def test_failed_key_stays_pending_and_resume_settles_it(tmp_path):
     url = str(tmp_path / "inv.db")
     with opened(url) as inv:
-        summary = Provisioner(inv, lambda s, d: _Broken()).run(Spec(Mode.CHALRESP),
-                                                               sources.VirtualPool(2))
+        summary = Provisioner(inv, lambda s, d: _PulledMidWrite()).run(
+            Spec(Mode.CHALRESP), sources.VirtualPool(2))
         assert summary.counts() == {"failed": 2} and summary.exit_code == 1
         assert all("RuntimeError" in o.message for o in summary.outcomes)
         assert inv.counts()["pending"] == 2

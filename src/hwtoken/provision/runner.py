@@ -14,22 +14,35 @@ So a key is never programmed with a secret the inventory does not hold.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hwtoken.errors import DeviceBusy, HwtokenError
 from hwtoken.provision.faults import FaultInjector, Hook
-from hwtoken.provision.inventory import Inventory, RecordBusy, station_id
+from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy, station_id
 from hwtoken.provision.model import SECRET_LENGTH, Record, Spec, State
-from hwtoken.provision.protocol import Device, DeviceSource, Programmer
+from hwtoken.provision.protocol import Device, DeviceSource, KeyConnection, Programmer
 from hwtoken.provision.verify import check
 
 logger = logging.getLogger(__name__)
+
+
+class _OpenFailed(Exception):
+    """The key could not be opened (its message is safe to show and record)."""
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line, secret-free description of a per-key failure."""
+    if isinstance(exc, HwtokenError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"unexpected {type(exc).__name__} from the key's client library"
 
 BUSY_RETRY_SECONDS = 30.0  # how long a run keeps retrying keys another station holds
 BUSY_RETRY_PAUSE = 0.2
@@ -139,7 +152,11 @@ class Provisioner:
         return summary
 
     def provision(self, spec: Spec, device: Device, *, reprogram: bool = False) -> Outcome:
-        """The four steps for one key."""
+        """The four steps for one key.
+
+        The key is opened before its record is written (opening programs nothing), so a
+        key that cannot be reached right now leaves no pending record behind.
+        """
         inv = self.inventory
         try:
             with inv.hold(device.serial):
@@ -150,53 +167,73 @@ class Provisioner:
                             else "use --reprogram to program it again")
                     return Outcome(device.serial, device.spec, "refused",
                                    f"already in the inventory ({existing.state.value}); {hint}")
-                secret = secrets.token_bytes(SECRET_LENGTH)
-                rec = Record(serial=device.serial, mode=spec.mode, slot=spec.slot,
-                             digits=spec.digits, touch=spec.touch, name=spec.name, sealed="",
-                             device=device.spec, station=self.station)
-                inv.seal(rec, secret)
-                if not inv.claim(rec, reprogram=reprogram):
-                    return Outcome(device.serial, device.spec, "refused",
-                                   "claimed by another station")
-                self._step("record", rec)
-                return self._settle(device, rec, secret, program=True)
+                with self._connect(spec, device) as conn:
+                    secret = secrets.token_bytes(SECRET_LENGTH)
+                    rec = Record(serial=device.serial, mode=spec.mode, slot=spec.slot,
+                                 digits=spec.digits, touch=spec.touch, name=spec.name,
+                                 sealed="", device=device.spec, station=self.station)
+                    inv.seal(rec, secret)
+                    if not inv.claim(rec, reprogram=reprogram):
+                        return Outcome(device.serial, device.spec, "refused",
+                                       "claimed by another station")
+                    self._step("record", rec)
+                    return self._settle(conn, device, rec, secret, program=True)
         except (RecordBusy, DeviceBusy) as exc:
             return Outcome(device.serial, device.spec, "busy", str(exc))
+        except _OpenFailed as exc:
+            return Outcome(device.serial, device.spec, "failed", str(exc))
 
-    def _settle(self, device: Device, rec: Record, secret: bytes, *, program: bool) -> Outcome:
-        """Program (if asked) and verify the key, then mark the record done."""
+    @contextlib.contextmanager
+    def _connect(self, spec: Spec, device: Device) -> Iterator[KeyConnection]:
+        """Open ``device``; failures other than busy become :class:`_OpenFailed`."""
+        try:
+            cm = self.programmer_for(spec, device).connect(device)
+            conn = cm.__enter__()
+        except (DeviceBusy, InventoryUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported per key, the station goes on
+            raise _OpenFailed(_describe(exc)) from None
+        try:
+            yield conn
+        except BaseException:
+            if not cm.__exit__(*sys.exc_info()):
+                raise
+        else:
+            cm.__exit__(None, None, None)
+
+    def _settle(self, conn: KeyConnection, device: Device, rec: Record, secret: bytes, *,
+                program: bool) -> Outcome:
+        """Program (if asked) and verify the key on ``conn``, then mark the record done."""
         inv = self.inventory
         spec = rec.spec
         reprogrammed = False
         try:
-            with self.programmer_for(spec, device).connect(device) as conn:
-                if not program:
-                    nxt = check(conn, spec, secret, rec.counter)
-                    if nxt is None:
-                        program = reprogrammed = True
-                if program:
-                    conn.program(spec, secret)
-                    rec.attempts += 1
-                    inv.update(rec.serial, programmed_at=time.time(), attempts=rec.attempts,
-                               station=self.station)
-                    self._step("program", rec)
-                    nxt = check(conn, spec, secret, rec.counter)
+            if not program:
+                nxt = check(conn, spec, secret, rec.counter)
                 if nxt is None:
-                    msg = "the key's response does not match the recorded secret"
-                    inv.update(rec.serial, last_error=msg)
-                    inv.log_event("error", msg, rec.serial)
-                    return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)
-                self._step("verify", rec)
-                inv.update(rec.serial, state=State.DONE, counter=nxt, last_error=None)
-                rec.state, rec.counter = State.DONE, nxt
-                self._step("done", rec)
-        except DeviceBusy:
+                    program = reprogrammed = True
+            if program:
+                conn.program(spec, secret)
+                rec.attempts += 1
+                inv.update(rec.serial, programmed_at=time.time(), attempts=rec.attempts,
+                           station=self.station)
+                self._step("program", rec)
+                nxt = check(conn, spec, secret, rec.counter)
+            if nxt is None:
+                msg = "the key's response does not match the recorded secret"
+                inv.update(rec.serial, last_error=msg)
+                inv.log_event("error", msg, rec.serial)
+                return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)
+            self._step("verify", rec)
+            inv.update(rec.serial, state=State.DONE, counter=nxt, last_error=None)
+            rec.state, rec.counter = State.DONE, nxt
+            self._step("done", rec)
+        except (DeviceBusy, InventoryUnavailable):
             raise
         except Exception as exc:  # one bad key must not stop the station; resume retries it
             if exc is self._hook_error:
                 raise
-            msg = f"{type(exc).__name__}: {exc}" if isinstance(exc, HwtokenError) else (
-                f"unexpected {type(exc).__name__} from the key's client library")
+            msg = _describe(exc)
             logger.debug("key %s failed", rec.serial, exc_info=not isinstance(exc, HwtokenError))
             inv.update(rec.serial, last_error=msg)
             inv.log_event("error", msg, rec.serial)
@@ -221,9 +258,16 @@ class Provisioner:
                         self._emit(summary, Outcome(rec.serial, rec.device, "missing",
                                                     "key not present: plug it in and resume"))
                         continue
-                    outcome = self._settle(device, rec, inv.secret(rec), program=False)
+                    with self._connect(rec.spec, device) as conn:
+                        outcome = self._settle(conn, device, rec, inv.secret(rec),
+                                               program=False)
             except (RecordBusy, DeviceBusy) as exc:
                 outcome = Outcome(pending.serial, pending.device, "busy", str(exc))
+            except _OpenFailed as exc:
+                msg = str(exc)
+                inv.update(pending.serial, last_error=msg)
+                inv.log_event("error", msg, pending.serial)
+                outcome = Outcome(pending.serial, pending.device, "failed", msg)
             self._emit(summary, outcome)
         summary.seconds = time.monotonic() - started
         return summary

@@ -9,7 +9,8 @@
 
 A crash between any two steps leaves a ``pending`` record holding the secret; ``resume``
 checks such a key and completes the record, or reprograms the key with the recorded secret.
-So a key is never programmed with a secret the inventory does not hold.
+So a key is never programmed with a secret the inventory does not hold. (The key is
+opened before step 1 -- opening writes nothing -- so an unreachable key leaves no record.)
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class SqliteInventory(Inventory):
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
-        super().__init__(f"sqlite:///{self.path}")
+        super().__init__(f"sqlite://{self.path}")
         if not self.path.exists():
             if not create:
                 raise InvalidInput(f"no inventory at {self.path}")

@@ -146,7 +146,7 @@ def _host_accepts(name, secret, algorithm, digits, period):
     st.sampled_from(["SHA1", "SHA256", "SHA512", "MD5", "sha1"]),
     st.integers(4, 10), st.integers(-5, 100000)), min_size=30, max_size=30))
 def test_fuzz_validation_on_micropython(tmp_path_factory, cases):
-    from conftest import run_json
+    from fob_support import run_json
 
     doc = run_json(f"""
 import json, accounts

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from fob_support import GOLDEN
 
-from conftest import GOLDEN
 from hwtoken.fob.framebuf import FrameBuffer
 from hwtoken.fob.simulate import FobAccount, Screen, render
 from hwtoken.otp import TOTP

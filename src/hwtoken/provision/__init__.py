@@ -8,14 +8,16 @@ a validation server as PSKC, privacyIDEA CSV or the Yubico personalisation-tool 
 Typical use::
 
     from hwtoken.provision import (Mode, Provisioner, Spec, Unlocker, VirtualPool,
-                                   export, open_inventory, programmer_for)
+                                   open_inventory, programmer_for)
+    from hwtoken.provision.export import export
 
     with open_inventory("sqlite:///tmp/keys.db") as inv:
         inv.unlock(Unlocker(passphrase="..."))
         Provisioner(inv, programmer_for).run(Spec(Mode.CHALRESP, slot=2), VirtualPool(5))
         export(inv, "pskc", "/tmp/batch.pskc", password="...")
 
-Submodules are imported lazily, so ``import hwtoken.provision`` stays cheap.
+Submodules are imported lazily, so ``import hwtoken.provision`` stays cheap. (``export``
+is not re-exported here: it would collide with the submodule of the same name.)
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ _EXPORTS = {
     "VirtualPool": "hwtoken.provision.sources",
     "UsbKeys": "hwtoken.provision.sources",
     "RecordedKeys": "hwtoken.provision.sources",
-    "export": "hwtoken.provision.export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,6 +22,7 @@ PARTS: list[tuple[str, str]] = [
     ("usbip", "A virtual YubiKey over USB/IP: WebAuthn registration and sign-in"),
     ("otp_slots", "An OTP slot: HMAC-SHA1 challenge-response through python-yubico"),
     ("pcsc", "The OATH applet through pcscd, listed by ykman"),
+    ("provision", "Batch provisioning: a crash, resume, and a PSKC export"),
     ("fob", "The DIY fob: the OLED screen, simulated by the firmware's own code"),
 ]
 

@@ -45,6 +45,9 @@ class SqliteInventory(Inventory):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
         super().__init__(f"sqlite://{self.path}")
+        if self.path.is_dir():
+            raise InvalidInput(f"the inventory {self.path} is a directory; give a file name "
+                               "such as keys.db")
         if not self.path.exists():
             if not create:
                 raise InvalidInput(f"no inventory at {self.path}")
@@ -64,8 +67,11 @@ class SqliteInventory(Inventory):
         # opening at the same instant gets "locked" at once (no busy wait), so retry
         deadline = time.monotonic() + 30.0
         while True:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                 check_same_thread=False)
+            try:
+                db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                     check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise InvalidInput(f"cannot open the inventory {self.path}: {exc}") from None
             try:
                 db.execute("PRAGMA busy_timeout=30000")
                 db.execute("PRAGMA journal_mode=WAL")

@@ -198,3 +198,30 @@ def test_config_parser_on_the_served_configuration(usbip_key):
     (otp,), (fido,) = _parse_config(cfg)
     assert otp.extra[1] == 0x21 and len(otp.endpoints) == 1
     assert [d[2] for d, _ in fido.endpoints] == [0x84, 0x04]
+
+
+def test_backend_close_also_closes_handles_that_reconnected(usbip_server):
+    """A handle used after close() imports again; the next close() must end that session."""
+    import time
+
+    def sessions_end() -> bool:
+        deadline = time.monotonic() + 5
+        while usbip_server.usb.session_count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return usbip_server.usb.session_count == 0
+
+    backend = UsbipBackend(usbip_server.host, usbip_server.port)
+    dev = usb.core.find(idVendor=0x1050, backend=backend)
+    try:
+        assert bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))[1:4] == bytes([5, 7, 1])
+        assert usbip_server.usb.session_count == 1
+        backend.close()
+        assert sessions_end()
+        # the same pyusb device keeps working: its handle imports again
+        assert bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))[1:4] == bytes([5, 7, 1])
+        assert usbip_server.usb.session_count == 1
+        backend.close()  # ...and this close reaches the re-imported session
+        assert sessions_end()
+    finally:
+        usb.util.dispose_resources(dev)
+        backend.close()

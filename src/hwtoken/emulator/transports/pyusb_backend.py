@@ -76,6 +76,9 @@ class _Handle:
     def connection(self) -> usbip_host.Connection:
         if self.conn is None:
             self.conn = self.backend._import(self.dev.busid)
+            # (re)listed on every import: a handle that reconnects after the backend's
+            # close() must be closed by the next close() too, or its session lingers
+            self.backend._track(self)
         return self.conn
 
     def drop(self) -> None:
@@ -173,8 +176,12 @@ class UsbipBackend(usb.backend.IBackend):
         dev.device_descriptor = dd
         dev.config_descriptors = configs
 
+    def _track(self, handle: _Handle) -> None:
+        with self._lock:
+            self._handles.add(handle)
+
     def close(self) -> None:
-        """Close every open session."""
+        """Close every open session (a handle used again afterwards re-imports)."""
         with self._lock:
             handles, self._handles = list(self._handles), set()
         for h in handles:
@@ -269,8 +276,6 @@ class UsbipBackend(usb.backend.IBackend):
     def open_device(self, dev: UsbipDeviceId) -> _Handle:
         h = _Handle(self, dev)
         h.connection()
-        with self._lock:
-            self._handles.add(h)
         return h
 
     def close_device(self, dev_handle: _Handle) -> None:

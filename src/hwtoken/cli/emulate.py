@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +242,15 @@ def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch:
     the vhci-hcd module, `sudo usbip attach -r 127.0.0.1 -b 1-1` makes it a real USB
     device for browsers, ykman and libfido2.
     """
+    with _serve_logging(verbose):
+        _serve(name, usbip_spec, no_usbip, allow_remote, touch, pcsc_spec, as_json)
+
+
+def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
+           pcsc_spec: str | None, as_json: bool) -> None:
     from hwtoken.emulator.key import VirtualKey
     from hwtoken.emulator.serve import KeyService, parse_endpoint
 
-    _setup_logging(verbose)
     path = devices.key_path_for(name)
     usbip = None if no_usbip else parse_endpoint(usbip_spec)
     pcsc = parse_endpoint(pcsc_spec, default_port=35963) if pcsc_spec else None
@@ -258,9 +265,13 @@ def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch:
                              ) from None
         raise DeviceBusy(f"virtual key {name!r} is in use by another process") from None
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {}
     try:
+        if threading.current_thread() is threading.main_thread():
+            # (signal handlers can only be set in the main thread; a caller that runs the
+            # CLI in another thread stops it by other means)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
         with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote) as svc:
             doc = svc.describe()
             if as_json:
@@ -277,13 +288,28 @@ def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch:
         click.echo(f"stopped serving {name}")
 
 
-def _setup_logging(verbose: bool) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
+@contextlib.contextmanager
+def _serve_logging(verbose: bool) -> Iterator[None]:
+    """Show hwtoken's warnings (with -v also connections) on stderr while serving.
+
+    Only the "hwtoken" logger is touched, and only until the command ends: its level and
+    handlers are restored afterwards, so a program that runs the CLI in-process (tests,
+    CliRunner) keeps its own logging setup.
+    """
+    logger = logging.getLogger("hwtoken")
+    saved_level = logger.level
+    handler: logging.Handler | None = None
+    if not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        root.addHandler(handler)
-    logging.getLogger("hwtoken").setLevel(logging.INFO if verbose else logging.WARNING)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved_level)
+        if handler is not None:
+            logger.removeHandler(handler)
 
 
 def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> None:

@@ -397,7 +397,8 @@ class KeyService:
             from hwtoken.emulator.transports.vpcd import VpcdLink
         except ImportError as exc:
             raise DeviceError(f"PC/SC transport unavailable: {exc}") from None
-        link = VpcdLink(self.key, host=host, port=port)
+        # the same lock as USB/IP's requests: one request at a time changes the state
+        link = VpcdLink(self.key, host=host, port=port, lock=self.key.lock)
         link.start()
         return link
 
@@ -423,7 +424,7 @@ class KeyService:
         if self.usbip is not None:
             self.usbip.stop()
             self.usbip = None
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), self.key.lock:
             self.key.store.commit()
 
     def __enter__(self) -> KeyService:

@@ -194,7 +194,7 @@ class YubiKeyUsb:
         if rtype == hid.REPORT_FEATURE:
             if self.otp is None:
                 return bytes(FEATURE_REPORT_SIZE)
-            with self._feature_lock:
+            with self.key.lock, self._feature_lock:
                 return bytes(self.otp.get_feature())[:FEATURE_REPORT_SIZE]
         if rtype == hid.REPORT_INPUT:
             return bytes(KEYBOARD_REPORT_SIZE)
@@ -205,7 +205,9 @@ class YubiKeyUsb:
             if len(payload) != FEATURE_REPORT_SIZE:
                 raise usb_core.Stall
             if self.otp is not None:
-                with self._feature_lock:
+                # key.lock: the OTP applet may change and save the key's state here, and
+                # PC/SC (vpcd) must not do so at the same time
+                with self.key.lock, self._feature_lock:
                     self.otp.set_feature(bytes(payload))
             return
         if rtype == hid.REPORT_OUTPUT:  # keyboard LEDs: accepted, ignored

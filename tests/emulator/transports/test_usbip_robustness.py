@@ -259,3 +259,69 @@ def test_allow_remote_warns(usbip_key, monkeypatch, caplog):
         srv = UsbipServer(usbip_key, "127.0.0.1", 0, allow_remote=True).start()
         srv.stop()
     assert "anyone who can reach this address can use the key" in caplog.text
+
+
+def test_usbip_requests_save_state_under_the_key_lock(usbip_server, usbip_key):
+    """CTAPHID and OTP feature-report requests hold ``key.lock`` (shared with PC/SC)."""
+    import threading
+
+    import yubico
+    from fido2.ctap2 import Ctap2
+
+    from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
+
+    saves: list[bool] = []
+    real_commit = usbip_key.store.commit
+
+    def commit() -> None:
+        saves.append(usbip_key.lock._is_owned())
+        real_commit()
+
+    usbip_key.store.commit = commit
+    try:
+        dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+        try:
+            Ctap2(dev).make_credential(
+                bytes(32), {"id": "example.com", "name": "Ex"}, {"id": b"u", "name": "u"},
+                [{"type": "public-key", "alg": -7}], options={"rk": True})
+        finally:
+            dev.close()
+        fido_saves = len(saves)
+        assert fido_saves >= 1
+        with UsbipBackend(usbip_server.host, usbip_server.port) as b, use_backend(b):
+            yk = yubico.find_yubikey()
+            cfg = yk.init_config()
+            cfg.mode_challenge_response(b"h:" + bytes(range(20)).hex().encode())
+            yk.write_config(cfg, slot=2)
+            del yk
+        assert len(saves) > fido_saves
+        assert all(saves), saves
+        # the lock is really contended for: held elsewhere, a request waits for it
+        held = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            with usbip_key.lock:
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(5)
+        dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+        try:
+            result: list[bytes] = []
+            caller = threading.Thread(target=lambda: result.append(
+                bytes(Ctap2(dev).get_info().aaguid)))
+            caller.start()
+            caller.join(0.3)
+            assert caller.is_alive() and not result  # waiting for the other transport
+            release.set()
+            caller.join(10)
+            assert result == [usbip_key.aaguid]
+        finally:
+            release.set()
+            holder.join(10)
+            dev.close()
+    finally:
+        del usbip_key.store.commit

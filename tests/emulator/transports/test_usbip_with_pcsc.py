@@ -83,3 +83,71 @@ def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
         proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert devices.running_serve("card") is None
+
+
+def test_both_transports_change_and_save_state_under_the_key_lock(usbip_key):
+    """USB/IP and PC/SC at once: every save of the state happens under ``key.lock``, and
+    requests from both sides running concurrently all land in the state file."""
+    import threading
+
+    from fido2.ctap2 import Ctap2
+    from yubikit.oath import HASH_ALGORITHM, OATH_TYPE, CredentialData, OathSession
+
+    from hwtoken.emulator.store import KeyStore
+
+    saves: list[tuple[str, bool]] = []
+    real_commit = usbip_key.store.commit
+
+    def commit() -> None:
+        saves.append((threading.current_thread().name, usbip_key.lock._is_owned()))
+        real_commit()
+
+    usbip_key.store.commit = commit
+    pcscd = shared_pcscd()
+    with KeyService(usbip_key, usbip=("127.0.0.1", 0), pcsc=("127.0.0.1", pcscd.port)) as svc:
+        assert svc.vpcd.lock is usbip_key.lock
+        assert svc.vpcd.wait_connected(10), pcscd.log_tail()
+        wait_for_card(READER_0, timeout=10)
+        host, port, busid = svc.usbip.address
+        errors: list[BaseException] = []
+
+        def fido_side() -> None:
+            try:
+                dev = open_usbip_fido(host, port, busid, timeout=30)
+                try:
+                    for i in range(4):
+                        Ctap2(dev).make_credential(
+                            bytes(32), {"id": "example.com", "name": "Ex"},
+                            {"id": bytes([i]), "name": "u"}, [{"type": "public-key", "alg": -7}],
+                            options={"rk": True})
+                finally:
+                    dev.close()
+                with UsbipBackend(host, port) as backend, use_backend(backend):
+                    yk = yubico.find_yubikey()
+                    cfg = yk.init_config()
+                    cfg.mode_challenge_response(b"h:" + bytes(range(20)).hex().encode())
+                    yk.write_config(cfg, slot=1)
+                    del yk
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=fido_side)
+        t.start()
+        (dev,) = list_devices(READER_0)
+        with dev.open_connection(SmartCardConnection) as conn:
+            oath = OathSession(conn)
+            for i in range(4):
+                oath.put_credential(CredentialData(f"acct{i}", OATH_TYPE.TOTP,
+                                                   HASH_ALGORITHM.SHA1, bytes(20)))
+        t.join(timeout=60)
+        assert not t.is_alive() and not errors, errors
+        assert saves, "nothing was saved"
+        # saved from PC/SC's thread and from USB/IP's connection threads
+        assert {name for name, _ in saves} >= {f"hwtoken-vpcd-{pcscd.port}",
+                                                "hwtoken-usbip-conn"}, saves
+        assert all(owned for _name, owned in saves), saves
+    del usbip_key.store.commit
+    store = KeyStore.read(usbip_key.path)  # every change from both sides is on disk
+    assert len(store.data["fido"]["resident"]) == 4
+    assert len(store.data["oath"]["credentials"]) == 4
+    assert store.data["otp"]["slots"]["1"]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
 
 _INSTANT_POLICIES = (ApproveAlways, DenyAlways)
+KEY_LOCK_WAIT = 5.0  # seconds a request waits for another transport's request to finish
 
 REPORT_SIZE = 64
 BROADCAST_CID = 0xFFFFFFFF
@@ -415,6 +416,20 @@ class CtapHidEngine:
             self._cond.notify_all()
 
     def _run(self, job: _Job) -> tuple[int, bytes]:
+        """Run one MSG/CBOR request holding ``key.lock``, the lock every transport of the
+        key (USB/IP, PC/SC) holds per request, so two never change or save the state at
+        once; CHANNEL_BUSY if another transport keeps it longer than KEY_LOCK_WAIT."""
+        key_lock = getattr(self.key, "lock", None)
+        if key_lock is None:
+            return self._run_applet(job)
+        if not key_lock.acquire(timeout=KEY_LOCK_WAIT):
+            return Cmd.ERROR, bytes([HidError.CHANNEL_BUSY])
+        try:
+            return self._run_applet(job)
+        finally:
+            key_lock.release()
+
+    def _run_applet(self, job: _Job) -> tuple[int, bytes]:
         """Run one MSG/CBOR request: the response command and payload; never raises."""
 
         def keepalive() -> None:

@@ -59,7 +59,8 @@ class VpcdLink:
 
     ``start()`` runs the link in a daemon thread; ``stop()`` ends it. While pcscd is not
     listening the link retries with a backoff doubling from 0.1 s up to ``max_backoff``.
-    ``lock`` (optional) serialises card commands with other transports of the same key.
+    ``lock`` serialises card commands with other transports of the same key (default: the
+    key's ``lock``).
     """
 
     def __init__(self, key: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
@@ -70,7 +71,9 @@ class VpcdLink:
         self.port = port
         self.card = card if card is not None else CardOS(key)
         self.max_backoff = max_backoff
-        self.lock = lock if lock is not None else threading.RLock()
+        if lock is None:  # the key's own: what its other transports hold per request
+            lock = getattr(key, "lock", None) or threading.RLock()
+        self.lock = lock
         self.apdus = 0
         self.connections = 0
         self._stop = threading.Event()

@@ -82,6 +82,19 @@ def test_hotp_crash_keeps_the_counter_in_step(step, tmp_path):
         code = key_calculate(f"emu:{name}", serial, "hotp", slot=1, digits=8)
         assert typ == "hotp" and digits == "8"
         assert code == hotp_code(bytes.fromhex(key_hex), int(counter), 8)
+    # the Yubico format carries the slot's initial moving factor: the key's next code is
+    # within a validation server's usual look-ahead window (10) from it
+    yk = tmp_path / "k.yk.csv"
+    hwtoken("provision", "export", "--inventory", url, "--format", "yubico-csv", "--all",
+            "--out", str(yk))
+    for serial_s, _, factor, key_hex, *_ in (ln.split(",") for ln in
+                                            yk.read_text().splitlines()):
+        serial = int(serial_s)
+        name = next(pool_name(i) for i in (1, 2) if virtual_serial(pool_name(i)) == serial)
+        code = key_calculate(f"emu:{name}", serial, "hotp", slot=1, digits=8)
+        window = range(int(factor), int(factor) + 10)
+        assert factor == "0" and code in {hotp_code(bytes.fromhex(key_hex), c, 8)
+                                          for c in window}
 
 
 def test_in_process_hook_sees_the_four_steps_in_order(tmp_path):

@@ -104,6 +104,23 @@ def test_privacyidea_csv_layout(filled, tmp_path):
     assert list(result.skipped) == [102]  # challenge-response has no privacyIDEA CSV type
 
 
+def parse_privacyidea_yubikey_csv(text: str) -> dict[str, dict[str, object]]:
+    """How privacyIDEA's "Yubikey CSV" import reads the tool's Yubico format: a row whose
+    third field is ``0`` is an OATH-HOTP token, an empty one a static password (skipped),
+    any other value a Yubico OTP (AES) token."""
+    tokens = {}
+    for line in text.split("\n"):
+        f = line.split(",")
+        if len(f) < 6 or not f[0].strip().isdigit():
+            continue
+        third = f[2].strip()
+        if third == "0":
+            tokens[f"UBOM{f[0].strip()}_X"] = {"type": "hotp", "otpkey": f[3].strip()}
+        elif third:
+            tokens[f"UBAM{f[0].strip()}_X"] = {"type": "yubikey", "otpkey": f[3].strip()}
+    return tokens
+
+
 def test_yubico_csv_layout(filled, tmp_path):
     out = tmp_path / "yk.csv"
     with opened(filled) as inv:
@@ -111,11 +128,25 @@ def test_yubico_csv_layout(filled, tmp_path):
     rows = [line.split(",") for line in out.read_text().splitlines()]
     assert [r[0] for r in rows] == ["101", "102"]
     for r in rows:
-        # serial, public id, moving factor|0, secret key, access code, timestamp, (trailing)
+        # serial, public id, moving factor seed|0, secret key, access code, timestamp, ""
         assert len(r) == 7 and r[1] == "" and r[4] == "" and r[6] == ""
         assert r[3] == SECRETS[int(r[0])].hex()
         assert len(r[5]) == 19 and r[5][10] == "T"
-    assert rows[0][2] == "5" and rows[1][2] == "0"
+    # the HOTP slot's *initial* moving factor (what the tool logs), not its counter (5):
+    # privacyIDEA would import a row with a non-zero third field as a Yubico OTP token
+    assert rows[0][2] == "0" and rows[1][2] == "0"
+    assert parse_privacyidea_yubikey_csv(out.read_text())["UBOM101_X"] == {
+        "type": "hotp", "otpkey": SECRETS[101].hex()}
+
+
+def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = hwtoken("provision", "export", "-i", filled, "-f", "csv", "-o",
+                   str(blocker / "sub" / "x.csv"), check=2)
+    assert proc.stderr.startswith("error: cannot write") and "Traceback" not in proc.stderr
+    with opened(filled) as inv:  # nothing was marked exported
+        assert inv.counts()["exported"] == 0
 
 
 def test_second_export_takes_only_new_records(filled, tmp_path):

@@ -22,9 +22,13 @@ Formats
     ``UBOA<serial>`` for a credential on the OATH applet. privacyIDEA's CSV has no
     challenge-response type, so chalresp records are left out (use pskc for them).
 ``yubico-csv`` (the YubiKey Personalization Tool's "Yubico format" log line)
-    ``serial,publicId,movingFactor|0,secretKey(hex),accessCode,timestamp,`` -- OTP slots
-    only: OATH-HOTP rows carry the moving factor, challenge-response rows ``,0,`` exactly
-    as the tool writes them. OATH-applet records are left out.
+    ``serial,publicId,movingFactorSeed|0,secretKey(hex),accessCode,timestamp,`` -- OTP
+    slots only, exactly as the tool writes them: an OATH-HOTP row carries the *initial*
+    moving factor the slot was programmed with (always 0 here), a challenge-response row
+    ``,0,``. (privacyIDEA's "Yubikey CSV" import takes a row whose third field is ``0``
+    as OATH-HOTP and any other number as Yubico OTP, so the current counter must not go
+    there; a validation server finds the key's next code within its look-ahead window.)
+    OATH-applet records are left out.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from datetime import datetime
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import atomic_write
 from hwtoken.provision.inventory import Inventory
-from hwtoken.provision.model import OATH_PERIOD, Mode, Record, State
+from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Record, State
 
 FORMATS = ("pskc", "csv", "yubico-csv")
 PSKC_HOTP = "urn:ietf:params:xml:ns:keyprov:pskc:hotp"
@@ -133,7 +137,9 @@ def render_yubico_csv(records: list[Record], secret_of: SecretOf,
             skipped[rec.serial] = "the Yubico format covers OTP slots only (use pskc or csv)"
             continue
         stamp = datetime.fromtimestamp(rec.programmed_at or rec.updated_at or time.time())
-        factor = rec.counter if rec.mode is Mode.HOTP else 0
+        # the tool logs the moving factor *seed* (the slot's initial counter), not the
+        # counter now; the programmers always program HOTP_IMF
+        factor = HOTP_IMF if rec.mode is Mode.HOTP else 0
         lines.append(f"{rec.serial},,{factor},{secret_of(rec).hex()},,"
                      f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')},")
         taken.append(rec.serial)
@@ -164,6 +170,9 @@ def export(inventory: Inventory, fmt: str, out: str, *, include_exported: bool =
         data, result.exported = render_privacyidea_csv(records, inventory.secret, result.skipped)
     else:
         data, result.exported = render_yubico_csv(records, inventory.secret, result.skipped)
-    atomic_write(path, data)
+    try:
+        atomic_write(path, data)
+    except OSError as exc:  # no such directory, read-only, not allowed: nothing is marked
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
     inventory.mark_exported(result.exported)
     return result

@@ -33,6 +33,7 @@ class State(enum.StrEnum):
 
 SECRET_LENGTH = 20  # HMAC-SHA1 key size: what OTP slots hold and what OATH uses by default
 OATH_PERIOD = 30
+HOTP_IMF = 0  # the initial moving factor (counter) every HOTP slot is programmed with
 HOTP_LOOK_AHEAD = 20  # how far a check searches the key's HOTP counter after a crash
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hwtoken.errors import DeviceError, InvalidInput
-from hwtoken.provision.model import OATH_PERIOD, Mode, Spec
+from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Spec
 from hwtoken.provision.protocol import Device, KeyConnection, NotProgrammed, Programmer
 
 PATH_ENV = "HWTOKEN_PROVISION_PATH"
@@ -84,7 +84,7 @@ def _otp_config(yk_or_none: Any, spec: Spec, secret: bytes) -> Any:
 
         cfg = YubiKeyConfigUSBHID(ykver=(5, 7, 1))
     if spec.mode is Mode.HOTP:
-        cfg.mode_oath_hotp(secret, digits=spec.digits, factor_seed=0)
+        cfg.mode_oath_hotp(secret, digits=spec.digits, factor_seed=0)  # HOTP_IMF
     else:
         cfg.mode_challenge_response(secret, type="HMAC", variable=True,
                                     require_button=spec.touch)
@@ -100,7 +100,7 @@ class _OtpSlotConnection:
     def program(self, spec: Spec, secret: bytes) -> None:
         # the inventory decides what may be (re)programmed, so the slot is overwritten
         if spec.mode is Mode.HOTP:
-            self.key.program_hotp(spec.slot, secret, digits=spec.digits, imf=0, force=True)
+            self.key.program_hotp(spec.slot, secret, digits=spec.digits, imf=HOTP_IMF, force=True)
         else:
             self.key.program_chalresp(spec.slot, secret, touch=spec.touch, force=True)
 

@@ -71,3 +71,42 @@ def test_fault_variable_is_validated(tmp_path):
     proc = hwtoken("provision", "run", "-i", str(tmp_path / "f.db"), "-m", "hotp",
                    "--virtual", "1", env={"HWTOKEN_FAULT": "after:lunch"}, check=2)
     assert "HWTOKEN_FAULT" in proc.stderr
+
+
+def _run_on_a_terminal(*args: str) -> str:
+    """Run the real ``hwtoken`` with its stdout and stderr on a pseudo-terminal."""
+    import os
+    import pty
+    import subprocess
+
+    from provision_helpers import HWTOKEN
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([HWTOKEN, *args], stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=follower, env=dict(os.environ))
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal_json_lines_otherwise(tmp_path):
+    url = str(tmp_path / "inv.db")
+    shown = _run_on_a_terminal("provision", "run", "-i", url, "-m", "chalresp",
+                               "--virtual", "3")
+    assert "provisioning" in shown and "[####" in shown and "3/3" in shown
+    assert "3 done in " in shown
+    as_json = _run_on_a_terminal("provision", "run", "-i", url, "-m", "chalresp",
+                                 "--virtual", "3", "--reprogram", "--json")
+    docs = [json.loads(ln) for ln in as_json.splitlines() if ln.strip()]
+    assert [d["result"] for d in docs[:3]] == ["done"] * 3  # no bar, only JSON lines
+    assert docs[-1]["summary"]["counts"] == {"done": 3}

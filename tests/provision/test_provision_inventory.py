@@ -149,3 +149,11 @@ def test_lost_postgres_connection_is_a_clean_error(pg_server):
             inv.claim(rec)
     with opened(url) as inv:  # nothing half-written
         assert inv.get(77) is None
+
+
+def test_sqlite_is_wal_with_synchronous_full(tmp_path):
+    with opened(str(tmp_path / "inv.db")) as inv:
+        assert inv.query("PRAGMA journal_mode")[0][0] == "wal"
+        assert inv.query("PRAGMA synchronous")[0][0] == 2  # FULL
+    with open_inventory(str(tmp_path / "inv.db")) as again:  # every connection, not once
+        assert again.query("PRAGMA synchronous")[0][0] == 2

@@ -12,8 +12,8 @@ running in another process (it holds the key's lock and writes ``NAME.serve.json
   (``handle.usbip`` / ``handle.pcsc``, ``handle.key is None``).
 * :func:`usbip_endpoint_for` yields ``(host, port, busid)`` of a USB/IP server for the
   key: the running serve's, or a temporary one on a free loopback port.
-* :func:`fido_device_for` yields a ``fido2.hid.CtapHidDevice`` (in-process, or over
-  USB/IP when a serve runs).
+* :func:`fido_device_for` yields a fido2 ``CtapDevice`` (in-process, or over USB/IP
+  when a serve runs, or through pcscd when the serve has PC/SC only).
 * :func:`pyusb_backend_for` yields a pyusb backend for the key and makes it pyusb's
   default, so python-yubico's ``find_yubikey()`` finds it unmodified.
 
@@ -36,7 +36,7 @@ from hwtoken import paths
 from hwtoken.errors import DeviceBusy, InvalidInput
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fido2.hid import CtapHidDevice
+    from fido2.ctap import CtapDevice
 
     from hwtoken.emulator.key import VirtualKey
     from hwtoken.emulator.presence import UserPresence
@@ -195,24 +195,70 @@ def served_key(key: VirtualKey) -> Iterator[tuple[str, int, str]]:
         yield srv.address
 
 
+def pcsc_reader_for(port: int) -> str:
+    """The PC/SC reader name pcscd's vpcd driver gives the card served on ``port``.
+
+    ``$HWTOKEN_PCSC_READER`` overrides it (a pcscd configured with other ports).
+    """
+    import os
+
+    from hwtoken.emulator.pcscd import READER_0, READER_1
+    from hwtoken.emulator.transports.vpcd import DEFAULT_PORT
+
+    override = os.environ.get("HWTOKEN_PCSC_READER")
+    if override:
+        return override
+    return READER_1 if port == DEFAULT_PORT + 1 else READER_0
+
+
+def _open_pcsc_fido(name: str, port: int) -> CtapDevice:
+    """fido2's ``CtapPcscDevice`` for a key a serve inserted into pcscd (vpcd)."""
+    from fido2.pcsc import CtapPcscDevice
+
+    from hwtoken.emulator.pcscd import wait_for_card
+    from hwtoken.errors import DeviceError
+
+    reader = pcsc_reader_for(port)
+    try:
+        wait_for_card(reader, timeout=10)
+    except DeviceError as exc:
+        raise DeviceError(f"virtual key {name!r} is served over PC/SC only and {exc}; is "
+                          "pcscd with the vpcd driver running?") from None
+    from smartcard.System import readers
+
+    for r in readers():
+        if r.name == reader:
+            try:
+                return CtapPcscDevice(r.createConnection(), r.name)
+            except Exception as exc:  # noqa: BLE001 - pyscard and fido2 raise many kinds
+                raise DeviceError(f"virtual key {name!r}: the card in PC/SC reader {reader!r} "
+                                  f"does not answer as a FIDO key ({exc})") from None
+    raise DeviceError(f"virtual key {name!r}: no PC/SC reader named {reader!r}")
+
+
 @contextlib.contextmanager
 def fido_device_for(name: str, *, presence: UserPresence | None = None
-                    ) -> Iterator[CtapHidDevice]:
-    """A ``fido2.hid.CtapHidDevice`` for virtual key ``name``.
+                    ) -> Iterator[CtapDevice]:
+    """A fido2 ``CtapDevice`` for virtual key ``name``.
 
-    In-process (no network) when no serve runs; over USB/IP to the serve otherwise.
+    In-process (no network) when no serve runs; otherwise through the running serve:
+    over USB/IP (a ``CtapHidDevice``), or, for a serve with PC/SC only, through pcscd
+    (fido2's ``CtapPcscDevice``, the NFC path).
     """
     with open_virtual(name, presence=presence) as handle:
+        dev: CtapDevice
         if handle.key is not None:
             from hwtoken.emulator import fido_device
 
             dev = fido_device(handle.key)
-        else:
-            if handle.usbip is None:
-                raise InvalidInput(f"virtual key {name!r} is served without USB/IP")
+        elif handle.usbip is not None:
             from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
 
             dev = open_usbip_fido(*handle.usbip)
+        elif handle.pcsc is not None:
+            dev = _open_pcsc_fido(name, handle.pcsc[1])
+        else:
+            raise InvalidInput(f"virtual key {name!r} is served without USB/IP or PC/SC")
         try:
             yield dev
         finally:

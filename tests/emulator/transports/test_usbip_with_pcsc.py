@@ -78,11 +78,26 @@ def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
         (dev,) = list_devices(READER_0)
         with dev.open_connection(SmartCardConnection) as conn:
             assert YubiOtpSession(conn).get_serial() == 5550123
+        # fido_device_for falls back to PC/SC (fido2's CtapPcscDevice) for this serve
+        from fido2.ctap2 import Ctap2
+        from fido2.pcsc import CtapPcscDevice
+
+        with devices.fido_device_for("card") as fido:
+            assert isinstance(fido, CtapPcscDevice)
+            ctap2 = Ctap2(fido)
+            assert "FIDO_2_0" in ctap2.get_info().versions
+            ctap2.make_credential(
+                bytes(32), {"id": "example.com", "name": "Ex"}, {"id": b"u", "name": "u"},
+                [{"type": "public-key", "alg": -7}], options={"rk": True})
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert devices.running_serve("card") is None
+    from hwtoken.emulator.store import KeyStore
+
+    saved = KeyStore.read(devices.key_path_for("card"))
+    assert len(saved.data["fido"]["resident"]) == 1  # made over PC/SC, saved by the serve
 
 
 def test_both_transports_change_and_save_state_under_the_key_lock(usbip_key):

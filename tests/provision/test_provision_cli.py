@@ -110,3 +110,24 @@ def test_progress_bar_on_a_terminal_json_lines_otherwise(tmp_path):
     docs = [json.loads(ln) for ln in as_json.splitlines() if ln.strip()]
     assert [d["result"] for d in docs[:3]] == ["done"] * 3  # no bar, only JSON lines
     assert docs[-1]["summary"]["counts"] == {"done": 3}
+
+
+def test_reprogram_refuses_to_forget_a_secret_in_another_slot(tmp_path):
+    from provision_helpers import chalresp_matches, opened
+
+    url = str(tmp_path / "inv.db")
+    hwtoken("provision", "run", "-i", url, "-m", "chalresp", "--slot", "2", "--virtual", "1")
+    with opened(url) as inv:
+        (rec,) = inv.records()
+        secret = inv.secret(rec)
+    proc = hwtoken("provision", "run", "-i", url, "-m", "hotp", "--slot", "1", "--virtual",
+                   "1", "--reprogram", "--json")
+    (doc,) = [json.loads(ln) for ln in proc.stdout.splitlines() if '"serial"' in ln]
+    assert doc["result"] == "refused" and "slot 2" in doc["message"]
+    with opened(url) as inv:  # the slot-2 secret is still recorded, and still on the key
+        assert inv.secret(inv.get(rec.serial)) == secret
+    assert chalresp_matches(rec.device, rec.serial, secret)
+    # the same place may be reprogrammed, in another mode too
+    proc = hwtoken("provision", "run", "-i", url, "-m", "hotp", "--slot", "2", "--virtual",
+                   "1", "--reprogram", "--json")
+    assert '"result": "done"' in proc.stdout

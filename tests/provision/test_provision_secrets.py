@@ -100,7 +100,7 @@ def test_no_secret_in_logs_or_error_messages(tmp_path, caplog):
         good = Provisioner(inv, programmer_for).run(Spec(Mode.CHALRESP), VirtualPool(2))
         assert good.counts() == {"done": 2}
         bad = Provisioner(inv, lambda s, d: _LyingProgrammer(programmer_for(s, d))).run(
-            Spec(Mode.HOTP, slot=1), VirtualPool(3), reprogram=True)
+            Spec(Mode.HOTP, slot=2), VirtualPool(3), reprogram=True)
         assert bad.counts() == {"failed": 3} and bad.exit_code == 1
         secrets = [inv.secret(r) for r in inv.records()]
         last = inv.last_error()

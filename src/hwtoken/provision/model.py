@@ -55,6 +55,11 @@ class Spec:
         if self.digits not in (6, 7, 8) or (self.mode.uses_slot and self.digits == 7):
             raise InvalidInput("--digits must be 6 or 8 (7 also for OATH)")
 
+    @property
+    def place(self) -> str:
+        """Where on the key the secret lives: an OTP slot or a named OATH credential."""
+        return f"slot {self.slot}" if self.mode.uses_slot else f"OATH credential {self.name!r}"
+
 
 @dataclass
 class Record:

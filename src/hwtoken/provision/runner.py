@@ -168,6 +168,13 @@ class Provisioner:
                             else "use --reprogram to program it again")
                     return Outcome(device.serial, device.spec, "refused",
                                    f"already in the inventory ({existing.state.value}); {hint}")
+                if existing is not None and existing.spec.place != spec.place:
+                    # one record per key: replacing it would forget a secret that stays
+                    # on the key (in the other slot or credential)
+                    return Outcome(device.serial, device.spec, "refused",
+                                   f"its record is for {existing.spec.place}, which would "
+                                   f"keep a secret the inventory forgets; reprogram "
+                                   f"{existing.spec.place} or leave this key out")
                 with self._connect(spec, device) as conn:
                     secret = secrets.token_bytes(SECRET_LENGTH)
                     rec = Record(serial=device.serial, mode=spec.mode, slot=spec.slot,

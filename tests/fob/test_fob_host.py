@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,6 +68,28 @@ def test_simulate_bad_input():
     assert r.exit_code == 2 and r.output.startswith("error:")
     r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", SECRET, "--scale", "99"])
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("at", ["-5", "nan", "inf", "1e30"])
+def test_simulate_refuses_times_it_cannot_show(at):
+    r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "-", "--at", at],
+                           input=SECRET + "\n")
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: the time must be a unix time") and r.exception is not None
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    with pytest.raises(InvalidInput):
+        render([FobAccount("a", SECRET)], float(at))
+    # the limits themselves render
+    assert render([FobAccount("a", SECRET)], 0) != render([FobAccount("a", SECRET)], 2**63 - 1)
+
+
+def test_simulate_unwritable_png_is_a_one_line_error(tmp_path):
+    target = tmp_path / "missing-dir" / "s.png"
+    r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "-", "--at", "59", "--png",
+                                 str(target)], input=SECRET + "\n")
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == f"error: cannot write {target}: No such file or directory"
+    assert not target.parent.exists()
 
 
 def test_the_host_loads_firmware_without_leaking_module_names():

@@ -256,7 +256,10 @@ def simulate(at: float | None, account: str | None, name: str | None, secret: st
     t = None if no_time else (time.time() if at is None else at)
     screen = render(accounts, t, index=index, show_next=show_next)
     if png_path:
-        Path(png_path).write_bytes(screen.to_png(scale))
+        try:
+            Path(png_path).write_bytes(screen.to_png(scale))
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {png_path}: {exc.strerror or exc}") from None
         if not as_ascii:
             click.echo(f"wrote {png_path} ({128 * scale}x{64 * scale})")
     if as_ascii or not png_path:

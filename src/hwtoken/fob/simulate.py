@@ -19,6 +19,8 @@ from hwtoken.fob.framebuf import MONO_VLSB, FrameBuffer
 
 WIDTH = 128
 HEIGHT = 64
+#: The latest time render() accepts: TOTP counters are 8 bytes (2**63 s is far beyond).
+MAX_TIME = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,11 @@ def render(accounts: Sequence[FobAccount], at: float | None, *, index: int = 0,
     """The screen the fob draws for ``accounts[index]`` at unix time ``at``.
 
     ``at=None`` renders the "no trusted time" screen; no accounts, the "no accounts" one.
+    ``at`` must be a unix time from 0 to :data:`MAX_TIME` (:class:`InvalidInput` otherwise).
     """
+    if at is not None and not 0 <= at <= MAX_TIME:  # NaN compares False: refused too
+        raise InvalidInput(f"the time must be a unix time from 0 to {MAX_TIME} (seconds "
+                           "since 1970-01-01 UTC)")
     fw = load_host_modules()
     try:
         objs = [fw.accounts.Account(a.name, a.secret.upper(), a.algorithm, a.digits, a.period)

@@ -70,25 +70,39 @@ class Fob:
 
 
 def _wifi_ntp(clk):
+    """Set the clock by NTP over Wi-Fi (Pico W, ESP32) when config.py names a network.
+
+    Returns True if the clock was set. Any failure (no Wi-Fi chip, wrong password, no
+    answer) leaves the clock as it was, and the screen then says the time is not trusted:
+    the fob must keep running whatever the network does.
+    """
     if not config.WIFI_SSID:
-        return
+        return False
     try:
         import network
-    except ImportError:
-        return
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    wlan.connect(config.WIFI_SSID, config.WIFI_PASSWORD)
-    for _ in range(100):  # up to 10 s
-        if wlan.isconnected():
-            break
-        time.sleep_ms(100)
-    if wlan.isconnected():
-        try:
-            clock.ntp_sync(clk, config.NTP_HOST)
-        except OSError:
-            pass  # keep whatever time we had; the screen says if it is not trusted
-    wlan.active(False)
+    except ImportError:  # a board without Wi-Fi (plain Pico)
+        return False
+    wlan = None
+    try:
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        wlan.connect(config.WIFI_SSID, config.WIFI_PASSWORD)
+        for _ in range(100):  # up to 10 s
+            if wlan.isconnected():
+                break
+            time.sleep_ms(100)
+        if not wlan.isconnected():
+            return False
+        clock.ntp_sync(clk, config.NTP_HOST)
+        return True
+    except Exception:  # OSError from the radio or the socket, ValueError from ntp_sync
+        return False
+    finally:
+        if wlan is not None:
+            try:
+                wlan.active(False)
+            except Exception:
+                pass
 
 
 def run():

@@ -231,9 +231,15 @@ def detect(i2c=None, rtc=None, sync_file=SYNC_FILE):
 
 
 def ntp_sync(clock, host="pool.ntp.org"):
-    """Set ``clock`` from NTP (needs a network connection). Returns the drift or None."""
+    """Set ``clock`` from NTP (needs a network connection). Returns the drift or None.
+
+    micropython-lib's ntptime.time() counts from the port's epoch (2000 or 1970), so it
+    is converted here. A reply before TRUST_FLOOR is refused (ValueError), not set.
+    """
     import ntptime
 
     ntptime.host = host
     t = port_to_unix(ntptime.time())
+    if t < TRUST_FLOOR:
+        raise ValueError("NTP gave an implausible time")
     return clock.set(t)

@@ -154,3 +154,98 @@ print(json.dumps([clock.PORT_EPOCH_YEAR, clock.port_to_unix(757382400),
                   clock.unix_to_port(1704067200), clock.port_to_unix(0)]))
 """, stubs=False)
     assert doc == [2000, 1704067200, 757382400, 946684800]
+
+
+# Stand-ins for the Wi-Fi boards' `network` module and micropython-lib's `ntptime`, whose
+# time() counts from the port's epoch: NTP seconds minus 1900->1970 or 1900->2000.
+NTP_STUBS = """
+import sys, json
+class Net:
+    STA_IF = 0
+    log = []
+    connect_error = None
+    class WLAN:
+        def __init__(self, iface):
+            self.polls = 0
+            Net.log.append("wlan")
+        def active(self, on):
+            Net.log.append("active %s" % on)
+        def connect(self, ssid, password):
+            Net.log.append("connect " + ssid)
+            if Net.connect_error:
+                raise Net.connect_error
+        def isconnected(self):
+            self.polls += 1
+            return self.polls > 1   # connected after one 100 ms wait
+class Ntp:
+    host = None
+    ntp_seconds = 0   # what the server says (seconds since 1900)
+    error = None
+    @staticmethod
+    def time():
+        if Ntp.error:
+            raise Ntp.error
+        import time
+        delta = 3155673600 if time.gmtime(0)[0] == 2000 else 2208988800
+        return Ntp.ntp_seconds - delta
+sys.modules["network"] = Net
+sys.modules["ntptime"] = Ntp
+"""
+NTP_1900 = 2208988800  # unix time 0 as NTP seconds
+
+
+def test_wifi_ntp_sets_the_clock_on_a_1970_port_and_survives_failures(mpy):
+    now = int(time.time())
+    doc = mpy(NTP_STUBS + f"""
+import machine, clock, config, app
+clk = clock.detect(machine.I2C(0), machine.RTC())
+out = {{"before": clk.why_untrusted()}}
+out["no_ssid"] = app._wifi_ntp(clk)          # config.py without Wi-Fi: nothing happens
+config.WIFI_SSID, config.WIFI_PASSWORD, config.NTP_HOST = "home", "pw", "ntp.example"
+Ntp.error = OSError(110)                      # the NTP server does not answer
+out["timeout"] = [app._wifi_ntp(clk), clk.why_untrusted(), Net.log[-1]]
+Ntp.error = None
+Ntp.ntp_seconds = 100 + {NTP_1900}            # a broken server: 1970, refused
+out["implausible"] = [app._wifi_ntp(clk), clk.why_untrusted()]
+Net.connect_error = OSError("Wifi Internal Error")
+out["radio_error"] = [app._wifi_ntp(clk), Net.log[-1]]
+Net.connect_error = None
+Ntp.ntp_seconds = {now} + {NTP_1900}
+out["synced"] = app._wifi_ntp(clk)
+out["host"] = Ntp.host
+out["now"] = clk.now()
+out["radio_left_off"] = Net.log[-1]
+print(json.dumps(out))
+""")
+    assert doc["before"] == "clock not set" and doc["no_ssid"] is False
+    assert doc["timeout"] == [False, "clock not set", "active False"]
+    assert doc["implausible"] == [False, "clock not set"]
+    assert doc["radio_error"] == [False, "active False"]
+    assert doc["synced"] is True and doc["host"] == "ntp.example"
+    assert abs(doc["now"] - now) <= 2
+    assert doc["radio_left_off"] == "active False"
+
+
+def test_ntp_on_a_2000_epoch_port_is_converted(mpy):
+    # An rp2/esp32 build counting from 2000: ntptime.time() is 946684800 s smaller than
+    # unix time; clock.ntp_sync must add it back or the fob would be 30 years off.
+    now = int(time.time())
+    doc = mpy(NTP_STUBS + f"""
+import machine                     # the stand-in keeps the real time module
+class Rp2Time:
+    @staticmethod
+    def gmtime(t=0):
+        return (2000, 1, 1, 0, 0, 0, 5, 1)
+sys.modules["time"] = Rp2Time
+import clock
+Ntp.ntp_seconds = {now} + {NTP_1900}
+clk = clock.Clock(clock.ChipRTC(machine.RTC()))
+out = {{"epoch": clock.PORT_EPOCH_YEAR, "port_seconds": Ntp.time()}}
+out["drift"] = clock.ntp_sync(clk)
+out["now"] = clk.now()
+print(json.dumps(out))
+""")
+    assert doc["epoch"] == 2000
+    assert doc["port_seconds"] == now - 946684800
+    assert doc["drift"] is None  # the RTC was at 2021: not trusted before
+    assert abs(doc["now"] - now) <= 2

@@ -44,7 +44,8 @@ def start_postgres(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
         shutil.chown(pg, "nobody")
         prefix = ["runuser", "-u", "nobody", "--"]
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(pg / "data"), "-U", "postgres",
-                    "--auth=trust", "--no-sync"], check=True, capture_output=True)
+                    "--auth=trust", "--no-sync"], check=True, capture_output=True,
+                    timeout=120)
     proc = subprocess.Popen([*prefix, str(bindir / "postgres"), "-D", str(pg / "data"),
                              "-k", str(pg), "-c", "listen_addresses="],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -182,28 +182,111 @@ def _make_credential(name: str) -> None:
             {"id": b"u", "name": "u"}, [{"type": "public-key", "alg": -7}])
 
 
-@pytest.mark.parametrize(("touch", "answer", "approved"), [
-    ("deny", None, False),
-    ("prompt", "y\n", True),
-    ("prompt", "n\n", False),
-])
-def test_serve_touch_policy(_isolated_state_dir, touch, answer, approved):
+def _stderr_lines(proc: subprocess.Popen):
+    """A queue that receives the process's stderr line by line (read in a thread)."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        buf = ""
+        while True:
+            ch = proc.stderr.read(1)
+            if not ch:
+                return
+            buf += ch
+            if ch == "\n" or buf.endswith(": "):  # a prompt ends without a newline
+                lines.put(buf)
+                buf = ""
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _wait_line(lines, needle: str, timeout: float = 20.0) -> str:
+    import queue
+
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"{needle!r} not in stderr: {seen}")
+
+
+def _make_credential_in_thread(name: str):
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            _make_credential(name)
+            outcome.append(None)
+        except BaseException as exc:  # checked by the caller
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, outcome
+
+
+def test_serve_touch_deny(_isolated_state_dir):
     from fido2.ctap import CtapError
 
-    proc = _serve(_isolated_state_dir, "t", "--touch", touch)
+    proc = _serve(_isolated_state_dir, "t", "--touch", "deny")
     try:
         _wait_runtime("t", proc)
-        if answer is not None:
-            proc.stdin.write(answer)
-            proc.stdin.flush()
-        if approved:
+        with pytest.raises(CtapError):
             _make_credential("t")
-        else:
-            with pytest.raises(CtapError):
-                _make_credential("t")
     finally:
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=20)
+        proc.communicate(timeout=20)
     assert proc.returncode == 0
-    if touch == "prompt":
-        assert "touch requested" in err
+
+
+@pytest.mark.parametrize(("typed_ahead", "answer", "approved"), [
+    ("", "y\n", True),
+    ("", "\n", True),  # Enter takes the default, like pressing the button
+    ("", "n\n", False),
+    ("y\n", "n\n", False),  # typed before the request: thrown away, not an approval
+    ("", "maybe\nyes\n", True),  # asked again until y or n
+])
+def test_serve_touch_prompt(_isolated_state_dir, typed_ahead, answer, approved):
+    from fido2.ctap import CtapError
+
+    proc = _serve(_isolated_state_dir, "t", "--touch", "prompt")
+    lines = _stderr_lines(proc)
+    try:
+        _wait_runtime("t", proc)
+        if typed_ahead:
+            proc.stdin.write(typed_ahead)
+            proc.stdin.flush()
+            time.sleep(0.2)  # let serve's stdin reader take it in before the request
+        t, outcome = _make_credential_in_thread("t")
+        _wait_line(lines, "touch requested")  # asked only once the host asks
+        proc.stdin.write(answer)
+        proc.stdin.flush()
+        t.join(timeout=30)
+        assert outcome, "the request did not finish"
+        if approved:
+            assert outcome[0] is None
+        else:
+            assert isinstance(outcome[0], CtapError)
+        # the next request gets its own question
+        t, outcome = _make_credential_in_thread("t")
+        _wait_line(lines, "touch requested")
+        proc.stdin.write("y\n")
+        proc.stdin.flush()
+        t.join(timeout=30)
+        assert outcome == [None]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0

@@ -84,3 +84,65 @@ def test_allow_remote_prints_a_warning(monkeypatch):
     assert r.exit_code == 0, r.output
     assert "anyone who can reach this address can use the key" in r.stderr
     assert not logging.getLogger("hwtoken").handlers  # its stderr handler went away
+
+
+class _Pipe:
+    """A real OS pipe as the prompt's stdin: write answers, close for end of input."""
+
+    def __init__(self) -> None:
+        r, w = os.pipe()
+        self.reader = os.fdopen(r, "r")
+        self.writer = os.fdopen(w, "w")
+
+    def type(self, text: str) -> None:
+        self.writer.write(text)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _decide_in_thread(presence, cancel: threading.Event):
+    result: list[bool] = []
+    keepalives: list[float] = []
+    t = threading.Thread(target=lambda: result.append(
+        presence.wait("test", cancel, lambda: keepalives.append(time.monotonic()))))
+    t.start()
+    return t, result, keepalives
+
+
+def test_terminal_prompt_cancel_timeout_and_end_of_input(capsys):
+    from hwtoken.cli.emulate import TerminalPresence
+
+    pipe = _Pipe()
+    presence = TerminalPresence(stdin=pipe.reader, timeout=30)
+    # the host cancels: the question stops waiting, and does not eat the next answer
+    cancel = threading.Event()
+    t, result, keepalives = _decide_in_thread(presence, cancel)
+    deadline = time.monotonic() + 10
+    while not keepalives and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert keepalives  # keepalives flow while the user is asked
+    cancel.set()
+    t.join(10)
+    assert result == [False]
+    assert "cancelled by the host" in capsys.readouterr().err
+    t, result, _ = _decide_in_thread(presence, threading.Event())
+    deadline = time.monotonic() + 10
+    while "approve?" not in capsys.readouterr().err and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pipe.type("y\n")
+    t.join(10)
+    assert result == [True]
+    # nobody answers: refused when the presence timeout passes
+    presence.timeout = 0.2
+    assert presence.wait("test") is False
+    assert "no answer in time" in capsys.readouterr().err
+    # stdin ends: this and every later request is refused at once
+    presence.timeout = 30
+    pipe.close()
+    t, result, _ = _decide_in_thread(presence, threading.Event())
+    t.join(10)
+    assert result == [False]
+    assert presence.wait("again") is False
+    assert "stdin" in capsys.readouterr().err

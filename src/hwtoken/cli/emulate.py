@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from hwtoken import devices, paths
 from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, state_dir_option
+from hwtoken.emulator.presence import (
+    KEEPALIVE_INTERVAL,
+    ApproveAlways,
+    DenyAlways,
+    Keepalive,
+    UserPresence,
+)
 from hwtoken.errors import DeviceBusy, InvalidInput
 
 DEFAULT_PCSC = "127.0.0.1:35963"
@@ -201,20 +210,93 @@ def delete(name: str, force: bool) -> None:
     click.echo(f"deleted virtual key {name}")
 
 
-def _presence(touch: str) -> Any:
-    from hwtoken.emulator.presence import ApproveAlways, AskCallback, DenyAlways
+class TerminalPresence(UserPresence):
+    """``--touch prompt``: each touch request asks on stderr and reads the answer on stdin.
 
+    One thread owns stdin. Lines typed while no request is waiting are thrown away, so a
+    stray Enter never approves a later request; a request the host cancels or that times
+    out stops waiting at once (the next one gets its own question); once stdin ends,
+    every request is refused.
+    """
+
+    def __init__(self, stdin: TextIO | None = None, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._stdin = stdin if stdin is not None else sys.stdin
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._eof = False
+        self._ask_lock = threading.Lock()
+        # reading starts now, so whatever is typed before a question is already queued
+        # (and thrown away) when the question comes
+        self._reader = threading.Thread(target=self._read_stdin, daemon=True,
+                                        name="hwtoken-touch-prompt")
+        self._reader.start()
+
+    def _read_stdin(self) -> None:
+        try:
+            for line in self._stdin:
+                self._lines.put(line)
+        except (OSError, ValueError):
+            pass
+        self._lines.put(None)
+
+    def _typed_ahead(self) -> None:
+        """Discard what was typed before this question; note the end of input."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            if line is None:
+                self._eof = True
+
+    def decide(self, reason: str, cancel: threading.Event,
+               keepalive: Keepalive | None) -> bool:
+        deadline = time.monotonic() + self.timeout
+
+        def waiting() -> bool:
+            if cancel.is_set() or time.monotonic() > deadline:
+                return False
+            if keepalive is not None:
+                keepalive()
+            return True
+
+        while not self._ask_lock.acquire(timeout=KEEPALIVE_INTERVAL):  # one question at a time
+            if not waiting():
+                return False
+        try:
+            self._typed_ahead()
+            if self._eof:
+                click.echo(f"touch requested ({reason}): refused, stdin is closed", err=True)
+                return False
+            click.echo(f"touch requested ({reason}); approve? [Y/n]: ", err=True, nl=False)
+            while True:
+                if not waiting():
+                    why = "cancelled by the host" if cancel.is_set() else "no answer in time"
+                    click.echo(f"\n{why}: touch refused", err=True)
+                    return False
+                try:
+                    line = self._lines.get(timeout=KEEPALIVE_INTERVAL)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    self._eof = True
+                    click.echo("\nstdin closed: touch refused", err=True)
+                    return False
+                answer = line.strip().lower()
+                if answer in ("", "y", "yes"):
+                    return True
+                if answer in ("n", "no"):
+                    return False
+                click.echo("answer y or n: ", err=True, nl=False)
+        finally:
+            self._ask_lock.release()
+
+
+def _presence(touch: str) -> UserPresence:
     if touch == "deny":
         return DenyAlways()
     if touch == "prompt":
-        ask_lock = threading.Lock()
-
-        def ask(reason: str) -> bool:
-            with ask_lock:
-                return click.confirm(f"touch requested ({reason}); approve?", default=True,
-                                     err=True)
-
-        return AskCallback(ask)
+        return TerminalPresence()
     return ApproveAlways()
 
 

@@ -50,6 +50,8 @@ class Fob:
 
     def tick(self, now_ms):
         """Dim or switch off when idle; redraw when what is shown changes. Returns True if drawn."""
+        if self.level == "off":  # only a press wakes it (ticks wrap after ~6 days idle)
+            return False
         idle_s = time.ticks_diff(now_ms, self.idle_since) // 1000
         if self.cfg.OFF_AFTER_S and idle_s >= self.cfg.OFF_AFTER_S:
             if self.level != "off":
@@ -133,11 +135,14 @@ def run():
     fob.idle_since = time.ticks_ms()
     while True:
         now_ms = time.ticks_ms()
-        for which, b in btns:
-            event = b.poll(now_ms)
-            if event:
-                fob.button(event, now_ms, which)
-        fob.tick(now_ms)
+        try:
+            for which, b in btns:
+                event = b.poll(now_ms)
+                if event:
+                    fob.button(event, now_ms, which)
+            fob.tick(now_ms)
+        except OSError:  # the OLED did not answer (a loose I2C wire): redraw when it does
+            fob._shown = None
         time.sleep_ms(20)
 
 

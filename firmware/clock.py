@@ -176,15 +176,21 @@ class Clock:
 
     def why_untrusted(self, t=None):
         """None if trusted, else a short reason."""
-        if self.source.lost_power():
-            return "rtc lost power"
-        t = self.raw() if t is None else t
+        try:
+            if self.source.lost_power():
+                return "rtc lost power"
+            t = self.raw() if t is None else t
+        except OSError:  # the DS3231 stopped answering (a loose wire): no time at all
+            return "rtc not answering"
         if t < TRUST_FLOOR or t < self.last_sync - SYNC_SLACK:
             return "clock not set"
         return None
 
     def now(self):
-        t = self.raw()
+        try:
+            t = self.raw()
+        except OSError:
+            return None
         return None if self.why_untrusted(t) else t
 
     def set(self, t):
@@ -205,9 +211,13 @@ class Clock:
         return drift
 
     def status(self):
-        t = self.raw()
-        return {"source": self.source.name, "time": t, "trusted": self.why_untrusted(t) is None,
-                "reason": self.why_untrusted(t), "last_sync": self.last_sync}
+        try:
+            t = self.raw()
+            reason = self.why_untrusted(t)
+        except OSError:
+            t, reason = None, "rtc not answering"
+        return {"source": self.source.name, "time": t, "trusted": reason is None,
+                "reason": reason, "last_sync": self.last_sync}
 
 
 def detect(i2c=None, rtc=None, sync_file=SYNC_FILE):

@@ -153,3 +153,74 @@ print(json.dumps([stopped, oled_dev.on, oled_dev.contrast, bytes(oled_dev.ram).h
     accts = [FobAccount("one", SECRET), FobAccount("two", SECRET)]
     shown = {t: render(accts, t, index=1).buffer.hex() for t in range(now - 1, now + 10)}
     assert ram in shown.values(), "after one short press the fob shows the second account"
+
+
+def test_switched_off_it_stays_off_until_a_press_even_when_ticks_wrap(mpy):
+    # time.ticks_ms() wraps (2**30 ms on 32-bit ports): after ~6 days switched off,
+    # ticks_diff() turns negative. The display must stay off and nothing be redrawn.
+    doc = mpy(APP_SETUP + f"""
+accounts.add("a", "{SECRET}")
+class TickingClock:                     # a second later at every reading
+    t = 1700000000
+    def now(self):
+        TickingClock.t += 1
+        return TickingClock.t
+fob = app.Fob(oled, TickingClock(), accounts.load())
+fob.idle_since = 0
+fob.tick(0)
+off_at = (config.OFF_AFTER_S + 1) * 1000
+fob.tick(off_at)
+frames = oled_dev.frames
+later = [off_at]
+for _ in range(7):                       # ~3 days apart, across the wrap
+    later.append(time.ticks_add(later[-1], 2**28))
+later = later[1:]
+drawn = [fob.tick(t) for t in later]
+print(json.dumps({{"level": fob.level, "on": oled_dev.on, "drawn": drawn,
+                   "negative_seen": any(time.ticks_diff(t, 0) < 0 for t in later),
+                   "frames_while_off": oled_dev.frames - frames}}))
+""")
+    assert doc["negative_seen"] is True  # the test really crosses the wrap
+    assert doc["level"] == "off" and doc["on"] is False
+    assert doc["drawn"] == [False] * 7 and doc["frames_while_off"] == 0
+
+
+def test_run_keeps_going_when_the_oled_stops_answering(mpy):
+    # A loose I2C wire: some writes to the OLED fail with OSError (EIO). The loop must
+    # not die (a dead loop leaves a stale code on the screen); it redraws when the bus
+    # answers again.
+    now = int(time.time())
+    doc = mpy(f"""
+import json, machine, accounts, config, clock, app
+config.BOARD = "pico"
+oled_dev = machine.SSD1306()
+machine.BUS[0x3C] = oled_dev
+machine.BUS[0x68] = machine.DS3231(unix_time={now})
+accounts.add("one", "{SECRET}")
+real_write = oled_dev.write
+writes = [0]
+def flaky_write(data):
+    writes[0] += 1
+    if 40 <= writes[0] < 60:     # after the init sequence: a burst of failures
+        raise OSError(5)
+    real_write(data)
+oled_dev.write = flaky_write
+loops = [0]
+def on_read(pin, level):
+    if pin == 14:
+        loops[0] += 1
+        if loops[0] >= 30:
+            raise KeyboardInterrupt
+    return level
+machine.ON_READ = on_read
+try:
+    app.run()
+except KeyboardInterrupt:
+    pass
+print(json.dumps([writes[0], bytes(oled_dev.ram).hex()]))
+""")
+    writes, ram = doc
+    assert writes > 60  # the loop went on writing after the failures
+    accts = [FobAccount("one", SECRET)]
+    shown = {render(accts, t).buffer.hex() for t in range(now - 1, now + 10)}
+    assert ram in shown

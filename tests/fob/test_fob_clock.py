@@ -249,3 +249,25 @@ print(json.dumps(out))
     assert doc["port_seconds"] == now - 946684800
     assert doc["drift"] is None  # the RTC was at 2021: not trusted before
     assert abs(doc["now"] - now) <= 2
+
+
+def test_a_ds3231_that_stops_answering_is_no_trusted_time(mpy):
+    # A loose wire: reads raise OSError. The fob must say it has no time, not crash and
+    # not keep showing codes from a clock it cannot read.
+    now = int(time.time())
+    doc = mpy(CLOCK_SETUP + f"""
+machine.BUS[0x68] = machine.DS3231(unix_time={now})
+clk = clock.detect(i2c, rtc)
+out = {{"source": clk.source.name, "before": clk.now() is not None}}
+ds = machine.BUS.pop(0x68)
+out["gone"] = [clk.now(), clk.why_untrusted(), clk.status()]
+machine.BUS[0x68] = ds
+out["back"] = clk.now() is not None
+print(json.dumps(out))
+""")
+    assert doc["source"] == "ds3231" and doc["before"] is True
+    now_, why, status = doc["gone"]
+    assert now_ is None and why == "rtc not answering"
+    assert status["trusted"] is False and status["time"] is None
+    assert status["reason"] == "rtc not answering"
+    assert doc["back"] is True

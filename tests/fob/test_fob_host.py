@@ -171,3 +171,12 @@ def test_fuzz_firmware_totp_matches_hwtoken_otp(key, t, alg, digits, period):
     new = getattr(fw.sha, alg.lower())
     assert fw.totp.totp(key, t, digits, alg, period, new) == \
         TOTP(key, digits, alg, period).at(t)
+
+
+def test_wipe_asks_on_stderr_and_declining_touches_nothing():
+    # the prompt must not land in --json output; "n" aborts before the port is opened
+    r = CliRunner().invoke(cli, ["fob", "wipe", "--json", "--port", "socket://127.0.0.1:9"],
+                           input="n\n")
+    assert r.exit_code == 1
+    assert r.stdout == "" and "Delete every account from the fob?" in r.stderr
+    assert "cannot open" not in r.output

@@ -166,7 +166,7 @@ def remove(name: str, port: str | None, as_json: bool) -> None:
 def wipe(port: str | None, yes: bool, as_json: bool) -> None:
     """Delete every account from the fob."""
     if not yes:
-        click.confirm("Delete every account from the fob?", abort=True)
+        click.confirm("Delete every account from the fob?", abort=True, err=True)
     with _open(port) as f:
         f.wipe()
     if as_json:

@@ -217,7 +217,8 @@ class UsbipServer:
             if op == protocol.OP_REQ_IMPORT and not self._stopping.is_set():
                 with self._plug_lock:
                     if self.power_cycle_on_import and self.usb.session_count == 0:
-                        self.key.power_cycle()  # first host: the key is plugged in
+                        with self.key.lock:  # not in the middle of a PC/SC request
+                            self.key.power_cycle()  # first host: the key is plugged in
                     session = self.usb.open_session()
                 self.sessions += 1
                 devs = [session.device]

@@ -278,8 +278,17 @@ def test_usbip_requests_save_state_under_the_key_lock(usbip_server, usbip_key):
         real_commit()
 
     usbip_key.store.commit = commit
+    cycles: list[bool] = []
+    real_power_cycle = usbip_key.power_cycle
+
+    def power_cycle() -> None:
+        cycles.append(usbip_key.lock._is_owned())
+        real_power_cycle()
+
+    usbip_key.power_cycle = power_cycle
     try:
         dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
+        assert cycles == [True]  # plugging in (the first import) drops volatile state
         try:
             Ctap2(dev).make_credential(
                 bytes(32), {"id": "example.com", "name": "Ex"}, {"id": b"u", "name": "u"},
@@ -305,10 +314,10 @@ def test_usbip_requests_save_state_under_the_key_lock(usbip_server, usbip_key):
                 held.set()
                 release.wait(10)
 
+        dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
         holder = threading.Thread(target=hold)
         holder.start()
         assert held.wait(5)
-        dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
         try:
             result: list[bytes] = []
             caller = threading.Thread(target=lambda: result.append(
@@ -325,3 +334,4 @@ def test_usbip_requests_save_state_under_the_key_lock(usbip_server, usbip_key):
             dev.close()
     finally:
         del usbip_key.store.commit
+        del usbip_key.power_cycle

@@ -28,7 +28,8 @@ def test_open_garbage_sealed_values(blob):
 def test_seal_roundtrip_and_aad_binding(secret, aad):
     sealed = SEALER.seal(secret, aad)
     assert SEALER.open(sealed, aad) == secret
-    assert secret.hex() not in sealed
+    if len(secret) >= 8:  # a 1-byte secret's 2 hex digits turn up in base64 by chance
+        assert secret.hex() not in sealed
     with pytest.raises(WrongKey):
         SEALER.open(sealed, aad + b"x")
 
@@ -63,5 +64,13 @@ def test_inventory_urls(tmp_path, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql://x@/db?host=/nonexistent"
+    # keep every file this creates inside tmp_path: absolute paths go under it, and no
+    # ".." climbs out of it (it used to leave inventories such as /zy at the root)
+    url = url.replace("..", "_.")
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://"):]
+        url = f"sqlite://{tmp_path}{rest}" if rest.startswith("/") else url
+    elif url.startswith("/"):
+        url = f"{tmp_path}{url}"
     with contextlib.suppress(HwtokenError):
         open_inventory(url).close()

@@ -225,6 +225,8 @@ class UsbipServer:
                 log.info("USB/IP client %s imports busid %s", addr, self.busid)
             elif op == protocol.OP_REQ_IMPORT:
                 devs = []  # stopping: the library answers the IMPORT with an error status
+            else:
+                log.info("USB/IP client %s lists the exported devices", addr)
             conn.settimeout(None)  # an attached host may stay idle for as long as it likes
             protocol.serve_connection(_Replay(conn, request), devs)
             if session is not None:

@@ -335,3 +335,18 @@ def test_usbip_requests_save_state_under_the_key_lock(usbip_server, usbip_key):
     finally:
         del usbip_key.store.commit
         del usbip_key.power_cycle
+
+
+def test_connections_and_junk_are_logged(usbip_server, caplog):
+    """What `serve -v` shows: lists, imports, detaches and junk connections."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="hwtoken.emulator.serve"):
+        usbip_host.list_devices(USBIP(usbip_server.host, usbip_server.port))
+        _still_serves(usbip_server)
+        with socket.create_connection((usbip_server.host, usbip_server.port), timeout=5) as s:
+            s.sendall(b"\xff" * 16)
+        assert _wait_for(lambda: "sent no valid request" in caplog.text)
+        assert _wait_for(lambda: "detached" in caplog.text)
+    assert "lists the exported devices" in caplog.text
+    assert "imports busid 1-1" in caplog.text

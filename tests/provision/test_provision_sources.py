@@ -114,6 +114,9 @@ def test_resume_reports_missing_keys(tmp_path):
     assert '"result": "missing"' in proc.stdout
     status = hwtoken("provision", "status", "-i", url)
     assert "pending: 1" in status.stdout
+    # status says why the key is still pending, and that was the last error
+    assert "(key not present: plug it in and resume)" in status.stdout
+    assert "last error" in status.stdout and "not present" in status.stdout.splitlines()[-1]
     moved.rename(key_file)  # plugged in again
     hwtoken("provision", "resume", "-i", url)
     assert "done: 1" in hwtoken("provision", "status", "-i", url).stdout

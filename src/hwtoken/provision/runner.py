@@ -263,8 +263,10 @@ class Provisioner:
                         continue
                     device = source.present(rec)
                     if device is None:
-                        self._emit(summary, Outcome(rec.serial, rec.device, "missing",
-                                                    "key not present: plug it in and resume"))
+                        msg = "key not present: plug it in and resume"
+                        inv.update(rec.serial, last_error=msg)  # so `status` shows why
+                        inv.log_event("error", msg, rec.serial)
+                        self._emit(summary, Outcome(rec.serial, rec.device, "missing", msg))
                         continue
                     with self._connect(rec.spec, device) as conn:
                         outcome = self._settle(conn, device, rec, inv.secret(rec),

@@ -180,3 +180,24 @@ def test_export_cli_password_never_from_argv(filled, tmp_path):
                    "--pskc-password", "--json", env={"HWTOKEN_PSKC_PASSWORD": "pw"})
     assert '"count": 4' in proc.stdout and '"encrypted": true' in proc.stdout
     assert set(read_pskc(out, "pw")) == set(SECRETS)
+
+
+def test_export_cli_with_a_preshared_key_file(filled, tmp_path):
+    psk = os.urandom(32)
+    key_file = tmp_path / "psk.hex"
+    key_file.write_text(psk.hex() + "\n")
+    out = tmp_path / "psk.pskc"
+    hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+            "--pskc-key-file", str(key_file))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    import pskc
+
+    doc = pskc.PSKC(str(out))
+    doc.encryption.key = psk
+    assert {int(k.serial): k.secret for k in doc.keys} == SECRETS
+    assert doc.encryption.algorithm.endswith("#aes256-cbc")  # a 32-byte key is AES-256
+    key_file.write_text("not hex")
+    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o",
+                   str(tmp_path / "bad.pskc"), "--all", "--pskc-key-file", str(key_file),
+                   check=2)
+    assert proc.stderr.startswith("error:") and "hex" in proc.stderr

@@ -13,8 +13,8 @@ Formats
     serial, manufacturer Yubico, key id ``SERIAL:SLOT`` (OTP slots) or ``SERIAL:NAME``
     (OATH). Algorithms: ``...:pskc:hotp`` (with Counter), ``...:pskc:totp`` (TimeInterval
     30), and for challenge-response ``urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1``.
-    Optionally encrypted (AES-128-CBC + HMAC-SHA1 MAC) under a pre-shared key or a key
-    derived from a password with PBKDF2.
+    Optionally encrypted (AES-CBC + HMAC-SHA1 MAC) under a pre-shared key (AES-128/192/256
+    after its length) or a key derived from a password with PBKDF2 (AES-128).
 ``csv`` (privacyIDEA "import tokens", OATH CSV)
     ``serial, key, type, otplen, counter|timestep`` -- key in hex; HOTP rows carry the
     counter the key is at, TOTP rows the 30 s time step. Token serials follow
@@ -107,7 +107,10 @@ def render_pskc(records: list[Record], secret_of: SecretOf, *, password: str | N
     elif preshared_key is not None:
         if len(preshared_key) not in (16, 24, 32):
             raise InvalidInput("the PSKC pre-shared key must be 16, 24 or 32 bytes")
-        doc.encryption.setup_preshared_key(key=preshared_key, key_name="hwtoken-psk")
+        # python-pskc defaults to AES-128-CBC: name the AES variant that fits the key
+        algorithm = f"aes{len(preshared_key) * 8}-cbc"
+        doc.encryption.setup_preshared_key(key=preshared_key, key_name="hwtoken-psk",
+                                           algorithm=algorithm)
     out = io.BytesIO()
     doc.write(out)
     return out.getvalue()

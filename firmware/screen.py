@@ -53,6 +53,8 @@ def draw_code_screen(fb, name, index, count, code, left, period, next_code=None)
         draw_bar(fb, left, period)
     else:
         line = "nxt %s %ds" % (next_code, left)
+        if len(line) > WIDTH // CHAR:  # 8 digits and a long period: drop the "nxt"
+            line = line[4:]
         fb.text(line, (WIDTH - len(line) * CHAR) // 2, BAR_Y, 1)
 
 

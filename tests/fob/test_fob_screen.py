@@ -117,3 +117,24 @@ def test_png_round_trip(scale):
     assert len(rows) == 64 * scale and len(rows[0]) == 128 * scale
     if scale == 1:
         assert Screen.from_png(data) == screen
+
+
+def test_next_code_line_fits_with_8_digits_and_a_long_period():
+    # "nxt 12345678 300s" is 17 characters: one more than 128 pixels hold. The line
+    # drops its "nxt" rather than lose a digit off the edge.
+    from hwtoken.fob.firmware import load_host_modules
+
+    fw = load_host_modules()
+    acct = FobAccount("ops", SECRET, "SHA1", 8, 300)
+    t = 1700000000
+    screen = render([acct], t, show_next=True)
+    nxt = TOTP.from_secret(SECRET, digits=8, period=300).at(t + 300)
+    line = f"{nxt} {300 - t % 300}s"
+    assert len(line) <= 16
+    buf = bytearray(1024)
+    fb = FrameBuffer(buf, 128, 64)
+    fb.text(line, (128 - len(line) * 8) // 2, fw.screen.BAR_Y, 1)
+    expected = Screen(bytes(buf))
+    rows = range(fw.screen.BAR_Y, fw.screen.BAR_Y + 8)
+    assert [[screen.pixel(x, y) for x in range(128)] for y in rows] == \
+        [[expected.pixel(x, y) for x in range(128)] for y in rows]

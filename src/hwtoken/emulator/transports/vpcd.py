@@ -15,6 +15,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from hwtoken.emulator.iso7816 import CardOS
@@ -31,9 +32,18 @@ CTRL_GET_ATR = 4
 
 _POLL = 0.25  # how often a blocked read looks at the stop flag
 
+#: pcscd polls a vpcd reader's presence (an ATR request) every 0.4 s and powers a card up
+#: as soon as it sees it inserted. A card that is polled for this long without ever being
+#: powered was not noticed as inserted: see :meth:`VpcdLink._stale_reader`.
+STALE_AFTER = 1.5
+
 
 class _Closed(Exception):
     """The peer closed the connection (or we are stopping)."""
+
+
+class _Reinsert(Exception):
+    """Drop the connection so that pcscd notices a removal, then connect again."""
 
 
 def parse_hostport(spec: str | None, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -65,7 +75,7 @@ class VpcdLink:
 
     def __init__(self, key: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  card: CardOS | None = None, max_backoff: float = 2.0,
-                 lock: Any = None) -> None:
+                 lock: Any = None, stale_after: float | None = STALE_AFTER) -> None:
         self.key = key
         self.host = host
         self.port = port
@@ -76,6 +86,11 @@ class VpcdLink:
         self.lock = lock
         self.apdus = 0
         self.connections = 0
+        self.reinsertions = 0
+        self.stale_after = stale_after
+        self._powered = False  # pcscd powered (or reset, or used) the card
+        self._atr_polls = 0
+        self._since = 0.0
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,6 +150,10 @@ class VpcdLink:
             logger.info("vpcd: card inserted at %s:%d", self.host, self.port)
             try:
                 self._serve(sock)
+            except _Reinsert:
+                self.reinsertions += 1
+                logger.info("vpcd: pcscd polls the card but never powers it up (stale "
+                            "reader state); re-inserting it")
             except (_Closed, OSError) as exc:
                 logger.info("vpcd: connection ended (%s)", exc)
             except Exception:  # a bug must not end the link for good: reconnect
@@ -149,9 +168,20 @@ class VpcdLink:
             if not self._stop.is_set():
                 self._stop.wait(0.1)
 
+    def _stale_reader(self) -> bool:
+        """True once per link if pcscd polls this card without ever powering it up."""
+        return (self.stale_after is not None and self.reinsertions == 0
+                and not self._powered and self._atr_polls >= 2
+                and time.monotonic() - self._since >= self.stale_after)
+
     def _serve(self, sock: socket.socket) -> None:
         sock.settimeout(_POLL)
+        self._powered = False
+        self._atr_polls = 0
+        self._since = time.monotonic()
         while not self._stop.is_set():
+            if self._stale_reader():
+                raise _Reinsert
             head = self._recv_exact(sock, 2, idle_ok=True)
             if head is None:
                 continue
@@ -167,6 +197,10 @@ class VpcdLink:
         with self.lock:
             if len(msg) == 1:
                 code = msg[0]
+                if code in (CTRL_POWER_ON, CTRL_RESET):
+                    self._powered = True
+                elif code == CTRL_GET_ATR:
+                    self._atr_polls += 1
                 if code == CTRL_POWER_OFF:
                     self.card.power_off()
                 elif code == CTRL_POWER_ON:
@@ -179,6 +213,7 @@ class VpcdLink:
             if not msg:
                 return None
             self.apdus += 1
+            self._powered = True
             return self.card.transmit(msg)
 
     def _recv_exact(self, sock: socket.socket, n: int, idle_ok: bool = False) -> bytes | None:

@@ -120,3 +120,44 @@ def test_resume_reports_missing_keys(tmp_path):
     moved.rename(key_file)  # plugged in again
     hwtoken("provision", "resume", "-i", url)
     assert "done: 1" in hwtoken("provision", "status", "-i", url).stdout
+
+
+class _CannotAsk:
+    """A key that programs fine but cannot be asked (a real HOTP slot, nobody to touch)."""
+
+    name = "untouched"
+
+    def __init__(self, programs: list[int]):
+        self.programs = programs
+
+    @contextlib.contextmanager
+    def connect(self, device):
+        from hwtoken.provision.protocol import CannotCheck
+
+        programs = self.programs
+
+        class Conn:
+            def program(self, spec, secret):
+                programs.append(device.serial)
+
+            def calculate(self, spec, challenge):
+                raise CannotCheck("a real key's HOTP slot can only be checked by touching it")
+
+        yield Conn()
+
+
+def test_a_key_that_cannot_be_checked_stays_pending_with_the_reason(tmp_path):
+    programs: list[int] = []
+    with opened(str(tmp_path / "inv.db")) as inv:
+        summary = Provisioner(inv, lambda s, d: _CannotAsk(programs)).run(
+            Spec(Mode.HOTP), sources.VirtualPool(1))
+        (outcome,) = summary.outcomes
+        assert outcome.result == "failed" and "touching" in outcome.message
+        assert "does not match" not in outcome.message  # it is not a wrong secret
+        (rec,) = inv.records(states=[State.PENDING])
+        assert "touching" in rec.last_error
+        # resume asks again and does not overwrite the key (it may hold the secret)
+        again = Provisioner(inv, lambda s, d: _CannotAsk(programs)).resume(
+            sources.RecordedKeys())
+        assert again.counts() == {"failed": 1} and not again.outcomes[0].reprogrammed
+        assert programs == [rec.serial]  # programmed once, by the run

@@ -26,7 +26,13 @@ from typing import Any
 
 from hwtoken.errors import DeviceError, InvalidInput
 from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Spec
-from hwtoken.provision.protocol import Device, KeyConnection, NotProgrammed, Programmer
+from hwtoken.provision.protocol import (
+    CannotCheck,
+    Device,
+    KeyConnection,
+    NotProgrammed,
+    Programmer,
+)
 
 PATH_ENV = "HWTOKEN_PROVISION_PATH"
 
@@ -117,9 +123,12 @@ class _OtpSlotConnection:
             raise NotProgrammed(f"slot {spec.slot} is not programmed")
         if self.key.virtual_key is None:
             if touch_reader is None:
-                raise NotProgrammed("a real key's HOTP slot can only be checked by touching "
-                                    "it: run on a terminal, or check a code by hand")
+                raise CannotCheck("a real key's HOTP slot can only be checked by touching "
+                                  "it: run on a terminal, or check a code by hand")
             code = touch_reader(spec.slot).strip()
+            if not code:  # nobody touched it: that says nothing about the slot
+                raise CannotCheck(f"nothing was typed for slot {spec.slot}: touch the key "
+                                  "when asked")
         else:
             code = str(self.key.touch(spec.slot)).strip()
         if not code:

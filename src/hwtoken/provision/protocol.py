@@ -37,6 +37,12 @@ class NotProgrammed(CheckFailed):
     """The key gives no response for this slot/credential (empty, or another mode)."""
 
 
+class CannotCheck(CheckFailed):
+    """The key may well hold the secret, but cannot be asked now (a real key's HOTP slot
+    with nobody to touch it): the record stays pending with this reason, and the key is
+    not reprogrammed."""
+
+
 class KeyConnection(Protocol):
     """An open connection to one key, for one programming mode."""
 
@@ -46,7 +52,8 @@ class KeyConnection(Protocol):
     def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
         """The key's own answer: chalresp -> HMAC response bytes for ``challenge``;
         oath-totp -> the code at unix time ``challenge``; hotp/oath-hotp -> the next code.
-        Raises :class:`NotProgrammed` if the key has nothing there."""
+        Raises :class:`NotProgrammed` if the key has nothing there, :class:`CannotCheck`
+        if it cannot be asked now."""
 
 
 class Programmer(Protocol):

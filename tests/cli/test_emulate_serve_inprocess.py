@@ -146,3 +146,38 @@ def test_terminal_prompt_cancel_timeout_and_end_of_input(capsys):
     assert result == [False]
     assert presence.wait("again") is False
     assert "stdin" in capsys.readouterr().err
+
+
+def test_serve_says_when_pcscd_is_absent(monkeypatch):
+    """--pcsc with nothing listening: serve keeps running and tells the user on stderr."""
+    import socket
+
+    from hwtoken.cli import emulate
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    warned = threading.Event()
+    real_warn = emulate._warn_no_pcscd
+
+    def warn(host: str, p: int) -> None:
+        real_warn(host, p)
+        warned.set()
+
+    monkeypatch.setattr(emulate, "_warn_no_pcscd", warn)
+    monkeypatch.setattr(emulate, "PCSC_WARN_AFTER", 0.2)
+    runner = CliRunner()
+    runner.invoke(cli, ["emulate", "create", "nopcscd"])
+
+    def stop_after_warning() -> None:
+        warned.wait(20)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=stop_after_warning, daemon=True)
+    t.start()
+    r = runner.invoke(cli, ["emulate", "serve", "nopcscd", "--no-usbip", "--pcsc",
+                            f"127.0.0.1:{port}"])
+    t.join(25)
+    assert r.exit_code == 0, r.output
+    assert f"nothing answers at 127.0.0.1:{port}" in r.stderr
+    assert "stopped serving nopcscd" in r.stdout

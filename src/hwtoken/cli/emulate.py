@@ -361,13 +361,38 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
             else:
                 _print_banner(name, key.serial, doc, Path(path))
             sys.stdout.flush()
-            while not stop.wait(0.5):
-                pass
+            _watch(svc, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not as_json:
         click.echo(f"stopped serving {name}")
+
+
+PCSC_WARN_AFTER = 3.0  # seconds without pcscd's vpcd driver before serve says so
+
+
+def _watch(svc: Any, stop: threading.Event) -> None:
+    """Wait for SIGINT/SIGTERM; say so (on stderr) while pcscd's vpcd driver is absent."""
+    started = time.monotonic()
+    warned = False
+    while not stop.wait(0.1 if svc.vpcd is not None else 0.5):
+        vpcd = svc.vpcd
+        if vpcd is None:
+            continue
+        if not warned and not vpcd.connected and time.monotonic() - started > PCSC_WARN_AFTER:
+            _warn_no_pcscd(vpcd.host, vpcd.port)
+            warned = True
+        elif warned and vpcd.connected:
+            click.echo(f"pcscd's vpcd driver at {vpcd.host}:{vpcd.port} is up: the card is "
+                       "inserted", err=True)
+            warned = False
+
+
+def _warn_no_pcscd(host: str, port: int) -> None:
+    click.echo(f"warning: nothing answers at {host}:{port} (pcscd with the vpcd driver); "
+               "start pcscd (Debian: apt install pcscd vsmartcard-vpcd) and the card goes in "
+               "by itself; `hwtoken doctor` checks the setup", err=True)
 
 
 @contextlib.contextmanager

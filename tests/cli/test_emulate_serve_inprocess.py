@@ -181,3 +181,15 @@ def test_serve_says_when_pcscd_is_absent(monkeypatch):
     assert r.exit_code == 0, r.output
     assert f"nothing answers at 127.0.0.1:{port}" in r.stderr
     assert "stopped serving nopcscd" in r.stdout
+
+
+def test_banner_brackets_ipv6_and_names_the_reader_of_the_port(capsys):
+    from pathlib import Path
+
+    from hwtoken.cli.emulate import _print_banner
+
+    _print_banner("k", 1234, {"usbip": {"host": "::1", "port": 3240, "busid": "1-1"},
+                              "pcsc": {"host": "127.0.0.1", "port": 35964}}, Path("k.key"))
+    out = capsys.readouterr().out
+    assert "USB/IP  [::1]:3240 busid 1-1" in out
+    assert "vpcd 127.0.0.1:35964 (reader 'Virtual PCD 00 01')" in out

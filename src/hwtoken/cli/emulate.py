@@ -139,7 +139,7 @@ def list_(as_json: bool) -> None:
         served = ""
         if r["served"] and r["served"].get("usbip"):
             u = r["served"]["usbip"]
-            served = f"  served on {u['host']}:{u['port']}"
+            served = f"  served on {_hostport(u['host'], u['port'])}"
         elif r["served"]:
             served = "  served"
         click.echo(f"{r['name']:<16} serial {r['serial']:<10} firmware {r['version']}{served}")
@@ -172,10 +172,10 @@ def show(name: str, as_json: bool) -> None:
         s = info["served"]
         where = []
         if s.get("usbip"):
-            where.append(f"USB/IP {s['usbip']['host']}:{s['usbip']['port']} "
+            where.append(f"USB/IP {_hostport(s['usbip']['host'], s['usbip']['port'])} "
                          f"busid {s['usbip']['busid']}")
         if s.get("pcsc"):
-            where.append(f"vpcd {s['pcsc']['host']}:{s['pcsc']['port']}")
+            where.append(f"vpcd {_hostport(s['pcsc']['host'], s['pcsc']['port'])}")
         lines.append(("served by", f"pid {s['pid']}: " + ", ".join(where)))
     for label, value in lines:
         click.echo(f"{label + ':':<22}{value}")
@@ -419,15 +419,21 @@ def _serve_logging(verbose: bool) -> Iterator[None]:
             logger.removeHandler(handler)
 
 
+def _hostport(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 address in brackets ([::1]:3240)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> None:
     click.echo(f"serving virtual key {name} (serial {serial}, state {path})")
     if doc.get("usbip"):
         u = doc["usbip"]
-        click.echo(f"  USB/IP  {u['host']}:{u['port']} busid {u['busid']}")
+        click.echo(f"  USB/IP  {_hostport(u['host'], u['port'])} busid {u['busid']}")
         click.echo(f"          list:   usbip --tcp-port {u['port']} list -r {u['host']}")
         click.echo(f"          attach: sudo modprobe vhci-hcd && sudo usbip --tcp-port "
                    f"{u['port']} attach -r {u['host']} -b {u['busid']}")
     if doc.get("pcsc"):
         p = doc["pcsc"]
-        click.echo(f"  PC/SC   vpcd {p['host']}:{p['port']} (reader 'Virtual PCD 00 00')")
+        click.echo(f"  PC/SC   vpcd {_hostport(p['host'], p['port'])} (reader "
+                   f"{devices.pcsc_reader_for(p['port'])!r})")
     click.echo(f"  other commands: --device emu:{name}; stop with Ctrl-C")

@@ -8,11 +8,14 @@ import os
 import subprocess
 
 import pytest
+import usb.core
+import usb.util
 import yubico
 from yubico.yubikey_usb_hid import YubiKeyUSBHIDError
 
 from hwtoken.emulator import VirtualKey
 from hwtoken.emulator.otp.hid import press
+from hwtoken.emulator.otp.keyboard import decode
 from hwtoken.emulator.serve import served
 from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
 
@@ -77,8 +80,16 @@ def test_hotp_typed_equals_oathtool(served_key, digits):
     cfg.ticket_flag("APPEND_CR", True)
     yk.write_config(cfg, slot=1)
     assert 1 in yk.status().valid_configs()
-    for counter in range(4):
-        assert press(served_key, 1) == _oathtool(secret, counter, digits) + "\n"
+    # what the key types: its keyboard reports, read over USB/IP like any USB keyboard
+    kbd = usb.core.find(idVendor=0x1050)
+    kbd.set_configuration(1)
+    try:
+        for counter in range(4):
+            press(served_key, 1)
+            reports = [bytes(kbd.read(0x81, 8, 5000)) for _ in range(2 * (digits + 1))]
+            assert decode(reports) == _oathtool(secret, counter, digits) + "\n"
+    finally:
+        usb.util.dispose_resources(kbd)
 
 
 def test_access_code_enforced(served_key):

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 SLOTS = (1, 2)
 _CONFIG_SIZE = 52
 _MAX_KEYS = 16  # real keys probed by `list`
+_YUBICO_VID = 0x1050
+_KEYBOARD_EP = 0x81  # interrupt IN of the OTP (keyboard) interface
 
 
 def _yubico() -> Any:
@@ -250,8 +252,8 @@ class OtpKey:
     def touch(self, slot: int, *, timeout: float = 5.0) -> str:
         """Virtual key only: touch the button and read what it types from the keyboard.
 
-        The text is read back from the key's USB keyboard endpoint over the same USB/IP
-        link python-yubico uses, and decoded from HID usage codes.
+        The text is read back from the key's USB keyboard endpoint over USB/IP (the server
+        python-yubico uses) and decoded from HID usage codes.
         """
         _check_slot(slot)
         if self.virtual_key is None and self.is_virtual:
@@ -261,20 +263,28 @@ class OtpKey:
             raise InvalidInput("a touch can only be simulated on a virtual key (emu:NAME); "
                                "touch the real key instead")
         import usb.core
+        import usb.util
 
         from hwtoken.emulator.otp.hid import press
         from hwtoken.emulator.otp.keyboard import decode
 
-        # The keyboard endpoint (0x81) is read on python-yubico's own USB handle: the same
-        # USB/IP session, so the key is not imported twice.
-        handle = getattr(getattr(self.yk, "_device", None), "_usb_handle", None)
-        if handle is None:  # pragma: no cover - python-yubico internals changed
-            raise DeviceError("cannot reach the key's keyboard endpoint")
-        expected = press(self.virtual_key, slot)
-        reports = []
+        # The keyboard endpoint is read like any USB keyboard, with pyusb's public API on a
+        # session of its own (the virtual key sends keyboard reports to every session,
+        # as a real one sends input reports to every hidraw reader); python-yubico has no
+        # API for it, and its USB handle is private.
+        if self._backend is None:
+            raise InvalidInput(f"{self.device} is not reachable over USB/IP here")
         try:
-            for _ in range(len(_encode(expected))):
-                reports.append(bytes(handle.interruptRead(0x81, 8, int(timeout * 1000))))
+            dev = usb.core.find(idVendor=_YUBICO_VID, backend=self._backend)
+            if dev is None:
+                raise DeviceError(f"{self.device} did not answer over USB/IP")
+            try:
+                dev.set_configuration(1)
+                expected = press(self.virtual_key, slot)
+                reports = [bytes(dev.read(_KEYBOARD_EP, 8, int(timeout * 1000)))
+                           for _ in range(len(_encode(expected)))]
+            finally:
+                usb.util.dispose_resources(dev)
         except usb.core.USBError as exc:
             raise DeviceError(f"reading the keyboard failed: {exc}") from None
         return decode(reports)

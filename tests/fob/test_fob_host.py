@@ -180,3 +180,25 @@ def test_wipe_asks_on_stderr_and_declining_touches_nothing():
     assert r.exit_code == 1
     assert r.stdout == "" and "Delete every account from the fob?" in r.stderr
     assert "cannot open" not in r.output
+
+
+def test_png_decode_does_not_inflate_a_zlib_bomb():
+    import struct
+    import tracemalloc
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    bomb = zlib.compress(bytes(30_000_000), 9)  # ~30 KB that would inflate to 30 MB
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 2, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", bomb) + chunk(b"IEND", b""))
+    tracemalloc.start()
+    try:
+        rows = png.decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == [bytes(4), bytes(4)]
+    assert peak < 3_000_000

@@ -82,7 +82,8 @@ def _decode(data: bytes) -> list[bytes]:
             break
     if not width or not height or width * height > 1 << 24:
         raise InvalidInput("PNG: missing or implausible IHDR")
-    raw = zlib.decompress(idat)
+    # never inflate more than the image needs (a small file can inflate to gigabytes)
+    raw = zlib.decompressobj().decompress(idat, height * (width + 1))
     if len(raw) < height * (width + 1):
         raise InvalidInput("PNG: image data is truncated")
     rows: list[bytes] = []

@@ -190,3 +190,50 @@ def test_yubico_otp_challenge_response(served_key):
         ticket = dec.update(resp) + dec.finalize()
         assert ticket[:6] == chal
         assert yubico.yubico_util.validate_crc16(ticket)
+
+
+class _Tampered:
+    """A python-yubico configuration sent as a frame with a broken CRC or a command no
+    YubiKey knows (what a line error or a newer host would send)."""
+
+    def __init__(self, cfg, *, crc_error: bool = False, command: int | None = None) -> None:
+        self.cfg = cfg
+        self.crc_error = crc_error
+        self.command = command
+
+    def version_required(self):
+        return self.cfg.version_required()
+
+    def to_frame(self, slot=1):
+        frame = self.cfg.to_frame(slot=slot)
+        if self.crc_error:
+            frame.crc ^= 0x0101
+        if self.command is not None:
+            frame.command = self.command
+        return frame
+
+
+@pytest.mark.parametrize("how", ["crc", "unknown-command"])
+def test_bad_frame_refused_and_slot_unchanged(served_key, how):
+    """The key ignores the frame: the programming sequence does not move (python-yubico
+    reports the failure), and the slot keeps its secret."""
+    yk = yubico.find_yubikey()
+    secret = os.urandom(20)
+    cfg = yk.init_config()
+    cfg.mode_challenge_response(secret, type="HMAC")
+    yk.write_config(cfg, slot=2)
+    seq = yk.status().pgm_seq
+
+    other = yk.init_config()
+    other.mode_challenge_response(b"z" * 20, type="HMAC")
+    bad = (_Tampered(other, crc_error=True) if how == "crc"
+           else _Tampered(other, command=0x55))
+    with pytest.raises(YubiKeyUSBHIDError, match="programming failed"):
+        yk.write_config(bad, slot=1)
+    st = yk.status()
+    assert st.pgm_seq == seq and st.valid_configs() == [2]
+    assert yk.challenge_response(b"same", slot=2) == _hmac(secret, b"same")
+    # and the intact frame is accepted
+    yk.write_config(_Tampered(other), slot=1)
+    assert yk.status().pgm_seq == seq + 1
+    assert yk.challenge_response(b"new", slot=1) == _hmac(b"z" * 20, b"new")

@@ -226,7 +226,10 @@ def test_touch_wait_flag_then_response(tmp_path, connect):
         for r in frame.to_feature_reports():
             engine.set_feature(r)
         engine.set_feature(bytes(7) + b"\x8f")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5  # the touch wait ends; no response follows
+        while engine.get_feature()[7] & 0x20:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         assert engine.get_feature()[7] == 0
     finally:
         key.close()

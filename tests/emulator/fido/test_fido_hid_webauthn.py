@@ -220,10 +220,15 @@ def test_always_uv_disables_u2f(fido_device):
         Config(ctap2, client_pin.protocol, token).toggle_always_uv()
 
     assert Ctap1(fido_device).get_version() == "U2F_V2"
+    assert "U2F_V2" in ctap2.get_info().versions
     toggle()
-    assert ctap2.get_info().options["alwaysUv"] is True
+    info = ctap2.get_info()
+    assert info.options["alwaysUv"] is True
+    assert "U2F_V2" not in info.versions  # U2F is disabled, so not offered
+    assert {"FIDO_2_0", "FIDO_2_1"} <= set(info.versions)
     with pytest.raises(ApduError) as e:
         Ctap1(fido_device).register(os.urandom(32), APP)
     assert e.value.code == 0x6D00
     toggle()
     assert Ctap1(fido_device).get_version() == "U2F_V2"
+    assert "U2F_V2" in ctap2.get_info().versions

@@ -230,7 +230,9 @@ class Authenticator:
         st = self.state
         major, minor, patch = self.key.version
         return {
-            0x01: ["U2F_V2", "FIDO_2_0", "FIDO_2_1"],
+            # CTAP 2.1 §7.2.2: alwaysUv disables CTAP1/U2F, so U2F_V2 is not offered then
+            0x01: (["FIDO_2_0", "FIDO_2_1"] if st.always_uv
+                   else ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]),
             0x02: list(extensions.SUPPORTED),
             0x03: self.key.aaguid,
             0x04: {

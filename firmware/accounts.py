@@ -120,14 +120,16 @@ def remove(name, path=PATH):
 
 
 def wipe(path=PATH):
-    """Forget every account: overwrite the file, then delete it."""
-    try:
-        size = os.stat(path)[6]
-        with open(path, "w") as f:  # best effort: flash wear levelling may keep old blocks
-            f.write(" " * size)
-        os.remove(path)
-    except OSError:
-        pass
+    """Forget every account: overwrite the file, then delete it (and any temporary file
+    a reset in the middle of save() left behind: it holds secrets too)."""
+    for name in (path, path + ".tmp"):
+        try:
+            size = os.stat(name)[6]
+            with open(name, "w") as f:  # best effort: flash wear levelling may keep old blocks
+                f.write(" " * size)
+            os.remove(name)
+        except OSError:
+            pass
 
 
 def summary(path=PATH):

@@ -104,6 +104,20 @@ print(json.dumps(out))
     assert doc == ["the accounts file is damaged: run hwtoken fob wipe"] * 3 + [1]
 
 
+def test_wipe_also_removes_a_temporary_file_left_by_a_reset(mpy):
+    # A reset between save()'s write and its rename leaves accounts.json.tmp, secrets
+    # and all; `hwtoken fob wipe` must not leave it behind.
+    doc = mpy("""
+import json, os, accounts
+accounts.add("a", "JBSWY3DPEHPK3PXP")
+with open("accounts.json.tmp", "w") as f:
+    json.dump([{"name": "b", "secret": "GEZDGNBVGY3TQOJQ"}], f)
+accounts.wipe()
+print(json.dumps(sorted(n for n in os.listdir() if n.startswith("accounts.json"))))
+""")
+    assert doc == []
+
+
 def test_codes_are_cached_per_period_and_stay_correct(mpy):
     doc = mpy("""
 import json, accounts, totp

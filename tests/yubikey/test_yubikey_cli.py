@@ -86,6 +86,29 @@ def test_generate_secret_file(emu, tmp_path):
     assert json.loads(r.output)["response"] == expect
 
 
+def test_secret_file_never_overwritten_and_unwritable_is_clean(emu, tmp_path):
+    """An existing --secret-file may be another slot's only copy of its secret: refused
+    before the slot is touched. An unwritable one is a one-line error, slot unchanged."""
+    f = tmp_path / "slot2.hex"
+    assert run("chalresp", "program", "2", "--generate", "--secret-file", str(f),
+               "-d", emu).exit_code == 0
+    first = f.read_text()
+    r = run("chalresp", "program", "1", "--generate", "--secret-file", str(f), "-d", emu)
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert f.read_text() == first
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    r = run("chalresp", "program", "1", "--generate", "--secret-file",
+            str(blocker / "k.hex"), "-d", emu)
+    assert r.exit_code == 2 and r.output.startswith("error: cannot write")
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    info = json.loads(run("info", "--json", "-d", emu).output)
+    assert info["slots"]["1"]["programmed"] is False  # nothing was programmed
+    key = bytes.fromhex(first.strip())  # and slot 2 still answers with the file's key
+    r = run("chalresp", "calc", "2", "01", "-d", emu)
+    assert r.output.strip() == hmac.new(key, b"\x01", hashlib.sha1).hexdigest()
+
+
 def test_generate_prints_once(emu):
     r = run("chalresp", "program", "1", "--generate", "--touch", "-d", emu)
     assert r.exit_code == 0

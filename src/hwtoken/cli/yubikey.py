@@ -218,8 +218,8 @@ def chalresp() -> None:
               "reads it from stdin.")
 @click.option("--generate", is_flag=True, help="Make a random 20-byte key (shown once).")
 @click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --generate: write the key (hex) to this file, mode 0600, instead "
-                   "of printing it.")
+              help="With --generate: write the key (hex) to this new file, mode 0600, "
+                   "instead of printing it (an existing file is never overwritten).")
 @click.option("--touch", is_flag=True, help="Require a touch for every response.")
 @click.option("--access-code", metavar="HEX", help="Protect the slot with this 6-byte "
               "code (12 hex digits); also unlocks a slot already protected with it.")
@@ -238,13 +238,20 @@ def chalresp_program(slot: int, secret: str | None, generate: bool, secret_file:
         raise InvalidInput("give exactly one of --secret HEX and --generate")
     if secret_file is not None and not generate:
         raise InvalidInput("--secret-file is for a key made with --generate")
+    if secret_file is not None and (secret_file.exists() or secret_file.is_symlink()):
+        raise InvalidInput(f"{secret_file} already exists (it may hold another slot's only "
+                           "copy of its secret): choose a new file")
     key = generate_secret() if generate else parse_hex_secret(_secret_arg(secret or ""))
     cur, new = _access_codes(access_code, new_access_code)
     acc = new is not None and any(new)
     with _open(device) as yk:
         _confirm_overwrite(yk, slot, force)
         if secret_file is not None:  # durable before the key holds it
-            atomic_write(secret_file, key.hex() + "\n")
+            try:
+                atomic_write(secret_file, key.hex() + "\n")
+            except OSError as exc:
+                raise InvalidInput(f"cannot write {secret_file}: {exc.strerror or exc}; "
+                                   "the slot was not changed") from None
         yk.program_chalresp(slot, key, touch=touch, access_code=new,
                             current_access_code=cur, force=True)
         dev = yk.device

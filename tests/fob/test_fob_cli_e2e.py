@@ -8,6 +8,7 @@ raw-REPL protocol, file writes and exec/eval run exactly as against a board.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def run(*args, input=None, code=0):
 
 @pytest.mark.slow
 @pytest.mark.system
-def test_deploy_sync_add_list_remove_wipe(fob_port):
+def test_deploy_sync_add_list_remove_wipe(fob_port, monkeypatch, caplog):
     out = run("fob", "deploy", "--port", fob_port, "--board", "pico", "--json")
     doc = json.loads(out)
     assert doc["board"] == "pico" and doc["files"]["main.py"] == "written"
@@ -71,8 +72,19 @@ def test_deploy_sync_add_list_remove_wipe(fob_port):
     out = run("fob", "sync-time", "--port", fob_port)
     assert "drift" in out or "in step" in out
 
-    # secrets from stdin (never argv), and from an otpauth URI
-    out = run("fob", "add", "github", "--secret", "-", "--port", fob_port, input=SECRET + "\n")
+    # secrets from stdin (never argv), and from an otpauth URI; no subprocess is started
+    # (so no secret can reach a child's argv) and nothing is logged, even at DEBUG
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args!r}")
+
+    with monkeypatch.context() as m:
+        m.setattr(subprocess, "Popen", no_subprocess)
+        m.setattr(os, "posix_spawn", no_subprocess)
+        m.setattr(os, "system", no_subprocess)
+        caplog.set_level(logging.DEBUG)
+        out = run("fob", "add", "github", "--secret", "-", "--port", fob_port,
+                  input=SECRET + "\n")
+    assert SECRET not in caplog.text and "github" not in caplog.text
     assert "github" in out and "1 account" in out
     uri = f"otpauth://totp/ACME:alice@example.com?secret={SECRET}&digits=8&algorithm=SHA256"
     doc = json.loads(run("fob", "add", "--uri", "-", "--port", fob_port, "--json",

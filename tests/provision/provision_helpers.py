@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,11 +80,26 @@ class PgServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.dsn(name)
 
+    def _postmaster_pid(self) -> int | None:
+        """The server's own pid (``self.proc`` may be runuser, which forwards no SIGINT)."""
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
-        self.proc.terminate()  # SIGTERM: smart shutdown
+        pid = self._postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)  # fast shutdown: clients are disconnected
+        else:
+            self.proc.terminate()
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            if pid is not None:  # never leave the server running without its data dir
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.log.close()

@@ -41,8 +41,10 @@ def test_no_secret_in_argv_output_or_ps(tmp_path):
     def watch() -> None:
         while not stop.is_set():
             seen.extend(_all_cmdlines())
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True)
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                timeout=30)
             seen.append(ps.stdout)
+            stop.wait(0.02)  # each hwtoken run lives for a second or more: no need to spin
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

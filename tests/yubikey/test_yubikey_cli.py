@@ -119,6 +119,26 @@ def test_generate_prints_once(emu):
     assert secret not in run("info", "-d", emu).output
 
 
+def test_access_codes_from_the_environment(emu):
+    """Access codes can stay out of argv: $HWTOKEN_ACCESS_CODE / $HWTOKEN_NEW_ACCESS_CODE."""
+    acc, other = "0a0b0c0d0e0f", "a1a2a3a4a5a6"
+    r = CliRunner().invoke(cli, ["yubikey", "chalresp", "program", "2", "--secret", "44" * 20,
+                                 "-d", emu], env={"HWTOKEN_ACCESS_CODE": acc})
+    assert r.exit_code == 0 and "protected by an access code" in r.output
+    assert run("delete", "2", "--force", "-d", emu).exit_code == 1  # protected
+    r = CliRunner().invoke(cli, ["yubikey", "delete", "2", "--force", "-d", emu],
+                           env={"HWTOKEN_ACCESS_CODE": other})
+    assert r.exit_code == 1  # wrong code from the environment: refused
+    r = CliRunner().invoke(cli, ["yubikey", "chalresp", "program", "2", "--secret",
+                                 "55" * 20, "--force", "-d", emu],
+                           env={"HWTOKEN_ACCESS_CODE": acc, "HWTOKEN_NEW_ACCESS_CODE": other})
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["yubikey", "delete", "2", "--force", "-d", emu],
+                           env={"HWTOKEN_ACCESS_CODE": other})
+    assert r.exit_code == 0, r.output
+    assert acc not in r.output and other not in r.output
+
+
 def test_access_code_delete_swap(emu):
     acc = "0a0b0c0d0e0f"
     assert run("chalresp", "program", "1", "--secret", "22" * 20, "--access-code", acc,

@@ -19,6 +19,9 @@ from hwtoken.fileio import atomic_write
 
 SLOT = click.IntRange(1, 2)
 SLOT_HELP = "Slot 1 (short touch) or 2 (long touch)."
+# Access codes may come from the environment, keeping them out of argv (and `ps`).
+ACCESS_CODE_ENV = "HWTOKEN_ACCESS_CODE"
+NEW_ACCESS_CODE_ENV = "HWTOKEN_NEW_ACCESS_CODE"
 
 
 class YubikeyGroup(HwtokenGroup):
@@ -101,7 +104,8 @@ def yubikey() -> None:
     in HOTP mode types a one-time code (and Enter) when touched; a slot in
     challenge-response mode answers HMAC-SHA1 challenges from software (KeePassXC, PAM,
     LUKS). An access code (6 bytes, 12 hex digits) protects a slot from being changed or
-    deleted by anyone who does not know it.
+    deleted by anyone who does not know it; give it with --access-code or, to keep it out
+    of argv, in $HWTOKEN_ACCESS_CODE ($HWTOKEN_NEW_ACCESS_CODE for --new-access-code).
 
     Use --device emu:NAME to work on a virtual key (`hwtoken emulate create NAME`).
     """
@@ -163,9 +167,11 @@ def hotp() -> None:
               help="Code length.")
 @click.option("--counter", "imf", type=click.IntRange(0, 0xFFFF0), default=0,
               show_default=True, help="Initial counter (a multiple of 16).")
-@click.option("--access-code", metavar="HEX", help="Protect the slot with this 6-byte "
+@click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
+              show_envvar=True, help="Protect the slot with this 6-byte "
               "code (12 hex digits); also unlocks a slot already protected with it.")
-@click.option("--new-access-code", metavar="HEX", help="Protect the slot with this code "
+@click.option("--new-access-code", metavar="HEX", envvar=NEW_ACCESS_CODE_ENV,
+              show_envvar=True, help="Protect the slot with this code "
               "instead (000000000000 removes the protection); --access-code unlocks.")
 @click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
 @json_option
@@ -221,9 +227,11 @@ def chalresp() -> None:
               help="With --generate: write the key (hex) to this new file, mode 0600, "
                    "instead of printing it (an existing file is never overwritten).")
 @click.option("--touch", is_flag=True, help="Require a touch for every response.")
-@click.option("--access-code", metavar="HEX", help="Protect the slot with this 6-byte "
+@click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
+              show_envvar=True, help="Protect the slot with this 6-byte "
               "code (12 hex digits); also unlocks a slot already protected with it.")
-@click.option("--new-access-code", metavar="HEX", help="Protect the slot with this code "
+@click.option("--new-access-code", metavar="HEX", envvar=NEW_ACCESS_CODE_ENV,
+              show_envvar=True, help="Protect the slot with this code "
               "instead (000000000000 removes the protection); --access-code unlocks.")
 @click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
 @json_option
@@ -294,7 +302,8 @@ def chalresp_calc(slot: int, challenge: str, as_json: bool, device: str | None) 
 # -- delete / swap --------------------------------------------------------------------------------
 @yubikey.command()
 @click.argument("slot", type=SLOT)
-@click.option("--access-code", metavar="HEX", help="The slot's access code, if it has one.")
+@click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
+              show_envvar=True, help="The slot's access code, if it has one.")
 @click.option("--force", is_flag=True, help="Delete without asking.")
 @json_option
 @device_option
@@ -313,7 +322,8 @@ def delete(slot: int, access_code: str | None, force: bool, as_json: bool,
 
 
 @yubikey.command()
-@click.option("--access-code", metavar="HEX", help="The slots' access code, if they have one.")
+@click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
+              show_envvar=True, help="The slots' access code, if they have one.")
 @json_option
 @device_option
 def swap(access_code: str | None, as_json: bool, device: str | None) -> None:

@@ -339,13 +339,14 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
     if usbip is None and pcsc is None:
         raise InvalidInput("nothing to serve: give --usbip or --pcsc")
     try:
-        key = VirtualKey.load(path, presence=_presence(touch))
+        key = VirtualKey.load(path)
     except DeviceBusy:
         doc = devices.running_serve(name)
         if doc is not None:
             raise DeviceBusy(f"virtual key {name!r} is already served by pid {doc['pid']}"
                              ) from None
         raise DeviceBusy(f"virtual key {name!r} is in use by another process") from None
+    key.presence = _presence(touch)  # (once the key is ours: a prompt starts reading stdin)
     stop = threading.Event()
     previous: dict[int, Any] = {}
     try:

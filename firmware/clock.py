@@ -160,8 +160,10 @@ class Clock:
     """UTC from ``source`` (a DS3231 or ChipRTC) with a notion of trust.
 
     now() is the unix time, or None when the time cannot be trusted: the RTC was reset
-    (earlier than TRUST_FLOOR, or over an hour earlier than the last sync), or the
-    DS3231 lost power.
+    (earlier than TRUST_FLOOR, or over an hour earlier than the last sync), the DS3231
+    lost power or does not answer, or the time was never set by this firmware (by
+    `hwtoken fob sync-time` or NTP, recorded in SYNC_FILE): a clock someone else set,
+    e.g. an IDE that sets the board's RTC to local time, is not trusted.
     """
 
     def __init__(self, source, rtc=None, sync_file=SYNC_FILE):
@@ -184,6 +186,8 @@ class Clock:
             return "rtc not answering"
         if t < TRUST_FLOOR or t < self.last_sync - SYNC_SLACK:
             return "clock not set"
+        if not self.last_sync:  # set by something else (an IDE may set local time)
+            return "never synced"
         return None
 
     def now(self):

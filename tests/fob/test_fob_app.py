@@ -130,6 +130,8 @@ config.BOARD = "pico"
 oled_dev = machine.SSD1306()
 machine.BUS[0x3C] = oled_dev
 machine.BUS[0x68] = machine.DS3231(unix_time={now})
+with open("clock.json", "w") as f:     # hwtoken fob sync-time set it before
+    f.write('{{"synced": {now}}}')
 for n in ("one", "two"):
     accounts.add(n, "{SECRET}")
 reads = [0]
@@ -196,6 +198,8 @@ config.BOARD = "pico"
 oled_dev = machine.SSD1306()
 machine.BUS[0x3C] = oled_dev
 machine.BUS[0x68] = machine.DS3231(unix_time={now})
+with open("clock.json", "w") as f:     # hwtoken fob sync-time set it before
+    f.write('{{"synced": {now}}}')
 accounts.add("one", "{SECRET}")
 real_write = oled_dev.write
 writes = [0]

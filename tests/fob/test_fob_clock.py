@@ -257,6 +257,8 @@ def test_a_ds3231_that_stops_answering_is_no_trusted_time(mpy):
     now = int(time.time())
     doc = mpy(CLOCK_SETUP + f"""
 machine.BUS[0x68] = machine.DS3231(unix_time={now})
+with open("clock.json", "w") as f:     # hwtoken fob sync-time set it before
+    f.write('{{"synced": {now}}}')
 clk = clock.detect(i2c, rtc)
 out = {{"source": clk.source.name, "before": clk.now() is not None}}
 ds = machine.BUS.pop(0x68)
@@ -271,3 +273,26 @@ print(json.dumps(out))
     assert status["trusted"] is False and status["time"] is None
     assert status["reason"] == "rtc not answering"
     assert doc["back"] is True
+
+
+def test_a_clock_set_by_something_else_is_not_trusted_until_synced(mpy):
+    # An IDE (Thonny syncs the RTC on connect, in local time by choice) or another
+    # project's DS3231 may hold a plausible but wrong time. Only a time set by
+    # `hwtoken fob sync-time` or NTP (recorded in clock.json) is trusted.
+    now = int(time.time())
+    doc = mpy(CLOCK_SETUP + f"""
+import time
+local = time.gmtime({now} + 2 * 3600)   # UTC+2 written as if it were UTC
+rtc.datetime((local[0], local[1], local[2], local[6], local[3], local[4], local[5], 0))
+clk = clock.detect(i2c, rtc)
+out = {{"chip": [clk.now(), clk.why_untrusted(), clk.status()["trusted"]]}}
+machine.BUS[0x68] = machine.DS3231(unix_time={now})   # a module set elsewhere
+out["ds3231"] = clock.detect(i2c, rtc).why_untrusted()
+out["drift"] = clock.detect(i2c, rtc).set({now})
+out["after_sync"] = clock.detect(i2c, rtc).now()
+print(json.dumps(out))
+""")
+    assert doc["chip"] == [None, "never synced", False]
+    assert doc["ds3231"] == "never synced"
+    assert doc["drift"] is None  # a never-synced clock's error is not a drift
+    assert abs(doc["after_sync"] - now) <= 2

@@ -185,6 +185,7 @@ def _interaction(pin: str | None) -> Any:
 
 # -- running suites written for hardware keys ------------------------------------------------
 _session_key: Any = None
+REPLUG_AWAY = 0.5  # seconds the session key stays unplugged when a suite waits for a replug
 _session_tmp: str | None = None
 
 
@@ -201,6 +202,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--hwtoken-fido2-hid-key", metavar="KEYFILE", default=None,
         help="Like --hwtoken-fido2-hid with the virtual key state file KEYFILE "
              "(created if missing, kept afterwards).",
+    )
+    group.addoption(
+        "--hwtoken-fido2-hid-no-replug", action="store_true", default=False,
+        help="Do not play the user who unplugs and replugs the key when the suite waits "
+             "for that (by polling fido2.hid.list_descriptors() while the key is idle).",
     )
 
 
@@ -229,14 +235,17 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         _session_tmp = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
         _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key")
-    register_with_fido2_hid(_session_key)
+    replug = None if config.getoption("hwtoken_fido2_hid_no_replug", default=False) else \
+        REPLUG_AWAY
+    register_with_fido2_hid(_session_key, replug_when_awaited=replug)
 
 
 def fido2_hid_session_key() -> VirtualKey | None:
     """The key that ``--hwtoken-fido2-hid`` (or ``HWTOKEN_FIDO2_HID``) registered, if any.
 
-    Useful with :func:`hwtoken.emulator.transports.fido_hid.simulate_replug` when a suite
-    asks for the authenticator to be disconnected.
+    It unplugs and replugs itself when the suite polls discovery waiting for that (unless
+    ``--hwtoken-fido2-hid-no-replug``); :func:`hwtoken.emulator.transports.fido_hid.
+    simulate_replug` does it on demand.
     """
     return _session_key
 

@@ -117,3 +117,76 @@ def test_simulated_replug_power_cycles_the_key(virtual_key):
         dev = open_device(path)
         assert ClientPin(Ctap2(dev)).get_pin_token("12345678")
         dev.close()
+
+
+def _wait_for(predicate, polls=200):
+    """Poll discovery like a hardware suite does (every 50 ms, bounded)."""
+    import threading
+
+    pause = threading.Event()
+    for _ in range(polls):
+        if predicate():
+            return True
+        pause.wait(0.05)
+    return False
+
+
+def test_key_replugs_itself_when_a_suite_waits_for_it(virtual_key, monkeypatch):
+    """python-fido2's device suite says "disconnect the authenticator", then polls
+    list_descriptors() until the path goes away and until a path comes back."""
+    from fido2.ctap import CtapError
+    from fido2.ctap2.pin import ClientPin
+
+    from hwtoken.emulator.transports import fido_hid
+
+    monkeypatch.setattr(fido_hid, "AWAITED_SECONDS", 0.2)
+    path = f"emu:{virtual_key.serial}"
+    with registered_with_fido2_hid(virtual_key, replug_when_awaited=0.1):
+        dev = open_device(path)
+        ClientPin(Ctap2(dev)).set_pin("12345678")
+        for _ in range(3):
+            with pytest.raises(CtapError):
+                ClientPin(Ctap2(dev)).get_pin_token("00000000")
+        before = _paths()
+        assert path in before
+        assert _wait_for(lambda: path not in _paths()), "the key never unplugged itself"
+        assert _wait_for(lambda: path in _paths()), "the key never came back"
+        dev = open_device(path)  # power-cycled: the wrong-PIN streak is over
+        assert ClientPin(Ctap2(dev)).get_pin_token("12345678")
+        Ctap2(dev).reset()  # and the reset window is open again
+        assert not Ctap2(dev).get_info().options["clientPin"]
+        dev.close()
+
+
+def test_busy_or_quickly_listed_key_stays_plugged_in(virtual_key, monkeypatch):
+    from hwtoken.emulator.transports import fido_hid
+
+    path = f"emu:{virtual_key.serial}"
+    with registered_with_fido2_hid(virtual_key, replug_when_awaited=0.1):
+        monkeypatch.setattr(fido_hid, "AWAITED_SECONDS", 3600.0)
+        for _ in range(10):  # listing many times in a row is not waiting for a replug
+            assert path in _paths()
+        monkeypatch.setattr(fido_hid, "AWAITED_SECONDS", 0.0)
+        dev = open_device(path)
+        try:
+            for _ in range(10):  # a key in use between polls is not awaited either
+                assert path in _paths()
+                assert dev.ping(b"x") == b"x"
+        finally:
+            dev.close()
+    with registered_with_fido2_hid(virtual_key):  # without the option: never
+        monkeypatch.setattr(fido_hid, "AWAITED_SECONDS", 0.0)
+        for _ in range(10):
+            assert path in _paths()
+
+
+def test_unregistering_cancels_a_pending_plug_in(virtual_key):
+    from hwtoken.emulator.transports.fido_hid import simulate_replug
+
+    path = f"emu:{virtual_key.serial}"
+    register_with_fido2_hid(virtual_key)
+    replug = simulate_replug(virtual_key, away=0.1)
+    unregister_from_fido2_hid(virtual_key)
+    replug.join(timeout=10)
+    assert not replug.is_alive()
+    assert path not in _paths()

@@ -103,3 +103,50 @@ def test_environment_variable_and_key_file(tmp_path):
     result = _pytest(tmp_path, "test_hw_suite.py", env={"HWTOKEN_FIDO2_HID": str(keyfile)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert VirtualKey.peek(keyfile).section("identity")["serial"] == serial
+
+
+RECONNECT_SUITE = '''
+import threading
+
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.pin import ClientPin
+from fido2.hid import list_descriptors, open_device
+
+
+def _reconnect(path):
+    """What python-fido2's tests/device/conftest.py does after "Disconnect the
+    Authenticator": poll until the key is gone, then until a key appears (bounded here)."""
+    pause = threading.Event()
+    for _ in range(160):
+        if path not in {d.path for d in list_descriptors()}:
+            break
+        pause.wait(0.05)
+    else:
+        raise AssertionError("never unplugged")
+    for _ in range(160):
+        pause.wait(0.05)
+        if path in {d.path for d in list_descriptors()}:
+            return open_device(path)
+    raise AssertionError("never plugged in again")
+
+
+def test_factory_reset_after_reconnect():
+    [path] = [d.path for d in list_descriptors() if str(d.path).startswith("emu:")]
+    dev = open_device(path)
+    ClientPin(Ctap2(dev)).set_pin("a1b2c3d4")
+    dev.close()
+    dev = _reconnect(path)
+    Ctap2(dev).reset()  # only allowed right after power-up
+    assert not Ctap2(dev).get_info().options["clientPin"]
+    dev.close()
+'''
+
+
+def test_key_replugs_for_a_suite_that_waits_for_it(tmp_path):
+    (tmp_path / "test_reconnect.py").write_text(RECONNECT_SUITE)
+    result = _pytest(tmp_path, "--hwtoken-fido2-hid", "test_reconnect.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+    result = _pytest(tmp_path, "--hwtoken-fido2-hid", "--hwtoken-fido2-hid-no-replug",
+                     "test_reconnect.py")
+    assert "never unplugged" in result.stdout

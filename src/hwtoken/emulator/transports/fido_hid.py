@@ -9,6 +9,12 @@
   suites written for hardware keys run against it unchanged. Nothing on disk is modified:
   the hook wraps fido2's platform backend in memory, once, and only answers for paths of
   registered keys (``emu:<serial>``); everything else goes to the real backend.
+* A key registered with ``replug_when_awaited`` also plays the person at the keyboard when a
+  hardware-key suite says "disconnect the authenticator": such a suite then polls
+  ``list_descriptors()`` until the key is gone and comes back. After
+  :data:`AWAITED_POLLS` discovery polls in a row that list the key while nobody talks to
+  it over :data:`AWAITED_SECONDS`, the key is unplugged, power-cycled and plugged in
+  again (:func:`simulate_replug`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ YUBIKEY5_OTP_FIDO_CCID_PID = 0x0407
 PRODUCT_NAME = "YubiKey OTP+FIDO+CCID"
 PATH_PREFIX = "emu:"
 DEFAULT_READ_TIMEOUT = 60.0
+# "the suite waits for a replug": this many discovery polls listing the key, spread over
+# at least this many seconds, with no report written to the key in between (a suite that
+# merely lists devices a few times in a row does not unplug its key)
+AWAITED_POLLS = 3
+AWAITED_SECONDS = 1.0
+AWAITED_GAP = 5.0  # polls further apart than this are not one wait
 
 
 def hid_path(key: VirtualKey) -> str:
@@ -68,6 +80,7 @@ class VirtualHidConnection(CtapHidConnection):
     def write_packet(self, data: bytes) -> None:
         if self.closed:
             raise OSError("connection to the virtual key is closed")
+        _activity[self.descriptor.path] = _activity.get(self.descriptor.path, 0) + 1
         self.engine.write(data)
 
     def read_packet(self) -> bytes:
@@ -104,6 +117,12 @@ def fido_device(key: VirtualKey, *, read_timeout: float = DEFAULT_READ_TIMEOUT) 
 _registry: dict[str, VirtualKey] = {}
 _registry_lock = threading.Lock()
 _installed = False
+_activity: dict[str, int] = {}  # path -> reports written to the key (any connection)
+_auto_replug: dict[str, float] = {}  # path -> seconds away, for replug_when_awaited keys
+# path -> (activity seen, idle polls in a row, time of the first, time of the last)
+_idle_polls: dict[str, tuple[int, int, float, float]] = {}
+_replugging: dict[str, int] = {}  # path -> generation of the pending plug-in
+_generation = 0
 
 
 def registered_keys() -> list[VirtualKey]:
@@ -112,30 +131,49 @@ def registered_keys() -> list[VirtualKey]:
         return list(_registry.values())
 
 
-def register_with_fido2_hid(key: VirtualKey) -> HidDescriptor:
+def register_with_fido2_hid(key: VirtualKey, *,
+                            replug_when_awaited: float | None = None) -> HidDescriptor:
     """Make ``key`` appear in ``fido2.hid.list_descriptors()`` and open through fido2.
 
     After this, ``fido2.hid.open_connection(desc)`` for its descriptor, ``open_device(path)``
     with its path and ``CtapHidDevice.list_devices()`` reach the key, including from code
     that imported those names earlier. Returns the key's descriptor. Undo with
     :func:`unregister_from_fido2_hid` (or use :func:`registered_with_fido2_hid`).
+
+    ``replug_when_awaited=SECONDS``: when discovery is polled :data:`AWAITED_POLLS` times
+    over :data:`AWAITED_SECONDS` with the key listed and idle (a suite waiting for the
+    user to unplug it), the
+    key unplugs itself, power-cycles and comes back SECONDS later, as a person would.
     """
     _install()
+    path = hid_path(key)
     with _registry_lock:
-        _registry[hid_path(key)] = key
+        _registry[path] = key
+        _idle_polls.pop(path, None)
+        if replug_when_awaited is not None:
+            _auto_replug[path] = max(0.0, float(replug_when_awaited))
     return hid_descriptor(key)
 
 
 def unregister_from_fido2_hid(key: VirtualKey) -> None:
-    """Hide ``key`` from ``fido2.hid`` discovery again (open connections keep working)."""
+    """Hide ``key`` from ``fido2.hid`` discovery again (open connections keep working).
+
+    Also cancels a pending plug-in of :func:`simulate_replug` and ``replug_when_awaited``.
+    """
+    path = hid_path(key)
     with _registry_lock:
-        _registry.pop(hid_path(key), None)
+        _registry.pop(path, None)
+        _auto_replug.pop(path, None)
+        _idle_polls.pop(path, None)
+        _replugging.pop(path, None)
 
 
 @contextmanager
-def registered_with_fido2_hid(key: VirtualKey) -> Iterator[HidDescriptor]:
+def registered_with_fido2_hid(key: VirtualKey, *,
+                              replug_when_awaited: float | None = None,
+                              ) -> Iterator[HidDescriptor]:
     """``with registered_with_fido2_hid(key) as desc:`` — registered for the block."""
-    desc = register_with_fido2_hid(key)
+    desc = register_with_fido2_hid(key, replug_when_awaited=replug_when_awaited)
     try:
         yield desc
     finally:
@@ -148,14 +186,27 @@ def simulate_replug(key: VirtualKey, away: float = 1.0) -> threading.Thread:
     What a person does when a test suite for hardware keys says "disconnect the
     authenticator" (e.g. before a factory reset, which only works right after power-up):
     the key disappears from ``list_descriptors()``, is power-cycled, and reappears with
-    the same path. Returns the (daemon) thread doing it; ``join()`` it to wait.
+    the same path (and its ``replug_when_awaited`` setting). Returns the (daemon) thread
+    doing it; ``join()`` it to wait. :func:`unregister_from_fido2_hid` meanwhile cancels
+    the plug-in.
     """
-    unregister_from_fido2_hid(key)
+    global _generation
+    path = hid_path(key)
+    with _registry_lock:
+        _registry.pop(path, None)
+        _idle_polls.pop(path, None)
+        auto = _auto_replug.get(path)
+        _generation += 1
+        generation = _replugging[path] = _generation
 
     def plug_in() -> None:
         time.sleep(away)
+        with _registry_lock:
+            if _replugging.get(path) != generation:
+                return  # unregistered (or replugged again) meanwhile
+            del _replugging[path]
         key.power_cycle()
-        register_with_fido2_hid(key)
+        register_with_fido2_hid(key, replug_when_awaited=auto)
 
     thread = threading.Thread(target=plug_in, daemon=True, name="hwtoken-replug")
     thread.start()
@@ -175,7 +226,27 @@ def _lookup(path: Any) -> VirtualKey | None:
 
 
 def _virtual_descriptors() -> list[HidDescriptor]:
-    return [hid_descriptor(k) for k in registered_keys()]
+    """Registered keys, for one discovery poll (which may unplug an awaited key)."""
+    listed: list[HidDescriptor] = []
+    awaited: list[tuple[VirtualKey, float]] = []
+    now = time.monotonic()
+    with _registry_lock:
+        for path, key in _registry.items():
+            away = _auto_replug.get(path)
+            if away is not None:
+                seen = _activity.get(path, 0)
+                last, polls, first, prev = _idle_polls.get(path, (seen, 0, now, now))
+                if last != seen or now - prev > AWAITED_GAP:
+                    polls, first = 0, now
+                polls += 1
+                _idle_polls[path] = (seen, polls, first, now)
+                if polls >= AWAITED_POLLS and now - first >= AWAITED_SECONDS:
+                    awaited.append((key, away))
+                    continue
+            listed.append(hid_descriptor(key))
+    for key, away in awaited:
+        simulate_replug(key, away)
+    return listed
 
 
 def _install() -> None:

@@ -208,6 +208,8 @@ class UsbipServer:
             self._conns.add(conn)
         session = None
         try:
+            if self._stopping.is_set():  # accepted just as stop() took its list of conns
+                return
             request = self._read_request(conn)
             if request is None:
                 log.info("USB/IP client %s sent no valid request; closed", addr)

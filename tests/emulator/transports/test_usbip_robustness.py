@@ -350,3 +350,22 @@ def test_connections_and_junk_are_logged(usbip_server, caplog):
         assert _wait_for(lambda: "detached" in caplog.text)
     assert "lists the exported devices" in caplog.text
     assert "imports busid 1-1" in caplog.text
+
+
+def test_connection_accepted_while_stopping_is_closed_at_once(usbip_key):
+    """A connection whose thread starts after stop() began gets no session."""
+    srv = UsbipServer(usbip_key, "127.0.0.1", 0).start()
+    srv.stop()
+    ours, client = socket.socketpair()
+    try:
+        client.sendall(OP_REQ_IMPORT + b"1-1".ljust(32, b"\0"))  # a valid import...
+        srv._serve_one(ours, "late client")  # ...arriving late: returns without serving
+        client.settimeout(5)
+        try:
+            reply = client.recv(1)
+        except ConnectionResetError:  # closed with the request unread
+            reply = b""
+        assert reply == b""  # closed, no import reply
+        assert srv.usb.session_count == 0 and srv.sessions == 0
+    finally:
+        client.close()

@@ -201,3 +201,25 @@ def test_export_cli_with_a_preshared_key_file(filled, tmp_path):
                    str(tmp_path / "bad.pskc"), "--all", "--pskc-key-file", str(key_file),
                    check=2)
     assert proc.stderr.startswith("error:") and "hex" in proc.stderr
+
+
+def test_a_key_reprogrammed_during_an_export_stays_unexported(filled, tmp_path):
+    with opened(filled) as inv:
+        real_records = inv.records
+
+        def records_then_another_station_reprograms(**kw):
+            rows = real_records(**kw)
+            rec = Record(serial=101, mode=Mode.HOTP, slot=1, digits=8, touch=False,
+                         name="hw", sealed="", device="emu:k101")
+            inv.seal(rec, b"N" * 20)
+            assert inv.claim(rec, reprogram=True)
+            inv.update(101, state=State.DONE)
+            return rows
+
+        inv.records = records_then_another_station_reprograms
+        first = export(inv, "csv", str(tmp_path / "1.csv"))
+        inv.records = real_records
+        assert 101 in first.exported  # the old secret went into the file...
+        second = export(inv, "csv", str(tmp_path / "2.csv"))
+        assert second.exported == [101]  # ...and the new one goes into the next export
+    assert (b"N" * 20).hex() in (tmp_path / "2.csv").read_text()

@@ -177,5 +177,7 @@ def export(inventory: Inventory, fmt: str, out: str, *, include_exported: bool =
         atomic_write(path, data)
     except OSError as exc:  # no such directory, read-only, not allowed: nothing is marked
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    inventory.mark_exported(result.exported)
+    # only the secrets that went into the file: a key reprogrammed meanwhile (by another
+    # station) keeps its new secret for the next export
+    inventory.mark_exported(result.exported, sealed={r.serial: r.sealed for r in records})
     return result

@@ -210,11 +210,19 @@ class Inventory(ABC):
             "SELECT COUNT(*) FROM records WHERE exported_at IS NOT NULL")[0][0])
         return out
 
-    def mark_exported(self, serials: Iterable[int], at: float | None = None) -> None:
+    def mark_exported(self, serials: Iterable[int], at: float | None = None, *,
+                      sealed: dict[int, str] | None = None) -> None:
+        """Mark records exported. With ``sealed`` (serial -> the sealed secret that went
+        into the file) a record reprogrammed since it was read keeps its new secret
+        unexported."""
         at = at or time.time()
         with self.transaction():
             for s in serials:
-                self.query("UPDATE records SET exported_at = ? WHERE serial = ?", (at, s))
+                if sealed is not None and s in sealed:
+                    self.query("UPDATE records SET exported_at = ? WHERE serial = ? "
+                               "AND sealed = ?", (at, s, sealed[s]))
+                else:
+                    self.query("UPDATE records SET exported_at = ? WHERE serial = ?", (at, s))
 
     # -- events (audit trail; never secrets) ---------------------------------------------------
     def log_event(self, kind: str, message: str, serial: int | None = None) -> None:

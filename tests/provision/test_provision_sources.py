@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from provision_helpers import opened
 
 from hwtoken.provision import sources
@@ -161,3 +162,44 @@ def test_a_key_that_cannot_be_checked_stays_pending_with_the_reason(tmp_path):
             sources.RecordedKeys())
         assert again.counts() == {"failed": 1} and not again.outcomes[0].reprogrammed
         assert programs == [rec.serial]  # programmed once, by the run
+
+
+def _hold_until_told(url: str, serial: int, held, release) -> None:
+    from hwtoken.provision.inventory import open_inventory
+
+    with open_inventory(url) as inv, inv.hold(serial):
+        held.put("held")
+        release.get(timeout=60)
+
+
+def test_resume_waits_for_a_record_another_station_holds(inventory_url):
+    import multiprocessing
+    import threading
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_program(step, rec):
+        if step == "program":
+            raise Crash
+
+    with opened(inventory_url) as inv:
+        with pytest.raises(Crash):
+            Provisioner(inv, programmer_for, hook=crash_after_program).run(
+                Spec(Mode.CHALRESP), sources.VirtualPool(1))
+        (pending,) = inv.records(states=[State.PENDING])
+        ctx = multiprocessing.get_context("spawn")
+        held, release = ctx.Queue(), ctx.Queue()
+        station = ctx.Process(target=_hold_until_told,
+                              args=(inventory_url, pending.serial, held, release))
+        station.start()
+        try:
+            assert held.get(timeout=60) == "held"
+            # the other station lets go while resume is running
+            threading.Timer(0.5, release.put, ("go",)).start()
+            summary = Provisioner(inv, programmer_for).resume(sources.RecordedKeys())
+        finally:
+            release.put("go")
+            station.join(30)
+        assert summary.counts() == {"done": 1}  # settled, not reported busy
+        assert inv.get(pending.serial).state is State.DONE

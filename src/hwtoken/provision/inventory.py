@@ -10,7 +10,7 @@ Concurrency model, the same for both backends:
   inserting the same serial exactly one succeeds;
 * while a station programs and checks a key it *holds* the record (PostgreSQL: a
   session-level advisory lock; SQLite: a POSIX byte-range lock on ``<db>.holds``), so
-  ``resume`` elsewhere skips a key that a live station is still working on. A killed
+  ``resume`` elsewhere waits for a key that a live station is still working on. A killed
   process loses its holds with its connection or file descriptor.
 """
 

@@ -4,7 +4,7 @@
   station claim a key; a reprogram rewrites the row under ``SELECT ... FOR UPDATE``;
 * a station holds a record while it programs and checks the key with a session-level
   advisory lock (``pg_try_advisory_lock``), released when its connection ends, also when
-  the process is killed; ``resume`` skips records another live station holds. (A row lock
+  the process is killed; ``resume`` waits for records another live station holds. (A row lock
   would not do: the station commits the record's steps while it holds it.)
 * every write is its own committed transaction (``synchronous_commit`` as configured).
 """

@@ -251,33 +251,55 @@ class Provisioner:
     # -- resume ---------------------------------------------------------------------------
     def resume(self, source: DeviceSource) -> Summary:
         """Settle every pending record: complete it if the key holds the recorded secret,
-        else reprogram the key with it; report keys that are not present."""
+        else reprogram the key with it; report keys that are not present.
+
+        A record another station holds right now (or a just-killed station's session has
+        not let go of yet) is retried for up to ``BUSY_RETRY_SECONDS``, like in :meth:`run`.
+        """
         summary = Summary()
         started = time.monotonic()
-        inv = self.inventory
-        for pending in inv.records(states=[State.PENDING]):
-            try:
-                with inv.hold(pending.serial):
-                    rec = inv.get(pending.serial)
-                    if rec is None or rec.state is not State.PENDING:
-                        continue
-                    device = source.present(rec)
-                    if device is None:
-                        msg = "key not present: plug it in and resume"
-                        inv.update(rec.serial, last_error=msg)  # so `status` shows why
-                        inv.log_event("error", msg, rec.serial)
-                        self._emit(summary, Outcome(rec.serial, rec.device, "missing", msg))
-                        continue
-                    with self._connect(rec.spec, device) as conn:
-                        outcome = self._settle(conn, device, rec, inv.secret(rec),
-                                               program=False)
-            except (RecordBusy, DeviceBusy) as exc:
-                outcome = Outcome(pending.serial, pending.device, "busy", str(exc))
-            except _OpenFailed as exc:
-                msg = str(exc)
-                inv.update(pending.serial, last_error=msg)
-                inv.log_event("error", msg, pending.serial)
-                outcome = Outcome(pending.serial, pending.device, "failed", msg)
-            self._emit(summary, outcome)
+        deferred: list[Record] = []
+        for pending in self.inventory.records(states=[State.PENDING]):
+            outcome = self._resume_one(pending, source)
+            if outcome is not None and outcome.result == "busy":
+                deferred.append(pending)
+            elif outcome is not None:
+                self._emit(summary, outcome)
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while deferred:
+            time.sleep(BUSY_RETRY_PAUSE)
+            retry, deferred = deferred, []
+            for pending in retry:
+                outcome = self._resume_one(pending, source)
+                if outcome is None:
+                    continue
+                if outcome.result == "busy" and time.monotonic() < deadline:
+                    deferred.append(pending)
+                    continue
+                self._emit(summary, outcome)
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _resume_one(self, pending: Record, source: DeviceSource) -> Outcome | None:
+        """Settle one pending record (None if it is no longer pending)."""
+        inv = self.inventory
+        try:
+            with inv.hold(pending.serial):
+                rec = inv.get(pending.serial)
+                if rec is None or rec.state is not State.PENDING:
+                    return None
+                device = source.present(rec)
+                if device is None:
+                    msg = "key not present: plug it in and resume"
+                    inv.update(rec.serial, last_error=msg)  # so `status` shows why
+                    inv.log_event("error", msg, rec.serial)
+                    return Outcome(rec.serial, rec.device, "missing", msg)
+                with self._connect(rec.spec, device) as conn:
+                    return self._settle(conn, device, rec, inv.secret(rec), program=False)
+        except (RecordBusy, DeviceBusy) as exc:
+            return Outcome(pending.serial, pending.device, "busy", str(exc))
+        except _OpenFailed as exc:
+            msg = str(exc)
+            inv.update(pending.serial, last_error=msg)
+            inv.log_event("error", msg, pending.serial)
+            return Outcome(pending.serial, pending.device, "failed", msg)

@@ -248,9 +248,13 @@ def test_large_blob_size_bounds_and_permissions(ctap, client_pin):
     assert e.value.code == ERR.PIN_AUTH_INVALID
 
 
-def test_token_without_permissions_is_useless(ctap, client_pin):
-    token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION(0))
-    with pytest.raises(CtapError) as e:
+def test_token_without_permissions_is_refused(ctap, client_pin):
+    with pytest.raises(CtapError) as e:  # CTAP 2.1: permissions 0 is INVALID_PARAMETER
+        client_pin.get_pin_token(PIN, ClientPin.PERMISSION(0))
+    assert e.value.code == ERR.INVALID_PARAMETER
+    assert client_pin.get_pin_retries()[0] == 8  # refused before the PIN was checked
+    token = client_pin.get_pin_token(PIN, P.LARGE_BLOB_WRITE)
+    with pytest.raises(CtapError) as e:  # a token without the needed permission
         CredentialManagement(ctap, client_pin.protocol, token).get_metadata()
     assert e.value.code == ERR.PIN_AUTH_INVALID
 

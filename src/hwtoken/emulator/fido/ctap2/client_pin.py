@@ -244,8 +244,8 @@ class ClientPin:
         else:
             permissions = params.req(0x09, int)
             rp_id = params.opt(0x0A, str)
-            # 0 is accepted (a token that may do nothing), as YubiKeys do
-            if permissions < 0:
+            # CTAP 2.1 §6.5.5.7.2: a token for nothing (0) is INVALID_PARAMETER
+            if permissions <= 0:
                 raise Ctap2Error(ERR.INVALID_PARAMETER)
             if permissions & ~int(SUPPORTED_PERMISSIONS):
                 raise Ctap2Error(ERR.UNAUTHORIZED_PERMISSION)

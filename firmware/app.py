@@ -118,8 +118,6 @@ def run():
                       freq=config.I2C_FREQ)
     oled = display.SSD1306(i2c, config.OLED_ADDR)
     clk = clock.detect(i2c, machine.RTC())
-    if clk.now() is None:
-        _wifi_ntp(clk)
     btns = []
     for which in ("a", "b"):
         pin = pins.get("button_" + which)
@@ -131,8 +129,14 @@ def run():
     except ValueError:  # damaged file: show "no accounts" rather than crash at boot
         accts = []
     fob = Fob(oled, clk, accts)
-    gc.collect()
     fob.idle_since = time.ticks_ms()
+    try:
+        fob.tick(fob.idle_since)  # the screen first: "NO TRUSTED TIME" while Wi-Fi connects
+    except OSError:
+        fob._shown = None
+    if clk.now() is None:
+        _wifi_ntp(clk)  # up to ~10 s; the next tick shows the code if it worked
+    gc.collect()
     while True:
         now_ms = time.ticks_ms()
         try:

@@ -228,3 +228,43 @@ print(json.dumps([writes[0], bytes(oled_dev.ram).hex()]))
     accts = [FobAccount("one", SECRET)]
     shown = {render(accts, t).buffer.hex() for t in range(now - 1, now + 10)}
     assert ram in shown
+
+
+def test_boot_shows_the_screen_before_trying_wifi_then_the_code(mpy):
+    # On a Wi-Fi board without trusted time, run() tries NTP for up to ~10 s: the OLED
+    # says "NO TRUSTED TIME" meanwhile (not a blank screen), then shows the code.
+    from fob_support import NTP_1900, NTP_STUBS
+
+    now = int(time.time())
+    doc = mpy(NTP_STUBS + f"""
+import machine, accounts, config, app
+config.BOARD = "picow"
+config.WIFI_SSID = "home"
+oled_dev = machine.SSD1306()
+machine.BUS[0x3C] = oled_dev
+accounts.add("one", "{SECRET}")
+Ntp.ntp_seconds = {now} + {NTP_1900}
+seen = {{}}
+real_connect = Net.WLAN.connect
+def connect(self, ssid, password):
+    seen["ram_at_connect"] = bytes(oled_dev.ram).hex()
+    real_connect(self, ssid, password)
+Net.WLAN.connect = connect
+reads = [0]
+def on_read(pin, level):                 # stop after a few turns of the main loop
+    if pin == 14 and "ram_at_connect" in seen:
+        reads[0] += 1
+        if reads[0] > 3:
+            raise KeyboardInterrupt
+    return level
+machine.ON_READ = on_read
+try:
+    app.run()
+except KeyboardInterrupt:
+    pass
+print(json.dumps([seen["ram_at_connect"], bytes(oled_dev.ram).hex()]))
+""")
+    during, after = doc
+    accts = [FobAccount("one", SECRET)]
+    assert during == render(accts, None).buffer.hex()  # NO TRUSTED TIME, not blank
+    assert after in {render(accts, t).buffer.hex() for t in range(now - 1, now + 10)}

@@ -7,6 +7,8 @@ import json
 import random
 import time
 
+from fob_support import NTP_1900, NTP_STUBS
+
 
 def test_calendar_round_trips_against_cpython(mpy):
     rng = random.Random(2000)
@@ -156,42 +158,6 @@ print(json.dumps([clock.PORT_EPOCH_YEAR, clock.port_to_unix(757382400),
     assert doc == [2000, 1704067200, 757382400, 946684800]
 
 
-# Stand-ins for the Wi-Fi boards' `network` module and micropython-lib's `ntptime`, whose
-# time() counts from the port's epoch: NTP seconds minus 1900->1970 or 1900->2000.
-NTP_STUBS = """
-import sys, json
-class Net:
-    STA_IF = 0
-    log = []
-    connect_error = None
-    class WLAN:
-        def __init__(self, iface):
-            self.polls = 0
-            Net.log.append("wlan")
-        def active(self, on):
-            Net.log.append("active %s" % on)
-        def connect(self, ssid, password):
-            Net.log.append("connect " + ssid)
-            if Net.connect_error:
-                raise Net.connect_error
-        def isconnected(self):
-            self.polls += 1
-            return self.polls > 1   # connected after one 100 ms wait
-class Ntp:
-    host = None
-    ntp_seconds = 0   # what the server says (seconds since 1900)
-    error = None
-    @staticmethod
-    def time():
-        if Ntp.error:
-            raise Ntp.error
-        import time
-        delta = 3155673600 if time.gmtime(0)[0] == 2000 else 2208988800
-        return Ntp.ntp_seconds - delta
-sys.modules["network"] = Net
-sys.modules["ntptime"] = Ntp
-"""
-NTP_1900 = 2208988800  # unix time 0 as NTP seconds
 
 
 def test_wifi_ntp_sets_the_clock_on_a_1970_port_and_survives_failures(mpy):

@@ -71,6 +71,14 @@ class VpcdLink:
     listening the link retries with a backoff doubling from 0.1 s up to ``max_backoff``.
     ``lock`` serialises card commands with other transports of the same key (default: the
     key's ``lock``).
+
+    A stale reader is repaired by re-inserting the card once: when the previous card in
+    the reader died while a client held it (a process SIGKILLed in the middle of a ykman
+    session), pcscd can keep reporting "no card" to clients while its vpcd driver has
+    already accepted this card: its presence poll never saw the reader empty, so it never
+    sees an insertion either. Such a card is polled but never powered up; after
+    ``stale_after`` seconds of that (None: never) the link drops the connection (pcscd's
+    next poll sees the card gone) and connects again (the poll after sees it inserted).
     """
 
     def __init__(self, key: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,

@@ -131,3 +131,32 @@ def test_reprogram_refuses_to_forget_a_secret_in_another_slot(tmp_path):
     proc = hwtoken("provision", "run", "-i", url, "-m", "hotp", "--slot", "2", "--virtual",
                    "1", "--reprogram", "--json")
     assert '"result": "done"' in proc.stdout
+
+
+def test_ctrl_c_points_to_resume(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from provision_helpers import HWTOKEN
+
+    url = str(tmp_path / "inv.db")
+    proc = subprocess.Popen([HWTOKEN, "provision", "run", "-i", url, "-m", "chalresp",
+                             "--virtual", "40", "--json"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    try:
+        first = proc.stdout.readline()  # one key done: the run is under way
+        assert '"result": "done"' in first
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: `hwtoken provision resume")
+    hwtoken("provision", "resume", "-i", url)  # settles whatever was in progress
+    assert json.loads(hwtoken("provision", "status", "-i", url, "--json").stdout)[
+        "counts"]["pending"] == 0

@@ -82,7 +82,7 @@ def provision() -> None:
                    "missing) instead of real keys: rehearsal and tests.")
 @click.option("--reprogram", is_flag=True,
               help="Program keys already in the inventory again (new secret).")
-@click.option("--idle-timeout", type=float, metavar="SECONDS",
+@click.option("--idle-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Real keys: stop when no new key arrived for this long.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per key, then a summary.")
 def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch: bool,
@@ -108,9 +108,14 @@ def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch
         source = (VirtualPool(virtual) if virtual is not None
                   else UsbKeys(count, idle_timeout=idle_timeout,
                                announce=None if as_json else report.say))
-        with report:
-            summary = Provisioner(inv, programmer_for, on_outcome=report.outcome).run(
-                spec, source, count=count, reprogram=reprogram)
+        try:
+            with report:
+                summary = Provisioner(inv, programmer_for, on_outcome=report.outcome).run(
+                    spec, source, count=count, reprogram=reprogram)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: `hwtoken provision resume --inventory {inv.url}` "
+                       "settles the key that was in progress", err=True)
+            sys.exit(130)
         report.summary(summary)
     finally:
         inv.close()

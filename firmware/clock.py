@@ -19,6 +19,10 @@ TRUST_FLOOR = 1735689600
 SYNC_FILE = "clock.json"
 # ...and so is one more than this much earlier than the last sync from the host.
 SYNC_SLACK = 3600
+# How long a sync is trusted, by source: a chip RTC runs off the board's crystal
+# (+-10-30 ppm: up to ~80 s a month, more than a TOTP period), a DS3231 is +-2 ppm
+# (about a minute a year). After that the fob asks for a new sync.
+MAX_SYNC_AGE = {"rtc": 30 * 86400, "ds3231": 365 * 86400}
 
 
 def days_from_civil(y, m, d):
@@ -188,6 +192,8 @@ class Clock:
             return "clock not set"
         if not self.last_sync:  # set by something else (an IDE may set local time)
             return "never synced"
+        if t - self.last_sync > MAX_SYNC_AGE.get(self.source.name, MAX_SYNC_AGE["rtc"]):
+            return "last sync too old"
         return None
 
     def now(self):
@@ -199,10 +205,11 @@ class Clock:
 
     def set(self, t):
         """Set the time to unix ``t``; return the drift corrected (old - new, seconds),
-        or None if the old time was not trusted."""
+        or None if the old time meant nothing (reset, lost power, never synced)."""
         t = int(t)
         old = self.raw()
-        drift = None if self.why_untrusted(old) else old - t
+        # an old sync still leaves a running clock: its error is the drift since then
+        drift = old - t if self.why_untrusted(old) in (None, "last sync too old") else None
         self.source.write(t)
         if self.rtc is not None and self.rtc is not self.source:
             self.rtc.write(t)

@@ -262,3 +262,33 @@ print(json.dumps(out))
     assert doc["ds3231"] == "never synced"
     assert doc["drift"] is None  # a never-synced clock's error is not a drift
     assert abs(doc["after_sync"] - now) <= 2
+
+
+def test_an_old_sync_is_not_trusted_forever(mpy):
+    # A chip RTC drifts up to ~80 s a month: after 30 days without a sync the fob asks
+    # for one instead of drifting into wrong codes. A DS3231 (+-2 ppm) is good for a year.
+    now = int(time.time())
+    day = 86400
+    doc = mpy(CLOCK_SETUP + f"""
+def synced(days_ago):
+    with open("clock.json", "w") as f:
+        f.write('{{"synced": %d}}' % ({now} - days_ago * {day}))
+out = {{}}
+clock.ChipRTC(rtc).write({now})
+for d in (29, 31):
+    synced(d)
+    out["rtc_%d" % d] = clock.detect(i2c, rtc).why_untrusted()
+machine.BUS[0x68] = machine.DS3231(unix_time={now})
+for d in (31, 364, 366):
+    synced(d)
+    out["ds3231_%d" % d] = clock.detect(i2c, rtc).why_untrusted()
+clk = clock.detect(i2c, rtc)
+machine.BUS[0x68].offset -= 40         # it ran 40 s slow since that sync
+out["drift_after_old_sync"] = clk.set({now})  # a running clock: its drift is reported
+out["resynced"] = clk.why_untrusted()
+print(json.dumps(out))
+""")
+    assert doc["rtc_29"] is None and doc["rtc_31"] == "last sync too old"
+    assert doc["ds3231_31"] is None and doc["ds3231_364"] is None
+    assert doc["ds3231_366"] == "last sync too old"
+    assert -42 <= doc["drift_after_old_sync"] <= -38 and doc["resynced"] is None

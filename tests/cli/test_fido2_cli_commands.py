@@ -224,3 +224,43 @@ def test_reset(key, monkeypatch, tmp_path):
     assert r.exit_code == 0 and "reset" in r.stdout
     assert as_json("pin", "retries")["pin_set"] is False
     assert as_json("reset", "--force") == {"reset": True, "device": key}
+
+
+def test_bad_out_is_refused_before_the_key_is_touched(key, monkeypatch, tmp_path):
+    monkeypatch.setenv("HWTOKEN_PIN", PIN)
+    ok("pin", "set")
+    out = tmp_path / "alice.json"
+    ok("register", "--rp", "example.com", "--user", "alice", "--resident", "--out", str(out))
+    before = out.read_text()
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    for target in (out, a_file / "cred.json"):  # exists already / parent is not a directory
+        r = invoke("register", "--rp", "example.com", "--user", "bob", "--resident",
+                   "--out", str(target))
+        assert r.exit_code == 2, r.output
+        assert r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in r.output
+    assert "already exists" in invoke("register", "--rp", "example.com", "--user", "bob",
+                                      "--out", str(out)).stderr
+    assert out.read_text() == before  # the saved public key was not overwritten
+    # and no orphaned discoverable credential was made on the key for bob
+    assert [c["user_name"] for c in as_json("creds", "list")["credentials"]] == ["alice"]
+    r = invoke("authenticate", "--rp", "example.com", "--cred", str(out))
+    assert r.exit_code == 0, r.output
+    reg = as_json("register", "--rp", "example.com", "--user", "bob", "--out", str(out),
+                  "--force")  # overwriting is explicit
+    assert json.loads(out.read_text())["credential_id"] == reg["credential_id"]
+
+
+def test_save_failure_is_one_line_exit_1(key, tmp_path):
+    from hwtoken.errors import CheckFailed
+    from hwtoken.fido import credfile
+
+    out = tmp_path / "alice.json"
+    ok("register", "--rp", "example.com", "--user", "alice", "--out", str(out))
+    cred = credfile.load(out)
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    with pytest.raises(CheckFailed, match="could not save credential ") as e:
+        credfile.save(cred, a_file / "cred.json")
+    assert e.value.exit_code == 1 and "\n" not in str(e.value)

@@ -221,6 +221,9 @@ def test_every_command_over_usbip(served, tmp_path, monkeypatch):
     r = invoke("authenticate", "--rp", "example.com", "--cred", str(cred))
     assert r.exit_code == 1  # the reset wiped the key's master secret with its credentials
     r = invoke("register", "--rp", "example.com", "--user", "alice", "--out", str(cred))
+    assert r.exit_code == 2 and "already exists" in r.stderr  # its public key is kept
+    r = invoke("register", "--rp", "example.com", "--user", "alice", "--out", str(cred),
+               "--force")
     assert r.exit_code == 0, r.output
 
     # the same through a separate process, as a user would type it

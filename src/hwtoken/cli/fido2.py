@@ -168,12 +168,17 @@ def info_cmd(device: str | None, as_json: bool) -> None:
 @click.option("--algorithm", type=click.Choice(sorted(webauthn.ALGORITHMS)), default="es256",
               show_default=True, help="Signature algorithm.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Credential file to write (default: under the state dir).")
+              help="Credential file to write; must not exist yet (default: a new file "
+                   "under the state dir).")
+@click.option("--force", is_flag=True,
+              help="Overwrite an existing --out file (its credential's public key is lost).")
 @json_option
 def register_cmd(device: str | None, rp_id: str, user_name: str, resident: bool, uv: str,
-                 algorithm: str, out: Path | None, as_json: bool) -> None:
+                 algorithm: str, out: Path | None, force: bool, as_json: bool) -> None:
     """Register a WebAuthn credential and save it (ID, public key, RP, user, AAGUID,
-    counter) to a 0600 file; the attestation is verified with fido2's Fido2Server."""
+    counter) to a new 0600 file; the attestation is verified with fido2's Fido2Server."""
+    if out is not None:  # a bad --out is refused before the key holds a new credential
+        credfile.check_writable(out, new=not force)
     with _open(device) as key:
         reg = webauthn.register(key.device, rp_id, user_name, resident=resident, uv=uv,
                                 algorithm=algorithm, pin=_pin_source(), on_touch=_touch(key))
@@ -197,6 +202,8 @@ def _authenticate(key: keys.FidoKey, rp_id: str, cred_path: Path | None,
                   salt: bytes | None = None) -> tuple[webauthn.Assertion, Path]:
     found: dict[str, Path] = {}
     credential = credfile.load(cred_path) if cred_path is not None else None
+    if cred_path is not None:  # the new counter goes back into it: fail before the key
+        credfile.check_writable(cred_path, new=False)
 
     def lookup(rp: str, cred_id: bytes) -> credfile.SavedCredential | None:
         hit = credfile.find_saved(rp, cred_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from fido2.utils import websafe_decode, websafe_encode
 from fido2.webauthn import Aaguid, AttestedCredentialData
 
 from hwtoken import paths
-from hwtoken.errors import InvalidInput
+from hwtoken.errors import CheckFailed, InvalidInput
 from hwtoken.fileio import atomic_write
 
 FORMAT = "hwtoken-fido2-credential/1"
@@ -121,10 +122,43 @@ def _int(v: Any) -> int:
     return v
 
 
-def save(cred: SavedCredential, path: str | os.PathLike[str]) -> Path:
-    """Write ``cred`` to ``path`` (0600, atomic). Returns the path."""
+def check_writable(path: str | os.PathLike[str], *, new: bool = True) -> Path:
+    """:class:`InvalidInput` unless a credential file can be written at ``path``.
+
+    Run it before a registration touches the key, so that a bad ``--out`` never leaves a
+    credential on the key whose public key was not saved. With ``new``, an existing file
+    is refused too: it holds another credential's public key, which would be lost.
+    """
     path = Path(path)
-    atomic_write(path, json.dumps(cred.to_dict(), indent=2) + "\n")
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory; give a file name for the credential")
+    if new and (path.exists() or path.is_symlink()):
+        raise InvalidInput(f"credential file {path} already exists (it holds another "
+                           "credential's public key); choose another file, or --force")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe",
+                                     dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write credential file {path}: "
+                           f"{exc.strerror or exc}") from None
+    return path
+
+
+def save(cred: SavedCredential, path: str | os.PathLike[str]) -> Path:
+    """Write ``cred`` to ``path`` (0600, atomic). Returns the path.
+
+    :class:`CheckFailed` (a one-line message naming the credential) if it cannot be
+    written: the key already holds or used the credential at this point.
+    """
+    path = Path(path)
+    try:
+        atomic_write(path, json.dumps(cred.to_dict(), indent=2) + "\n")
+    except OSError as exc:
+        raise CheckFailed(f"could not save credential {websafe_encode(cred.credential_id)} "
+                          f"to {path}: {exc.strerror or exc}") from None
     return path
 
 

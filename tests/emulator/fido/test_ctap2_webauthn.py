@@ -234,6 +234,21 @@ def test_raw_hmac_secret_two_salts(device, protocol):
     assert outputs(s1) == both[:32]
     assert outputs(s2) == both[32:]
 
+    from fido2.ctap import CtapError
+
+    for bad in (os.urandom(16), os.urandom(48), os.urandom(96)):  # not 1 or 2 salts
+        with pytest.raises(CtapError) as e:
+            outputs(bad)
+        assert e.value.code == CtapError.ERR.INVALID_PARAMETER  # CTAP 2.1 hmac-secret
+    key_agreement, shared = client_pin._get_shared_secret()
+    enc = proto.encrypt(shared, s1)
+    with pytest.raises(CtapError) as e:  # saltAuth that does not match
+        ctap.get_assertion(rp_id, cdh, [{"type": "public-key", "id": cid}], extensions={
+            "hmac-secret": {1: key_agreement, 2: enc,
+                            3: proto.authenticate(shared, enc + b"x"), 4: protocol}})
+    assert e.value.code == CtapError.ERR.PIN_AUTH_INVALID
+    assert outputs(s1) == both[:32]  # and the key is still fine
+
 
 def test_cred_protect_levels_enforced(device):
     server = Fido2Server(RP)

@@ -82,7 +82,7 @@ def hmac_secret_request(value: Any, protocols: dict[int, PinProtocolV1]) -> Hmac
     if not proto.verify(shared, salt_enc, salt_auth):
         raise Ctap2Error(ERR.PIN_AUTH_INVALID)
     expected = (32, 64) if proto.VERSION == 1 else (48, 80)
-    if len(salt_enc) not in expected:
-        raise Ctap2Error(ERR.INVALID_LENGTH)
+    if len(salt_enc) not in expected:  # CTAP 2.1: salts not 32 or 64 bytes long
+        raise Ctap2Error(ERR.INVALID_PARAMETER)
     salts = proto.decrypt(shared, salt_enc)
     return HmacSecretRequest(proto, shared, [salts[i:i + 32] for i in range(0, len(salts), 32)])

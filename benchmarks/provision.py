@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,27 @@ def start_postgres(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
             time.sleep(0.1)
 
 
+def stop_postgres(proc: subprocess.Popen[bytes], data: Path) -> None:
+    """Fast shutdown, signalled to the postmaster itself (runuser forwards no SIGINT)."""
+    try:
+        pid: int | None = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = None
+    try:
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)
+        else:
+            proc.terminate()
+        proc.wait(20)
+    except ProcessLookupError:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait(10)
+
+
 def keys_per_minute(url: str, mode: Mode, path: str, tag: str) -> float:
     from hwtoken.provision.sources import VirtualPool
 
@@ -110,8 +132,7 @@ def main() -> int:
             print(f"  {label:<52} {rate:8.0f}/min  ({rate / base:5.2f} x baseline)")
     finally:
         if pg is not None:
-            pg[0].terminate()
-            pg[0].wait(20)
+            stop_postgres(pg[0], work / "pg" / "data")
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -97,7 +97,11 @@ class SavedCredential:
             )
             if not cred.credential_id:
                 raise ValueError("empty credential_id")
-            cred.cose_key  # noqa: B018 - parse now so a broken key is an input error
+            try:
+                cred.cose_key  # noqa: B018 - parse now so a broken key is an input error
+            except Exception as exc:  # CBOR/COSE decoding raises assorted types
+                raise InvalidInput(f"{source} is malformed: public_key is not a COSE public "
+                                   f"key ({exc or type(exc).__name__})") from None
         except InvalidInput:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

@@ -203,3 +203,18 @@ def test_resume_waits_for_a_record_another_station_holds(inventory_url):
             station.join(30)
         assert summary.counts() == {"done": 1}  # settled, not reported busy
         assert inv.get(pending.serial).state is State.DONE
+
+
+def test_polling_for_real_keys_prints_no_library_tracebacks(tmp_path):
+    """No pcscd and no USB access: the station's terminal stays quiet while it polls."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PCSCLITE_CSOCK_NAME=str(tmp_path / "no-pcscd.sock"))
+    proc = subprocess.run(
+        [sys.executable, "-c", "from hwtoken.provision.sources import list_usb_serials\n"
+         "for _ in range(2): list_usb_serials()"],
+        capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""

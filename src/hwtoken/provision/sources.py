@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -127,6 +128,14 @@ def list_usb_serials() -> list[int]:
         from ykman.device import list_all_devices
     except ImportError:  # pragma: no cover - extras missing
         raise DeviceError("real keys need yubikey-manager: pip install 'hwtoken[pcsc]'") from None
+    # ykman logs a traceback for each transport it cannot list (no pcscd, no USB access);
+    # with no logging set up, Python would print them to stderr on every poll. A
+    # NullHandler keeps them out of the station's terminal; configured logging still
+    # receives them.
+    for name in ("ykman", "yubikit"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in lg.handlers):
+            lg.addHandler(logging.NullHandler())
     try:
         return sorted({info.serial for _, info in list_all_devices() if info.serial})
     except Exception as exc:  # discovery problems are reported, not fatal

@@ -160,3 +160,14 @@ def test_ctrl_c_points_to_resume(tmp_path):
     hwtoken("provision", "resume", "-i", url)  # settles whatever was in progress
     assert json.loads(hwtoken("provision", "status", "-i", url, "--json").stdout)[
         "counts"]["pending"] == 0
+
+
+def test_a_database_password_on_the_command_line_is_warned_about(tmp_path):
+    url = f"postgresql://prov:hunter2@/db?host={tmp_path}"  # no server there
+    proc = hwtoken("provision", "status", "-i", url, check=2)
+    assert proc.stderr.startswith("warning: the inventory URL on the command line holds")
+    assert "hunter2" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot connect")
+    # from the environment it is not on the command line: no warning
+    proc = hwtoken("provision", "status", env={"HWTOKEN_INVENTORY": url}, check=2)
+    assert "warning" not in proc.stderr and "hunter2" not in proc.stderr

@@ -36,10 +36,24 @@ def _prompt_passphrase(new: bool) -> str:
                             confirmation_prompt=new, err=True))
 
 
+def _warn_password_in_argv(url: str) -> None:
+    """A database password in --inventory is visible to every user (ps): say so."""
+    import re
+
+    ctx = click.get_current_context(silent=True)
+    from_argv = (ctx is None or ctx.get_parameter_source("url")
+                 is click.core.ParameterSource.COMMANDLINE)
+    if from_argv and re.match(r"^postgres(ql)?://[^/@:]*:[^@/]+@", url):
+        click.echo("warning: the inventory URL on the command line holds a password that "
+                   "other users can see (ps): use ~/.pgpass, PGPASSWORD or "
+                   "HWTOKEN_INVENTORY instead", err=True)
+
+
 def _open(url: str, key_file: str | None, *, unlock: bool = True, create: bool = True) -> Any:
     from hwtoken.provision.inventory import open_inventory
     from hwtoken.provision.sealing import Unlocker
 
+    _warn_password_in_argv(url)
     inv = open_inventory(url, create=create)
     if unlock:
         try:

@@ -230,8 +230,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
 
     if spec:
+        from hwtoken.errors import HwtokenError
+
         path = Path(spec).expanduser()
-        _session_key = VirtualKey.load(path) if path.exists() else VirtualKey.create(path)
+        try:
+            _session_key = VirtualKey.load(path) if path.exists() else VirtualKey.create(path)
+        except (HwtokenError, OSError) as exc:  # a usage error, not an INTERNALERROR
+            raise pytest.UsageError(f"hwtoken virtual key {path}: {exc}") from None
     else:
         _session_tmp = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
         _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key")

@@ -150,3 +150,14 @@ def test_key_replugs_for_a_suite_that_waits_for_it(tmp_path):
     result = _pytest(tmp_path, "--hwtoken-fido2-hid", "--hwtoken-fido2-hid-no-replug",
                      "test_reconnect.py")
     assert "never unplugged" in result.stdout
+
+
+def test_unusable_key_file_is_a_usage_error(tmp_path):
+    (tmp_path / "test_hw_suite.py").write_text(SUITE)
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key")
+    for spec in (bad, bad / "below-a-file.key"):
+        result = _pytest(tmp_path, "--hwtoken-fido2-hid-key", str(spec), "test_hw_suite.py")
+        assert result.returncode == 4, result.stdout + result.stderr  # pytest: usage error
+        assert "INTERNALERROR" not in result.stdout + result.stderr
+        assert f"hwtoken virtual key {spec}" in result.stderr

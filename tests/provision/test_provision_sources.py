@@ -218,3 +218,24 @@ def test_polling_for_real_keys_prints_no_library_tracebacks(tmp_path):
         capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+
+
+def test_resume_settles_the_other_keys_when_one_record_is_damaged(tmp_path):
+    class Crash(Exception):
+        pass
+
+    def crash_after_program(step, rec):
+        if step == "program":
+            raise Crash
+
+    with opened(str(tmp_path / "inv.db")) as inv:
+        for n in (1, 2):  # two keys left pending by two crashed runs
+            with pytest.raises(Crash):
+                Provisioner(inv, programmer_for, hook=crash_after_program).run(
+                    Spec(Mode.CHALRESP), sources.VirtualPool(n))
+        first, second = inv.records(states=[State.PENDING])
+        inv.update(first.serial, sealed=second.sealed)  # damaged: bound to another key
+        summary = Provisioner(inv, programmer_for).resume(sources.RecordedKeys())
+        results = {o.serial: o.result for o in summary.outcomes}
+        assert results == {first.serial: "failed", second.serial: "done"}
+        assert "cannot open a sealed secret" in inv.get(first.serial).last_error

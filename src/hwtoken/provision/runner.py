@@ -30,6 +30,7 @@ from hwtoken.provision.faults import FaultInjector, Hook
 from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy, station_id
 from hwtoken.provision.model import SECRET_LENGTH, Record, Spec, State
 from hwtoken.provision.protocol import Device, DeviceSource, KeyConnection, Programmer
+from hwtoken.provision.sealing import WrongKey
 from hwtoken.provision.verify import check
 
 logger = logging.getLogger(__name__)
@@ -294,8 +295,14 @@ class Provisioner:
                     inv.update(rec.serial, last_error=msg)  # so `status` shows why
                     inv.log_event("error", msg, rec.serial)
                     return Outcome(rec.serial, rec.device, "missing", msg)
+                try:
+                    secret = inv.secret(rec)
+                except WrongKey as exc:  # this record is damaged: settle the others
+                    inv.update(rec.serial, last_error=str(exc))
+                    inv.log_event("error", str(exc), rec.serial)
+                    return Outcome(rec.serial, rec.device, "failed", str(exc))
                 with self._connect(rec.spec, device) as conn:
-                    return self._settle(conn, device, rec, inv.secret(rec), program=False)
+                    return self._settle(conn, device, rec, secret, program=False)
         except (RecordBusy, DeviceBusy) as exc:
             return Outcome(pending.serial, pending.device, "busy", str(exc))
         except _OpenFailed as exc:

@@ -180,6 +180,36 @@ def test_busy_or_quickly_listed_key_stays_plugged_in(virtual_key, monkeypatch):
             assert path in _paths()
 
 
+def test_key_waiting_for_a_touch_is_in_use(virtual_key, monkeypatch):
+    """python-fido2's suite polls discovery while its selection waits for a touch."""
+    import threading
+
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+
+    from hwtoken.emulator import AskCallback
+    from hwtoken.emulator.transports import fido_hid
+
+    monkeypatch.setattr(fido_hid, "AWAITED_SECONDS", 0.0)
+    touch = threading.Event()
+    virtual_key.presence = AskCallback(lambda reason: touch.wait(20))
+    path = f"emu:{virtual_key.serial}"
+    with registered_with_fido2_hid(virtual_key, replug_when_awaited=0.1):
+        dev = open_device(path)
+        client = Fido2Client(dev, DefaultClientDataCollector("https://example.com"))
+        selecting = threading.Thread(target=client.selection, daemon=True)
+        selecting.start()
+        pause = threading.Event()
+        seen = []
+        for _ in range(8):  # keepalives flow meanwhile: the key is busy, not awaited
+            pause.wait(0.15)
+            seen.append(path in _paths())
+        touch.set()
+        selecting.join(timeout=20)
+        assert not selecting.is_alive()
+        dev.close()
+        assert all(seen), seen
+
+
 def test_unregistering_cancels_a_pending_plug_in(virtual_key):
     from hwtoken.emulator.transports.fido_hid import simulate_replug
 

@@ -40,7 +40,7 @@ PRODUCT_NAME = "YubiKey OTP+FIDO+CCID"
 PATH_PREFIX = "emu:"
 DEFAULT_READ_TIMEOUT = 60.0
 # "the suite waits for a replug": this many discovery polls listing the key, spread over
-# at least this many seconds, with no report written to the key in between (a suite that
+# at least this many seconds, with no report exchanged with the key in between (a suite that
 # merely lists devices a few times in a row does not unplug its key)
 AWAITED_POLLS = 3
 AWAITED_SECONDS = 1.0
@@ -89,6 +89,8 @@ class VirtualHidConnection(CtapHidConnection):
         report = self.engine.read(self.read_timeout)
         if report is None:
             raise OSError(f"virtual key sent nothing for {self.read_timeout:g} s")
+        # a host reading keepalives while the key waits for a touch is using it too
+        _activity[self.descriptor.path] = _activity.get(self.descriptor.path, 0) + 1
         return report
 
     def close(self) -> None:
@@ -117,7 +119,7 @@ def fido_device(key: VirtualKey, *, read_timeout: float = DEFAULT_READ_TIMEOUT) 
 _registry: dict[str, VirtualKey] = {}
 _registry_lock = threading.Lock()
 _installed = False
-_activity: dict[str, int] = {}  # path -> reports written to the key (any connection)
+_activity: dict[str, int] = {}  # path -> reports exchanged with the key (any connection)
 _auto_replug: dict[str, float] = {}  # path -> seconds away, for replug_when_awaited keys
 # path -> (activity seen, idle polls in a row, time of the first, time of the last)
 _idle_polls: dict[str, tuple[int, int, float, float]] = {}

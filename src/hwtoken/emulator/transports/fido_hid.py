@@ -144,8 +144,8 @@ def register_with_fido2_hid(key: VirtualKey, *,
 
     ``replug_when_awaited=SECONDS``: when discovery is polled :data:`AWAITED_POLLS` times
     over :data:`AWAITED_SECONDS` with the key listed and idle (a suite waiting for the
-    user to unplug it), the
-    key unplugs itself, power-cycles and comes back SECONDS later, as a person would.
+    user to unplug it), the key unplugs itself, power-cycles and comes back SECONDS later,
+    as a person would. The setting lasts until :func:`unregister_from_fido2_hid`.
     """
     _install()
     path = hid_path(key)

@@ -20,6 +20,7 @@ from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, state_dir_o
 from hwtoken.emulator.presence import (
     KEEPALIVE_INTERVAL,
     ApproveAlways,
+    Decision,
     DenyAlways,
     Keepalive,
     UserPresence,
@@ -250,7 +251,7 @@ class TerminalPresence(UserPresence):
                 self._eof = True
 
     def decide(self, reason: str, cancel: threading.Event,
-               keepalive: Keepalive | None) -> bool:
+               keepalive: Keepalive | None) -> bool | Decision:
         deadline = time.monotonic() + self.timeout
 
         def waiting() -> bool:
@@ -262,7 +263,7 @@ class TerminalPresence(UserPresence):
 
         while not self._ask_lock.acquire(timeout=KEEPALIVE_INTERVAL):  # one question at a time
             if not waiting():
-                return False
+                return False if cancel.is_set() else Decision.TIMEOUT
         try:
             self._typed_ahead()
             if self._eof:
@@ -273,7 +274,7 @@ class TerminalPresence(UserPresence):
                 if not waiting():
                     why = "cancelled by the host" if cancel.is_set() else "no answer in time"
                     click.echo(f"\n{why}: touch refused", err=True)
-                    return False
+                    return False if cancel.is_set() else Decision.TIMEOUT
                 try:
                     line = self._lines.get(timeout=KEEPALIVE_INTERVAL)
                 except queue.Empty:

@@ -13,6 +13,7 @@ from hwtoken.emulator.presence import (
     ApproveAfterDelay,
     ApproveAlways,
     AskCallback,
+    Decision,
     DenyAlways,
     UserPresence,
 )
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "VirtualKey",
     "UserPresence",
+    "Decision",
     "ApproveAlways",
     "DenyAlways",
     "ApproveAfterDelay",

@@ -7,6 +7,7 @@ cancels (``cancel`` is set) or the timeout passes. ``keepalive`` is called about
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable
@@ -16,18 +17,36 @@ KEEPALIVE_INTERVAL = 0.1
 Keepalive = Callable[[], None]
 
 
+class Decision(enum.Enum):
+    """How a wait for a touch ended. Only ``APPROVED`` is true in a boolean context."""
+
+    APPROVED = "approved"
+    DENIED = "denied"  # the user refused (a policy or a prompt said no)
+    TIMEOUT = "timeout"  # nobody touched the key in time
+    CANCELLED = "cancelled"  # the host cancelled the request
+
+    def __bool__(self) -> bool:
+        return self is Decision.APPROVED
+
+
 class UserPresence:
-    """Base policy: subclasses implement :meth:`decide`."""
+    """Base policy: subclasses implement :meth:`decide` (returning a bool or a Decision)."""
 
     timeout: float = 30.0
 
     def wait(self, reason: str, cancel: threading.Event | None = None,
-             keepalive: Keepalive | None = None) -> bool:
-        """True if the user approved; False if denied, cancelled or timed out."""
-        return self.decide(reason, cancel or threading.Event(), keepalive)
+             keepalive: Keepalive | None = None) -> Decision:
+        """The :class:`Decision`; true only if the user approved."""
+        cancel = cancel or threading.Event()
+        result = self.decide(reason, cancel, keepalive)
+        if isinstance(result, Decision):
+            return result
+        if cancel.is_set():
+            return Decision.CANCELLED
+        return Decision.APPROVED if result else Decision.DENIED
 
     def decide(self, reason: str, cancel: threading.Event,
-               keepalive: Keepalive | None) -> bool:
+               keepalive: Keepalive | None) -> bool | Decision:
         raise NotImplementedError
 
     @staticmethod
@@ -94,8 +113,10 @@ class AskCallback(UserPresence):
         threading.Thread(target=run, daemon=True, name="hwtoken-presence").start()
         deadline = time.monotonic() + self.timeout
         while not done.is_set():
-            if cancel.is_set() or time.monotonic() > deadline:
-                return False
+            if cancel.is_set():
+                return Decision.CANCELLED
+            if time.monotonic() > deadline:
+                return Decision.TIMEOUT
             if keepalive is not None:
                 keepalive()
             done.wait(KEEPALIVE_INTERVAL)

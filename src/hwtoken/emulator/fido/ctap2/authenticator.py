@@ -212,12 +212,16 @@ class Authenticator:
     # -- helpers ---------------------------------------------------------------------------------
     def user_presence(self, reason: str, cancel: threading.Event,
                       keepalive: Keepalive | None) -> None:
-        """Wait for a touch: KEEPALIVE_CANCEL if cancelled, OPERATION_DENIED if refused."""
-        approved = self.key.presence.wait(reason, cancel, keepalive)
+        """Wait for a touch: KEEPALIVE_CANCEL if cancelled, USER_ACTION_TIMEOUT if nobody
+        touched in time, OPERATION_DENIED if refused."""
+        from hwtoken.emulator.presence import Decision
+
+        decision = self.key.presence.wait(reason, cancel, keepalive)
         if cancel.is_set():
             raise Ctap2Error(ERR.KEEPALIVE_CANCEL)
-        if not approved:
-            raise Ctap2Error(ERR.OPERATION_DENIED)
+        if not decision:
+            timed_out = decision is Decision.TIMEOUT
+            raise Ctap2Error(ERR.USER_ACTION_TIMEOUT if timed_out else ERR.OPERATION_DENIED)
 
     def _empty_pin_auth(self, reason: str, cancel: threading.Event,
                         keepalive: Keepalive | None) -> None:

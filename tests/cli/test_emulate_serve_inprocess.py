@@ -113,6 +113,7 @@ def _decide_in_thread(presence, cancel: threading.Event):
 
 def test_terminal_prompt_cancel_timeout_and_end_of_input(capsys):
     from hwtoken.cli.emulate import TerminalPresence
+    from hwtoken.emulator.presence import Decision
 
     pipe = _Pipe()
     presence = TerminalPresence(stdin=pipe.reader, timeout=30)
@@ -125,7 +126,7 @@ def test_terminal_prompt_cancel_timeout_and_end_of_input(capsys):
     assert keepalives  # keepalives flow while the user is asked
     cancel.set()
     t.join(10)
-    assert result == [False]
+    assert result == [Decision.CANCELLED]
     assert "cancelled by the host" in capsys.readouterr().err
     t, result, _ = _decide_in_thread(presence, threading.Event())
     deadline = time.monotonic() + 10
@@ -133,18 +134,18 @@ def test_terminal_prompt_cancel_timeout_and_end_of_input(capsys):
         time.sleep(0.01)
     pipe.type("y\n")
     t.join(10)
-    assert result == [True]
+    assert result == [Decision.APPROVED]
     # nobody answers: refused when the presence timeout passes
     presence.timeout = 0.2
-    assert presence.wait("test") is False
+    assert presence.wait("test") is Decision.TIMEOUT
     assert "no answer in time" in capsys.readouterr().err
     # stdin ends: this and every later request is refused at once
     presence.timeout = 30
     pipe.close()
     t, result, _ = _decide_in_thread(presence, threading.Event())
     t.join(10)
-    assert result == [False]
-    assert presence.wait("again") is False
+    assert result == [Decision.DENIED]
+    assert presence.wait("again") is Decision.DENIED
     assert "stdin" in capsys.readouterr().err
 
 

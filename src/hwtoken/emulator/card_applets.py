@@ -100,8 +100,9 @@ class FidoCardApplet:
         self._pending: _Pending | None = None
 
     def select(self, apdu: Apdu) -> bytes:
+        """CTAP 2.1 NFC: "U2F_V2" while U2F works, "FIDO_2_0" when only CTAP2 does."""
         self._drop()
-        return b"U2F_V2"
+        return b"U2F_V2" if self.key.fido.u2f_enabled else b"FIDO_2_0"
 
     def deselect(self) -> None:
         self._drop()

@@ -120,6 +120,23 @@ def test_u2f_version_over_iso(key):
     assert card.transmit(bytes.fromhex("0003000000")) == b"U2F_V2\x90\x00"
 
 
+def test_fido_select_says_fido_2_0_while_always_uv_disables_u2f(key):
+    from fido2.ctap2 import ClientPin, Config, Ctap2
+
+    from hwtoken.emulator import fido_device
+
+    ctap = Ctap2(fido_device(key))
+    client_pin = ClientPin(ctap)
+    client_pin.set_pin("123456")
+    token = client_pin.get_pin_token("123456", ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+    Config(ctap, client_pin.protocol, token).toggle_always_uv()
+    card = CardOS(key)
+    assert card.transmit(bytes.fromhex("00a4040008" + AIDS["fido"])) == b"FIDO_2_0\x90\x00"
+    assert card.transmit(bytes.fromhex("0003000000"))[-2:] == b"\x6d\x00"
+    Config(ctap, client_pin.protocol, token).toggle_always_uv()
+    assert card.transmit(bytes.fromhex("00a4040008" + AIDS["fido"])) == b"U2F_V2\x90\x00"
+
+
 def test_ndef_is_not_restricted(key):
     from ykman.util import is_nfc_restricted
 

@@ -86,6 +86,11 @@ class FidoApplet:
                 return SW_INS_NOT_SUPPORTED
             return self.u2f_applet.process(apdu, cancel=cancel, keepalive=keepalive)
 
+    @property
+    def u2f_enabled(self) -> bool:
+        """False while CTAP 2.1's alwaysUv is on (U2F cannot verify the user then)."""
+        return self._u2f_enabled()
+
     def _u2f_enabled(self) -> bool:
         try:
             return bool(getattr(self.authenticator, "u2f_enabled", True))

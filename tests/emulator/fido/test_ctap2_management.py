@@ -10,23 +10,9 @@ from fido2.ctap import CtapError
 from fido2.ctap2 import Config, CredentialManagement, Ctap2, LargeBlobs
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 
-from hwtoken.emulator import VirtualKey, fido_device
-
 PIN = "12345678"
 ERR = CtapError.ERR
 P = ClientPin.PERMISSION
-
-
-@pytest.fixture
-def key(tmp_path):
-    k = VirtualKey.create(tmp_path / "k.key")
-    yield k
-    k.close()
-
-
-@pytest.fixture
-def ctap(key):
-    return Ctap2(fido_device(key))
 
 
 @pytest.fixture(params=[1, 2], ids=["protocol1", "protocol2"])

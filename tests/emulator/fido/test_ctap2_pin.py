@@ -15,18 +15,6 @@ PIN = "12345678"
 ERR = CtapError.ERR
 
 
-@pytest.fixture
-def key(tmp_path):
-    k = VirtualKey.create(tmp_path / "k.key")
-    yield k
-    k.close()
-
-
-@pytest.fixture
-def ctap(key):
-    return Ctap2(fido_device(key))
-
-
 @pytest.fixture(params=[1, 2], ids=["protocol1", "protocol2"])
 def pin(request, ctap):
     proto = PinProtocolV1() if request.param == 1 else PinProtocolV2()

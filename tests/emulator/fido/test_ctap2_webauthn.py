@@ -39,18 +39,6 @@ class Interaction(UserInteraction):
         return self.pin
 
 
-@pytest.fixture
-def key(tmp_path):
-    k = VirtualKey.create(tmp_path / "k.key")
-    yield k
-    k.close()
-
-
-@pytest.fixture
-def device(key):
-    return fido_device(key)
-
-
 def client(device, pin=None, **kw):
     return Fido2Client(device, DefaultClientDataCollector(ORIGIN), Interaction(pin), **kw)
 

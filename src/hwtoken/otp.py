@@ -18,6 +18,7 @@ import os
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -366,7 +367,7 @@ class ReplayStore:
     def get(self, key_id: str) -> int | None:
         return self._read().get(key_id)
 
-    def update(self, key_id: str, check: callable) -> int | None:  # type: ignore[valid-type]
+    def update(self, key_id: str, check: Callable[[int | None], int | None]) -> int | None:
         """Under the lock: ``check(previous) -> new value or None``; store a non-None result."""
         from hwtoken.fileio import FileLock, atomic_write
 
@@ -406,8 +407,8 @@ class Verifier:
     earlier step/counter) is accepted only once, even across processes and restarts.
     """
 
-    __slots__ = ("params", "window", "store", "_key", "_alg", "_mod", "_digits", "_period",
-                 "_offsets", "counter", "_key_id", "_inner", "_outer")
+    __slots__ = ("params", "window", "store", "_mod", "_digits", "_period", "_offsets",
+                 "counter", "_key_id", "_inner", "_outer")
 
     def __init__(self, params: OtpParams | TOTP | HOTP, *, window: int | None = None,
                  store: ReplayStore | None = None) -> None:
@@ -420,8 +421,6 @@ class Verifier:
             raise InvalidInput("window must be between 0 and 1000")
         self.window = window
         self.store = store
-        self._key = params.secret
-        self._alg = ALGORITHMS[params.algorithm]
         self._digits = params.digits
         self._mod = 10**params.digits
         self._period = params.period

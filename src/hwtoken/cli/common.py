@@ -51,11 +51,6 @@ def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit with ``code``."""
-    raise click.exceptions.Exit(_print_error(message, code))
-
-
 def _print_error(message: str, code: int) -> int:
     click.echo(f"error: {message}", err=True)
     return code

@@ -46,7 +46,6 @@ class VirtualKey:
         #: (USB/IP and PC/SC at once) never change or save the state at the same time.
         self.lock = threading.RLock()
         self.powered_at = time.monotonic()
-        self._power_listeners: list[Any] = []
 
     # -- opening -------------------------------------------------------------------------
     @classmethod

@@ -164,6 +164,16 @@ def test_a_key_that_cannot_be_checked_stays_pending_with_the_reason(tmp_path):
         assert programs == [rec.serial]  # programmed once, by the run
 
 
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_program(step, rec):
+    """A runner hook: the process dies right after the key was programmed."""
+    if step == "program":
+        raise _Crash
+
+
 def _hold_until_told(url: str, serial: int, held, release) -> None:
     from hwtoken.provision.inventory import open_inventory
 
@@ -176,16 +186,9 @@ def test_resume_waits_for_a_record_another_station_holds(inventory_url):
     import multiprocessing
     import threading
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_program(step, rec):
-        if step == "program":
-            raise Crash
-
     with opened(inventory_url) as inv:
-        with pytest.raises(Crash):
-            Provisioner(inv, programmer_for, hook=crash_after_program).run(
+        with pytest.raises(_Crash):
+            Provisioner(inv, programmer_for, hook=_crash_after_program).run(
                 Spec(Mode.CHALRESP), sources.VirtualPool(1))
         (pending,) = inv.records(states=[State.PENDING])
         ctx = multiprocessing.get_context("spawn")
@@ -221,17 +224,10 @@ def test_polling_for_real_keys_prints_no_library_tracebacks(tmp_path):
 
 
 def test_resume_settles_the_other_keys_when_one_record_is_damaged(tmp_path):
-    class Crash(Exception):
-        pass
-
-    def crash_after_program(step, rec):
-        if step == "program":
-            raise Crash
-
     with opened(str(tmp_path / "inv.db")) as inv:
         for n in (1, 2):  # two keys left pending by two crashed runs
-            with pytest.raises(Crash):
-                Provisioner(inv, programmer_for, hook=crash_after_program).run(
+            with pytest.raises(_Crash):
+                Provisioner(inv, programmer_for, hook=_crash_after_program).run(
                     Spec(Mode.CHALRESP), sources.VirtualPool(n))
         first, second = inv.records(states=[State.PENDING])
         inv.update(first.serial, sealed=second.sealed)  # damaged: bound to another key

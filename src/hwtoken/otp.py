@@ -334,6 +334,19 @@ def parse_secret_or_uri(value: str, *, hotp: bool = False, digits: int | None = 
     return replace(params, **changes) if changes else params  # type: ignore[arg-type]
 
 
+def code_report(params: OtpParams, at: float | None = None) -> dict[str, object]:
+    """The code for ``params`` now (or at ``at``; HOTP: at its counter), with its context.
+
+    What ``hwtoken otp code --json`` prints.
+    """
+    gen = params.generator()
+    if isinstance(gen, HOTP):
+        return {"type": "hotp", "code": gen.at(params.counter), "counter": params.counter}
+    t = time.time() if at is None else at
+    return {"type": "totp", "code": gen.at(t), "time": t, "step": gen.timecode(t),
+            "remaining": round(gen.remaining(t), 3)}
+
+
 # -- replay store ----------------------------------------------------------------------------
 class ReplayStore:
     """The last accepted TOTP step (or next HOTP counter) per secret, kept in a JSON file.
@@ -463,14 +476,18 @@ class Verifier:
         """True if ``code`` is valid now (or at ``at``) and was not accepted before."""
         if self.params.type == "hotp":
             return self.verify_hotp(code) is not None
+        return self.verify_totp(code, at) is not None
+
+    def verify_totp(self, code: str | int, at: float | None = None) -> int | None:
+        """Accept a TOTP code within the window; returns its time step, or None.
+
+        With a store, the step is recorded and only a later step is accepted afterwards.
+        """
         step = self.match_totp(code, at)
-        if step is None:
-            return False
-        if self.store is None:
-            return True
-        accepted = self.store.update(self._key_id,
-                                     lambda last: step if last is None or step > last else None)
-        return accepted is not None
+        if step is None or self.store is None:
+            return step
+        return self.store.update(self._key_id,
+                                 lambda last: step if last is None or step > last else None)
 
     def verify_hotp(self, code: str | int) -> int | None:
         """Accept an HOTP code within the look-ahead window; returns the matched counter.

@@ -55,17 +55,7 @@ def otp_code(args: list[str]) -> int | None:
     try:
         params = otp.parse_secret_or_uri(value, hotp="--hotp" in flags, digits=digits,
                                          algorithm=algorithm, period=period, counter=counter)
-        gen = params.generator()
-        if isinstance(gen, otp.HOTP):
-            code = gen.at(params.counter)
-            doc: dict[str, object] = {"type": "hotp", "code": code, "counter": params.counter}
-        else:
-            import time
-
-            t = time.time() if at is None else at
-            code = gen.at(t)
-            doc = {"type": "totp", "code": code, "time": t, "step": gen.timecode(t),
-                   "remaining": round(gen.remaining(t), 3)}
+        doc = otp.code_report(params, at)
     except HwtokenError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
@@ -74,5 +64,5 @@ def otp_code(args: list[str]) -> int | None:
 
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(code + "\n")
+        sys.stdout.write(f"{doc['code']}\n")
     return 0

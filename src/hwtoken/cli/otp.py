@@ -101,20 +101,11 @@ def code_cmd(secret_or_uri: str, at: float | None, counter: int | None, digits: 
     """Print the current TOTP code, or the HOTP code for --counter."""
     params = _params(secret_or_uri, hotp=hotp, digits=digits, algorithm=algorithm,
                      period=period, counter=counter)
-    gen = params.generator()
-    if isinstance(gen, otplib.HOTP):
-        c = params.counter
-        code = gen.at(c)
-        doc = {"type": "hotp", "code": code, "counter": c}
-    else:
-        t = time.time() if at is None else at
-        code = gen.at(t)
-        doc = {"type": "totp", "code": code, "time": t, "step": gen.timecode(t),
-               "remaining": round(gen.remaining(t), 3)}
+    doc = otplib.code_report(params, at)
     if as_json:
         emit_json(doc)
     else:
-        click.echo(code)
+        click.echo(doc["code"])
 
 
 @otp.command("verify")
@@ -146,8 +137,9 @@ def verify_cmd(secret_or_uri: str, code: str, window: int | None, at: float | No
                                   "next_counter": verifier.counter if ok else None}
     else:
         t = time.time() if at is None else at
-        ok = verifier.verify(code, t)
-        doc = {"valid": ok, "type": "totp", "step": verifier.match_totp(code, t) if ok else None}
+        step = verifier.verify_totp(code, t)
+        ok = step is not None
+        doc = {"valid": ok, "type": "totp", "step": step}
     if not ok:
         replay = " or already used" if store else ""
         reason = f"code is not valid (wrong, outside the window{replay})"

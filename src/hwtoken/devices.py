@@ -180,10 +180,8 @@ def usbip_endpoint_for(name: str, *, presence: UserPresence | None = None
                                    f"`hwtoken emulate serve {name}` with --usbip")
             yield handle.usbip
             return
-        from hwtoken.emulator.serve import served
-
-        with served(handle.key) as srv:
-            yield srv.address
+        with served_key(handle.key) as address:
+            yield address
 
 
 @contextlib.contextmanager

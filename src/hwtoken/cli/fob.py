@@ -11,12 +11,12 @@ import click
 
 from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, read_secret_input
 from hwtoken.errors import InvalidInput
+from hwtoken.fob.device import BOARDS  # light: mpremote is imported only when a port opens
 
 if TYPE_CHECKING:
     from hwtoken.fob.device import Fob
     from hwtoken.fob.simulate import FobAccount
 
-BOARDS = ("pico", "picow", "esp32")
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -46,6 +46,14 @@ def find_port() -> str:
     return found[0].device
 
 
+def _json_reply(out: bytes) -> Any:
+    """The JSON document on the last line the fob printed."""
+    try:
+        return json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DeviceError("the fob sent an unexpected reply") from None
+
+
 def _error_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "unknown error"
@@ -118,12 +126,8 @@ class Fob:
 
     def call(self, expression: str, imports: str = "") -> Any:
         """Evaluate ``expression`` on the fob and return its JSON-decoded value."""
-        out = self._exec(f"import json{',' + imports if imports else ''}\n"
-                         f"print(json.dumps({expression}))")
-        try:
-            return json.loads(out.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise DeviceError("the fob sent an unexpected reply") from None
+        return _json_reply(self._exec(f"import json{',' + imports if imports else ''}\n"
+                                      f"print(json.dumps({expression}))"))
 
     # -- operations ----------------------------------------------------------------------
     def deploy(self, board: str | None = None, *, force: bool = False) -> dict[str, str]:
@@ -160,8 +164,8 @@ class Fob:
                 "    except Exception:\n        out[n] = None\n"
                 "print(json.dumps(out))")
         try:
-            return json.loads(self._exec(code).decode().strip().splitlines()[-1])
-        except (ValueError, IndexError, DeviceError):
+            return _json_reply(self._exec(code))
+        except DeviceError:
             return {}
 
     def accounts(self) -> list[dict[str, Any]]:
@@ -171,10 +175,8 @@ class Fob:
     def add(self, account: FobAccount) -> int:
         """Add (or replace) ``account``; returns how many accounts the fob now holds."""
         a = account
-        code = (f"import accounts\nprint(accounts.add({a.name!r}, {a.secret!r}, "
-                f"{a.algorithm!r}, {int(a.digits)}, {int(a.period)}))")
-        out = self._exec(code)
-        return int(out.decode().strip().splitlines()[-1])
+        return int(self.call(f"accounts.add({a.name!r}, {a.secret!r}, {a.algorithm!r}, "
+                             f"{int(a.digits)}, {int(a.period)})", "accounts"))
 
     def remove(self, name: str) -> bool:
         """Remove the account ``name``; False if there was none."""

@@ -275,9 +275,7 @@ class Authenticator:
             self._empty_pin_auth("makeCredential", cancel, keepalive)
         proto = None
         if pin_auth is not None:
-            if 0x09 not in p:
-                raise Ctap2Error(ERR.MISSING_PARAMETER)
-            proto = self.pin.protocol(p.raw(0x09))
+            proto = self.pin.protocol_param(p, 0x09)
 
         client_data_hash = p.req(0x01, bytes)
         rp = Params(p.req(0x02, dict))
@@ -406,9 +404,7 @@ class Authenticator:
             self._empty_pin_auth("getAssertion", cancel, keepalive)
         proto = None
         if pin_auth is not None:
-            if 0x07 not in p:
-                raise Ctap2Error(ERR.MISSING_PARAMETER)
-            proto = self.pin.protocol(p.raw(0x07))
+            proto = self.pin.protocol_param(p, 0x07)
 
         rp_id = p.req(0x01, str)
         client_data_hash = p.req(0x02, bytes)

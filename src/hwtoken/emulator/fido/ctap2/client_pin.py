@@ -92,6 +92,13 @@ class ClientPin:
             raise Ctap2Error(ERR.INVALID_PARAMETER)
         return proto
 
+    def protocol_param(self, p: Params, key: int) -> PinProtocolV1:
+        """The protocol named by ``p[key]``, which must be present alongside a pinUvAuthParam
+        (MISSING_PARAMETER when absent)."""
+        if key not in p:
+            raise Ctap2Error(ERR.MISSING_PARAMETER)
+        return self.protocol(p.raw(key))
+
     @property
     def auth_blocked(self) -> bool:
         return self.consecutive_fails >= MAX_CONSECUTIVE_FAILS

@@ -67,9 +67,7 @@ class AuthenticatorConfig:
             if state.pin_set or state.always_uv:
                 raise Ctap2Error(ERR.PUAT_REQUIRED)
             return
-        if 0x03 not in p:
-            raise Ctap2Error(ERR.MISSING_PARAMETER)
-        proto = self.auth.pin.protocol(p.raw(0x03))
+        proto = self.auth.pin.protocol_param(p, 0x03)
         message = b"\xff" * 32 + b"\x0d" + bytes([sub])
         if sub_params is not None:
             message += canonical(sub_params)

@@ -75,9 +75,7 @@ class CredentialManagement:
         pin_auth = p.opt(0x04, bytes)
         if pin_auth is None:
             raise Ctap2Error(ERR.PUAT_REQUIRED)
-        if 0x03 not in p:
-            raise Ctap2Error(ERR.MISSING_PARAMETER)
-        proto = self.auth.pin.protocol(p.raw(0x03))
+        proto = self.auth.pin.protocol_param(p, 0x03)
         message = bytes([sub]) + (canonical(sub_params) if sub_params is not None else b"")
         self.auth.pin.verify(proto, message, pin_auth)
         self.auth.pin.require(Permission.CREDENTIAL_MGMT)

@@ -90,9 +90,7 @@ class LargeBlobs:
             if state.pin_set or state.always_uv:
                 raise Ctap2Error(ERR.PUAT_REQUIRED)
             return
-        if 0x06 not in p:
-            raise Ctap2Error(ERR.MISSING_PARAMETER)
-        proto = self.auth.pin.protocol(p.raw(0x06))
+        proto = self.auth.pin.protocol_param(p, 0x06)
         message = (b"\xff" * 32 + b"\x0c\x00" + struct.pack("<I", offset)
                    + hashlib.sha256(data).digest())
         self.auth.pin.verify(proto, message, pin_auth)

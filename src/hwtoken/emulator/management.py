@@ -64,25 +64,34 @@ def tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + head + value
 
 
-def parse_tlvs(data: bytes) -> list[tuple[int, bytes]]:
-    """Parse a flat list of one-byte-tag TLVs; malformed input raises ApduError(6A80)."""
+def parse_tlvs(data: bytes, *, bare_tags: frozenset[int] = frozenset(),
+               error: int = SW.INCORRECT_PARAMETERS) -> list[tuple[int, bytes]]:
+    """Parse a flat list of one-byte-tag TLVs; malformed input raises ApduError(``error``).
+
+    A tag in ``bare_tags`` is followed by its one value byte and no length (YKOATH's
+    property tag, as yubikit sends it).
+    """
     out: list[tuple[int, bytes]] = []
     i = 0
     n = len(data)
     while i < n:
         if i + 2 > n:
-            raise ApduError(SW.INCORRECT_PARAMETERS)
+            raise ApduError(error)
         tag = data[i]
+        if tag in bare_tags:
+            out.append((tag, data[i + 1:i + 2]))
+            i += 2
+            continue
         ln = data[i + 1]
         i += 2
         if ln & 0x80:
             k = ln & 0x7F
             if k not in (1, 2) or i + k > n:
-                raise ApduError(SW.INCORRECT_PARAMETERS)
+                raise ApduError(error)
             ln = int.from_bytes(data[i:i + k], "big")
             i += k
         if i + ln > n:
-            raise ApduError(SW.INCORRECT_PARAMETERS)
+            raise ApduError(error)
         out.append((tag, data[i:i + ln]))
         i += ln
     return out

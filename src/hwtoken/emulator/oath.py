@@ -21,6 +21,8 @@ import struct
 from typing import Any
 
 from hwtoken.emulator.iso7816 import SW, Apdu, ApduError
+from hwtoken.emulator.management import parse_tlvs
+from hwtoken.emulator.management import tlv as _tlv
 
 AID_OATH = bytes.fromhex("a0000005272101")
 
@@ -36,6 +38,7 @@ TAG_VERSION = 0x79
 TAG_IMF = 0x7A
 TAG_ALGORITHM = 0x7B
 TAG_TOUCH = 0x7C
+_BARE_TAGS = frozenset({TAG_PROPERTY})
 
 INS_PUT = 0x01
 INS_DELETE = 0x02
@@ -60,43 +63,10 @@ SALT_LEN = 8
 CHALLENGE_LEN = 8
 
 
-def _tlv(tag: int, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        return bytes([tag, n]) + value
-    if n <= 0xFF:
-        return bytes([tag, 0x81, n]) + value
-    return bytes([tag, 0x82]) + struct.pack(">H", n) + value
-
-
 def parse_oath_tlvs(data: bytes) -> list[tuple[int, bytes]]:
     """Parse YKOATH command data: BER-TLVs, except the property tag ``78`` which is
     followed by its one value byte and no length (as yubikit sends it)."""
-    out: list[tuple[int, bytes]] = []
-    i, n = 0, len(data)
-    while i < n:
-        tag = data[i]
-        if tag == TAG_PROPERTY:
-            if i + 2 > n:
-                raise ApduError(SW.WRONG_LENGTH)
-            out.append((tag, data[i + 1:i + 2]))
-            i += 2
-            continue
-        if i + 2 > n:
-            raise ApduError(SW.WRONG_LENGTH)
-        ln = data[i + 1]
-        i += 2
-        if ln & 0x80:
-            k = ln & 0x7F
-            if k not in (1, 2) or i + k > n:
-                raise ApduError(SW.WRONG_LENGTH)
-            ln = int.from_bytes(data[i:i + k], "big")
-            i += k
-        if i + ln > n:
-            raise ApduError(SW.WRONG_LENGTH)
-        out.append((tag, data[i:i + ln]))
-        i += ln
-    return out
+    return parse_tlvs(data, bare_tags=_BARE_TAGS, error=SW.WRONG_LENGTH)
 
 
 def _hmac(algo: str, key: bytes, message: bytes) -> bytes:

@@ -153,6 +153,8 @@ def test_fuzz_firmware_base32_rejects_or_decodes(text):
         fw.totp.b32decode(text)
     except ValueError:
         assert any(c.upper() not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 =-" for c in text)
+    else:  # and what it accepts holds only base32 (a decoder accepting anything must fail)
+        assert all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 =-" for c in text.upper())
 
 
 @settings(max_examples=60, deadline=None)

@@ -189,10 +189,7 @@ def test_png_decode_does_not_inflate_a_zlib_bomb():
     import tracemalloc
     import zlib
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
+    chunk = png._chunk
     bomb = zlib.compress(bytes(30_000_000), 9)  # ~30 KB that would inflate to 30 MB
     data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 2, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", bomb) + chunk(b"IEND", b""))

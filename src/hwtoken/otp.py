@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from hwtoken.errors import InvalidInput
@@ -113,25 +113,34 @@ def hotp_code(key: bytes, counter: int, digits: int = 6, algorithm: str = "SHA1"
 
 
 @dataclass(frozen=True)
-class HOTP:
-    """An RFC 4226 generator over ``key``."""
+class _Generator:
+    """What HOTP and TOTP share: a key, the digits and the algorithm, validated."""
 
     key: bytes
     digits: int = 6
     algorithm: str = "SHA1"
-    counter: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", _check_algorithm(self.algorithm))
         _check_digits(self.digits)
         if not self.key:
             raise InvalidInput("secret is empty")
-        if self.counter < 0:
-            raise InvalidInput("counter must not be negative")
 
     @classmethod
-    def from_secret(cls, secret: str, **kw: int | str) -> HOTP:
+    def from_secret(cls, secret: str, **kw: int | str) -> Self:
         return cls(decode_secret(secret), **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class HOTP(_Generator):
+    """An RFC 4226 generator over ``key``."""
+
+    counter: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.counter < 0:
+            raise InvalidInput("counter must not be negative")
 
     def at(self, counter: int) -> str:
         """The code for ``counter``."""
@@ -145,26 +154,16 @@ class HOTP:
 
 
 @dataclass(frozen=True)
-class TOTP:
+class TOTP(_Generator):
     """An RFC 6238 generator over ``key`` with time steps of ``period`` seconds from ``t0``."""
 
-    key: bytes
-    digits: int = 6
-    algorithm: str = "SHA1"
     period: int = 30
     t0: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "algorithm", _check_algorithm(self.algorithm))
-        _check_digits(self.digits)
-        if not self.key:
-            raise InvalidInput("secret is empty")
+        super().__post_init__()
         if self.period <= 0:
             raise InvalidInput("period must be a positive number of seconds")
-
-    @classmethod
-    def from_secret(cls, secret: str, **kw: int | str) -> TOTP:
-        return cls(decode_secret(secret), **kw)  # type: ignore[arg-type]
 
     def timecode(self, at: float) -> int:
         """The time step containing unix time ``at``."""

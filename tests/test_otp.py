@@ -232,3 +232,9 @@ def test_parse_uri_structured_fuzz(uri):
     except InvalidInput:
         return
     assert p.digits in (6, 7, 8) and p.period > 0 and p.secret
+
+
+def test_generators_never_show_the_key():
+    key = b"do-not-print-this-key"
+    for gen in (otp.TOTP(key), otp.HOTP(key), otp.parse_uri(otp.TOTP(key).params().to_uri())):
+        assert "do-not-print" not in repr(gen) and "do-not-print" not in str(gen)

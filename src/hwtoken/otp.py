@@ -116,7 +116,7 @@ def hotp_code(key: bytes, counter: int, digits: int = 6, algorithm: str = "SHA1"
 class _Generator:
     """What HOTP and TOTP share: a key, the digits and the algorithm, validated."""
 
-    key: bytes
+    key: bytes = field(repr=False)  # never in a repr, a log line or a traceback
     digits: int = 6
     algorithm: str = "SHA1"
 

@@ -18,6 +18,24 @@ oled = display.SSD1306(i2c)
 """
 
 
+def _pico_board(now: int) -> str:
+    """Setup for app.run() on the stand-in board: an OLED and a DS3231 set to ``now``."""
+    return f"""
+import json, machine, accounts, config, clock, app
+config.BOARD = "pico"
+oled_dev = machine.SSD1306()
+machine.BUS[0x3C] = oled_dev
+machine.BUS[0x68] = machine.DS3231(unix_time={now})
+with open("clock.json", "w") as f:     # hwtoken fob sync-time set it before
+    f.write('{{"synced": {now}}}')
+"""
+
+
+def _screens_around(accts: list[FobAccount], now: int, index: int = 0) -> set[str]:
+    """The screens (hex) the fob may show for ``accts[index]`` in the seconds after ``now``."""
+    return {render(accts, t, index=index).buffer.hex() for t in range(now - 1, now + 10)}
+
+
 def test_buttons_cycle_long_press_dim_and_off(mpy):
     now = 1700000000
     doc = mpy(APP_SETUP + f"""
@@ -124,14 +142,7 @@ def test_run_wires_pins_i2c_display_and_buttons(mpy):
     # bus, button A on GP14. The pin hook presses A briefly, then stops the loop the way
     # mpremote does (KeyboardInterrupt, i.e. Ctrl-C).
     now = int(time.time())
-    doc = mpy(f"""
-import json, machine, accounts, config, clock, app
-config.BOARD = "pico"
-oled_dev = machine.SSD1306()
-machine.BUS[0x3C] = oled_dev
-machine.BUS[0x68] = machine.DS3231(unix_time={now})
-with open("clock.json", "w") as f:     # hwtoken fob sync-time set it before
-    f.write('{{"synced": {now}}}')
+    doc = mpy(_pico_board(now) + f"""
 for n in ("one", "two"):
     accounts.add(n, "{SECRET}")
 reads = [0]
@@ -153,8 +164,8 @@ print(json.dumps([stopped, oled_dev.on, oled_dev.contrast, bytes(oled_dev.ram).h
     stopped, on, contrast, ram = doc
     assert stopped and on and contrast == 255
     accts = [FobAccount("one", SECRET), FobAccount("two", SECRET)]
-    shown = {t: render(accts, t, index=1).buffer.hex() for t in range(now - 1, now + 10)}
-    assert ram in shown.values(), "after one short press the fob shows the second account"
+    assert ram in _screens_around(accts, now, index=1), \
+        "after one short press the fob shows the second account"
 
 
 def test_switched_off_it_stays_off_until_a_press_even_when_ticks_wrap(mpy):
@@ -192,14 +203,7 @@ def test_run_keeps_going_when_the_oled_stops_answering(mpy):
     # not die (a dead loop leaves a stale code on the screen); it redraws when the bus
     # answers again.
     now = int(time.time())
-    doc = mpy(f"""
-import json, machine, accounts, config, clock, app
-config.BOARD = "pico"
-oled_dev = machine.SSD1306()
-machine.BUS[0x3C] = oled_dev
-machine.BUS[0x68] = machine.DS3231(unix_time={now})
-with open("clock.json", "w") as f:     # hwtoken fob sync-time set it before
-    f.write('{{"synced": {now}}}')
+    doc = mpy(_pico_board(now) + f"""
 accounts.add("one", "{SECRET}")
 real_write = oled_dev.write
 writes = [0]
@@ -226,8 +230,7 @@ print(json.dumps([writes[0], bytes(oled_dev.ram).hex()]))
     writes, ram = doc
     assert writes > 60  # the loop went on writing after the failures
     accts = [FobAccount("one", SECRET)]
-    shown = {render(accts, t).buffer.hex() for t in range(now - 1, now + 10)}
-    assert ram in shown
+    assert ram in _screens_around(accts, now)
 
 
 def test_boot_shows_the_screen_before_trying_wifi_then_the_code(mpy):
@@ -267,4 +270,4 @@ print(json.dumps([seen["ram_at_connect"], bytes(oled_dev.ram).hex()]))
     during, after = doc
     accts = [FobAccount("one", SECRET)]
     assert during == render(accts, None).buffer.hex()  # NO TRUSTED TIME, not blank
-    assert after in {render(accts, t).buffer.hex() for t in range(now - 1, now + 10)}
+    assert after in _screens_around(accts, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from fido2 import cbor
 from fido2.ctap import CtapError
 from hypothesis import HealthCheck, given, settings
@@ -73,10 +74,12 @@ def usable(auth: Authenticator) -> None:
     assert resp[0] == 0, hex(resp[0])
 
 
-def test_random_bytes(tmp_path):
-    key = VirtualKey.create(tmp_path / "k.key")
-    auth = Authenticator(key)
+@pytest.fixture
+def auth(key):
+    return Authenticator(key)
 
+
+def test_random_bytes(tmp_path, key, auth):
     @SETTINGS
     @given(st.sampled_from(SAFE_COMMANDS), st.binary(max_size=300))
     def run(cmd, body):
@@ -88,10 +91,7 @@ def test_random_bytes(tmp_path):
     KeyStore.read(tmp_path / "k.key")  # still a readable state file
 
 
-def test_structured_requests(tmp_path):
-    key = VirtualKey.create(tmp_path / "k.key")
-    auth = Authenticator(key)
-
+def test_structured_requests(auth):
     @SETTINGS
     @given(st.sampled_from(SAFE_COMMANDS), requests)
     def run(cmd, req):
@@ -99,12 +99,9 @@ def test_structured_requests(tmp_path):
 
     run()
     usable(auth)
-    key.close()
 
 
-def test_mutated_valid_requests(tmp_path):
-    key = VirtualKey.create(tmp_path / "k.key")
-    auth = Authenticator(key)
+def test_mutated_valid_requests(auth):
     seeds = valid_requests()
 
     @SETTINGS
@@ -119,20 +116,15 @@ def test_mutated_valid_requests(tmp_path):
 
     run()
     usable(auth)
-    key.close()
 
 
-def test_every_command_never_crashes(tmp_path):
-    key = VirtualKey.create(tmp_path / "k.key")
-    auth = Authenticator(key)
-
+def test_every_command_never_crashes(auth):
     @SETTINGS
     @given(st.sampled_from(ALL_COMMANDS), requests | st.just(None))
     def run(cmd, req):
         check(auth.process(bytes([cmd]) + (cbor.encode(req) if req is not None else b"")))
 
     run()
-    key.close()
 
 
 @settings(max_examples=1000, deadline=None)

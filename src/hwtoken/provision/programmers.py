@@ -81,14 +81,11 @@ def _hmac_command(slot: int) -> int:
     return SLOT.CHAL_HMAC1 if slot == 1 else SLOT.CHAL_HMAC2
 
 
-def _otp_config(yk_or_none: Any, spec: Spec, secret: bytes) -> Any:
-    """A python-yubico configuration for ``spec`` (from the device, or standalone)."""
-    if yk_or_none is not None:
-        cfg = yk_or_none.init_config()
-    else:
-        from yubico.yubikey_usb_hid import YubiKeyConfigUSBHID
+def _otp_config(spec: Spec, secret: bytes) -> Any:
+    """A standalone python-yubico configuration for ``spec`` (no device needed)."""
+    from yubico.yubikey_usb_hid import YubiKeyConfigUSBHID
 
-        cfg = YubiKeyConfigUSBHID(ykver=(5, 7, 1))
+    cfg = YubiKeyConfigUSBHID(ykver=(5, 7, 1))
     if spec.mode is Mode.HOTP:
         cfg.mode_oath_hotp(secret, digits=spec.digits, factor_seed=0)  # HOTP_IMF
     else:
@@ -188,7 +185,7 @@ class _AppletConnection:
 
     def program(self, spec: Spec, secret: bytes) -> None:
         if spec.mode.uses_slot:
-            frame = _otp_config(None, spec, secret).to_frame(slot=spec.slot)
+            frame = _otp_config(spec, secret).to_frame(slot=spec.slot)
             before = self.key.otp.status()
             after = self.key.otp.command(frame.command, frame.payload)
             if after[3:4] == before[3:4]:  # programming sequence did not move: refused

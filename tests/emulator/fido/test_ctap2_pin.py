@@ -25,6 +25,15 @@ def code(excinfo) -> int:
     return excinfo.value.code
 
 
+def make_cred(ctap, pin, token, user_id=b"u", rp_id="example.com", **kw):
+    """makeCredential (ES256) authorised by ``token`` over a fresh clientDataHash."""
+    cdh = os.urandom(32)
+    return ctap.make_credential(cdh, {"id": rp_id}, {"id": user_id},
+                                [{"type": "public-key", "alg": -7}],
+                                pin_uv_param=pin.protocol.authenticate(token, cdh),
+                                pin_uv_protocol=pin.protocol.VERSION, **kw)
+
+
 def test_set_pin_updates_info_and_retries(ctap, pin):
     assert ctap.get_info().options["clientPin"] is False
     with pytest.raises(CtapError) as e:
@@ -59,18 +68,11 @@ def test_short_pin_rejected_by_key(ctap):
 def test_token_signs_make_credential(ctap, pin):
     pin.set_pin(PIN)
     token = pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com")
-    cdh = os.urandom(32)
-    att = ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"u"},
-                               [{"type": "public-key", "alg": -7}], options={"rk": True},
-                               pin_uv_param=pin.protocol.authenticate(token, cdh),
-                               pin_uv_protocol=pin.protocol.VERSION)
+    att = make_cred(ctap, pin, token, options={"rk": True})
     assert att.auth_data.is_user_verified()
     # the touch used up the token's mc permission
     with pytest.raises(CtapError) as e:
-        ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"v"},
-                             [{"type": "public-key", "alg": -7}],
-                             pin_uv_param=pin.protocol.authenticate(token, cdh),
-                             pin_uv_protocol=pin.protocol.VERSION)
+        make_cred(ctap, pin, token, user_id=b"v")
     assert code(e) == ERR.PIN_AUTH_INVALID
 
 
@@ -91,10 +93,7 @@ def test_token_bound_to_rp_and_permissions(ctap, pin):
     token = pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com")
     cdh = os.urandom(32)
     with pytest.raises(CtapError) as e:  # other RP
-        ctap.make_credential(cdh, {"id": "evil.example"}, {"id": b"u"},
-                             [{"type": "public-key", "alg": -7}],
-                             pin_uv_param=pin.protocol.authenticate(token, cdh),
-                             pin_uv_protocol=pin.protocol.VERSION)
+        make_cred(ctap, pin, token, rp_id="evil.example")
     assert code(e) == ERR.PIN_AUTH_INVALID
     with pytest.raises(CtapError) as e:  # ga not granted
         ctap.get_assertion("example.com", cdh, pin_uv_param=pin.protocol.authenticate(
@@ -160,13 +159,9 @@ def test_right_pin_resets_retries(ctap, pin):
 def test_power_cycle_drops_tokens(key, ctap, pin):
     pin.set_pin(PIN)
     token = pin.get_pin_token(PIN)
-    cdh = os.urandom(32)
     key.power_cycle()
     with pytest.raises(CtapError) as e:
-        ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"u"},
-                             [{"type": "public-key", "alg": -7}],
-                             pin_uv_param=pin.protocol.authenticate(token, cdh),
-                             pin_uv_protocol=pin.protocol.VERSION)
+        make_cred(ctap, pin, token)
     assert code(e) == ERR.PIN_AUTH_INVALID
 
 

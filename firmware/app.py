@@ -54,9 +54,8 @@ class Fob:
             return False
         idle_s = time.ticks_diff(now_ms, self.idle_since) // 1000
         if self.cfg.OFF_AFTER_S and idle_s >= self.cfg.OFF_AFTER_S:
-            if self.level != "off":
-                self.display.power(False)
-                self.level = "off"
+            self.display.power(False)
+            self.level = "off"
             return False
         if idle_s >= self.cfg.DIM_AFTER_S and self.level == "bright":
             self.display.contrast(self.cfg.DIM)

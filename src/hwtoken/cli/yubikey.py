@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -17,6 +18,7 @@ from hwtoken.cli.common import HwtokenGroup, device_option, emit_json, json_opti
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import atomic_write
 
+F = TypeVar("F", bound=Callable[..., Any])
 SLOT = click.IntRange(1, 2)
 SLOT_HELP = "Slot 1 (short touch) or 2 (long touch)."
 # Access codes may come from the environment, keeping them out of argv (and `ps`).
@@ -71,6 +73,17 @@ def _confirm_overwrite(yk: Any, slot: int, force: bool, verb: str = "overwrite")
                       abort=True, err=True)
         return
     raise InvalidInput(f"slot {slot} is already programmed; pass --force to {verb} it")
+
+
+def _access_code_options(f: F) -> F:
+    """``--access-code`` and ``--new-access-code`` of the commands that program a slot."""
+    f = click.option("--new-access-code", metavar="HEX", envvar=NEW_ACCESS_CODE_ENV,
+                     show_envvar=True, help="Protect the slot with this code "
+                     "instead (000000000000 removes the protection); --access-code unlocks.")(f)
+    return click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
+                        show_envvar=True, help="Protect the slot with this 6-byte "
+                        "code (12 hex digits); also unlocks a slot already protected with it."
+                        )(f)
 
 
 def _access_codes(access_code: str | None, new_access_code: str | None
@@ -167,12 +180,7 @@ def hotp() -> None:
               help="Code length.")
 @click.option("--counter", "imf", type=click.IntRange(0, 0xFFFF0), default=0,
               show_default=True, help="Initial counter (a multiple of 16).")
-@click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
-              show_envvar=True, help="Protect the slot with this 6-byte "
-              "code (12 hex digits); also unlocks a slot already protected with it.")
-@click.option("--new-access-code", metavar="HEX", envvar=NEW_ACCESS_CODE_ENV,
-              show_envvar=True, help="Protect the slot with this code "
-              "instead (000000000000 removes the protection); --access-code unlocks.")
+@_access_code_options
 @click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
 @json_option
 @device_option
@@ -227,12 +235,7 @@ def chalresp() -> None:
               help="With --generate: write the key (hex) to this new file, mode 0600, "
                    "instead of printing it (an existing file is never overwritten).")
 @click.option("--touch", is_flag=True, help="Require a touch for every response.")
-@click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
-              show_envvar=True, help="Protect the slot with this 6-byte "
-              "code (12 hex digits); also unlocks a slot already protected with it.")
-@click.option("--new-access-code", metavar="HEX", envvar=NEW_ACCESS_CODE_ENV,
-              show_envvar=True, help="Protect the slot with this code "
-              "instead (000000000000 removes the protection); --access-code unlocks.")
+@_access_code_options
 @click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
 @json_option
 @device_option

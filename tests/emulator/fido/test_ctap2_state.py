@@ -57,6 +57,12 @@ def run_child(path, cred: AttestedCredentialData) -> dict:
     return json.loads(out.stdout)
 
 
+def make_cred(ctap, user_id=b"u", **kw):
+    """A fresh ES256 credential for example.com."""
+    return ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": user_id},
+                                [{"type": "public-key", "alg": -7}], **kw)
+
+
 def assertion_counter(ctap, cred) -> int:
     cdh = os.urandom(32)
     resp = ctap.get_assertion("example.com", cdh,
@@ -69,8 +75,7 @@ def test_state_survives_load_in_new_process(tmp_path):
     path = tmp_path / "k.key"
     with VirtualKey.create(path) as key:
         ctap = Ctap2(fido_device(key))
-        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"alice"},
-                                   [{"type": "public-key", "alg": -7}], options={"rk": True})
+        att = make_cred(ctap, b"alice", options={"rk": True})
         cred = att.auth_data.credential_data
         last = assertion_counter(ctap, cred)
     child = run_child(path, cred)
@@ -84,8 +89,7 @@ def test_state_survives_load_in_new_process(tmp_path):
 def test_counter_needs_few_commits(key_path):
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))
-        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
-                                   [{"type": "public-key", "alg": -7}])
+        att = make_cred(ctap)
         cred = att.auth_data.credential_data
         before = key.store.commits
         counters = [assertion_counter(ctap, cred) for _ in range(3 * COUNTER_RESERVE)]
@@ -101,8 +105,7 @@ def key_path(tmp_path):
 def test_reset_within_window_forgets_everything(key_path):
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))
-        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
-                                   [{"type": "public-key", "alg": -7}])
+        att = make_cred(ctap)
         cred = att.auth_data.credential_data
         before = assertion_counter(ctap, cred)
         ClientPin(ctap).set_pin(PIN)
@@ -111,8 +114,7 @@ def test_reset_within_window_forgets_everything(key_path):
         with pytest.raises(CtapError) as e:  # non-resident credential IDs are void too
             assertion_counter(ctap, cred)
         assert e.value.code == ERR.NO_CREDENTIALS
-        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
-                                   [{"type": "public-key", "alg": -7}])
+        att = make_cred(ctap)
         assert att.auth_data.counter > before  # the counter never goes back
 
 
@@ -137,8 +139,7 @@ def test_reset_needs_presence(key_path):
             ctap.reset()
         assert e.value.code == ERR.OPERATION_DENIED
         with pytest.raises(CtapError) as e:
-            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
-                                 [{"type": "public-key", "alg": -7}])
+            make_cred(ctap)
         assert e.value.code == ERR.OPERATION_DENIED
         with pytest.raises(CtapError) as e:
             ctap.selection()
@@ -152,9 +153,7 @@ def test_cancel_while_waiting_for_touch(key_path):
         threading.Timer(0.3, cancel.set).start()
         statuses = []
         with pytest.raises(CtapError) as e:
-            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
-                                 [{"type": "public-key", "alg": -7}], event=cancel,
-                                 on_keepalive=statuses.append)
+            make_cred(ctap, event=cancel, on_keepalive=statuses.append)
         assert e.value.code == ERR.KEEPALIVE_CANCEL
         assert 2 in statuses  # UPNEEDED keepalives while waiting
 
@@ -162,8 +161,7 @@ def test_cancel_while_waiting_for_touch(key_path):
 def test_silent_assertion_has_no_up_flag(key_path):
     with VirtualKey.create(key_path, presence=ApproveAlways()) as key:
         ctap = Ctap2(fido_device(key))
-        att = ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
-                                   [{"type": "public-key", "alg": -7}])
+        att = make_cred(ctap)
         key.presence = DenyAlways()
         resp = ctap.get_assertion("example.com", os.urandom(32), [
             {"type": "public-key", "id": att.auth_data.credential_data.credential_id}],
@@ -186,11 +184,9 @@ def test_key_store_full(key_path, monkeypatch):
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))
         for i in range(2):
-            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": bytes([i])},
-                                 [{"type": "public-key", "alg": -7}], options={"rk": True})
+            make_cred(ctap, bytes([i]), options={"rk": True})
         with pytest.raises(CtapError) as e:
-            ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"x"},
-                                 [{"type": "public-key", "alg": -7}], options={"rk": True})
+            make_cred(ctap, b"x", options={"rk": True})
         assert e.value.code == ERR.KEY_STORE_FULL
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from provision_helpers import opened
+from provision_helpers import chalresp_matches, opened
 
 from hwtoken.provision import sources
 from hwtoken.provision.model import Mode, Record, Spec, State
@@ -235,3 +235,22 @@ def test_resume_settles_the_other_keys_when_one_record_is_damaged(tmp_path):
         results = {o.serial: o.result for o in summary.outcomes}
         assert results == {first.serial: "failed", second.serial: "done"}
         assert "cannot open a sealed secret" in inv.get(first.serial).last_error
+
+
+def test_the_interim_applet_path_programs_what_the_client_path_reads(tmp_path, monkeypatch):
+    """HWTOKEN_PROVISION_PATH=applet writes through the emulator's applet API; the key
+    then answers python-yubico with the recorded secret (and not with another one)."""
+    from hwtoken.provision.programmers import AppletProgrammer
+
+    monkeypatch.setenv("HWTOKEN_PROVISION_PATH", "applet")
+    with opened(str(tmp_path / "inv.db")) as inv:
+        pool = sources.VirtualPool(1, prefix="applet")
+        (dev,) = list(pool.arrivals())
+        assert isinstance(programmer_for(Spec(Mode.CHALRESP), dev), AppletProgrammer)
+        summary = Provisioner(inv, programmer_for).run(Spec(Mode.CHALRESP), pool)
+        assert summary.counts() == {"done": 1}
+        rec = inv.get(dev.serial)
+        secret = inv.secret(rec)
+    monkeypatch.delenv("HWTOKEN_PROVISION_PATH")
+    assert chalresp_matches(rec.device, rec.serial, secret)
+    assert not chalresp_matches(rec.device, rec.serial, bytes(len(secret)))

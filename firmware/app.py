@@ -106,6 +106,14 @@ def _wifi_ntp(clk):
                 pass
 
 
+def _i2c(pins):
+    """The I2C bus of the OLED and the DS3231, on the pins config.py gives."""
+    import machine
+
+    return machine.I2C(pins["i2c"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
+                       freq=config.I2C_FREQ)
+
+
 def run():
     """Set up the hardware named in config.py and run forever (Ctrl-C stops it)."""
     import buttons
@@ -113,8 +121,7 @@ def run():
     import machine
 
     pins = config.pins()
-    i2c = machine.I2C(pins["i2c"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
-                      freq=config.I2C_FREQ)
+    i2c = _i2c(pins)
     oled = display.SSD1306(i2c, config.OLED_ADDR)
     clk = clock.detect(i2c, machine.RTC())
     btns = []
@@ -154,10 +161,7 @@ def hardware_clock():
     """The Clock on this board's DS3231 or chip RTC, as run() would find it."""
     import machine
 
-    pins = config.pins()
-    i2c = machine.I2C(pins["i2c"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
-                      freq=config.I2C_FREQ)
-    return clock.detect(i2c, machine.RTC())
+    return clock.detect(_i2c(config.pins()), machine.RTC())
 
 
 def sync_time(unix_time):

@@ -127,12 +127,6 @@ _replugging: dict[str, int] = {}  # path -> generation of the pending plug-in
 _generation = 0
 
 
-def registered_keys() -> list[VirtualKey]:
-    """The keys currently visible through ``fido2.hid``'s discovery functions."""
-    with _registry_lock:
-        return list(_registry.values())
-
-
 def register_with_fido2_hid(key: VirtualKey, *,
                             replug_when_awaited: float | None = None) -> HidDescriptor:
     """Make ``key`` appear in ``fido2.hid.list_descriptors()`` and open through fido2.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import secrets as _random
 
@@ -30,13 +28,17 @@ def fit_hmac_key(key: bytes) -> bytes:
 
 
 def parse_b32_secret(text: str) -> bytes:
-    """Decode a base32 secret (spaces, dashes, lower case and missing padding allowed)."""
-    clean = "".join(text.split()).replace("-", "").upper().rstrip("=")
+    """Decode a base32 secret (spaces, dashes, lower case and missing padding allowed) into
+    a 20-byte slot key, with :func:`hwtoken.otp.decode_secret`."""
+    from hwtoken.otp import decode_secret
+
     try:
-        raw = base64.b32decode(clean + "=" * (-len(clean) % 8))
-    except (binascii.Error, ValueError):
-        raise InvalidInput("the secret is not valid base32 (letters A-Z and digits 2-7)"
-                           ) from None
+        raw = decode_secret(text)
+    except InvalidInput as exc:
+        if not str(exc).startswith("secret is empty"):
+            raise InvalidInput("the secret is not valid base32 (letters A-Z and digits 2-7)"
+                               ) from None
+        raw = b""  # fit_hmac_key names the problem
     return fit_hmac_key(raw)
 
 

@@ -22,9 +22,6 @@ class Button:
         self._down_at = 0
         self._long_sent = False
 
-    def pressed(self):
-        return self._stable
-
     def poll(self, now_ms):
         """Call every few milliseconds with time.ticks_ms(); returns None, "short" or "long"."""
         raw = bool(self.read()) != self.active_low

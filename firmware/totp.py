@@ -57,11 +57,6 @@ def totp(key, unix_time, digits=6, algorithm="SHA1", period=30, new=None):
     return hotp(key, int(unix_time) // period, digits, algorithm, new)
 
 
-def remaining(unix_time, period=30):
-    """Whole seconds left before the code changes (1..period)."""
-    return period - int(unix_time) % period
-
-
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 

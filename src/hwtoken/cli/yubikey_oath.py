@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from hwtoken.cli.common import HwtokenGroup, device_option, emit_json, json_option
+from hwtoken.cli.yubikey import _done
 from hwtoken.errors import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,11 +28,7 @@ def _common(f: F) -> F:
 
 
 def _password_prompt() -> str | None:
-    from hwtoken.yubikey.oath import PASSWORD_ENV
-
-    value = os.environ.get(PASSWORD_ENV)
-    if value is not None:
-        return value
+    """The password from a terminal prompt (None without a terminal)."""
     if not sys.stdin or not sys.stdin.isatty():
         return None
     return str(click.prompt("OATH password", hide_input=True, err=True))
@@ -39,27 +36,19 @@ def _password_prompt() -> str | None:
 
 @contextlib.contextmanager
 def _client(device: str | None) -> Iterator[Any]:
-    from hwtoken.yubikey.oath import OathClient, open_connection
+    """An unlocked client: the password from $HWTOKEN_OATH_PASSWORD, else a prompt."""
+    from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient, open_connection
 
     with open_connection(device) as conn:
-        from yubikit.oath import OathSession  # noqa: F401 - fail early if yubikit is missing
-
-        password = os.environ.get("HWTOKEN_OATH_PASSWORD")
+        password = os.environ.get(PASSWORD_ENV)
         try:
             client = OathClient(conn, password=password)
-        except InvalidInput:
+        except InvalidInput:  # locked and no password given
             password = _password_prompt()
             if password is None:
                 raise
             client = OathClient(conn, password=password)
         yield client
-
-
-def _say(as_json: bool, doc: dict[str, Any], text: str) -> None:
-    if as_json:
-        emit_json(doc)
-    else:
-        click.echo(text)
 
 
 @click.group(cls=HwtokenGroup)
@@ -127,7 +116,7 @@ def add(name: str, secret: str | None, uri: str | None, issuer: str | None, hotp
             acct = client.add(name, raw, issuer=issuer, hotp=hotp, digits=digits,
                               algorithm=algorithm, period=period, counter=counter,
                               touch=touch, overwrite=force)
-    _say(as_json, {"added": acct.as_dict()}, f"added {acct.display}")
+    _done(as_json, {"added": acct.as_dict()}, f"added {acct.display}")
 
 
 @oath.command()
@@ -157,7 +146,7 @@ def delete(name: str, device: str | None, as_json: bool) -> None:
     """Delete the account NAME matches."""
     with _client(device) as client:
         acct = client.delete(name)
-    _say(as_json, {"deleted": acct.as_dict()}, f"deleted {acct.display}")
+    _done(as_json, {"deleted": acct.as_dict()}, f"deleted {acct.display}")
 
 
 @oath.command()
@@ -168,7 +157,7 @@ def rename(old: str, new: str, device: str | None, as_json: bool) -> None:
     """Rename account OLD to NEW (NEW may be Issuer:name)."""
     with _client(device) as client:
         acct = client.rename(old, new)
-    _say(as_json, {"renamed": acct.as_dict()}, f"renamed to {acct.display}")
+    _done(as_json, {"renamed": acct.as_dict()}, f"renamed to {acct.display}")
 
 
 @oath.group(cls=HwtokenGroup)
@@ -193,7 +182,7 @@ def password_set(device: str | None, as_json: bool) -> None:
     new = _new_password()
     with _client(device) as client:
         client.set_password(new)
-    _say(as_json, {"password": "set"}, "password set")
+    _done(as_json, {"password": "set"}, "password set")
 
 
 @password.command("clear")
@@ -202,7 +191,7 @@ def password_clear(device: str | None, as_json: bool) -> None:
     """Remove the password (needs the current one)."""
     with _client(device) as client:
         client.clear_password()
-    _say(as_json, {"password": "cleared"}, "password cleared")
+    _done(as_json, {"password": "cleared"}, "password cleared")
 
 
 @oath.command()
@@ -217,7 +206,7 @@ def reset(force: bool, device: str | None, as_json: bool) -> None:
                       err=True)
     with open_connection(device) as conn:
         OathClient(conn, require_unlock=False).reset()  # reset needs no password
-    _say(as_json, {"reset": True}, "OATH applet reset: all accounts deleted")
+    _done(as_json, {"reset": True}, "OATH applet reset: all accounts deleted")
 
 
 @oath.command("import")
@@ -242,5 +231,5 @@ def import_cmd(file: Any, touch: bool, force: bool, device: str | None, as_json:
             if clash:
                 raise InvalidInput(f"already on the key: {', '.join(clash)} (use --force)")
         added = [client.put(d, touch=touch, overwrite=True) for d in items]
-    _say(as_json, {"imported": [a.as_dict() for a in added]},
+    _done(as_json, {"imported": [a.as_dict() for a in added]},
          f"imported {len(added)} account(s): " + ", ".join(a.display for a in added))

@@ -84,13 +84,17 @@ def test_secret_parsing():
     for bad in (b"", b"y" * 30):
         with pytest.raises(InvalidInput):
             fit_hmac_key(bad)
+    with pytest.raises(InvalidInput, match="not valid base32"):
+        parse_b32_secret("not base32!")
+    with pytest.raises(InvalidInput, match="the secret is empty"):
+        parse_b32_secret(" -= ")
     with pytest.raises(InvalidInput):
         parse_hex_secret("xyz")
     with pytest.raises(InvalidInput):
         parse_access_code("0102")
 
 
-def test_real_key_absent_is_a_clean_error(monkeypatch):
+def test_real_key_absent_is_a_clean_error():
     """Without a plugged-in key (or libusb) open_key says so, as a DeviceError."""
     from hwtoken.yubikey import open_key
 

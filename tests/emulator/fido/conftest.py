@@ -1,23 +1,20 @@
-"""Shared fixtures for the FIDO emulator tests: a fresh virtual key and its CTAP HID device."""
+"""Shared fixtures for the FIDO emulator tests, on top of the hwtoken pytest plugin's own
+``virtual_key`` and ``fido_device`` (src/hwtoken/testing.py)."""
 
 from __future__ import annotations
 
 import pytest
 from fido2.ctap2 import Ctap2
 
-from hwtoken.emulator import VirtualKey, fido_device
+
+@pytest.fixture
+def key(virtual_key):
+    return virtual_key
 
 
 @pytest.fixture
-def key(tmp_path):
-    k = VirtualKey.create(tmp_path / "k.key")
-    yield k
-    k.close()
-
-
-@pytest.fixture
-def device(key):
-    return fido_device(key)
+def device(fido_device):
+    return fido_device
 
 
 @pytest.fixture

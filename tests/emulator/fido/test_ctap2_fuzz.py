@@ -79,7 +79,7 @@ def auth(key):
     return Authenticator(key)
 
 
-def test_random_bytes(tmp_path, key, auth):
+def test_random_bytes(key, auth):
     @SETTINGS
     @given(st.sampled_from(SAFE_COMMANDS), st.binary(max_size=300))
     def run(cmd, body):
@@ -88,7 +88,7 @@ def test_random_bytes(tmp_path, key, auth):
     run()
     usable(auth)
     key.close()
-    KeyStore.read(tmp_path / "k.key")  # still a readable state file
+    KeyStore.read(key.path)  # still a readable state file
 
 
 def test_structured_requests(auth):

@@ -11,14 +11,6 @@ from fido2.ctap import CtapError
 from fido2.ctap1 import Ctap1
 from fido2.ctap2 import Ctap2
 
-from hwtoken.emulator import VirtualKey, fido_device
-
-
-@pytest.fixture
-def device(tmp_path):
-    with VirtualKey.create(tmp_path / "k.key") as key:
-        yield fido_device(key)
-
 
 def test_u2f_registration_signs_over_ctap2_and_shares_the_counter(device):
     app = hashlib.sha256(b"example.com").digest()

@@ -111,6 +111,11 @@ class Provisioner:
                 raise
         self._fault(step, rec)
 
+    def _record_error(self, serial: int, msg: str) -> None:
+        """Keep why a key failed on its record (for ``status``) and in the event log."""
+        self.inventory.update(serial, last_error=msg)
+        self.inventory.log_event("error", msg, serial)
+
     def _emit(self, summary: Summary, outcome: Outcome) -> None:
         logger.info("key %s: %s %s", outcome.serial, outcome.result, outcome.message)
         summary.outcomes.append(outcome)
@@ -230,8 +235,7 @@ class Provisioner:
                 nxt = check(conn, spec, secret, rec.counter)
             if nxt is None:
                 msg = "the key's response does not match the recorded secret"
-                inv.update(rec.serial, last_error=msg)
-                inv.log_event("error", msg, rec.serial)
+                self._record_error(rec.serial, msg)
                 return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)
             self._step("verify", rec)
             inv.update(rec.serial, state=State.DONE, counter=nxt, last_error=None)
@@ -244,8 +248,7 @@ class Provisioner:
                 raise
             msg = _describe(exc)
             logger.debug("key %s failed", rec.serial, exc_info=not isinstance(exc, HwtokenError))
-            inv.update(rec.serial, last_error=msg)
-            inv.log_event("error", msg, rec.serial)
+            self._record_error(rec.serial, msg)
             return Outcome(rec.serial, device.spec, "failed", msg, reprogrammed)
         return Outcome(rec.serial, device.spec, "done", "", reprogrammed)
 
@@ -292,14 +295,12 @@ class Provisioner:
                 device = source.present(rec)
                 if device is None:
                     msg = "key not present: plug it in and resume"
-                    inv.update(rec.serial, last_error=msg)  # so `status` shows why
-                    inv.log_event("error", msg, rec.serial)
+                    self._record_error(rec.serial, msg)  # so `status` shows why
                     return Outcome(rec.serial, rec.device, "missing", msg)
                 try:
                     secret = inv.secret(rec)
                 except WrongKey as exc:  # this record is damaged: settle the others
-                    inv.update(rec.serial, last_error=str(exc))
-                    inv.log_event("error", str(exc), rec.serial)
+                    self._record_error(rec.serial, str(exc))
                     return Outcome(rec.serial, rec.device, "failed", str(exc))
                 with self._connect(rec.spec, device) as conn:
                     return self._settle(conn, device, rec, secret, program=False)
@@ -307,6 +308,5 @@ class Provisioner:
             return Outcome(pending.serial, pending.device, "busy", str(exc))
         except _OpenFailed as exc:
             msg = str(exc)
-            inv.update(pending.serial, last_error=msg)
-            inv.log_event("error", msg, pending.serial)
+            self._record_error(pending.serial, msg)
             return Outcome(pending.serial, pending.device, "failed", msg)

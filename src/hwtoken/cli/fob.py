@@ -5,17 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, read_secret_input
 from hwtoken.errors import InvalidInput
-from hwtoken.fob.device import BOARDS  # light: mpremote is imported only when a port opens
 
-if TYPE_CHECKING:
-    from hwtoken.fob.device import Fob
-    from hwtoken.fob.simulate import FobAccount
+# light: mpremote and pyserial are imported only when a port is opened
+from hwtoken.fob.device import BOARDS, Fob
+from hwtoken.fob.simulate import FobAccount, find_account, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,16 +28,9 @@ def port_option(f: F) -> F:
     )(f)
 
 
-def _open(port: str | None) -> Fob:
-    from hwtoken.fob.device import Fob
-
-    return Fob(port)
-
-
 def _account_from_options(name: str | None, secret: str | None, uri: str | None,
                           digits: int | None, algorithm: str | None, period: int | None,
                           default_name: str = "") -> FobAccount:
-    from hwtoken.fob.simulate import FobAccount
     from hwtoken.otp import parse_secret_or_uri
 
     if (secret is None) == (uri is None):
@@ -90,7 +82,7 @@ def fob() -> None:
 @json_option
 def deploy(port: str | None, board: str | None, force: bool, as_json: bool) -> None:
     """Install (or update) the firmware on a MicroPython board; keeps accounts and time."""
-    with _open(port) as f:
+    with Fob(port) as f:
         files = f.deploy(board, force=force)
     if as_json:
         emit_json({"port": f.port, "board": board or "auto", "files": files})
@@ -114,7 +106,7 @@ def add(name: str | None, secret: str | None, uri: str | None, digits: int | Non
     """
     account = _account_from_options(name, secret, uri, digits, algorithm,
                                     period)
-    with _open(port) as f:
+    with Fob(port) as f:
         count = f.add(account)
     info = {"name": account.name, "algorithm": account.algorithm, "digits": account.digits,
             "period": account.period, "accounts": count}
@@ -130,7 +122,7 @@ def add(name: str | None, secret: str | None, uri: str | None, digits: int | Non
 @json_option
 def list_(port: str | None, as_json: bool) -> None:
     """List the fob's accounts (never their secrets)."""
-    with _open(port) as f:
+    with Fob(port) as f:
         accounts = f.accounts()
     if as_json:
         emit_json(accounts)
@@ -147,7 +139,7 @@ def list_(port: str | None, as_json: bool) -> None:
 @json_option
 def remove(name: str, port: str | None, as_json: bool) -> None:
     """Remove the account NAME from the fob."""
-    with _open(port) as f:
+    with Fob(port) as f:
         removed = f.remove(name)
     if as_json:
         emit_json({"name": name, "removed": removed})
@@ -167,7 +159,7 @@ def wipe(port: str | None, yes: bool, as_json: bool) -> None:
     """Delete every account from the fob."""
     if not yes:
         click.confirm("Delete every account from the fob?", abort=True, err=True)
-    with _open(port) as f:
+    with Fob(port) as f:
         f.wipe()
     if as_json:
         emit_json({"wiped": True})
@@ -183,7 +175,7 @@ def sync_time(port: str | None, as_json: bool) -> None:
 
     Reports the drift it corrected. Keep this computer's clock right (NTP).
     """
-    with _open(port) as f:
+    with Fob(port) as f:
         result = f.sync_time()
     if as_json:
         emit_json(result)
@@ -204,7 +196,7 @@ def sync_time(port: str | None, as_json: bool) -> None:
 @json_option
 def status(port: str | None, as_json: bool) -> None:
     """Show the fob's time, accounts, free memory and firmware."""
-    with _open(port) as f:
+    with Fob(port) as f:
         st = f.status()
     if as_json:
         emit_json(st)
@@ -244,13 +236,11 @@ def simulate(at: float | None, account: str | None, name: str | None, secret: st
     The accounts come from --secret/--uri, or else from the fob (read over USB; the
     secrets stay in memory). Prints the screen with --ascii (the default without --png).
     """
-    from hwtoken.fob.simulate import find_account, render
-
     if secret is not None or uri is not None:
         accounts = [_account_from_options(name or account, secret, uri, digits, algorithm,
                                           period, default_name="demo")]
     else:
-        with _open(port) as f:
+        with Fob(port) as f:
             accounts = f.export_accounts()
     index = find_account(accounts, account) if accounts else 0
     t = None if no_time else (time.time() if at is None else at)

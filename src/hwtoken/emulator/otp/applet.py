@@ -304,17 +304,13 @@ class OtpApplet:
         self._commit()
         return int(entry["use_ctr"]), session
 
-    def uses_numeric_keypad(self, slot: int) -> bool:
-        cfg = self.slot_config(slot)
-        return cfg is not None and bool(cfg.ext & Ext.USE_NUMERIC_KEYPAD)
-
     def touch(self, slot: int) -> str:
         """Touch the button for ``slot`` (1 short, 2 long): the text the key types.
 
         An empty or challenge-response slot types nothing. OATH-HOTP advances and persists
         its counter; Yubico OTP its use/session counters.
         """
-        return keyboard_text(self.touch_keys(slot))
+        return keyboard.decode(self.touch_keys(slot))
 
     def touch_keys(self, slot: int) -> list[bytes]:
         """Like :meth:`touch` but as boot-keyboard reports (press/release pairs)."""
@@ -369,11 +365,6 @@ class OtpApplet:
             (0x0A, b"\x00"),  # configuration not locked
         ]
         return b"".join(bytes([t, len(v)]) + v for t, v in tlvs)
-
-
-def keyboard_text(reports: list[bytes]) -> str:
-    """Decode keyboard reports back into the text they type."""
-    return keyboard.decode(reports)
 
 
 __all__ = ["OtpApplet", "CommandRejected", "SLOTS"]

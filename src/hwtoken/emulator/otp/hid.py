@@ -211,11 +211,6 @@ class OtpHidEngine:
                 self._keys_ready.wait(left)
             return self._keys.popleft()
 
-    def pending_keyboard(self) -> int:
-        """How many keyboard reports wait to be read."""
-        with self._keys_ready:
-            return len(self._keys)
-
     def reset(self) -> None:
         """USB bus reset / re-plug: drop partial frames, responses and queued keys."""
         with self._lock:

@@ -58,11 +58,6 @@ def encode_scancodes(codes: bytes) -> list[bytes]:
     return reports
 
 
-def scancodes_to_text(codes: bytes) -> str:
-    """The text raw scan codes type on a US layout ('?' for keys without a character)."""
-    return "".join(KEY_TO_CHAR.get((SHIFT if c & 0x80 else 0, c & 0x7F), "?") for c in codes)
-
-
 def decode(reports: list[bytes]) -> str:
     """The text typed by a sequence of reports (presses counted once; releases skipped)."""
     out = []

@@ -38,6 +38,7 @@ from hwtoken.emulator.fido.ctap2.params import (
     descriptor_list,
     options,
 )
+from hwtoken.emulator.fido.ctap2.pin_protocols import PinProtocolV1
 from hwtoken.emulator.fido.ctap2.state import (
     MAX_LARGE_BLOB,
     MAX_MIN_PIN_RP_IDS,
@@ -229,6 +230,17 @@ class Authenticator:
         self.user_presence(reason, cancel, keepalive)
         raise Ctap2Error(ERR.PIN_INVALID if self.state.pin_set else ERR.PIN_NOT_SET)
 
+    def _pin_auth(self, p: Params, auth_key: int, proto_key: int, reason: str,
+                  cancel: threading.Event, keepalive: Keepalive | None,
+                  ) -> tuple[bytes | None, PinProtocolV1 | None]:
+        """The request's pinUvAuthParam and its protocol (both None when there is none)."""
+        pin_auth = p.opt(auth_key, bytes)
+        if pin_auth == b"":
+            self._empty_pin_auth(reason, cancel, keepalive)
+        if pin_auth is None:
+            return None, None
+        return pin_auth, self.pin.protocol_param(p, proto_key)
+
     # -- getInfo --------------------------------------------------------------------------------
     def get_info(self) -> dict[int, Any]:
         st = self.state
@@ -270,12 +282,7 @@ class Authenticator:
     # -- makeCredential -----------------------------------------------------------------------
     def make_credential(self, p: Params, cancel: threading.Event,
                         keepalive: Keepalive | None) -> dict[int, Any]:
-        pin_auth = p.opt(0x08, bytes)
-        if pin_auth == b"":
-            self._empty_pin_auth("makeCredential", cancel, keepalive)
-        proto = None
-        if pin_auth is not None:
-            proto = self.pin.protocol_param(p, 0x09)
+        pin_auth, proto = self._pin_auth(p, 0x08, 0x09, "makeCredential", cancel, keepalive)
 
         client_data_hash = p.req(0x01, bytes)
         rp = Params(p.req(0x02, dict))
@@ -399,12 +406,7 @@ class Authenticator:
     # -- getAssertion ----------------------------------------------------------------------------
     def get_assertion(self, p: Params, cancel: threading.Event,
                       keepalive: Keepalive | None) -> dict[int, Any] | bytes:
-        pin_auth = p.opt(0x06, bytes)
-        if pin_auth == b"":
-            self._empty_pin_auth("getAssertion", cancel, keepalive)
-        proto = None
-        if pin_auth is not None:
-            proto = self.pin.protocol_param(p, 0x07)
+        pin_auth, proto = self._pin_auth(p, 0x06, 0x07, "getAssertion", cancel, keepalive)
 
         rp_id = p.req(0x01, str)
         client_data_hash = p.req(0x02, bytes)

@@ -55,16 +55,17 @@ def row_to_record(row: Sequence[Any]) -> Record:
     return Record(**d)
 
 
+def _db_value(v: Any) -> Any:
+    """A record field as the database stores it: enums by value, booleans as 0/1."""
+    if isinstance(v, (Mode, State)):
+        return v.value
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
 def record_values(rec: Record) -> list[Any]:
-    vals: list[Any] = []
-    for col in COLUMNS:
-        v = getattr(rec, col)
-        if isinstance(v, (Mode, State)):
-            v = v.value
-        elif isinstance(v, bool):
-            v = int(v)
-        vals.append(v)
-    return vals
+    return [_db_value(getattr(rec, col)) for col in COLUMNS]
 
 
 class Inventory(ABC):
@@ -177,13 +178,10 @@ class Inventory(ABC):
     def update(self, serial: int, **fields: Any) -> None:
         """Change some fields of a record durably (``updated_at`` is set too)."""
         fields["updated_at"] = time.time()
-        for k, v in list(fields.items()):
+        for k, v in fields.items():
             if k not in COLUMNS or k == "serial":
                 raise ValueError(f"unknown record field {k}")
-            if isinstance(v, (Mode, State)):
-                fields[k] = v.value
-            elif isinstance(v, bool):
-                fields[k] = int(v)
+            fields[k] = _db_value(v)
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.transaction():
             self.query(f"UPDATE records SET {sets} WHERE serial = ?", [*fields.values(), serial])  # noqa: S608

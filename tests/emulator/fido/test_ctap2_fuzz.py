@@ -162,6 +162,11 @@ def test_strict_decoder_rejects_what_fido2_accepts():
         except CborError:
             continue
         raise AssertionError(f"accepted {bad.hex()}")
+    # the well-formed neighbours still decode (a decoder rejecting everything must fail here)
+    for good, value in ((b"\x42\x01\x02", b"\x01\x02"), (b"\xa1\x01\x00", {1: 0}),
+                        (b"\xf6", None), (b"\x41\x00", b"\x00"),
+                        (b"\xa2\x01\x00\x02\x00", {1: 0, 2: 0})):
+        assert strict_decode(good) == value, good.hex()
 
 
 def test_oversized_request_and_unknown_command(tmp_path):

@@ -26,11 +26,12 @@ def run(echo: Callable[[str], None], workdir: pathlib.Path) -> None:
     from usbip import host as usbip_host
 
     from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.key import lock_path
     from hwtoken.emulator.serve import served
     from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
 
     path = workdir / "usbip-demo.key"
-    for leftover in (path, path.with_name(path.name + ".lock")):
+    for leftover in (path, lock_path(path)):
         leftover.unlink(missing_ok=True)
     with VirtualKey.create(path) as key, served(key) as srv:
         host, port, busid = srv.address

@@ -264,3 +264,15 @@ def test_numeric_keypad_codes(connection, engine):
     codes = {r[2] for r in reports if r and r[2]}
     assert codes <= set(range(0x59, 0x63)) | {0x28}  # keypad digits, then Enter
     assert decode(reports) == typed == _oathtool(secret, 0, 6) + "\n"
+
+
+def test_device_info_over_otp_is_the_management_applets(connection, vkey):
+    """YK4_CAPABILITIES over the OTP interface answers what management says over CCID."""
+    from yubikit.management import ManagementSession
+
+    from hwtoken.emulator.transports.card_direct import DirectCardConnection
+
+    over_otp = ManagementSession(connection).read_device_info()
+    over_ccid = ManagementSession(DirectCardConnection(vkey)).read_device_info()
+    assert over_otp.serial == 12345678
+    assert over_otp == over_ccid

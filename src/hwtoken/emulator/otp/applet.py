@@ -344,27 +344,10 @@ class OtpApplet:
 
     # -- device information (YK4_CAPABILITIES) ---------------------------------------------------
     def _device_info(self) -> bytes:
-        """Management device-info TLVs, from the management applet when it is there."""
-        try:
-            from hwtoken.emulator import management
-        except ImportError:  # pragma: no cover - management applet not installed
-            management = None  # type: ignore[assignment]
-        build = getattr(management, "device_info_tlvs", None) if management else None
-        if build is not None:
-            try:
-                return bytes(build(self.key))
-            except Exception:  # noqa: BLE001,S110 - fall back to the minimal record
-                pass
-        major, minor, patch = self.key.version
-        tlvs = [
-            (0x01, b"\x02\x3b"),  # USB capabilities supported: OTP U2F OPENPGP PIV OATH FIDO2
-            (0x02, struct.pack(">I", self.key.serial)),
-            (0x03, b"\x02\x3b"),  # USB capabilities enabled
-            (0x04, b"\x01"),  # form factor: USB-A keychain
-            (0x05, bytes([major, minor, patch])),
-            (0x0A, b"\x00"),  # configuration not locked
-        ]
-        return b"".join(bytes([t, len(v)]) + v for t, v in tlvs)
+        """Management device-info TLVs, as the management applet answers them."""
+        from hwtoken.emulator.management import device_info_tlvs
+
+        return device_info_tlvs(self.key)
 
 
 __all__ = ["OtpApplet", "CommandRejected", "SLOTS"]

@@ -333,10 +333,11 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
            pcsc_spec: str | None, as_json: bool) -> None:
     from hwtoken.emulator.key import VirtualKey
     from hwtoken.emulator.serve import KeyService, parse_endpoint
+    from hwtoken.emulator.transports.vpcd import DEFAULT_PORT as VPCD_PORT
 
     path = devices.key_path_for(name)
     usbip = None if no_usbip else parse_endpoint(usbip_spec)
-    pcsc = parse_endpoint(pcsc_spec, default_port=35963) if pcsc_spec else None
+    pcsc = parse_endpoint(pcsc_spec, default_port=VPCD_PORT) if pcsc_spec else None
     if usbip is None and pcsc is None:
         raise InvalidInput("nothing to serve: give --usbip or --pcsc")
     try:

@@ -80,6 +80,19 @@ def test_key_file_inventory(tmp_path):
         assert inv.secret(inv.get(99)) == b"k" * 20
 
 
+
+def test_passphrase_inventory_refuses_a_key_file_alone(tmp_path, monkeypatch):
+    key_file = tmp_path / "inv.key"
+    new_key_file(key_file)
+    url = str(tmp_path / "p.db")
+    with open_inventory(url) as inv:
+        inv.unlock(Unlocker(passphrase=PASSPHRASE))
+    monkeypatch.delenv("HWTOKEN_INVENTORY_PASSPHRASE")
+    with open_inventory(url) as inv:
+        with pytest.raises(InvalidInput, match="sealed with a passphrase, not a key file"):
+            inv.unlock(Unlocker(key_file=key_file))
+        inv.unlock(Unlocker(key_file=key_file, passphrase=PASSPHRASE))  # both: the passphrase
+
 def test_sqlite_file_is_0600_and_holds_no_plain_secret(tmp_path):
     path = tmp_path / "inv.db"
     secret = os.urandom(20)

@@ -104,6 +104,11 @@ class Unlocker:
         self._passphrase = passphrase
         self._prompt = prompt
 
+    @property
+    def has_passphrase(self) -> bool:
+        """A passphrase was given (argument or env), without asking for one."""
+        return bool(self._passphrase or os.environ.get(PASSPHRASE_ENV))
+
     def passphrase(self, new: bool) -> str:
         value = self._passphrase or os.environ.get(PASSPHRASE_ENV)
         if not value and self._prompt is not None:
@@ -160,7 +165,7 @@ def _derive(doc: dict[str, object], source: Unlocker, new: bool) -> bytes:
                                "(or set HWTOKEN_INVENTORY_KEY_FILE)")
         return read_key_file(source.key_file)
     if kdf == "scrypt":
-        if source.key_file and not (source._passphrase or os.environ.get(PASSPHRASE_ENV)):
+        if source.key_file and not source.has_passphrase:
             raise InvalidInput("this inventory is sealed with a passphrase, not a key file")
         salt = base64.b64decode(str(doc["salt"]))
         return _scrypt(source.passphrase(new), salt, int(doc["n"]), int(doc["r"]),  # type: ignore[call-overload]

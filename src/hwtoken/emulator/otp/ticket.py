@@ -5,8 +5,6 @@ Everything here is pure: the counters come in as arguments and the caller persis
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -19,6 +17,7 @@ from hwtoken.emulator.otp.constants import (
     Tkt,
 )
 from hwtoken.emulator.otp.frames import crc16
+from hwtoken.otp import hotp_code
 
 MODHEX_ALPHABET = "cbdefghijklnrtuv"
 
@@ -26,14 +25,6 @@ MODHEX_ALPHABET = "cbdefghijklnrtuv"
 def modhex(data: bytes) -> str:
     """Modhex encoding (the YubiKey's keyboard-layout-proof hex)."""
     return "".join(MODHEX_ALPHABET[b >> 4] + MODHEX_ALPHABET[b & 0xF] for b in data)
-
-
-def hotp(key: bytes, counter: int, digits: int) -> str:
-    """RFC 4226 HOTP value of ``counter`` as a zero-padded decimal string."""
-    mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
-    offset = mac[-1] & 0x0F
-    code = int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF
-    return str(code % 10**digits).zfill(digits)
 
 
 def yubico_ticket(uid: bytes, use_ctr: int, tstp: int, session_ctr: int, rnd: int) -> bytes:
@@ -72,7 +63,7 @@ def hotp_text(cfg: SlotConfig, counter: int) -> str:
         n_modhex = {0: 0, CFG_OATH_FIXED_MODHEX1: 1, CFG_OATH_FIXED_MODHEX2: 2}.get(
             flags, len(cfg.fixed))
         token = modhex(cfg.fixed[:n_modhex]) + cfg.fixed[n_modhex:].hex()
-    return _wrap(cfg, token, hotp(cfg.hmac_key, counter, cfg.hotp_digits))
+    return _wrap(cfg, token, hotp_code(cfg.hmac_key, counter, cfg.hotp_digits))
 
 
 def yubico_otp_text(cfg: SlotConfig, ticket: bytes) -> str:
@@ -102,6 +93,6 @@ def yubico_otp_response(cfg: SlotConfig, challenge: bytes, use_ctr: int, tstp: i
                                                     session_ctr, rnd))
 
 
-__all__ = ["Mode", "modhex", "hotp", "yubico_ticket", "aes_encrypt_block", "hotp_text",
+__all__ = ["Mode", "modhex", "yubico_ticket", "aes_encrypt_block", "hotp_text",
            "yubico_otp_text", "static_ticket_text", "static_password_scancodes",
            "yubico_otp_response"]

@@ -112,21 +112,11 @@ def make_fido_engine(key: VirtualKey) -> FidoEngine:
     return CtapHidEngine(key)
 
 
-def make_otp_engine(key: VirtualKey) -> OtpEngine | None:
-    """The OTP HID engine for ``key``, or None when the OTP applet cannot be loaded."""
-    try:
-        from hwtoken.emulator import otp as otp_pkg
-    except ImportError:  # pragma: no cover - the OTP applet is part of the package
-        log.warning("OTP applet unavailable: the OTP interface answers with empty reports")
-        return None
-    cls = getattr(otp_pkg, "OtpHidEngine", None)
-    if cls is None:
-        try:
-            from hwtoken.emulator.otp.hid import OtpHidEngine as cls  # type: ignore[no-redef]
-        except ImportError:
-            log.warning("no OtpHidEngine found: the OTP interface answers with empty reports")
-            return None
-    return cls(key)
+def make_otp_engine(key: VirtualKey) -> OtpEngine:
+    """The OTP HID engine for ``key`` (shared by every USB session)."""
+    from hwtoken.emulator.otp.hid import OtpHidEngine
+
+    return OtpHidEngine(key)
 
 
 class _HwtokenUsbDevice(USBDevice):

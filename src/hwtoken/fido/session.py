@@ -36,6 +36,12 @@ def pin_is_set(ctap: Ctap2) -> bool:
     return bool(ctap.info.options.get("clientPin"))
 
 
+def require_pin_set(ctap: Ctap2) -> None:
+    """:class:`InvalidInput` unless the key has a PIN."""
+    if not pin_is_set(ctap):
+        raise InvalidInput("the key has no PIN: set one first with `hwtoken fido2 pin set`")
+
+
 def require_pin(source: PinSource | None, what: str) -> str:
     """Ask ``source`` for the PIN; :class:`InvalidInput` if it gives none."""
     pin = source() if source is not None else None
@@ -48,8 +54,7 @@ def pin_token(ctap: Ctap2, source: PinSource | None, permissions: ClientPin.PERM
               rp_id: str | None = None, what: str = "this") -> tuple[ClientPin, bytes]:
     """A PIN/UV auth token with ``permissions`` (the PIN comes from ``source``)."""
     cp = client_pin(ctap)
-    if not pin_is_set(ctap):
-        raise InvalidInput("the key has no PIN: set one first with `hwtoken fido2 pin set`")
+    require_pin_set(ctap)
     pin = require_pin(source, what)
     try:
         return cp, cp.get_pin_token(pin, permissions, rp_id)
@@ -72,8 +77,7 @@ def pin_error(cp: ClientPin, exc: CtapError, context: str = "") -> HwtokenError:
 def check_pin(ctap: Ctap2, pin: str) -> None:
     """Verify ``pin`` by getting a token with it; :class:`CheckFailed` if wrong."""
     cp = client_pin(ctap)
-    if not pin_is_set(ctap):
-        raise InvalidInput("the key has no PIN: set one first with `hwtoken fido2 pin set`")
+    require_pin_set(ctap)
     try:
         # A token without permissions (legacy command) proves the PIN and nothing more.
         cp.get_pin_token(pin)

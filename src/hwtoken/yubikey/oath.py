@@ -27,7 +27,6 @@ from hwtoken.errors import CheckFailed, DeviceError, InvalidInput
 
 PASSWORD_ENV = "HWTOKEN_OATH_PASSWORD"
 VPCD_ENV = "HWTOKEN_VPCD"
-READER_ENV = "HWTOKEN_PCSC_READER"
 YUBIKEY_READER = "yubico yubikey"
 
 
@@ -299,14 +298,6 @@ def _vpcd_address() -> tuple[str, int]:
     return parse_hostport(os.environ.get(VPCD_ENV))
 
 
-def _reader_for_port(port: int) -> str:
-    from hwtoken.emulator.transports.vpcd import DEFAULT_PORT
-
-    if os.environ.get(READER_ENV):
-        return os.environ[READER_ENV]
-    return "Virtual PCD 00 01" if port == DEFAULT_PORT + 1 else "Virtual PCD 00 00"
-
-
 def _pcsc_readers() -> list[Any]:
     from smartcard.pcsc.PCSCExceptions import EstablishContextException, ListReadersException
     from smartcard.System import readers
@@ -372,7 +363,7 @@ def _virtual(name: str) -> Iterator[Any]:
             if handle.pcsc is None:
                 raise DeviceError(f"virtual key {name!r} is served without PC/SC: restart "
                                   f"`hwtoken emulate serve {name}` with --pcsc")
-            reader = _reader_for_port(handle.pcsc[1])
+            reader = devices.pcsc_reader_for(handle.pcsc[1])
             wait_for_card(reader, timeout=10)
             conn = _open_reader(reader)
             try:
@@ -400,7 +391,7 @@ def _virtual(name: str) -> Iterator[Any]:
             if not link.wait_connected(5):
                 raise DeviceError(f"no pcscd with the vpcd driver at {host}:{port} "
                                   f"(start pcscd, or set ${VPCD_ENV}=HOST:PORT)")
-            reader = _reader_for_port(port)
+            reader = devices.pcsc_reader_for(port)
             wait_for_card(reader, timeout=10)
             conn = _open_reader(reader)
             try:

@@ -398,10 +398,8 @@ class KeyService:
         if not is_loopback(host) and not self.allow_remote:
             raise InvalidInput(f"refusing to connect the key to a remote vpcd at {host}; "
                                "pass --allow-remote")
-        try:
-            from hwtoken.emulator.transports.vpcd import VpcdLink
-        except ImportError as exc:
-            raise DeviceError(f"PC/SC transport unavailable: {exc}") from None
+        from hwtoken.emulator.transports.vpcd import VpcdLink
+
         # the same lock as USB/IP's requests: one request at a time changes the state
         link = VpcdLink(self.key, host=host, port=port, lock=self.key.lock)
         link.start()

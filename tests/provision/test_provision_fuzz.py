@@ -3,11 +3,12 @@ fault-injection variable, inventory URLs. Each either works or raises our one-li
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hwtoken.errors import HwtokenError
@@ -15,6 +16,8 @@ from hwtoken.provision.faults import FaultInjector
 from hwtoken.provision.sealing import Sealer, WrongKey, read_key_file
 
 SEALER = Sealer(os.urandom(32))
+KEY = bytes(range(32))
+KEY_FILE_FORMS = (KEY, KEY.hex().encode() + b"\n", base64.b64encode(KEY))  # raw, hex, base64
 
 
 @given(st.text(max_size=200) | st.binary(max_size=120).map(
@@ -37,14 +40,20 @@ def test_seal_roundtrip_and_aad_binding(secret, aad):
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60,
           deadline=None)  # file I/O: a loaded machine must not make it flaky
 @given(st.binary(max_size=100))
+@example(KEY_FILE_FORMS[0])  # the accepted forms too, which random bytes almost never hit
+@example(KEY_FILE_FORMS[1])
+@example(KEY_FILE_FORMS[2])
 def test_key_files(tmp_path, data):
     path = tmp_path / "k"
     path.write_bytes(data)
     try:
         key = read_key_file(path)
     except HwtokenError:
+        assert data not in KEY_FILE_FORMS
         return
     assert len(key) == 32
+    if data in KEY_FILE_FORMS:
+        assert key == KEY
 
 
 @given(st.text(max_size=40))

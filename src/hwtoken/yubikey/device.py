@@ -281,8 +281,9 @@ class OtpKey:
             try:
                 dev.set_configuration(1)
                 expected = press(self.virtual_key, slot)
+                # a press and a release report per typed character
                 reports = [bytes(dev.read(_KEYBOARD_EP, 8, int(timeout * 1000)))
-                           for _ in range(len(_encode(expected)))]
+                           for _ in range(2 * len(expected))]
             finally:
                 usb.util.dispose_resources(dev)
         except usb.core.USBError as exc:
@@ -293,15 +294,6 @@ class OtpKey:
         with contextlib.suppress(Exception):
             self.yk._device._close()  # release the USB interface now, not at GC time
         self.yk = None
-
-
-def _encode(text: str) -> list[bytes]:
-    from hwtoken.emulator.otp.keyboard import encode
-
-    try:
-        return encode(text)
-    except ValueError:
-        return [b""] * (2 * len(text))
 
 
 def _model(version: tuple[int, int, int], described: str) -> str:

@@ -99,6 +99,8 @@ def test_in_process_crud_and_json(emu):
     doc = json.loads(r.output)
     assert doc["codes"][0]["code"] == pyotp.TOTP(SECRET, digits=8, digest="sha256").at(
         doc["codes"][0]["valid_from"])
+    r = invoke("rename", "one", "Corp:" + "t" * 60)  # the id would pass 64 bytes
+    assert r.exit_code == 2 and "too long" in r.output
     assert invoke("rename", "one", "Corp:two").exit_code == 0
     names = [a["display"] for a in json.loads(invoke("list", "--json").output)["accounts"]]
     assert names == ["Corp:two"]

@@ -269,11 +269,19 @@ class OathClient:
 
     def rename(self, query: str, new_name: str, issuer: str | None = None) -> Account:
         """Rename (``new_name`` may be ``Issuer:name``)."""
+        from yubikit.core.smartcard import ApduError
+        from yubikit.oath import HASH_ALGORITHM, OATH_TYPE, CredentialData
+
         cred = self.find(query)
         issuer, name = split_name(new_name, issuer)
-        new_id = self.session.rename_credential(cred.id, name, issuer)
-        if len(new_id) > 64:
-            raise InvalidInput("issuer + name are too long (64 bytes at most)")
+        # the id yubikit will send (it renames in TOTP form): check it before the key sees it
+        period = int(cred.period) if cred.oath_type == OATH_TYPE.TOTP else 30
+        _check(CredentialData(name, OATH_TYPE.TOTP, HASH_ALGORITHM.SHA1, b"\0",
+                              period=period, issuer=issuer))
+        try:
+            new_id = self.session.rename_credential(cred.id, name, issuer)
+        except ApduError as exc:
+            raise DeviceError(f"the key refused the new name ({exc})") from None
         return Account(id=new_id.decode(), name=name, issuer=issuer,
                        type=_account(cred).type, period=int(cred.period),
                        touch=cred.touch_required)

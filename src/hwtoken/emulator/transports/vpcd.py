@@ -205,17 +205,16 @@ class VpcdLink:
         with self.lock:
             if len(msg) == 1:
                 code = msg[0]
-                if code in (CTRL_POWER_ON, CTRL_RESET):
-                    self._powered = True
-                elif code == CTRL_GET_ATR:
-                    self._atr_polls += 1
                 if code == CTRL_POWER_OFF:
                     self.card.power_off()
                 elif code == CTRL_POWER_ON:
+                    self._powered = True
                     self.card.power_on()
                 elif code == CTRL_RESET:
+                    self._powered = True
                     self.card.reset()
                 elif code == CTRL_GET_ATR:
+                    self._atr_polls += 1
                     return self.card.atr
                 return None
             if not msg:

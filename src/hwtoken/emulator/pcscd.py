@@ -212,7 +212,6 @@ def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:
 
     Uses pyscard in this process, so ``PCSCLITE_CSOCK_NAME`` must already be right.
     """
-    from smartcard.Exceptions import CardConnectionException, NoCardException
     from smartcard.System import readers
 
     deadline = time.monotonic() + timeout
@@ -232,9 +231,7 @@ def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:
                         if release is not None:
                             with contextlib.suppress(Exception):
                                 release()
-        except (NoCardException, CardConnectionException) as exc:
-            last = exc
-        except Exception as exc:  # noqa: BLE001 - pcscd still starting: retry
+        except Exception as exc:  # noqa: BLE001 - no card yet, or pcscd still starting: retry
             last = exc
         time.sleep(0.1)
     raise DeviceError(f"no card in PC/SC reader {reader!r} after {timeout:.0f} s ({last})")

@@ -5,7 +5,10 @@ Installing hwtoken is enough; these fixtures are then available in every test:
 * ``virtual_key`` — a fresh :class:`hwtoken.emulator.VirtualKey` in the test's tmp dir,
   closed at teardown (set ``virtual_key.presence`` to change how it answers touches);
 * ``fido_device`` — a ``fido2.hid.CtapHidDevice`` for that key (the full CTAPHID path);
-* ``webauthn`` — a :class:`WebAuthnHelper` for ``example.com`` on that device.
+* ``webauthn`` — a :class:`WebAuthnHelper` for ``example.com`` on that device;
+* ``plugged_key`` — that key plugged in as a local USB device (umockdev) for programs
+  your test starts: a :class:`PluggedKeyHelper` with ``env`` and ``run()``, so real
+  binaries (ssh-keygen, fido2-token, your own app, a browser) find it as ``/dev/hidrawN``.
 
 :class:`WebAuthnHelper` registers and authenticates with ``fido2.client.Fido2Client``
 against a real ``fido2.server.Fido2Server``, so every response is verified as a relying
@@ -34,8 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hwtoken.emulator import VirtualKey
 
-__all__ = ["WebAuthnHelper", "Registration", "Authentication", "virtual_key", "fido_device",
-           "webauthn"]
+__all__ = ["WebAuthnHelper", "Registration", "Authentication", "PluggedKeyHelper",
+           "virtual_key", "fido_device", "webauthn", "plugged_key"]
 
 
 @dataclass
@@ -203,6 +206,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Like --hwtoken-fido2-hid with the virtual key state file KEYFILE "
              "(created if missing, kept afterwards).",
     )
+    parser.addini(
+        "hwtoken_require_umockdev", type="bool", default=False,
+        help="Fail (instead of skip) tests that use the plugged_key fixture when umockdev "
+             "is not installed.")
     group.addoption(
         "--hwtoken-fido2-hid-no-replug", action="store_true", default=False,
         help="Do not play the user who unplugs and replugs the key when the suite waits "
@@ -300,3 +307,68 @@ def fido_device(virtual_key: VirtualKey) -> Iterator[CtapHidDevice]:
 def webauthn(fido_device: CtapHidDevice) -> WebAuthnHelper:
     """A :class:`WebAuthnHelper` for ``example.com`` on ``fido_device``."""
     return WebAuthnHelper(fido_device)
+
+
+class PluggedKeyHelper:
+    """A virtual key plugged in as a local USB device for the programs a test starts.
+
+    ``env`` is the environment that makes a program see the key (umockdev's
+    ``LD_PRELOAD`` library and its device tree); :meth:`run` and :meth:`popen` are
+    ``subprocess.run``/``Popen`` with it. ``hidraw`` is the key's FIDO node
+    (``/dev/hidrawN`` as the program sees it), ``otp_hidraw`` its OTP keyboard node.
+    """
+
+    def __init__(self, key: VirtualKey, testbed: Any, plugged: Any) -> None:
+        self.key = key
+        self.testbed = testbed
+        self.plugged = plugged
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.testbed.env()
+
+    @property
+    def hidraw(self) -> str:
+        return str(self.plugged.fido_hidraw)
+
+    @property
+    def otp_hidraw(self) -> str:
+        return str(self.plugged.otp_hidraw)
+
+    def run(self, argv: Any, **kwargs: Any) -> Any:
+        """``subprocess.run(argv, ...)`` with the key plugged in."""
+        return self.testbed.run(argv, **kwargs)
+
+    def popen(self, argv: Any, **kwargs: Any) -> Any:
+        """``subprocess.Popen(argv, ...)`` with the key plugged in."""
+        return self.testbed.popen(argv, **kwargs)
+
+    def unplug(self) -> None:
+        """Pull the key out (programs holding it open get ENODEV)."""
+        self.testbed.unplug(self.plugged)
+
+    def plug(self) -> None:
+        """Plug it back in (after :meth:`unplug`)."""
+        self.plugged = self.testbed.plug(self.key)
+
+
+@pytest.fixture
+def plugged_key(virtual_key: VirtualKey, request: pytest.FixtureRequest
+                ) -> Iterator[PluggedKeyHelper]:
+    """``virtual_key`` plugged in as a local USB device (umockdev) for subprocesses.
+
+    Skipped when umockdev is not installed, unless the ini option
+    ``hwtoken_require_umockdev = true`` makes that a failure.
+    """
+    from hwtoken.emulator.transports.umockdev import Testbed, UmockdevUnavailable
+
+    try:
+        testbed = Testbed()
+    except UmockdevUnavailable as exc:
+        if request.config.getini("hwtoken_require_umockdev"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        yield PluggedKeyHelper(virtual_key, testbed, testbed.plug(virtual_key))
+    finally:
+        testbed.close()

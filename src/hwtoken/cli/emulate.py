@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import signal
 import sys
@@ -28,6 +29,7 @@ from hwtoken.emulator.presence import (
 from hwtoken.errors import DeviceBusy, InvalidInput
 
 DEFAULT_PCSC = "127.0.0.1:35963"
+READS = ("auto", "emulated", "pty")
 
 
 @click.group(cls=HwtokenGroup)
@@ -70,7 +72,7 @@ def _summary(name: str) -> dict[str, Any]:
     }
     doc = devices.running_serve(name)
     if doc is not None:
-        info["served"] = {k: doc.get(k) for k in ("pid", "usbip", "pcsc")}
+        info["served"] = {k: doc.get(k) for k in ("pid", "usbip", "pcsc", "local")}
     return info
 
 
@@ -141,6 +143,8 @@ def list_(as_json: bool) -> None:
         if r["served"] and r["served"].get("usbip"):
             u = r["served"]["usbip"]
             served = f"  served on {_hostport(u['host'], u['port'])}"
+        elif r["served"] and r["served"].get("local"):
+            served = "  plugged in locally (umockdev)"
         elif r["served"]:
             served = "  served"
         click.echo(f"{r['name']:<16} serial {r['serial']:<10} firmware {r['version']}{served}")
@@ -177,6 +181,9 @@ def show(name: str, as_json: bool) -> None:
                          f"busid {s['usbip']['busid']}")
         if s.get("pcsc"):
             where.append(f"vpcd {_hostport(s['pcsc']['host'], s['pcsc']['port'])}")
+        if s.get("local"):
+            where.append(f"local USB device {' '.join(s['local'].get('nodes', []))} "
+                         "(umockdev)")
         lines.append(("served by", f"pid {s['pid']}: " + ", ".join(where)))
     for label, value in lines:
         click.echo(f"{label + ':':<22}{value}")
@@ -313,41 +320,60 @@ def _presence(touch: str) -> UserPresence:
 @click.option("--pcsc", "pcsc_spec", metavar="[HOST:PORT]", is_flag=False,
               flag_value=DEFAULT_PCSC, default=None,
               help=f"Also connect to pcscd's vpcd driver as a smart card (default {DEFAULT_PCSC}).")
+@click.option("--local", is_flag=True,
+              help="Also plug the key in as a local USB device (umockdev) and print the "
+                   "environment that makes programs in other shells see it.")
+@click.option("--reads", type=click.Choice(READS), default="auto", show_default=True,
+              help="How reads of the local hidraw nodes are answered (see `emulate run`).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every client connection and error.")
 @json_option
 @state_dir_option
 def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
-          pcsc_spec: str | None, verbose: bool, as_json: bool) -> None:
+          pcsc_spec: str | None, local: bool, reads: str, verbose: bool, as_json: bool
+          ) -> None:
     """Serve NAME as a USB device (USB/IP) until Ctrl-C or SIGTERM.
 
     While it runs, the key is locked and other commands given --device emu:NAME talk to
     this process. List it with `usbip --tcp-port PORT list -r 127.0.0.1`; on Linux with
     the vhci-hcd module, `sudo usbip attach -r 127.0.0.1 -b 1-1` makes it a real USB
-    device for browsers, ykman and libfido2.
+    device for browsers, ykman and libfido2. With --local the key is also plugged into a
+    umockdev testbed (no root, no kernel module): export the printed UMOCKDEV_DIR and
+    LD_PRELOAD in another shell and its programs find the key as /dev/hidrawN.
     """
     with _serve_logging(verbose):
-        _serve(name, usbip_spec, no_usbip, allow_remote, touch, pcsc_spec, as_json)
+        _serve(name, usbip_spec, no_usbip, allow_remote, touch, pcsc_spec, local, reads,
+               as_json)
 
 
-def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
-           pcsc_spec: str | None, as_json: bool) -> None:
+def _load_for_serving(name: str) -> Any:
+    """Open (and lock) virtual key NAME, or say who holds it."""
     from hwtoken.emulator.key import VirtualKey
-    from hwtoken.emulator.serve import KeyService, parse_endpoint
-    from hwtoken.emulator.transports.vpcd import DEFAULT_PORT as VPCD_PORT
 
     path = devices.key_path_for(name)
-    usbip = None if no_usbip else parse_endpoint(usbip_spec)
-    pcsc = parse_endpoint(pcsc_spec, default_port=VPCD_PORT) if pcsc_spec else None
-    if usbip is None and pcsc is None:
-        raise InvalidInput("nothing to serve: give --usbip or --pcsc")
     try:
-        key = VirtualKey.load(path)
+        return VirtualKey.load(path)
     except DeviceBusy:
         doc = devices.running_serve(name)
         if doc is not None:
             raise DeviceBusy(f"virtual key {name!r} is already served by pid {doc['pid']}"
                              ) from None
         raise DeviceBusy(f"virtual key {name!r} is in use by another process") from None
+
+
+def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
+           pcsc_spec: str | None, local: bool, reads: str, as_json: bool) -> None:
+    from hwtoken.emulator.serve import KeyService, parse_endpoint
+    from hwtoken.emulator.transports.vpcd import DEFAULT_PORT as VPCD_PORT
+
+    usbip = None if no_usbip else parse_endpoint(usbip_spec)
+    pcsc = parse_endpoint(pcsc_spec, default_port=VPCD_PORT) if pcsc_spec else None
+    if usbip is None and pcsc is None and not local:
+        raise InvalidInput("nothing to serve: give --usbip, --pcsc or --local")
+    if local:
+        from hwtoken.emulator.transports.umockdev import find_preload
+
+        find_preload()  # umockdev missing: say so before the key is touched
+    key = _load_for_serving(name)
     key.presence = _presence(touch)  # (once the key is ours: a prompt starts reading stdin)
     stop = threading.Event()
     previous: dict[int, Any] = {}
@@ -357,12 +383,13 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
             # CLI in another thread stops it by other means)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
-        with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote) as svc:
+        with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote,
+                             local=local, reads=reads) as svc:
             doc = svc.describe()
             if as_json:
                 emit_json({"name": name, **doc})
             else:
-                _print_banner(name, key.serial, doc, Path(path))
+                _print_banner(name, key.serial, doc, Path(key.path))
             sys.stdout.flush()
             _watch(svc, stop)
     finally:
@@ -439,4 +466,123 @@ def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> No
         p = doc["pcsc"]
         click.echo(f"  PC/SC   vpcd {_hostport(p['host'], p['port'])} (reader "
                    f"{devices.pcsc_reader_for(p['port'])!r})")
+    if doc.get("local"):
+        loc = doc["local"]
+        click.echo(f"  local   {', '.join(loc['nodes'])} (umockdev testbed {loc['dir']})")
+        click.echo(f"          in another shell: export UMOCKDEV_DIR={loc['dir']} "
+                   f"LD_PRELOAD={loc['preload']}")
     click.echo(f"  other commands: --device emu:{name}; stop with Ctrl-C")
+
+
+class _RunCommand(click.Command):
+    """Splits ``NAME... -- CMD ARGS...`` at the first ``--`` before click parses options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["hwtoken_cmd"] = args[i + 1:]
+            args = args[:i]
+        else:
+            ctx.meta["hwtoken_cmd"] = None
+        return super().parse_args(ctx, args)
+
+
+def _touch_policy(spec: str) -> UserPresence:
+    """--touch auto|deny|delay:S|prompt for `emulate run`."""
+    import math
+
+    from hwtoken.emulator.presence import ApproveAfterDelay
+
+    if spec in ("auto", "deny"):
+        return _presence(spec)
+    if spec == "prompt":
+        try:
+            tty = open("/dev/tty")  # noqa: SIM115 (the prompt reads it until the run ends)
+        except OSError:
+            raise InvalidInput("--touch prompt needs a terminal (/dev/tty); use auto, deny "
+                               "or delay:SECONDS") from None
+        return TerminalPresence(stdin=tty)
+    if spec.startswith("delay:"):
+        try:
+            seconds = float(spec[6:])
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or not 0 <= seconds <= 60:
+            raise InvalidInput(f"--touch {spec}: give delay:SECONDS with 0 to 60 seconds")
+        return ApproveAfterDelay(seconds)
+    raise InvalidInput(f"--touch {spec!r}: use auto, deny, delay:SECONDS or prompt")
+
+
+
+
+@emulate.command("run", cls=_RunCommand, context_settings={"ignore_unknown_options": False})
+@click.argument("names", nargs=-1, required=True, metavar="NAME [NAME...] -- CMD [ARGS...]")
+@click.option("--touch", "touch", default="auto", show_default=True,
+              metavar="auto|deny|delay:S|prompt",
+              help="What a touch request does: approve, refuse, approve after S seconds, or "
+                   "ask on the terminal.")
+@click.option("--reads", type=click.Choice(READS), default="auto", show_default=True,
+              help="How read() on the hidraw nodes is answered: auto works for poll-based, "
+                   "blocking, non-blocking and multi-threaded programs; emulated and pty "
+                   "force one path (for diagnosis).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the testbed does on stderr.")
+@state_dir_option
+def run(names: tuple[str, ...], touch: str, reads: str, verbose: bool) -> None:
+    """Run CMD with virtual keys NAME... plugged in as local USB devices.
+
+    CMD and its children find each key the way they find a real YubiKey: /dev/hidrawN
+    nodes (FIDO and OTP interfaces) and /dev/bus/usb/001/NNN, with the sysfs tree udev
+    and libusb read. Nothing needs root or a kernel module: umockdev's LD_PRELOAD library
+    (Debian package umockdev) redirects CMD's /sys and /dev to a temporary tree served
+    by this process. Exit status: CMD's (127 if it is not found); the tree is removed
+    and the keys' state saved when CMD ends, on Ctrl-C and on SIGTERM.
+
+    Examples: `hwtoken emulate run alice -- fido2-token -L`,
+    `hwtoken emulate run alice -- ssh-keygen -t ed25519-sk`.
+
+    \b
+    Limits of LD_PRELOAD: setuid programs (sudo, su) drop it; static binaries and
+    programs that make system calls directly (Go) do not see the keys. Chromium's HID
+    service runs in its browser process, which works (with --no-sandbox as root).
+    Other USB devices of the machine are hidden from CMD while it runs.
+    """
+    ctx = click.get_current_context()
+    argv = ctx.meta.get("hwtoken_cmd")
+    if argv is None:
+        raise InvalidInput("give the command after --, e.g. "
+                           f"hwtoken emulate run {' '.join(names)} -- fido2-token -L")
+    if not argv:
+        raise InvalidInput("no command after --")
+    if len(set(names)) != len(names):
+        raise InvalidInput("each key can be plugged in once: a NAME is repeated")
+    with _serve_logging(verbose):
+        sys.exit(_run(list(names), argv, touch, reads))
+
+
+def _run(names: list[str], argv: list[str], touch: str, reads: str) -> int:
+    from hwtoken.emulator.serve import remove_runtime, write_runtime
+    from hwtoken.emulator.transports.umockdev import Testbed, find_preload, runner
+
+    find_preload()  # umockdev missing: say so before any key is touched
+    presence = _touch_policy(touch)
+    keys: list[Any] = []
+    try:
+        for name in names:
+            keys.append(_load_for_serving(name))
+        for key in keys:
+            key.presence = presence
+        with Testbed(reads=reads) as tb:
+            for key in keys:
+                plugged = tb.plug(key)
+                write_runtime(key.path, {
+                    "pid": os.getpid(), "serial": key.serial, "started": int(time.time()),
+                    "usbip": None, "pcsc": None, "by": "emulate run",
+                    "local": {"dir": str(tb.root), "preload": str(tb.preload),
+                              "nodes": [*plugged.hidraw, plugged.usbfs]}})
+            proc = runner.start(argv, tb.env())
+            return runner.wait_forwarding_signals(proc)
+    finally:
+        for key in keys:
+            remove_runtime(key.path)
+            with contextlib.suppress(Exception):
+                key.close()

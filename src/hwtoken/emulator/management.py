@@ -199,10 +199,10 @@ class ManagementApplet:
             self.write_config(apdu.data)
             return b""
         if apdu.ins == INS_SET_MODE:
-            return self._set_mode(apdu.data)
+            return self.set_mode(apdu.data)
         raise ApduError(SW.INVALID_INSTRUCTION)
 
-    def _set_mode(self, data: bytes) -> bytes:
+    def set_mode(self, data: bytes) -> bytes:
         """Legacy SET MODE (YubiKey 4): mode code -> USB interfaces."""
         if len(data) < 1:
             raise ApduError(SW.WRONG_LENGTH)

@@ -371,13 +371,17 @@ class KeyService:
     """
 
     def __init__(self, key: VirtualKey, *, usbip: tuple[str, int] | None = ("127.0.0.1", 3240),
-                 pcsc: tuple[str, int] | None = None, allow_remote: bool = False) -> None:
+                 pcsc: tuple[str, int] | None = None, allow_remote: bool = False,
+                 local: bool = False, reads: str = "auto") -> None:
         self.key = key
         self.usbip_addr = usbip
         self.pcsc_addr = pcsc
         self.allow_remote = allow_remote
+        self.local = local
+        self.reads = reads
         self.usbip: UsbipServer | None = None
         self.vpcd: Any = None
+        self.testbed: Any = None
         self.runtime_file: Path | None = None
 
     def start(self) -> KeyService:
@@ -388,6 +392,8 @@ class KeyService:
                                          allow_remote=self.allow_remote).start()
             if self.pcsc_addr is not None:
                 self.vpcd = self._start_vpcd(*self.pcsc_addr)
+            if self.local:
+                self._start_local()
             self.runtime_file = write_runtime(self.key.path, self.describe())
         except BaseException:
             self.stop()
@@ -405,10 +411,22 @@ class KeyService:
         link.start()
         return link
 
+    def _start_local(self) -> None:
+        """Plug the key into a umockdev testbed (sharing the USB/IP device model)."""
+        from hwtoken.emulator.transports.umockdev import Testbed
+
+        self.testbed = Testbed(reads=self.reads)
+        self.testbed.plug(self.key, usb=self.usbip.usb if self.usbip is not None else None)
+
     def describe(self) -> dict[str, Any]:
         """The runtime document: pid, endpoints, serial."""
         doc: dict[str, Any] = {"pid": os.getpid(), "serial": self.key.serial,
-                               "started": int(time.time()), "usbip": None, "pcsc": None}
+                               "started": int(time.time()), "usbip": None, "pcsc": None,
+                               "local": None}
+        if self.testbed is not None:
+            plugged = self.testbed.plugged
+            doc["local"] = {"dir": str(self.testbed.root), "preload": str(self.testbed.preload),
+                            "nodes": [n for p in plugged for n in (*p.hidraw, p.usbfs)]}
         if self.usbip is not None:
             host, port, busid = self.usbip.address
             doc["usbip"] = {"host": host, "port": port, "busid": busid}
@@ -424,6 +442,9 @@ class KeyService:
             with contextlib.suppress(Exception):
                 self.vpcd.stop()
             self.vpcd = None
+        if self.testbed is not None:
+            self.testbed.close()
+            self.testbed = None
         if self.usbip is not None:
             self.usbip.stop()
             self.usbip = None

@@ -54,6 +54,13 @@ class Cmd(IntEnum):
     CANCEL = 0x11
     KEEPALIVE = 0x3B
     ERROR = 0x3F
+    # YubiKey vendor commands (yubikit.management: CTAP_VENDOR_FIRST + n)
+    YUBIKEY_DEVICE_CONFIG = 0x40
+    READ_CONFIG = 0x42
+    WRITE_CONFIG = 0x43
+
+
+VENDOR_COMMANDS = (Cmd.YUBIKEY_DEVICE_CONFIG, Cmd.READ_CONFIG, Cmd.WRITE_CONFIG)
 
 
 class HidError(IntEnum):
@@ -375,6 +382,8 @@ class CtapHidEngine:
                 self._error(cid, HidError.INVALID_LEN)
                 return
             self._start(_Job(cid, cmd, data))
+        elif cmd in VENDOR_COMMANDS:
+            self._start(_Job(cid, cmd, data))
         else:  # includes KEEPALIVE/ERROR/CANCEL-with-payload from the host
             self._error(cid, HidError.INVALID_CMD)
 
@@ -431,6 +440,8 @@ class CtapHidEngine:
 
     def _run_applet(self, job: _Job) -> tuple[int, bytes]:
         """Run one MSG/CBOR request: the response command and payload; never raises."""
+        if job.cmd in VENDOR_COMMANDS:
+            return self._run_vendor(job)
 
         def keepalive() -> None:
             with self._cond:
@@ -457,3 +468,28 @@ class CtapHidEngine:
         finally:
             if lock is not None:
                 lock.release()
+
+    def _run_vendor(self, job: _Job) -> tuple[int, bytes]:
+        """A YubiKey's management commands over CTAPHID (what ``ykman`` uses over HID to
+        learn the device info, e.g. for ``ykman fido info``): READ_CONFIG answers the
+        management applet's device-info TLVs, WRITE_CONFIG and the legacy
+        YUBIKEY_DEVICE_CONFIG (set mode) change them."""
+        from hwtoken.emulator.iso7816 import ApduError
+        from hwtoken.emulator.management import ManagementApplet
+
+        mgmt = ManagementApplet(self.key)
+        try:
+            if job.cmd == Cmd.READ_CONFIG:
+                page = int.from_bytes(job.data[:1], "big") if job.data else 0
+                if len(job.data) > 1 or page != 0:
+                    return Cmd.ERROR, bytes([HidError.INVALID_PAR])
+                return job.cmd, mgmt.device_info()
+            if job.cmd == Cmd.WRITE_CONFIG:
+                mgmt.write_config(job.data)
+            else:
+                mgmt.set_mode(job.data)
+            return job.cmd, b""
+        except ApduError:
+            return Cmd.ERROR, bytes([HidError.INVALID_PAR])
+        except Exception:
+            return Cmd.ERROR, bytes([HidError.OTHER])

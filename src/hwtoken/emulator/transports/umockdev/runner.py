@@ -1,0 +1,129 @@
+"""Run one program with virtual keys plugged in, and tear everything down after it.
+
+What ``hwtoken emulate run NAME -- CMD`` does, usable from Python: :func:`run_plugged`
+starts ``CMD`` under a :class:`~.testbed.Testbed`'s environment, passes on SIGTERM and
+SIGHUP (a terminal's Ctrl-C reaches ``CMD`` by itself; a SIGINT sent to this process
+alone is passed on if ``CMD`` is still running a moment later), waits, removes the
+testbed, and returns ``CMD``'s exit status the way a shell reports it (128+N when a
+signal ended it). A testbed left behind by a process that was killed with SIGKILL is
+removed the next time one is made (:func:`remove_stale_testbeds`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hwtoken.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+FORWARD_SIGINT_AFTER = 2.0  # seconds CMD has to react to a terminal's Ctrl-C by itself
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+
+class CommandNotRunnable(InvalidInput):
+    """CMD could not be started (missing, not executable)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def exit_status(returncode: int) -> int:
+    """A ``Popen.returncode`` as a shell's ``$?``: -N (killed by signal N) becomes 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def remove_stale_testbeds(tmpdir: str | None = None) -> int:
+    """Remove testbed directories whose owning process is gone; how many were removed."""
+    base = Path(tmpdir or tempfile.gettempdir())
+    removed = 0
+    with contextlib.suppress(OSError):
+        for d in base.glob("hwtoken-umockdev.*"):
+            owner = d / "owner.pid"
+            try:
+                pid = int(owner.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if _alive(pid):
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start(argv: Sequence[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Start ``argv`` like a shell would, turning "not found" into exit 127 and "not
+    executable" into 126 (:class:`CommandNotRunnable`)."""
+    if not argv:
+        raise InvalidInput("no command to run: give it after --, e.g. "
+                           "hwtoken emulate run NAME -- fido2-token -L")
+    cmd = argv[0]
+    try:
+        return subprocess.Popen(list(argv), env=env, **kwargs)
+    except FileNotFoundError:
+        raise CommandNotRunnable(f"command not found: {cmd}", EXIT_NOT_FOUND) from None
+    except PermissionError:
+        raise CommandNotRunnable(f"permission denied: {cmd}", EXIT_NOT_EXECUTABLE) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOEXEC:
+            raise CommandNotRunnable(f"cannot execute {cmd}: {exc.strerror}",
+                                     EXIT_NOT_EXECUTABLE) from None
+        raise
+
+
+def wait_forwarding_signals(proc: subprocess.Popen[Any],
+                            on_signal: Callable[[int], None] | None = None) -> int:
+    """Wait for ``proc``, passing SIGTERM/SIGHUP on (and SIGINT if it lingers); its status.
+
+    Signal handlers can only be set in the main thread; elsewhere this just waits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return exit_status(proc.wait())
+    got: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        got.append(signum)
+        if on_signal is not None:
+            on_signal(signum)
+        if signum != signal.SIGINT:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, handler)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=FORWARD_SIGINT_AFTER if signal.SIGINT in got else None)
+                return exit_status(rc)
+            except subprocess.TimeoutExpired:
+                # a SIGINT that reached only us (not the terminal's process group)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                got.remove(signal.SIGINT)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -358,3 +358,23 @@ def test_a_key_reprogrammed_during_an_export_stays_unexported(filled, tmp_path):
         second = export(inv, "csv", str(tmp_path / "2.csv"))
         assert second.exported == [101]  # ...and the new one goes into the next export
     assert (b"N" * 20).hex() in (tmp_path / "2.csv").read_text()
+
+
+def test_linotp_files_carry_what_its_importer_reads(filled, tmp_path):
+    """LinOTP is not installable here (see docs): check what its PSKC importer reads --
+    DeviceInfo SerialNo as the token serial, AES-128-CBC, an HMAC-SHA1 MAC -- and that its
+    CSV is the privacyIDEA one."""
+    import pskc
+
+    psk = os.urandom(16)
+    with opened(filled) as inv:
+        export(inv, "pskc", str(tmp_path / "l.pskc"), target="linotp", preshared_key=psk)
+        export(inv, "csv", str(tmp_path / "l.csv"), target="linotp")
+        export(inv, "csv", str(tmp_path / "p.csv"), target="privacyidea")
+    doc = pskc.PSKC(str(tmp_path / "l.pskc"))
+    doc.encryption.key = psk
+    assert doc.encryption.algorithm.endswith("#aes128-cbc")
+    assert doc.mac.algorithm.endswith("#hmac-sha1")
+    assert {k.serial: k.secret for k in doc.keys} == {
+        "UBOM101_1": SECRETS[101], "UBOA103_hw": SECRETS[103], "UBOA104_hw": SECRETS[104]}
+    assert (tmp_path / "l.csv").read_text() == (tmp_path / "p.csv").read_text()

@@ -239,6 +239,8 @@ class Inventory(ABC):
     def _init_export_state(self) -> None:
         """Carry an inventory from before per-kind export state over, once: a key an
         export had already taken then counts as exported for every kind."""
+        if self.meta_get("export_state") is not None:  # done: no write lock on every open
+            return
         with self.transaction():
             if self.meta_get("export_state") is not None:
                 return

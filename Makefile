@@ -3,6 +3,10 @@
 
 PYTHON ?= python3
 VENV   := .venv
+# privacyIDEA from PyPI for the export interop tests (tests/provision/test_provision_privacyidea.py),
+# in a venv of its own: its dependencies must not mix with hwtoken's
+PI_VENV := .venv-privacyidea
+PI_REQS := tests/provision/privacyidea_requirements.txt
 PY     := $(VENV)/bin/python
 STAMPS := .stamps
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,7 +46,13 @@ $(STAMPS)/node: $(NODE_DIR)/package.json $(STAMPS)/apt
 	cd $(NODE_DIR) && npm install --no-audit --no-fund --silent
 	@touch $@
 
-deps: $(STAMPS)/venv $(STAMPS)/node
+$(STAMPS)/privacyidea: $(PI_REQS) $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@[ -x $(PI_VENV)/bin/python ] || $(PYTHON) -m venv $(PI_VENV)
+	$(PI_VENV)/bin/python -m pip install -q --only-binary=:all: -r $(PI_REQS)
+	@touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea
 
 demo: deps
 	$(VENV)/bin/hwtoken demo
@@ -58,4 +68,4 @@ bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(NODE_DIR)/node_modules
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules

@@ -35,7 +35,7 @@ def test_run_status_and_refusal(tmp_path):
 
     again = runner.invoke(cli, ["provision", "run", "-i", url, "-m", "chalresp",
                                 "--virtual", "2"])
-    assert again.exit_code == 0
+    assert again.exit_code == 1  # every key refused: the run programmed nothing
     assert again.output.count("refused: already in the inventory") == 2
 
     status = runner.invoke(cli, ["provision", "status", "-i", url, "--json"])
@@ -59,7 +59,7 @@ def test_user_errors_are_one_line(tmp_path):
         (["provision", "status", "-i", str(tmp_path / "missing.db")], 2),
         (["provision", "run", "-i", str(tmp_path / "a.db"), "-m", "hotp", "--digits", "7",
           "--virtual", "1"], 2),
-        (["provision", "export", "-i", str(tmp_path / "a.db"), "-f", "xml", "-o", "x"], 2),
+        (["provision", "export", "-i", str(tmp_path / "a.db"), "--format", "xml", "-o", "x"], 2),
     ]
     for args, code in cases:
         proc = hwtoken(*args, check=code)
@@ -121,7 +121,7 @@ def test_reprogram_refuses_to_forget_a_secret_in_another_slot(tmp_path):
         (rec,) = inv.records()
         secret = inv.secret(rec)
     proc = hwtoken("provision", "run", "-i", url, "-m", "hotp", "--slot", "1", "--virtual",
-                   "1", "--reprogram", "--json")
+                   "1", "--reprogram", "--json", check=1)  # nothing programmed
     (doc,) = [json.loads(ln) for ln in proc.stdout.splitlines() if '"serial"' in ln]
     assert doc["result"] == "refused" and "slot 2" in doc["message"]
     with opened(url) as inv:  # the slot-2 secret is still recorded, and still on the key

@@ -1,5 +1,7 @@
 """Exports: PSKC parses back with python-pskc (plain, PBKDF2, pre-shared key), the CSV follows
-privacyIDEA's documented import layout, the Yubico CSV the Personalization Tool's format."""
+privacyIDEA's documented import layout, the Yubico CSV the Personalization Tool's format;
+export state per target and format, empty exports, and what a server target refuses.
+(The import into a real privacyIDEA is test_provision_privacyidea.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from provision_helpers import hwtoken, opened, read_pskc
 
 from hwtoken.errors import InvalidInput
-from hwtoken.provision.export import export
+from hwtoken.provision.export import NothingToExport, export, token_serial
 from hwtoken.provision.model import Mode, Record, State
 
 SECRETS = {101: os.urandom(20), 102: os.urandom(20), 103: os.urandom(20), 104: os.urandom(20)}
@@ -80,6 +82,7 @@ def test_pskc_roundtrip_plain_password_and_psk(filled, tmp_path):
         for serial, key in keys.items():
             assert key.secret == SECRETS[serial]
             assert key.manufacturer == "Yubico"
+            assert key.algorithm_suite == "SHA1"
             if MODES[serial].is_hotp:
                 assert key.algorithm.endswith(":hotp") and key.counter == 5
                 assert key.response_length == 8
@@ -98,8 +101,10 @@ def test_privacyidea_csv_layout(filled, tmp_path):
     tokens = parse_privacyidea_csv(out.read_text())
     assert tokens == {
         "UBOM101_1": {"otpkey": SECRETS[101].hex(), "type": "hotp", "otplen": 8, "counter": 5},
-        "UBOA103": {"otpkey": SECRETS[103].hex(), "type": "totp", "otplen": 8, "timeStep": 30},
-        "UBOA104": {"otpkey": SECRETS[104].hex(), "type": "hotp", "otplen": 8, "counter": 5},
+        "UBOA103_hw": {"otpkey": SECRETS[103].hex(), "type": "totp", "otplen": 8,
+                       "timeStep": 30},
+        "UBOA104_hw": {"otpkey": SECRETS[104].hex(), "type": "hotp", "otplen": 8,
+                       "counter": 5},
     }
     assert list(result.skipped) == [102]  # challenge-response has no privacyIDEA CSV type
 
@@ -142,7 +147,7 @@ def test_yubico_csv_layout(filled, tmp_path):
 def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "csv", "-o",
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "csv", "-o",
                    str(blocker / "sub" / "x.csv"), check=2)
     assert proc.stderr.startswith("error: cannot write") and "Traceback" not in proc.stderr
     with opened(filled) as inv:  # nothing was marked exported
@@ -152,8 +157,10 @@ def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
 def test_second_export_takes_only_new_records(filled, tmp_path):
     with opened(filled) as inv:
         first = export(inv, "pskc", str(tmp_path / "1.pskc"))
-        second = export(inv, "pskc", str(tmp_path / "2.pskc"))
-        assert len(first.exported) == 4 and second.exported == []
+        assert len(first.exported) == 4
+        with pytest.raises(NothingToExport, match="--all"):  # nothing new: no file
+            export(inv, "pskc", str(tmp_path / "2.pskc"))
+        assert not (tmp_path / "2.pskc").exists()
         rec = Record(serial=105, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
                      name="hw", sealed="", device="emu:n")
         inv.seal(rec, os.urandom(20))
@@ -170,13 +177,141 @@ def test_second_export_takes_only_new_records(filled, tmp_path):
     assert set(read_pskc(tmp_path / "4.pskc")) == {101, 102, 103, 104, 105}
 
 
+def test_a_pskc_export_does_not_hide_keys_from_a_csv_export(filled, tmp_path):
+    """Trap: the CSV export after a PSKC export of the same batch wrote an empty file."""
+    with opened(filled) as inv:
+        export(inv, "pskc", str(tmp_path / "b.pskc"), target="privacyidea")
+        csv = export(inv, "csv", str(tmp_path / "b.csv"), target="privacyidea")
+        assert sorted(csv.exported) == [101, 103, 104]
+        # the same format for another target is another export too
+        generic = export(inv, "pskc", str(tmp_path / "g.pskc"))
+        assert sorted(generic.exported) == [101, 102, 103, 104]
+        with pytest.raises(NothingToExport):
+            export(inv, "csv", str(tmp_path / "again.csv"), target="privacyidea")
+        # a reprogrammed key (new secret) is due again for every kind of export
+        rec = Record(serial=103, mode=Mode.OATH_TOTP, slot=1, digits=8, touch=False,
+                     name="hw", sealed="", device="emu:k103")
+        inv.seal(rec, b"R" * 20)
+        assert inv.claim(rec, reprogram=True)
+        inv.update(103, state=State.DONE)
+        assert export(inv, "csv", str(tmp_path / "r.csv"), target="privacyidea").exported == [103]
+        assert export(inv, "pskc", str(tmp_path / "r.pskc")).exported == [103]
+    assert (b"R" * 20).hex() in (tmp_path / "r.csv").read_text()
+
+
+def test_legacy_export_marks_count_for_every_format(filled, tmp_path):
+    """An inventory from before per-format state: what an export took stays taken."""
+    with opened(filled) as inv:
+        inv.query("UPDATE records SET exported_at = 1700000000 WHERE serial IN (101, 103)")
+        inv.query("DELETE FROM meta WHERE name = 'export_state'")
+    with opened(filled) as inv:  # opening carries the marks over once
+        got = export(inv, "csv", str(tmp_path / "x.csv"), target="privacyidea")
+        assert got.exported == [104]
+        assert sorted(export(inv, "pskc", str(tmp_path / "y.pskc")).exported) == [102, 104]
+
+
+def test_export_cli_selecting_nothing_exits_1_and_writes_no_file(filled, tmp_path):
+    out = tmp_path / "1.pskc"
+    hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out))
+    again = tmp_path / "2.pskc"
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(again),
+                   check=1)
+    assert proc.stderr.startswith("error: no done key") and "--all" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not again.exists()
+    # --all with a file that exists: refused, the file untouched
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
+                   "--all", check=2)
+    assert "exists" in proc.stderr
+    # only keys the target cannot import are left: nothing to write either
+    hwtoken("provision", "export", "-i", filled, "--for", "privacyidea", "--format", "csv",
+            "-o", str(tmp_path / "pi.csv"), "--skip-unsupported")
+    proc = hwtoken("provision", "export", "-i", filled, "--for", "privacyidea", "--format",
+                   "csv", "-o", str(again), "--skip-unsupported", check=1)
+    assert proc.stderr.startswith("error: none of the 1 done key(s) can go into this export")
+    assert not again.exists()
+
+
+def test_export_cli_leaves_out_what_the_server_cannot_import(filled, tmp_path):
+    """Trap: challenge-response keys in a privacyIDEA file broke its whole import."""
+    out = tmp_path / "pi.pskc"
+    proc = hwtoken("provision", "export", "-i", filled, "--for", "privacyidea", "--format",
+                   "pskc", "-o", str(out), "--json", check=1)
+    import json
+
+    doc = json.loads(proc.stdout)
+    assert sorted(doc["serials"]) == [101, 103, 104] and list(doc["skipped"]) == ["102"]
+    assert "chalresp-csv" in doc["skipped"]["102"]
+    assert "left out 1 key(s) (102): privacyIDEA has no token type" in proc.stderr
+    assert set(read_pskc_serials(out)) == {"UBOM101_1", "UBOA103_hw", "UBOA104_hw"}
+    # the challenge-response key goes to its own file; --skip-unsupported: exit 0
+    cr = tmp_path / "cr.csv"
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "chalresp-csv", "-o",
+                   str(cr), "--skip-unsupported")
+    assert cr.read_text().splitlines() == [
+        "# hwtoken challenge-response keys: serial,slot,key(hex),touch",
+        f"102,1,{SECRETS[102].hex()},0"]
+    assert "left out 3 key(s)" in proc.stderr
+
+
+def read_pskc_serials(path) -> list[str]:
+    import pskc
+
+    return [k.serial for k in pskc.PSKC(str(path)).keys]
+
+
+def test_server_targets_refuse_what_they_cannot_import(filled, tmp_path):
+    psk32 = tmp_path / "psk32.hex"
+    psk32.write_text(os.urandom(32).hex())
+    cases = [
+        # trap: the docs' 32-byte key made an AES-256 file privacyIDEA refuses (ERR304)
+        (["--for", "privacyidea", "--format", "pskc", "--pskc-key-file", str(psk32)],
+         "openssl rand -hex 16"),
+        (["--for", "linotp", "--format", "pskc", "--pskc-key-file", str(psk32)], "16 bytes"),
+        # trap: the Yubikey CSV import loses the slot and the code length
+        (["--for", "privacyidea", "--format", "yubico-csv"], "UBOM<serial>_X"),
+        (["--for", "privacyidea", "--format", "chalresp-csv"], "--for generic"),
+    ]
+    for args, words in cases:
+        out = tmp_path / "x"
+        proc = hwtoken("provision", "export", "-i", filled, "-o", str(out), *args, check=2)
+        assert proc.stderr.startswith("error:") and words in proc.stderr, proc.stderr
+        assert not out.exists()
+    proc = hwtoken("provision", "export", "-i", filled, "-o", str(tmp_path / "l.pskc"),
+                   "--for", "linotp", "--format", "pskc", "--pskc-password",
+                   env={"HWTOKEN_PSKC_PASSWORD": "short"}, check=2)
+    assert "6 to 64" in proc.stderr
+    with opened(filled) as inv:  # nothing was recorded as exported
+        assert inv.counts()["exported"] == 0
+
+
+def test_token_serials_name_the_oath_credential():
+    """Trap: the credential name never reached the serial (TOTP and HOTP credentials on
+    one key collided), and a numeric name read as an OTP slot."""
+    def rec(mode, name="hwtoken", slot=2, serial=5551234):
+        return Record(serial=serial, mode=mode, slot=slot, digits=6, touch=False, name=name,
+                      sealed="")
+
+    assert token_serial(rec(Mode.HOTP)) == "UBOM5551234_2"
+    assert token_serial(rec(Mode.CHALRESP, slot=1)) == "UBCR5551234_1"
+    assert token_serial(rec(Mode.OATH_TOTP, "mail")) == "UBOA5551234_mail"
+    assert token_serial(rec(Mode.OATH_HOTP, "vpn")) == "UBOA5551234_vpn"
+    assert token_serial(rec(Mode.OATH_HOTP, "2")) == "UBOA5551234_2" != token_serial(
+        rec(Mode.HOTP))
+    odd = [token_serial(rec(Mode.OATH_TOTP, n))
+           for n in ("Example:alice@example.com", "a b", "a.b", "x" * 30)]
+    assert len(set(odd)) == 4
+    for serial in odd:  # what privacyIDEA accepts as a serial
+        assert len(serial) <= 40 and all(c.isalnum() or c in "-_" for c in serial), serial
+        assert serial.startswith("UBOA5551234_h")
+
+
 def test_export_cli_password_never_from_argv(filled, tmp_path):
     out = tmp_path / "x.pskc"
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
                    "--pskc-password", check=2)
     assert proc.stderr.startswith("error:") and "HWTOKEN_PSKC_PASSWORD" in proc.stderr
     assert not out.exists()
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
                    "--pskc-password", "--json", env={"HWTOKEN_PSKC_PASSWORD": "pw"})
     assert '"count": 4' in proc.stdout and '"encrypted": true' in proc.stdout
     assert set(read_pskc(out, "pw")) == set(SECRETS)
@@ -187,7 +322,7 @@ def test_export_cli_with_a_preshared_key_file(filled, tmp_path):
     key_file = tmp_path / "psk.hex"
     key_file.write_text(psk.hex() + "\n")
     out = tmp_path / "psk.pskc"
-    hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+    hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
             "--pskc-key-file", str(key_file))
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     import pskc
@@ -197,7 +332,7 @@ def test_export_cli_with_a_preshared_key_file(filled, tmp_path):
     assert {int(k.serial): k.secret for k in doc.keys} == SECRETS
     assert doc.encryption.algorithm.endswith("#aes256-cbc")  # a 32-byte key is AES-256
     key_file.write_text("not hex")
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o",
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o",
                    str(tmp_path / "bad.pskc"), "--all", "--pskc-key-file", str(key_file),
                    check=2)
     assert proc.stderr.startswith("error:") and "hex" in proc.stderr
@@ -223,3 +358,23 @@ def test_a_key_reprogrammed_during_an_export_stays_unexported(filled, tmp_path):
         second = export(inv, "csv", str(tmp_path / "2.csv"))
         assert second.exported == [101]  # ...and the new one goes into the next export
     assert (b"N" * 20).hex() in (tmp_path / "2.csv").read_text()
+
+
+def test_linotp_files_carry_what_its_importer_reads(filled, tmp_path):
+    """LinOTP is not installable here (see docs): check what its PSKC importer reads --
+    DeviceInfo SerialNo as the token serial, AES-128-CBC, an HMAC-SHA1 MAC -- and that its
+    CSV is the privacyIDEA one."""
+    import pskc
+
+    psk = os.urandom(16)
+    with opened(filled) as inv:
+        export(inv, "pskc", str(tmp_path / "l.pskc"), target="linotp", preshared_key=psk)
+        export(inv, "csv", str(tmp_path / "l.csv"), target="linotp")
+        export(inv, "csv", str(tmp_path / "p.csv"), target="privacyidea")
+    doc = pskc.PSKC(str(tmp_path / "l.pskc"))
+    doc.encryption.key = psk
+    assert doc.encryption.algorithm.endswith("#aes128-cbc")
+    assert doc.mac.algorithm.endswith("#hmac-sha1")
+    assert {k.serial: k.secret for k in doc.keys} == {
+        "UBOM101_1": SECRETS[101], "UBOA103_hw": SECRETS[103], "UBOA104_hw": SECRETS[104]}
+    assert (tmp_path / "l.csv").read_text() == (tmp_path / "p.csv").read_text()

@@ -31,7 +31,7 @@ def test_claim_is_unique_and_reprogram_replaces(inventory_url):
         assert not inv.claim(again)
         assert inv.secret(inv.get(4242)) == b"A" * 20
         inv.update(4242, state=State.DONE, counter=3)
-        inv.mark_exported([4242])
+        inv.mark_exported({4242: inv.get(4242).sealed}, "generic:pskc")
         assert inv.claim(again, reprogram=True)
         got = inv.get(4242)
         assert got.state is State.PENDING and got.exported_at is None and got.counter == 0

@@ -82,7 +82,7 @@ def test_oath_hotp_crash_after_verify_exports_the_next_counter(pcscd, pcscd_env,
     (token, key_hex, typ, digits, counter), = [ln.split(", ") for ln in
                                               out.read_text().splitlines()]
     assert typ == "hotp" and digits == "6" and int(counter) >= 2  # two checks used codes
-    serial = int(token[4:])
+    serial = int(token[4:].split("_")[0])  # UBOA<serial>_<name>
     device = _serials(1)[serial]
     on_key = key_calculate(device, serial, "oath-hotp")
     reference = subprocess.run(["oathtool", "--hotp", "-c", counter, key_hex],

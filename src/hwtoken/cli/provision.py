@@ -106,7 +106,7 @@ def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch
 
     Real keys are taken by serial as they are plugged in (remove one, insert the next);
     a key already in the inventory is refused unless --reprogram. Exit 1 if a key failed
-    its check.
+    its check, or if keys came and none was programmed (all refused or busy).
     """
     from hwtoken.provision.model import Mode, Spec
     from hwtoken.provision.programmers import programmer_for
@@ -195,39 +195,43 @@ def status(url: str, key_file: str | None, as_json: bool) -> None:
 
 @provision.command("export")
 @inventory_options
-@click.option("--format", "-f", "fmt", type=click.Choice(["pskc", "csv", "yubico-csv"]),
-              required=True, help="pskc (RFC 6030), csv (privacyIDEA import), yubico-csv "
-                                  "(the Personalization Tool's Yubico format).")
+@click.option("--for", "target", type=click.Choice(["generic", "privacyidea", "linotp"]),
+              default="generic", show_default=True,
+              help="The consumer: privacyidea/linotp write only what that server imports "
+                   "(AES-128 PSKC, its token serials, no challenge-response keys); generic "
+                   "is RFC 6030 and the CSV layouts for any consumer.")
+@click.option("--format", "fmt", type=click.Choice(["pskc", "csv", "yubico-csv", "chalresp-csv"]),
+              required=True, help="pskc (RFC 6030), csv (the OATH CSV privacyIDEA and LinOTP "
+                                  "import), yubico-csv (the Personalization Tool's Yubico "
+                                  "format), chalresp-csv (challenge-response secrets only).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
               help="File to write (0600, atomically).")
 @click.option("--pskc-password", is_flag=True,
               help=f"Encrypt the PSKC file with a password (PBKDF2): from {PSKC_PASSWORD_ENV} "
                    "or a prompt, never the command line.")
 @click.option("--pskc-key-file", type=click.Path(dir_okay=False, exists=True),
-              help="Encrypt the PSKC file with the pre-shared AES key in this file (hex).")
+              help="Encrypt the PSKC file with the pre-shared AES key in this file (hex; "
+                   "16 bytes for privacyidea/linotp).")
 @click.option("--all", "include_exported", is_flag=True,
-              help="Also records an earlier export took (default: only new ones).")
+              help="Also the keys an earlier export for the same --for and --format wrote "
+                   "(default: only those it did not).")
+@click.option("--skip-unsupported", is_flag=True,
+              help="Exit 0 even if some keys were left out because this target or format "
+                   "cannot carry them (they are still listed).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def export_cmd(url: str, key_file: str | None, fmt: str, out: str, pskc_password: bool,
-               pskc_key_file: str | None, include_exported: bool, force: bool,
-               as_json: bool) -> None:
-    """Write the secrets of done keys for a validation server and mark them exported.
+def export_cmd(url: str, key_file: str | None, target: str, fmt: str, out: str,
+               pskc_password: bool, pskc_key_file: str | None, include_exported: bool,
+               skip_unsupported: bool, force: bool, as_json: bool) -> None:
+    """Write the secrets of done keys for a validation server and record them as exported.
 
-    By default only records no earlier export took are written, so running export after
-    each batch hands over each key once; --all writes every done record.
+    A key counts as exported for one --for/--format pair once such an export wrote its
+    current secret: a PSKC export does not hide it from a CSV export, and a reprogrammed
+    key is due again everywhere. --all writes every done key. Exit 1 if no key was written
+    (then no file is), or if keys were left out (unless --skip-unsupported).
     """
-    from hwtoken.provision.export import export
+    from hwtoken.provision.export import check_options, export
 
-    password = None
-    if pskc_password:
-        password = os.environ.get(PSKC_PASSWORD_ENV)
-        if not password:
-            if not sys.stdin.isatty():
-                raise InvalidInput(f"--pskc-password: set {PSKC_PASSWORD_ENV} or run on a "
-                                   "terminal to be asked")
-            password = click.prompt("PSKC password", hide_input=True, confirmation_prompt=True,
-                                    err=True)
     psk = None
     if pskc_key_file:
         from pathlib import Path
@@ -236,20 +240,38 @@ def export_cmd(url: str, key_file: str | None, fmt: str, out: str, pskc_password
             psk = bytes.fromhex(Path(pskc_key_file).read_text().strip())
         except ValueError:
             raise InvalidInput("--pskc-key-file must hold the AES key as hex") from None
+    check_options(target, fmt, preshared_key=psk)  # a wrong combination: before any prompt
+    password = None
+    if pskc_password:
+        if fmt != "pskc":
+            raise InvalidInput("only the pskc format can be encrypted")
+        password = os.environ.get(PSKC_PASSWORD_ENV)
+        if not password:
+            if not sys.stdin.isatty():
+                raise InvalidInput(f"--pskc-password: set {PSKC_PASSWORD_ENV} or run on a "
+                                   "terminal to be asked")
+            password = click.prompt("PSKC password", hide_input=True, confirmation_prompt=True,
+                                    err=True)
+    check_options(target, fmt, password=password, preshared_key=psk)
     inv = _open(url, key_file, create=False)
     try:
-        result = export(inv, fmt, out, include_exported=include_exported, password=password,
-                        preshared_key=psk, force=force)
+        result = export(inv, fmt, out, target=target, include_exported=include_exported,
+                        password=password, preshared_key=psk, force=force)
     finally:
         inv.close()
     if as_json:
         emit_json(result.to_json())
-        return
-    enc = " (encrypted)" if result.encrypted else ""
-    click.echo(f"wrote {len(result.exported)} key(s) to {result.path}{enc}")
-    if result.skipped:
-        reasons = sorted(set(result.skipped.values()))
-        click.echo(f"left out {len(result.skipped)} key(s): {'; '.join(reasons)}")
+    else:
+        enc = " (encrypted)" if result.encrypted else ""
+        click.echo(f"wrote {len(result.exported)} key(s) to {result.path}{enc}")
+    by_reason: dict[str, list[int]] = {}
+    for serial, reason in result.skipped.items():
+        by_reason.setdefault(reason, []).append(serial)
+    for reason, serials in by_reason.items():
+        shown = ", ".join(map(str, serials[:5])) + (", ..." if len(serials) > 5 else "")
+        click.echo(f"left out {len(serials)} key(s) ({shown}): {reason}", err=True)
+    if result.skipped and not skip_unsupported:
+        sys.exit(1)
 
 
 def _install_touch_reader() -> None:

@@ -3,7 +3,9 @@
 Every key goes through four durable steps (record -> program -> verify -> done) against
 an inventory (SQLite or PostgreSQL) that keeps each secret sealed with AES-GCM; after a
 crash, :meth:`Provisioner.resume` settles the pending records. Exports hand the secrets to
-a validation server as PSKC, privacyIDEA CSV or the Yubico personalisation-tool CSV.
+a validation server (``target="privacyidea"``/``"linotp"``: what that server imports whole)
+as PSKC or OATH CSV, or as the Yubico personalisation-tool CSV, and the challenge-response
+secrets apart (``chalresp-csv``).
 
 Typical use::
 
@@ -14,7 +16,7 @@ Typical use::
     with open_inventory("sqlite:///tmp/keys.db") as inv:
         inv.unlock(Unlocker(passphrase="..."))
         Provisioner(inv, programmer_for).run(Spec(Mode.CHALRESP, slot=2), VirtualPool(5))
-        export(inv, "pskc", "/tmp/batch.pskc", password="...")
+        export(inv, "chalresp-csv", "/tmp/batch.csv")
 
 Submodules are imported lazily, so ``import hwtoken.provision`` stays cheap. (``export``
 is not re-exported here: it would collide with the submodule of the same name.)

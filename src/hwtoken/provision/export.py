@@ -1,55 +1,97 @@
-"""Hand the secrets to a validation server: PSKC (RFC 6030), privacyIDEA CSV, Yubico CSV.
+"""Hand the secrets to a validation server: PSKC (RFC 6030), OATH CSV, Yubico CSV, and the
+challenge-response secrets apart.
 
-Only records in state ``done`` are exported (a pending key is not verified yet). By
-default an export takes the records no earlier export took (``exported_at`` is NULL) and
-marks them afterwards; ``include_exported=True`` takes every done record again. The file
-is written 0600 and atomically *before* records are marked, so a crash in between means
-the next export repeats some keys -- never that a key is skipped.
+Targets
+-------
+An export is written *for* a consumer (``target``):
+
+``generic``
+    RFC 6030 and the CSV layouts as any consumer reads them. Every format, any AES key size
+    for a PSKC pre-shared key, challenge-response keys in PSKC under hwtoken's algorithm URI.
+``privacyidea`` / ``linotp``
+    Only what that server imports: ``pskc`` (AES-128-CBC only; a PSKC DeviceInfo SerialNo is
+    the token serial, which is where both servers take it from) and ``csv``. Keys the server
+    has no token type for (challenge-response) are left out with the reason.
+
+Token serials (:func:`token_serial`) are the same in every format and target:
+``UBOM<serial>_<slot>`` for an OATH-HOTP slot (privacyIDEA's own name for it),
+``UBOA<serial>_<name>`` for a credential on the OATH applet, ``UBCR<serial>_<slot>`` for a
+challenge-response slot (files that are not for a server only).
 
 Formats
 -------
 ``pskc``
-    RFC 6030 through python-pskc. One KeyPackage per key: device serial = the key's
-    serial, manufacturer Yubico, key id ``SERIAL:SLOT`` (OTP slots) or ``SERIAL:NAME``
-    (OATH). Algorithms: ``...:pskc:hotp`` (with Counter), ``...:pskc:totp`` (TimeInterval
-    30), and for challenge-response ``urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1``.
-    Optionally encrypted (AES-CBC + HMAC-SHA1 MAC) under a pre-shared key (AES-128/192/256
-    after its length) or a key derived from a password with PBKDF2 (AES-128).
-``csv`` (privacyIDEA "import tokens", OATH CSV)
-    ``serial, key, type, otplen, counter|timestep`` -- key in hex; HOTP rows carry the
-    counter the key is at, TOTP rows the 30 s time step. Token serials follow
-    privacyIDEA's names for YubiKeys: ``UBOM<serial>_<slot>`` for an OATH-HOTP slot,
-    ``UBOA<serial>`` for a credential on the OATH applet. privacyIDEA's CSV has no
-    challenge-response type, so chalresp records are left out (use pskc for them).
-``yubico-csv`` (the YubiKey Personalization Tool's "Yubico format" log line)
+    RFC 6030 through python-pskc, one KeyPackage per key: DeviceInfo Manufacturer Yubico
+    and SerialNo (the key's serial for ``generic``, the token serial for a server); Key Id
+    ``SERIAL:SLOT`` (OTP slots; privacyIDEA turns it into ``UBOM<serial>_<slot>``) or
+    ``SERIAL:oath:NAME`` (OATH applet); FriendlyName the token serial; Suite ``SHA1``;
+    HOTP Counter (the next one), TOTP TimeInterval 30. Challenge-response (``generic``
+    only): ``urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1``. Optionally encrypted
+    (AES-CBC + HMAC-SHA1 MAC) under a pre-shared key or a PBKDF2 password key (AES-128).
+``csv`` (the OATH CSV that privacyIDEA and LinOTP import)
+    ``serial, key, type, otplen, counter|timestep`` -- key in hex; a ``hotp`` row carries
+    the counter the key is at (LinOTP ignores it and searches its window), a ``totp`` row
+    the 30 s time step. No challenge-response type.
+``yubico-csv`` (``generic`` only: the YubiKey Personalization Tool's "Yubico format")
     ``serial,publicId,movingFactorSeed|0,secretKey(hex),accessCode,timestamp,`` -- OTP
-    slots only, exactly as the tool writes them: an OATH-HOTP row carries the *initial*
-    moving factor the slot was programmed with (always 0 here), a challenge-response row
-    ``,0,``. (privacyIDEA's "Yubikey CSV" import takes a row whose third field is ``0``
-    as OATH-HOTP and any other number as Yubico OTP, so the current counter must not go
-    there; a validation server finds the key's next code within its look-ahead window.)
-    OATH-applet records are left out.
+    slots only, exactly as the tool writes them (a challenge-response row ``,0,``). A
+    server's "Yubikey CSV" import reads every ``,0,`` row as a 6-digit HOTP token named
+    ``UBOM<serial>_X`` (no slot, no code length), so it is refused for a server target.
+``chalresp-csv`` (``generic`` only: challenge-response slots and nothing else)
+    a ``#`` header line, then ``serial,slot,key(hex),touch`` -- what it takes to program a
+    spare key with the same secret or to compute a response without the key (KeePassXC,
+    pam_yubico's challenge files, LUKS).
+
+Export state
+------------
+Only records in state ``done`` are exported. An export takes the keys whose *current*
+secret no earlier export of the same target and format wrote (the inventory keeps that
+per ``TARGET:FORMAT``), and records them afterwards; ``include_exported=True`` takes
+every done key again. The file is written 0600 and atomically *before* the keys are
+recorded, so a crash in between means the next export repeats some keys -- never that a
+key is skipped. An export that would write no key writes no file
+(:class:`NothingToExport`, exit 1).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from hwtoken.errors import InvalidInput
+from hwtoken.errors import CheckFailed, InvalidInput
 from hwtoken.fileio import atomic_write
 from hwtoken.provision.inventory import Inventory
 from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Record, State
 
-FORMATS = ("pskc", "csv", "yubico-csv")
+TARGETS = ("generic", "privacyidea", "linotp")
+FORMATS = ("pskc", "csv", "yubico-csv", "chalresp-csv")
+#: the formats each target takes (a server's: what it imports whole)
+TARGET_FORMATS = {"generic": FORMATS, "privacyidea": ("pskc", "csv"), "linotp": ("pskc", "csv")}
+SERVER_NAMES = {"privacyidea": "privacyIDEA", "linotp": "LinOTP"}
+
 PSKC_HOTP = "urn:ietf:params:xml:ns:keyprov:pskc:hotp"
 PSKC_TOTP = "urn:ietf:params:xml:ns:keyprov:pskc:totp"
 PSKC_CHALRESP = "urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1"
+PSKC_SUITE = "SHA1"  # RFC 6030's example for an HMAC-based algorithm; both servers read it
+SERVER_PSK_LENGTH = 16  # privacyIDEA and LinOTP decrypt AES-128-CBC only
+
+#: privacyIDEA's token serials: these characters (its ALLOWED_SERIAL), at most 40 of them
+SERIAL_NAME = re.compile(r"[0-9A-Za-z_-]+")
+SERIAL_MAX = 40
+
+CHALRESP_CSV_HEADER = "# hwtoken challenge-response keys: serial,slot,key(hex),touch"
 
 SecretOf = Callable[[Record], bytes]
+
+
+class NothingToExport(CheckFailed):
+    """The export would write no key: no file is written (exit 1)."""
 
 
 @dataclass
@@ -58,36 +100,77 @@ class ExportResult:
 
     path: str
     format: str
+    target: str = "generic"
     exported: list[int] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
     encrypted: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "format": self.format, "count": len(self.exported),
-                "serials": self.exported, "encrypted": self.encrypted,
+        return {"path": self.path, "format": self.format, "target": self.target,
+                "count": len(self.exported), "serials": self.exported,
+                "encrypted": self.encrypted,
                 "skipped": {str(k): v for k, v in self.skipped.items()}}
 
 
-def privacyidea_serial(rec: Record) -> str:
-    """The token serial a validation server sees for this record."""
+def export_kind(target: str, fmt: str) -> str:
+    """What "already exported" is kept per: ``TARGET:FORMAT``."""
+    return f"{target}:{fmt}"
+
+
+def token_serial(rec: Record) -> str:
+    """The token serial a validation server gets for this key, the same in every format.
+
+    An OATH credential name that privacyIDEA's serials cannot hold verbatim (characters
+    other than letters, digits, ``-`` and ``_``, or too long) is replaced by ``h`` and
+    12 hex digits of its SHA-256: still one serial per credential, in every format.
+    """
+    if rec.mode is Mode.HOTP:
+        return f"UBOM{rec.serial}_{rec.slot}"
+    if rec.mode is Mode.CHALRESP:
+        return f"UBCR{rec.serial}_{rec.slot}"
+    base = f"UBOA{rec.serial}_"
+    if SERIAL_NAME.fullmatch(rec.name) and len(base) + len(rec.name) <= SERIAL_MAX:
+        return base + rec.name
+    return base + "h" + hashlib.sha256(rec.name.encode()).hexdigest()[:12]
+
+
+def pskc_key_id(rec: Record) -> str:
+    """``SERIAL:SLOT`` for an OTP slot; ``SERIAL:oath:NAME`` for an OATH credential (a
+    numeric name must not read as a slot: privacyIDEA names any HOTP key whose Id starts
+    with ``digits:digits`` ``UBOM<serial>_<slot>``)."""
     if rec.mode.uses_slot:
-        prefix = "UBOM" if rec.mode is Mode.HOTP else "UBCR"
-        return f"{prefix}{rec.serial}_{rec.slot}"
-    return f"UBOA{rec.serial}"
+        return f"{rec.serial}:{rec.slot}"
+    return f"{rec.serial}:oath:{rec.name}"
 
 
-def render_pskc(records: list[Record], secret_of: SecretOf, *, password: str | None = None,
-                preshared_key: bytes | None = None) -> bytes:
+def unsupported(rec: Record, target: str, fmt: str) -> str | None:
+    """Why ``rec`` cannot go into this export, or None if it can."""
+    if fmt == "chalresp-csv":
+        return None if rec.mode is Mode.CHALRESP else (
+            "chalresp-csv holds challenge-response slots only (use pskc or csv)")
+    if rec.mode is Mode.CHALRESP and target in SERVER_NAMES:
+        return (f"{SERVER_NAMES[target]} has no token type that checks HMAC-SHA1 "
+                "challenge-response: export these keys with --for generic --format chalresp-csv")
+    if rec.mode is Mode.CHALRESP and fmt == "csv":
+        return ("the OATH CSV has no challenge-response type: export these keys with "
+                "--format chalresp-csv")
+    if fmt == "yubico-csv" and not rec.mode.uses_slot:
+        return "the Yubico format covers OTP slots only (use pskc or csv)"
+    return None
+
+
+def render_pskc(records: list[Record], secret_of: SecretOf, *, target: str = "generic",
+                password: str | None = None, preshared_key: bytes | None = None) -> bytes:
     """A PSKC document for ``records`` (encrypted if a password or pre-shared key is given)."""
     import pskc
 
     doc = pskc.PSKC()
     for rec in records:
         kw: dict[str, object] = {
-            "serial": str(rec.serial), "manufacturer": "Yubico",
-            "id": f"{rec.serial}:{rec.slot if rec.mode.uses_slot else rec.name}",
-            "secret": secret_of(rec), "response_length": rec.digits,
-            "response_encoding": "DECIMAL", "friendly_name": privacyidea_serial(rec),
+            "serial": token_serial(rec) if target in SERVER_NAMES else str(rec.serial),
+            "manufacturer": "Yubico", "id": pskc_key_id(rec), "secret": secret_of(rec),
+            "response_length": rec.digits, "response_encoding": "DECIMAL",
+            "friendly_name": token_serial(rec), "algorithm_suite": PSKC_SUITE,
         }
         if rec.mode.is_hotp:
             kw.update(algorithm=PSKC_HOTP, counter=rec.counter)
@@ -98,86 +181,136 @@ def render_pskc(records: list[Record], secret_of: SecretOf, *, password: str | N
                       response_encoding="HEXADECIMAL", challenge_encoding="HEXADECIMAL",
                       challenge_min_length=1, challenge_max_length=64)
         doc.add_key(**kw)  # type: ignore[arg-type]
-    if password is not None and preshared_key is not None:
-        raise InvalidInput("encrypt the PSKC file with a password or a pre-shared key, not both")
     if password is not None:
-        if not password:
-            raise InvalidInput("the PSKC password must not be empty")
-        doc.encryption.setup_pbkdf2(password, iterations=100_000)
+        doc.encryption.setup_pbkdf2(password, iterations=100_000, algorithm="aes128-cbc")
     elif preshared_key is not None:
-        if len(preshared_key) not in (16, 24, 32):
-            raise InvalidInput("the PSKC pre-shared key must be 16, 24 or 32 bytes")
         # python-pskc defaults to AES-128-CBC: name the AES variant that fits the key
-        algorithm = f"aes{len(preshared_key) * 8}-cbc"
         doc.encryption.setup_preshared_key(key=preshared_key, key_name="hwtoken-psk",
-                                           algorithm=algorithm)
+                                           algorithm=f"aes{len(preshared_key) * 8}-cbc")
     out = io.BytesIO()
     doc.write(out)
     return out.getvalue()
 
 
-def render_privacyidea_csv(records: list[Record], secret_of: SecretOf,
-                           skipped: dict[int, str]) -> tuple[str, list[int]]:
-    lines, taken = [], []
+def render_oath_csv(records: list[Record], secret_of: SecretOf) -> str:
+    """The OATH CSV: ``serial, key, type, otplen, counter|timestep`` per key."""
+    lines = []
     for rec in records:
-        if rec.mode is Mode.CHALRESP:
-            skipped[rec.serial] = "privacyIDEA's CSV has no challenge-response type (use pskc)"
-            continue
-        key = secret_of(rec).hex()
-        if rec.mode.is_hotp:
-            lines.append(f"{privacyidea_serial(rec)}, {key}, hotp, {rec.digits}, {rec.counter}")
-        else:
-            lines.append(f"{privacyidea_serial(rec)}, {key}, totp, {rec.digits}, {OATH_PERIOD}")
-        taken.append(rec.serial)
-    return "".join(line + "\n" for line in lines), taken
+        kind, last = ("hotp", rec.counter) if rec.mode.is_hotp else ("totp", OATH_PERIOD)
+        lines.append(f"{token_serial(rec)}, {secret_of(rec).hex()}, {kind}, {rec.digits}, {last}")
+    return "".join(line + "\n" for line in lines)
 
 
-def render_yubico_csv(records: list[Record], secret_of: SecretOf,
-                      skipped: dict[int, str]) -> tuple[str, list[int]]:
-    lines, taken = [], []
+def render_yubico_csv(records: list[Record], secret_of: SecretOf) -> str:
+    """The Personalization Tool's Yubico-format log line per OTP slot."""
+    lines = []
     for rec in records:
-        if not rec.mode.uses_slot:
-            skipped[rec.serial] = "the Yubico format covers OTP slots only (use pskc or csv)"
-            continue
         stamp = datetime.fromtimestamp(rec.programmed_at or rec.updated_at or time.time())
         # the tool logs the moving factor *seed* (the slot's initial counter), not the
         # counter now; the programmers always program HOTP_IMF
         factor = HOTP_IMF if rec.mode is Mode.HOTP else 0
         lines.append(f"{rec.serial},,{factor},{secret_of(rec).hex()},,"
                      f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')},")
-        taken.append(rec.serial)
-    return "".join(line + "\n" for line in lines), taken
+    return "".join(line + "\n" for line in lines)
 
 
-def export(inventory: Inventory, fmt: str, out: str, *, include_exported: bool = False,
-           password: str | None = None, preshared_key: bytes | None = None,
-           force: bool = False) -> ExportResult:
-    """Write the done records to ``out`` in ``fmt`` (0600, atomic) and mark them exported."""
-    from pathlib import Path
+def render_chalresp_csv(records: list[Record], secret_of: SecretOf) -> str:
+    """Challenge-response slots: ``serial,slot,key(hex),touch`` after a header line."""
+    lines = [CHALRESP_CSV_HEADER]
+    lines += [f"{rec.serial},{rec.slot},{secret_of(rec).hex()},{int(rec.touch)}"
+              for rec in records]
+    return "".join(line + "\n" for line in lines)
 
+
+def check_options(target: str, fmt: str, *, password: str | None = None,
+                  preshared_key: bytes | None = None) -> None:
+    """Refuse a combination the target cannot import (before anything is read or written)."""
+    if target not in TARGETS:
+        raise InvalidInput(f"unknown export target {target!r}: use one of {', '.join(TARGETS)}")
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    server = SERVER_NAMES.get(target)
+    if server and fmt == "yubico-csv":
+        raise InvalidInput(f"{server}'s Yubikey CSV import names every key UBOM<serial>_X "
+                           "(no slot) and reads it as a 6-digit HOTP token (an 8-digit or "
+                           f"challenge-response slot never validates): for {server} export "
+                           "--format csv or --format pskc")
+    if server and fmt not in TARGET_FORMATS[target]:
+        raise InvalidInput(f"{fmt} is not a format {server} imports; it is for the programs "
+                           "that use challenge-response keys: export it with --for generic")
     if fmt != "pskc" and (password is not None or preshared_key is not None):
         raise InvalidInput("only the pskc format can be encrypted")
+    if password is not None and preshared_key is not None:
+        raise InvalidInput("encrypt the PSKC file with a password or a pre-shared key, not both")
+    if password is not None:
+        if not password:
+            raise InvalidInput("the PSKC password must not be empty")
+        if target == "linotp" and not (6 <= len(password) <= 64 and password.isascii()):
+            raise InvalidInput("LinOTP takes a PSKC password of 6 to 64 ASCII characters")
+    if preshared_key is not None:
+        if len(preshared_key) not in (16, 24, 32):
+            raise InvalidInput("the PSKC pre-shared key must be 16, 24 or 32 bytes")
+        if server and len(preshared_key) != SERVER_PSK_LENGTH:
+            raise InvalidInput(
+                f"{server} imports PSKC files encrypted with AES-128 only, so the pre-shared "
+                f"key must be 16 bytes (32 hex digits), not {len(preshared_key)}: make one "
+                "with `(umask 077; openssl rand -hex 16 > psk.hex)`")
+
+
+def export(inventory: Inventory, fmt: str, out: str, *, target: str = "generic",
+           include_exported: bool = False, password: str | None = None,
+           preshared_key: bytes | None = None, force: bool = False) -> ExportResult:
+    """Write the done keys that this export takes to ``out`` (0600, atomic), then record
+    them as exported for ``TARGET:FORMAT``.
+
+    Keys the format or target cannot carry are left out and listed in ``skipped`` with
+    the reason. Raises :class:`NothingToExport` (and writes nothing) if no key is left.
+    """
+    check_options(target, fmt, password=password, preshared_key=preshared_key)
     path = Path(out)
     if path.exists() and not force:
         raise InvalidInput(f"{path} exists; choose another file or pass --force")
-    records = inventory.records(states=[State.DONE], unexported=not include_exported)
-    result = ExportResult(str(path), fmt, encrypted=password is not None
-                          or preshared_key is not None)
+    kind = export_kind(target, fmt)
+    selected = inventory.records(states=[State.DONE],
+                                 not_exported_as=None if include_exported else kind)
+    result = ExportResult(str(path), fmt, target,
+                          encrypted=password is not None or preshared_key is not None)
+    taken = []
+    for rec in selected:
+        reason = unsupported(rec, target, fmt)
+        if reason is None:
+            taken.append(rec)
+        else:
+            result.skipped[rec.serial] = reason
+    if not taken:
+        raise NothingToExport(_nothing_message(selected, result, target, fmt, include_exported))
     if fmt == "pskc":
-        data: bytes | str = render_pskc(records, inventory.secret, password=password,
-                                        preshared_key=preshared_key)
-        result.exported = [r.serial for r in records]
+        data: bytes | str = render_pskc(taken, inventory.secret, target=target,
+                                        password=password, preshared_key=preshared_key)
     elif fmt == "csv":
-        data, result.exported = render_privacyidea_csv(records, inventory.secret, result.skipped)
+        data = render_oath_csv(taken, inventory.secret)
+    elif fmt == "yubico-csv":
+        data = render_yubico_csv(taken, inventory.secret)
     else:
-        data, result.exported = render_yubico_csv(records, inventory.secret, result.skipped)
+        data = render_chalresp_csv(taken, inventory.secret)
     try:
         atomic_write(path, data)
-    except OSError as exc:  # no such directory, read-only, not allowed: nothing is marked
+    except OSError as exc:  # no such directory, read-only, not allowed: nothing is recorded
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    # only the secrets that went into the file: a key reprogrammed meanwhile (by another
-    # station) keeps its new secret for the next export
-    inventory.mark_exported(result.exported, sealed={r.serial: r.sealed for r in records})
+    result.exported = [r.serial for r in taken]
+    # the secrets that went into the file: a key reprogrammed meanwhile (by another
+    # station) keeps its new secret due for the next export
+    inventory.mark_exported({r.serial: r.sealed for r in taken}, kind)
     return result
+
+
+def _nothing_message(selected: list[Record], result: ExportResult, target: str, fmt: str,
+                     include_exported: bool) -> str:
+    if selected:
+        reasons = "; ".join(sorted(set(result.skipped.values())))
+        return (f"none of the {len(selected)} done key(s) can go into this export "
+                f"({reasons}); no file written")
+    if include_exported:
+        return "the inventory has no done key; no file written"
+    return (f"no done key that an earlier --for {target} --format {fmt} export has not "
+            "written already; no file written (--all writes them again)")

@@ -12,6 +12,12 @@ Concurrency model, the same for both backends:
   session-level advisory lock; SQLite: a POSIX byte-range lock on ``<db>.holds``), so
   ``resume`` elsewhere waits for a key that a live station is still working on. A killed
   process loses its holds with its connection or file descriptor.
+
+Export state is kept per *kind* of export (``TARGET:FORMAT``, e.g. ``privacyidea:csv``) in
+the ``exports`` table: one row per key and kind with the sealed secret that went into the
+file. A key counts as exported for a kind while its current sealed secret is the one
+recorded there, so a reprogrammed key (new secret) is due again everywhere, and a PSKC
+export does not hide a key from a CSV export.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from typing import Any
 from hwtoken.errors import HwtokenError, InvalidInput
 from hwtoken.provision.model import Mode, Record, State
 from hwtoken.provision.sealing import Sealer, Unlocker, unlock
+
+#: export kind of the rows written by inventories from before per-kind export state: such
+#: a key counts as exported for every kind (it went to *some* validation server)
+LEGACY_EXPORT_KIND = "legacy"
 
 COLUMNS = ("serial", "mode", "slot", "digits", "touch", "name", "sealed", "state", "counter",
            "device", "station", "attempts", "last_error", "created_at", "updated_at",
@@ -187,15 +197,20 @@ class Inventory(ABC):
             self.query(f"UPDATE records SET {sets} WHERE serial = ?", [*fields.values(), serial])  # noqa: S608
 
     def records(self, *, states: Iterable[State] | None = None,
-                unexported: bool = False) -> list[Record]:
+                not_exported_as: str | None = None) -> list[Record]:
+        """Records in ``states`` (all if None); with ``not_exported_as`` only those whose
+        current secret no export of that kind (``TARGET:FORMAT``) has written yet."""
         sql = f"SELECT {', '.join(COLUMNS)} FROM records"  # noqa: S608 (column names are constants)
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if states is not None:
             sts = [s.value for s in states]
             where.append(f"state IN ({', '.join('?' for _ in sts)})")
             params.extend(sts)
-        if unexported:
-            where.append("exported_at IS NULL")
+        if not_exported_as is not None:
+            where.append("NOT EXISTS (SELECT 1 FROM exports e WHERE e.serial = records.serial "
+                         "AND e.sealed = records.sealed AND e.kind IN (?, ?))")
+            params.extend([not_exported_as, LEGACY_EXPORT_KIND])
         if where:
             sql += " WHERE " + " AND ".join(where)
         return [row_to_record(r) for r in self.query(sql + " ORDER BY created_at, serial", params)]
@@ -208,19 +223,33 @@ class Inventory(ABC):
             "SELECT COUNT(*) FROM records WHERE exported_at IS NOT NULL")[0][0])
         return out
 
-    def mark_exported(self, serials: Iterable[int], at: float | None = None, *,
-                      sealed: dict[int, str] | None = None) -> None:
-        """Mark records exported. With ``sealed`` (serial -> the sealed secret that went
-        into the file) a record reprogrammed since it was read keeps its new secret
-        unexported."""
+    def mark_exported(self, sealed: dict[int, str], kind: str, at: float | None = None) -> None:
+        """Record that an export of ``kind`` wrote these keys (serial -> the sealed secret
+        that went into the file). A record reprogrammed since it was read has another
+        sealed secret, so it stays due for the next export."""
         at = at or time.time()
         with self.transaction():
-            for s in serials:
-                if sealed is not None and s in sealed:
-                    self.query("UPDATE records SET exported_at = ? WHERE serial = ? "
-                               "AND sealed = ?", (at, s, sealed[s]))
-                else:
-                    self.query("UPDATE records SET exported_at = ? WHERE serial = ?", (at, s))
+            for serial, sealed_secret in sealed.items():
+                self.query("INSERT INTO exports (serial, kind, sealed, at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (serial, kind) DO UPDATE SET sealed = excluded.sealed, "
+                           "at = excluded.at", (serial, kind, sealed_secret, at))
+                self.query("UPDATE records SET exported_at = ? WHERE serial = ? AND sealed = ?",
+                           (at, serial, sealed_secret))
+
+    def _init_export_state(self) -> None:
+        """Carry an inventory from before per-kind export state over, once: a key an
+        export had already taken then counts as exported for every kind."""
+        if self.meta_get("export_state") is not None:  # done: no write lock on every open
+            return
+        with self.transaction():
+            if self.meta_get("export_state") is not None:
+                return
+            self.query("INSERT INTO exports (serial, kind, sealed, at) "
+                       "SELECT serial, ?, sealed, exported_at FROM records "
+                       "WHERE exported_at IS NOT NULL ON CONFLICT (serial, kind) DO NOTHING",
+                       (LEGACY_EXPORT_KIND,))
+            self.query("INSERT INTO meta (name, value) VALUES ('export_state', 'per-kind') "
+                       "ON CONFLICT (name) DO NOTHING")
 
     # -- events (audit trail; never secrets) ---------------------------------------------------
     def log_event(self, kind: str, message: str, serial: int | None = None) -> None:

@@ -39,6 +39,9 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (
         id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, station TEXT NOT NULL,
         serial BIGINT, kind TEXT NOT NULL, message TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS exports (
+        serial BIGINT NOT NULL, kind TEXT NOT NULL, sealed TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL, PRIMARY KEY (serial, kind))""",
 ]
 
 
@@ -69,6 +72,7 @@ class PostgresInventory(Inventory):
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             for stmt in SCHEMA:
                 self._db.execute(stmt)
+            self._init_export_state()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

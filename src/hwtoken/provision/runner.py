@@ -79,8 +79,11 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """1 if a key failed its check or could not be settled, else 0."""
-        return 1 if any(o.result in ("failed", "missing") for o in self.outcomes) else 0
+        """1 if a key failed its check or could not be settled, or if keys came but none
+        ended done (every one refused or busy); else 0 (also when no key came at all)."""
+        if any(o.result in ("failed", "missing") for o in self.outcomes):
+            return 1
+        return 1 if self.outcomes and not any(o.result == "done" for o in self.outcomes) else 0
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": self.counts(), "seconds": round(self.seconds, 3),

@@ -34,6 +34,9 @@ CREATE INDEX IF NOT EXISTS records_state ON records (state);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, station TEXT NOT NULL,
     serial INTEGER, kind TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS exports (
+    serial INTEGER NOT NULL, kind TEXT NOT NULL, sealed TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (serial, kind));
 """
 
 
@@ -61,6 +64,7 @@ class SqliteInventory(Inventory):
         self._db = self._connect()
         self._in_txn = False
         self._holds_fd: int | None = None
+        self._init_export_state()
 
     def _connect(self) -> sqlite3.Connection:
         # switching a new file to WAL needs a moment alone with it: a second station

@@ -11,11 +11,19 @@ PY     := $(VENV)/bin/python
 STAMPS := .stamps
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# System packages: oathtool (reference codes), pcscd + vsmartcard-vpcd (PC/SC virtual card),
-# usbip (the kernel's USB/IP tools), swig + libpcsclite-dev (to build pyscard), postgresql
-# (shared inventory tests), nodejs + npm (MicroPython WebAssembly interpreter), udev (udevadm).
-APT_PACKAGES := oathtool pcscd vsmartcard-vpcd usbip swig libpcsclite-dev pcsc-tools \
-                postgresql udev python3-venv procps
+# System packages, each with the part of the project that needs it (Debian 12 names).
+APT_PACKAGES :=
+APT_PACKAGES += python3-venv procps         # the project venv; ps/pkill in process tests
+APT_PACKAGES += oathtool                    # reference HOTP/TOTP codes (tests/test_otp.py ...)
+APT_PACKAGES += pcscd vsmartcard-vpcd pcsc-tools  # PC/SC: a private pcscd with the vpcd driver
+APT_PACKAGES += swig libpcsclite-dev        # to build pyscard (no Linux wheel)
+APT_PACKAGES += usbip                       # the kernel's USB/IP tools (usbip list -r)
+APT_PACKAGES += postgresql                  # shared provisioning inventory tests
+APT_PACKAGES += udev                        # udevadm (udev rules checks)
+APT_PACKAGES += umockdev                    # libumockdev-preload: emulate run (local USB devices)
+APT_PACKAGES += fido2-tools                 # libfido2's fido2-token/-cred/-assert vs the virtual key
+APT_PACKAGES += openssh-client openssh-server  # ssh-keygen -t *-sk, ssh login to a local sshd
+APT_PACKAGES += libpam-u2f pamu2fcfg pamtester  # a PAM login through pam_u2f
 NODE_DIR := tests/fob/node
 
 .PHONY: all deps demo test lint bench clean

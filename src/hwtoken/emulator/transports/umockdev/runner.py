@@ -20,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from hwtoken.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 FORWARD_SIGINT_AFTER = 2.0  # seconds CMD has to react to a terminal's Ctrl-C by itself
+WAIT_TICK = 0.1  # seconds between looks at CMD while signals may arrive
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
@@ -114,16 +116,21 @@ def wait_forwarding_signals(proc: subprocess.Popen[Any],
 
     previous = {s: signal.signal(s, handler)
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    sigint_at: float | None = None
     try:
         while True:
             try:
-                rc = proc.wait(timeout=FORWARD_SIGINT_AFTER if signal.SIGINT in got else None)
-                return exit_status(rc)
+                return exit_status(proc.wait(timeout=WAIT_TICK))
             except subprocess.TimeoutExpired:
-                # a SIGINT that reached only us (not the terminal's process group)
+                pass
+            if signal.SIGINT in got:
+                got.remove(signal.SIGINT)
+                sigint_at = time.monotonic()
+            if sigint_at is not None and time.monotonic() - sigint_at > FORWARD_SIGINT_AFTER:
+                # a SIGINT that reached only us, not the terminal's whole process group
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGINT)
-                got.remove(signal.SIGINT)
+                sigint_at = None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -1,0 +1,199 @@
+"""``hwtoken emulate run`` as a user runs it: a real subprocess, its exit codes, its errors,
+signals, and nothing left behind (no testbed directory, no lock, the key's state whole)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from umockdev_helpers import VENV_BIN
+
+HWTOKEN = [sys.executable, "-m", "hwtoken"]
+
+
+def hw(*args, **kwargs):
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 60)
+    env = dict(os.environ)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env.update(kwargs.pop("env", {}))
+    return subprocess.run([*HWTOKEN, *args], env=env, **kwargs)
+
+
+def _testbeds() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "hwtoken-umockdev.*")))
+
+
+@pytest.fixture
+def key_name():
+    assert hw("emulate", "create", "alice", "--serial", "7654321").returncode == 0
+    return "alice"
+
+
+def test_runs_the_command_with_the_key_and_exits_with_its_status(key_name):
+    before = _testbeds()
+    proc = hw("emulate", "run", key_name, "--", "fido2-token", "-L")
+    assert proc.returncode == 0, proc.stderr
+    assert "vendor=0x1050, product=0x0403" in proc.stdout
+    assert hw("emulate", "run", key_name, "--", "sh", "-c", "exit 7").returncode == 7
+    assert _testbeds() == before  # removed each time
+
+
+def test_two_keys_are_two_devices(key_name):
+    assert hw("emulate", "create", "bob").returncode == 0
+    proc = hw("emulate", "run", key_name, "bob", "--", "fido2-token", "-L")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("vendor=0x1050") == 2
+
+
+def test_bad_input_is_one_error_line(key_name):
+    cases = [
+        (["emulate", "run", key_name, "--", "no-such-program-xyz"], 127,
+         "command not found: no-such-program-xyz"),
+        (["emulate", "run", key_name, "--"], 2, "no command after --"),
+        (["emulate", "run", key_name], 2, "give the command after --"),
+        (["emulate", "run", "nosuch", "--", "true"], 2, "no virtual key named 'nosuch'"),
+        (["emulate", "run", key_name, key_name, "--", "true"], 2, "repeated"),
+        (["emulate", "run", key_name, "--touch", "delay:nan", "--", "true"], 2, "delay:"),
+        (["emulate", "run", key_name, "--touch", "delay:1e999", "--", "true"], 2, "delay:"),
+        (["emulate", "run", key_name, "--touch", "maybe", "--", "true"], 2, "--touch"),
+    ]
+    for argv, code, message in cases:
+        proc = hw(*argv)
+        assert proc.returncode == code, (argv, proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_not_executable_is_126(key_name, tmp_path):
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o600)
+    proc = hw("emulate", "run", key_name, "--", str(script))
+    assert proc.returncode == 126 and "permission denied" in proc.stderr
+
+
+def test_umockdev_missing_names_the_package(key_name):
+    proc = hw("emulate", "run", key_name, "--", "true",
+              env={"HWTOKEN_UMOCKDEV_PRELOAD": "/nonexistent/libumockdev-preload.so.0"})
+    assert proc.returncode == 2
+    assert "apt install umockdev" in proc.stderr and proc.stderr.count("error:") == 1
+
+
+def test_a_key_already_in_use_is_refused(key_name):
+    holder = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PATH": VENV_BIN + os.pathsep +
+                                   os.environ["PATH"]})
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until the first run holds the key (its runtime file says so)
+            show = json.loads(hw("emulate", "show", key_name, "--json").stdout)
+            if show["served"]:
+                break
+            assert holder.poll() is None, holder.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert show["served"]["local"]["nodes"]
+        proc = hw("emulate", "run", key_name, "--", "true")
+        assert proc.returncode == 2
+        assert f"already served by pid {holder.pid}" in proc.stderr
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=30)
+
+
+def _wait_for_testbed(before: set[str], proc: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        new = _testbeds() - before
+        if new and glob.glob(os.path.join(next(iter(new)), "dev", "hidraw*")):
+            return next(iter(new))
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to run", "SIGINT to run", "SIGKILL to CMD"])
+def test_signals_leave_nothing_behind_and_the_state_whole(key_name, how):
+    from hwtoken import paths
+    from hwtoken.emulator.key import VirtualKey
+
+    before = _testbeds()
+    proc = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_testbed(before, proc)
+    child = None
+    deadline = time.monotonic() + 10
+    while child is None and time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "^sleep 60$"],
+                             capture_output=True, text=True).stdout.split()
+        child = int(out[0]) if out else None
+    assert child is not None
+    if how == "SIGTERM to run":
+        proc.send_signal(signal.SIGTERM)
+        expected = 128 + signal.SIGTERM
+    elif how == "SIGINT to run":  # sent to hwtoken only (not a terminal's Ctrl-C)
+        proc.send_signal(signal.SIGINT)
+        expected = 128 + signal.SIGINT
+    else:
+        os.kill(child, signal.SIGKILL)
+        expected = 128 + signal.SIGKILL
+    proc.communicate(timeout=30)
+    assert proc.returncode == expected
+    assert _testbeds() == before
+    path = paths.virtual_key_path(key_name)
+    with VirtualKey.load(path) as key:  # not locked any more, and loads whole
+        assert key.serial == 7654321
+    assert not Path(str(path)[:-4] + ".serve.json").exists()
+
+
+def test_the_next_run_removes_a_testbed_left_by_a_killed_run(key_name):
+    before = _testbeds()
+    proc = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    left = _wait_for_testbed(before, proc)
+    orphans = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                             text=True).stdout.split()
+    proc.kill()  # hwtoken itself: nothing can clean up now
+    proc.communicate(timeout=30)
+    for pid in orphans:  # CMD (and the pty guards) outlive it
+        subprocess.run(["kill", "-9", pid], check=False)
+    assert Path(left).exists()
+    assert hw("emulate", "run", key_name, "--", "true").returncode == 0
+    assert not Path(left).exists()
+
+
+def test_no_root_needed(key_name):
+    """The whole of `emulate run` and the program, as the unprivileged user nobody."""
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: every other test here proves it")
+    state = Path(tempfile.mkdtemp(prefix="hwtoken-nobody-"))  # pytest's tmp is root-only
+    os.chmod(state, 0o755)
+    os.chown(state, 65534, 65534)
+    env = {**os.environ, "HWTOKEN_STATE_DIR": str(state), "HOME": str(state),
+           "PATH": VENV_BIN + os.pathsep + os.environ["PATH"]}
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    made = subprocess.run([*drop, *HWTOKEN, "emulate", "create", "nobodys"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    proc = subprocess.run([*drop, *HWTOKEN, "emulate", "run", "nobodys", "--",
+                           "sh", "-c", "id -u; fido2-token -L; ssh-keygen -q -t ecdsa-sk -N '' "
+                           f"-f {state}/id"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "65534"
+    assert "vendor=0x1050" in lines[1]
+    assert (state / "id.pub").read_text().startswith("sk-ecdsa-sha2-nistp256@openssh.com")
+    subprocess.run(["rm", "-rf", str(state)], check=False)

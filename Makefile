@@ -10,8 +10,14 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages: oathtool (reference codes), pcscd + vsmartcard-vpcd (PC/SC virtual card),
 # usbip (the kernel's USB/IP tools), swig + libpcsclite-dev (to build pyscard), postgresql
 # (shared inventory tests), nodejs + npm (MicroPython WebAssembly interpreter), udev (udevadm).
+# The PIV applet's interop tests (tests/emulator/piv/) run the real programs: opensc +
+# opensc-pkcs11 (opensc-tool, pkcs11-tool, opensc-pkcs11.so), yubico-piv-tool and ykcs11
+# (Yubico's C tool and PKCS#11 module), libengine-pkcs11-openssl (OpenSSL's pkcs11 engine),
+# openssh-server + openssh-client (ssh login with the PIV key to a private sshd).
 APT_PACKAGES := oathtool pcscd vsmartcard-vpcd usbip swig libpcsclite-dev pcsc-tools \
-                postgresql udev python3-venv procps
+                postgresql udev python3-venv procps \
+                opensc opensc-pkcs11 yubico-piv-tool ykcs11 libengine-pkcs11-openssl \
+                openssh-server openssh-client
 NODE_DIR := tests/fob/node
 
 .PHONY: all deps demo test lint bench clean

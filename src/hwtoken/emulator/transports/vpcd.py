@@ -125,6 +125,12 @@ class VpcdLink:
         """True while pcscd's vpcd driver holds a connection to us."""
         return self._connected.is_set()
 
+    @property
+    def powered(self) -> bool:
+        """True once pcscd powered up (or reset, or used) this connection's card: pcscd
+        has noticed it, so clients that connect now reach this card."""
+        return self._connected.is_set() and self._powered
+
     def wait_connected(self, timeout: float = 5.0) -> bool:
         """Block until connected (True) or ``timeout`` seconds pass (False)."""
         return self._connected.wait(timeout)

@@ -148,7 +148,7 @@ class ManagementApplet:
 
     def enabled(self, transport: str = "nfc") -> int:
         """Enabled capability bits over ``usb`` or ``nfc``."""
-        return int(self.state[f"{transport}_enabled"])
+        return int(self.state[f"{transport}_enabled"]) & SUPPORTED
 
     @property
     def locked(self) -> bool:
@@ -161,7 +161,7 @@ class ManagementApplet:
         body = b"".join([
             tlv(TAG_USB_SUPPORTED, struct.pack(">H", SUPPORTED)),
             tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
-            tlv(TAG_USB_ENABLED, struct.pack(">H", int(st["usb_enabled"]))),
+            tlv(TAG_USB_ENABLED, struct.pack(">H", self.enabled("usb"))),
             tlv(TAG_FORM_FACTOR, bytes([FORM_FACTOR_USB_A_KEYCHAIN])),
             tlv(TAG_VERSION, bytes([major, minor, patch])),
             tlv(TAG_AUTO_EJECT_TIMEOUT, struct.pack(">H", int(st["auto_eject_timeout"]))),
@@ -169,7 +169,7 @@ class ManagementApplet:
             tlv(TAG_DEVICE_FLAGS, bytes([int(st["device_flags"])])),
             tlv(TAG_CONFIG_LOCK, b"\1" if self.locked else b"\0"),
             tlv(TAG_NFC_SUPPORTED, struct.pack(">H", SUPPORTED)),
-            tlv(TAG_NFC_ENABLED, struct.pack(">H", int(st["nfc_enabled"]))),
+            tlv(TAG_NFC_ENABLED, struct.pack(">H", self.enabled("nfc"))),
         ])
         return bytes([len(body)]) + body
 

@@ -164,13 +164,17 @@ def test_old_key_gains_piv_but_keeps_what_its_user_disabled(tmp_path):
         assert "attestation_root" in k.store.data["piv"]
 
 
-def test_piv_disabled_over_nfc_is_not_selectable(key):
+def test_piv_disabled_over_nfc_is_not_selectable_and_stays_off(key):
     from yubikit.core import TRANSPORT
     from yubikit.management import DeviceConfig, ManagementSession
 
     ManagementSession(DirectCardConnection(CardOS(key))).write_device_config(
         DeviceConfig({TRANSPORT.NFC: SUPPORTED & ~CAPABILITY.PIV}))
     assert CardOS(key).transmit(SELECT_PIV) == b"\x6a\x82"
+    path = key.path
+    key.close()
+    with VirtualKey.load(path) as again:  # the migration does not switch it back on
+        assert CardOS(again).transmit(SELECT_PIV) == b"\x6a\x82"
 
 
 # -- BER-TLV -------------------------------------------------------------------------------------

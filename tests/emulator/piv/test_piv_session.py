@@ -295,10 +295,10 @@ def test_touch_always_asks_every_time_and_cached_once(key):
     asked = _counting_presence(key)
     for _ in range(3):
         s.sign(SLOT.RETIRED2, KEY_TYPE.ECCP256, MESSAGE, hashes.SHA256())
-    assert asked == ["piv"]  # CACHED: one touch lasts 15 s
+    assert asked == ["PIV key 83"]  # CACHED: one touch lasts 15 s
     for _ in range(2):
         s.sign(SLOT.RETIRED1, KEY_TYPE.ECCP256, MESSAGE, hashes.SHA256())
-    assert asked == ["piv"] * 3  # ALWAYS: every use
+    assert asked == ["PIV key 83", "PIV key 82", "PIV key 82"]  # ALWAYS: every use
 
 
 def test_touch_denied_refuses_the_signature(key):
@@ -452,7 +452,7 @@ def test_management_key_touch(key):
     assert s.get_management_key_metadata().touch_policy is TOUCH_POLICY.ALWAYS
     asked = _counting_presence(key)
     s.authenticate(b"\x07" * 16)
-    assert asked == ["piv"]
+    assert asked == ["PIV management key"]
     key.presence = DenyAlways()
     with pytest.raises(ApduError):
         s.authenticate(b"\x07" * 16)
@@ -553,3 +553,21 @@ def test_state_persists_across_reload(key):
         public.verify(s.sign(SLOT.AUTHENTICATION, KEY_TYPE.ED25519, MESSAGE, None), MESSAGE)
     finally:
         key.close()
+
+
+def test_ecdsa_takes_longer_and_shorter_digests_as_ecdsa_does(key):
+    """P-256 with a SHA-384 digest (cut to 32 bytes) or a SHA-1 one (the same number)."""
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    from yubikit.core import Tlv
+
+    s = admin(key)
+    public = s.generate_key(SLOT.AUTHENTICATION, KEY_TYPE.ECCP256)
+    s.verify_pin(PIN)
+    for algorithm in (hashes.SHA384(), hashes.SHA1()):
+        h = hashes.Hash(algorithm)
+        h.update(MESSAGE)
+        digest = h.finalize()
+        resp = s.protocol.send_apdu(0, 0x87, KEY_TYPE.ECCP256, SLOT.AUTHENTICATION,
+                                    Tlv(0x7C, Tlv(0x82) + Tlv(0x81, digest)))
+        sig = Tlv.unpack(0x82, Tlv.unpack(0x7C, resp))
+        public.verify(sig, digest, ec.ECDSA(Prehashed(algorithm)))

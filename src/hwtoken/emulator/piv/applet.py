@@ -299,14 +299,15 @@ class PivApplet:
         if not self._pin_verified:
             raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
 
-    def _require_touch(self, policy: TOUCH_POLICY) -> None:
+    def _require_touch(self, policy: TOUCH_POLICY, what: str) -> None:
+        """Ask the key's presence policy for a touch (CACHED: unless one came lately)."""
         if policy is TOUCH_POLICY.NEVER:
             return
         now = time.monotonic()
         if policy is TOUCH_POLICY.CACHED and self._touched_at is not None \
                 and now - self._touched_at < CACHED_TOUCH_SECONDS:
             return
-        if not self.key.presence.wait("piv"):
+        if not self.key.presence.wait(f"PIV {what}"):
             raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
         self._touched_at = time.monotonic()
 
@@ -435,7 +436,7 @@ class PivApplet:
         if (challenge is None) == (peer is None):
             raise ApduError(SW.INCORRECT_PARAMETERS)
         self._require_pin(record.pin_policy)
-        self._require_touch(record.touch_policy)
+        self._require_touch(record.touch_policy, f"key {apdu.p2:02x}")
         private = self._private(record)
         if challenge is not None:
             result = keys.sign(record.key_type, private, challenge)
@@ -468,7 +469,7 @@ class PivApplet:
                 raise ApduError(SW.CONDITIONS_NOT_SATISFIED)
             if not hmac.compare_digest(witness, pending[1]):
                 raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
-            self._require_touch(mk.touch)
+            self._require_touch(mk.touch, "management key")
             self._mgm_authenticated = True
             return tlv.tlv(TAG_DYN_AUTH, tlv.tlv(
                 TAG_AUTH_RESPONSE, keys.encrypt_block(mk.key_type, mk.key, challenge)))
@@ -483,7 +484,7 @@ class PivApplet:
             expected = keys.encrypt_block(mk.key_type, mk.key, pending[1])
             if not hmac.compare_digest(response, expected):
                 raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
-            self._require_touch(mk.touch)
+            self._require_touch(mk.touch, "management key")
             self._mgm_authenticated = True
             return b""
         raise ApduError(SW.INCORRECT_PARAMETERS)

@@ -144,8 +144,9 @@ def sign(key_type: KEY_TYPE, key: PrivateKey, data: bytes) -> bytes:
     """GENERAL AUTHENTICATE with a challenge (``81``): the private-key operation.
 
     RSA: raw (textbook) RSA on a block of the modulus' length (the host padded it), which
-    is also how PIV decrypts. ECDSA: ``data`` is the hash, at most the field length
-    (shorter is the same number, left-padded); the answer is a DER signature.
+    is also how PIV decrypts. ECDSA: ``data`` is the hash; a shorter one is the same
+    number left-padded, a longer one is cut to its leftmost bytes (as ECDSA truncates to
+    the order's length); the answer is a DER signature.
     Ed25519: ``data`` is the message. X25519 cannot sign.
     """
     if isinstance(key, rsa.RSAPrivateKey):
@@ -160,9 +161,9 @@ def sign(key_type: KEY_TYPE, key: PrivateKey, data: bytes) -> bytes:
         m = m2 + ((nums.iqmp * (m1 - m2)) % nums.p) * nums.q
         return m.to_bytes(key_type.byte_len, "big")
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        if not 0 < len(data) <= key_type.byte_len:
+        if not data:
             raise _bad()
-        digest = data.rjust(key_type.byte_len, b"\0")
+        digest = data[:key_type.byte_len].rjust(key_type.byte_len, b"\0")
         return key.sign(digest, ec.ECDSA(Prehashed(_PREHASH[key_type])))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)

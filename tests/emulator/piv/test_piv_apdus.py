@@ -215,15 +215,60 @@ inner = st.recursive(
     .map(lambda tv: tlv.tlv(tv[0], b"".join(tv[1]))),
     max_leaves=4)
 payload = st.one_of(st.binary(max_size=40), st.lists(inner, max_size=3).map(b"".join))
-command = st.tuples(st.sampled_from(PIV_INS), st.sampled_from([0x00, 0x03, 0x0A, 0x11, 0x3F,
-                                                               0xE0, 0xFF]),
-                    st.sampled_from([0x00, 0x80, 0x81, 0x9A, 0x9B, 0x9C, 0xF9, 0xFF, 0x82]),
-                    payload)
+random_command = st.tuples(st.sampled_from(PIV_INS),
+                           st.sampled_from([0x00, 0x03, 0x0A, 0x11, 0x3F, 0xE0, 0xFF]),
+                           st.sampled_from([0x00, 0x80, 0x81, 0x9A, 0x9B, 0x9C, 0xF9, 0xFF,
+                                            0x82]),
+                           payload)
+# Well-formed commands with fuzzed fields, so that the deeper paths (keys made, used,
+# moved, attested; objects written) run too.
+slots = st.sampled_from([0x9A, 0x9C, 0x9D, 0x9E, 0x82, 0x95, 0xF9, 0x9B, 0x00])
+algorithms = st.sampled_from(FAST_ALGORITHMS)
+object_ids = st.sampled_from([b"\x7e", b"\x5f\xc1\x02", b"\x5f\xc1\x05", b"\x5f\xc1\x09",
+                              b"\x5f\xff\x01", b"\x5f\xff\x00", b"\x7f\x61", b"\x01"])
+small = st.binary(max_size=60)
+structured_command = st.one_of(
+    st.builds(lambda s_, a, pin, touch: (0x47, 0, s_, tlv.tlv(0xAC, tlv.tlv(0x80, bytes([a]))
+                                                            + pin + touch)),
+              slots, algorithms,
+              st.sampled_from([b""] + [tlv.tlv(0xAA, bytes([i])) for i in range(7)]),
+              st.sampled_from([b""] + [tlv.tlv(0xAB, bytes([i])) for i in range(5)])),
+    st.builds(lambda a, s_, tag, data: (0x87, a, s_, tlv.tlv(0x7C, tlv.tlv(0x82)
+                                                            + tlv.tlv(tag, data))),
+              algorithms, slots, st.sampled_from([0x81, 0x85]),
+              st.one_of(small, st.binary(min_size=32, max_size=32),
+                        st.just(b"\x04" + bytes(64)))),
+    st.builds(lambda i, d: (0xDB, 0x3F, 0xFF, tlv.tlv(0x5C, i) + tlv.tlv(0x53, d)),
+              object_ids, small),
+    st.builds(lambda i: (0xCB, 0x3F, 0xFF, tlv.tlv(0x5C, i)), object_ids),
+    st.builds(lambda a, s_, tag, d: (0xFE, a, s_, tlv.tlv(tag, d)), algorithms, slots,
+              st.sampled_from([0x06, 0x07, 0x08]),
+              st.one_of(st.binary(min_size=32, max_size=32), small)),
+    st.builds(lambda a, b: (0xF6, a, b, b""), st.one_of(slots, st.just(0xFF)), slots),
+    st.builds(lambda s_: (0xF9, s_, 0, b""), slots),
+    st.builds(lambda s_: (0xF7, 0, s_, b""), st.one_of(slots, st.sampled_from([0x80, 0x81]))),
+    st.builds(lambda a, k, p2: (0xFF, 0xFF, p2, bytes([a]) + tlv.tlv(0x9B, k)),
+              st.sampled_from([0x03, 0x08, 0x0A, 0x0C, 0x11]),
+              st.sampled_from([bytes(16), bytes(24), bytes(32), b"\x01"]),
+              st.sampled_from([0xFF, 0xFE])),
+)
+# A key made, then used (sign or agree), attested and moved: the sequence a client sends.
+generate_then_use = st.builds(
+    lambda s_, a, tag, data, dest: [
+        (0x47, 0, s_, tlv.tlv(0xAC, tlv.tlv(0x80, bytes([a])) + tlv.tlv(0xAA, b"\x01"))),
+        (0x87, a, s_, tlv.tlv(0x7C, tlv.tlv(0x82) + tlv.tlv(tag, data))),
+        (0xF9, s_, 0, b""), (0xF6, dest, s_, b"")],
+    slots, algorithms, st.sampled_from([0x81, 0x85]),
+    st.one_of(small, st.binary(min_size=32, max_size=32), st.just(b"\x04" + bytes(64))),
+    st.one_of(slots, st.just(0xFF)))
+command_group = st.one_of(random_command.map(lambda c: [c]),
+                          structured_command.map(lambda c: [c]), generate_then_use)
 
 
-@given(cmds=st.lists(command, max_size=8), auth=st.booleans(), pin=st.booleans())
+@given(groups=st.lists(command_group, max_size=6), auth=st.booleans(), pin=st.booleans())
 @settings(max_examples=150, deadline=None)
-def test_fuzzed_commands_always_get_a_status_word(tmp_path_factory, cmds, auth, pin):
+def test_fuzzed_commands_always_get_a_status_word(tmp_path_factory, groups, auth, pin):
+    cmds = [c for group in groups for c in group]
     k = VirtualKey.create(tmp_path_factory.mktemp("pivfz") / "f.key")
     try:
         card = card_for(k)

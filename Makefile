@@ -22,8 +22,11 @@ APT_PACKAGES += postgresql                  # shared provisioning inventory test
 APT_PACKAGES += udev                        # udevadm (udev rules checks)
 APT_PACKAGES += umockdev                    # libumockdev-preload: emulate run (local USB devices)
 APT_PACKAGES += fido2-tools                 # libfido2's fido2-token/-cred/-assert vs the virtual key
-APT_PACKAGES += openssh-client openssh-server  # ssh-keygen -t *-sk, ssh login to a local sshd
+APT_PACKAGES += openssh-client openssh-server  # ssh-keygen -t *-sk; ssh logins (sk and PIV keys) to a private sshd
 APT_PACKAGES += libpam-u2f pamu2fcfg pamtester  # a PAM login through pam_u2f
+APT_PACKAGES += opensc opensc-pkcs11       # PIV: opensc-tool, pkcs11-tool, opensc-pkcs11.so
+APT_PACKAGES += yubico-piv-tool ykcs11      # PIV: Yubico's C tool and PKCS#11 module
+APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs with the key
 NODE_DIR := tests/fob/node
 
 .PHONY: all deps demo test lint bench clean

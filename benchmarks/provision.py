@@ -7,6 +7,12 @@ the inventory fsyncing every step. Baseline, measured in the same run: the same 
 the interim applet path (no transport, no client library) on SQLite, so the ratios show
 what the transport + client libraries cost versus what the inventory costs.
 
+``oath-totp`` is measured a second time through a private pcscd with the vpcd driver (as
+``provision run --mode oath-totp`` runs where pcscd is up): each key is inserted as a card
+(pcscd notices it on its next presence poll) and every APDU crosses pcscd; once more with
+the vpcd link's TCP_QUICKACK switched off, which is how every APDU cost ~48 ms before.
+Needs root for the private pcscd; without it those rows are skipped.
+
 PostgreSQL: a throwaway server is started as ``nobody`` (it refuses root) in a temp dir,
 on a Unix socket only, with ``fsync=on`` so its commits are as durable as SQLite's.
 """
@@ -106,6 +112,36 @@ def keys_per_minute(url: str, mode: Mode, path: str, tag: str) -> float:
     return N / elapsed * 60
 
 
+def through_pcscd(work: Path) -> list[tuple[str, float]]:
+    """oath-totp rows through a private pcscd (with and without the QUICKACK fix)."""
+    from hwtoken.emulator import pcscd as pcscd_mod
+    from hwtoken.emulator.transports import vpcd
+    from hwtoken.yubikey.oath import VPCD_ENV
+
+    if os.geteuid() != 0:
+        print("not root: skipping the rows through a private pcscd")
+        return []
+    daemon = pcscd_mod.Pcscd().start()
+    rows: list[tuple[str, float]] = []
+    try:
+        daemon.export_env()
+        os.environ[VPCD_ENV] = f"127.0.0.1:{daemon.port}"
+        rows.append(("oath-totp via yubikit through pcscd+vpcd, SQLite",
+                     keys_per_minute(f"sqlite:///{work / 'oath-pcscd.db'}", Mode.OATH_TOTP,
+                                     "client", "op")))
+        quickack, vpcd._TCP_QUICKACK = vpcd._TCP_QUICKACK, None
+        try:
+            rows.append(("  same, without TCP_QUICKACK (before the fix)",
+                         keys_per_minute(f"sqlite:///{work / 'oath-slow.db'}",
+                                         Mode.OATH_TOTP, "client", "os")))
+        finally:
+            vpcd._TCP_QUICKACK = quickack
+    finally:
+        os.environ.pop(VPCD_ENV, None)
+        daemon.stop()
+    return rows
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hwtoken-bench-provision-"))
     paths.set_state_dir(work / "state")
@@ -121,6 +157,7 @@ def main() -> int:
         rows.append(("oath-totp via yubikit (in-process card), SQLite",
                      keys_per_minute(f"sqlite:///{work / 'oath.db'}", Mode.OATH_TOTP,
                                      "client", "oa")))
+        rows += through_pcscd(work)
         pg = start_postgres(work)
         if pg is None:
             print("PostgreSQL server binaries not found: skipping that figure")

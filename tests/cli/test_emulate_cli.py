@@ -290,3 +290,29 @@ def test_serve_touch_prompt(_isolated_state_dir, typed_ahead, answer, approved):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_show_exports_the_piv_attestation_root(_isolated_state_dir):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from hwtoken.emulator.key import VirtualKey
+
+    assert run("emulate", "create", "p", "--serial", "777").exit_code == 0
+    info = json.loads(run("emulate", "show", "p", "--json").output)
+    assert info["piv_keys"] == 0 and len(info["piv_attestation_root_sha256"]) == 64
+    r = run("emulate", "show", "p", "--piv-attestation-root")
+    assert r.exit_code == 0
+    root = x509.load_pem_x509_certificate(r.output.encode())
+    assert "777" in root.subject.rfc4514_string()
+    assert root.fingerprint(hashes.SHA256()).hex() == info["piv_attestation_root_sha256"]
+    doc = json.loads(run("emulate", "show", "p", "--piv-attestation-root", "--json").output)
+    assert doc["piv_attestation_root"] == r.output
+    # a key from before PIV existed has no root until PIV is first used
+    path = _isolated_state_dir / "keys" / "p.key"
+    with VirtualKey.load(path) as key:
+        del key.store.data["piv"]
+    assert json.loads(run("emulate", "show", "p", "--json").output)[
+        "piv_attestation_root_sha256"] is None
+    r = run("emulate", "show", "p", "--piv-attestation-root")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1

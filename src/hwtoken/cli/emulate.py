@@ -67,6 +67,7 @@ def _summary(name: str) -> dict[str, Any]:
         "pin_set": isinstance(fido.get("pin"), dict),
         "oath_accounts": len(oath.get("credentials") or []),
         "slots": _slots(store),
+        **_piv_summary(store),
         "path": str(path),
         "served": None,
     }
@@ -74,6 +75,31 @@ def _summary(name: str) -> dict[str, Any]:
     if doc is not None:
         info["served"] = {k: doc.get(k) for k in ("pid", "usbip", "pcsc", "local")}
     return info
+
+
+def _piv_summary(store: Any) -> dict[str, Any]:
+    """PIV key count (besides the attestation key) and the attestation root's SHA-256."""
+    import hashlib
+
+    piv = store.data.get("piv", {}) or {}
+    root = piv.get("attestation_root")
+    return {"piv_keys": len([s for s in (piv.get("keys") or {}) if s != "f9"]),
+            "piv_attestation_root_sha256": hashlib.sha256(root).hexdigest() if root else None}
+
+
+def _piv_root_pem(name: str) -> str:
+    """The PEM of NAME's PIV attestation root (read without locking the key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from hwtoken.emulator.key import VirtualKey
+
+    store = VirtualKey.peek(devices.key_path_for(name))
+    root = (store.data.get("piv", {}) or {}).get("attestation_root")
+    if not root:
+        raise InvalidInput(f"virtual key {name!r} has no PIV attestation root yet: it is "
+                           "made when PIV is first used (select the PIV applet once)")
+    return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
 
 
 def _uuid(raw: bytes) -> Any:
@@ -152,10 +178,19 @@ def list_(as_json: bool) -> None:
 
 @emulate.command()
 @click.argument("name")
+@click.option("--piv-attestation-root", "piv_root", is_flag=True,
+              help="Print only the PEM certificate that PIV attestations chain up to.")
 @json_option
 @state_dir_option
-def show(name: str, as_json: bool) -> None:
+def show(name: str, piv_root: bool, as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
+    if piv_root:
+        pem = _piv_root_pem(name)
+        if as_json:
+            emit_json({"name": name, "piv_attestation_root": pem})
+        else:
+            click.echo(pem, nl=False)
+        return
     info = _summary(name)
     if as_json:
         emit_json(info)
@@ -171,6 +206,9 @@ def show(name: str, as_json: bool) -> None:
         ("resident credentials", info["credentials"]),
         ("OTP slots", slots or "-"),
         ("OATH accounts", info["oath_accounts"]),
+        ("PIV keys", info["piv_keys"]),
+        ("PIV attestation root", f"sha256 {info['piv_attestation_root_sha256']}"
+         if info["piv_attestation_root_sha256"] else "not made yet"),
         ("state file", info["path"]),
     ]
     if info["served"]:

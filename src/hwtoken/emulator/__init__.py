@@ -1,4 +1,4 @@
-"""The virtual key: a software YubiKey 5 (FIDO2/U2F, OTP slots, OATH, management).
+"""The virtual key: a software YubiKey 5 (FIDO2/U2F, OTP slots, OATH, PIV, management).
 
 Applets are pure protocol logic (bytes in, bytes out); transports carry their bytes.
 Heavy parts are imported lazily: ``from hwtoken.emulator import VirtualKey`` is cheap.

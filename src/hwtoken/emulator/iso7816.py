@@ -282,8 +282,8 @@ class CardOS:
         if applet is None:
             # A failed SELECT leaves the current applet as it was (like a YubiKey).
             raise ApduError(SW.FILE_NOT_FOUND)
-        if self.current is not None:
-            self._deselect()
+        if self.current is not None and self.current is not applet:
+            self._deselect()  # selecting the current applet again is not leaving it
         self.current = applet
         return applet.select(apdu)
 
@@ -342,6 +342,6 @@ def default_applets(key: Any) -> list[Any]:
 
     applets: list[Any] = [ManagementApplet(key), OtpCardApplet(key)]
     if key is not None:
-        applets.append(key.oath)
+        applets += [key.oath, key.piv]
     applets += [FidoCardApplet(key), NdefApplet(key)]
     return applets

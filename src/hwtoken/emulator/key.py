@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.fido.applet import FidoApplet
     from hwtoken.emulator.oath import OathApplet
     from hwtoken.emulator.otp.applet import OtpApplet
+    from hwtoken.emulator.piv.applet import PivApplet
 
 DEFAULT_VERSION = (5, 7, 1)
 
@@ -150,14 +151,14 @@ class VirtualKey:
     # -- applets (imported on first use) ----------------------------------------------------
     def _init_applets(self) -> None:
         """Let every applet initialise its section of a new key (keys, defaults)."""
-        for name in ("fido", "otp", "oath"):
+        for name in ("fido", "otp", "oath", "piv"):
             applet = getattr(self, name)
             init = getattr(applet, "initialise", None)
             if init is not None:
                 init()
 
     def _loaded_applets(self) -> list[Any]:
-        return [self.__dict__[n] for n in ("fido", "otp", "oath", "management")
+        return [self.__dict__[n] for n in ("fido", "otp", "oath", "piv", "management")
                 if n in self.__dict__]
 
     @cached_property
@@ -180,3 +181,10 @@ class VirtualKey:
         from hwtoken.emulator.oath import OathApplet
 
         return OathApplet(self)
+
+    @cached_property
+    def piv(self) -> PivApplet:
+        """The PIV applet (SP 800-73-4 with Yubico's extensions)."""
+        from hwtoken.emulator.piv.applet import PivApplet
+
+        return PivApplet(self)

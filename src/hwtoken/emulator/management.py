@@ -4,7 +4,7 @@ Pure logic over the key's ``management`` store section. Device info is the TLV l
 yubikit's ``DeviceInfo.parse`` (serial, firmware version, form factor, supported and
 enabled capabilities over USB and NFC, timeouts, flags, config lock) so the virtual key
 shows up as a "YubiKey 5 NFC" whose applets are the ones it really has: OTP, FIDO U2F,
-FIDO2 and OATH.
+FIDO2, PIV and OATH.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ CAP_PIV = 0x10
 CAP_OATH = 0x20
 CAP_HSMAUTH = 0x100
 CAP_FIDO2 = 0x200
-SUPPORTED = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
+#: The applications this key has, over USB and NFC. The one switch for an applet: the card
+#: OS refuses to SELECT an applet whose capability is not enabled, and enabled sets are
+#: masked with this.
+SUPPORTED = CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_FIDO2
+#: What keys created before PIV existed supported (their state records no "supported").
+SUPPORTED_BEFORE_PIV = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
 
 FORM_FACTOR_USB_A_KEYCHAIN = 0x01
 
@@ -97,6 +102,21 @@ def parse_tlvs(data: bytes, *, bare_tags: frozenset[int] = frozenset(),
     return out
 
 
+def _migrate(sec: dict[str, Any]) -> None:
+    """Enable, over USB and NFC, the applications added since the state was written.
+
+    A key whose enabled sets predate an application would otherwise show it as
+    supported but disabled, as if the user had switched it off. Persisted with the next
+    commit; applying it again changes nothing.
+    """
+    known = int(sec.get("supported", SUPPORTED_BEFORE_PIV))
+    gained = SUPPORTED & ~known
+    if gained:
+        sec["usb_enabled"] = int(sec["usb_enabled"]) | gained
+        sec["nfc_enabled"] = int(sec.get("nfc_enabled", SUPPORTED)) | gained
+    sec["supported"] = SUPPORTED
+
+
 def device_info_tlvs(key: Any) -> bytes:
     """Device-info TLVs of ``key`` without the length byte (the OTP applet's
     YK4_CAPABILITIES answer uses them too)."""
@@ -116,8 +136,11 @@ class ManagementApplet:
     @property
     def state(self) -> dict[str, Any]:
         sec: dict[str, Any] = self.key.store.section("management")
+        if "usb_enabled" in sec:
+            _migrate(sec)
         sec.setdefault("usb_enabled", SUPPORTED)
         sec.setdefault("nfc_enabled", SUPPORTED)
+        sec.setdefault("supported", SUPPORTED)
         sec.setdefault("auto_eject_timeout", 0)
         sec.setdefault("chalresp_timeout", 15)
         sec.setdefault("device_flags", 0)
@@ -125,7 +148,7 @@ class ManagementApplet:
 
     def enabled(self, transport: str = "nfc") -> int:
         """Enabled capability bits over ``usb`` or ``nfc``."""
-        return int(self.state[f"{transport}_enabled"])
+        return int(self.state[f"{transport}_enabled"]) & SUPPORTED
 
     @property
     def locked(self) -> bool:
@@ -138,7 +161,7 @@ class ManagementApplet:
         body = b"".join([
             tlv(TAG_USB_SUPPORTED, struct.pack(">H", SUPPORTED)),
             tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
-            tlv(TAG_USB_ENABLED, struct.pack(">H", int(st["usb_enabled"]))),
+            tlv(TAG_USB_ENABLED, struct.pack(">H", self.enabled("usb"))),
             tlv(TAG_FORM_FACTOR, bytes([FORM_FACTOR_USB_A_KEYCHAIN])),
             tlv(TAG_VERSION, bytes([major, minor, patch])),
             tlv(TAG_AUTO_EJECT_TIMEOUT, struct.pack(">H", int(st["auto_eject_timeout"]))),
@@ -146,7 +169,7 @@ class ManagementApplet:
             tlv(TAG_DEVICE_FLAGS, bytes([int(st["device_flags"])])),
             tlv(TAG_CONFIG_LOCK, b"\1" if self.locked else b"\0"),
             tlv(TAG_NFC_SUPPORTED, struct.pack(">H", SUPPORTED)),
-            tlv(TAG_NFC_ENABLED, struct.pack(">H", int(st["nfc_enabled"]))),
+            tlv(TAG_NFC_ENABLED, struct.pack(">H", self.enabled("nfc"))),
         ])
         return bytes([len(body)]) + body
 
@@ -219,7 +242,7 @@ class ManagementApplet:
         if bits & 2:
             usb |= CAP_U2F | CAP_FIDO2
         if bits & 4:
-            usb |= CAP_OATH
+            usb |= CAP_OATH | CAP_PIV
         self.state["usb_enabled"] = usb & SUPPORTED
         self.key.store.commit()
         return b""

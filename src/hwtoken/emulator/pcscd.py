@@ -29,6 +29,7 @@ from pathlib import Path
 from hwtoken.errors import DeviceError
 
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+FRIENDLY_NAME = "Virtual PCD"
 READER_0 = "Virtual PCD 00 00"
 READER_1 = "Virtual PCD 00 01"
 SYSTEM_SOCKET = "/run/pcscd/pcscd.comm"
@@ -67,14 +68,21 @@ def port_listening(port: int) -> bool:
 
 
 class Pcscd:
-    """A private ``pcscd -f`` with only the vpcd driver; ``start()`` / ``stop()``."""
+    """A private ``pcscd -f`` with only the vpcd driver; ``start()`` / ``stop()``.
+
+    ``friendly_name`` names the readers (``"<name> 00 00"`` and ``"<name> 00 01"``): some
+    clients only look at readers named like a YubiKey's (ykcs11 wants "Yubico...").
+    """
 
     def __init__(self, port: int | None = None, workdir: str | os.PathLike[str] | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, friendly_name: str = FRIENDLY_NAME) -> None:
+        if not friendly_name or any(c in friendly_name for c in '"\n'):
+            raise ValueError(f"unusable reader name {friendly_name!r}")
         self.port = port or _free_port_pair()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hwtoken-pcscd-"))
         self.debug = debug
+        self.friendly_name = friendly_name
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,7 +108,10 @@ class Pcscd:
         """Point this process's libpcsclite at us (before its first PC/SC call)."""
         os.environ.update(self.env)
 
-    reader = READER_0
+    @property
+    def reader(self) -> str:
+        """The reader the card served on :attr:`port` appears in."""
+        return f"{self.friendly_name} 00 00"
 
     def start(self, timeout: float = 15.0) -> Pcscd:
         """Start pcscd and wait until its socket and vpcd port are up."""
@@ -125,7 +136,7 @@ class Pcscd:
         driver = self.workdir / "libifdvpcd.so"
         shutil.copyfile(VPCD_DRIVER, driver)
         (conf / "vpcd").write_text(
-            'FRIENDLYNAME "Virtual PCD"\n'
+            f'FRIENDLYNAME "{self.friendly_name}"\n'
             f"DEVICENAME   /dev/null:0x{self.port:04X}\n"
             f"LIBPATH      {driver}\n"
             f"CHANNELID    0x{self.port:04X}\n")
@@ -235,3 +246,31 @@ def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:
             last = exc
         time.sleep(0.1)
     raise DeviceError(f"no card in PC/SC reader {reader!r} after {timeout:.0f} s ({last})")
+
+
+def wait_for_removal(reader: str = READER_0, timeout: float = 10.0) -> None:
+    """Wait until pcscd reports ``reader`` empty (after its card went away).
+
+    A card that reconnects before pcscd's presence poll saw the reader empty finds pcscd
+    still answering for the old card (``VpcdLink`` repairs that, after a while); waiting
+    for the removal first avoids it. Reads pcscd's reader state (SCardGetStatusChange)
+    through pyscard in this process, like :func:`wait_for_card`; it never connects.
+    """
+    from smartcard import scard
+
+    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        return  # no pcscd: nothing holds a card
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hresult, states = scard.SCardGetStatusChange(
+                ctx, 0, [(reader, scard.SCARD_STATE_UNAWARE)])
+            if hresult not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
+                return  # no such reader (any more)
+            if states and states[0][1] & (scard.SCARD_STATE_EMPTY | scard.SCARD_STATE_UNKNOWN):
+                return
+            time.sleep(0.05)
+    finally:
+        scard.SCardReleaseContext(ctx)
+    raise DeviceError(f"PC/SC reader {reader!r} still holds a card after {timeout:.0f} s")

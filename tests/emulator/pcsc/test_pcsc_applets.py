@@ -26,6 +26,7 @@ AIDS = {
     "oath": "a0000005272101",
     "fido": "a0000006472f0001",
     "ndef": "d2760000850101",
+    "piv": "a000000308000010000100",
 }
 
 
@@ -42,7 +43,8 @@ def test_read_info_is_a_yubikey_5_nfc(key):
     assert info.form_factor == FORM_FACTOR.USB_A_KEYCHAIN
     assert get_name(info, None) == "YubiKey 5 NFC"
     usb = info.supported_capabilities[TRANSPORT.USB]
-    assert usb == CAPABILITY.OTP | CAPABILITY.U2F | CAPABILITY.FIDO2 | CAPABILITY.OATH
+    assert usb == (CAPABILITY.OTP | CAPABILITY.U2F | CAPABILITY.FIDO2 | CAPABILITY.OATH
+                   | CAPABILITY.PIV)
     assert info.config.enabled_capabilities[TRANSPORT.NFC] == usb
     assert not info.is_locked
 

@@ -65,11 +65,34 @@ class ProcessGroup:
         self.pid = pid
 
     def alive(self) -> bool:
+        """Whether a process of the group still runs (zombies waiting for whoever reaps
+        orphans, which in a container may take a while, do not count)."""
         try:
             os.killpg(self.pid, 0)
         except (ProcessLookupError, PermissionError):
             return False
-        return True
+        members = self.running_members()
+        return members is None or bool(members)
+
+    def running_members(self) -> list[int] | None:
+        """The group's processes that are not zombies (None where /proc cannot say)."""
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return None
+        running = []
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if len(fields) > 2 and fields[2] == str(self.pid).encode() and fields[0] != b"Z":
+                running.append(int(entry))
+        return running
 
     def end(self, timeout: float = QUIT_TIMEOUT) -> None:
         """SIGTERM the group, then SIGKILL what is left after ``timeout`` seconds."""

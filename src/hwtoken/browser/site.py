@@ -97,18 +97,22 @@ class WebAuthnSite:
 
     ``user_verification`` is what the site asks of keys (``discouraged`` by default, so
     keys without a PIN work everywhere; ``preferred``/``required`` make browsers ask for
-    the PIN of a key that has one); ``attestation`` its conveyance preference.
+    the PIN of a key that has one); ``attestation`` its conveyance preference;
+    ``timeout`` the WebAuthn ``timeout`` (seconds) the page passes to the browser (None:
+    the browser's default; Chromium never waits less than 10 s).
     """
 
     def __init__(self, *, port: int = 0, rp_name: str = "hwtoken reference site",
                  user_verification: str = "discouraged", attestation: str = "none",
-                 state_dir: str | Path | None = None) -> None:
+                 timeout: float | None = None, state_dir: str | Path | None = None) -> None:
         from fido2.server import Fido2Server
         from fido2.webauthn import AttestationConveyancePreference, PublicKeyCredentialRpEntity
 
         self.rp_id = RP_ID
         self.server = Fido2Server(PublicKeyCredentialRpEntity(name=rp_name, id=RP_ID),
                                   attestation=AttestationConveyancePreference(attestation))
+        if timeout is not None:
+            self.server.timeout = int(timeout * 1000)
         self.user_verification = user_verification
         self.users: dict[str, User] = {}
         self.events: list[Event] = []
@@ -447,7 +451,7 @@ class SitePage:
     {"name", "message"} when it failed, plus what the server answered}``.
     """
 
-    def __init__(self, browser: Browser, site: WebAuthnSite, *, timeout: float = 30.0) -> None:
+    def __init__(self, browser: Browser, site: WebAuthnSite, *, timeout: float = 40.0) -> None:
         self.browser = browser
         self.site = site
         self.timeout = timeout

@@ -393,11 +393,13 @@ def require_browser(request: pytest.FixtureRequest, name: str) -> None:
 
     try:
         find_browser(name)
+        return
     except BrowserUnavailable as exc:
-        ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
-        if ci or request.config.getini("hwtoken_require_browsers"):
-            pytest.fail(f"{name}: {exc}")
-        pytest.skip(f"{name}: {exc}")
+        reason = f"{name}: {exc}"
+    ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    if ci or request.config.getini("hwtoken_require_browsers"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture

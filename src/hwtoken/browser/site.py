@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import tempfile
 import threading
@@ -42,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fido2.webauthn import AttestedCredentialData
 
     from hwtoken.browser.driver import Browser
+
+log = logging.getLogger(__name__)
 
 RP_ID = "localhost"
 MAX_BODY = 64 * 1024
@@ -437,6 +440,10 @@ class WebAuthnSite:
                     status = HTTPStatus.OK
                 except SiteError as exc:
                     result, status = {"ok": False, "error": str(exc)}, HTTPStatus.BAD_REQUEST
+                except Exception:  # a bug: answer, and keep serving
+                    log.exception("reference site: %s failed", self.path)
+                    result = {"ok": False, "error": "internal error"}
+                    status = HTTPStatus.INTERNAL_SERVER_ERROR
                 self._send(status, json.dumps(result).encode(), "application/json")
 
         return Handler

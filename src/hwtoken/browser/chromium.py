@@ -16,10 +16,12 @@ With ``device_log`` the browser logs what its FIDO and HID code sees to stderr.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hwtoken.browser.driver import (
+    QUIT_TIMEOUT,
     Browser,
     BrowserError,
     BrowserUnavailable,
@@ -140,12 +142,23 @@ class Chromium(Browser):
     def text(self, selector: str) -> str:
         return str(self._element(selector).text)
 
-    def _quit(self) -> None:
+    def _quit(self) -> bool:
         try:
-            if getattr(self, "webdriver", None) is not None:
-                self.webdriver.quit()  # ends Chromium, then chromedriver
-            elif getattr(self, "_service", None) is not None:
-                self._service.stop()
+            driver = getattr(self, "webdriver", None)
+            process = getattr(getattr(self, "_service", None), "process", None)
+            if driver is None or process is None or process.poll() is not None:
+                return False  # never started, or chromedriver is gone: close() ends the rest
+            # ends Chromium, then chromedriver; a hung one is killed by close()
+            done: list[bool] = []
+
+            def quit_driver() -> None:
+                driver.quit()
+                done.append(True)
+
+            quitter = threading.Thread(target=quit_driver, daemon=True)
+            quitter.start()
+            quitter.join(QUIT_TIMEOUT)
+            return bool(done)
         finally:
             log = getattr(self, "_log", None)
             if log is not None:

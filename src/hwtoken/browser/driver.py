@@ -25,7 +25,8 @@ from typing import Any
 from hwtoken.errors import DeviceError
 
 POLL_INTERVAL = 0.05  # seconds between two checks of a wait_for condition
-QUIT_TIMEOUT = 10.0  # seconds a browser gets to quit before its process group is killed
+QUIT_TIMEOUT = 10.0  # seconds a browser's quit command may take before it is killed
+QUIT_GRACE = 2.0  # seconds its other processes get to follow before the group is ended
 LOG_TAIL = 40  # lines of the browser's log quoted in a timeout error
 
 
@@ -163,8 +164,9 @@ class Browser(abc.ABC):
         """The rendered text of the element ``selector`` finds."""
 
     @abc.abstractmethod
-    def _quit(self) -> None:
-        """Ask the browser to quit through its protocol."""
+    def _quit(self) -> bool:
+        """Ask the browser to quit through its protocol; False if it could not be asked
+        (it is gone, or never started)."""
 
     # -- shared --------------------------------------------------------------------------------
     def wait_for(self, condition: str, *args: Any, timeout: float = 30.0,
@@ -190,6 +192,21 @@ class Browser(abc.ABC):
             "return e && e.textContent.includes(arguments[1]) ? e.textContent : null;",
             selector, text, timeout=timeout, what=f"{text!r} in {selector}"))
 
+    @property
+    def pid(self) -> int | None:
+        """The process that leads the browser's process group (chromedriver for Chromium,
+        Firefox itself), or None before it started."""
+        return self._group.pid if self._group is not None else None
+
+    def processes(self) -> list[int]:
+        """The browser's processes still running (none once :meth:`close` returned)."""
+        if self._group is None:
+            return []
+        members = self._group.running_members()
+        if members is None:
+            return [self._group.pid] if self._group.alive() else []
+        return members
+
     def log(self) -> str:
         """What the browser (and its driver) wrote to stderr so far."""
         try:
@@ -206,12 +223,14 @@ class Browser(abc.ABC):
         if self._closed:
             return
         self._closed = True
+        asked = False
         try:
             with contextlib.suppress(Exception):
-                self._quit()
+                asked = self._quit()
         finally:
-            if self._group is not None and not self._group.wait_gone(QUIT_TIMEOUT):
-                self._group.end()
+            group = self._group
+            if group is not None and not (asked and group.wait_gone(QUIT_GRACE)):
+                group.end()
             shutil.rmtree(self.profile, ignore_errors=True)
             if self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 from hwtoken.browser.driver import (
     POLL_INTERVAL,
+    QUIT_TIMEOUT,
     Browser,
     BrowserError,
     BrowserUnavailable,
@@ -258,18 +259,22 @@ class Firefox(Browser):
         to Firefox's UI)."""
         return list(self.execute_chrome(_PROMPTS) or [])
 
-    def _quit(self) -> None:
+    def _quit(self) -> bool:
         m, self.marionette = self.marionette, None
-        if m is not None:
-            try:
-                with contextlib.suppress(MarionetteError):
-                    m.quit()
-            finally:
-                m.close()
         process = self._process
-        if process is not None:
-            with contextlib.suppress(Exception):  # close() ends the process group next
-                process.wait(timeout=10)
+        if m is None or process is None or process.poll() is not None:
+            if m is not None:
+                m.close()
+            return False  # never started, or Firefox is gone: close() ends the rest
+        try:
+            m.set_socket_timeout(QUIT_TIMEOUT)
+            with contextlib.suppress(MarionetteError, TimeoutError):
+                m.quit()
+        finally:
+            m.close()
+        with contextlib.suppress(Exception):  # close() ends the process group next
+            process.wait(timeout=QUIT_TIMEOUT)
+        return True
 
 
 __all__ = ["Firefox", "find", "user_js", "PREFS"]

@@ -167,6 +167,10 @@ class MarionetteClient:
         with contextlib.suppress(ConnectionError, OSError):  # it quit before it answered
             self.command("Marionette:Quit", {"flags": ["eForceQuit"]})
 
+    def set_socket_timeout(self, seconds: float) -> None:
+        """Bound every later socket operation to ``seconds``."""
+        self._sock.settimeout(seconds)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.close()

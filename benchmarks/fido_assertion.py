@@ -11,6 +11,9 @@ All in the same run, alternating, so the ratios hold on a noisy machine.
 Goal: >= 20% of raw signing.
 
 The USB/IP loopback figure (owned by the "usbip" transport) goes in :func:`usbip_loopback`.
+:func:`umockdev_local` measures the same ``Ctap2.get_assertion`` in a program that finds the
+key through python-fido2's own Linux backend (/dev/hidraw under ``hwtoken emulate run``'s
+umockdev testbed), as a ratio to the in-process CTAPHID path. Goal: at most 3x slower.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from fido2.hid import CTAPHID
 from hwtoken.emulator import VirtualKey, fido_device
 
 GOAL = 0.20
+UMOCKDEV_GOAL = 3.0  # the local USB device path may be at most this many times slower
 RP = {"id": "example.com", "name": "Example"}
 USER = {"id": b"bench-user", "name": "bench"}
 PARAMS = [{"type": "public-key", "alg": -7}]
@@ -81,7 +85,40 @@ def usbip_loopback(key: VirtualKey) -> tuple[str, float]:
     return "getAssertion over USB/IP loopback", rate
 
 
+def umockdev_local(key: VirtualKey) -> float:
+    """getAssertions per second in a separate program using python-fido2's Linux backend
+    (``fido2.hid.linux``: /dev/hidraw, ioctls, blocking reads) on the key plugged in through
+    the umockdev testbed, every report crossing umockdev's preload socket."""
+
+    from hwtoken.emulator.transports.umockdev import Testbed
+
+    with Testbed() as tb:
+        tb.plug(key)
+        proc = tb.run([sys.executable, __file__, "--umockdev-client"], capture_output=True,
+                      text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the umockdev client failed: {proc.stderr}")
+    return float(proc.stdout.split()[-1])
+
+
+def _umockdev_client() -> int:
+    """Runs inside the testbed (see :func:`umockdev_local`); prints its rate."""
+    from fido2.hid import CtapHidDevice
+
+    device = next(iter(CtapHidDevice.list_devices()))
+    ctap2 = Ctap2(device)
+    cdh = os.urandom(32)
+    cred = ctap2.make_credential(cdh, RP, USER, PARAMS).auth_data.credential_data
+    allow = [{"type": "public-key", "id": cred.credential_id}]
+    rate = max(best_rate(lambda: ctap2.get_assertion("example.com", cdh, allow),
+                         seconds=0.3, repeat=3) for _ in range(3))
+    print(f"rate {rate:.1f}")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--umockdev-client"]:
+        return _umockdev_client()
     with tempfile.TemporaryDirectory() as tmp:
         key = VirtualKey.create(Path(tmp) / "bench.key")
         try:
@@ -132,9 +169,20 @@ def run(key: VirtualKey) -> int:
     print(f"{'makeCredential, Ctap2.make_credential':44s}{mc:9.0f} /s = {mc / raw:6.1%}")
     label, rate = usbip_loopback(key)
     print(f"{label:44s}{rate:9.0f} /s = {rate / raw:6.1%}")
+    gf_again, local_rates = [], []
+    for _ in range(3):  # alternate in-process and local, like the rows above
+        gf_again.append(best_rate(get_assertion_fido2, seconds=0.3, repeat=3))
+        local_rates.append(umockdev_local(key))
     device.close()
+    local = max(local_rates)
+    slower = max(gf, *gf_again) / local
+    print(f"{'getAssertion, fido2 Linux backend, umockdev':44s}{local:9.0f} /s = "
+          f"{slower:4.1f}x slower than in process (goal <= {UMOCKDEV_GOAL:.0f}x)")
     if ratio < GOAL:
         print("FAIL: below the goal")
+        return 1
+    if slower > UMOCKDEV_GOAL:
+        print("FAIL: the local USB device path is too slow")
         return 1
     print("OK")
     return 0

@@ -67,7 +67,8 @@ def pcscd_listening(root: Path) -> socket.socket:
 def healthy_tree(root: Path) -> socket.socket:
     udev.install(root, reload=False)
     for p in ("usr/lib/pcsc/drivers/serial/libifdvpcd.so", "etc/reader.conf.d/vpcd",
-              "usr/sbin/usbip", "usr/sbin/pcscd"):
+              "usr/sbin/usbip", "usr/sbin/pcscd",
+              "usr/lib/x86_64-linux-gnu/libumockdev-preload.so.0"):
         (root / p).parent.mkdir(parents=True, exist_ok=True)
         (root / p).write_text("CHANNELID 0x8C7B\n" if p.endswith("vpcd") else "")
     (root / "sys/devices/platform/vhci_hcd.0").mkdir(parents=True)
@@ -100,6 +101,8 @@ def test_empty_machine_fails_with_fixes(tmp_path):
     assert checks["vpcd driver"].status == "warn"
     assert checks["usbip tools"].status == "warn" and checks["vhci-hcd"].status == "warn"
     assert checks["keys"].status == "warn"
+    assert checks["umockdev"].status == "warn" and "apt install umockdev" in \
+        checks["umockdev"].fix
     assert checks["clock"].status == "fail" and "set-ntp" in checks["clock"].fix
     assert doctor.exit_code(checks.values()) == 1
 
@@ -194,3 +197,9 @@ def test_cli_json_and_exit_code(tmp_path):
             "fob serial port", "mpremote", "clock"} <= names
     human = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path)])
     assert "fix: sudo hwtoken udev install" in human.output
+
+
+def test_umockdev_found_on_this_machine():
+    """make test installs umockdev: the check finds the real library."""
+    c = doctor.check_umockdev(Path("/"))
+    assert c.status == "ok" and "libumockdev-preload.so.0" in c.detail

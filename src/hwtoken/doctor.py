@@ -344,6 +344,29 @@ def check_clock(probe: Callable[[], ClockState]) -> Check:
     return Check("clock", OK, st.detail)
 
 
+def check_umockdev(root: Path) -> Check:
+    """umockdev's preload library, which `hwtoken emulate run` and `serve --local` need."""
+    from hwtoken.emulator.transports.umockdev.testbed import (
+        _LIB_DIRS,
+        DEBIAN_PACKAGES,
+        PRELOAD_ENV,
+        PRELOAD_NAME,
+    )
+
+    override = os.environ.get(PRELOAD_ENV) if root == Path("/") else None
+    candidates = [Path(override)] if override else [
+        root / d.lstrip("/") / PRELOAD_NAME for d in _LIB_DIRS]
+    for path in candidates:
+        if path.is_file():
+            shown = "/" + str(path.relative_to(root)) if root != Path("/") else str(path)
+            return Check("umockdev", OK, f"{PRELOAD_NAME} at {shown}: `hwtoken emulate run` "
+                         "can plug virtual keys in as local USB devices")
+    return Check("umockdev", WARN,
+                 f"{PRELOAD_NAME} not found: `hwtoken emulate run` and `serve --local` "
+                 "(virtual keys for unmodified programs) are unavailable",
+                 f"apt install {DEBIAN_PACKAGES}")
+
+
 # -- the whole report ------------------------------------------------------------------------
 def run_checks(root: str | os.PathLike[str] = "/", *, who: Who | None = None,
                clock_probe: Callable[[], ClockState] | None = None,
@@ -358,6 +381,7 @@ def run_checks(root: str | os.PathLike[str] = "/", *, who: Who | None = None,
     checks.append(check_pcscd(r))
     checks.append(check_vpcd(r))
     checks += check_usbip(r)
+    checks.append(check_umockdev(r))
     checks.append(check_fob(r, who))
     checks.append(check_mpremote(find_spec))
     checks.append(check_clock(clock_probe or (lambda: kernel_clock_state(r))))

@@ -85,10 +85,11 @@ PUMP_POLL = 0.05  # seconds a pump waits on an engine before re-checking for sto
 
 
 class FidoEngine(Protocol):
-    """What the FIDO interface needs (A's ``CtapHidEngine``)."""
+    """What the FIDO interface needs (``CtapHidEngine``)."""
 
     def write(self, report: bytes) -> None: ...
     def read(self, timeout: float | None = None) -> bytes | None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class OtpEngine(Protocol):
@@ -252,7 +253,7 @@ class UsbSession:
         self.owner = owner
         self.key = owner.key
         self.fido: FidoEngine | None = None
-        self._swap_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # held while moving reports to the IN endpoint
         self._stop = threading.Event()
         self._pump: threading.Thread | None = None
         self.device = self._build()
@@ -309,14 +310,33 @@ class UsbSession:
             if engine is None:
                 return
             try:
-                data = engine.read(PUMP_POLL)
+                ready = engine.wait(PUMP_POLL)
             except Exception:
                 log.exception("FIDO engine failed; the FIDO interface stops answering")
                 return
-            if data:
-                with self._swap_lock:
-                    if engine is self.fido:  # not a report for an earlier configuration
-                        self.fido_iface.send_report(bytes(data))
+            if ready:
+                self.flush_fido()
+
+    def flush_fido(self) -> None:
+        """Move every IN report the engine has ready to the endpoint, now, in order.
+
+        The pump does this when reports appear; a transport may call it right after an
+        OUT report, when a request the key answered at once has its response ready, to
+        save the pump's thread switch (both hold the same lock, so order is kept).
+        """
+        with self._swap_lock:
+            engine = self.fido
+            if engine is None:
+                return
+            while True:
+                try:
+                    data = engine.read(0)
+                except Exception:
+                    log.exception("FIDO engine failed")
+                    return
+                if not data:
+                    return
+                self.fido_iface.send_report(bytes(data))
 
     def start(self) -> None:
         """Create the CTAPHID engine and start moving its reports to the IN endpoint."""

@@ -145,8 +145,9 @@ def test_unknown_channel_and_channel_zero_are_invalid_channel(host):
     assert error_of(host.recv()) == (BROADCAST_CID, HidError.INVALID_CHANNEL)
 
 
-@pytest.mark.parametrize("cmd", [0x02, 0x05, 0x3B, 0x3F, 0x40, 0x7F])
+@pytest.mark.parametrize("cmd", [0x02, 0x05, 0x3B, 0x3F, 0x41, 0x44, 0x7F])
 def test_unknown_command_is_invalid_cmd(host, cmd):
+    # (0x40, 0x42 and 0x43 are YubiKey vendor commands: test_ctaphid_vendor.py)
     cid = host.init()
     host.send(cid, cmd, b"")
     assert error_of(host.recv()) == (cid, HidError.INVALID_CMD)

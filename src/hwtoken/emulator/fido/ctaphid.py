@@ -208,6 +208,27 @@ class CtapHidEngine:
                     wait = min(wait, left)
                 self._cond.wait(wait)
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until an IN report is ready (without taking it); False on timeout/close."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while True:
+                self._expire(time.monotonic())
+                if self._out:
+                    return True
+                if self._closed:
+                    return False
+                wait = self.keepalive_interval if self._job is not None else 1.0
+                if self._rx is not None:
+                    wait = min(wait, max(self._rx.last + self.msg_timeout - time.monotonic(),
+                                         0.001))
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    wait = min(wait, left)
+                self._cond.wait(wait)
+
     def pending(self) -> int:
         """How many IN reports are queued."""
         with self._cond:

@@ -166,9 +166,9 @@ def test_the_next_run_removes_a_testbed_left_by_a_killed_run(key_name):
     orphans = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                              text=True).stdout.split()
     proc.kill()  # hwtoken itself: nothing can clean up now
-    proc.communicate(timeout=30)
     for pid in orphans:  # CMD (and the pty guards) outlive it
         subprocess.run(["kill", "-9", pid], check=False)
+    proc.communicate(timeout=30)
     assert Path(left).exists()
     assert hw("emulate", "run", key_name, "--", "true").returncode == 0
     assert not Path(left).exists()

@@ -2,9 +2,10 @@
 
 Pure logic over the key's ``management`` store section. Device info is the TLV list of
 yubikit's ``DeviceInfo.parse`` (serial, firmware version, form factor, supported and
-enabled capabilities over USB and NFC, timeouts, flags, config lock) so the virtual key
-shows up as a "YubiKey 5 NFC" whose applets are the ones it really has: OTP, FIDO U2F,
-FIDO2 and OATH.
+enabled capabilities over USB and NFC, timeouts, flags, config lock). What it reports
+follows the key's profile: a ``yubikey-5`` shows up as a "YubiKey 5 NFC" whose applets are
+the ones it really has (OTP, FIDO U2F, FIDO2, OATH); a ``security-key`` as a Security Key
+NFC with FIDO U2F and FIDO2 only.
 """
 
 from __future__ import annotations
@@ -112,12 +113,23 @@ class ManagementApplet:
     def __init__(self, key: Any) -> None:
         self.key = key
 
+    @property
+    def supported(self) -> int:
+        """Capability bits of the key's model (:data:`SUPPORTED` without a profile)."""
+        profile = getattr(self.key, "profile", None)
+        return SUPPORTED if profile is None else int(profile.capabilities)
+
+    @property
+    def nfc(self) -> bool:
+        profile = getattr(self.key, "profile", None)
+        return True if profile is None else bool(profile.nfc)
+
     # -- state ------------------------------------------------------------------------------
     @property
     def state(self) -> dict[str, Any]:
         sec: dict[str, Any] = self.key.store.section("management")
-        sec.setdefault("usb_enabled", SUPPORTED)
-        sec.setdefault("nfc_enabled", SUPPORTED)
+        sec.setdefault("usb_enabled", self.supported)
+        sec.setdefault("nfc_enabled", self.supported if self.nfc else 0)
         sec.setdefault("auto_eject_timeout", 0)
         sec.setdefault("chalresp_timeout", 15)
         sec.setdefault("device_flags", 0)
@@ -135,18 +147,21 @@ class ManagementApplet:
         """The READ CONFIG answer: a length byte followed by the device-info TLVs."""
         st = self.state
         major, minor, patch = self.key.version
+        profile = getattr(self.key, "profile", None)
+        form_factor = FORM_FACTOR_USB_A_KEYCHAIN if profile is None else profile.form_factor
+        nfc = [tlv(TAG_NFC_SUPPORTED, struct.pack(">H", self.supported)),
+               tlv(TAG_NFC_ENABLED, struct.pack(">H", int(st["nfc_enabled"])))]
         body = b"".join([
-            tlv(TAG_USB_SUPPORTED, struct.pack(">H", SUPPORTED)),
+            tlv(TAG_USB_SUPPORTED, struct.pack(">H", self.supported)),
             tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
             tlv(TAG_USB_ENABLED, struct.pack(">H", int(st["usb_enabled"]))),
-            tlv(TAG_FORM_FACTOR, bytes([FORM_FACTOR_USB_A_KEYCHAIN])),
+            tlv(TAG_FORM_FACTOR, bytes([form_factor])),
             tlv(TAG_VERSION, bytes([major, minor, patch])),
             tlv(TAG_AUTO_EJECT_TIMEOUT, struct.pack(">H", int(st["auto_eject_timeout"]))),
             tlv(TAG_CHALRESP_TIMEOUT, bytes([int(st["chalresp_timeout"])])),
             tlv(TAG_DEVICE_FLAGS, bytes([int(st["device_flags"])])),
             tlv(TAG_CONFIG_LOCK, b"\1" if self.locked else b"\0"),
-            tlv(TAG_NFC_SUPPORTED, struct.pack(">H", SUPPORTED)),
-            tlv(TAG_NFC_ENABLED, struct.pack(">H", int(st["nfc_enabled"]))),
+            *(nfc if self.nfc else []),
         ])
         return bytes([len(body)]) + body
 
@@ -174,7 +189,7 @@ class ManagementApplet:
                 changes[name] = int.from_bytes(value, "big")
         for name in ("usb_enabled", "nfc_enabled"):
             if name in changes:
-                changes[name] &= SUPPORTED
+                changes[name] &= self.supported
                 if name == "usb_enabled" and not changes[name]:
                     raise ApduError(SW.INCORRECT_PARAMETERS)  # a key must keep one app
         if TAG_CONFIG_LOCK in fields:
@@ -220,6 +235,6 @@ class ManagementApplet:
             usb |= CAP_U2F | CAP_FIDO2
         if bits & 4:
             usb |= CAP_OATH
-        self.state["usb_enabled"] = usb & SUPPORTED
+        self.state["usb_enabled"] = usb & self.supported
         self.key.store.commit()
         return b""

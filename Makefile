@@ -13,8 +13,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := oathtool pcscd vsmartcard-vpcd usbip swig libpcsclite-dev pcsc-tools \
                 postgresql udev python3-venv procps
 NODE_DIR := tests/fob/node
+# python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
+# fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.
+FIDO2_SDIST_DIR := .cache/fido2-sdist
 
-.PHONY: all deps demo test lint bench clean
+.PHONY: all deps demo test lint bench clean fido2-device-tests
 
 all: test
 
@@ -42,7 +45,13 @@ $(STAMPS)/node: $(NODE_DIR)/package.json $(STAMPS)/apt
 	cd $(NODE_DIR) && npm install --no-audit --no-fund --silent
 	@touch $@
 
-deps: $(STAMPS)/venv $(STAMPS)/node
+$(STAMPS)/fido2-sdist: $(STAMPS)/venv
+	@mkdir -p $(STAMPS) $(FIDO2_SDIST_DIR)
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(FIDO2_SDIST_DIR) \
+	  "fido2==$$($(PY) -c 'import importlib.metadata as m; print(m.version("fido2"))')"
+	@touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/fido2-sdist
 
 demo: deps
 	$(VENV)/bin/hwtoken demo
@@ -51,6 +60,10 @@ test: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware
 	$(PY) -m pytest -q
 
+# the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
+fido2-device-tests: deps
+	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
+
 lint: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware
 
@@ -58,4 +71,4 @@ bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(NODE_DIR)/node_modules
+	rm -rf $(STAMPS) $(VENV) $(NODE_DIR)/node_modules .cache

@@ -37,11 +37,11 @@ class AuthenticatorConfig:
         self._authorise(p, sub, sub_params_raw)
         state = self.auth.state
         if sub == ENABLE_ENTERPRISE_ATTESTATION:  # stays on until a reset
-            state.config["ep"] = True
+            state.set_config(ep=True)
             state.commit()
             return None
         if sub == TOGGLE_ALWAYS_UV:
-            state.config["always_uv"] = not state.always_uv
+            state.set_config(always_uv=not state.always_uv)
             state.commit()
             return None
         new_len = sub_params.opt(0x01, int)
@@ -58,11 +58,11 @@ class AuthenticatorConfig:
             raise Ctap2Error(ERR.PIN_POLICY_VIOLATION)
         if force and not state.pin_set:
             raise Ctap2Error(ERR.PIN_NOT_SET)
-        state.config["min_pin_length"] = new_len
+        state.set_config(min_pin_length=new_len)
         if rp_ids is not None:
-            state.config["min_pin_rp_ids"] = rp_ids
+            state.set_config(min_pin_rp_ids=rp_ids)
         if state.pin_set and (force or new_len > state.pin_length):
-            state.config["force_pin_change"] = True
+            state.set_config(force_pin_change=True)
         state.commit()
         return None
 

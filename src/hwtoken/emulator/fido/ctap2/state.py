@@ -63,10 +63,16 @@ class FidoState:
     # -- config ----------------------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:
+        """The stored settings, for reading (an empty dict when none are stored)."""
+        cfg = self.section.get("config")
+        return cfg if isinstance(cfg, dict) else {}
+
+    def set_config(self, **changes: Any) -> None:
+        """Change settings (reading never writes: memory stays what was last saved)."""
         cfg = self.section.get("config")
         if not isinstance(cfg, dict):
             cfg = self.section["config"] = {}
-        return cfg
+        cfg.update(changes)
 
     @property
     def always_uv(self) -> bool:
@@ -145,7 +151,7 @@ class FidoState:
     def set_pin(self, pin_hash: bytes, length: int) -> None:
         self.section["pin"] = {"hash": self._pin_mac(pin_hash), "retries": MAX_PIN_RETRIES,
                                "length": length}
-        self.config["force_pin_change"] = False
+        self.set_config(force_pin_change=False)
 
     @property
     def pin_retries(self) -> int:

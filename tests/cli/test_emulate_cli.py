@@ -320,3 +320,11 @@ def test_create_with_a_profile_and_list_profiles(_isolated_state_dir):
     assert latest["usb"]["product_id"] == "0403"
     text = run("emulate", "profiles").output
     assert "yubikey-5 (default)" in text and "1050:0120" in text and "CTAP1/U2F" in text
+
+
+def test_otp_commands_on_a_key_without_otp_say_so(_isolated_state_dir):
+    run("emulate", "create", "sk", "--profile", "security-key")
+    r = run("yubikey", "info", "--device", "emu:sk")
+    assert r.exit_code != 0
+    assert "emu:sk has no OTP slots: it is a Security Key NFC by Yubico" in r.output
+    assert "Traceback" not in r.output

@@ -54,7 +54,10 @@ class KeyStore:
         self.path = Path(path)
         self.data: dict[str, Any] = data if data is not None else {"format": FORMAT_VERSION}
         self.commits = 0
-        #: the JSON text last written (or read): what :meth:`rollback` returns to
+        #: the JSON text last written (or read): what :meth:`rollback` returns to; a store
+        #: made from data in memory starts from that data
+        if committed is None and data is not None:
+            committed = json.dumps(_encode(data), separators=(",", ":"))
         self._committed = committed
         self._listeners: list[weakref.ref[Any] | Callable[[], None]] = []
 

@@ -28,8 +28,11 @@ APT_PACKAGES += opensc opensc-pkcs11       # PIV: opensc-tool, pkcs11-tool, open
 APT_PACKAGES += yubico-piv-tool ykcs11      # PIV: Yubico's C tool and PKCS#11 module
 APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs with the key
 NODE_DIR := tests/fob/node
+# python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
+# fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.
+FIDO2_SDIST_DIR := .cache/fido2-sdist
 
-.PHONY: all deps demo test lint bench clean
+.PHONY: all deps demo test lint bench clean fido2-device-tests
 
 all: test
 
@@ -63,7 +66,13 @@ $(STAMPS)/privacyidea: $(PI_REQS) $(STAMPS)/apt
 	$(PI_VENV)/bin/python -m pip install -q --only-binary=:all: -r $(PI_REQS)
 	@touch $@
 
-deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea
+$(STAMPS)/fido2-sdist: $(STAMPS)/venv
+	@mkdir -p $(STAMPS) $(FIDO2_SDIST_DIR)
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(FIDO2_SDIST_DIR) \
+	  "fido2==$$($(PY) -c 'import importlib.metadata as m; print(m.version("fido2"))')"
+	@touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist
 
 demo: deps
 	$(VENV)/bin/hwtoken demo
@@ -72,6 +81,10 @@ test: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware
 	$(PY) -m pytest -q
 
+# the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
+fido2-device-tests: deps
+	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
+
 lint: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware
 
@@ -79,4 +92,4 @@ bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache

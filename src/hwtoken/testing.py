@@ -3,7 +3,10 @@
 Installing hwtoken is enough; these fixtures are then available in every test:
 
 * ``virtual_key`` — a fresh :class:`hwtoken.emulator.VirtualKey` in the test's tmp dir,
-  closed at teardown (set ``virtual_key.presence`` to change how it answers touches);
+  closed at teardown (set ``virtual_key.presence`` to change how it answers touches). Its
+  model is ``yubikey-5`` unless the test asks for another profile with the marker
+  ``@pytest.mark.hwtoken_profile("latest")`` or by parametrizing the fixture
+  (``@pytest.mark.parametrize("virtual_key", ["u2f-only", "latest"], indirect=True)``);
 * ``fido_device`` — a ``fido2.hid.CtapHidDevice`` for that key (the full CTAPHID path);
 * ``webauthn`` — a :class:`WebAuthnHelper` for ``example.com`` on that device;
 * ``plugged_key`` — that key plugged in as a local USB device (umockdev) for programs
@@ -211,6 +214,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Fail (instead of skip) tests that use the plugged_key fixture when umockdev "
              "is not installed.")
     group.addoption(
+        "--hwtoken-fido2-hid-profile", metavar="PROFILE", default=None,
+        help="Model of the key --hwtoken-fido2-hid makes (yubikey-5, security-key, "
+             "u2f-only, latest; default yubikey-5). Environment: HWTOKEN_FIDO2_HID_PROFILE.",
+    )
+    group.addoption(
         "--hwtoken-fido2-hid-no-replug", action="store_true", default=False,
         help="Do not play the user who unplugs and replugs the key when the suite waits "
              "for that (by polling fido2.hid.list_descriptors() while the key is idle).",
@@ -221,6 +229,11 @@ def pytest_configure(config: pytest.Config) -> None:
     global _session_key, _session_tmp
     import os
 
+    config.addinivalue_line(
+        "markers", "hwtoken_profile(name): the model of the virtual_key fixture's key "
+        "(yubikey-5, security-key, u2f-only, latest)")
+    profile = (config.getoption("hwtoken_fido2_hid_profile", default=None)
+               or os.environ.get("HWTOKEN_FIDO2_HID_PROFILE") or None)
     spec = config.getoption("hwtoken_fido2_hid_key", default=None)
     if spec is None and config.getoption("hwtoken_fido2_hid", default=False):
         spec = ""
@@ -234,19 +247,25 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE, get_profile
     from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
+    from hwtoken.errors import HwtokenError
 
+    try:
+        profile = get_profile(profile or DEFAULT_PROFILE).name
+    except HwtokenError as exc:
+        raise pytest.UsageError(f"--hwtoken-fido2-hid-profile: {exc}") from None
     if spec:
-        from hwtoken.errors import HwtokenError
-
         path = Path(spec).expanduser()
         try:
-            _session_key = VirtualKey.load(path) if path.exists() else VirtualKey.create(path)
+            _session_key = (VirtualKey.load(path) if path.exists()
+                            else VirtualKey.create(path, profile=profile))
         except (HwtokenError, OSError) as exc:  # a usage error, not an INTERNALERROR
             raise pytest.UsageError(f"hwtoken virtual key {path}: {exc}") from None
     else:
         _session_tmp = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
-        _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key")
+        _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key",
+                                         profile=profile)
     replug = None if config.getoption("hwtoken_fido2_hid_no_replug", default=False) else \
         REPLUG_AWAY
     register_with_fido2_hid(_session_key, replug_when_awaited=replug)
@@ -280,11 +299,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # -- fixtures ----------------------------------------------------------------------------
 @pytest.fixture
-def virtual_key(tmp_path: Path) -> Iterator[VirtualKey]:
-    """A fresh virtual key whose state file lives in the test's tmp dir."""
-    from hwtoken.emulator import VirtualKey
+def virtual_key(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VirtualKey]:
+    """A fresh virtual key whose state file lives in the test's tmp dir.
 
-    key = VirtualKey.create(tmp_path / "virtual-key.key")
+    Its profile: the fixture's parameter (indirect parametrization), else the test's
+    ``hwtoken_profile`` marker, else ``yubikey-5``.
+    """
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE
+
+    profile = getattr(request, "param", None)
+    if profile is None:
+        marker = request.node.get_closest_marker("hwtoken_profile")
+        profile = marker.args[0] if marker is not None and marker.args else DEFAULT_PROFILE
+    key = VirtualKey.create(tmp_path / "virtual-key.key", profile=str(profile))
     try:
         yield key
     finally:

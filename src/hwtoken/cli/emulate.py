@@ -26,6 +26,7 @@ from hwtoken.emulator.presence import (
     Keepalive,
     UserPresence,
 )
+from hwtoken.emulator.profiles import DEFAULT_PROFILE, PROFILES
 from hwtoken.errors import DeviceBusy, InvalidInput
 
 DEFAULT_PCSC = "127.0.0.1:35963"
@@ -35,12 +36,13 @@ READS = ("auto", "emulated", "pty")
 @click.group(cls=HwtokenGroup)
 @state_dir_option
 def emulate() -> None:
-    """Virtual keys: software YubiKey 5s for tests and development.
+    """Virtual keys: software YubiKeys for tests and development.
 
     A virtual key is one state file (<state-dir>/keys/NAME.key, mode 0600) holding its
-    serial number, FIDO credentials, OTP slots and OATH accounts. Every command that
-    takes --device accepts emu:NAME for it. `serve` makes it a USB device over USB/IP
-    (and a smart card through pcscd with --pcsc) that real clients reach.
+    model (profile), serial number, FIDO credentials, OTP slots and OATH accounts. Every
+    command that takes --device accepts emu:NAME for it. `serve` makes it a USB device over
+    USB/IP (and a smart card through pcscd with --pcsc) that real clients reach.
+    `profiles` lists the models a key can be.
     """
 
 
@@ -60,6 +62,7 @@ def _summary(name: str) -> dict[str, Any]:
     aaguid = ident.get("aaguid")
     info: dict[str, Any] = {
         "name": name,
+        "profile": ident.get("profile", DEFAULT_PROFILE),
         "serial": ident.get("serial"),
         "version": _version_str(ident.get("version", [0, 0, 0])),
         "aaguid": str(_uuid(aaguid)) if aaguid else None,
@@ -123,9 +126,11 @@ def _slots(store: Any) -> dict[str, Any]:
 @emulate.command()
 @click.argument("name")
 @click.option("--serial", type=click.IntRange(1, 2**32 - 1), help="Serial number (default random).")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=DEFAULT_PROFILE,
+              show_default=True, help="The model it is (`hwtoken emulate profiles`).")
 @json_option
 @state_dir_option
-def create(name: str, serial: int | None, as_json: bool) -> None:
+def create(name: str, serial: int | None, profile: str, as_json: bool) -> None:
     """Create virtual key NAME (a new state file; refuses to overwrite one)."""
     from hwtoken.emulator.key import VirtualKey
 
@@ -133,14 +138,40 @@ def create(name: str, serial: int | None, as_json: bool) -> None:
     if path.exists():
         raise InvalidInput(f"virtual key {name!r} already exists ({path}); "
                            f"delete it first with `hwtoken emulate delete {name}`")
-    with VirtualKey.create(path, serial=serial) as key:
-        doc = {"name": name, "serial": key.serial, "version": _version_str(key.version),
-               "aaguid": str(_uuid(key.aaguid)), "path": str(path)}
+    with VirtualKey.create(path, serial=serial, profile=profile) as key:
+        doc = {"name": name, "profile": key.profile.name, "serial": key.serial,
+               "version": _version_str(key.version), "aaguid": str(_uuid(key.aaguid)),
+               "path": str(path)}
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"created virtual key {name}: serial {doc['serial']}, firmware "
-                   f"{doc['version']}, state {path}")
+        click.echo(f"created virtual key {name}: {doc['profile']}, serial {doc['serial']}, "
+                   f"firmware {doc['version']}, state {path}")
+
+
+@emulate.command("profiles")
+@json_option
+def profiles_(as_json: bool) -> None:
+    """List the models a virtual key can be, with what each offers."""
+    docs = [p.describe() for p in PROFILES.values()]
+    if as_json:
+        emit_json(docs)
+        return
+    for d in docs:
+        default = " (default)" if d["name"] == DEFAULT_PROFILE else ""
+        usb = d["usb"]
+        click.echo(f"{d['name']}{default}: {d['model']}")
+        click.echo(f"  {d['summary']}")
+        click.echo(f"  firmware {d['firmware']}; USB {usb['vendor_id']}:{usb['product_id']} "
+                   f"\"{usb['product']}\" ({', '.join(usb['interfaces'])}); "
+                   f"{' + '.join(d['transports'])}; applets {', '.join(d['applets'])}")
+        fido = d["fido"]
+        if fido["versions"]:
+            click.echo(f"  FIDO: {', '.join(fido['versions'])}")
+        if fido["algorithms"]:
+            click.echo(f"  algorithms: {', '.join(fido['algorithms'])}")
+        if fido["extensions"]:
+            click.echo(f"  extensions: {', '.join(fido['extensions'])}")
 
 
 @emulate.command("list")
@@ -173,7 +204,8 @@ def list_(as_json: bool) -> None:
             served = "  plugged in locally (umockdev)"
         elif r["served"]:
             served = "  served"
-        click.echo(f"{r['name']:<16} serial {r['serial']:<10} firmware {r['version']}{served}")
+        click.echo(f"{r['name']:<16} {r['profile']:<13} serial {r['serial']:<10} "
+                   f"firmware {r['version']}{served}")
 
 
 @emulate.command()
@@ -199,6 +231,7 @@ def show(name: str, piv_root: bool, as_json: bool) -> None:
                       for s, d in sorted(info["slots"].items()))
     lines = [
         ("name", info["name"]),
+        ("profile", info["profile"]),
         ("serial", info["serial"]),
         ("firmware", info["version"]),
         ("AAGUID", info["aaguid"]),

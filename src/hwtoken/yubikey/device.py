@@ -373,8 +373,24 @@ def _open_real(serial: int | None) -> OtpKey:
     raise DeviceError(f"no YubiKey with serial {serial} is plugged in")
 
 
+def _require_otp(profile_name: str, device: str) -> None:
+    """A virtual key whose model has no OTP slots (a Security Key) has no OTP interface."""
+    from hwtoken.emulator.profiles import get_profile
+
+    profile = get_profile(profile_name)
+    if not profile.has("otp"):
+        raise DeviceError(f"{device} has no OTP slots: it is a {profile.model} "
+                          f"(profile {profile.name})")
+
+
 @contextlib.contextmanager
 def _open_virtual(name: str, presence: UserPresence | None) -> Iterator[OtpKey]:
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE
+
+    identity = VirtualKey.peek(devices.key_path_for(name)).section("identity")
+    _require_otp(str(identity.get("profile", DEFAULT_PROFILE)),
+                 f"{devices.VIRTUAL_PREFIX}{name}")
     with devices.open_virtual(name, presence=presence) as handle:
         if handle.key is not None:
             with open_virtual_key(handle.key, device=f"{devices.VIRTUAL_PREFIX}{name}") as key:
@@ -394,6 +410,7 @@ def open_virtual_key(vkey: VirtualKey, *, device: str = "emu:") -> Iterator[OtpK
     For tests and demos that hold the key object: ``OtpKey.touch`` works, and every
     other call goes through python-yubico over USB/IP exactly like ``emu:NAME``.
     """
+    _require_otp(vkey.profile.name, device)
     with devices.served_key(vkey) as endpoint, _over_usbip(endpoint, device, vkey) as key:
         yield key
 

@@ -178,13 +178,17 @@ def test_get_next_assertion_without_state(key_path):
 
 
 def test_key_store_full(key_path, monkeypatch):
-    from hwtoken.emulator.fido.ctap2 import state
+    from dataclasses import replace
 
-    monkeypatch.setattr(state, "MAX_RESIDENT", 2)
+    from hwtoken.emulator import profiles
+
+    small = replace(profiles.YUBIKEY_5, max_resident=2)
+    monkeypatch.setitem(profiles.PROFILES, "yubikey-5", small)
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))
         for i in range(2):
             make_cred(ctap, bytes([i]), options={"rk": True})
+        assert ctap.get_info().remaining_disc_creds == 0
         with pytest.raises(CtapError) as e:
             make_cred(ctap, b"x", options={"rk": True})
         assert e.value.code == ERR.KEY_STORE_FULL

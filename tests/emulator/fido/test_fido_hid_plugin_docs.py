@@ -40,6 +40,17 @@ def test_documented_example_passes_as_pasted(tmp_path):
     assert "4 passed" in result.stdout
 
 
+def test_documented_profile_choice_passes_as_pasted(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    [example] = [b for b in blocks if "hwtoken_profile" in b]
+    (tmp_path / "test_models.py").write_text(example)
+    result = _pytest(tmp_path, "test_models.py", "-vv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 passed" in result.stdout
+    for model in ("yubikey-5", "security-key", "latest"):
+        assert f"test_my_rp_accepts_every_model[{model}] PASSED" in result.stdout
+
+
 SUITE = '''
 from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice, list_descriptors, open_connection, open_device
@@ -51,7 +62,7 @@ def _virtual():
 
 def test_discover_and_use():
     [desc] = _virtual()
-    assert (desc.vid, desc.pid) == (0x1050, 0x0407)
+    assert (desc.vid, desc.pid) == (0x1050, 0x0403)
     dev = CtapHidDevice(desc, open_connection(desc))
     assert dev.ping(b"hello") == b"hello"
     assert "FIDO_2_1" in Ctap2(dev).get_info().versions
@@ -96,6 +107,16 @@ def test_environment_variable_and_key_file(tmp_path):
     (tmp_path / "test_hw_suite.py").write_text(SUITE)
     result = _pytest(tmp_path, "test_hw_suite.py", env={"HWTOKEN_FIDO2_HID": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "test_model.py").write_text(
+        "from fido2.ctap2 import Ctap2\nfrom hwtoken.testing import fido2_hid_session_key\n"
+        "def test_model():\n    assert fido2_hid_session_key().profile.name == 'latest'\n")
+    for args, env in (((("--hwtoken-fido2-hid", "--hwtoken-fido2-hid-profile", "latest")), {}),
+                      ((), {"HWTOKEN_FIDO2_HID": "1", "HWTOKEN_FIDO2_HID_PROFILE": "latest"})):
+        result = _pytest(tmp_path, *args, "test_model.py", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = _pytest(tmp_path, "--hwtoken-fido2-hid", "--hwtoken-fido2-hid-profile", "nope",
+                     "test_model.py")
+    assert result.returncode == 4 and "unknown key profile 'nope'" in result.stderr
     keyfile = tmp_path / "kept.key"
     result = _pytest(tmp_path, "--hwtoken-fido2-hid-key", str(keyfile), "test_hw_suite.py")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -20,6 +20,7 @@ import click
 #: Later parts of the tour, in order: (module under hwtoken.demos, title).
 PARTS: list[tuple[str, str]] = [
     ("usbip", "A virtual YubiKey over USB/IP: WebAuthn registration and sign-in"),
+    ("local_usb", "The virtual key as a local USB device: fido2-token and OpenSSH use it"),
     ("otp_slots", "An OTP slot: HMAC-SHA1 challenge-response through python-yubico"),
     ("pcsc", "The OATH applet through pcscd, listed by ykman"),
     ("provision", "Batch provisioning: a crash, resume, and a PSKC export"),

@@ -182,3 +182,12 @@ def test_unusable_key_file_is_a_usage_error(tmp_path):
         assert result.returncode == 4, result.stdout + result.stderr  # pytest: usage error
         assert "INTERNALERROR" not in result.stdout + result.stderr
         assert f"hwtoken virtual key {spec}" in result.stderr
+
+
+def test_documented_plugged_key_example_passes_as_pasted(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    [example] = [b for b in blocks if "def test_ssh_keygen_makes_an_sk_key(plugged_key" in b]
+    (tmp_path / "test_programs.py").write_text(example)
+    result = _pytest(tmp_path, "test_programs.py", "-o", "hwtoken_require_umockdev=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout

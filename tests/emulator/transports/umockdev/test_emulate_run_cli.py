@@ -197,3 +197,27 @@ def test_no_root_needed(key_name):
     assert "vendor=0x1050" in lines[1]
     assert (state / "id.pub").read_text().startswith("sk-ecdsa-sha2-nistp256@openssh.com")
     subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def test_serve_local_prints_the_environment_for_other_shells(key_name):
+    serve = subprocess.Popen([*HWTOKEN, "emulate", "serve", key_name, "--local",
+                              "--no-usbip", "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [serve.stdout.readline()]
+        while lines[-1] and lines[-1] != "}\n":  # one indented JSON document
+            lines.append(serve.stdout.readline())
+        doc = json.loads("".join(lines))
+        local = doc["local"]
+        assert "/dev/hidraw1" in local["nodes"] and doc["usbip"] is None
+        env = {**os.environ, "UMOCKDEV_DIR": local["dir"], "LD_PRELOAD": local["preload"]}
+        listed = subprocess.run(["fido2-token", "-L"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert "/dev/hidraw1: vendor=0x1050" in listed.stdout, listed.stderr
+        shown = json.loads(hw("emulate", "show", key_name, "--json").stdout)
+        assert shown["served"]["local"]["dir"] == local["dir"]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
+    assert serve.returncode == 0
+    assert not Path(local["dir"]).exists()

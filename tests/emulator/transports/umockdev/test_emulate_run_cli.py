@@ -19,6 +19,16 @@ from umockdev_helpers import VENV_BIN
 HWTOKEN = [sys.executable, "-m", "hwtoken"]
 
 
+@pytest.fixture(autouse=True)
+def private_tmp(monkeypatch):
+    """A TMPDIR of this test's own, so the testbeds counted here are its own (other test
+    runs on the machine make and remove theirs in /tmp meanwhile)."""
+    d = tempfile.mkdtemp(prefix="hwt-")  # short: Unix socket paths live below it
+    monkeypatch.setenv("TMPDIR", d)
+    yield d
+    subprocess.run(["rm", "-rf", d], check=False)
+
+
 def hw(*args, **kwargs):
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
@@ -30,7 +40,7 @@ def hw(*args, **kwargs):
 
 
 def _testbeds() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "hwtoken-umockdev.*")))
+    return set(glob.glob(os.path.join(os.environ["TMPDIR"], "hwtoken-umockdev.*")))
 
 
 @pytest.fixture

@@ -326,7 +326,7 @@ class HidrawOpen(OpenFile):
     def gone(self) -> None:
         """The device was unplugged: wake a poll() and fail every later call."""
         self._gone.set()
-        self.queue.wake()  # a waiting poll() returns; the next read() fails with ENODEV
+        self.queue.hang_up()  # a waiting poll() returns; the next read() fails with ENODEV
 
     def closed(self) -> None:
         with self._lock:

@@ -127,6 +127,16 @@ class Connection:
         if data:
             self._send(RES_WRITE_MEM, addr, len(data), bytes(data))
 
+    def write_mems_and_done(self, writes: list[tuple[int, bytes]], result: int,
+                            err: int = 0) -> None:
+        """Several WRITE_MEMs and the DONE in one send."""
+        out = b"".join(_MSG.pack(RES_WRITE_MEM, addr & _ULONG_MASK, len(data)) + bytes(data)
+                       for addr, data in writes if data)
+        try:
+            self.sock.sendall(out + _MSG.pack(RES_DONE, result & _ULONG_MASK, err))
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
     def write_mem_and_done(self, addr: int, data: bytes, result: int, err: int = 0) -> None:
         """Store ``data`` at ``addr`` and end the call, in one send (one wake-up for the
         program instead of two)."""

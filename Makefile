@@ -29,7 +29,7 @@ APT_PACKAGES += yubico-piv-tool ykcs11      # PIV: Yubico's C tool and PKCS#11 m
 APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs with the key
 NODE_DIR := tests/fob/node
 
-.PHONY: all deps demo test lint bench clean
+.PHONY: all deps demo test lint bench mutate clean
 
 all: test
 
@@ -69,14 +69,26 @@ demo: deps
 	$(VENV)/bin/hwtoken demo
 
 test: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
 	$(PY) -m pytest -q
 
 lint: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+
+# Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
+# pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at
+# once. Prints the score per module and every surviving mutant (mutation/run.py).
+MODULES ?=
+JOBS    ?= 1
+$(STAMPS)/mutate: pyproject.toml $(STAMPS)/venv
+	$(PY) -m pip install -q -e '.[mutate]'
+	@touch $@
+
+mutate: deps $(STAMPS)/mutate
+	$(PY) mutation/run.py --jobs $(JOBS) $(MODULES)
 
 bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules mutants

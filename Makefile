@@ -32,7 +32,7 @@ NODE_DIR := tests/fob/node
 # fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.
 FIDO2_SDIST_DIR := .cache/fido2-sdist
 
-.PHONY: all deps demo test lint bench clean fido2-device-tests
+.PHONY: all deps demo test lint bench mutate clean fido2-device-tests
 
 all: test
 
@@ -78,7 +78,7 @@ demo: deps
 	$(VENV)/bin/hwtoken demo
 
 test: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
 	$(PY) -m pytest -q
 
 # the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
@@ -86,10 +86,22 @@ fido2-device-tests: deps
 	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
 
 lint: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+
+# Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
+# pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at
+# once. Prints the score per module and every surviving mutant (mutation/run.py).
+MODULES ?=
+JOBS    ?= 1
+$(STAMPS)/mutate: pyproject.toml $(STAMPS)/venv
+	$(PY) -m pip install -q -e '.[mutate]'
+	@touch $@
+
+mutate: deps $(STAMPS)/mutate
+	$(PY) mutation/run.py --jobs $(JOBS) $(MODULES)
 
 bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache mutants

@@ -182,9 +182,44 @@ def test_clock_unknown_is_a_warning():
     assert doctor.check_clock(synced).status == "ok"
 
 
-def test_kernel_clock_probe_answers():
+def _adjtimex_now() -> tuple[int, int, int]:
+    """The kernel's own answer, read here with a read-only adjtimex (modes 0)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    tx = doctor._Timex()
+    state = libc.adjtimex(ctypes.byref(tx))
+    return state, tx.status, tx.maxerror
+
+
+def test_kernel_clock_probe_reports_what_the_kernel_says():
+    """On Linux adjtimex always answers: the probe is never "cannot tell" here, and it says
+    synced exactly when the kernel's STA_UNSYNC bit is clear (and no TIME_ERROR)."""
     st = doctor.kernel_clock_state()
-    assert st.synced in (True, False, None) and st.detail
+    state, status, _ = _adjtimex_now()
+    assert state >= 0
+    assert st.synced is (not (status & 0x0040) and state != 5), (st, state, status)
+    assert st.detail
+
+
+@pytest.mark.parametrize(("state", "status", "synced", "words"), [
+    (0, 0, True, "max error 16 ms"),
+    (0, 0x0040, False, "not synchronised"),  # STA_UNSYNC
+    (5, 0, False, "not synchronised"),  # TIME_ERROR
+    (-1, 0, None, "adjtimex failed"),
+])
+def test_clock_state_from_adjtimex(state, status, synced, words):
+    st = doctor.clock_state_from_adjtimex(state, status, 16_000)
+    assert st.synced is synced and words in st.detail
+
+
+def test_clock_marker_in_a_prepared_tree(tmp_path):
+    assert doctor.kernel_clock_state(tmp_path).synced is None
+    marker = tmp_path / "run/systemd/timesync/synchronized"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    assert doctor.kernel_clock_state(tmp_path).synced is True
 
 
 def test_cli_json_and_exit_code(tmp_path):

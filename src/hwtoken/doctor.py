@@ -325,12 +325,20 @@ def kernel_clock_state(root: Path = Path("/")) -> ClockState:
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
         return ClockState(None, "cannot ask the kernel (adjtimex unavailable)")
+    return clock_state_from_adjtimex(state, tx.status, tx.maxerror)
+
+
+STA_UNSYNC = 0x0040
+TIME_ERROR = 5
+
+
+def clock_state_from_adjtimex(state: int, status: int, maxerror: int) -> ClockState:
+    """What adjtimex's return value, ``status`` bits and ``maxerror`` (µs) say."""
     if state < 0:
         return ClockState(None, "adjtimex failed")
-    unsync = bool(tx.status & 0x0040) or state == 5  # STA_UNSYNC / TIME_ERROR
-    if unsync:
+    if status & STA_UNSYNC or state == TIME_ERROR:
         return ClockState(False, "the kernel clock is not synchronised by NTP")
-    return ClockState(True, f"NTP-synchronised (max error {tx.maxerror / 1000:.0f} ms)")
+    return ClockState(True, f"NTP-synchronised (max error {maxerror / 1000:.0f} ms)")
 
 
 def check_clock(probe: Callable[[], ClockState]) -> Check:

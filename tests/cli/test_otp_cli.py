@@ -80,6 +80,57 @@ def test_verify_exit_codes_and_replay_state(tmp_path):
     assert invoke("otp", "verify", SECRET, wrong, "--at", "1000", "--window", "0").exit_code == 1
 
 
+def _verify_json(*args: str) -> tuple[int, dict]:
+    r = invoke("otp", "verify", SECRET, *args, "--json")
+    return r.exit_code, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("code", ["12345", "1234567", "abcdef", "12 34 5x", "", "１２３４５６"])
+def test_verify_json_malformed_code_is_a_failed_check(code):
+    """A malformed code is a wrong code: exit 1 with valid false, like any other refusal."""
+    status, doc = _verify_json(code, "--at", "1000")
+    assert (status, doc["valid"], doc["step"]) == (1, False, None)
+    assert doc["reason"].startswith("code is not valid")
+
+
+def test_verify_json_exit_codes_valid_wrong_replayed(tmp_path):
+    state = str(tmp_path / "seen.json")
+    code = invoke("otp", "code", SECRET, "--at", "1000").output.strip()
+    wrong = str((int(code) + 1) % 10**6).zfill(6)
+
+    status, doc = _verify_json(wrong, "--at", "1000", "--window", "0", "--state", state)
+    assert (status, doc["valid"], doc["step"]) == (1, False, None)
+    assert "already used" in doc["reason"]  # with a state file the reason names replays too
+
+    status, doc = _verify_json(code, "--at", "1000", "--state", state)
+    assert (status, doc) == (0, {"valid": True, "type": "totp", "step": 1000 // 30})
+
+    status, doc = _verify_json(code, "--at", "1000", "--state", state)  # replayed
+    assert (status, doc["valid"]) == (1, False)
+
+    hotp = [invoke("otp", "code", SECRET, "--counter", str(c)).output.strip() for c in range(3)]
+    hstate = str(tmp_path / "hotp.json")
+    status, doc = _verify_json(hotp[2], "--hotp", "--state", hstate)
+    assert (status, doc) == (0, {"valid": True, "type": "hotp", "counter": 2, "next_counter": 3})
+    status, doc = _verify_json(hotp[2], "--hotp", "--state", hstate)  # replayed
+    assert (status, doc["valid"], doc["counter"], doc["next_counter"]) == (1, False, None, None)
+    status, doc = _verify_json("12a456", "--hotp", "--state", hstate)  # malformed
+    assert (status, doc["valid"]) == (1, False)
+
+
+def test_verify_json_exit_codes_as_a_real_process(tmp_path):
+    state = str(tmp_path / "seen.json")
+    code = run("otp", "code", SECRET, "--at", "7000").stdout.strip()
+    first = run("otp", "verify", "-", code, "--at", "7000", "--state", state, "--json",
+                input=SECRET)
+    again = run("otp", "verify", "-", code, "--at", "7000", "--state", state, "--json",
+                input=SECRET)
+    malformed = run("otp", "verify", "-", "abcdef", "--at", "7000", "--json", input=SECRET)
+    assert [first.returncode, again.returncode, malformed.returncode] == [0, 1, 1]
+    assert [json.loads(p.stdout)["valid"] for p in (first, again, malformed)] == [
+        True, False, False]
+
+
 def test_replay_store_survives_process_restart(tmp_path):
     state = str(tmp_path / "seen.json")
     code = run("otp", "code", SECRET, "--at", "5000").stdout.strip()

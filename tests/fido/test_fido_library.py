@@ -270,7 +270,7 @@ json_values = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(sorted(VALID)), value=json_values,
        sub=st.sampled_from(["id", "name", "display_name"]))
 def test_fuzzed_credential_documents_fail_cleanly(field, value, sub):
@@ -286,7 +286,7 @@ def test_fuzzed_credential_documents_fail_cleanly(field, value, sub):
     assert cred.credential_id  # whatever parsed is usable
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=200))
 def test_fuzzed_public_key_bytes_fail_cleanly(raw):
     doc = dict(VALID, public_key=websafe_encode(raw))

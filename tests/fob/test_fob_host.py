@@ -118,7 +118,7 @@ def test_demo_prints_the_screen_and_matching_codes(tmp_path):
 
 
 # -- fuzzing: parsers of bytes that come from outside ------------------------------------
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=300))
 def test_fuzz_png_decode_raises_only_invalid_input(data):
     for blob in (data, b"\x89PNG\r\n\x1a\n" + data):
@@ -126,7 +126,7 @@ def test_fuzz_png_decode_raises_only_invalid_input(data):
             png.decode(blob)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.lists(st.binary(min_size=8, max_size=8), min_size=64, max_size=64))
 def test_fuzz_png_round_trip(rows):
     rows = [bytes(r) for r in rows]
@@ -136,7 +136,7 @@ def test_fuzz_png_round_trip(rows):
     assert Screen.from_png(screen.to_png(1)) == screen
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(min_size=0, max_size=40))
 def test_fuzz_firmware_base32_matches_stdlib(key):
     fw = load_host_modules()
@@ -145,7 +145,7 @@ def test_fuzz_firmware_base32_matches_stdlib(key):
     assert fw.totp.b32decode(text.lower().rstrip("=")) == key
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.text(max_size=30))
 def test_fuzz_firmware_base32_rejects_or_decodes(text):
     fw = load_host_modules()
@@ -157,14 +157,14 @@ def test_fuzz_firmware_base32_rejects_or_decodes(text):
         assert all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 =-" for c in text.upper())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.binary(max_size=300), st.sampled_from(["sha1", "sha256", "sha512"]))
 def test_fuzz_fallback_hashes_match_hashlib(data, name):
     fw = load_host_modules()
     assert getattr(fw.sha, name)(data).digest() == hashlib.new(name, data).digest()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.binary(min_size=10, max_size=80), st.integers(0, 2**40),
        st.sampled_from(["SHA1", "SHA256", "SHA512"]), st.sampled_from([6, 7, 8]),
        st.integers(1, 300))

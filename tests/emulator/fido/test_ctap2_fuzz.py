@@ -27,7 +27,7 @@ KNOWN = {int(e) for e in CtapError.ERR} - {int(CtapError.ERR.OTHER)}
 SAFE_COMMANDS = [0x01, 0x02, 0x04, 0x06, 0x08, 0x0A, 0x0B, 0x0C, 0x41]
 ALL_COMMANDS = SAFE_COMMANDS + [0x07, 0x0D, 0x03, 0x05, 0x09, 0x40, 0xFF]
 
-SETTINGS = settings(max_examples=600, deadline=None,
+SETTINGS = settings(max_examples=600,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
@@ -219,7 +219,7 @@ def test_structured_ctap22_requests(latest_auth):
     assert resp[0] == 0 and len(cbor.decode(resp[1:])[3]) == 4627
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=1000)
 @given(st.binary(max_size=200))
 def test_strict_decoder_only_raises_cbor_error(data):
     try:

@@ -21,7 +21,7 @@ from hwtoken.emulator import VirtualKey, fido_device
 from hwtoken.emulator.fido.ctaphid import BROADCAST_CID, CtapHidEngine, frames
 from hwtoken.emulator.fido.u2f import U2fApplet
 
-FUZZ = settings(max_examples=1500, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=1500, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 APP = hashlib.sha256(b"fuzz.example").digest()
@@ -180,7 +180,7 @@ def test_u2f_still_works_after_fuzzing(shared_key, registered):
 
 
 @given(apdu=st.binary(min_size=1, max_size=400))
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_u2f_over_ctaphid_msg_never_breaks_the_channel(shared_key, apdu):
     dev = fido_device(shared_key)
@@ -219,7 +219,7 @@ def _valid_ctap2_requests() -> list[bytes]:
 @given(which=st.integers(0, 4), ops=st.lists(
     st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 300),
               st.integers(1, 255)), min_size=1, max_size=3))
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_mutated_ctap2_requests_over_ctaphid(ctap2_key, which, ops):
     from fido2 import cbor
@@ -275,7 +275,7 @@ def _collect(reports: list[bytes], cid: int) -> tuple[int, bytes]:
 
 @given(noise=st.lists(st.one_of(raw_reports, structured), max_size=16),
        split=st.integers(0, 90))
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=200,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_large_mldsa_response_arrives_whole_among_noise(mldsa, noise, split):
     from fido2 import cbor

@@ -200,7 +200,7 @@ def test_state_file_never_holds_the_password(key):
                                            0xA4, 0xA5, 0x00, 0xFF]),
                           st.integers(0, 255), st.integers(0, 255), st.binary(max_size=80)),
                 max_size=8))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 def test_oath_applet_fuzz(tmp_path_factory, cmds):
     k = VirtualKey.create(tmp_path_factory.mktemp("fz") / "f.key")
     try:

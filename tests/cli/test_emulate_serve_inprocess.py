@@ -176,7 +176,7 @@ def test_serve_says_when_pcscd_is_absent(monkeypatch):
 
     t = threading.Thread(target=stop_after_warning, daemon=True)
     t.start()
-    r = runner.invoke(cli, ["emulate", "serve", "nopcscd", "--no-usbip", "--pcsc",
+    r = runner.invoke(cli, ["emulate", "serve", "nopcscd", "--no-usbip", "--pcsc-address",
                             f"127.0.0.1:{port}"])
     t.join(25)
     assert r.exit_code == 0, r.output

@@ -171,7 +171,8 @@ def test_running_serve_with_pcsc_is_used(pcscd, emu):
     from hwtoken.devices import running_serve
 
     serve = subprocess.Popen(
-        [HWTOKEN, "emulate", "serve", "ok", "--no-usbip", "--pcsc", f"127.0.0.1:{pcscd.port}"],
+        [HWTOKEN, "emulate", "serve", "ok", "--no-usbip", "--pcsc-address",
+         f"127.0.0.1:{pcscd.port}"],
         env={**os.environ, **pcscd.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:

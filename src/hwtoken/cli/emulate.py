@@ -16,7 +16,14 @@ from typing import Any, TextIO
 import click
 
 from hwtoken import devices, paths
-from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, state_dir_option
+from hwtoken.cli.common import (
+    HwtokenGroup,
+    confirm_or_force,
+    emit_json,
+    force_option,
+    json_option,
+    state_dir_option,
+)
 from hwtoken.emulator.presence import (
     KEEPALIVE_INTERVAL,
     ApproveAlways,
@@ -28,6 +35,7 @@ from hwtoken.emulator.presence import (
 from hwtoken.errors import DeviceBusy, InvalidInput
 
 DEFAULT_PCSC = "127.0.0.1:35963"
+INTERRUPTED = 130
 
 
 @click.group(cls=HwtokenGroup)
@@ -98,7 +106,10 @@ def _slots(store: Any) -> dict[str, Any]:
 @json_option
 @state_dir_option
 def create(name: str, serial: int | None, as_json: bool) -> None:
-    """Create virtual key NAME (a new state file; refuses to overwrite one)."""
+    """Create virtual key NAME (a new state file; refuses to overwrite one).
+
+    NAME: 1 to 64 ASCII letters, digits, - and _ (not starting with -).
+    """
     from hwtoken.emulator.key import VirtualKey
 
     path = paths.virtual_key_path(name)
@@ -124,7 +135,7 @@ def list_(as_json: bool) -> None:
     for name in devices.virtual_key_names():
         try:
             rows.append(_summary(name))
-        except InvalidInput as exc:
+        except (InvalidInput, OSError) as exc:  # one bad key file never hides the others
             rows.append({"name": name, "error": str(exc)})
     if as_json:
         emit_json(rows)
@@ -184,10 +195,14 @@ def show(name: str, as_json: bool) -> None:
 
 @emulate.command()
 @click.argument("name")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option("Do not ask for confirmation.")
+@json_option
 @state_dir_option
-def delete(name: str, force: bool) -> None:
-    """Delete virtual key NAME and all its secrets (refused while it is in use)."""
+def delete(name: str, force: bool, as_json: bool) -> None:
+    """Delete virtual key NAME and all its secrets (refused while it is in use).
+
+    Asks on a terminal and needs --force otherwise.
+    """
     from hwtoken.emulator.key import lock_path
     from hwtoken.emulator.serve import runtime_path
     from hwtoken.fileio import FileLock
@@ -198,17 +213,20 @@ def delete(name: str, force: bool) -> None:
     except DeviceBusy:
         raise DeviceBusy(f"virtual key {name!r} is in use (served or open in another "
                          "process); stop that first") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot delete virtual key {name!r}: {exc.strerror or exc}"
+                           ) from None
     try:
-        if not force:
-            if not sys.stdin.isatty():
-                raise InvalidInput(f"deleting {name!r} destroys its credentials and secrets; "
-                                   "pass --force to confirm")
-            click.confirm(f"Delete virtual key {name} and all its credentials?", abort=True)
+        confirm_or_force(f"Delete virtual key {name} and all its credentials?", force,
+                         f"deleting {name!r} destroys its credentials and secrets")
         for p in (path, runtime_path(path), lock_path(path)):
             p.unlink(missing_ok=True)
     finally:
         lock.release()
-    click.echo(f"deleted virtual key {name}")
+    if as_json:
+        emit_json({"deleted": name, "path": str(path)})
+    else:
+        click.echo(f"deleted virtual key {name}")
 
 
 class TerminalPresence(UserPresence):
@@ -310,21 +328,23 @@ def _presence(touch: str) -> UserPresence:
               help="Allow a non-loopback address: anyone who reaches it can use the key.")
 @click.option("--touch", type=click.Choice(["auto", "deny", "prompt"]), default="auto",
               show_default=True, help="What a touch request does: approve, refuse, or ask here.")
-@click.option("--pcsc", "pcsc_spec", metavar="[HOST:PORT]", is_flag=False,
-              flag_value=DEFAULT_PCSC, default=None,
-              help=f"Also connect to pcscd's vpcd driver as a smart card (default {DEFAULT_PCSC}).")
+@click.option("--pcsc", "pcsc", is_flag=True,
+              help="Also connect to pcscd's vpcd driver as a smart card.")
+@click.option("--pcsc-address", metavar="HOST:PORT",
+              help=f"Where pcscd's vpcd driver listens (implies --pcsc; default {DEFAULT_PCSC}).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every client connection and error.")
 @json_option
 @state_dir_option
 def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
-          pcsc_spec: str | None, verbose: bool, as_json: bool) -> None:
-    """Serve NAME as a USB device (USB/IP) until Ctrl-C or SIGTERM.
+          pcsc: bool, pcsc_address: str | None, verbose: bool, as_json: bool) -> None:
+    """Serve NAME as a USB device (USB/IP) until Ctrl-C (exit 130) or SIGTERM (exit 0).
 
     While it runs, the key is locked and other commands given --device emu:NAME talk to
     this process. List it with `usbip --tcp-port PORT list -r 127.0.0.1`; on Linux with
     the vhci-hcd module, `sudo usbip attach -r 127.0.0.1 -b 1-1` makes it a real USB
     device for browsers, ykman and libfido2.
     """
+    pcsc_spec = pcsc_address if pcsc_address is not None else (DEFAULT_PCSC if pcsc else None)
     with _serve_logging(verbose):
         _serve(name, usbip_spec, no_usbip, allow_remote, touch, pcsc_spec, as_json)
 
@@ -350,13 +370,19 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
         raise DeviceBusy(f"virtual key {name!r} is in use by another process") from None
     key.presence = _presence(touch)  # (once the key is ours: a prompt starts reading stdin)
     stop = threading.Event()
+    stopped_by: list[int] = []
     previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
     try:
         if threading.current_thread() is threading.main_thread():
             # (signal handlers can only be set in the main thread; a caller that runs the
             # CLI in another thread stops it by other means)
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+                previous[sig] = signal.signal(sig, on_signal)
         with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote) as svc:
             doc = svc.describe()
             if as_json:
@@ -370,6 +396,9 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
             signal.signal(sig, handler)
     if not as_json:
         click.echo(f"stopped serving {name}")
+    if stopped_by[:1] == [signal.SIGINT]:  # Ctrl-C: stopped cleanly, and says so like others
+        click.echo("interrupted", err=True)
+        sys.exit(INTERRUPTED)
 
 
 PCSC_WARN_AFTER = 3.0  # seconds without pcscd's vpcd driver before serve says so

@@ -55,13 +55,20 @@ class KeyStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise InvalidInput(f"no virtual key state file at {path}") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read virtual key state file {path}: "
+                               f"{exc.strerror or exc}") from None
         try:
             doc = json.loads(raw)
         except ValueError:
             raise InvalidInput(f"virtual key state file {path} is damaged (not JSON)") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
             raise InvalidInput(f"{path} is not a hwtoken virtual key state file")
-        return cls(path, _decode(doc))
+        try:
+            return cls(path, _decode(doc))
+        except ValueError:  # a "$b64" value that is not base64
+            raise InvalidInput(f"virtual key state file {path} is damaged (bad base64)"
+                               ) from None
 
     def section(self, name: str) -> dict[str, Any]:
         """The mutable dict for applet ``name`` (created empty on first use)."""
@@ -72,5 +79,6 @@ class KeyStore:
 
     def commit(self) -> None:
         """Persist every section now (temp file, fsync, rename; mode 0600)."""
-        atomic_write(self.path, json.dumps(_encode(self.data), separators=(",", ":")))
+        atomic_write(self.path, json.dumps(_encode(self.data), separators=(",", ":")),
+                     make_parents=True)
         self.commits += 1

@@ -64,7 +64,7 @@ def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
     env = dict(os.environ, HWTOKEN_STATE_DIR=str(_isolated_state_dir))
     subprocess.run([hwtoken, "emulate", "create", "card", "--serial", "5550123"], env=env,
                    check=True, capture_output=True, timeout=60)
-    proc = subprocess.Popen([hwtoken, "emulate", "serve", "card", "--no-usbip", "--pcsc",
+    proc = subprocess.Popen([hwtoken, "emulate", "serve", "card", "--no-usbip", "--pcsc-address",
                              f"127.0.0.1:{pcscd.port}"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

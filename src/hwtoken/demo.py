@@ -119,8 +119,9 @@ def run(echo: Callable[[str], None] = click.echo, parts: list[str] | None = None
 
 
 @click.command("demo", cls=HwtokenCommand)
-@click.option("--part", "parts", multiple=True, type=click.Choice([n for n, _ in PARTS]),
-              help="Run only these parts (by module name); part 1 always runs.")
+@click.option("--part", "parts", multiple=True,
+              type=click.Choice(["enrolment", *(n for n, _ in PARTS)]),
+              help="Run only these parts (by name); part 1, enrolment, always runs.")
 @json_option
 def demo_command(parts: tuple[str, ...], as_json: bool) -> None:
     """Run the non-interactive tour of hwtoken (what `make demo` runs).

@@ -50,8 +50,9 @@ EXTRAS = [
 CORE = ["click", "pyotp", "cryptography", "segno"]
 
 AUDIENCES = ("developer", "admin", "maker")
-NEED, OPTIONAL = "need", "optional"
-#: check name -> audience -> NEED (a failure fails), OPTIONAL (a failure only warns) or
+NEED, OPTIONAL, REQUIRED = "need", "optional", "required"
+#: check name -> audience -> NEED (a failure fails), OPTIONAL (a failure only warns),
+#: REQUIRED (a warning fails too: the part is missing and that user cannot do without) or
 #: absent (not shown). Checks not listed here are needed by everyone.
 AUDIENCE_NEEDS: dict[str, dict[str, str]] = {
     "python: core": {"developer": NEED, "admin": NEED, "maker": NEED},
@@ -64,7 +65,7 @@ AUDIENCE_NEEDS: dict[str, dict[str, str]] = {
     "usbip tools": {"developer": OPTIONAL, "admin": OPTIONAL},
     "vhci-hcd": {"developer": OPTIONAL},
     "fob serial port": {"maker": NEED},
-    "mpremote": {"maker": NEED},
+    "mpremote": {"maker": REQUIRED},
     "clock": {"developer": NEED, "admin": NEED, "maker": NEED},
 }
 
@@ -429,6 +430,8 @@ def for_audience(checks: Iterable[Check], audience: str | None) -> list[Check]:
             continue
         if need == OPTIONAL and c.status == FAIL:
             c = Check(c.name, WARN, f"{c.detail} (optional for a {audience})", c.fix)
+        elif need == REQUIRED and c.status == WARN:
+            c = Check(c.name, FAIL, f"{c.detail} (a {audience} needs it)", c.fix)
         out.append(c)
     return out
 

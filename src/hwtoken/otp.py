@@ -50,7 +50,7 @@ DEFAULT_SECRET_BYTES = 20  # 160 bits, RFC 4226's recommendation
 MIN_SECRET_BITS = 80  # shorter secrets are refused unless allow_weak (RFC 4226 asks for 128)
 MAX_PERIOD = 86400  # a TOTP step of one day at most
 MAX_COUNTER = 2**64 - 1  # HOTP counters are 8 bytes
-MAX_TIME = 253402300799  # 9999-12-31 23:59:59 UTC
+MAX_TIME = 2**63 - 1  # the latest unix time a code is computed for (the fob's limit too)
 
 _pack_counter = struct.Struct(">Q").pack
 _digest = hmac.digest
@@ -105,7 +105,7 @@ def check_strength(key: bytes, *, allow_weak: bool = False) -> bytes:
 
 
 def check_time(at: float) -> float:
-    """A unix time from 0 to 9999-12-31 (NaN and infinities refused)."""
+    """A unix time from 0 to 2^63-1 (NaN, infinities and negative times refused)."""
     if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at) \
             or not 0 <= at <= MAX_TIME:
         raise InvalidInput(f"the time must be a unix time from 0 to {MAX_TIME} (seconds since "

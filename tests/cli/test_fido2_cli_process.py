@@ -104,10 +104,14 @@ def test_pin_never_in_argv_or_ps(tmp_path):
     listing = json.loads(run("-d", dev, "creds", "list", "--json", HWTOKEN_PIN=PIN).stdout)
     cred_id = listing["credentials"][0]["credential_id"]
 
-    # `creds delete` without --force waits for confirmation: look at it while it waits.
+    # `creds delete` without --force asks at the terminal: look at it while it waits.
+    import pty
+
+    master, slave = pty.openpty()
     proc = subprocess.Popen([HWTOKEN, "fido2", "-d", dev, "creds", "delete", cred_id],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env(HWTOKEN_PIN=PIN))
+    os.close(slave)
     try:
         deadline = time.monotonic() + 30
         seen = False
@@ -122,8 +126,10 @@ def test_pin_never_in_argv_or_ps(tmp_path):
         for pid in _descendants(proc.pid):
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 assert PIN.encode() not in fh.read()
-        out, err = proc.communicate("y\n", timeout=60)
+        os.write(master, b"y\n")
+        out, err = proc.communicate(timeout=60)
     finally:
+        os.close(master)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
@@ -163,7 +169,7 @@ def invoke(*args: str, input: str | None = None):
     return r
 
 
-def test_every_command_over_usbip(served, tmp_path, monkeypatch):
+def test_every_command_over_usbip(served, tmp_path, monkeypatch, as_terminal):
     monkeypatch.delenv("HWTOKEN_PIN", raising=False)
     monkeypatch.delenv("HWTOKEN_NEW_PIN", raising=False)
     monkeypatch.setenv("HWTOKEN_DEVICE", served)

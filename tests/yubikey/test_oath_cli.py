@@ -59,7 +59,7 @@ def test_through_pcscd_codes_equal_pyotp(pcscd, emu):
     assert [a["display"] for a in listed["accounts"]] == ["Acme:alice", "ctr"]
     for _ in range(3):
         before = pyotp.TOTP(SECRET).now()
-        out = run("code", "alice", "-d", emu, env=env).stdout.strip()
+        out = run("code", "Acme:alice", "-d", emu, env=env).stdout.strip()
         if before == pyotp.TOTP(SECRET).now():
             break
     assert out == before
@@ -96,17 +96,19 @@ def test_in_process_crud_and_json(emu):
     assert r.exit_code == 0, r.output
     assert invoke("add", "one", "--secret", SECRET).exit_code == 2  # exists, no --force
     r = invoke("code", "one", "--json")
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert doc["codes"][0]["code"] == pyotp.TOTP(SECRET, digits=8, digest="sha256").at(
         doc["codes"][0]["valid_from"])
     r = invoke("rename", "one", "Corp:" + "t" * 60)  # the id would pass 64 bytes
     assert r.exit_code == 2 and "too long" in r.output
     assert invoke("rename", "one", "Corp:two").exit_code == 0
-    names = [a["display"] for a in json.loads(invoke("list", "--json").output)["accounts"]]
+    names = [a["display"] for a in json.loads(invoke("list", "--json").stdout)["accounts"]]
     assert names == ["Corp:two"]
-    assert invoke("delete", "two").exit_code == 0
-    assert json.loads(invoke("list", "--json").output) == {"accounts": []}
-    assert invoke("delete", "two").exit_code == 2
+    r = invoke("delete", "Corp:two")  # no terminal to confirm on
+    assert r.exit_code == 2 and "pass --force" in r.stderr
+    assert invoke("delete", "Corp:two", "--force").exit_code == 0
+    assert json.loads(invoke("list", "--json").stdout) == {"accounts": []}
+    assert invoke("delete", "Corp:two", "--force").exit_code == 2
 
 
 def test_import_checks_every_line_first(emu, tmp_path):
@@ -122,7 +124,7 @@ def test_import_checks_every_line_first(emu, tmp_path):
     ok.write_text(good + f"otpauth://hotp/h?secret={SECRET}&counter=5\n")
     r = runner.invoke(cli, ["yubikey", "oath", "import", str(ok), "--device", emu, "--json"])
     assert r.exit_code == 0, r.output
-    assert [a["display"] for a in json.loads(r.output)["imported"]] == ["Site:me", "h"]
+    assert [a["display"] for a in json.loads(r.stdout)["imported"]] == ["Site:me", "h"]
     r = runner.invoke(cli, ["yubikey", "oath", "code", "h", "--device", emu])
     assert r.output.strip() == pyotp.HOTP(SECRET).at(5)
 
@@ -141,7 +143,8 @@ def test_reset_needs_force_or_confirmation(emu):
 
 def test_bad_input_is_a_one_line_error(emu):
     runner = CliRunner()
-    r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "--secret", "not base32!", "-d", emu])
+    r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "--secret", "-", "-d", emu],
+                      input="not base32!\n")
     assert r.exit_code == 2 and r.output.startswith("error: ")
     r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "-d", emu])
     assert r.exit_code == 2

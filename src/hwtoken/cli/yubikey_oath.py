@@ -24,7 +24,6 @@ from hwtoken.cli.common import (
     device_option,
     emit_json,
     force_option,
-    is_interactive,
     json_option,
 )
 from hwtoken.cli.yubikey import _done
@@ -180,13 +179,9 @@ def delete(name: str, force: bool, device: str | None, as_json: bool) -> None:
     """
     with _client(device) as client:
         acct, exact = client.account(name)
-        if not force:
-            if not is_interactive():
-                hint = "" if exact else f" ({name!r} is only part of that name)"
-                raise InvalidInput(f"deleting {acct.display!r} destroys its secret{hint}; "
-                                   "pass --force to confirm")
-            click.confirm(f"Delete the account {acct.display!r}? Its secret is gone for good",
-                          abort=True, err=True)
+        hint = "" if exact else f" ({name!r} is only part of that name)"
+        confirm_or_force(f"Delete the account {acct.display!r}? Its secret is gone for good",
+                         force, f"deleting {acct.display!r} destroys its secret{hint}")
         acct = client.delete(acct.id, exact=True)
     _done(as_json, {"deleted": acct.as_dict()}, f"deleted {acct.display}")
 

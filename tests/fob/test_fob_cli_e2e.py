@@ -120,11 +120,11 @@ def test_deploy_sync_add_list_remove_wipe(fob_port, monkeypatch, caplog):
                                       fob_port], input=SECRET + "\n")
     assert result.exit_code == 2 and "name must be 1-40 characters" in result.output
 
-    run("fob", "remove", "github", "--port", fob_port)
-    run("fob", "remove", "github", "--port", fob_port, code=1)
+    run("fob", "remove", "github", "--force", "--port", fob_port)
+    run("fob", "remove", "github", "--force", "--port", fob_port, code=2)
     assert [a["name"] for a in json.loads(run("fob", "list", "--port", fob_port, "--json"))] \
         == ["ACME:alice@example.com"]
-    run("fob", "wipe", "--yes", "--port", fob_port)
+    run("fob", "wipe", "--force", "--port", fob_port)
     assert json.loads(run("fob", "list", "--port", fob_port, "--json")) == []
 
 

@@ -59,7 +59,7 @@ def test_user_errors_are_one_line(tmp_path):
         (["provision", "status", "-i", str(tmp_path / "missing.db")], 2),
         (["provision", "run", "-i", str(tmp_path / "a.db"), "-m", "hotp", "--digits", "7",
           "--virtual", "1"], 2),
-        (["provision", "export", "-i", str(tmp_path / "a.db"), "-f", "xml", "-o", "x"], 2),
+        (["provision", "export", "-i", str(tmp_path / "a.db"), "--format", "xml", "-o", "x"], 2),
     ]
     for args, code in cases:
         proc = hwtoken(*args, check=code)

@@ -142,7 +142,7 @@ def test_yubico_csv_layout(filled, tmp_path):
 def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "csv", "-o",
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "csv", "-o",
                    str(blocker / "sub" / "x.csv"), check=2)
     assert proc.stderr.startswith("error: cannot write") and "Traceback" not in proc.stderr
     with opened(filled) as inv:  # nothing was marked exported
@@ -172,11 +172,11 @@ def test_second_export_takes_only_new_records(filled, tmp_path):
 
 def test_export_cli_password_never_from_argv(filled, tmp_path):
     out = tmp_path / "x.pskc"
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
                    "--pskc-password", check=2)
     assert proc.stderr.startswith("error:") and "HWTOKEN_PSKC_PASSWORD" in proc.stderr
     assert not out.exists()
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
                    "--pskc-password", "--json", env={"HWTOKEN_PSKC_PASSWORD": "pw"})
     assert '"count": 4' in proc.stdout and '"encrypted": true' in proc.stdout
     assert set(read_pskc(out, "pw")) == set(SECRETS)
@@ -187,7 +187,7 @@ def test_export_cli_with_a_preshared_key_file(filled, tmp_path):
     key_file = tmp_path / "psk.hex"
     key_file.write_text(psk.hex() + "\n")
     out = tmp_path / "psk.pskc"
-    hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o", str(out),
+    hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o", str(out),
             "--pskc-key-file", str(key_file))
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     import pskc
@@ -197,7 +197,7 @@ def test_export_cli_with_a_preshared_key_file(filled, tmp_path):
     assert {int(k.serial): k.secret for k in doc.keys} == SECRETS
     assert doc.encryption.algorithm.endswith("#aes256-cbc")  # a 32-byte key is AES-256
     key_file.write_text("not hex")
-    proc = hwtoken("provision", "export", "-i", filled, "-f", "pskc", "-o",
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "pskc", "-o",
                    str(tmp_path / "bad.pskc"), "--all", "--pskc-key-file", str(key_file),
                    check=2)
     assert proc.stderr.startswith("error:") and "hex" in proc.stderr

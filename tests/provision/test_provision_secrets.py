@@ -119,7 +119,7 @@ def test_no_secret_in_logs_or_error_messages(tmp_path, caplog):
 def test_wrong_passphrase_message_has_no_secret(tmp_path):
     url = str(tmp_path / "inv.db")
     hwtoken("provision", "run", "-i", url, "--mode", "chalresp", "--virtual", "1")
-    proc = hwtoken("provision", "export", "-i", url, "-f", "csv", "-o", str(tmp_path / "x"),
+    proc = hwtoken("provision", "export", "-i", url, "--format", "csv", "-o", str(tmp_path / "x"),
                    env={"HWTOKEN_INVENTORY_PASSPHRASE": "guess-1234"}, check=2)
     assert proc.stderr.strip() == "error: wrong passphrase or key file for this inventory"
     assert "guess-1234" not in proc.stdout + proc.stderr

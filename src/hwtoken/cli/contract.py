@@ -45,8 +45,11 @@ def wants_json(argv: Sequence[str]) -> bool:
 
 def one_line(message: str) -> str:
     """``message`` on one line: lines joined with '; ', surrounding space dropped."""
-    parts = [p.strip() for p in str(message).splitlines() if p.strip()]
-    return "; ".join(parts) or "failed"
+    out = ""
+    for part in (p.strip() for p in str(message).splitlines()):
+        if part:
+            out += ("" if not out else " " if out[-1] in ".:;,!?" else "; ") + part
+    return out or "failed"
 
 
 def report(message: str, code: int, *, as_json: bool = False,

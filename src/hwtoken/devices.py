@@ -141,6 +141,19 @@ def key_path_for(name: str, *, must_exist: bool = True) -> Path:
     return path
 
 
+def check_virtual(name: str) -> Path:
+    """The state file of virtual key ``name`` once it is known to be usable.
+
+    :class:`InvalidInput` if there is no such key, or its state file cannot be read or is
+    damaged. Takes no lock: works while the key is served or open elsewhere.
+    """
+    from hwtoken.emulator.store import KeyStore
+
+    path = key_path_for(name)
+    KeyStore.read(path)
+    return path
+
+
 def running_serve(name: str) -> dict[str, Any] | None:
     """The runtime document of a live ``hwtoken emulate serve NAME``, or None.
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import base64
 import contextlib
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path

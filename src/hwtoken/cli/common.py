@@ -8,11 +8,13 @@ arguments must be valid UTF-8 and the root's ``main`` runs the whole command und
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -81,10 +83,41 @@ class HwtokenGroup(_ContractMixin, click.Group):
                 argv, prog_name, complete_var, standalone_mode=False,
                 windows_expand_args=windows_expand_args, **extra)
 
-        rv = contract.run(call, argv)
+        with _cli_logging():
+            rv = contract.run(call, argv)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``warning: message``: a library's log record never shows a traceback here (unless
+    $HWTOKEN_DEBUG), so the CLI keeps its no-traceback promise."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {contract.one_line(record.getMessage())}"
+        if record.exc_info and os.environ.get(contract.DEBUG_ENV):
+            text += "\n" + self.formatException(record.exc_info)
+        elif record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f" ({type(exc).__name__}: {contract.one_line(str(exc))})"
+        return text
+
+
+@contextlib.contextmanager
+def _cli_logging() -> Iterator[None]:
+    """While a command runs: hwtoken's warnings on stderr, one line each."""
+    logger = logging.getLogger("hwtoken")
+    if logging.getLogger().handlers or logger.handlers:  # the program configured logging
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 # -- option types ---------------------------------------------------------------------------
@@ -159,18 +192,29 @@ SECRET = SecretText()
 def read_secret_input(value: str) -> str:
     """``-`` means: read one line from stdin (so secrets stay out of argv)."""
     if value == "-":
-        return sys.stdin.readline().strip()
+        value = sys.stdin.readline().strip()
+        if _undecodable(value):  # a locale that decodes stdin with surrogateescape
+            raise InvalidInput("stdin is not valid UTF-8 text")
     return value
 
 
 # -- standard options -----------------------------------------------------------------------
 def _set_state_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
+        from pathlib import Path
+
+        target = Path(value).expanduser()
+        if not target.is_dir() and not target.parent.is_dir():  # a typo, not a new directory
+            raise click.BadParameter(f"neither {value!r} nor its parent directory exists",
+                                     ctx=ctx, param=param)
         paths.set_state_dir(value)
 
 
 def state_dir_option(f: F) -> F:
-    """``--state-dir DIR``: accepted globally and by every command that keeps state."""
+    """``--state-dir DIR``: accepted globally and by every command that keeps state.
+
+    DIR is created when missing, but only its last part: a missing parent is a typo.
+    """
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False),
@@ -201,18 +245,26 @@ def allow_weak_option(f: F) -> F:
 def _device_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--device`` given after a subcommand wins, then the nearest one before it, then
     $HWTOKEN_DEVICE. Every level validates the spec the same way."""
-    from hwtoken.devices import parse_spec
-
     if value is not None and param.name is not None and \
             ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
-        parse_spec(value)
+        _check_device(value)
         ctx.meta[_DEVICE_META] = value
         return value
     if _DEVICE_META in ctx.meta:
         return str(ctx.meta[_DEVICE_META])
     if value is not None:
-        parse_spec(value)
+        _check_device(value)
     return value
+
+
+def _check_device(value: str) -> None:
+    """The same errors for a bad spec at every level: a malformed one, or a virtual key
+    that does not exist or cannot be read."""
+    from hwtoken.devices import check_virtual, parse_spec
+
+    spec = parse_spec(value)
+    if spec.name is not None:
+        check_virtual(spec.name)
 
 
 DEVICE_HELP = ("Key to use: a serial number, a device path or PC/SC reader name, or emu:NAME "

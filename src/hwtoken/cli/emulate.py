@@ -438,7 +438,7 @@ def _serve_logging(verbose: bool) -> Iterator[None]:
     logger = logging.getLogger("hwtoken")
     saved_level = logger.level
     handler: logging.Handler | None = None
-    if not logging.getLogger().handlers and not logger.handlers:
+    if not logging.getLogger().handlers and not logger.handlers:  # outside hwtoken's CLI
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)

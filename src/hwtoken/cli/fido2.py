@@ -228,7 +228,8 @@ def _authenticate(key: keys.FidoKey, rp_id: str, cred_path: Path | None,
 @fido2.command("authenticate")
 @device_option
 @click.option("--rp", "rp_id", required=True, metavar="RP_ID", help="Relying party ID.")
-@click.option("--cred", "cred_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--cred", "cred_path",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Credential file from `register`; without it a discoverable credential "
                    "answers (its public key is looked up among the saved files).")
 @click.option("--user", "user_name", metavar="NAME",
@@ -260,7 +261,7 @@ def authenticate_cmd(device: str | None, rp_id: str, cred_path: Path | None,
 @fido2.command("secret")
 @device_option
 @click.option("--cred", "cred_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Credential file from `register` (made with hmac-secret).")
 @click.option("--salt", required=True, metavar="HEX", help="32-byte salt as 64 hex digits.")
 @json_option

@@ -25,7 +25,7 @@ MODES = ("hotp", "chalresp", "oath-totp", "oath-hotp")
 
 
 def inventory_options(f: Any) -> Any:
-    f = click.option("--key-file", type=click.Path(dir_okay=False),
+    f = click.option("--key-file", type=click.Path(dir_okay=False, exists=True),
                      envvar="HWTOKEN_INVENTORY_KEY_FILE",
                      help="Seal secrets with the 32-byte key in this file instead of a "
                           "passphrase (env HWTOKEN_INVENTORY_KEY_FILE).")(f)

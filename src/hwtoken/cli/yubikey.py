@@ -7,7 +7,6 @@ plugged in) or ``emu:NAME`` for a virtual key, reached the same way through pyth
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from hwtoken.cli.common import (
     emit_json,
     force_option,
     json_option,
+    read_secret_input,
 )
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import atomic_write
@@ -70,7 +70,7 @@ def _unavailable(name: str, help_text: str, why: str) -> click.Command:
 def _secret_arg(value: str) -> str:
     """``-`` reads the secret from stdin, so it stays out of argv and shell history."""
     if value == "-":
-        line = sys.stdin.readline().strip()
+        line = read_secret_input("-")
         if not line:
             raise InvalidInput("no secret on stdin")
         return line

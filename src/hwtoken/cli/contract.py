@@ -82,6 +82,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` (click's Abort from a prompt, say) was caused by Ctrl-C."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
+
+
 def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
     """(message, exit code, JSON details) for an exception that ends a command."""
     from hwtoken.errors import HwtokenError
@@ -94,7 +99,7 @@ def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
     if click is not None:
         if isinstance(exc, click.exceptions.Abort):
             chain = _chain(exc)
-            if any(isinstance(e, KeyboardInterrupt) for e in chain):
+            if interrupted(exc):
                 return "interrupted", INTERRUPTED, None
             if any(isinstance(e, EOFError) for e in chain):
                 return ("no answer: the input ended before a question was answered (on a "

@@ -21,6 +21,7 @@ from hwtoken.cli.common import (
     json_option,
     state_dir_option,
 )
+from hwtoken.cli.contract import interrupted
 from hwtoken.errors import InvalidInput
 from hwtoken.fido import credfile, creds, info, pin, webauthn
 from hwtoken.fido import device as keys
@@ -56,7 +57,9 @@ def _pin_source(prompt: str = "PIN") -> PinSource:
                         warnings.simplefilter("ignore")
                         value = click.prompt(f"{prompt} for the key", hide_input=True,
                                              err=True)
-                except click.Abort:
+                except click.Abort as exc:
+                    if interrupted(exc):
+                        raise
                     raise InvalidInput(f"a PIN is needed: set {PIN_ENV} or enter it at the "
                                        "prompt") from None
             cache.append(value)
@@ -74,7 +77,9 @@ def _new_pin(allow_pin_env: bool = False) -> str:
             warnings.simplefilter("ignore")
             return click.prompt("New PIN", hide_input=True, confirmation_prompt=True,
                                 err=True)
-    except click.Abort:
+    except click.Abort as exc:
+        if interrupted(exc):
+            raise
         raise InvalidInput(f"a new PIN is needed: set {NEW_PIN_ENV} or enter it at the "
                            "prompt") from None
 

@@ -197,3 +197,45 @@ def test_running_serve_with_pcsc_is_used(pcscd, emu):
         assert key.oath.account_names() == ["served"]  # the serve process persisted it
     finally:
         key.close()
+
+
+def test_delete_rename_code_need_the_exact_name_or_a_confirmation(emu, monkeypatch):
+    """`oath delete a` once deleted Example:alice (a substring) without asking."""
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, ["yubikey", "oath", *args, "-d", emu], input=input)
+
+    def names():
+        return [a["display"] for a in json.loads(invoke("list", "--json").stdout)["accounts"]]
+
+    for name in ("Example:alice", "Other:bob"):
+        assert invoke("add", name, "--secret", "-", input=SECRET).exit_code == 0
+    # no terminal: a part of a name is refused, naming the account it matches
+    for args in (["delete", "a"], ["rename", "a", "Example:alicia"], ["code", "bo"]):
+        r = invoke(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "only part of the account name" in r.stderr or "only part of that name" in \
+            r.stderr
+        assert "--force" in r.stderr
+    # an exact name still needs a yes (or --force) to delete, but not to rename or show
+    r = invoke("delete", "Other:bob")
+    assert r.exit_code == 2 and "pass --force" in r.stderr
+    assert names() == ["Example:alice", "Other:bob"]
+    before = pyotp.TOTP(SECRET).now()
+    r = invoke("code", "Other:bob")
+    assert r.exit_code == 0 and r.stdout.strip() in (before, pyotp.TOTP(SECRET).now())
+    # on a terminal the match is confirmed: no keeps everything, yes goes ahead
+    with monkeypatch.context() as m:
+        m.setattr("hwtoken.cli.common.is_interactive", lambda: True)
+        r = invoke("delete", "a", input="n\n")
+        assert r.exit_code == 1 and "Delete the account 'Example:alice'?" in r.stderr
+        assert names() == ["Example:alice", "Other:bob"]
+        r = invoke("rename", "ali", "Example:alicia", input="y\n")
+        assert r.exit_code == 0 and "'ali' matches the account 'Example:alice'" in r.stderr
+        assert names() == ["Example:alicia", "Other:bob"]
+        r = invoke("delete", "a", input="y\n")
+        assert r.exit_code == 0 and r.stdout.strip() == "deleted Example:alicia"
+    r = invoke("delete", "Other:bob", "--force", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"]["display"] == "Other:bob"
+    assert names() == []

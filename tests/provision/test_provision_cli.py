@@ -189,7 +189,7 @@ def test_a_broken_pcsc_setup_stops_the_run_at_once_and_is_recorded(tmp_path):
                    "--json", env=env, check=2)
     assert proc.stdout.count('"result"') == 0  # stopped before any key's outcome
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
-        f"error: pcscd does not answer (no PC/SC service for this process) while "
+        "error: pcscd does not answer (no PC/SC service for this process) while "
         "$HWTOKEN_VPCD=127.0.0.1:35963 asks for it: start pcscd with the vpcd driver, or "
         "unset $HWTOKEN_VPCD to use the key in-process"]
     doc = json.loads(hwtoken("provision", "status", "-i", inv, "--json").stdout)

@@ -114,6 +114,10 @@ class VirtualKey:
     def close(self) -> None:
         """Persist and release the lock. The object must not be used afterwards."""
         if self._lock is not None and self._lock.held:
+            for applet in self._loaded_applets():  # what they keep loosely while open
+                settle = getattr(applet, "settle", None)
+                if settle is not None:
+                    settle()
             self.store.commit()
             self._lock.release()
 

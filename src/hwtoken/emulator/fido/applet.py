@@ -51,6 +51,12 @@ class FidoApplet:
         if init is not None:
             init()
 
+    def settle(self) -> None:
+        """Before the key closes cleanly: keep the signature counter's exact value."""
+        from hwtoken.emulator.fido.credentials import settle_signature_counter
+
+        settle_signature_counter(self.key)
+
     @cached_property
     def authenticator(self) -> Any:
         """The CTAP2 authenticator (B's :mod:`hwtoken.emulator.fido.ctap2`)."""

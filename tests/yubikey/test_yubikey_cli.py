@@ -216,7 +216,8 @@ def test_running_serve_is_used(emu):
         r = run("chalresp", "calc", "1", "0102", "-d", emu)
         assert r.output.strip() == hmac.new(b"\x55" * 20, b"\1\2", hashlib.sha1).hexdigest()
         r = run("hotp", "touch", "1", "-d", emu)
-        assert r.exit_code == 2 and "emulate serve" in r.output
+        assert r.exit_code == 2 and "cannot simulate a touch" in r.output
+        assert "stop that serve and run this again" in r.output  # no way to do it there
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -89,6 +89,15 @@ def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
             ctap2.make_credential(
                 bytes(32), {"id": "example.com", "name": "Ex"}, {"id": b"u", "name": "u"},
                 [{"type": "public-key", "alg": -7}], options={"rk": True})
+        # and so does `hwtoken fido2` (docs/usbip.md promises it for a PC/SC-only serve)
+        import json
+
+        info = subprocess.run([hwtoken, "fido2", "-d", "emu:card", "info", "--json"],
+                              env={**env, **pcscd.env}, capture_output=True, text=True,
+                              timeout=60)
+        assert info.returncode == 0, info.stderr
+        doc = json.loads(info.stdout)
+        assert doc["device"] == "emu:card" and "FIDO_2_0" in doc["versions"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

@@ -159,3 +159,31 @@ def test_ctrl_c_while_provision_waits_for_a_key(tmp_path):
                         env={"HWTOKEN_INVENTORY_PASSPHRASE": "a long passphrase"},
                         ready_line="stderr:insert the first key")
     assert_interrupted(rc, err)
+
+
+def test_ctrl_c_while_fob_deploy_waits_for_the_board():
+    """A board that connects but never answers its REPL: deploy waits, Ctrl-C ends it."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    accepted = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        held.append(conn)  # keep it open, say nothing
+        accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        port = server.getsockname()[1]
+        rc, err = interrupt(["fob", "deploy", "--port", f"socket://127.0.0.1:{port}"],
+                            ready=lambda pid: accepted.is_set())
+    finally:
+        for conn in held:
+            conn.close()
+        server.close()
+    assert_interrupted(rc, err)

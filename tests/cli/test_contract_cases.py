@@ -165,6 +165,9 @@ def test_click_usage_errors_are_one_line_with_a_hint():
     msg = fails(hwtoken("yubikey", "nosuch"))
     assert msg.startswith("No such command 'nosuch'") and "'hwtoken yubikey --help'" in msg
     fails(hwtoken("otp", "code"), needle="Missing argument")
+    proc = hwtoken("yubikey")  # no command: the help, then one error line
+    assert fails(proc) == "give a command (see 'hwtoken yubikey --help')"
+    assert b"Commands:" in proc.stderr
     fails(hwtoken("otp", "code", "--json"), needle="Missing argument", as_json=True)
 
 

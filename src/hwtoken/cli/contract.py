@@ -106,6 +106,10 @@ def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
                         "terminal answer it; in scripts pass the option that answers it, "
                         "e.g. --force)"), 2, None
             return "aborted: nothing was changed", 1, None
+        no_args = getattr(click.exceptions, "NoArgsIsHelpError", None)
+        if no_args is not None and isinstance(exc, no_args) and exc.ctx is not None:
+            _write(sys.stderr, exc.ctx.get_help() + "\n\n")  # what to choose from
+            return (f"give a command (see '{exc.ctx.command_path} --help')"), 2, None
         if isinstance(exc, click.exceptions.UsageError):
             hint = ""
             if exc.ctx is not None:

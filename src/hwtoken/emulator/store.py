@@ -45,8 +45,8 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
         if name != "format" and not isinstance(section, dict):
             return f"section {name!r} is not an object"
     ident = data.get("identity")
-    if ident is None:  # a store being created: the key fills it in
-        return None
+    if ident is None:
+        return "no identity section"
     serial = ident.get("serial")
     if isinstance(serial, bool) or not isinstance(serial, int) or not 0 < serial < 2**32:
         return "no valid serial number"

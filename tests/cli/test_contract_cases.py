@@ -267,3 +267,32 @@ def test_a_secret_in_argv_works_with_a_warning_and_stdin_has_none():
                                   "emu:x"])
 def test_virtual_key_names_are_what_the_message_says(name):
     fails(hwtoken("emulate", "create", "--", name), needle="letters, digits, - and _")
+
+
+def test_a_library_log_record_is_one_warning_line():
+    """logger.exception() deep in the emulator must not put a traceback (or a second
+    error line) under a CLI command. (A process of its own: pytest configures logging.)"""
+    script = """
+import logging, click
+from hwtoken.cli.common import HwtokenGroup
+
+@click.group(cls=HwtokenGroup)
+def grp():
+    pass
+
+@grp.command()
+def boom():
+    try:
+        raise ValueError("inner detail")
+    except ValueError:
+        logging.getLogger("hwtoken.emulator.iso7816").exception("card: applet failed")
+    raise click.UsageError("outer failure")
+
+grp.main(["boom"], prog_name="grp")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "warning: card: applet failed (ValueError: inner detail)",
+        "error: outer failure (see 'grp boom --help')"]

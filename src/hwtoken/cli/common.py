@@ -92,10 +92,12 @@ class HwtokenGroup(_ContractMixin, click.Group):
 
 class _OneLineFormatter(logging.Formatter):
     """``warning: message``: a library's log record never shows a traceback here (unless
-    $HWTOKEN_DEBUG), so the CLI keeps its no-traceback promise."""
+    $HWTOKEN_DEBUG), so the CLI keeps its no-traceback promise. Records of level ERROR
+    are warnings too: the one ``error:`` line is the command's outcome."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{record.levelname.lower()}: {contract.one_line(record.getMessage())}"
+        level = "warning" if record.levelno >= logging.WARNING else record.levelname.lower()
+        text = f"{level}: {contract.one_line(record.getMessage())}"
         if record.exc_info and os.environ.get(contract.DEBUG_ENV):
             text += "\n" + self.formatException(record.exc_info)
         elif record.exc_info and record.exc_info[1] is not None:
@@ -308,7 +310,3 @@ def confirm_or_force(question: str, force: bool, refusal: str) -> None:
     if not is_interactive():
         raise InvalidInput(f"{refusal}; pass --force to confirm")
     click.confirm(question, abort=True, err=True)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")

@@ -78,13 +78,13 @@ def oath() -> None:
 
 
 def _confirm_match(client: Any, query: str, verb: str, force: bool) -> str:
-    """The exact name ``query`` stands for; a partial match is confirmed (or --force)."""
+    """The id of the account ``query`` names; a part of a name is confirmed (or --force)."""
     acct, exact = client.account(query)
     if not exact:
         confirm_or_force(f"{query!r} matches the account {acct.display!r}; {verb} it?", force,
                          f"{query!r} is only part of the account name {acct.display!r}; "
                          f"give the exact name to {verb} it")
-    return str(acct.display) if exact else acct.id
+    return str(acct.id)
 
 
 @oath.command("list")

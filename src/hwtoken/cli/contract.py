@@ -44,7 +44,8 @@ def wants_json(argv: Sequence[str]) -> bool:
 
 
 def one_line(message: str) -> str:
-    """``message`` on one line: lines joined with '; ', surrounding space dropped."""
+    """``message`` on one line: wrapped lines joined with a space (after punctuation) or
+    '; ', surrounding space dropped."""
     out = ""
     for part in (p.strip() for p in str(message).splitlines()):
         if part:
@@ -88,7 +89,10 @@ def interrupted(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
-    """(message, exit code, JSON details) for an exception that ends a command."""
+    """(message, exit code, JSON details) for an exception that ends a command.
+
+    A group called without a command also gets its help shown (on stderr) here.
+    """
     from hwtoken.errors import HwtokenError
 
     if isinstance(exc, HwtokenError):
@@ -97,11 +101,10 @@ def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
         return "interrupted", INTERRUPTED, None
     click = sys.modules.get("click")
     if click is not None:
-        if isinstance(exc, click.exceptions.Abort):
-            chain = _chain(exc)
+        if isinstance(exc, click.exceptions.Abort):  # a prompt or confirmation ended
             if interrupted(exc):
                 return "interrupted", INTERRUPTED, None
-            if any(isinstance(e, EOFError) for e in chain):
+            if any(isinstance(e, EOFError) for e in _chain(exc)):
                 return ("no answer: the input ended before a question was answered (on a "
                         "terminal answer it; in scripts pass the option that answers it, "
                         "e.g. --force)"), 2, None

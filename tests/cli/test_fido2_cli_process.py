@@ -236,3 +236,18 @@ def test_every_command_over_usbip(served, tmp_path, monkeypatch, as_terminal):
     r = run("authenticate", "--rp", "example.com", "--cred", str(cred), "--uv", "discouraged",
             "--json", HWTOKEN_DEVICE=served)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_documented_counter_rises_by_two_per_authenticate(tmp_path):
+    """docs/fido2-cli.md: `sign counter 1 -> 3` (fido2's silent pre-flight assertion signs
+    too), and the same again next time: a key loaded per command does not skip ahead."""
+    dev = make_key()
+    cred = str(tmp_path / "alice.json")
+    assert run("-d", dev, "register", "--rp", "example.com", "--user", "alice", "--out",
+               cred).returncode == 0
+    first = run("-d", dev, "authenticate", "--rp", "example.com", "--cred", cred)
+    assert "sign counter 1 -> 3," in first.stdout, first.stdout + first.stderr
+    second = run("-d", dev, "authenticate", "--rp", "example.com", "--cred", cred)
+    assert "sign counter 3 -> 5," in second.stdout
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fido2-cli.md").read_text()
+    assert "sign counter 1 -> 3, user verified: no" in doc

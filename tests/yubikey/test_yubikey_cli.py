@@ -212,6 +212,10 @@ def test_running_serve_is_used(emu):
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "serve did not start"
             time.sleep(0.1)
+        # a served virtual key counts as the one key present: no --device needed
+        r = run("info", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["device"] == emu
         assert run("chalresp", "program", "1", "--secret", "55" * 20, "-d", emu).exit_code == 0
         r = run("chalresp", "calc", "1", "0102", "-d", emu)
         assert r.output.strip() == hmac.new(b"\x55" * 20, b"\1\2", hashlib.sha1).hexdigest()

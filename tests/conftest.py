@@ -28,3 +28,11 @@ def _isolated_state_dir(tmp_path_factory, monkeypatch):
     paths.set_state_dir(None)
     yield d
     paths.set_state_dir(None)
+
+
+@pytest.fixture
+def as_terminal(monkeypatch):
+    """Commands that confirm see a person at a terminal (click's runner has no tty)."""
+    from hwtoken.cli import common
+
+    monkeypatch.setattr(common, "is_interactive", lambda: True)

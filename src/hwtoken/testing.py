@@ -13,6 +13,11 @@ Installing hwtoken is enough; these fixtures are then available in every test:
   your test starts: a :class:`PluggedKeyHelper` with ``env`` and ``run()``, so real
   binaries (ssh-keygen, fido2-token, your own app, a browser) find it as ``/dev/hidrawN``.
 
+Settings for those fixtures: the ini options ``hwtoken_pin`` (the key gets this FIDO PIN
+and the helper uses it) and ``hwtoken_rp_id`` (the helper's RP ID), or per test the
+marker ``@pytest.mark.hwtoken(pin=..., rp_id=...)``. The fixture names are generic; a
+project that has its own turns the plugin off with ``-p no:hwtoken``.
+
 :class:`WebAuthnHelper` registers and authenticates with ``fido2.client.Fido2Client``
 against a real ``fido2.server.Fido2Server``, so every response is verified as a relying
 party would. fido2 is imported only when a fixture is used, so the plugin costs nothing
@@ -195,7 +200,19 @@ REPLUG_AWAY = 0.5  # seconds the session key stays unplugged when a suite waits 
 _session_tmp: str | None = None
 
 
+#: marker and ini settings of the fixtures: name -> (ini help, default)
+SETTINGS = {
+    "pin": ("FIDO PIN the virtual key of the fido_device/webauthn fixtures gets (and the "
+            "webauthn helper uses); default: no PIN", ""),
+    "rp_id": ("RP ID of the webauthn fixture's relying party", "example.com"),
+}
+MARKER = ("hwtoken(pin=None, rp_id=None): settings of hwtoken's virtual_key, fido_device "
+          "and webauthn fixtures for this test (see the hwtoken_* ini options)")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
+    for name, (help_text, default) in SETTINGS.items():
+        parser.addini(f"hwtoken_{name}", help_text, default=default)
     group = parser.getgroup("hwtoken")
     group.addoption(
         "--hwtoken-fido2-hid", action="store_true", default=False,
@@ -229,6 +246,7 @@ def pytest_configure(config: pytest.Config) -> None:
     global _session_key, _session_tmp
     import os
 
+    config.addinivalue_line("markers", MARKER)
     config.addinivalue_line(
         "markers", "hwtoken_profile(name): the model of the virtual_key fixture's key "
         "(yubikey-5, security-key, u2f-only, latest)")
@@ -319,22 +337,46 @@ def virtual_key(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Virt
         key.close()
 
 
+def setting(request: pytest.FixtureRequest, name: str) -> str | None:
+    """A fixture setting: the test's ``hwtoken`` marker, else the ini option, else None."""
+    marker = request.node.get_closest_marker("hwtoken")
+    if marker is not None:
+        unknown = set(marker.kwargs) - set(SETTINGS)
+        if unknown or marker.args:
+            raise pytest.UsageError(f"@pytest.mark.hwtoken takes only {', '.join(SETTINGS)} "
+                                    f"as keywords, not {sorted(unknown) or marker.args}")
+        if name in marker.kwargs:
+            value = marker.kwargs[name]
+            return None if value is None else str(value)
+    return str(request.config.getini(f"hwtoken_{name}")) or None
+
+
 @pytest.fixture
-def fido_device(virtual_key: VirtualKey) -> Iterator[CtapHidDevice]:
-    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path)."""
+def fido_device(virtual_key: VirtualKey, request: pytest.FixtureRequest
+                ) -> Iterator[CtapHidDevice]:
+    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path);
+    with a ``pin`` setting, the key has that PIN."""
     from hwtoken.emulator import fido_device as open_device
 
     device = open_device(virtual_key)
     try:
+        pin = setting(request, "pin")
+        if pin:
+            from fido2.ctap2 import Ctap2
+            from fido2.ctap2.pin import ClientPin
+
+            ClientPin(Ctap2(device)).set_pin(pin)
         yield device
     finally:
         device.close()
 
 
 @pytest.fixture
-def webauthn(fido_device: CtapHidDevice) -> WebAuthnHelper:
-    """A :class:`WebAuthnHelper` for ``example.com`` on ``fido_device``."""
-    return WebAuthnHelper(fido_device)
+def webauthn(fido_device: CtapHidDevice, request: pytest.FixtureRequest) -> WebAuthnHelper:
+    """A :class:`WebAuthnHelper` on ``fido_device`` for the ``rp_id`` setting (default
+    ``example.com``), using the ``pin`` setting when there is one."""
+    return WebAuthnHelper(fido_device, rp_id=setting(request, "rp_id") or "example.com",
+                          pin=setting(request, "pin"))
 
 
 class PluggedKeyHelper:

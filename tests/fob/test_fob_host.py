@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def test_simulate_views_differ_and_match_library():
                                           f"otpauth://totp/ACME:bob?secret={SECRET}&digits=8",
                                           "--at", "1234567890", *args])
         assert result.exit_code == 0, result.output
-        return result.output.strip()
+        return result.stdout.strip()
 
     normal, nxt, untrusted = sim(), sim("--next"), sim("--no-time")
     assert len({normal, nxt, untrusted}) == 3
@@ -65,7 +66,7 @@ def test_simulate_subprocess(tmp_path):
 
 def test_simulate_bad_input():
     r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "ab!", "--at", "0"])
-    assert r.exit_code == 2 and r.output.startswith("error:")
+    assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("error:")
     r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", SECRET, "--scale", "99"])
     assert r.exit_code == 2
 
@@ -75,7 +76,7 @@ def test_simulate_refuses_times_it_cannot_show(at):
     r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "-", "--at", at],
                            input=SECRET + "\n")
     assert r.exit_code == 2, r.output
-    assert r.output.startswith("error: the time must be a unix time") and r.exception is not None
+    assert r.output.startswith("error: Invalid value for '--at'") and r.exception is not None
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     with pytest.raises(InvalidInput):
         render([FobAccount("a", SECRET)], float(at))
@@ -88,7 +89,9 @@ def test_simulate_unwritable_png_is_a_one_line_error(tmp_path):
     r = CliRunner().invoke(cli, ["fob", "simulate", "--secret", "-", "--at", "59", "--png",
                                  str(target)], input=SECRET + "\n")
     assert r.exit_code == 2, r.output
-    assert r.output.strip() == f"error: cannot write {target}: No such file or directory"
+    assert r.output.strip() == (f"error: cannot write {target}: the directory {target.parent} "
+                                "does not exist (hwtoken does not create directories for the "
+                                "files you name)")
     assert not target.parent.exists()
 
 
@@ -175,13 +178,19 @@ def test_fuzz_firmware_totp_matches_hwtoken_otp(key, t, alg, digits, period):
         TOTP(key, digits, alg, period).at(t)
 
 
-def test_wipe_asks_on_stderr_and_declining_touches_nothing():
+def test_wipe_asks_on_stderr_and_declining_touches_nothing(as_terminal):
     # the prompt must not land in --json output; "n" aborts before the port is opened
     r = CliRunner().invoke(cli, ["fob", "wipe", "--json", "--port", "socket://127.0.0.1:9"],
                            input="n\n")
     assert r.exit_code == 1
-    assert r.stdout == "" and "Delete every account from the fob?" in r.stderr
+    assert json.loads(r.stdout) == {"error": "aborted: nothing was changed", "code": 1}
+    assert "Delete every account from the fob?" in r.stderr
     assert "cannot open" not in r.output
+
+
+def test_wipe_without_a_terminal_needs_force():
+    r = CliRunner().invoke(cli, ["fob", "wipe", "--port", "socket://127.0.0.1:9"])
+    assert r.exit_code == 2 and "pass --force" in r.stderr and "cannot open" not in r.output
 
 
 def test_png_decode_does_not_inflate_a_zlib_bomb():

@@ -67,7 +67,11 @@ class VirtualKey:
         """
         path = Path(path)
         model = get_profile(profile)
-        lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        try:
+            lock = FileLock(lock_path(path), what=f"virtual key {path.name}", make_parents=True)
+        except OSError as exc:
+            raise InvalidInput(f"cannot create a virtual key in {path.parent}: "
+                               f"{exc.strerror or exc}") from None
         try:
             if path.exists() and not overwrite:
                 raise InvalidInput(f"a virtual key already exists at {path}")
@@ -87,7 +91,11 @@ class VirtualKey:
             })
             key = cls(store, lock, presence)
             key._init_applets()
-            store.commit()
+            try:
+                store.commit()
+            except OSError as exc:
+                raise InvalidInput(f"cannot create a virtual key in {path.parent}: "
+                                   f"{exc.strerror or exc}") from None
             return key
         except BaseException:
             lock.release()
@@ -98,7 +106,13 @@ class VirtualKey:
              presence: UserPresence | None = None) -> VirtualKey:
         """Open an existing key (locks it; :class:`hwtoken.errors.DeviceBusy` if in use)."""
         path = Path(path)
-        lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        if not path.exists():
+            raise InvalidInput(f"no virtual key state file at {path}")
+        try:
+            lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        except OSError as exc:
+            raise InvalidInput(f"cannot open virtual key {path}: {exc.strerror or exc}"
+                               ) from None
         try:
             store = KeyStore.read(path)
             get_profile(str(store.section("identity").get("profile", DEFAULT_PROFILE)))

@@ -46,6 +46,28 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the layout every applet relies on, or None."""
+    for name, section in data.items():
+        if name != "format" and not isinstance(section, dict):
+            return f"section {name!r} is not an object"
+    ident = data.get("identity")
+    if ident is None:
+        return "no identity section"
+    serial = ident.get("serial")
+    if isinstance(serial, bool) or not isinstance(serial, int) or not 0 < serial < 2**32:
+        return "no valid serial number"
+    version = ident.get("version")
+    if not isinstance(version, list) or len(version) != 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 256 for v in version):
+        return "no valid firmware version"
+    for field, size in (("aaguid", 16), ("master_secret", 32)):
+        value = ident.get(field)
+        if not isinstance(value, bytes) or len(value) != size:
+            return f"no valid {field}"
+    return None
+
+
 class KeyStore:
     """Sections of state for one key, persisted atomically to ``path``."""
 
@@ -69,13 +91,24 @@ class KeyStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise InvalidInput(f"no virtual key state file at {path}") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read virtual key state file {path}: "
+                               f"{exc.strerror or exc}") from None
         try:
             doc = json.loads(raw)
         except ValueError:
             raise InvalidInput(f"virtual key state file {path} is damaged (not JSON)") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
             raise InvalidInput(f"{path} is not a hwtoken virtual key state file")
-        return cls(path, _decode(doc), committed=raw.decode())
+        try:
+            data = _decode(doc)
+        except ValueError:  # a "$b64" value that is not base64
+            raise InvalidInput(f"virtual key state file {path} is damaged (bad base64)"
+                               ) from None
+        problem = _shape_problem(data)
+        if problem:
+            raise InvalidInput(f"virtual key state file {path} is damaged ({problem})")
+        return cls(path, data, committed=raw.decode())
 
     def section(self, name: str) -> dict[str, Any]:
         """The mutable dict for applet ``name`` (created empty on first use)."""
@@ -92,7 +125,7 @@ class KeyStore:
         """
         try:
             text = json.dumps(_encode(self.data), separators=(",", ":"))
-            atomic_write(self.path, text)
+            atomic_write(self.path, text, make_parents=True)
         except BaseException:
             self.rollback()
             raise

@@ -102,6 +102,22 @@ def key_path(tmp_path):
     return tmp_path / "k.key"
 
 
+def test_counter_goes_on_by_one_after_a_clean_close_and_jumps_only_after_a_crash(key_path):
+    """A CLI command loads and closes the key each time: counters must not jump 256."""
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        cred = make_cred(ctap).auth_data.credential_data
+        first = assertion_counter(ctap, cred)
+    with VirtualKey.load(key_path) as key:  # closed cleanly: the next value is first + 1
+        assert assertion_counter(Ctap2(fido_device(key)), cred) == first + 1
+    key = VirtualKey.load(key_path)
+    last = assertion_counter(Ctap2(fido_device(key)), cred)
+    key._lock.release()  # a crash: the store only knows the reservation
+    with VirtualKey.load(key_path) as key:
+        after = assertion_counter(Ctap2(fido_device(key)), cred)
+        assert last < after <= last + COUNTER_RESERVE + 1
+
+
 def test_reset_within_window_forgets_everything(key_path):
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))

@@ -191,3 +191,57 @@ def test_documented_plugged_key_example_passes_as_pasted(tmp_path):
     result = _pytest(tmp_path, "test_programs.py", "-o", "hwtoken_require_umockdev=true")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+SETTINGS_SUITE = '''
+import pytest
+
+
+def test_defaults(webauthn, fido_device):
+    from fido2.ctap2 import Ctap2
+
+    assert webauthn.rp_id == "ini.example" and webauthn.pin == "1357"
+    assert Ctap2(fido_device).get_info().options["clientPin"] is True
+    webauthn.register("alice")
+    assert webauthn.authenticate().user_verified
+
+
+@pytest.mark.hwtoken(rp_id="marker.example", pin=None)
+def test_marker_wins(webauthn, fido_device):
+    from fido2.ctap2 import Ctap2
+
+    assert webauthn.rp_id == "marker.example" and webauthn.pin is None
+    assert Ctap2(fido_device).get_info().options["clientPin"] is False
+    webauthn.register("bob")
+    assert not webauthn.authenticate().user_verified
+
+
+@pytest.mark.hwtoken(colour="blue")
+def test_unknown_setting(webauthn):
+    pass
+'''
+
+
+def test_ini_options_and_marker_set_pin_and_rp_id(tmp_path):
+    (tmp_path / "test_settings.py").write_text(SETTINGS_SUITE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nhwtoken_pin = 1357\n"
+                                         "hwtoken_rp_id = ini.example\n"
+                                         "markers =\n    slow: unused\n")
+    result = _pytest(tmp_path, "--strict-markers", "test_settings.py")
+    assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
+    assert "takes only pin, rp_id as keywords" in result.stdout
+
+
+def test_the_plugin_can_be_turned_off(tmp_path):
+    """A project with fixtures of its own named webauthn or virtual_key: -p no:hwtoken."""
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture\ndef webauthn():\n    return 'mine'\n")
+    (tmp_path / "test_own.py").write_text(
+        "def test_own(webauthn):\n    assert webauthn == 'mine'\n\n"
+        "def test_no_virtual_key(request):\n"
+        "    assert 'virtual_key' not in request.fixturenames\n"
+        "    import pytest\n"
+        "    with pytest.raises(pytest.FixtureLookupError):\n"
+        "        request.getfixturevalue('virtual_key')\n")
+    result = _pytest(tmp_path, "-p", "no:hwtoken", "test_own.py")
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout

@@ -30,8 +30,11 @@ APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs
 APT_PACKAGES += chromium chromium-driver     # WebAuthn in headless Chromium (Selenium) vs the virtual key
 APT_PACKAGES += firefox-esr                 # WebAuthn in headless Firefox (Marionette) vs the virtual key
 NODE_DIR := tests/fob/node
+# python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
+# fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.
+FIDO2_SDIST_DIR := .cache/fido2-sdist
 
-.PHONY: all deps demo test lint bench clean
+.PHONY: all deps demo test lint bench mutate clean fido2-device-tests
 
 all: test
 
@@ -65,20 +68,42 @@ $(STAMPS)/privacyidea: $(PI_REQS) $(STAMPS)/apt
 	$(PI_VENV)/bin/python -m pip install -q --only-binary=:all: -r $(PI_REQS)
 	@touch $@
 
-deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea
+$(STAMPS)/fido2-sdist: $(STAMPS)/venv
+	@mkdir -p $(STAMPS) $(FIDO2_SDIST_DIR)
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(FIDO2_SDIST_DIR) \
+	  "fido2==$$($(PY) -c 'import importlib.metadata as m; print(m.version("fido2"))')"
+	@touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist
 
 demo: deps
 	$(VENV)/bin/hwtoken demo
 
 test: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
 	$(PY) -m pytest -q
 
+# the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
+fido2-device-tests: deps
+	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
+
 lint: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+
+# Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
+# pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at
+# once. Prints the score per module and every surviving mutant (mutation/run.py).
+MODULES ?=
+JOBS    ?= 1
+$(STAMPS)/mutate: pyproject.toml $(STAMPS)/venv
+	$(PY) -m pip install -q -e '.[mutate]'
+	@touch $@
+
+mutate: deps $(STAMPS)/mutate
+	$(PY) mutation/run.py --jobs $(JOBS) $(MODULES)
 
 bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache mutants

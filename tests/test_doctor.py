@@ -67,7 +67,8 @@ def pcscd_listening(root: Path) -> socket.socket:
 def healthy_tree(root: Path) -> socket.socket:
     udev.install(root, reload=False)
     for p in ("usr/lib/pcsc/drivers/serial/libifdvpcd.so", "etc/reader.conf.d/vpcd",
-              "usr/sbin/usbip", "usr/sbin/pcscd"):
+              "usr/sbin/usbip", "usr/sbin/pcscd", "usr/lib/x86_64-linux-gnu/libusb-1.0.so.0",
+              "usr/lib/x86_64-linux-gnu/libumockdev-preload.so.0"):
         (root / p).parent.mkdir(parents=True, exist_ok=True)
         (root / p).write_text("CHANNELID 0x8C7B\n" if p.endswith("vpcd") else "")
     (root / "sys/devices/platform/vhci_hcd.0").mkdir(parents=True)
@@ -100,6 +101,8 @@ def test_empty_machine_fails_with_fixes(tmp_path):
     assert checks["vpcd driver"].status == "warn"
     assert checks["usbip tools"].status == "warn" and checks["vhci-hcd"].status == "warn"
     assert checks["keys"].status == "warn"
+    assert checks["umockdev"].status == "warn" and "apt install umockdev" in \
+        checks["umockdev"].fix
     assert checks["clock"].status == "fail" and "set-ntp" in checks["clock"].fix
     assert doctor.exit_code(checks.values()) == 1
 
@@ -179,18 +182,100 @@ def test_clock_unknown_is_a_warning():
     assert doctor.check_clock(synced).status == "ok"
 
 
-def test_kernel_clock_probe_answers():
+def _adjtimex_now() -> tuple[int, int, int]:
+    """The kernel's own answer, read here with a read-only adjtimex (modes 0)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    tx = doctor._Timex()
+    state = libc.adjtimex(ctypes.byref(tx))
+    return state, tx.status, tx.maxerror
+
+
+def test_kernel_clock_probe_reports_what_the_kernel_says():
+    """On Linux adjtimex always answers: the probe is never "cannot tell" here, and it says
+    synced exactly when the kernel's STA_UNSYNC bit is clear (and no TIME_ERROR)."""
     st = doctor.kernel_clock_state()
-    assert st.synced in (True, False, None) and st.detail
+    state, status, _ = _adjtimex_now()
+    assert state >= 0
+    assert st.synced is (not (status & 0x0040) and state != 5), (st, state, status)
+    assert st.detail
+
+
+@pytest.mark.parametrize(("state", "status", "synced", "words"), [
+    (0, 0, True, "max error 16 ms"),
+    (0, 0x0040, False, "not synchronised"),  # STA_UNSYNC
+    (5, 0, False, "not synchronised"),  # TIME_ERROR
+    (-1, 0, None, "adjtimex failed"),
+])
+def test_clock_state_from_adjtimex(state, status, synced, words):
+    st = doctor.clock_state_from_adjtimex(state, status, 16_000)
+    assert st.synced is synced and words in st.detail
+
+
+def test_clock_marker_in_a_prepared_tree(tmp_path):
+    assert doctor.kernel_clock_state(tmp_path).synced is None
+    marker = tmp_path / "run/systemd/timesync/synchronized"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    assert doctor.kernel_clock_state(tmp_path).synced is True
 
 
 def test_cli_json_and_exit_code(tmp_path):
     r = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path), "--json"])
     assert r.exit_code == 1
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
+    assert doc["code"] == 1 and doc["error"] == "3 check(s) need fixing: udev rules, libusb, pcscd"
+    assert r.stderr == f"error: {doc['error']}\n"
     assert doc["ok"] is False
     names = {c["name"] for c in doc["checks"]}
     assert {"keys", "udev rules", "pcscd", "vpcd driver", "usbip tools", "vhci-hcd",
             "fob serial port", "mpremote", "clock"} <= names
     human = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path)])
     assert "fix: sudo hwtoken udev install" in human.output
+
+
+def test_umockdev_found_on_this_machine():
+    """make test installs umockdev: the check finds the real library."""
+    c = doctor.check_umockdev(Path("/"))
+    assert c.status == "ok" and "libumockdev-preload.so.0" in c.detail
+
+
+def test_libusb_is_checked(tmp_path):
+    c = doctor.check_libusb(tmp_path)
+    assert c.status == "fail" and "apt install libusb-1.0-0" in c.fix
+    lib = tmp_path / "usr/lib/aarch64-linux-gnu/libusb-1.0.so.0"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    assert doctor.check_libusb(tmp_path).status == "ok"
+
+
+def test_for_developer_needs_no_pcscd_udev_or_key(tmp_path):
+    """A developer on virtual keys: pcscd, udev rules, libusb and keys are optional."""
+    checks = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced,
+                                       audience="developer"))
+    assert doctor.exit_code(checks.values()) == 0
+    for name in ("pcscd", "udev rules", "libusb"):
+        assert checks[name].status == "warn" and "optional for a developer" in checks[name].detail
+    assert "fob serial port" not in checks and "mpremote" not in checks
+    # the same machine fails for an admin, who needs all three
+    admin = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced, audience="admin"))
+    assert {n for n, c in admin.items() if c.status == "fail"} == {"pcscd", "udev rules",
+                                                                    "libusb"}
+    assert "vhci-hcd" not in admin and "mpremote" not in admin
+    maker = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced, audience="maker",
+                                      find_spec=lambda m: None if m == "mpremote" else object()))
+    assert {n for n, c in maker.items() if c.status == "fail"} == {"udev rules", "mpremote"}
+    assert "pcscd" not in maker and "keys" not in maker
+
+
+def test_for_on_the_command_line(tmp_path):
+    r = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path), "--for", "developer",
+                                 "--json"])
+    doc = json.loads(r.stdout)
+    assert doc["for"] == "developer"
+    assert {c["name"]: c["status"] for c in doc["checks"]}["pcscd"] == "warn"
+    assert r.exit_code == (1 if any(c["status"] == "fail" for c in doc["checks"]) else 0)
+    r = CliRunner().invoke(cli, ["doctor", "--for", "tester"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: Invalid value for '--for'")

@@ -85,7 +85,7 @@ def test_hotp_matches_oathtool_on_random_secrets():
         assert otp.HOTP(key, digits).at(counter) == ref
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(key=st.binary(min_size=14, max_size=80), t=st.integers(0, 2**34),
        digits=st.sampled_from([6, 7, 8]), alg=st.sampled_from(["SHA1", "SHA256", "SHA512"]),
        period=st.integers(1, 120))
@@ -98,7 +98,7 @@ def test_totp_matches_pyotp(key, t, digits, alg, period):
     assert otp.TOTP(key, digits, alg, period).at(t) == ref
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(key=st.binary(min_size=14, max_size=40), counter=st.integers(0, 2**63))
 def test_hotp_matches_pyotp(key, counter):
     assert otp.HOTP(key).at(counter) == pyotp.HOTP(base64.b32encode(key).decode()).at(counter)
@@ -150,6 +150,77 @@ def test_verifier_window_and_constant_time_path():
     assert not v.verify("12345", t)
     assert not v.verify("abcdef", t)
     assert not v.verify("١٢٣٤٥٦", t)  # non-ASCII digits are not digits here
+
+
+class _Counting:
+    """Counts ``Verifier._value`` (one HMAC per step) and ``hmac.compare_digest`` calls."""
+
+    def __init__(self, monkeypatch):
+        import hmac
+
+        self.steps: list[int] = []
+        self.compared: list[tuple[bytes, bytes]] = []
+        value, compare = otp.Verifier._value, hmac.compare_digest
+
+        def counting_value(verifier, step):
+            self.steps.append(step)
+            return value(verifier, step)
+
+        def counting_compare(a, b):
+            self.compared.append((a, b))
+            return compare(a, b)
+
+        monkeypatch.setattr(otp.Verifier, "_value", counting_value)
+        monkeypatch.setattr(hmac, "compare_digest", counting_compare)
+
+    def reset(self) -> None:
+        self.steps.clear()
+        self.compared.clear()
+
+
+@pytest.mark.parametrize("offset", [-2, 0, 2, None])  # where the code matches (None: nowhere)
+def test_totp_verifier_computes_every_step_and_compares_each_in_constant_time(
+        monkeypatch, offset):
+    """No early exit: the work (and so the time) does not tell which step matched, if any."""
+    gen = otp.TOTP(RFC4226_KEY)
+    t = 1_700_000_000
+    step = t // 30
+    code = gen.at(t + 30 * offset) if offset is not None else "000000"
+    if offset is None:
+        assert code not in {gen.at(t + 30 * d) for d in range(-2, 3)}
+    counting = _Counting(monkeypatch)
+    found = otp.Verifier(gen, window=2).match_totp(code, t)
+    assert found == (None if offset is None else step + offset)
+    assert counting.steps == [step + d for d in range(-2, 3)]
+    assert len(counting.compared) == 5  # every step compared with compare_digest, never ==
+    assert all(len(a) == len(b) == 4 for a, b in counting.compared)
+
+
+@pytest.mark.parametrize("matched", [0, 5, 10, None])
+def test_hotp_verifier_computes_every_counter_in_the_window(monkeypatch, matched):
+    gen = otp.HOTP(RFC4226_KEY)
+    codes = [gen.at(c) for c in range(11)]
+    code = codes[matched] if matched is not None else "000000"
+    assert matched is not None or code not in codes
+    counting = _Counting(monkeypatch)
+    assert otp.Verifier(gen, window=10).verify_hotp(code) == matched
+    assert counting.steps == list(range(11))
+    assert len(counting.compared) == 11
+    # a malformed code costs the same work as a wrong one
+    counting.reset()
+    assert otp.Verifier(gen, window=10).verify_hotp("12a456") is None
+    assert counting.steps == list(range(11)) and len(counting.compared) == 11
+
+
+def test_totp_window_zero_and_steps_before_the_epoch(monkeypatch):
+    gen = otp.TOTP(RFC4226_KEY)
+    counting = _Counting(monkeypatch)
+    assert otp.Verifier(gen, window=0).match_totp(gen.at(29), 29) == 0
+    assert counting.steps == [0]
+    counting.reset()
+    # at t=0 the step before does not exist: it is skipped, not wrapped around
+    assert otp.Verifier(gen, window=1).match_totp(gen.at(0), 0) == 0
+    assert counting.steps == [0, 1]
 
 
 def test_replay_refused_and_earlier_step_refused(tmp_path):
@@ -210,14 +281,14 @@ def test_parse_uri_rejects(uri, needle):
         otp.parse_uri(uri)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.text(max_size=120))
 def test_parse_uri_fuzz_only_invalid_input(text):
     with contextlib.suppress(InvalidInput):
         otp.parse_uri(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.builds(
     lambda kind, query: f"otpauth://{kind}/Issuer:acct?{query}",
     st.sampled_from(["totp", "hotp", "TOTP", "x"]),
@@ -236,5 +307,6 @@ def test_parse_uri_structured_fuzz(uri):
 
 def test_generators_never_show_the_key():
     key = b"do-not-print-this-key"
-    for gen in (otp.TOTP(key), otp.HOTP(key), otp.parse_uri(otp.TOTP(key).params().to_uri())):
+    uri = otp.TOTP(key).params(account="alice").to_uri()
+    for gen in (otp.TOTP(key), otp.HOTP(key), otp.parse_uri(uri)):
         assert "do-not-print" not in repr(gen) and "do-not-print" not in str(gen)

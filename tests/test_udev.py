@@ -60,7 +60,7 @@ def test_rules_cover_what_the_issue_asks():
 
 def test_install_and_check_in_a_prepared_root(tmp_path):
     r = CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path), "--json"])
-    assert r.exit_code == 1 and json.loads(r.output)["installed"] is False
+    assert r.exit_code == 1 and json.loads(r.stdout)["installed"] is False
     dry = CliRunner().invoke(cli, ["udev", "install", "--dry-run", "--root", str(tmp_path)])
     assert dry.exit_code == 0 and "would write" in dry.output
     assert not udev.installed_path(tmp_path).exists()

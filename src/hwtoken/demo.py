@@ -17,9 +17,13 @@ from pathlib import Path
 
 import click
 
+from hwtoken.cli.common import HwtokenCommand, emit_json, json_option
+from hwtoken.errors import CheckFailed
+
 #: Later parts of the tour, in order: (module under hwtoken.demos, title).
 PARTS: list[tuple[str, str]] = [
     ("usbip", "A virtual YubiKey over USB/IP: WebAuthn registration and sign-in"),
+    ("local_usb", "The virtual key as a local USB device: fido2-token and OpenSSH use it"),
     ("otp_slots", "An OTP slot: HMAC-SHA1 challenge-response through python-yubico"),
     ("pcsc", "The OATH applet through pcscd, listed by ykman"),
     ("provision", "Batch provisioning: a crash, resume, and a PSKC export"),
@@ -80,8 +84,9 @@ def enrolment(echo: Callable[[str], None], workdir: Path) -> None:
         raise RuntimeError("the paper key did not behave as expected")
 
 
-def run(echo: Callable[[str], None] = click.echo, parts: list[str] | None = None) -> int:
-    """Run the tour; returns the number of parts that failed."""
+def run(echo: Callable[[str], None] = click.echo, parts: list[str] | None = None,
+        results: dict[str, bool] | None = None) -> int:
+    """Run the tour; returns the number of parts that failed (``results``: part -> ok)."""
     failures = 0
     with tempfile.TemporaryDirectory(prefix="hwtoken-demo-") as tmp:
         workdir = Path(tmp)
@@ -100,23 +105,40 @@ def run(echo: Callable[[str], None] = click.echo, parts: list[str] | None = None
             part_dir = workdir / name
             part_dir.mkdir()
             started = time.monotonic()
+            ok = True
             try:
                 module.run(echo, part_dir)
             except Exception as exc:  # show the failure, go on with the tour
                 failures += 1
+                ok = False
                 echo(click.style(f"   part failed: {type(exc).__name__}: {exc}", fg="red"))
                 echo(traceback.format_exc(limit=3))
+            if results is not None:
+                results[name] = ok
             echo(click.style(f"   ({time.monotonic() - started:.1f} s)", dim=True))
     return failures
 
 
-@click.command("demo")
-@click.option("--part", "parts", multiple=True, help="Run only these parts (by module name).")
-def demo_command(parts: tuple[str, ...]) -> None:
-    """Run the non-interactive tour of hwtoken (what `make demo` runs)."""
-    failures = run(click.echo, list(parts) or None)
-    click.echo("")
+@click.command("demo", cls=HwtokenCommand)
+@click.option("--part", "parts", multiple=True,
+              type=click.Choice(["enrolment", *(n for n, _ in PARTS)]),
+              help="Run only these parts (by name); part 1, enrolment, always runs.")
+@json_option
+def demo_command(parts: tuple[str, ...], as_json: bool) -> None:
+    """Run the non-interactive tour of hwtoken (what `make demo` runs).
+
+    With --json the tour is shown on stderr and stdout gets one document: the parts run
+    and whether each behaved as expected.
+    """
+    results: dict[str, bool] = {}
+    echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    failures = run(echo, list(parts) or None, results)
+    echo("")
     if failures:
-        click.echo(f"demo finished with {failures} failed part(s)", err=True)
-        raise SystemExit(1)
+        failed = ", ".join(n for n, ok in results.items() if not ok)
+        raise CheckFailed(f"demo finished with {failures} failed part(s): {failed}",
+                          details={"parts": results})
+    if as_json:
+        emit_json({"parts": results, "failures": 0})
+        return
     click.echo("demo finished: every part behaved as expected")

@@ -2,7 +2,10 @@
 
 ``--device`` takes ``emu:NAME`` for a virtual key (state file
 ``<state-dir>/keys/NAME.key``) or anything else for a real key: a serial number
-(digits) or a device path. No ``--device`` means "the one real key plugged in".
+(digits) or a device path (for PC/SC commands, a reader name). No ``--device`` means
+"the one key plugged in": the real keys found, plus the virtual keys that
+``hwtoken emulate serve`` serves right now (:func:`pick_one`). A virtual key that is
+only a file in the state directory counts only when named with ``emu:``.
 
 For a virtual key, commands do not care whether ``hwtoken emulate serve NAME`` is
 running in another process (it holds the key's lock and writes ``NAME.serve.json``):
@@ -66,10 +69,18 @@ class DeviceSpec:
 
 
 def parse_spec(spec: str | None) -> DeviceSpec:
-    """Parse ``emu:NAME``, a serial number, a device path, or None (any real key)."""
+    """Parse ``emu:NAME``, a serial number, a device path, or None (the one key present).
+
+    :class:`InvalidInput` for an ``emu:`` name that cannot be a virtual key, or text that
+    is not valid UTF-8.
+    """
     if spec is None or spec.strip() == "":
         return DeviceSpec(raw=None)
     spec = spec.strip()
+    try:
+        spec.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("--device is not valid UTF-8 text") from None
     if spec.startswith(VIRTUAL_PREFIX):
         name = spec[len(VIRTUAL_PREFIX):]
         paths.virtual_key_path(name)  # validates the name
@@ -87,12 +98,59 @@ def virtual_key_names() -> list[str]:
     return sorted(p.stem for p in d.glob("*.key") if not p.name.startswith("."))
 
 
+def served_virtual_names(*, transport: str | None = None) -> list[str]:
+    """Virtual keys a live ``hwtoken emulate serve`` serves now (with ``transport``
+    "usbip" or "pcsc": only those served over it), sorted."""
+    out = []
+    for name in virtual_key_names():
+        try:
+            doc = running_serve(name)
+        except (InvalidInput, OSError, ValueError):
+            continue
+        if doc is not None and (transport is None or doc.get(transport)):
+            out.append(name)
+    return out
+
+
+def pick_one(real: list[str], *, what: str, transport: str | None = None) -> str:
+    """The ``--device`` value of the one key present when none was given.
+
+    ``real`` are the specs of the real keys found; served virtual keys count too
+    (:func:`served_virtual_names`). :class:`DeviceError` if there is none,
+    :class:`InvalidInput` naming the candidates if there are several.
+    """
+    from hwtoken.errors import DeviceError
+
+    candidates = list(real) + [VIRTUAL_PREFIX + n
+                               for n in served_virtual_names(transport=transport)]
+    if not candidates:
+        raise DeviceError(f"no {what} found: plug one in, or pick a virtual key with "
+                          "--device emu:NAME (see `hwtoken emulate list`)")
+    if len(candidates) > 1:
+        raise InvalidInput(f"{len(candidates)} {what}s found; choose one with --device (or "
+                           f"$HWTOKEN_DEVICE): {', '.join(candidates)}")
+    return candidates[0]
+
+
 def key_path_for(name: str, *, must_exist: bool = True) -> Path:
     """State file of virtual key ``name``; InvalidInput if it must exist and does not."""
     path = paths.virtual_key_path(name)
     if must_exist and not path.exists():
         raise InvalidInput(f"no virtual key named {name!r} in {path.parent}; create it with "
                            f"`hwtoken emulate create {name}`")
+    return path
+
+
+def check_virtual(name: str) -> Path:
+    """The state file of virtual key ``name`` once it is known to be usable.
+
+    :class:`InvalidInput` if there is no such key, or its state file cannot be read or is
+    damaged. Takes no lock: works while the key is served or open elsewhere.
+    """
+    from hwtoken.emulator.store import KeyStore
+
+    path = key_path_for(name)
+    KeyStore.read(path)
     return path
 
 
@@ -209,7 +267,7 @@ def pcsc_reader_for(port: int) -> str:
     return READER_1 if port == DEFAULT_PORT + 1 else READER_0
 
 
-def _open_pcsc_fido(name: str, port: int) -> CtapDevice:
+def pcsc_fido_device(name: str, port: int) -> CtapDevice:
     """fido2's ``CtapPcscDevice`` for a key a serve inserted into pcscd (vpcd)."""
     from fido2.pcsc import CtapPcscDevice
 
@@ -254,7 +312,7 @@ def fido_device_for(name: str, *, presence: UserPresence | None = None
 
             dev = open_usbip_fido(*handle.usbip)
         elif handle.pcsc is not None:
-            dev = _open_pcsc_fido(name, handle.pcsc[1])
+            dev = pcsc_fido_device(name, handle.pcsc[1])
         else:
             raise InvalidInput(f"virtual key {name!r} is served without USB/IP or PC/SC")
         try:

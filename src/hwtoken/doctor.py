@@ -5,6 +5,12 @@ returns a :class:`Check` with a status and, when something is wrong, the fix.
 
 Statuses: ``ok``; ``warn`` (an optional part is missing or nothing is plugged in: it does
 not change the exit code); ``fail`` (something needs fixing: exit 1).
+
+``audience`` (``doctor --for``) keeps the checks a kind of user needs: a *developer*
+who uses virtual keys needs no pcscd, udev rules or plugged-in key (those become
+optional: a failure is only a warning), an *admin* programming real YubiKeys needs them,
+a *maker* needs the fob's serial port and mpremote. :data:`AUDIENCE_NEEDS` says which
+check matters to whom; a check it does not name matters to everyone.
 """
 
 from __future__ import annotations
@@ -42,6 +48,27 @@ EXTRAS = [
     ("psycopg", "provision", "PostgreSQL inventories"),
 ]
 CORE = ["click", "pyotp", "cryptography", "segno"]
+
+AUDIENCES = ("developer", "admin", "maker")
+NEED, OPTIONAL, REQUIRED = "need", "optional", "required"
+#: check name -> audience -> NEED (a failure fails), OPTIONAL (a failure only warns),
+#: REQUIRED (a warning fails too: the part is missing and that user cannot do without) or
+#: absent (not shown). Checks not listed here are needed by everyone.
+AUDIENCE_NEEDS: dict[str, dict[str, str]] = {
+    "python: core": {"developer": NEED, "admin": NEED, "maker": NEED},
+    "python: extras": {"developer": OPTIONAL, "admin": OPTIONAL, "maker": OPTIONAL},
+    "keys": {"developer": OPTIONAL, "admin": NEED},
+    "udev rules": {"developer": OPTIONAL, "admin": NEED, "maker": NEED},
+    "libusb": {"developer": OPTIONAL, "admin": NEED},
+    "pcscd": {"developer": OPTIONAL, "admin": NEED},
+    "vpcd driver": {"developer": OPTIONAL, "admin": OPTIONAL},
+    "usbip tools": {"developer": OPTIONAL, "admin": OPTIONAL},
+    "vhci-hcd": {"developer": OPTIONAL},
+    "umockdev": {"developer": OPTIONAL, "admin": OPTIONAL},
+    "fob serial port": {"maker": NEED},
+    "mpremote": {"maker": REQUIRED},
+    "clock": {"developer": NEED, "admin": NEED, "maker": NEED},
+}
 
 
 @dataclass
@@ -194,6 +221,28 @@ def check_udev_rules(root: Path) -> Check:
     return Check("udev rules", OK, f"{st.path} installed and current")
 
 
+def find_libusb(root: Path) -> str | None:
+    """Where libusb-1.0 is (what pyusb, and so python-yubico, needs for real keys)."""
+    if root.resolve() == Path("/"):
+        found = ctypes.util.find_library("usb-1.0")
+        if found:
+            return found
+    for pattern in ("usr/lib/*/libusb-1.0.so*", "usr/lib/libusb-1.0.so*",
+                    "lib/*/libusb-1.0.so*", "usr/lib64/libusb-1.0.so*"):
+        hits = sorted(root.glob(pattern))
+        if hits:
+            return str(hits[0])
+    return None
+
+
+def check_libusb(root: Path) -> Check:
+    found = find_libusb(root)
+    if found is None:
+        return Check("libusb", FAIL, "libusb-1.0 not found (python-yubico reaches a real "
+                     "YubiKey's OTP slots through it)", "sudo apt install libusb-1.0-0")
+    return Check("libusb", OK, found)
+
+
 def pcscd_socket(root: Path) -> Path:
     env = os.environ.get("PCSCLITE_CSOCK_NAME")
     if env and root.resolve() == Path("/"):
@@ -325,12 +374,20 @@ def kernel_clock_state(root: Path = Path("/")) -> ClockState:
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
         return ClockState(None, "cannot ask the kernel (adjtimex unavailable)")
+    return clock_state_from_adjtimex(state, tx.status, tx.maxerror)
+
+
+STA_UNSYNC = 0x0040
+TIME_ERROR = 5
+
+
+def clock_state_from_adjtimex(state: int, status: int, maxerror: int) -> ClockState:
+    """What adjtimex's return value, ``status`` bits and ``maxerror`` (µs) say."""
     if state < 0:
         return ClockState(None, "adjtimex failed")
-    unsync = bool(tx.status & 0x0040) or state == 5  # STA_UNSYNC / TIME_ERROR
-    if unsync:
+    if status & STA_UNSYNC or state == TIME_ERROR:
         return ClockState(False, "the kernel clock is not synchronised by NTP")
-    return ClockState(True, f"NTP-synchronised (max error {tx.maxerror / 1000:.0f} ms)")
+    return ClockState(True, f"NTP-synchronised (max error {maxerror / 1000:.0f} ms)")
 
 
 def check_clock(probe: Callable[[], ClockState]) -> Check:
@@ -344,24 +401,72 @@ def check_clock(probe: Callable[[], ClockState]) -> Check:
     return Check("clock", OK, st.detail)
 
 
+def check_umockdev(root: Path) -> Check:
+    """umockdev's preload library, which `hwtoken emulate run` and `serve --local` need."""
+    from hwtoken.emulator.transports.umockdev.testbed import (
+        _LIB_DIRS,
+        DEBIAN_PACKAGES,
+        PRELOAD_ENV,
+        PRELOAD_NAME,
+    )
+
+    override = os.environ.get(PRELOAD_ENV) if root == Path("/") else None
+    candidates = [Path(override)] if override else [
+        root / d.lstrip("/") / PRELOAD_NAME for d in _LIB_DIRS]
+    for path in candidates:
+        if path.is_file():
+            shown = "/" + str(path.relative_to(root)) if root != Path("/") else str(path)
+            return Check("umockdev", OK, f"{PRELOAD_NAME} at {shown}: `hwtoken emulate run` "
+                         "can plug virtual keys in as local USB devices")
+    return Check("umockdev", WARN,
+                 f"{PRELOAD_NAME} not found: `hwtoken emulate run` and `serve --local` "
+                 "(virtual keys for unmodified programs) are unavailable",
+                 f"apt install {DEBIAN_PACKAGES}")
+
+
 # -- the whole report ------------------------------------------------------------------------
 def run_checks(root: str | os.PathLike[str] = "/", *, who: Who | None = None,
                clock_probe: Callable[[], ClockState] | None = None,
-               find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[Check]:
-    """Every check, in the order they are shown."""
+               find_spec: Callable[[str], object] = importlib.util.find_spec,
+               audience: str | None = None) -> list[Check]:
+    """Every check, in the order they are shown (only ``audience``'s, see the module
+    docstring)."""
+    if audience is not None and audience not in AUDIENCES:
+        from hwtoken.errors import InvalidInput
+
+        raise InvalidInput(f"unknown audience {audience!r}: use {', '.join(AUDIENCES)}")
     r = Path(root)
     who = who or Who.current()
     checks: list[Check] = []
     checks += check_python(find_spec)
     checks.append(check_keys(r, who))
     checks.append(check_udev_rules(r))
+    checks.append(check_libusb(r))
     checks.append(check_pcscd(r))
     checks.append(check_vpcd(r))
     checks += check_usbip(r)
+    checks.append(check_umockdev(r))
     checks.append(check_fob(r, who))
     checks.append(check_mpremote(find_spec))
     checks.append(check_clock(clock_probe or (lambda: kernel_clock_state(r))))
-    return checks
+    return for_audience(checks, audience)
+
+
+def for_audience(checks: Iterable[Check], audience: str | None) -> list[Check]:
+    """The checks ``audience`` needs; an optional one's failure becomes a warning."""
+    if audience is None:
+        return list(checks)
+    out = []
+    for c in checks:
+        need = AUDIENCE_NEEDS.get(c.name, {a: NEED for a in AUDIENCES}).get(audience)
+        if need is None:
+            continue
+        if need == OPTIONAL and c.status == FAIL:
+            c = Check(c.name, WARN, f"{c.detail} (optional for a {audience})", c.fix)
+        elif need == REQUIRED and c.status == WARN:
+            c = Check(c.name, FAIL, f"{c.detail} (a {audience} needs it)", c.fix)
+        out.append(c)
+    return out
 
 
 def exit_code(checks: Iterable[Check]) -> int:

@@ -8,23 +8,40 @@ import os
 import tempfile
 from pathlib import Path
 
-from hwtoken.errors import DeviceBusy
+from hwtoken.errors import DeviceBusy, InvalidInput
 
 SECRET_MODE = 0o600
 
 
+def require_parent(path: str | os.PathLike[str]) -> None:
+    """:class:`InvalidInput` unless the directory ``path`` goes into exists.
+
+    Output paths the user names never create directories: a typo must be an error, not
+    a new directory tree.
+    """
+    parent = Path(path).parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise InvalidInput(f"cannot write {path}: the directory {parent} {what} (hwtoken "
+                           "does not create directories for the files you name)")
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int = SECRET_MODE,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, make_parents: bool = False) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same dir, fsync, rename.
 
     The file is created with ``mode`` (0600 by default) before any byte is written, so a
     secret is never readable by others, not even for a moment. Readers see either the old
-    content or the new one, never a mix.
+    content or the new one, never a mix. A missing directory is an :class:`InvalidInput`
+    unless ``make_parents`` (for hwtoken's own state directory).
     """
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        require_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -60,13 +77,16 @@ class FileLock:
     """An exclusive advisory lock (``flock``) on ``path`` held until :meth:`release`.
 
     Non-blocking by default: if another process holds it, :class:`DeviceBusy` is raised
-    with ``what`` in the message.
+    with ``what`` in the message. The directory must exist unless ``make_parents``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, what: str = "file",
-                 blocking: bool = False) -> None:
+                 blocking: bool = False, make_parents: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            require_parent(self.path)
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         try:

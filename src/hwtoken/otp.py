@@ -14,7 +14,9 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import secrets
 import struct
 import time
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Self
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from hwtoken.errors import InvalidInput
 
@@ -38,12 +40,17 @@ __all__ = [
     "new_secret",
     "parse_uri",
     "parse_secret_or_uri",
+    "check_strength",
 ]
 
 #: Algorithm names as they appear in otpauth:// URIs -> hashlib names.
 ALGORITHMS: dict[str, str] = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
 DIGITS = (6, 7, 8)
 DEFAULT_SECRET_BYTES = 20  # 160 bits, RFC 4226's recommendation
+MIN_SECRET_BITS = 80  # shorter secrets are refused unless allow_weak (RFC 4226 asks for 128)
+MAX_PERIOD = 86400  # a TOTP step of one day at most
+MAX_COUNTER = 2**64 - 1  # HOTP counters are 8 bytes
+MAX_TIME = 2**63 - 1  # the latest unix time a code is computed for (the fob's limit too)
 
 _pack_counter = struct.Struct(">Q").pack
 _digest = hmac.digest
@@ -81,6 +88,29 @@ def decode_secret(text: str) -> bytes:
 def encode_secret(key: bytes) -> str:
     """Base32 without padding, as authenticator apps expect."""
     return base64.b32encode(key).decode().rstrip("=")
+
+
+def check_strength(key: bytes, *, allow_weak: bool = False) -> bytes:
+    """``key`` unless it is shorter than 80 bits and ``allow_weak`` is false.
+
+    RFC 4226 asks for 128 bits and recommends 160; a short secret can be guessed offline
+    from a few codes.
+    """
+    if len(key) * 8 < MIN_SECRET_BITS and not allow_weak:
+        raise InvalidInput(f"the secret has only {len(key) * 8} bits; at least "
+                           f"{MIN_SECRET_BITS} are needed (RFC 4226 asks for 128, recommends "
+                           "160): use a longer one, or accept it with --allow-weak "
+                           "(allow_weak=True)")
+    return key
+
+
+def check_time(at: float) -> float:
+    """A unix time from 0 to 2^63-1 (NaN, infinities and negative times refused)."""
+    if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at) \
+            or not 0 <= at <= MAX_TIME:
+        raise InvalidInput(f"the time must be a unix time from 0 to {MAX_TIME} (seconds since "
+                           "1970-01-01 UTC)")
+    return at
 
 
 def new_secret(nbytes: int = DEFAULT_SECRET_BYTES) -> bytes:
@@ -162,12 +192,12 @@ class TOTP(_Generator):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.period <= 0:
-            raise InvalidInput("period must be a positive number of seconds")
+        if not 0 < self.period <= MAX_PERIOD:
+            raise InvalidInput(f"period must be from 1 to {MAX_PERIOD} seconds")
 
     def timecode(self, at: float) -> int:
-        """The time step containing unix time ``at``."""
-        return int((int(at) - self.t0) // self.period)
+        """The time step containing unix time ``at`` (InvalidInput for NaN, inf, < 0...)."""
+        return int((int(check_time(at)) - self.t0) // self.period)
 
     def at(self, at: float | None = None) -> str:
         """The code valid at unix time ``at`` (now by default)."""
@@ -219,7 +249,11 @@ class OtpParams:
         return f"{self.issuer}:{self.account}" if self.issuer else self.account
 
     def to_uri(self) -> str:
-        """The otpauth:// URI (Key Uri Format, as Google Authenticator and others read it)."""
+        """The otpauth:// URI (Key Uri Format, as Google Authenticator and others read it).
+
+        :class:`InvalidInput` if the issuer or account cannot be written unambiguously.
+        """
+        check_label(self.issuer, self.account)
         label = quote(self.label, safe="@:")
         q = [f"secret={self.secret_b32}"]
         if self.issuer:
@@ -251,22 +285,87 @@ class OtpParams:
         return doc
 
 
-def _int_param(query: dict[str, list[str]], name: str, default: int | None) -> int | None:
-    values = query.get(name)
-    if not values:
-        return default
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_KNOWN_PARAMS = ("secret", "issuer", "algorithm", "digits", "period", "counter")
+
+
+def check_label(issuer: str, account: str) -> None:
+    """:class:`InvalidInput` unless ``issuer:account`` reads back as the same two parts.
+
+    The Key Uri Format splits the label at its colon, so neither part may hold one; the
+    account must not be empty; control characters (a newline...) are refused in both.
+    """
+    for what, text in (("issuer", issuer), ("account", account)):
+        if _CONTROL.search(text):
+            raise InvalidInput(f"the {what} contains a control character (a newline?)")
+        if ":" in text:
+            raise InvalidInput(f"the {what} {text!r} contains ':', which separates issuer and "
+                               "account in an otpauth:// label")
+        if text != text.strip():
+            raise InvalidInput(f"the {what} {text!r} starts or ends with a space")
+    if not account:
+        raise InvalidInput("the account name is empty")
+
+
+def _unquote_strict(text: str, what: str) -> str:
+    if _BAD_ESCAPE.search(text):
+        raise InvalidInput(f"otpauth URI: the {what} has a malformed %-escape")
     try:
-        return int(values[-1])
-    except ValueError:
-        raise InvalidInput(f"otpauth URI: {name} must be a whole number") from None
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"otpauth URI: the {what} is not valid UTF-8 once %-decoded"
+                           ) from None
 
 
-def parse_uri(uri: str) -> OtpParams:
-    """Parse and validate an otpauth:// URI; :class:`InvalidInput` names any problem."""
+def _query(text: str) -> dict[str, str]:
+    """The query's parameters, each at most once, strictly %-decoded."""
+    out: dict[str, str] = {}
+    for field_ in text.split("&") if text else []:
+        if not field_:
+            continue
+        name, sep, value = field_.partition("=")
+        name = _unquote_strict(name.replace("+", " "), "query")
+        if not sep:
+            raise InvalidInput(f"otpauth URI: parameter {name!r} has no value")
+        key = name.lower()
+        if key in out:
+            raise InvalidInput(f"otpauth URI: the {key} parameter appears more than once")
+        value = _unquote_strict(value.replace("+", " "), f"{key} parameter")
+        if _CONTROL.search(value):
+            raise InvalidInput(f"otpauth URI: the {key} parameter contains a control "
+                               "character")
+        out[key] = value
+    return out
+
+
+def _int_param(query: dict[str, str], name: str, default: int | None, low: int,
+               high: int) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,25}", value):
+        raise InvalidInput(f"otpauth URI: {name} must be a whole number")
+    number = int(value)
+    if not low <= number <= high:
+        raise InvalidInput(f"otpauth URI: {name} must be from {low} to {high}")
+    return number
+
+
+def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
+    """Parse and validate an otpauth:// URI strictly; :class:`InvalidInput` names any problem.
+
+    Refused: a parameter given twice, a malformed or non-UTF-8 %-escape, a control
+    character, a label issuer that differs from the ``issuer`` parameter, an empty account,
+    numbers out of range, and (unless ``allow_weak``) a secret under 80 bits.
+    """
     if not isinstance(uri, str) or not uri.strip():
         raise InvalidInput("otpauth URI is empty")
+    uri = uri.strip()
+    if _CONTROL.search(uri):
+        raise InvalidInput("otpauth URI contains a control character (a newline?)")
     try:
-        parts = urlsplit(uri.strip())
+        parts = urlsplit(uri)
     except ValueError:
         raise InvalidInput("not a valid URI") from None
     if parts.scheme.lower() != "otpauth":
@@ -274,60 +373,69 @@ def parse_uri(uri: str) -> OtpParams:
     kind = parts.netloc.lower()
     if kind not in ("totp", "hotp"):
         raise InvalidInput(f"otpauth URI type must be totp or hotp, not {kind!r}")
-    try:
-        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
-    except ValueError:
-        raise InvalidInput("otpauth URI has a malformed query string") from None
-    secret_values = query.get("secret")
-    if not secret_values or not secret_values[-1]:
+    if parts.fragment:
+        raise InvalidInput("otpauth URI has a #fragment")
+    query = _query(parts.query)
+    if not query.get("secret"):
         raise InvalidInput("otpauth URI has no secret parameter")
-    key = decode_secret(secret_values[-1])
-    label = unquote(parts.path.lstrip("/"))
-    issuer_q = (query.get("issuer") or [""])[-1]
+    key = check_strength(decode_secret(query["secret"]), allow_weak=allow_weak)
+    label = _unquote_strict(parts.path[1:] if parts.path.startswith("/") else parts.path,
+                            "label")
+    if _CONTROL.search(label):
+        raise InvalidInput("otpauth URI: the label contains a control character (a newline?)")
     if ":" in label:
-        label_issuer, account = (s.strip() for s in label.split(":", 1))
+        label_issuer, account = label.split(":", 1)
+        label_issuer = label_issuer.strip()
+        account = account.lstrip()  # "Issuer: account" is allowed by the format
+        if not label_issuer:
+            raise InvalidInput("otpauth URI: the label's issuer (before ':') is empty")
     else:
-        label_issuer, account = "", label.strip()
-    issuer = issuer_q or label_issuer
-    algorithm = _check_algorithm((query.get("algorithm") or ["SHA1"])[-1])
-    digits = _int_param(query, "digits", 6)
-    assert digits is not None
-    _check_digits(digits)
-    period = _int_param(query, "period", 30)
-    assert period is not None
-    if period <= 0:
-        raise InvalidInput("otpauth URI: period must be a positive number of seconds")
-    counter = _int_param(query, "counter", None)
-    if kind == "hotp":
-        if counter is None:
-            raise InvalidInput("otpauth URI: hotp needs a counter parameter")
-        if counter < 0:
-            raise InvalidInput("otpauth URI: counter must not be negative")
+        label_issuer, account = "", label
+    if "issuer" in query:
+        issuer = query["issuer"]
+        if not issuer:
+            raise InvalidInput("otpauth URI: the issuer parameter is empty (leave it out)")
+        if label_issuer and label_issuer != issuer:
+            raise InvalidInput(f"otpauth URI: the label says issuer {label_issuer!r} but the "
+                               f"issuer parameter says {issuer!r}")
+    else:
+        issuer = label_issuer
+    check_label(issuer, account)
+    algorithm = _check_algorithm(query.get("algorithm", "SHA1"))
+    digits = _int_param(query, "digits", 6, 6, 8)
+    period = _int_param(query, "period", 30, 1, MAX_PERIOD)
+    counter = _int_param(query, "counter", None, 0, MAX_COUNTER)
+    if kind == "hotp" and counter is None:
+        raise InvalidInput("otpauth URI: hotp needs a counter parameter")
+    assert digits is not None and period is not None
     return OtpParams(kind, key, issuer, account, algorithm, digits, period,  # type: ignore[arg-type]
                      counter or 0)
 
 
 def parse_secret_or_uri(value: str, *, hotp: bool = False, digits: int | None = None,
                         algorithm: str | None = None, period: int | None = None,
-                        counter: int | None = None) -> OtpParams:
-    """A base32 secret or an otpauth:// URI, with explicit options overriding the URI's."""
+                        counter: int | None = None, allow_weak: bool = False) -> OtpParams:
+    """A base32 secret or an otpauth:// URI, with explicit options overriding the URI's.
+
+    A secret under 80 bits is refused unless ``allow_weak``.
+    """
     if value.strip().lower().startswith("otpauth:"):
-        params = parse_uri(value)
+        params = parse_uri(value, allow_weak=allow_weak)
     else:
         params = OtpParams("hotp" if hotp or counter is not None else "totp",
-                           decode_secret(value))
+                           check_strength(decode_secret(value), allow_weak=allow_weak))
     changes: dict[str, object] = {}
     if digits is not None:
         changes["digits"] = _check_digits(digits)
     if algorithm is not None:
         changes["algorithm"] = _check_algorithm(algorithm)
     if period is not None:
-        if period <= 0:
-            raise InvalidInput("period must be a positive number of seconds")
+        if not 0 < period <= MAX_PERIOD:
+            raise InvalidInput(f"period must be from 1 to {MAX_PERIOD} seconds")
         changes["period"] = period
     if counter is not None:
-        if counter < 0:
-            raise InvalidInput("counter must not be negative")
+        if not 0 <= counter <= MAX_COUNTER:
+            raise InvalidInput("counter must be from 0 to 2^64-1")
         changes["type"] = "hotp"
         changes["counter"] = counter
     return replace(params, **changes) if changes else params  # type: ignore[arg-type]
@@ -341,7 +449,7 @@ def code_report(params: OtpParams, at: float | None = None) -> dict[str, object]
     gen = params.generator()
     if isinstance(gen, HOTP):
         return {"type": "hotp", "code": gen.at(params.counter), "counter": params.counter}
-    t = time.time() if at is None else at
+    t = time.time() if at is None else check_time(at)
     return {"type": "totp", "code": gen.at(t), "time": t, "step": gen.timecode(t),
             "remaining": round(gen.remaining(t), 3)}
 
@@ -368,13 +476,24 @@ class ReplayStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise InvalidInput(f"cannot read replay state file {self.path}: "
+                               f"{exc.strerror or exc}") from None
         try:
             doc = json.loads(raw or b"{}")
-        except ValueError:
+        except ValueError:  # also bytes that are not UTF-8
             raise InvalidInput(f"replay state file {self.path} is damaged (not JSON)") from None
-        if not isinstance(doc, dict):
-            raise InvalidInput(f"replay state file {self.path} is not a hwtoken state file")
-        return {str(k): int(v) for k, v in doc.get("entries", {}).items()}
+        entries = doc.get("entries", {}) if isinstance(doc, dict) else None
+        if not isinstance(entries, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNTER + 1
+                for v in entries.values()):
+            raise InvalidInput(f"replay state file {self.path} is not a hwtoken replay state "
+                               "file (expected {\"format\": 1, \"entries\": {id: step}})")
+        return {str(k): int(v) for k, v in entries.items()}
+
+    def check(self) -> None:
+        """:class:`InvalidInput` now if the file cannot be read or is not a replay store."""
+        self._read()
 
     def get(self, key_id: str) -> int | None:
         return self._read().get(key_id)
@@ -383,14 +502,18 @@ class ReplayStore:
         """Under the lock: ``check(previous) -> new value or None``; store a non-None result."""
         from hwtoken.fileio import FileLock, atomic_write
 
-        with FileLock(self.path.with_name(self.path.name + ".lock"), what="replay state",
-                      blocking=True):
-            entries = self._read()
-            new = check(entries.get(key_id))
-            if new is not None:
-                entries[key_id] = int(new)
-                atomic_write(self.path, json.dumps({"format": 1, "entries": entries}))
-            return new
+        try:
+            with FileLock(self.path.with_name(self.path.name + ".lock"), what="replay state",
+                          blocking=True):
+                entries = self._read()
+                new = check(entries.get(key_id))
+                if new is not None:
+                    entries[key_id] = int(new)
+                    atomic_write(self.path, json.dumps({"format": 1, "entries": entries}))
+                return new
+        except OSError as exc:
+            raise InvalidInput(f"cannot update replay state file {self.path}: "
+                               f"{exc.strerror or exc}") from None
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -461,7 +584,7 @@ class Verifier:
     def match_totp(self, code: str | int, at: float | None = None) -> int | None:
         """The time step ``code`` belongs to within the window, or None (no replay check)."""
         target = self._target(code).to_bytes(4, "big", signed=True)
-        step = int((time.time() if at is None else at) // self._period)
+        step = int((time.time() if at is None else check_time(at)) // self._period)
         found = None
         value = self._value
         equal = hmac.compare_digest
@@ -499,7 +622,7 @@ class Verifier:
         def check(stored: int | None) -> int | None:
             start = self.counter if stored is None else max(stored, self.counter)
             found = None
-            for c in range(start, start + self.window + 1):
+            for c in range(start, min(start + self.window, MAX_COUNTER) + 1):
                 if hmac.compare_digest(self._value(c).to_bytes(4, "big"), target) and found is None:
                     found = c
             return None if found is None else found + 1

@@ -7,7 +7,12 @@ Resolution order: ``--state-dir`` (global or per command), ``$HWTOKEN_STATE_DIR`
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+#: What a virtual key's name may be: ASCII letters, digits, - and _ (64 at most), not
+#: starting with - (it would read as an option).
+KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
 _override: Path | None = None
 
@@ -39,6 +44,9 @@ def virtual_key_path(name: str) -> Path:
     """State file of the virtual key ``name``."""
     from hwtoken.errors import InvalidInput
 
-    if not name or "/" in name or name.startswith(".") or len(name) > 64:
-        raise InvalidInput(f"invalid virtual key name {name!r}: use letters, digits, - and _")
+    if not isinstance(name, str) or not KEY_NAME.fullmatch(name):
+        shown = name.encode("utf-8", "backslashreplace").decode() if isinstance(name, str) \
+            else repr(name)
+        raise InvalidInput(f"invalid virtual key name {shown!r}: use 1 to 64 ASCII letters, "
+                           "digits, - and _ (not starting with -)")
     return keys_dir() / f"{name}.key"

@@ -3,7 +3,10 @@
 Installing hwtoken is enough; these fixtures are then available in every test:
 
 * ``virtual_key`` — a fresh :class:`hwtoken.emulator.VirtualKey` in the test's tmp dir,
-  closed at teardown (set ``virtual_key.presence`` to change how it answers touches);
+  closed at teardown (set ``virtual_key.presence`` to change how it answers touches). Its
+  model is ``yubikey-5`` unless the test asks for another profile with the marker
+  ``@pytest.mark.hwtoken_profile("latest")`` or by parametrizing the fixture
+  (``@pytest.mark.parametrize("virtual_key", ["u2f-only", "latest"], indirect=True)``);
 * ``fido_device`` — a ``fido2.hid.CtapHidDevice`` for that key (the full CTAPHID path);
 * ``webauthn`` — a :class:`WebAuthnHelper` for ``example.com`` on that device;
 * ``plugged_key`` — that key plugged in as a local USB device (umockdev) for programs
@@ -13,6 +16,11 @@ Installing hwtoken is enough; these fixtures are then available in every test:
   fresh profile: a :class:`hwtoken.browser.Browser` (parametrize it indirectly with
   ``"chromium"``/``"firefox"``); ``webauthn_site`` — the reference relying party
   (:class:`hwtoken.browser.site.WebAuthnSite`) on ``http://localhost:PORT/``.
+
+Settings for those fixtures: the ini options ``hwtoken_pin`` (the key gets this FIDO PIN
+and the helper uses it) and ``hwtoken_rp_id`` (the helper's RP ID), or per test the
+marker ``@pytest.mark.hwtoken(pin=..., rp_id=...)``. The fixture names are generic; a
+project that has its own turns the plugin off with ``-p no:hwtoken``.
 
 :class:`WebAuthnHelper` registers and authenticates with ``fido2.client.Fido2Client``
 against a real ``fido2.server.Fido2Server``, so every response is verified as a relying
@@ -197,7 +205,19 @@ REPLUG_AWAY = 0.5  # seconds the session key stays unplugged when a suite waits 
 _session_tmp: str | None = None
 
 
+#: marker and ini settings of the fixtures: name -> (ini help, default)
+SETTINGS = {
+    "pin": ("FIDO PIN the virtual key of the fido_device/webauthn fixtures gets (and the "
+            "webauthn helper uses); default: no PIN", ""),
+    "rp_id": ("RP ID of the webauthn fixture's relying party", "example.com"),
+}
+MARKER = ("hwtoken(pin=None, rp_id=None): settings of hwtoken's virtual_key, fido_device "
+          "and webauthn fixtures for this test (see the hwtoken_* ini options)")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
+    for name, (help_text, default) in SETTINGS.items():
+        parser.addini(f"hwtoken_{name}", help_text, default=default)
     group = parser.getgroup("hwtoken")
     group.addoption(
         "--hwtoken-fido2-hid", action="store_true", default=False,
@@ -220,6 +240,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Fail (instead of skip) tests that use the browser fixture when the browser "
              "is not installed (also the case when $CI is set).")
     group.addoption(
+        "--hwtoken-fido2-hid-profile", metavar="PROFILE", default=None,
+        help="Model of the key --hwtoken-fido2-hid makes (yubikey-5, security-key, "
+             "u2f-only, latest; default yubikey-5). Environment: HWTOKEN_FIDO2_HID_PROFILE.",
+    )
+    group.addoption(
         "--hwtoken-fido2-hid-no-replug", action="store_true", default=False,
         help="Do not play the user who unplugs and replugs the key when the suite waits "
              "for that (by polling fido2.hid.list_descriptors() while the key is idle).",
@@ -230,6 +255,12 @@ def pytest_configure(config: pytest.Config) -> None:
     global _session_key, _session_tmp
     import os
 
+    config.addinivalue_line("markers", MARKER)
+    config.addinivalue_line(
+        "markers", "hwtoken_profile(name): the model of the virtual_key fixture's key "
+        "(yubikey-5, security-key, u2f-only, latest)")
+    profile = (config.getoption("hwtoken_fido2_hid_profile", default=None)
+               or os.environ.get("HWTOKEN_FIDO2_HID_PROFILE") or None)
     spec = config.getoption("hwtoken_fido2_hid_key", default=None)
     if spec is None and config.getoption("hwtoken_fido2_hid", default=False):
         spec = ""
@@ -243,19 +274,25 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE, get_profile
     from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
+    from hwtoken.errors import HwtokenError
 
+    try:
+        profile = get_profile(profile or DEFAULT_PROFILE).name
+    except HwtokenError as exc:
+        raise pytest.UsageError(f"--hwtoken-fido2-hid-profile: {exc}") from None
     if spec:
-        from hwtoken.errors import HwtokenError
-
         path = Path(spec).expanduser()
         try:
-            _session_key = VirtualKey.load(path) if path.exists() else VirtualKey.create(path)
+            _session_key = (VirtualKey.load(path) if path.exists()
+                            else VirtualKey.create(path, profile=profile))
         except (HwtokenError, OSError) as exc:  # a usage error, not an INTERNALERROR
             raise pytest.UsageError(f"hwtoken virtual key {path}: {exc}") from None
     else:
         _session_tmp = tempfile.mkdtemp(prefix="hwtoken-fido2-hid-")
-        _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key")
+        _session_key = VirtualKey.create(Path(_session_tmp) / "virtual-key.key",
+                                         profile=profile)
     replug = None if config.getoption("hwtoken_fido2_hid_no_replug", default=False) else \
         REPLUG_AWAY
     register_with_fido2_hid(_session_key, replug_when_awaited=replug)
@@ -289,33 +326,66 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # -- fixtures ----------------------------------------------------------------------------
 @pytest.fixture
-def virtual_key(tmp_path: Path) -> Iterator[VirtualKey]:
-    """A fresh virtual key whose state file lives in the test's tmp dir."""
-    from hwtoken.emulator import VirtualKey
+def virtual_key(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VirtualKey]:
+    """A fresh virtual key whose state file lives in the test's tmp dir.
 
-    key = VirtualKey.create(tmp_path / "virtual-key.key")
+    Its profile: the fixture's parameter (indirect parametrization), else the test's
+    ``hwtoken_profile`` marker, else ``yubikey-5``.
+    """
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE
+
+    profile = getattr(request, "param", None)
+    if profile is None:
+        marker = request.node.get_closest_marker("hwtoken_profile")
+        profile = marker.args[0] if marker is not None and marker.args else DEFAULT_PROFILE
+    key = VirtualKey.create(tmp_path / "virtual-key.key", profile=str(profile))
     try:
         yield key
     finally:
         key.close()
 
 
+def setting(request: pytest.FixtureRequest, name: str) -> str | None:
+    """A fixture setting: the test's ``hwtoken`` marker, else the ini option, else None."""
+    marker = request.node.get_closest_marker("hwtoken")
+    if marker is not None:
+        unknown = set(marker.kwargs) - set(SETTINGS)
+        if unknown or marker.args:
+            raise pytest.UsageError(f"@pytest.mark.hwtoken takes only {', '.join(SETTINGS)} "
+                                    f"as keywords, not {sorted(unknown) or marker.args}")
+        if name in marker.kwargs:
+            value = marker.kwargs[name]
+            return None if value is None else str(value)
+    return str(request.config.getini(f"hwtoken_{name}")) or None
+
+
 @pytest.fixture
-def fido_device(virtual_key: VirtualKey) -> Iterator[CtapHidDevice]:
-    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path)."""
+def fido_device(virtual_key: VirtualKey, request: pytest.FixtureRequest
+                ) -> Iterator[CtapHidDevice]:
+    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path);
+    with a ``pin`` setting, the key has that PIN."""
     from hwtoken.emulator import fido_device as open_device
 
     device = open_device(virtual_key)
     try:
+        pin = setting(request, "pin")
+        if pin:
+            from fido2.ctap2 import Ctap2
+            from fido2.ctap2.pin import ClientPin
+
+            ClientPin(Ctap2(device)).set_pin(pin)
         yield device
     finally:
         device.close()
 
 
 @pytest.fixture
-def webauthn(fido_device: CtapHidDevice) -> WebAuthnHelper:
-    """A :class:`WebAuthnHelper` for ``example.com`` on ``fido_device``."""
-    return WebAuthnHelper(fido_device)
+def webauthn(fido_device: CtapHidDevice, request: pytest.FixtureRequest) -> WebAuthnHelper:
+    """A :class:`WebAuthnHelper` on ``fido_device`` for the ``rp_id`` setting (default
+    ``example.com``), using the ``pin`` setting when there is one."""
+    return WebAuthnHelper(fido_device, rp_id=setting(request, "rp_id") or "example.com",
+                          pin=setting(request, "pin"))
 
 
 class PluggedKeyHelper:

@@ -91,7 +91,7 @@ def install(root: str | os.PathLike[str] = "/", *, dry_run: bool = False,
         report.actions.append(f"{verb} {path} ({'updated' if status.installed else 'new'})")
         if not dry_run:
             try:
-                atomic_write(path, packaged_rules(), mode=0o644)
+                atomic_write(path, packaged_rules(), mode=0o644, make_parents=True)
             except PermissionError:
                 raise DeviceError(f"cannot write {path}: permission denied; "
                                   "run `sudo hwtoken udev install`") from None

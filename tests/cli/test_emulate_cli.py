@@ -148,8 +148,9 @@ def test_serve_subprocess_end_to_end(serving, _isolated_state_dir):
 def test_serve_stops_on_sigint(serving):
     proc, _doc = serving
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=20)
-    assert proc.returncode == 0
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130  # Ctrl-C: a clean stop, reported as every command does
+    assert "stopped serving" in out and err.strip().splitlines()[-1] == "interrupted"
 
 
 def test_stale_runtime_file_is_ignored(_isolated_state_dir):
@@ -316,3 +317,41 @@ def test_show_exports_the_piv_attestation_root(_isolated_state_dir):
         "piv_attestation_root_sha256"] is None
     r = run("emulate", "show", "p", "--piv-attestation-root")
     assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1
+
+
+def test_create_with_a_profile_and_list_profiles(_isolated_state_dir):
+    from fido2.ctap2 import Ctap2
+
+    from hwtoken.emulator import VirtualKey, fido_device
+    from hwtoken.emulator.profiles import PROFILES
+
+    r = run("emulate", "create", "sk", "--profile", "security-key", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["profile"] == "security-key" and doc["version"] == "5.7.1"
+    assert json.loads(run("emulate", "show", "sk", "--json").output)["profile"] == "security-key"
+    assert "security-key" in run("emulate", "list").output
+    run("emulate", "create", "new", "--profile", "latest")
+    with VirtualKey.load(devices.key_path_for("new")) as key:
+        assert "FIDO_2_2" in Ctap2(fido_device(key)).get_info().versions
+    r = run("emulate", "create", "bad", "--profile", "yubikey-99")
+    assert r.exit_code == 2 and "yubikey-99" in r.output
+    assert not (_isolated_state_dir / "keys" / "bad.key").exists()
+
+    r = run("emulate", "profiles", "--json")
+    assert r.exit_code == 0
+    listed = json.loads(r.output)
+    assert [p["name"] for p in listed] == list(PROFILES)
+    latest = next(p for p in listed if p["name"] == "latest")
+    assert "ML-DSA-87" in latest["fido"]["algorithms"]
+    assert latest["usb"]["product_id"] == "0403"
+    text = run("emulate", "profiles").output
+    assert "yubikey-5 (default)" in text and "1050:0120" in text and "CTAP1/U2F" in text
+
+
+def test_otp_commands_on_a_key_without_otp_say_so(_isolated_state_dir):
+    run("emulate", "create", "sk", "--profile", "security-key")
+    r = run("yubikey", "info", "--device", "emu:sk")
+    assert r.exit_code != 0
+    assert "emu:sk has no OTP slots: it is a Security Key NFC by Yubico" in r.output
+    assert "Traceback" not in r.output

@@ -176,8 +176,9 @@ def test_serve_says_when_pcscd_is_absent(monkeypatch):
 
     t = threading.Thread(target=stop_after_warning, daemon=True)
     t.start()
-    r = runner.invoke(cli, ["emulate", "serve", "nopcscd", "--no-usbip", "--pcsc",
-                            f"127.0.0.1:{port}"])
+    # --pcsc is a flag: the name after it is the key's, not the option's value
+    r = runner.invoke(cli, ["emulate", "serve", "--pcsc", "nopcscd", "--no-usbip",
+                            "--pcsc-address", f"127.0.0.1:{port}"])
     t.join(25)
     assert r.exit_code == 0, r.output
     assert f"nothing answers at 127.0.0.1:{port}" in r.stderr

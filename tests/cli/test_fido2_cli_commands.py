@@ -54,13 +54,26 @@ def test_list_and_device_choice(monkeypatch):
     doc = as_json("list")
     assert {k["spec"] for k in doc["keys"]} == {"emu:one", "emu:two"}
     assert all(k["kind"] == "virtual" and k["serial"] for k in doc["keys"])
+    # virtual keys that are only files do not count as plugged in ...
+    r = invoke("info")
+    assert r.exit_code == 2 and "no FIDO key found" in r.stderr and "emu:NAME" in r.stderr
+    # ... served ones do (a runtime file of this live process stands for a serve)
+    from hwtoken.emulator.serve import runtime_path, write_runtime
+
+    for name in ("one", "two"):
+        write_runtime(paths.virtual_key_path(name), {"pid": os.getpid(), "usbip": None,
+                                                     "pcsc": None})
     r = invoke("info")
     assert r.exit_code == 2
-    assert "2 FIDO keys found" in r.stderr
-    assert "--device emu:one" in r.stderr and "--device emu:two" in r.stderr
+    assert r.stderr.strip() == ("error: 2 FIDO keys found; choose one with --device (or "
+                                "$HWTOKEN_DEVICE): emu:one, emu:two")
     assert "Traceback" not in r.output
-    # --device before or after the subcommand, or from the environment
+    for name in ("one", "two"):
+        runtime_path(paths.virtual_key_path(name)).unlink()
+    # --device before or after the subcommand, at the root, or from the environment
     assert as_json("--device", "emu:two", "info")["device"] == "emu:two"
+    r = CliRunner().invoke(cli, ["-d", "emu:one", "fido2", "info", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["device"] == "emu:one"
     assert as_json("info", "--device", "emu:one")["device"] == "emu:one"
     monkeypatch.setenv("HWTOKEN_DEVICE", "emu:two")
     assert as_json("info")["device"] == "emu:two"
@@ -189,8 +202,12 @@ def test_register_authenticate_with_pin_and_resident_creds(key, monkeypatch, tmp
     users = {(c["rp_id"], c["user_name"]) for c in listing["credentials"]}
     assert users == {("example.com", "alice"), ("example.com", "bob"), ("other.org", "carol")}
     carol = next(c for c in listing["credentials"] if c["user_name"] == "carol")
-    r = invoke("creds", "delete", carol["credential_id"], input="n\n")
-    assert r.exit_code == 1  # not confirmed
+    r = invoke("creds", "delete", carol["credential_id"])
+    assert r.exit_code == 2 and "pass --force" in r.stderr  # no terminal to ask on
+    with monkeypatch.context() as m:
+        m.setattr("hwtoken.cli.common.is_interactive", lambda: True)
+        r = invoke("creds", "delete", carol["credential_id"], input="n\n")
+    assert r.exit_code == 1 and r.stderr.strip().endswith("error: aborted: nothing was changed")
     ok("creds", "delete", carol["credential_id"], "--force")
     assert as_json("creds", "list")["existing"] == 2
     r = invoke("creds", "delete", carol["credential_id"], "--force")
@@ -214,7 +231,7 @@ def test_secret(key, tmp_path):
         assert r.exit_code == 2 and "--salt" in r.stderr
 
 
-def test_reset(key, monkeypatch, tmp_path):
+def test_reset(key, monkeypatch, tmp_path, as_terminal):
     monkeypatch.setenv("HWTOKEN_NEW_PIN", PIN)
     ok("pin", "set")
     r = invoke("reset", input="n\n")

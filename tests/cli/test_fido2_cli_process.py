@@ -104,10 +104,14 @@ def test_pin_never_in_argv_or_ps(tmp_path):
     listing = json.loads(run("-d", dev, "creds", "list", "--json", HWTOKEN_PIN=PIN).stdout)
     cred_id = listing["credentials"][0]["credential_id"]
 
-    # `creds delete` without --force waits for confirmation: look at it while it waits.
+    # `creds delete` without --force asks at the terminal: look at it while it waits.
+    import pty
+
+    master, slave = pty.openpty()
     proc = subprocess.Popen([HWTOKEN, "fido2", "-d", dev, "creds", "delete", cred_id],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env(HWTOKEN_PIN=PIN))
+    os.close(slave)
     try:
         deadline = time.monotonic() + 30
         seen = False
@@ -122,8 +126,10 @@ def test_pin_never_in_argv_or_ps(tmp_path):
         for pid in _descendants(proc.pid):
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 assert PIN.encode() not in fh.read()
-        out, err = proc.communicate("y\n", timeout=60)
+        os.write(master, b"y\n")
+        out, err = proc.communicate(timeout=60)
     finally:
+        os.close(master)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
@@ -163,7 +169,7 @@ def invoke(*args: str, input: str | None = None):
     return r
 
 
-def test_every_command_over_usbip(served, tmp_path, monkeypatch):
+def test_every_command_over_usbip(served, tmp_path, monkeypatch, as_terminal):
     monkeypatch.delenv("HWTOKEN_PIN", raising=False)
     monkeypatch.delenv("HWTOKEN_NEW_PIN", raising=False)
     monkeypatch.setenv("HWTOKEN_DEVICE", served)
@@ -230,3 +236,18 @@ def test_every_command_over_usbip(served, tmp_path, monkeypatch):
     r = run("authenticate", "--rp", "example.com", "--cred", str(cred), "--uv", "discouraged",
             "--json", HWTOKEN_DEVICE=served)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_documented_counter_rises_by_two_per_authenticate(tmp_path):
+    """docs/fido2-cli.md: `sign counter 1 -> 3` (fido2's silent pre-flight assertion signs
+    too), and the same again next time: a key loaded per command does not skip ahead."""
+    dev = make_key()
+    cred = str(tmp_path / "alice.json")
+    assert run("-d", dev, "register", "--rp", "example.com", "--user", "alice", "--out",
+               cred).returncode == 0
+    first = run("-d", dev, "authenticate", "--rp", "example.com", "--cred", cred)
+    assert "sign counter 1 -> 3," in first.stdout, first.stdout + first.stderr
+    second = run("-d", dev, "authenticate", "--rp", "example.com", "--cred", cred)
+    assert "sign counter 3 -> 5," in second.stdout
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fido2-cli.md").read_text()
+    assert "sign counter 1 -> 3, user verified: no" in doc

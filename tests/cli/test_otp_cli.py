@@ -28,9 +28,9 @@ def invoke(*args: str, input: str | None = None):
 
 def test_code_rfc6238_and_hotp():
     r = invoke("otp", "code", SECRET, "--at", "59", "--digits", "8")
-    assert r.exit_code == 0 and r.output.strip() == "94287082"
+    assert r.exit_code == 0 and r.stdout.strip() == "94287082"
     r = invoke("otp", "code", SECRET.lower(), "--counter", "1")
-    assert r.output.strip() == "287082"
+    assert r.stdout.strip() == "287082"
 
 
 def test_code_from_stdin_and_uri():
@@ -38,7 +38,7 @@ def test_code_from_stdin_and_uri():
     assert r.output.strip() == "07081804"
     uri = f"otpauth://totp/x?secret={SECRET}&digits=8&algorithm=SHA1"
     r = invoke("otp", "code", uri, "--at", "1234567890", "--json")
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert doc["code"] == "89005924" and doc["step"] == 1234567890 // 30
 
 
@@ -50,11 +50,11 @@ def test_new_json_round_trips_through_uri_and_code(tmp_path):
     assert doc["secret_bits"] == 160 and doc["uri"].startswith("otpauth://totp/")
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "q.png").stat().st_mode & 0o777 == 0o600
-    parsed = json.loads(invoke("otp", "uri", doc["uri"], "--json").output)
+    parsed = json.loads(invoke("otp", "uri", "-", "--json", input=doc["uri"]).stdout)
     assert parsed["digits"] == 8 and parsed["algorithm"] == "SHA256"
-    a = invoke("otp", "code", doc["uri"], "--at", "1000").output
+    a = invoke("otp", "code", doc["uri"], "--at", "1000").stdout
     b = invoke("otp", "code", doc["secret"], "--digits", "8", "--algorithm", "SHA256",
-               "--at", "1000").output
+               "--at", "1000").stdout
     assert a == b
 
 
@@ -66,7 +66,7 @@ def test_new_human_draws_qr():
 
 def test_verify_exit_codes_and_replay_state(tmp_path):
     state = str(tmp_path / "seen.json")
-    code = invoke("otp", "code", SECRET, "--at", "1000").output.strip()
+    code = invoke("otp", "code", SECRET, "--at", "1000").stdout.strip()
     assert invoke("otp", "verify", SECRET, code, "--at", "1000", "--state", state).exit_code == 0
     r = invoke("otp", "verify", SECRET, code, "--at", "1000", "--state", state)
     assert r.exit_code == 1 and "already used" in r.output
@@ -78,6 +78,57 @@ def test_verify_exit_codes_and_replay_state(tmp_path):
         0 if zero_valid else 1)
     wrong = str((int(code) + 1) % 10**6).zfill(6)
     assert invoke("otp", "verify", SECRET, wrong, "--at", "1000", "--window", "0").exit_code == 1
+
+
+def _verify_json(*args: str) -> tuple[int, dict]:
+    r = invoke("otp", "verify", SECRET, *args, "--json")
+    return r.exit_code, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("code", ["12345", "1234567", "abcdef", "12 34 5x", "", "１２３４５６"])
+def test_verify_json_malformed_code_is_a_failed_check(code):
+    """A malformed code is a wrong code: exit 1 with valid false, like any other refusal."""
+    status, doc = _verify_json(code, "--at", "1000")
+    assert (status, doc["valid"], doc["step"]) == (1, False, None)
+    assert doc["error"].startswith("code is not valid") and doc["code"] == 1
+
+
+def test_verify_json_exit_codes_valid_wrong_replayed(tmp_path):
+    state = str(tmp_path / "seen.json")
+    code = invoke("otp", "code", SECRET, "--at", "1000").stdout.strip()
+    wrong = str((int(code) + 1) % 10**6).zfill(6)
+
+    status, doc = _verify_json(wrong, "--at", "1000", "--window", "0", "--state", state)
+    assert (status, doc["valid"], doc["step"]) == (1, False, None)
+    assert "already used" in doc["error"]  # with a state file the message names replays too
+
+    status, doc = _verify_json(code, "--at", "1000", "--state", state)
+    assert (status, doc) == (0, {"valid": True, "type": "totp", "step": 1000 // 30})
+
+    status, doc = _verify_json(code, "--at", "1000", "--state", state)  # replayed
+    assert (status, doc["valid"]) == (1, False)
+
+    hotp = [invoke("otp", "code", SECRET, "--counter", str(c)).stdout.strip() for c in range(3)]
+    hstate = str(tmp_path / "hotp.json")
+    status, doc = _verify_json(hotp[2], "--hotp", "--state", hstate)
+    assert (status, doc) == (0, {"valid": True, "type": "hotp", "counter": 2, "next_counter": 3})
+    status, doc = _verify_json(hotp[2], "--hotp", "--state", hstate)  # replayed
+    assert (status, doc["valid"], doc["counter"], doc["next_counter"]) == (1, False, None, None)
+    status, doc = _verify_json("12a456", "--hotp", "--state", hstate)  # malformed
+    assert (status, doc["valid"]) == (1, False)
+
+
+def test_verify_json_exit_codes_as_a_real_process(tmp_path):
+    state = str(tmp_path / "seen.json")
+    code = run("otp", "code", SECRET, "--at", "7000").stdout.strip()
+    first = run("otp", "verify", "-", code, "--at", "7000", "--state", state, "--json",
+                input=SECRET)
+    again = run("otp", "verify", "-", code, "--at", "7000", "--state", state, "--json",
+                input=SECRET)
+    malformed = run("otp", "verify", "-", "abcdef", "--at", "7000", "--json", input=SECRET)
+    assert [first.returncode, again.returncode, malformed.returncode] == [0, 1, 1]
+    assert [json.loads(p.stdout)["valid"] for p in (first, again, malformed)] == [
+        True, False, False]
 
 
 def test_replay_store_survives_process_restart(tmp_path):
@@ -92,12 +143,12 @@ def test_replay_store_survives_process_restart(tmp_path):
 
 def test_hotp_verify_resyncs_with_state(tmp_path):
     state = str(tmp_path / "hotp.json")
-    codes = [invoke("otp", "code", SECRET, "--counter", str(c)).output.strip() for c in range(8)]
+    codes = [invoke("otp", "code", SECRET, "--counter", str(c)).stdout.strip() for c in range(8)]
     assert invoke("otp", "verify", SECRET, codes[4], "--hotp", "--state", state).exit_code == 0
     assert invoke("otp", "verify", SECRET, codes[4], "--hotp", "--state", state).exit_code == 1
     assert invoke("otp", "verify", SECRET, codes[3], "--hotp", "--state", state).exit_code == 1
     r = invoke("otp", "verify", SECRET, codes[6], "--hotp", "--state", state, "--json")
-    assert r.exit_code == 0 and json.loads(r.output)["counter"] == 6
+    assert r.exit_code == 0 and json.loads(r.stdout)["counter"] == 6
 
 
 @pytest.mark.parametrize("uri,needle", [
@@ -107,7 +158,7 @@ def test_hotp_verify_resyncs_with_state(tmp_path):
     ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&digits=12", "digits"),
 ])
 def test_uri_errors_exit_2_one_line_no_traceback(uri, needle):
-    r = run("otp", "uri", uri)
+    r = run("otp", "uri", "-", input=uri)
     assert r.returncode == 2
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:")
@@ -176,12 +227,14 @@ def test_fast_path_matches_click_path(args, capsys):
     assert rc == slow.exit_code
     if rc == 0:
         if "--json" in args:
-            a, b = json.loads(fast.out), json.loads(slow.output)
+            a, b = json.loads(fast.out), json.loads(slow.stdout)
             assert a == b
         else:
-            assert fast.out == slow.output
-    else:
-        assert fast.err.startswith("error:")
+            assert fast.out == slow.stdout
+    else:  # the same one error line (after the same argv warning)
+        assert [ln for ln in fast.err.splitlines() if ln.startswith("error:")] == \
+            [ln for ln in slow.stderr.splitlines() if ln.startswith("error:")]
+        assert fast.err.count("error:") == 1
 
 
 def test_fast_path_defers_unusual_input_to_click():

@@ -152,7 +152,7 @@ def _host_accepts(name, secret, algorithm, digits, period):
             and len(body) * 5 // 8 >= 10)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=4)
 @given(st.lists(st.tuples(
     st.text(min_size=0, max_size=45),
     st.one_of(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abc =", max_size=40),

@@ -120,11 +120,22 @@ def test_deploy_sync_add_list_remove_wipe(fob_port, monkeypatch, caplog):
                                       fob_port], input=SECRET + "\n")
     assert result.exit_code == 2 and "name must be 1-40 characters" in result.output
 
-    run("fob", "remove", "github", "--port", fob_port)
-    run("fob", "remove", "github", "--port", fob_port, code=1)
+    # remove: the exact name only, confirmed (or --force); an unknown name is bad input
+    out = CliRunner().invoke(cli, ["fob", "remove", "git", "--force", "--port", fob_port])
+    assert out.exit_code == 2 and "no account named 'git'" in out.stderr
+    out = CliRunner().invoke(cli, ["fob", "remove", "github", "--port", fob_port])
+    assert out.exit_code == 2 and "pass --force" in out.stderr  # no terminal to ask on
+    with monkeypatch.context() as m:
+        m.setattr("hwtoken.cli.common.is_interactive", lambda: True)
+        out = CliRunner().invoke(cli, ["fob", "remove", "github", "--port", fob_port],
+                                 input="n\n")
+    assert out.exit_code == 1 and "Remove the account 'github'" in out.stderr
+    assert len(json.loads(run("fob", "list", "--port", fob_port, "--json"))) == 2
+    run("fob", "remove", "github", "--force", "--port", fob_port)
+    run("fob", "remove", "github", "--force", "--port", fob_port, code=2)
     assert [a["name"] for a in json.loads(run("fob", "list", "--port", fob_port, "--json"))] \
         == ["ACME:alice@example.com"]
-    run("fob", "wipe", "--yes", "--port", fob_port)
+    run("fob", "wipe", "--force", "--port", fob_port)
     assert json.loads(run("fob", "list", "--port", fob_port, "--json")) == []
 
 

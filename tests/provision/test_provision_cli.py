@@ -171,3 +171,47 @@ def test_a_database_password_on_the_command_line_is_warned_about(tmp_path):
     # from the environment it is not on the command line: no warning
     proc = hwtoken("provision", "status", env={"HWTOKEN_INVENTORY": url}, check=2)
     assert "warning" not in proc.stderr and "hunter2" not in proc.stderr
+
+
+def test_an_empty_oath_name_is_refused_once_up_front(tmp_path):
+    inv = tmp_path / "inv.db"
+    proc = hwtoken("provision", "run", "-i", str(inv), "-m", "oath-totp", "--name", "",
+                   "--virtual", "3", check=2)
+    assert proc.stderr.count("error:") == 1 and "--name ''" in proc.stderr
+    assert proc.stdout == "" and not inv.exists()  # no key was touched, nothing recorded
+
+
+def test_a_broken_pcsc_setup_stops_the_run_at_once_and_is_recorded(tmp_path):
+    """$HWTOKEN_VPCD asks for pcscd; pcscd does not answer: no per-key 10 s waits."""
+    inv = str(tmp_path / "inv.db")
+    env = {"HWTOKEN_VPCD": "127.0.0.1:35963", "PCSCLITE_CSOCK_NAME": str(tmp_path / "none")}
+    proc = hwtoken("provision", "run", "-i", inv, "-m", "oath-totp", "--virtual", "4",
+                   "--json", env=env, check=2)
+    assert proc.stdout.count('"result"') == 0  # stopped before any key's outcome
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: pcscd does not answer (no PC/SC service for this process) while "
+        "$HWTOKEN_VPCD=127.0.0.1:35963 asks for it: start pcscd with the vpcd driver, or "
+        "unset $HWTOKEN_VPCD to use the key in-process"]
+    doc = json.loads(hwtoken("provision", "status", "-i", inv, "--json").stdout)
+    assert doc["counts"]["done"] == doc["counts"]["pending"] == 0
+    assert "pcscd does not answer" in doc["last_error"]["message"]
+    assert "run stopped" in doc["last_error"]["message"]
+
+
+def test_without_pcscd_the_documented_in_process_fallback_is_used(tmp_path):
+    inv = str(tmp_path / "inv.db")
+    env = {"HWTOKEN_VPCD": "", "PCSCLITE_CSOCK_NAME": str(tmp_path / "none")}
+    proc = hwtoken("provision", "run", "-i", inv, "-m", "oath-hotp", "--virtual", "2",
+                   env=env)
+    assert proc.stdout.splitlines()[-1].startswith("2 done in ")
+
+
+def test_status_shows_exported_as_a_part_of_done(tmp_path):
+    inv = str(tmp_path / "inv.db")
+    hwtoken("provision", "run", "-i", inv, "-m", "chalresp", "--virtual", "2")
+    assert "  pending: 0  done: 2 (exported: 0)" in hwtoken("provision", "status", "-i",
+                                                             inv).stdout.splitlines()
+    hwtoken("provision", "export", "-i", inv, "--format", "pskc", "-o",
+            str(tmp_path / "out.pskc"))
+    assert "  pending: 0  done: 2 (exported: 2)" in hwtoken("provision", "status", "-i",
+                                                             inv).stdout.splitlines()

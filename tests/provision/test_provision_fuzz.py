@@ -37,8 +37,7 @@ def test_seal_roundtrip_and_aad_binding(secret, aad):
         SEALER.open(sealed, aad + b"x")
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60,
-          deadline=None)  # file I/O: a loaded machine must not make it flaky
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
 @given(st.binary(max_size=100))
 @example(KEY_FILE_FORMS[0])  # the accepted forms too, which random bytes almost never hit
 @example(KEY_FILE_FORMS[1])
@@ -65,8 +64,7 @@ def test_fault_spec(spec):
     assert inj.step is None or spec.startswith("after:")
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40,
-          deadline=None)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz:/._-@?=", max_size=40))
 def test_inventory_urls(tmp_path, monkeypatch, url):
     from hwtoken.provision.inventory import open_inventory

@@ -59,7 +59,7 @@ def test_through_pcscd_codes_equal_pyotp(pcscd, emu):
     assert [a["display"] for a in listed["accounts"]] == ["Acme:alice", "ctr"]
     for _ in range(3):
         before = pyotp.TOTP(SECRET).now()
-        out = run("code", "alice", "-d", emu, env=env).stdout.strip()
+        out = run("code", "Acme:alice", "-d", emu, env=env).stdout.strip()
         if before == pyotp.TOTP(SECRET).now():
             break
     assert out == before
@@ -96,17 +96,19 @@ def test_in_process_crud_and_json(emu):
     assert r.exit_code == 0, r.output
     assert invoke("add", "one", "--secret", SECRET).exit_code == 2  # exists, no --force
     r = invoke("code", "one", "--json")
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert doc["codes"][0]["code"] == pyotp.TOTP(SECRET, digits=8, digest="sha256").at(
         doc["codes"][0]["valid_from"])
     r = invoke("rename", "one", "Corp:" + "t" * 60)  # the id would pass 64 bytes
     assert r.exit_code == 2 and "too long" in r.output
     assert invoke("rename", "one", "Corp:two").exit_code == 0
-    names = [a["display"] for a in json.loads(invoke("list", "--json").output)["accounts"]]
+    names = [a["display"] for a in json.loads(invoke("list", "--json").stdout)["accounts"]]
     assert names == ["Corp:two"]
-    assert invoke("delete", "two").exit_code == 0
-    assert json.loads(invoke("list", "--json").output) == {"accounts": []}
-    assert invoke("delete", "two").exit_code == 2
+    r = invoke("delete", "Corp:two")  # no terminal to confirm on
+    assert r.exit_code == 2 and "pass --force" in r.stderr
+    assert invoke("delete", "Corp:two", "--force").exit_code == 0
+    assert json.loads(invoke("list", "--json").stdout) == {"accounts": []}
+    assert invoke("delete", "Corp:two", "--force").exit_code == 2
 
 
 def test_import_checks_every_line_first(emu, tmp_path):
@@ -122,7 +124,7 @@ def test_import_checks_every_line_first(emu, tmp_path):
     ok.write_text(good + f"otpauth://hotp/h?secret={SECRET}&counter=5\n")
     r = runner.invoke(cli, ["yubikey", "oath", "import", str(ok), "--device", emu, "--json"])
     assert r.exit_code == 0, r.output
-    assert [a["display"] for a in json.loads(r.output)["imported"]] == ["Site:me", "h"]
+    assert [a["display"] for a in json.loads(r.stdout)["imported"]] == ["Site:me", "h"]
     r = runner.invoke(cli, ["yubikey", "oath", "code", "h", "--device", emu])
     assert r.output.strip() == pyotp.HOTP(SECRET).at(5)
 
@@ -141,7 +143,8 @@ def test_reset_needs_force_or_confirmation(emu):
 
 def test_bad_input_is_a_one_line_error(emu):
     runner = CliRunner()
-    r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "--secret", "not base32!", "-d", emu])
+    r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "--secret", "-", "-d", emu],
+                      input="not base32!\n")
     assert r.exit_code == 2 and r.output.startswith("error: ")
     r = runner.invoke(cli, ["yubikey", "oath", "add", "x", "-d", emu])
     assert r.exit_code == 2
@@ -171,7 +174,8 @@ def test_running_serve_with_pcsc_is_used(pcscd, emu):
     from hwtoken.devices import running_serve
 
     serve = subprocess.Popen(
-        [HWTOKEN, "emulate", "serve", "ok", "--no-usbip", "--pcsc", f"127.0.0.1:{pcscd.port}"],
+        [HWTOKEN, "emulate", "serve", "ok", "--no-usbip", "--pcsc-address",
+         f"127.0.0.1:{pcscd.port}"],
         env={**os.environ, **pcscd.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
@@ -193,3 +197,45 @@ def test_running_serve_with_pcsc_is_used(pcscd, emu):
         assert key.oath.account_names() == ["served"]  # the serve process persisted it
     finally:
         key.close()
+
+
+def test_delete_rename_code_need_the_exact_name_or_a_confirmation(emu, monkeypatch):
+    """`oath delete a` once deleted Example:alice (a substring) without asking."""
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, ["yubikey", "oath", *args, "-d", emu], input=input)
+
+    def names():
+        return [a["display"] for a in json.loads(invoke("list", "--json").stdout)["accounts"]]
+
+    for name in ("Example:alice", "Other:bob"):
+        assert invoke("add", name, "--secret", "-", input=SECRET).exit_code == 0
+    # no terminal: a part of a name is refused, naming the account it matches
+    for args in (["delete", "a"], ["rename", "a", "Example:alicia"], ["code", "bo"]):
+        r = invoke(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "only part of the account name" in r.stderr or "only part of that name" in \
+            r.stderr
+        assert "--force" in r.stderr
+    # an exact name still needs a yes (or --force) to delete, but not to rename or show
+    r = invoke("delete", "Other:bob")
+    assert r.exit_code == 2 and "pass --force" in r.stderr
+    assert names() == ["Example:alice", "Other:bob"]
+    before = pyotp.TOTP(SECRET).now()
+    r = invoke("code", "Other:bob")
+    assert r.exit_code == 0 and r.stdout.strip() in (before, pyotp.TOTP(SECRET).now())
+    # on a terminal the match is confirmed: no keeps everything, yes goes ahead
+    with monkeypatch.context() as m:
+        m.setattr("hwtoken.cli.common.is_interactive", lambda: True)
+        r = invoke("delete", "a", input="n\n")
+        assert r.exit_code == 1 and "Delete the account 'Example:alice'?" in r.stderr
+        assert names() == ["Example:alice", "Other:bob"]
+        r = invoke("rename", "ali", "Example:alicia", input="y\n")
+        assert r.exit_code == 0 and "'ali' matches the account 'Example:alice'" in r.stderr
+        assert names() == ["Example:alicia", "Other:bob"]
+        r = invoke("delete", "a", input="y\n")
+        assert r.exit_code == 0 and r.stdout.strip() == "deleted Example:alicia"
+    r = invoke("delete", "Other:bob", "--force", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"]["display"] == "Other:bob"
+    assert names() == []

@@ -39,7 +39,7 @@ def _oathtool(secret: bytes, counter: int, digits: int = 6) -> str:
 def test_info_json(emu):
     r = run("info", "--json", "-d", emu)
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert doc["serial"] == 5550001 and doc["virtual"] is True
     assert doc["slots"]["1"]["programmed"] is False
 
@@ -56,7 +56,7 @@ def test_hotp_program_and_touch(emu):
         assert r.exit_code == 0, r.output
         assert r.output.strip() == _oathtool(secret, counter, 8)
     r = run("hotp", "touch", "1", "--json", "-d", emu)
-    assert json.loads(r.output)["typed"] == _oathtool(secret, 3, 8) + "\n"
+    assert json.loads(r.stdout)["typed"] == _oathtool(secret, 3, 8) + "\n"
 
 
 def test_overwrite_needs_force(emu):
@@ -76,14 +76,14 @@ def test_generate_secret_file(emu, tmp_path):
     r = run("chalresp", "program", "1", "--generate", "--secret-file", str(f), "--json",
             "-d", emu)
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert "secret" not in doc
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     key = bytes.fromhex(f.read_text().strip())
     assert key.hex() not in r.output
     r = run("chalresp", "calc", "1", "00ff10", "--json", "-d", emu)
     expect = hmac.new(key, bytes.fromhex("00ff10"), hashlib.sha1).hexdigest()
-    assert json.loads(r.output)["response"] == expect
+    assert json.loads(r.stdout)["response"] == expect
 
 
 def test_secret_file_never_overwritten_and_unwritable_is_clean(emu, tmp_path):
@@ -102,7 +102,7 @@ def test_secret_file_never_overwritten_and_unwritable_is_clean(emu, tmp_path):
             str(blocker / "k.hex"), "-d", emu)
     assert r.exit_code == 2 and r.output.startswith("error: cannot write")
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
-    info = json.loads(run("info", "--json", "-d", emu).output)
+    info = json.loads(run("info", "--json", "-d", emu).stdout)
     assert info["slots"]["1"]["programmed"] is False  # nothing was programmed
     key = bytes.fromhex(first.strip())  # and slot 2 still answers with the file's key
     r = run("chalresp", "calc", "2", "01", "-d", emu)
@@ -148,21 +148,24 @@ def test_access_code_delete_swap(emu):
     r = run("chalresp", "program", "1", "--secret", "33" * 20, "--force", "-d", emu)
     assert r.exit_code == 1
     r = run("swap", "-d", emu)
-    assert r.exit_code == 1
+    assert r.exit_code == 2 and "pass --force" in r.output  # no terminal to confirm on
+    r = run("swap", "--force", "-d", emu)
+    assert r.exit_code == 1  # the access code protects slot 1
     r = run("chalresp", "calc", "1", "01", "-d", emu)
     assert r.output.strip() == hmac.new(b"\x22" * 20, b"\x01", hashlib.sha1).hexdigest()
-    r = run("swap", "--access-code", acc, "-d", emu)
+    r = run("swap", "--force", "--access-code", acc, "-d", emu)
     assert r.exit_code == 0, r.output
     assert "slot 2: challenge-response" in r.output
     r = run("delete", "2", "--force", "--access-code", acc, "--json", "-d", emu)
-    assert r.exit_code == 0 and json.loads(r.output)["deleted"] is True
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] is True
 
 
 def test_bad_input(emu):
     assert run("hotp", "program", "1", "--secret", "not base32!", "-d", emu).exit_code == 2
     r = run("chalresp", "program", "1", "--secret", "zz", "-d", emu)
     assert r.exit_code == 2 and "hex" in r.output
-    r = run("chalresp", "program", "1", "--secret", "00", "--access-code", "12", "-d", emu)
+    r = run("chalresp", "program", "1", "--secret", "00" * 10, "--access-code", "12",
+            "-d", emu)
     assert r.exit_code == 2 and "12 hex digits" in r.output
     assert run("chalresp", "calc", "1", "00", "-d", emu).exit_code == 2  # empty slot
     assert run("chalresp", "calc", "3", "00", "-d", emu).exit_code == 2
@@ -190,7 +193,7 @@ def test_console_script(emu):
 def test_list_shows_virtual(emu):
     r = run("list", "--json")
     assert r.exit_code == 0, r.output
-    assert any(k["device"] == emu and k["serial"] == 5550001 for k in json.loads(r.output))
+    assert any(k["device"] == emu and k["serial"] == 5550001 for k in json.loads(r.stdout))
 
 
 def test_running_serve_is_used(emu):
@@ -209,11 +212,16 @@ def test_running_serve_is_used(emu):
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "serve did not start"
             time.sleep(0.1)
+        # a served virtual key counts as the one key present: no --device needed
+        r = run("info", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["device"] == emu
         assert run("chalresp", "program", "1", "--secret", "55" * 20, "-d", emu).exit_code == 0
         r = run("chalresp", "calc", "1", "0102", "-d", emu)
         assert r.output.strip() == hmac.new(b"\x55" * 20, b"\1\2", hashlib.sha1).hexdigest()
         r = run("hotp", "touch", "1", "-d", emu)
-        assert r.exit_code == 2 and "emulate serve" in r.output
+        assert r.exit_code == 2 and "cannot simulate a touch" in r.output
+        assert "stop that serve and run this again" in r.output  # no way to do it there
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -225,7 +233,7 @@ def test_change_and_remove_access_code(emu):
                "-d", emu).exit_code == 0
     r = run("chalresp", "program", "1", "--secret", "02" * 20, "--force", "--access-code", a,
             "--new-access-code", b, "--json", "-d", emu)
-    assert r.exit_code == 0 and json.loads(r.output)["access_code"] is True
+    assert r.exit_code == 0 and json.loads(r.stdout)["access_code"] is True
     assert run("delete", "1", "--force", "--access-code", a, "-d", emu).exit_code == 1
     r = run("hotp", "program", "1", "--secret", "JBSWY3DPEHPK3PXP", "--force",
             "--access-code", b, "--new-access-code", "000000000000", "-d", emu)

@@ -2,7 +2,8 @@
 
 ``main`` answers the most frequent call (``hwtoken otp code SECRET``) without importing
 click; everything else goes to the click group :data:`cli` (in :mod:`hwtoken.cli.root`),
-whose subcommands are imported only when they run.
+whose subcommands are imported only when they run. Both keep the contract of
+:mod:`hwtoken.cli.contract`: one ``error:`` line, exit 0/1/2/130, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ from typing import Any
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:2] == ["otp", "code"]:
-        from hwtoken.cli.fastpath import otp_code
+    try:
+        from hwtoken.cli import contract
 
-        rc = otp_code(args[2:])
-        if rc is not None:
-            sys.exit(rc)
-    from hwtoken.cli.common import run_main
-    from hwtoken.cli.root import cli
+        if args[:2] == ["otp", "code"]:
+            from hwtoken.cli.fastpath import otp_code
 
-    run_main(cli, args)
+            rc = contract.run(lambda: otp_code(args[2:]), args)
+            if rc is not None:
+                sys.exit(rc)
+        from hwtoken.cli.root import cli
+
+        cli.main(args=args, prog_name="hwtoken")
+    except KeyboardInterrupt:  # before the contract's handler is in place (imports)
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
 
 
 def __getattr__(name: str) -> Any:

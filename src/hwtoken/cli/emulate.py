@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -17,7 +18,15 @@ from typing import Any, TextIO
 import click
 
 from hwtoken import devices, paths
-from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, state_dir_option
+from hwtoken.cli.common import (
+    HwtokenCommand,
+    HwtokenGroup,
+    confirm_or_force,
+    emit_json,
+    force_option,
+    json_option,
+    state_dir_option,
+)
 from hwtoken.emulator.presence import (
     KEEPALIVE_INTERVAL,
     ApproveAlways,
@@ -26,21 +35,24 @@ from hwtoken.emulator.presence import (
     Keepalive,
     UserPresence,
 )
+from hwtoken.emulator.profiles import DEFAULT_PROFILE, PROFILES
 from hwtoken.errors import DeviceBusy, InvalidInput
 
 DEFAULT_PCSC = "127.0.0.1:35963"
 READS = ("auto", "emulated", "pty")
+INTERRUPTED = 130
 
 
 @click.group(cls=HwtokenGroup)
 @state_dir_option
 def emulate() -> None:
-    """Virtual keys: software YubiKey 5s for tests and development.
+    """Virtual keys: software YubiKeys for tests and development.
 
     A virtual key is one state file (<state-dir>/keys/NAME.key, mode 0600) holding its
-    serial number, FIDO credentials, OTP slots and OATH accounts. Every command that
-    takes --device accepts emu:NAME for it. `serve` makes it a USB device over USB/IP
-    (and a smart card through pcscd with --pcsc) that real clients reach.
+    model (profile), serial number, FIDO credentials, OTP slots and OATH accounts. Every
+    command that takes --device accepts emu:NAME for it. `serve` makes it a USB device over
+    USB/IP (and a smart card through pcscd with --pcsc) that real clients reach.
+    `profiles` lists the models a key can be.
     """
 
 
@@ -60,6 +72,7 @@ def _summary(name: str) -> dict[str, Any]:
     aaguid = ident.get("aaguid")
     info: dict[str, Any] = {
         "name": name,
+        "profile": ident.get("profile", DEFAULT_PROFILE),
         "serial": ident.get("serial"),
         "version": _version_str(ident.get("version", [0, 0, 0])),
         "aaguid": str(_uuid(aaguid)) if aaguid else None,
@@ -123,24 +136,55 @@ def _slots(store: Any) -> dict[str, Any]:
 @emulate.command()
 @click.argument("name")
 @click.option("--serial", type=click.IntRange(1, 2**32 - 1), help="Serial number (default random).")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=DEFAULT_PROFILE,
+              show_default=True, help="The model it is (`hwtoken emulate profiles`).")
 @json_option
 @state_dir_option
-def create(name: str, serial: int | None, as_json: bool) -> None:
-    """Create virtual key NAME (a new state file; refuses to overwrite one)."""
+def create(name: str, serial: int | None, profile: str, as_json: bool) -> None:
+    """Create virtual key NAME (a new state file; refuses to overwrite one).
+
+    NAME: 1 to 64 ASCII letters, digits, - and _ (not starting with -).
+    """
     from hwtoken.emulator.key import VirtualKey
 
     path = paths.virtual_key_path(name)
     if path.exists():
         raise InvalidInput(f"virtual key {name!r} already exists ({path}); "
                            f"delete it first with `hwtoken emulate delete {name}`")
-    with VirtualKey.create(path, serial=serial) as key:
-        doc = {"name": name, "serial": key.serial, "version": _version_str(key.version),
-               "aaguid": str(_uuid(key.aaguid)), "path": str(path)}
+    with VirtualKey.create(path, serial=serial, profile=profile) as key:
+        doc = {"name": name, "profile": key.profile.name, "serial": key.serial,
+               "version": _version_str(key.version), "aaguid": str(_uuid(key.aaguid)),
+               "path": str(path)}
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"created virtual key {name}: serial {doc['serial']}, firmware "
-                   f"{doc['version']}, state {path}")
+        click.echo(f"created virtual key {name}: {doc['profile']}, serial {doc['serial']}, "
+                   f"firmware {doc['version']}, state {path}")
+
+
+@emulate.command("profiles")
+@json_option
+def profiles_(as_json: bool) -> None:
+    """List the models a virtual key can be, with what each offers."""
+    docs = [p.describe() for p in PROFILES.values()]
+    if as_json:
+        emit_json(docs)
+        return
+    for d in docs:
+        default = " (default)" if d["name"] == DEFAULT_PROFILE else ""
+        usb = d["usb"]
+        click.echo(f"{d['name']}{default}: {d['model']}")
+        click.echo(f"  {d['summary']}")
+        click.echo(f"  firmware {d['firmware']}; USB {usb['vendor_id']}:{usb['product_id']} "
+                   f"\"{usb['product']}\" ({', '.join(usb['interfaces'])}); "
+                   f"{' + '.join(d['transports'])}; applets {', '.join(d['applets'])}")
+        fido = d["fido"]
+        if fido["versions"]:
+            click.echo(f"  FIDO: {', '.join(fido['versions'])}")
+        if fido["algorithms"]:
+            click.echo(f"  algorithms: {', '.join(fido['algorithms'])}")
+        if fido["extensions"]:
+            click.echo(f"  extensions: {', '.join(fido['extensions'])}")
 
 
 @emulate.command("list")
@@ -152,7 +196,7 @@ def list_(as_json: bool) -> None:
     for name in devices.virtual_key_names():
         try:
             rows.append(_summary(name))
-        except InvalidInput as exc:
+        except (InvalidInput, OSError) as exc:  # one bad key file never hides the others
             rows.append({"name": name, "error": str(exc)})
     if as_json:
         emit_json(rows)
@@ -173,7 +217,8 @@ def list_(as_json: bool) -> None:
             served = "  plugged in locally (umockdev)"
         elif r["served"]:
             served = "  served"
-        click.echo(f"{r['name']:<16} serial {r['serial']:<10} firmware {r['version']}{served}")
+        click.echo(f"{r['name']:<16} {r['profile']:<13} serial {r['serial']:<10} "
+                   f"firmware {r['version']}{served}")
 
 
 @emulate.command()
@@ -199,6 +244,7 @@ def show(name: str, piv_root: bool, as_json: bool) -> None:
                       for s, d in sorted(info["slots"].items()))
     lines = [
         ("name", info["name"]),
+        ("profile", info["profile"]),
         ("serial", info["serial"]),
         ("firmware", info["version"]),
         ("AAGUID", info["aaguid"]),
@@ -229,10 +275,14 @@ def show(name: str, piv_root: bool, as_json: bool) -> None:
 
 @emulate.command()
 @click.argument("name")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option("Do not ask for confirmation.")
+@json_option
 @state_dir_option
-def delete(name: str, force: bool) -> None:
-    """Delete virtual key NAME and all its secrets (refused while it is in use)."""
+def delete(name: str, force: bool, as_json: bool) -> None:
+    """Delete virtual key NAME and all its secrets (refused while it is in use).
+
+    Asks on a terminal and needs --force otherwise.
+    """
     from hwtoken.emulator.key import lock_path
     from hwtoken.emulator.serve import runtime_path
     from hwtoken.fileio import FileLock
@@ -243,17 +293,20 @@ def delete(name: str, force: bool) -> None:
     except DeviceBusy:
         raise DeviceBusy(f"virtual key {name!r} is in use (served or open in another "
                          "process); stop that first") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot delete virtual key {name!r}: {exc.strerror or exc}"
+                           ) from None
     try:
-        if not force:
-            if not sys.stdin.isatty():
-                raise InvalidInput(f"deleting {name!r} destroys its credentials and secrets; "
-                                   "pass --force to confirm")
-            click.confirm(f"Delete virtual key {name} and all its credentials?", abort=True)
+        confirm_or_force(f"Delete virtual key {name} and all its credentials?", force,
+                         f"deleting {name!r} destroys its credentials and secrets")
         for p in (path, runtime_path(path), lock_path(path)):
             p.unlink(missing_ok=True)
     finally:
         lock.release()
-    click.echo(f"deleted virtual key {name}")
+    if as_json:
+        emit_json({"deleted": name, "path": str(path)})
+    else:
+        click.echo(f"deleted virtual key {name}")
 
 
 class TerminalPresence(UserPresence):
@@ -355,9 +408,10 @@ def _presence(touch: str) -> UserPresence:
               help="Allow a non-loopback address: anyone who reaches it can use the key.")
 @click.option("--touch", type=click.Choice(["auto", "deny", "prompt"]), default="auto",
               show_default=True, help="What a touch request does: approve, refuse, or ask here.")
-@click.option("--pcsc", "pcsc_spec", metavar="[HOST:PORT]", is_flag=False,
-              flag_value=DEFAULT_PCSC, default=None,
-              help=f"Also connect to pcscd's vpcd driver as a smart card (default {DEFAULT_PCSC}).")
+@click.option("--pcsc", "pcsc", is_flag=True,
+              help="Also connect to pcscd's vpcd driver as a smart card.")
+@click.option("--pcsc-address", metavar="HOST:PORT",
+              help=f"Where pcscd's vpcd driver listens (implies --pcsc; default {DEFAULT_PCSC}).")
 @click.option("--local", is_flag=True,
               help="Also plug the key in as a local USB device (umockdev) and print the "
                    "environment that makes programs in other shells see it.")
@@ -367,9 +421,9 @@ def _presence(touch: str) -> UserPresence:
 @json_option
 @state_dir_option
 def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
-          pcsc_spec: str | None, local: bool, reads: str, verbose: bool, as_json: bool
-          ) -> None:
-    """Serve NAME as a USB device (USB/IP) until Ctrl-C or SIGTERM.
+          pcsc: bool, pcsc_address: str | None, local: bool, reads: str, verbose: bool,
+          as_json: bool) -> None:
+    """Serve NAME as a USB device (USB/IP) until Ctrl-C (exit 130) or SIGTERM (exit 0).
 
     While it runs, the key is locked and other commands given --device emu:NAME talk to
     this process. List it with `usbip --tcp-port PORT list -r 127.0.0.1`; on Linux with
@@ -378,6 +432,7 @@ def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch:
     umockdev testbed (no root, no kernel module): export the printed UMOCKDEV_DIR and
     LD_PRELOAD in another shell and its programs find the key as /dev/hidrawN.
     """
+    pcsc_spec = pcsc_address if pcsc_address is not None else (DEFAULT_PCSC if pcsc else None)
     with _serve_logging(verbose):
         _serve(name, usbip_spec, no_usbip, allow_remote, touch, pcsc_spec, local, reads,
                as_json)
@@ -414,13 +469,19 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
     key = _load_for_serving(name)
     key.presence = _presence(touch)  # (once the key is ours: a prompt starts reading stdin)
     stop = threading.Event()
+    stopped_by: list[int] = []
     previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
     try:
         if threading.current_thread() is threading.main_thread():
             # (signal handlers can only be set in the main thread; a caller that runs the
             # CLI in another thread stops it by other means)
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+                previous[sig] = signal.signal(sig, on_signal)
         with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote,
                              local=local, reads=reads) as svc:
             doc = svc.describe()
@@ -435,6 +496,9 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
             signal.signal(sig, handler)
     if not as_json:
         click.echo(f"stopped serving {name}")
+    if stopped_by[:1] == [signal.SIGINT]:  # Ctrl-C: stopped cleanly, and says so like others
+        click.echo("interrupted", err=True)
+        sys.exit(INTERRUPTED)
 
 
 PCSC_WARN_AFTER = 3.0  # seconds without pcscd's vpcd driver before serve says so
@@ -474,7 +538,7 @@ def _serve_logging(verbose: bool) -> Iterator[None]:
     logger = logging.getLogger("hwtoken")
     saved_level = logger.level
     handler: logging.Handler | None = None
-    if not logging.getLogger().handlers and not logger.handlers:
+    if not logging.getLogger().handlers and not logger.handlers:  # outside hwtoken's CLI
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
@@ -512,7 +576,7 @@ def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> No
     click.echo(f"  other commands: --device emu:{name}; stop with Ctrl-C")
 
 
-class _RunCommand(click.Command):
+class _RunCommand(HwtokenCommand):
     """Splits ``NAME... -- CMD ARGS...`` at the first ``--`` before click parses options."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -523,6 +587,12 @@ class _RunCommand(click.Command):
         else:
             ctx.meta["hwtoken_cmd"] = None
         return super().parse_args(ctx, args)
+
+
+def _plugged_doc(name: str, plugged: Any) -> dict[str, Any]:
+    return {"name": name, "serial": plugged.key.serial, "fido_hidraw": plugged.fido_hidraw,
+            "otp_hidraw": plugged.otp_hidraw, "hidraw": plugged.hidraw,
+            "usbfs": plugged.usbfs}
 
 
 def _touch_policy(spec: str) -> UserPresence:
@@ -564,8 +634,10 @@ def _touch_policy(spec: str) -> UserPresence:
                    "blocking, non-blocking and multi-threaded programs; emulated and pty "
                    "force one path (for diagnosis).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the testbed does on stderr.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Before CMD starts, print one JSON line: each key's nodes and the testbed.")
 @state_dir_option
-def run(names: tuple[str, ...], touch: str, reads: str, verbose: bool) -> None:
+def run(names: tuple[str, ...], touch: str, reads: str, verbose: bool, as_json: bool) -> None:
     """Run CMD with virtual keys NAME... plugged in as local USB devices.
 
     CMD and its children find each key the way they find a real YubiKey: /dev/hidrawN
@@ -594,10 +666,10 @@ def run(names: tuple[str, ...], touch: str, reads: str, verbose: bool) -> None:
     if len(set(names)) != len(names):
         raise InvalidInput("each key can be plugged in once: a NAME is repeated")
     with _serve_logging(verbose):
-        sys.exit(_run(list(names), argv, touch, reads))
+        sys.exit(_run(list(names), argv, touch, reads, as_json))
 
 
-def _run(names: list[str], argv: list[str], touch: str, reads: str) -> int:
+def _run(names: list[str], argv: list[str], touch: str, reads: str, as_json: bool) -> int:
     from hwtoken.emulator.serve import remove_runtime, write_runtime
     from hwtoken.emulator.transports.umockdev import Testbed, find_preload, runner
 
@@ -617,6 +689,11 @@ def _run(names: list[str], argv: list[str], touch: str, reads: str) -> int:
                     "usbip": None, "pcsc": None, "by": "emulate run",
                     "local": {"dir": str(tb.root), "preload": str(tb.preload),
                               "nodes": [*plugged.hidraw, plugged.usbfs]}})
+            if as_json:
+                click.echo(json.dumps({"testbed": str(tb.root), "preload": str(tb.preload),
+                                       "keys": [_plugged_doc(n, p) for n, p in
+                                                zip(names, tb.plugged, strict=True)]}))
+                sys.stdout.flush()
             proc = runner.start(argv, tb.env())
             return runner.wait_forwarding_signals(proc)
     finally:

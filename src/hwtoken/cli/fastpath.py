@@ -1,16 +1,28 @@
 """``hwtoken otp code`` without click: the call scripts make most often, answered fast.
 
 Only plain, well-formed invocations are handled here; anything else (help, unknown
-options, malformed values) returns None and goes through the click command, which owns
-the messages for bad usage. Library errors (bad secret, bad URI) are reported the same
-way the click path reports them: one ``error:`` line and exit 2.
+options, out-of-range values, undecodable bytes) returns None and goes through the click
+command, which owns the messages for bad usage. Library errors (bad secret, bad URI) are
+reported the same way the click path reports them (:mod:`hwtoken.cli.contract` runs this
+too): one ``error:`` line and exit 2.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 _VALUE_OPTS = {"--at", "--counter", "--digits", "--algorithm", "--period"}
+_FLAGS = {"--hotp", "--json", "--allow-weak"}
+_MAX_TIME = 253402300799  # as hwtoken.otp.MAX_TIME (not imported: it costs startup time)
+
+
+def _plain(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def otp_code(args: list[str]) -> int | None:
@@ -20,12 +32,14 @@ def otp_code(args: list[str]) -> int | None:
     positional: list[str] = []
     it = iter(args)
     for arg in it:
+        if not _plain(arg):
+            return None
         if arg in _VALUE_OPTS:
             value = next(it, None)
-            if value is None or arg in opts:
+            if value is None or arg in opts or not _plain(value):
                 return None
             opts[arg] = value
-        elif arg in ("--hotp", "--json"):
+        elif arg in _FLAGS:
             flags.add(arg)
         elif arg.startswith("-") and arg != "-":
             return None
@@ -41,24 +55,29 @@ def otp_code(args: list[str]) -> int | None:
     except ValueError:
         return None
     algorithm = opts.get("--algorithm")
-    if (digits is not None and digits not in (6, 7, 8)) or (counter is not None and counter < 0) \
-            or (period is not None and period < 1) \
+    if (at is not None and not (math.isfinite(at) and 0 <= at <= _MAX_TIME)) \
+            or (digits is not None and digits not in (6, 7, 8)) \
+            or (counter is not None and not 0 <= counter < 2**64) \
+            or (period is not None and not 1 <= period <= 86400) \
             or (algorithm is not None and algorithm.upper() not in ("SHA1", "SHA256", "SHA512")):
         return None
 
     from hwtoken import otp
+    from hwtoken.cli import contract
     from hwtoken.errors import HwtokenError
 
     value = positional[0]
     if value == "-":
         value = sys.stdin.readline().strip()
+    else:
+        sys.stderr.write(contract.ARGV_SECRET_WARNING.format(env="") + "\n")
     try:
         params = otp.parse_secret_or_uri(value, hotp="--hotp" in flags, digits=digits,
-                                         algorithm=algorithm, period=period, counter=counter)
+                                         algorithm=algorithm, period=period, counter=counter,
+                                         allow_weak="--allow-weak" in flags)
         doc = otp.code_report(params, at)
     except HwtokenError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
+        return contract.report(str(exc), exc.exit_code, as_json="--json" in flags)
     if "--json" in flags:
         import json
 

@@ -9,16 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 from fido2.utils import websafe_encode
 
 from hwtoken.cli.common import (
     HwtokenGroup,
+    confirm_or_force,
+    device_group_option,
     device_option,
     emit_json,
+    force_option,
     json_option,
     state_dir_option,
 )
+from hwtoken.cli.contract import interrupted
 from hwtoken.errors import InvalidInput
 from hwtoken.fido import credfile, creds, info, pin, webauthn
 from hwtoken.fido import device as keys
@@ -30,20 +33,33 @@ NEW_PIN_ENV = "HWTOKEN_NEW_PIN"
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _env_pin(name: str) -> str | None:
+    """A PIN from the environment variable ``name`` (InvalidInput if it is not UTF-8)."""
+    value = os.environ.get(name)
+    if value:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"${name} is not valid UTF-8 text") from None
+    return value
+
+
 def _pin_source(prompt: str = "PIN") -> PinSource:
     """The PIN from $HWTOKEN_PIN, else a hidden prompt; asked at most once, only if needed."""
     cache: list[str] = []
 
     def get() -> str | None:
         if not cache:
-            value = os.environ.get(PIN_ENV)
+            value = _env_pin(PIN_ENV)
             if not value:
                 try:
                     with warnings.catch_warnings():  # getpass on a pipe: reads a line
                         warnings.simplefilter("ignore")
                         value = click.prompt(f"{prompt} for the key", hide_input=True,
                                              err=True)
-                except click.Abort:
+                except click.Abort as exc:
+                    if interrupted(exc):
+                        raise
                     raise InvalidInput(f"a PIN is needed: set {PIN_ENV} or enter it at the "
                                        "prompt") from None
             cache.append(value)
@@ -53,7 +69,7 @@ def _pin_source(prompt: str = "PIN") -> PinSource:
 
 
 def _new_pin(allow_pin_env: bool = False) -> str:
-    value = os.environ.get(NEW_PIN_ENV) or (os.environ.get(PIN_ENV) if allow_pin_env else None)
+    value = _env_pin(NEW_PIN_ENV) or (_env_pin(PIN_ENV) if allow_pin_env else None)
     if value:
         return value
     try:
@@ -61,7 +77,9 @@ def _new_pin(allow_pin_env: bool = False) -> str:
             warnings.simplefilter("ignore")
             return click.prompt("New PIN", hide_input=True, confirmation_prompt=True,
                                 err=True)
-    except click.Abort:
+    except click.Abort as exc:
+        if interrupted(exc):
+            raise
         raise InvalidInput(f"a new PIN is needed: set {NEW_PIN_ENV} or enter it at the "
                            "prompt") from None
 
@@ -75,19 +93,10 @@ def _touch(key: keys.FidoKey) -> Callable[[], None]:
 
 @contextmanager
 def _open(spec: str | None) -> Iterator[keys.FidoKey]:
-    """``--device`` after the subcommand wins, then before it, then $HWTOKEN_DEVICE."""
-    ctx = click.get_current_context()
-    group_spec = ctx.meta.get("hwtoken.fido2.device")
-    from_env = ctx.get_parameter_source("device") is ParameterSource.ENVIRONMENT
-    if group_spec and (spec is None or from_env):
-        spec = group_spec
+    """The key ``--device`` names (resolved by the shared option: after the subcommand
+    wins, then before it, then $HWTOKEN_DEVICE), else the one key present."""
     with keys.open_key(spec) as key:
         yield key
-
-
-def _group_device(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value:
-        ctx.meta["hwtoken.fido2.device"] = value
 
 
 def _b64(data: bytes) -> str:
@@ -100,15 +109,16 @@ def _flag(v: bool | None) -> str:
 
 # -- the group ------------------------------------------------------------------------------
 @click.group(cls=HwtokenGroup)
-@click.option("--device", "-d", metavar="SPEC", expose_value=False, callback=_group_device,
-              help="Key for every subcommand: emu:NAME, a HID path or a serial.")
+@device_group_option
 def fido2() -> None:
     """FIDO2 keys: register and check WebAuthn credentials, PIN, credentials, reset.
 
     Works on USB security keys (found by python-fido2's HID discovery) and on virtual
-    keys (--device emu:NAME, see `hwtoken emulate`). With several keys present, pick one
-    with --device or $HWTOKEN_DEVICE. The PIN is read from $HWTOKEN_PIN or asked for,
-    never taken from the command line.
+    keys (--device emu:NAME, see `hwtoken emulate`). Without --device the one key
+    present is used: a USB key, or a virtual key `hwtoken emulate serve` serves (a
+    virtual key that is only a file counts when named). With several, pick one with
+    --device or $HWTOKEN_DEVICE. The PIN is read from $HWTOKEN_PIN or asked for, never
+    taken from the command line.
     """
 
 
@@ -170,8 +180,7 @@ def info_cmd(device: str | None, as_json: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Credential file to write; must not exist yet (default: a new file "
                    "under the state dir).")
-@click.option("--force", is_flag=True,
-              help="Overwrite an existing --out file (its credential's public key is lost).")
+@force_option("Overwrite an existing --out file (its credential's public key is lost).")
 @json_option
 def register_cmd(device: str | None, rp_id: str, user_name: str, resident: bool, uv: str,
                  algorithm: str, out: Path | None, force: bool, as_json: bool) -> None:
@@ -182,7 +191,8 @@ def register_cmd(device: str | None, rp_id: str, user_name: str, resident: bool,
     with _open(device) as key:
         reg = webauthn.register(key.device, rp_id, user_name, resident=resident, uv=uv,
                                 algorithm=algorithm, pin=_pin_source(), on_touch=_touch(key))
-    path = credfile.save(reg.credential, out or credfile.default_path(reg.credential))
+    path = credfile.save(reg.credential, out or credfile.default_path(reg.credential),
+                         make_parents=out is None)
     if as_json:
         emit_json({**reg.to_dict(), "file": str(path)})
         return
@@ -223,7 +233,8 @@ def _authenticate(key: keys.FidoKey, rp_id: str, cred_path: Path | None,
 @fido2.command("authenticate")
 @device_option
 @click.option("--rp", "rp_id", required=True, metavar="RP_ID", help="Relying party ID.")
-@click.option("--cred", "cred_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--cred", "cred_path",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Credential file from `register`; without it a discoverable credential "
                    "answers (its public key is looked up among the saved files).")
 @click.option("--user", "user_name", metavar="NAME",
@@ -255,7 +266,7 @@ def authenticate_cmd(device: str | None, rp_id: str, cred_path: Path | None,
 @fido2.command("secret")
 @device_option
 @click.option("--cred", "cred_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Credential file from `register` (made with hmac-secret).")
 @click.option("--salt", required=True, metavar="HEX", help="32-byte salt as 64 hex digits.")
 @json_option
@@ -286,6 +297,7 @@ def secret_cmd(device: str | None, cred_path: Path, salt: str, as_json: bool) ->
 
 # -- pin ------------------------------------------------------------------------------------
 @fido2.group("pin", cls=HwtokenGroup)
+@device_group_option
 def pin_group() -> None:
     """Set, change or verify the PIN, or show the retries left.
 
@@ -358,6 +370,7 @@ def _pin_report(headline: str, status: pin.PinStatus, as_json: bool) -> None:
 
 # -- creds ----------------------------------------------------------------------------------
 @fido2.group("creds", cls=HwtokenGroup)
+@device_group_option
 def creds_group() -> None:
     """Discoverable credentials stored on the key (needs the PIN)."""
 
@@ -382,14 +395,16 @@ def creds_list(device: str | None, as_json: bool) -> None:
 @creds_group.command("delete")
 @device_option
 @click.argument("credential_id")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option("Do not ask for confirmation.")
 @json_option
 def creds_delete(device: str | None, credential_id: str, force: bool, as_json: bool) -> None:
-    """Delete the discoverable credential CREDENTIAL_ID (base64url as listed, or hex)."""
+    """Delete the discoverable credential CREDENTIAL_ID (base64url as listed, or hex).
+
+    Asks on a terminal and needs --force otherwise.
+    """
     cred_id = creds.parse_credential_id(credential_id)
-    if not force and not as_json:
-        click.confirm(f"Delete credential {credential_id} from the key? It cannot be undone",
-                      abort=True, err=True)
+    confirm_or_force(f"Delete credential {credential_id} from the key? It cannot be undone",
+                     force, f"deleting credential {credential_id} cannot be undone")
     with _open(device) as key:
         deleted = creds.delete_credential(key.device, cred_id, _pin_source())
     if as_json:
@@ -407,7 +422,7 @@ def _replug_hint(key: keys.FidoKey) -> str:
 # -- reset ----------------------------------------------------------------------------------
 @fido2.command("reset")
 @device_option
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option("Do not ask for confirmation.")
 @json_option
 def reset_cmd(device: str | None, force: bool, as_json: bool) -> None:
     """Erase every FIDO credential and the PIN on the key.
@@ -423,7 +438,9 @@ def reset_cmd(device: str | None, force: bool, as_json: bool) -> None:
                        "working.", err=True)
             click.echo(f"A key accepts a reset only within 10 seconds of being plugged in, "
                        f"and with a touch: {_replug_hint(key)}", err=True)
-            click.confirm("Reset the key?", abort=True, err=True)
+        confirm_or_force("Reset the key?", force,
+                         f"a reset erases every FIDO credential and the PIN on "
+                         f"{key.entry.spec}")
         reset_key(key, say=lambda m: click.echo(m, err=True))
     if as_json:
         emit_json({"reset": True, "device": key.entry.spec})

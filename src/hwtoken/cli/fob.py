@@ -9,7 +9,17 @@ from typing import Any, TypeVar
 
 import click
 
-from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, read_secret_input
+from hwtoken.cli.common import (
+    SECRET,
+    UNIX_TIME,
+    HwtokenGroup,
+    allow_weak_option,
+    confirm_or_force,
+    emit_json,
+    force_option,
+    json_option,
+    read_secret_input,
+)
 from hwtoken.errors import InvalidInput
 
 # light: mpremote and pyserial are imported only when a port is opened
@@ -30,7 +40,7 @@ def port_option(f: F) -> F:
 
 def _account_from_options(name: str | None, secret: str | None, uri: str | None,
                           digits: int | None, algorithm: str | None, period: int | None,
-                          default_name: str = "") -> FobAccount:
+                          default_name: str = "", allow_weak: bool = False) -> FobAccount:
     from hwtoken.otp import parse_secret_or_uri
 
     if (secret is None) == (uri is None):
@@ -40,7 +50,8 @@ def _account_from_options(name: str | None, secret: str | None, uri: str | None,
         raise InvalidInput("--uri must be an otpauth:// URI")
     if secret is not None and value.lower().startswith("otpauth:"):
         raise InvalidInput("--secret takes base32; pass otpauth:// URIs with --uri")
-    params = parse_secret_or_uri(value, digits=digits, algorithm=algorithm, period=period)
+    params = parse_secret_or_uri(value, digits=digits, algorithm=algorithm, period=period,
+                                 allow_weak=allow_weak)
     if params.type != "totp":
         raise InvalidInput("the fob shows time-based (TOTP) codes only, not HOTP")
     name = name or params.label or default_name
@@ -51,14 +62,16 @@ def _account_from_options(name: str | None, secret: str | None, uri: str | None,
 
 
 def _secret_options(f: F) -> F:
-    f = click.option("--period", type=int, help="Seconds per code (default 30 or the URI's).")(f)
+    f = allow_weak_option(f)
+    f = click.option("--period", type=click.IntRange(1, 86400),
+                     help="Seconds per code (default 30 or the URI's).")(f)
     f = click.option("--algorithm", type=click.Choice(["SHA1", "SHA256", "SHA512"],
                                                       case_sensitive=False),
                      help="HMAC algorithm (default SHA1 or the URI's).")(f)
     f = click.option("--digits", type=click.IntRange(6, 8), help="Code length 6-8.")(f)
-    f = click.option("--uri", metavar="URI|-",
+    f = click.option("--uri", metavar="URI|-", type=SECRET,
                      help="An otpauth://totp/... URI, or - to read it from stdin.")(f)
-    f = click.option("--secret", metavar="B32|-",
+    f = click.option("--secret", metavar="B32|-", type=SECRET,
                      help="The base32 secret, or - to read it from stdin (keeps it out of "
                           "your shell history).")(f)
     return f
@@ -78,7 +91,7 @@ def fob() -> None:
 @fob.command()
 @port_option
 @click.option("--board", type=click.Choice(BOARDS), help="Board type (default: detect at boot).")
-@click.option("--force", is_flag=True, help="Rewrite files even when unchanged on the board.")
+@force_option("Rewrite files even when unchanged on the board.")
 @json_option
 def deploy(port: str | None, board: str | None, force: bool, as_json: bool) -> None:
     """Install (or update) the firmware on a MicroPython board; keeps accounts and time."""
@@ -99,13 +112,14 @@ def deploy(port: str | None, board: str | None, force: bool, as_json: bool) -> N
 @port_option
 @json_option
 def add(name: str | None, secret: str | None, uri: str | None, digits: int | None,
-        algorithm: str | None, period: int | None, port: str | None, as_json: bool) -> None:
+        algorithm: str | None, period: int | None, allow_weak: bool, port: str | None,
+        as_json: bool) -> None:
     """Add an account NAME (or replace the one with that name).
 
     NAME defaults to the URI's label. The secret is never echoed.
     """
     account = _account_from_options(name, secret, uri, digits, algorithm,
-                                    period)
+                                    period, allow_weak=allow_weak)
     with Fob(port) as f:
         count = f.add(account)
     info = {"name": account.name, "algorithm": account.algorithm, "digits": account.digits,
@@ -136,29 +150,36 @@ def list_(port: str | None, as_json: bool) -> None:
 @fob.command()
 @click.argument("name")
 @port_option
+@force_option("Remove without asking.")
 @json_option
-def remove(name: str, port: str | None, as_json: bool) -> None:
-    """Remove the account NAME from the fob."""
+def remove(name: str, port: str | None, force: bool, as_json: bool) -> None:
+    """Remove the account NAME (its exact name) from the fob.
+
+    Asks on a terminal and needs --force otherwise; no such account is an error (exit 2).
+    """
     with Fob(port) as f:
-        removed = f.remove(name)
+        names = [a["name"] for a in f.accounts()]
+        if name not in names:
+            raise InvalidInput(f"no account named {name!r} on the fob (it has: "
+                               f"{', '.join(repr(n) for n in names) or 'none'})")
+        confirm_or_force(f"Remove the account {name!r} from the fob?", force,
+                         f"removing {name!r} deletes its secret from the fob")
+        f.remove(name)
     if as_json:
-        emit_json({"name": name, "removed": removed})
-    elif removed:
+        emit_json({"name": name, "removed": True})
+    else:
         click.echo(f"removed {name!r}")
-    if not removed:
-        if not as_json:
-            click.echo(f"error: no account named {name!r} on the fob", err=True)
-        raise click.exceptions.Exit(1)
 
 
 @fob.command()
 @port_option
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@force_option("Do not ask for confirmation.")
+@click.option("--yes", "-y", "yes", is_flag=True, hidden=True, help="Old name of --force.")
 @json_option
-def wipe(port: str | None, yes: bool, as_json: bool) -> None:
-    """Delete every account from the fob."""
-    if not yes:
-        click.confirm("Delete every account from the fob?", abort=True, err=True)
+def wipe(port: str | None, force: bool, yes: bool, as_json: bool) -> None:
+    """Delete every account from the fob (asks on a terminal, else needs --force)."""
+    confirm_or_force("Delete every account from the fob?", force or yes,
+                     "a wipe deletes every account from the fob")
     with Fob(port) as f:
         f.wipe()
     if as_json:
@@ -212,7 +233,7 @@ def status(port: str | None, as_json: bool) -> None:
 
 
 @fob.command()
-@click.option("--at", "at", type=float, metavar="UNIX_TIME",
+@click.option("--at", "at", type=UNIX_TIME, metavar="UNIX_TIME",
               help="Unix time to show (default: now).")
 @click.option("--account", metavar="NAME", help="Which account (default: the first).")
 @click.option("--name", help="Account name shown with --secret/--uri.")
@@ -227,18 +248,21 @@ def status(port: str | None, as_json: bool) -> None:
               help="Print the screen in the terminal (2x2 pixels per character, 66 columns).")
 @click.option("--wide", is_flag=True, help="With --ascii: 1x2 pixels per character (130 columns).")
 @port_option
+@json_option
 def simulate(at: float | None, account: str | None, name: str | None, secret: str | None,
              uri: str | None, digits: int | None, algorithm: str | None, period: int | None,
-             show_next: bool, no_time: bool, png_path: str | None, scale: int,
-             as_ascii: bool, wide: bool, port: str | None) -> None:
+             allow_weak: bool, show_next: bool, no_time: bool, png_path: str | None,
+             scale: int, as_ascii: bool, wide: bool, port: str | None, as_json: bool) -> None:
     """Render what the fob's OLED shows, with the firmware's own drawing code.
 
     The accounts come from --secret/--uri, or else from the fob (read over USB; the
-    secrets stay in memory). Prints the screen with --ascii (the default without --png).
+    secrets stay in memory). Prints the screen with --ascii (the default without --png);
+    with --json, one document with the screen as text lines.
     """
     if secret is not None or uri is not None:
         accounts = [_account_from_options(name or account, secret, uri, digits, algorithm,
-                                          period, default_name="demo")]
+                                          period, default_name="demo",
+                                          allow_weak=allow_weak)]
     else:
         with Fob(port) as f:
             accounts = f.export_accounts()
@@ -246,11 +270,20 @@ def simulate(at: float | None, account: str | None, name: str | None, secret: st
     t = None if no_time else (time.time() if at is None else at)
     screen = render(accounts, t, index=index, show_next=show_next)
     if png_path:
+        from hwtoken.fileio import require_parent
+
+        require_parent(png_path)
         try:
             Path(png_path).write_bytes(screen.to_png(scale))
         except OSError as exc:
             raise InvalidInput(f"cannot write {png_path}: {exc.strerror or exc}") from None
-        if not as_ascii:
-            click.echo(f"wrote {png_path} ({128 * scale}x{64 * scale})")
+    if as_json:
+        emit_json({"account": accounts[index].name if accounts else None,
+                   "time": t, "next": show_next, "png": png_path,
+                   "size": [128 * scale, 64 * scale] if png_path else None,
+                   "screen": screen.to_ascii(wide=wide).splitlines()})
+        return
+    if png_path and not as_ascii:
+        click.echo(f"wrote {png_path} ({128 * scale}x{64 * scale})")
     if as_ascii or not png_path:
         click.echo(screen.to_ascii(wide=wide))

@@ -9,18 +9,30 @@ from pathlib import Path
 import click
 
 from hwtoken import otp as otplib
-from hwtoken.cli.common import HwtokenGroup, emit_json, json_option, read_secret_input
+from hwtoken.cli.common import (
+    SECRET,
+    UNIX_TIME,
+    HwtokenGroup,
+    allow_weak_option,
+    emit_json,
+    json_option,
+    read_secret_input,
+)
 from hwtoken.errors import CheckFailed, InvalidInput
 
 ALGO_CHOICE = click.Choice(["SHA1", "SHA256", "SHA512"], case_sensitive=False)
+COUNTER = click.IntRange(0, otplib.MAX_COUNTER)
+PERIOD = click.IntRange(1, otplib.MAX_PERIOD)
 
 
 @click.group(cls=HwtokenGroup)
 def otp() -> None:
     """TOTP/HOTP secrets, codes, verification and otpauth:// URIs.
 
-    SECRET_OR_URI is a base32 secret (any case, spaces and padding allowed), an
-    otpauth:// URI, or - to read either from stdin (keeps the secret out of `ps`).
+    SECRET_OR_URI is - to read a base32 secret (any case, spaces and padding allowed) or an
+    otpauth:// URI from stdin, which keeps it out of `ps` and your shell history; given on
+    the command line it is accepted with a warning. Secrets under 80 bits are refused
+    unless --allow-weak.
     """
 
 
@@ -34,7 +46,7 @@ def _params(value: str, **kw: object) -> otplib.OtpParams:
               help="Account name shown in apps.")
 @click.option("--algorithm", type=ALGO_CHOICE, default="SHA1", show_default=True)
 @click.option("--digits", type=click.IntRange(6, 8), default=6, show_default=True)
-@click.option("--period", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--period", type=PERIOD, default=30, show_default=True,
               help="TOTP time step in seconds.")
 @click.option("--hotp", is_flag=True, help="Counter-based (HOTP) instead of time-based.")
 @click.option("--bits", type=click.IntRange(80, 512), default=160, show_default=True,
@@ -51,6 +63,7 @@ def new_cmd(issuer: str, account: str, algorithm: str, digits: int, period: int,
     """
     if bits % 8:
         raise InvalidInput("--bits must be a multiple of 8")
+    otplib.check_label(issuer, account)
     params = otplib.OtpParams("hotp" if hotp else "totp", otplib.new_secret(bits // 8),
                               issuer, account, algorithm.upper(), digits, period, 0)
     uri = params.to_uri()
@@ -88,19 +101,21 @@ def _write_qr(uri: str, filename: str) -> None:
 
 
 @otp.command("code")
-@click.argument("secret_or_uri")
-@click.option("--at", "at", type=float, help="Unix time for TOTP (default: now).")
-@click.option("--counter", type=click.IntRange(min=0), help="HOTP counter (makes it HOTP).")
+@click.argument("secret_or_uri", type=SECRET)
+@click.option("--at", "at", type=UNIX_TIME, help="Unix time for TOTP (default: now).")
+@click.option("--counter", type=COUNTER, help="HOTP counter (makes it HOTP).")
 @click.option("--digits", type=click.IntRange(6, 8), help="Override the digits.")
 @click.option("--algorithm", type=ALGO_CHOICE, help="Override the algorithm.")
-@click.option("--period", type=click.IntRange(min=1), help="Override the TOTP period.")
+@click.option("--period", type=PERIOD, help="Override the TOTP period.")
 @click.option("--hotp", is_flag=True, help="Treat a bare secret as HOTP (counter 0 unless given).")
+@allow_weak_option
 @json_option
 def code_cmd(secret_or_uri: str, at: float | None, counter: int | None, digits: int | None,
-             algorithm: str | None, period: int | None, hotp: bool, as_json: bool) -> None:
+             algorithm: str | None, period: int | None, hotp: bool, allow_weak: bool,
+             as_json: bool) -> None:
     """Print the current TOTP code, or the HOTP code for --counter."""
     params = _params(secret_or_uri, hotp=hotp, digits=digits, algorithm=algorithm,
-                     period=period, counter=counter)
+                     period=period, counter=counter, allow_weak=allow_weak)
     doc = otplib.code_report(params, at)
     if as_json:
         emit_json(doc)
@@ -109,26 +124,30 @@ def code_cmd(secret_or_uri: str, at: float | None, counter: int | None, digits: 
 
 
 @otp.command("verify")
-@click.argument("secret_or_uri")
+@click.argument("secret_or_uri", type=SECRET)
 @click.argument("code")
 @click.option("--window", type=click.IntRange(0, 1000),
               help="TOTP: steps accepted either side (default 1). HOTP: look-ahead (default 10).")
-@click.option("--at", "at", type=float, help="Unix time to verify at (default: now).")
-@click.option("--counter", type=click.IntRange(min=0), help="HOTP: expected counter.")
+@click.option("--at", "at", type=UNIX_TIME, help="Unix time to verify at (default: now).")
+@click.option("--counter", type=COUNTER, help="HOTP: expected counter.")
 @click.option("--digits", type=click.IntRange(6, 8))
 @click.option("--algorithm", type=ALGO_CHOICE)
-@click.option("--period", type=click.IntRange(min=1))
+@click.option("--period", type=PERIOD)
 @click.option("--hotp", is_flag=True, help="Treat a bare secret as HOTP.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False),
               help="Replay store: a code (or an earlier one) is accepted only once.")
+@allow_weak_option
 @json_option
 def verify_cmd(secret_or_uri: str, code: str, window: int | None, at: float | None,
                counter: int | None, digits: int | None, algorithm: str | None,
-               period: int | None, hotp: bool, state_file: str | None, as_json: bool) -> None:
+               period: int | None, hotp: bool, state_file: str | None, allow_weak: bool,
+               as_json: bool) -> None:
     """Check CODE. Exit 0 if valid, 1 if not (wrong, expired or replayed)."""
     params = _params(secret_or_uri, hotp=hotp, digits=digits, algorithm=algorithm,
-                     period=period, counter=counter)
+                     period=period, counter=counter, allow_weak=allow_weak)
     store = otplib.ReplayStore(state_file) if state_file else None
+    if store is not None:
+        store.check()  # unreadable or not a replay store: exit 2 whatever the code
     verifier = otplib.Verifier(params, window=window, store=store)
     if params.type == "hotp":
         matched = verifier.verify_hotp(code)
@@ -142,25 +161,27 @@ def verify_cmd(secret_or_uri: str, code: str, window: int | None, at: float | No
         doc = {"valid": ok, "type": "totp", "step": step}
     if not ok:
         replay = " or already used" if store else ""
-        reason = f"code is not valid (wrong, outside the window{replay})"
-        doc["reason"] = reason
+        raise CheckFailed(f"code is not valid (wrong, outside the window{replay})",
+                          details=doc)
     if as_json:
         emit_json(doc)
-        if not ok:
-            sys.exit(1)
         return
-    if not ok:
-        raise CheckFailed(reason)
     click.echo("valid")
 
 
 @otp.command("uri")
-@click.argument("uri")
+@click.argument("uri", type=SECRET)
 @click.option("--show-secret", is_flag=True, help="Include the secret in the output.")
+@allow_weak_option
 @json_option
-def uri_cmd(uri: str, show_secret: bool, as_json: bool) -> None:
-    """Parse and validate an otpauth:// URI and print its fields (exit 2 if invalid)."""
-    params = otplib.parse_uri(read_secret_input(uri))
+def uri_cmd(uri: str, show_secret: bool, allow_weak: bool, as_json: bool) -> None:
+    """Parse and validate an otpauth:// URI ('-': from stdin) and print its fields.
+
+    Strict: a repeated parameter, a malformed %-escape, a control character, an issuer
+    that differs between label and parameter, an empty account or a secret under 80 bits
+    (unless --allow-weak) is an error (exit 2) naming the problem.
+    """
+    params = otplib.parse_uri(read_secret_input(uri), allow_weak=allow_weak)
     doc = params.describe(show_secret=show_secret)
     if as_json:
         emit_json(doc)
@@ -195,18 +216,22 @@ def paperkey_new(as_json: bool) -> None:
 
 @paperkey.command("check")
 @click.argument("hash_value", metavar="HASH")
-def paperkey_check(hash_value: str) -> None:
+@json_option
+def paperkey_check(hash_value: str, as_json: bool) -> None:
     """Read a recovery key from stdin and check it against HASH (exit 0 match, 1 not)."""
     from hwtoken import paperkey as pk
 
     pk.parse_hash(hash_value)  # malformed hash: exit 2 before asking for the key
     if sys.stdin.isatty():
-        entered = click.prompt("Recovery key", hide_input=True)
+        entered = click.prompt("Recovery key", hide_input=True, err=True)
     else:
         entered = sys.stdin.read()
     if not pk.check(entered, hash_value):
-        raise CheckFailed("recovery key does not match")
-    click.echo("match")
+        raise CheckFailed("recovery key does not match", details={"match": False})
+    if as_json:
+        emit_json({"match": True})
+    else:
+        click.echo("match")
 
 
 otp.add_command(paperkey)

@@ -10,15 +10,22 @@ from typing import Any
 
 import click
 
-from hwtoken.cli.common import HwtokenGroup, emit_json, state_dir_option
-from hwtoken.errors import InvalidInput
+from hwtoken.cli.common import (
+    FiniteFloat,
+    HwtokenGroup,
+    emit_json,
+    force_option,
+    json_option,
+    state_dir_option,
+)
+from hwtoken.errors import CheckFailed, InvalidInput
 
 PSKC_PASSWORD_ENV = "HWTOKEN_PSKC_PASSWORD"
 MODES = ("hotp", "chalresp", "oath-totp", "oath-hotp")
 
 
 def inventory_options(f: Any) -> Any:
-    f = click.option("--key-file", type=click.Path(dir_okay=False),
+    f = click.option("--key-file", type=click.Path(dir_okay=False, exists=True),
                      envvar="HWTOKEN_INVENTORY_KEY_FILE",
                      help="Seal secrets with the 32-byte key in this file instead of a "
                           "passphrase (env HWTOKEN_INVENTORY_KEY_FILE).")(f)
@@ -89,14 +96,14 @@ def provision() -> None:
 @click.option("--touch", is_flag=True, help="Require a touch (chalresp, oath-*).")
 @click.option("--name", default="hwtoken", show_default=True,
               help="OATH credential name on the key.")
-@click.option("--count", "-n", type=click.IntRange(min=1),
+@click.option("--count", "-n", type=click.IntRange(1, 1_000_000),
               help="Stop after this many keys are done.")
-@click.option("--virtual", type=click.IntRange(min=1), metavar="N",
+@click.option("--virtual", type=click.IntRange(1, 9999), metavar="N",
               help="Use the N virtual keys prov-0001..N in the state dir (created when "
                    "missing) instead of real keys: rehearsal and tests.")
 @click.option("--reprogram", is_flag=True,
               help="Program keys already in the inventory again (new secret).")
-@click.option("--idle-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--idle-timeout", type=FiniteFloat(0, 86400), metavar="SECONDS",
               help="Real keys: stop when no new key arrived for this long.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per key, then a summary.")
 def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch: bool,
@@ -133,7 +140,16 @@ def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch
         report.summary(summary)
     finally:
         inv.close()
-    sys.exit(summary.exit_code)
+    _exit_for(summary)
+
+
+def _exit_for(summary: Any) -> None:
+    """Exit 1 with one error line when a key failed its check or could not be settled."""
+    if summary.exit_code:
+        bad = {k: v for k, v in summary.counts().items() if k != "done"}
+        what = ", ".join(f"{v} key(s) {k}" for k, v in sorted(bad.items())) or "no key done"
+        raise CheckFailed(f"{what}: see the lines above, or `hwtoken provision status`",
+                          details={"summary": summary.counts()})
 
 
 @provision.command()
@@ -162,12 +178,21 @@ def resume(url: str, key_file: str | None, as_json: bool) -> None:
         report.summary(summary)
     finally:
         inv.close()
-    sys.exit(summary.exit_code)
+    _exit_for(summary)
+
+
+def _exit_for(summary: Any) -> None:
+    """Exit 1 with one error line when a key failed its check or could not be settled."""
+    if summary.exit_code:
+        bad = {k: v for k, v in summary.counts().items() if k != "done"}
+        what = ", ".join(f"{v} key(s) {k}" for k, v in sorted(bad.items())) or "no key done"
+        raise CheckFailed(f"{what}: see the lines above, or `hwtoken provision status`",
+                          details={"summary": summary.counts()})
 
 
 @provision.command()
 @inventory_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 def status(url: str, key_file: str | None, as_json: bool) -> None:
     """Counts by state, the keys still pending, and the last error. Needs no passphrase."""
     from hwtoken.provision.model import State
@@ -184,13 +209,26 @@ def status(url: str, key_file: str | None, as_json: bool) -> None:
                    "last_error": last})
         return
     click.echo(f"inventory {inv.url}")
-    click.echo("  " + "  ".join(f"{k}: {v}" for k, v in counts.items()))
+    click.echo("  " + _counts_line(counts))
     for p in pending:
         err = f"  ({p['last_error']})" if p["last_error"] else ""
         click.echo(f"  pending {p['serial']} {p['mode']} {p['device']}{err}")
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
         click.echo(f"  last error {when} key {last['serial']}: {last['message']}")
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    """``pending: 0  done: 5 (exported: 5)``: exported keys are a part of the done ones."""
+    parts = []
+    for state, n in counts.items():
+        if state == "exported":
+            continue
+        text = f"{state}: {n}"
+        if state == "done" and "exported" in counts:
+            text += f" (exported: {counts['exported']})"
+        parts.append(text)
+    return "  ".join(parts)
 
 
 @provision.command("export")
@@ -218,8 +256,8 @@ def status(url: str, key_file: str | None, as_json: bool) -> None:
 @click.option("--skip-unsupported", is_flag=True,
               help="Exit 0 even if some keys were left out because this target or format "
                    "cannot carry them (they are still listed).")
-@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@force_option("Overwrite --out if it exists.")
+@json_option
 def export_cmd(url: str, key_file: str | None, target: str, fmt: str, out: str,
                pskc_password: bool, pskc_key_file: str | None, include_exported: bool,
                skip_unsupported: bool, force: bool, as_json: bool) -> None:

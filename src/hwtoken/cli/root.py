@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
 from hwtoken import __version__
-from hwtoken.cli.common import HwtokenGroup, state_dir_option
+from hwtoken.cli.common import (
+    HwtokenCommand,
+    HwtokenGroup,
+    device_group_option,
+    state_dir_option,
+)
+from hwtoken.errors import InvalidInput
 
 # command name -> (module, attribute, one-line help shown by --help without importing it)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -56,12 +61,12 @@ class LazyGroup(HwtokenGroup):
 
 
 def _missing_extra(cmd_name: str, module: str) -> click.Command:
-    @click.command(cmd_name, context_settings={"ignore_unknown_options": True})
+    @click.command(cmd_name, cls=HwtokenCommand,
+                   context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def stub(args: tuple[str, ...]) -> None:
-        click.echo(f"error: `hwtoken {cmd_name}` needs the Python module {module!r}; "
-                   "install the extras: pip install 'hwtoken[all]'", err=True)
-        sys.exit(2)
+        raise InvalidInput(f"`hwtoken {cmd_name}` needs the Python module {module!r}; "
+                           "install the extras: pip install 'hwtoken[all]'")
 
     return stub
 
@@ -69,6 +74,7 @@ def _missing_extra(cmd_name: str, module: str) -> click.Command:
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hwtoken")
 @state_dir_option
+@device_group_option
 def cli() -> None:
     """Hardware security tokens from the command line.
 
@@ -76,6 +82,8 @@ def cli() -> None:
     virtual YubiKey for tests, provision keys by the hundred, and set up a DIY TOTP fob.
 
     Exit codes: 0 success, 1 a check failed (wrong code, bad signature), 2 bad usage or
-    input. Add --json to most commands for machine-readable output.
+    input, 130 interrupted (Ctrl-C); a failure prints one `error:` line. Every command
+    takes --json for one JSON document (a failure: {"error": ..., "code": N}). --device
+    picks the key for every command below it (a serial, a path, or emu:NAME).
     """
 

@@ -7,14 +7,25 @@ plugged in) or ``emu:NAME`` for a virtual key, reached the same way through pyth
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from hwtoken.cli.common import HwtokenGroup, device_option, emit_json, json_option
+from hwtoken.cli.common import (
+    HwtokenCommand,
+    HwtokenGroup,
+    SecretText,
+    allow_weak_option,
+    confirm_or_force,
+    device_group_option,
+    device_option,
+    emit_json,
+    force_option,
+    json_option,
+    read_secret_input,
+)
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import atomic_write
 
@@ -24,6 +35,7 @@ SLOT_HELP = "Slot 1 (short touch) or 2 (long touch)."
 # Access codes may come from the environment, keeping them out of argv (and `ps`).
 ACCESS_CODE_ENV = "HWTOKEN_ACCESS_CODE"
 NEW_ACCESS_CODE_ENV = "HWTOKEN_NEW_ACCESS_CODE"
+SLOT_SECRET = SecretText()
 
 
 class YubikeyGroup(HwtokenGroup):
@@ -46,7 +58,8 @@ class YubikeyGroup(HwtokenGroup):
 
 
 def _unavailable(name: str, help_text: str, why: str) -> click.Command:
-    @click.command(name, help=help_text, context_settings={"ignore_unknown_options": True})
+    @click.command(name, cls=HwtokenCommand, help=help_text,
+                   context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def stub(args: tuple[str, ...]) -> None:
         raise InvalidInput(f"`hwtoken yubikey {name}` is not available here ({why})")
@@ -57,7 +70,7 @@ def _unavailable(name: str, help_text: str, why: str) -> click.Command:
 def _secret_arg(value: str) -> str:
     """``-`` reads the secret from stdin, so it stays out of argv and shell history."""
     if value == "-":
-        line = sys.stdin.readline().strip()
+        line = read_secret_input("-")
         if not line:
             raise InvalidInput("no secret on stdin")
         return line
@@ -68,22 +81,20 @@ def _confirm_overwrite(yk: Any, slot: int, force: bool, verb: str = "overwrite")
     """Programmed slot: go on with --force, or after a yes at an interactive prompt."""
     if force or not yk.is_programmed(slot):
         return
-    if sys.stdin.isatty():
-        click.confirm(f"Slot {slot} is programmed; {verb} it? Its secret is lost for good",
-                      abort=True, err=True)
-        return
-    raise InvalidInput(f"slot {slot} is already programmed; pass --force to {verb} it")
+    confirm_or_force(f"Slot {slot} is programmed; {verb} it? Its secret is lost for good",
+                     force, f"slot {slot} is already programmed; {verb} destroys its secret")
 
 
 def _access_code_options(f: F) -> F:
     """``--access-code`` and ``--new-access-code`` of the commands that program a slot."""
-    f = click.option("--new-access-code", metavar="HEX", envvar=NEW_ACCESS_CODE_ENV,
-                     show_envvar=True, help="Protect the slot with this code "
-                     "instead (000000000000 removes the protection); --access-code unlocks.")(f)
-    return click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
-                        show_envvar=True, help="Protect the slot with this 6-byte "
-                        "code (12 hex digits); also unlocks a slot already protected with it."
-                        )(f)
+    f = click.option("--new-access-code", metavar="HEX|-", envvar=NEW_ACCESS_CODE_ENV,
+                     type=SecretText(NEW_ACCESS_CODE_ENV), show_envvar=True,
+                     help="Protect the slot with this code instead (000000000000 removes "
+                          "the protection); --access-code unlocks.")(f)
+    return click.option("--access-code", metavar="HEX|-", envvar=ACCESS_CODE_ENV,
+                        type=SecretText(ACCESS_CODE_ENV), show_envvar=True,
+                        help="Protect the slot with this 6-byte code (12 hex digits); also "
+                             "unlocks a slot already protected with it.")(f)
 
 
 def _access_codes(access_code: str | None, new_access_code: str | None
@@ -91,8 +102,9 @@ def _access_codes(access_code: str | None, new_access_code: str | None
     """(current, new) access codes: --access-code is both unless --new-access-code is given."""
     from hwtoken.yubikey.secrets import parse_access_code
 
-    cur = parse_access_code(access_code)
-    new = parse_access_code(new_access_code) if new_access_code is not None else cur
+    cur = parse_access_code(_secret_arg(access_code) if access_code else access_code)
+    new = parse_access_code(_secret_arg(new_access_code)) if new_access_code is not None \
+        else cur
     return cur, new
 
 
@@ -110,6 +122,7 @@ def _done(as_json: bool, doc: dict[str, Any], text: str) -> None:
 
 
 @click.group(cls=YubikeyGroup)
+@device_group_option
 def yubikey() -> None:
     """YubiKey OTP slots: OATH-HOTP and HMAC-SHA1 challenge-response.
 
@@ -117,8 +130,9 @@ def yubikey() -> None:
     in HOTP mode types a one-time code (and Enter) when touched; a slot in
     challenge-response mode answers HMAC-SHA1 challenges from software (KeePassXC, PAM,
     LUKS). An access code (6 bytes, 12 hex digits) protects a slot from being changed or
-    deleted by anyone who does not know it; give it with --access-code or, to keep it out
-    of argv, in $HWTOKEN_ACCESS_CODE ($HWTOKEN_NEW_ACCESS_CODE for --new-access-code).
+    deleted by anyone who does not know it; give it in $HWTOKEN_ACCESS_CODE
+    ($HWTOKEN_NEW_ACCESS_CODE for --new-access-code) or as --access-code - on stdin, which
+    keeps it out of argv (on the command line it is accepted with a warning).
 
     Use --device emu:NAME to work on a virtual key (`hwtoken emulate create NAME`).
     """
@@ -126,8 +140,7 @@ def yubikey() -> None:
 
 @yubikey.command("list")
 @json_option
-@device_option
-def list_cmd(as_json: bool, device: str | None) -> None:
+def list_cmd(as_json: bool) -> None:
     """List plugged-in YubiKeys and virtual keys."""
     from hwtoken.yubikey.device import list_keys
 
@@ -168,29 +181,31 @@ def info(as_json: bool, device: str | None) -> None:
 
 # -- HOTP ------------------------------------------------------------------------------------
 @yubikey.group(cls=HwtokenGroup)
+@device_group_option
 def hotp() -> None:
     """OATH-HOTP slots: the key types the next code when touched."""
 
 
 @hotp.command("program")
 @click.argument("slot", type=SLOT)
-@click.option("--secret", required=True, metavar="B32",
+@click.option("--secret", required=True, metavar="B32|-", type=SLOT_SECRET,
               help="Base32 secret (as in an otpauth:// URI); '-' reads it from stdin.")
 @click.option("--digits", type=click.Choice(["6", "8"]), default="6", show_default=True,
               help="Code length.")
 @click.option("--counter", "imf", type=click.IntRange(0, 0xFFFF0), default=0,
               show_default=True, help="Initial counter (a multiple of 16).")
 @_access_code_options
-@click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
+@force_option("Overwrite a programmed slot without asking.")
+@allow_weak_option
 @json_option
 @device_option
 def hotp_program(slot: int, secret: str, digits: str, imf: int, access_code: str | None,
-                 new_access_code: str | None, force: bool, as_json: bool,
+                 new_access_code: str | None, force: bool, allow_weak: bool, as_json: bool,
                  device: str | None) -> None:
     """Program SLOT with OATH-HOTP: a touch types a code, then Enter."""
     from hwtoken.yubikey.secrets import parse_b32_secret
 
-    key = parse_b32_secret(_secret_arg(secret))
+    key = parse_b32_secret(_secret_arg(secret), allow_weak=allow_weak)
     cur, new = _access_codes(access_code, new_access_code)
     with _open(device) as yk:
         _confirm_overwrite(yk, slot, force)
@@ -222,26 +237,28 @@ def hotp_touch(slot: int, as_json: bool, device: str | None) -> None:
 
 # -- challenge-response ------------------------------------------------------------------------
 @yubikey.group(cls=HwtokenGroup)
+@device_group_option
 def chalresp() -> None:
     """HMAC-SHA1 challenge-response slots (KeePassXC, PAM, LUKS)."""
 
 
 @chalresp.command("program")
 @click.argument("slot", type=SLOT)
-@click.option("--secret", metavar="HEX", help="The HMAC key, up to 20 bytes in hex; '-' "
-              "reads it from stdin.")
+@click.option("--secret", metavar="HEX|-", type=SLOT_SECRET, help="The HMAC key, up to 20 "
+              "bytes in hex; '-' reads it from stdin.")
 @click.option("--generate", is_flag=True, help="Make a random 20-byte key (shown once).")
 @click.option("--secret-file", type=click.Path(dir_okay=False, path_type=Path),
               help="With --generate: write the key (hex) to this new file, mode 0600, "
                    "instead of printing it (an existing file is never overwritten).")
 @click.option("--touch", is_flag=True, help="Require a touch for every response.")
 @_access_code_options
-@click.option("--force", is_flag=True, help="Overwrite a programmed slot without asking.")
+@force_option("Overwrite a programmed slot without asking.")
+@allow_weak_option
 @json_option
 @device_option
 def chalresp_program(slot: int, secret: str | None, generate: bool, secret_file: Path | None,
                      touch: bool, access_code: str | None, new_access_code: str | None,
-                     force: bool, as_json: bool, device: str | None) -> None:
+                     force: bool, allow_weak: bool, as_json: bool, device: str | None) -> None:
     """Program SLOT for HMAC-SHA1 challenge-response."""
     from hwtoken.yubikey.secrets import generate_secret, parse_hex_secret
 
@@ -252,7 +269,8 @@ def chalresp_program(slot: int, secret: str | None, generate: bool, secret_file:
     if secret_file is not None and (secret_file.exists() or secret_file.is_symlink()):
         raise InvalidInput(f"{secret_file} already exists (it may hold another slot's only "
                            "copy of its secret): choose a new file")
-    key = generate_secret() if generate else parse_hex_secret(_secret_arg(secret or ""))
+    key = generate_secret() if generate else parse_hex_secret(_secret_arg(secret or ""),
+                                                              allow_weak=allow_weak)
     cur, new = _access_codes(access_code, new_access_code)
     acc = new is not None and any(new)
     with _open(device) as yk:
@@ -291,11 +309,15 @@ def chalresp_program(slot: int, secret: str | None, generate: bool, secret_file:
 @json_option
 @device_option
 def chalresp_calc(slot: int, challenge: str, as_json: bool, device: str | None) -> None:
-    """Send CHALLENGE (hex, up to 64 bytes) to SLOT and print the HMAC-SHA1 response."""
+    """Send CHALLENGE (hex, 1 to 64 bytes) to SLOT and print the HMAC-SHA1 response."""
     try:
         chal = bytes.fromhex(challenge)
     except ValueError:
         raise InvalidInput("the challenge must be hex, e.g. 6869") from None
+    if not chal:
+        raise InvalidInput("the challenge is empty: give 1 to 64 bytes as hex, e.g. 6869")
+    if len(chal) > 64:
+        raise InvalidInput(f"the challenge is {len(chal)} bytes; at most 64")
     with _open(device) as yk:
         response = yk.calculate(slot, chal)
     _done(as_json, {"slot": slot, "challenge": chal.hex(), "response": response.hex()},
@@ -306,16 +328,17 @@ def chalresp_calc(slot: int, challenge: str, as_json: bool, device: str | None) 
 @yubikey.command()
 @click.argument("slot", type=SLOT)
 @click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
-              show_envvar=True, help="The slot's access code, if it has one.")
-@click.option("--force", is_flag=True, help="Delete without asking.")
+              type=SecretText(ACCESS_CODE_ENV), show_envvar=True,
+              help="The slot's access code, if it has one ('-': from stdin).")
+@force_option("Delete without asking.")
 @json_option
 @device_option
 def delete(slot: int, access_code: str | None, force: bool, as_json: bool,
            device: str | None) -> None:
-    """Erase SLOT (its secret is gone for good)."""
+    """Erase SLOT (its secret is gone for good): asks on a terminal, else needs --force."""
     from hwtoken.yubikey.secrets import parse_access_code
 
-    acc = parse_access_code(access_code)
+    acc = parse_access_code(_secret_arg(access_code) if access_code else access_code)
     with _open(device) as yk:
         if not yk.is_programmed(slot):
             raise InvalidInput(f"slot {slot} is already empty")
@@ -326,15 +349,27 @@ def delete(slot: int, access_code: str | None, force: bool, as_json: bool,
 
 @yubikey.command()
 @click.option("--access-code", metavar="HEX", envvar=ACCESS_CODE_ENV,
-              show_envvar=True, help="The slots' access code, if they have one.")
+              type=SecretText(ACCESS_CODE_ENV), show_envvar=True,
+              help="The slots' access code, if they have one ('-': from stdin).")
+@force_option("Swap without asking.")
 @json_option
 @device_option
-def swap(access_code: str | None, as_json: bool, device: str | None) -> None:
-    """Exchange the configurations of slot 1 and slot 2."""
+def swap(access_code: str | None, force: bool, as_json: bool, device: str | None) -> None:
+    """Exchange the configurations of slot 1 and slot 2.
+
+    What a touch does changes for both slots, so it asks on a terminal and needs --force
+    otherwise (unless both slots are empty).
+    """
     from hwtoken.yubikey.secrets import parse_access_code
 
+    acc = parse_access_code(_secret_arg(access_code) if access_code else access_code)
     with _open(device) as yk:
-        yk.swap(current_access_code=parse_access_code(access_code))
+        programmed = [n for n, s in yk.info().slots.items() if s.programmed]
+        if programmed:
+            now = ", ".join(f"slot {n}: {s.kind}" for n, s in yk.info().slots.items())
+            confirm_or_force(f"Swap the slots ({now})?", force,
+                             f"swapping changes what both slots do ({now})")
+        yk.swap(current_access_code=acc)
         slots = {str(n): s.kind for n, s in yk.info().slots.items()}
     _done(as_json, {"swapped": True, "slots": slots},
           "slots swapped: " + ", ".join(f"slot {n}: {k}" for n, k in slots.items()))

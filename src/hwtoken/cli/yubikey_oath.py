@@ -15,7 +15,17 @@ from typing import Any, TypeVar
 
 import click
 
-from hwtoken.cli.common import HwtokenGroup, device_option, emit_json, json_option
+from hwtoken.cli.common import (
+    SECRET,
+    HwtokenGroup,
+    allow_weak_option,
+    confirm_or_force,
+    device_group_option,
+    device_option,
+    emit_json,
+    force_option,
+    json_option,
+)
 from hwtoken.cli.yubikey import _done
 from hwtoken.errors import InvalidInput
 
@@ -52,15 +62,29 @@ def _client(device: str | None) -> Iterator[Any]:
 
 
 @click.group(cls=HwtokenGroup)
+@device_group_option
 def oath() -> None:
     """TOTP/HOTP accounts stored in the key's OATH applet (like `ykman oath`).
 
+    NAME is an account's exact name (Issuer:name as listed); a part of one is accepted
+    only after you confirm the account it matches (or with --force).
+
     \b
     Examples:
-      hwtoken yubikey oath add Example:alice --secret JBSWY3DPEHPK3PXP...
+      hwtoken yubikey oath add Example:alice --secret - < secret.b32
       hwtoken yubikey oath code
       hwtoken yubikey oath list --device emu:demo --json
     """
+
+
+def _confirm_match(client: Any, query: str, verb: str, force: bool) -> str:
+    """The id of the account ``query`` names; a part of a name is confirmed (or --force)."""
+    acct, exact = client.account(query)
+    if not exact:
+        confirm_or_force(f"{query!r} matches the account {acct.display!r}; {verb} it?", force,
+                         f"{query!r} is only part of the account name {acct.display!r}; "
+                         f"give the exact name to {verb} it")
+    return str(acct.id)
 
 
 @oath.command("list")
@@ -79,9 +103,10 @@ def list_cmd(device: str | None, as_json: bool) -> None:
 
 @oath.command()
 @click.argument("name")
-@click.option("--secret", "secret", metavar="B32",
+@click.option("--secret", "secret", metavar="B32|-", type=SECRET,
               help="Base32 secret ('-' reads it from stdin, keeping it out of argv).")
-@click.option("--uri", metavar="otpauth://...", help="An otpauth:// URI ('-': stdin).")
+@click.option("--uri", metavar="otpauth://...|-", type=SECRET,
+              help="An otpauth:// URI ('-': stdin).")
 @click.option("--issuer", help="Issuer (or write NAME as Issuer:name).")
 @click.option("--hotp", is_flag=True, help="Counter-based HOTP instead of TOTP.")
 @click.option("--digits", type=click.IntRange(6, 8), default=6, show_default=True)
@@ -92,11 +117,12 @@ def list_cmd(device: str | None, as_json: bool) -> None:
 @click.option("--counter", type=click.IntRange(0, 2**32 - 1), default=0,
               help="HOTP initial counter.")
 @click.option("--touch", is_flag=True, help="Require a touch for each code.")
-@click.option("--force", is_flag=True, help="Overwrite an account with the same name.")
+@force_option("Overwrite an account with the same name.")
+@allow_weak_option
 @_common
 def add(name: str, secret: str | None, uri: str | None, issuer: str | None, hotp: bool,
         digits: int, algorithm: str, period: int, counter: int, touch: bool, force: bool,
-        device: str | None, as_json: bool) -> None:
+        allow_weak: bool, device: str | None, as_json: bool) -> None:
     """Add account NAME from --secret or --uri."""
     from hwtoken.cli.common import read_secret_input
     from hwtoken.yubikey.oath import decode_secret, parse_uri, split_name
@@ -104,14 +130,14 @@ def add(name: str, secret: str | None, uri: str | None, issuer: str | None, hotp
     if (secret is None) == (uri is None):
         raise InvalidInput("give exactly one of --secret or --uri")
     if uri is not None:
-        data = parse_uri(read_secret_input(uri))
+        data = parse_uri(read_secret_input(uri), allow_weak=allow_weak)
         new_issuer, data.name = split_name(name, issuer)
         if new_issuer is not None:
             data.issuer = new_issuer
         with _client(device) as client:
             acct = client.put(data, touch=touch, overwrite=force)
     else:
-        raw = decode_secret(read_secret_input(secret or ""))
+        raw = decode_secret(read_secret_input(secret or ""), allow_weak=allow_weak)
         with _client(device) as client:
             acct = client.add(name, raw, issuer=issuer, hotp=hotp, digits=digits,
                               algorithm=algorithm, period=period, counter=counter,
@@ -121,10 +147,13 @@ def add(name: str, secret: str | None, uri: str | None, issuer: str | None, hotp
 
 @oath.command()
 @click.argument("name", required=False)
+@force_option("Use the one account NAME is part of without asking.")
 @_common
-def code(name: str | None, device: str | None, as_json: bool) -> None:
-    """Show codes: all TOTP accounts, or the one account NAME matches (HOTP too)."""
+def code(name: str | None, force: bool, device: str | None, as_json: bool) -> None:
+    """Show codes: all TOTP accounts, or account NAME's (HOTP and touch accounts too)."""
     with _client(device) as client:
+        if name is not None:
+            name = _confirm_match(client, name, "calculate a code for", force)
         results = client.codes(name)
     if as_json:
         emit_json({"codes": [r.as_dict() for r in results]})
@@ -141,26 +170,36 @@ def code(name: str | None, device: str | None, as_json: bool) -> None:
 
 @oath.command()
 @click.argument("name")
+@force_option("Delete without asking.")
 @_common
-def delete(name: str, device: str | None, as_json: bool) -> None:
-    """Delete the account NAME matches."""
+def delete(name: str, force: bool, device: str | None, as_json: bool) -> None:
+    """Delete account NAME (its secret is gone for good).
+
+    Asks on a terminal and needs --force otherwise, like `ykman oath accounts delete`.
+    """
     with _client(device) as client:
-        acct = client.delete(name)
+        acct, exact = client.account(name)
+        hint = "" if exact else f" ({name!r} is only part of that name)"
+        confirm_or_force(f"Delete the account {acct.display!r}? Its secret is gone for good",
+                         force, f"deleting {acct.display!r} destroys its secret{hint}")
+        acct = client.delete(acct.id, exact=True)
     _done(as_json, {"deleted": acct.as_dict()}, f"deleted {acct.display}")
 
 
 @oath.command()
 @click.argument("old")
 @click.argument("new")
+@force_option("Rename the one account OLD is part of without asking.")
 @_common
-def rename(old: str, new: str, device: str | None, as_json: bool) -> None:
+def rename(old: str, new: str, force: bool, device: str | None, as_json: bool) -> None:
     """Rename account OLD to NEW (NEW may be Issuer:name)."""
     with _client(device) as client:
-        acct = client.rename(old, new)
+        acct = client.rename(_confirm_match(client, old, f"rename to {new!r}", force), new)
     _done(as_json, {"renamed": acct.as_dict()}, f"renamed to {acct.display}")
 
 
 @oath.group(cls=HwtokenGroup)
+@device_group_option
 def password() -> None:
     """Set or clear the OATH access password."""
 
@@ -195,33 +234,38 @@ def password_clear(device: str | None, as_json: bool) -> None:
 
 
 @oath.command()
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option("Do not ask for confirmation.")
 @_common
 def reset(force: bool, device: str | None, as_json: bool) -> None:
     """Delete every account and the password from the OATH applet."""
     from hwtoken.yubikey.oath import OathClient, open_connection
 
-    if not force:
-        click.confirm("Delete ALL OATH accounts and the password on this key?", abort=True,
-                      err=True)
+    confirm_or_force("Delete ALL OATH accounts and the password on this key?", force,
+                     "a reset deletes every OATH account and the password")
     with open_connection(device) as conn:
         OathClient(conn, require_unlock=False).reset()  # reset needs no password
     _done(as_json, {"reset": True}, "OATH applet reset: all accounts deleted")
 
 
 @oath.command("import")
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--touch", is_flag=True, help="Require a touch for each imported account.")
-@click.option("--force", is_flag=True, help="Overwrite accounts with the same name.")
+@force_option("Overwrite accounts with the same name.")
+@allow_weak_option
 @_common
-def import_cmd(file: Any, touch: bool, force: bool, device: str | None, as_json: bool) -> None:
+def import_cmd(file: Any, touch: bool, force: bool, allow_weak: bool, device: str | None,
+               as_json: bool) -> None:
     """Import otpauth:// URIs from FILE ('-' = stdin), one per line.
 
     Every line is checked before anything is written: one bad line imports nothing.
     """
     from hwtoken.yubikey.oath import read_uri_file
 
-    items = read_uri_file(file.read())
+    try:
+        text = file.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{file.name} is not UTF-8 text") from None
+    items = read_uri_file(text, allow_weak=allow_weak)
     if not items:
         raise InvalidInput("no otpauth:// URIs in the file")
     with _client(device) as client:

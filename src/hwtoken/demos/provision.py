@@ -52,8 +52,9 @@ def run(echo: Callable[[str], None], workdir: pathlib.Path) -> None:
     echo("provision run again: " + rerun.stdout.splitlines()[-1].strip()
          + " (keys 1-2 refused: already in the inventory)")
     out = workdir / "batch.pskc"
-    exported = hw("provision", "export", "-i", inventory, "--format", "pskc", "-o",
-                  str(out))
+    exported = hw("provision", "export", "-i", inventory, "--format", "pskc", "-o", str(out))
+    if exported.returncode != 0:
+        raise RuntimeError(f"export failed: {exported.stderr.strip()}")
     echo(exported.stdout.strip() + f" (mode {oct(out.stat().st_mode & 0o777)})")
 
     from hwtoken import paths

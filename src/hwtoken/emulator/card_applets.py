@@ -65,7 +65,7 @@ _POLL_WAIT = 0.05
 class _Pending:
     """A CTAP2 request running in a worker thread while the host polls for it."""
 
-    def __init__(self, run: Any, request: bytes) -> None:
+    def __init__(self, run: Any, request: bytes, channel: Any) -> None:
         self.cancel = threading.Event()
         self.done = threading.Event()
         self.status = STATUS_PROCESSING
@@ -73,7 +73,8 @@ class _Pending:
 
         def work() -> None:
             try:
-                self.result = bytes(run(request, cancel=self.cancel, keepalive=self._up))
+                self.result = bytes(run(request, cancel=self.cancel, keepalive=self._up,
+                                        channel=channel))
             finally:
                 self.done.set()
 
@@ -98,11 +99,17 @@ class FidoCardApplet:
     def __init__(self, key: Any) -> None:
         self.key = key
         self._pending: _Pending | None = None
+        self._session = 0  # a new card session per SELECT: CTAP2's "channel" over NFC
 
     def select(self, apdu: Apdu) -> bytes:
         """CTAP 2.1 NFC: "U2F_V2" while U2F works, "FIDO_2_0" when only CTAP2 does."""
         self._drop()
+        self._session += 1
         return b"U2F_V2" if self.key.fido.u2f_enabled else b"FIDO_2_0"
+
+    @property
+    def channel(self) -> tuple[int, int]:
+        return (id(self), self._session)
 
     def deselect(self) -> None:
         self._drop()
@@ -128,9 +135,9 @@ class FidoCardApplet:
                 raise ApduError(SW.WRONG_LENGTH)
             self._drop()
             if apdu.p1 & P1_GETRESPONSE_SUPPORTED:
-                self._pending = _Pending(self.key.fido.ctap2, apdu.data)
+                self._pending = _Pending(self.key.fido.ctap2, apdu.data, self.channel)
                 return self._poll()
-            return bytes(self.key.fido.ctap2(apdu.data))
+            return bytes(self.key.fido.ctap2(apdu.data, channel=self.channel))
         if apdu.cla == 0x80 and apdu.ins == INS_NFCCTAP_GETRESPONSE:
             if self._pending is None:
                 raise ApduError(SW.CONDITIONS_NOT_SATISFIED)

@@ -336,12 +336,28 @@ class CardOS:
 
 
 def default_applets(key: Any) -> list[Any]:
-    """The applets of a YubiKey 5 NFC, reached through ``key``'s applet properties."""
+    """The smart-card applets ``key``'s model has (a YubiKey 5 NFC: management, OTP, OATH,
+    FIDO, NDEF; a Security Key: management and FIDO; none without NFC), reached through
+    ``key``'s applet properties."""
     from hwtoken.emulator.card_applets import FidoCardApplet, NdefApplet, OtpCardApplet
     from hwtoken.emulator.management import ManagementApplet
 
-    applets: list[Any] = [ManagementApplet(key), OtpCardApplet(key)]
-    if key is not None:
-        applets += [key.oath, key.piv]
-    applets += [FidoCardApplet(key), NdefApplet(key)]
+    profile = getattr(key, "profile", None)
+
+    def has(name: str) -> bool:
+        return profile is None or (profile.nfc and profile.has(name))
+
+    applets: list[Any] = []
+    if has("management"):
+        applets.append(ManagementApplet(key))
+    if has("otp"):
+        applets.append(OtpCardApplet(key))
+    if key is not None and has("oath"):
+        applets.append(key.oath)
+    if key is not None and has("piv"):
+        applets.append(key.piv)
+    if has("fido"):
+        applets.append(FidoCardApplet(key))
+    if has("ndef"):
+        applets.append(NdefApplet(key))
     return applets

@@ -1,4 +1,8 @@
-"""``VirtualKey``: identity + applets + persisted state of one software YubiKey 5."""
+"""``VirtualKey``: identity + applets + persisted state of one software YubiKey.
+
+Which YubiKey (or other key) it is -- applets, firmware, FIDO getInfo, USB identity -- is
+its :class:`~hwtoken.emulator.profiles.Profile`, recorded in the state file.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.presence import ApproveAlways, UserPresence
+from hwtoken.emulator.profiles import DEFAULT_PROFILE, Profile, get_profile
 from hwtoken.emulator.store import KeyStore
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import FileLock
@@ -22,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.otp.applet import OtpApplet
     from hwtoken.emulator.piv.applet import PivApplet
 
-DEFAULT_VERSION = (5, 7, 1)
+DEFAULT_VERSION = get_profile(DEFAULT_PROFILE).firmware
+APPLET_NAMES = ("fido", "otp", "oath", "piv")
 
 
 def lock_path(path: str | os.PathLike[str]) -> Path:
@@ -32,7 +38,7 @@ def lock_path(path: str | os.PathLike[str]) -> Path:
 
 
 class VirtualKey:
-    """A software YubiKey 5 whose whole state lives in one file.
+    """A software YubiKey whose whole state lives in one file.
 
     Open with :meth:`create` or :meth:`load`; the key holds an exclusive lock on its
     state file until :meth:`close`, so two processes never write it at once.
@@ -51,11 +57,21 @@ class VirtualKey:
     # -- opening -------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, serial: int | None = None,
-               version: tuple[int, int, int] = DEFAULT_VERSION,
-               presence: UserPresence | None = None, overwrite: bool = False) -> VirtualKey:
-        """Make a new key whose state is the file ``path`` (0600); it must not exist."""
+               version: tuple[int, int, int] | None = None,
+               presence: UserPresence | None = None, overwrite: bool = False,
+               profile: str = DEFAULT_PROFILE) -> VirtualKey:
+        """Make a new key whose state is the file ``path`` (0600); it must not exist.
+
+        ``profile`` names the model (:data:`hwtoken.emulator.profiles.PROFILES`);
+        ``version`` defaults to that model's firmware version.
+        """
         path = Path(path)
-        lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        model = get_profile(profile)
+        try:
+            lock = FileLock(lock_path(path), what=f"virtual key {path.name}", make_parents=True)
+        except OSError as exc:
+            raise InvalidInput(f"cannot create a virtual key in {path.parent}: "
+                               f"{exc.strerror or exc}") from None
         try:
             if path.exists() and not overwrite:
                 raise InvalidInput(f"a virtual key already exists at {path}")
@@ -67,14 +83,19 @@ class VirtualKey:
             ident = store.section("identity")
             ident.update({
                 "serial": int(serial),
-                "version": list(version),
+                "profile": model.name,
+                "version": list(version if version is not None else model.firmware),
                 "aaguid": uuid.uuid4().bytes,
                 "master_secret": secrets.token_bytes(32),
                 "created": int(time.time()),
             })
             key = cls(store, lock, presence)
             key._init_applets()
-            store.commit()
+            try:
+                store.commit()
+            except OSError as exc:
+                raise InvalidInput(f"cannot create a virtual key in {path.parent}: "
+                                   f"{exc.strerror or exc}") from None
             return key
         except BaseException:
             lock.release()
@@ -85,9 +106,16 @@ class VirtualKey:
              presence: UserPresence | None = None) -> VirtualKey:
         """Open an existing key (locks it; :class:`hwtoken.errors.DeviceBusy` if in use)."""
         path = Path(path)
-        lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        if not path.exists():
+            raise InvalidInput(f"no virtual key state file at {path}")
+        try:
+            lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
+        except OSError as exc:
+            raise InvalidInput(f"cannot open virtual key {path}: {exc.strerror or exc}"
+                               ) from None
         try:
             store = KeyStore.read(path)
+            get_profile(str(store.section("identity").get("profile", DEFAULT_PROFILE)))
             return cls(store, lock, presence)
         except BaseException:
             lock.release()
@@ -99,10 +127,20 @@ class VirtualKey:
         return KeyStore.read(path)
 
     def close(self) -> None:
-        """Persist and release the lock. The object must not be used afterwards."""
+        """Persist and release the lock. The object must not be used afterwards.
+
+        Applets first record what they only keep in memory (the exact signature counter),
+        so a clean close loses nothing; a crash may only make such values skip ahead.
+        """
         if self._lock is not None and self._lock.held:
-            self.store.commit()
-            self._lock.release()
+            try:
+                for applet in self._loaded_applets():
+                    hook = getattr(applet, "before_close", None)
+                    if hook is not None:
+                        hook()
+                self.store.commit()
+            finally:
+                self._lock.release()
 
     def __enter__(self) -> VirtualKey:
         return self
@@ -118,6 +156,11 @@ class VirtualKey:
     @property
     def identity(self) -> dict[str, Any]:
         return self.store.section("identity")
+
+    @property
+    def profile(self) -> Profile:
+        """The model this key is (``yubikey-5`` for keys made before profiles existed)."""
+        return get_profile(str(self.identity.get("profile", DEFAULT_PROFILE)))
 
     @property
     def serial(self) -> int:
@@ -151,7 +194,9 @@ class VirtualKey:
     # -- applets (imported on first use) ----------------------------------------------------
     def _init_applets(self) -> None:
         """Let every applet initialise its section of a new key (keys, defaults)."""
-        for name in ("fido", "otp", "oath", "piv"):
+        for name in APPLET_NAMES:
+            if not self.profile.has(name):
+                continue
             applet = getattr(self, name)
             init = getattr(applet, "initialise", None)
             if init is not None:

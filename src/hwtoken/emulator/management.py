@@ -2,9 +2,10 @@
 
 Pure logic over the key's ``management`` store section. Device info is the TLV list of
 yubikit's ``DeviceInfo.parse`` (serial, firmware version, form factor, supported and
-enabled capabilities over USB and NFC, timeouts, flags, config lock) so the virtual key
-shows up as a "YubiKey 5 NFC" whose applets are the ones it really has: OTP, FIDO U2F,
-FIDO2, PIV and OATH.
+enabled capabilities over USB and NFC, timeouts, flags, config lock). What it reports
+follows the key's profile: a ``yubikey-5`` shows up as a "YubiKey 5 NFC" whose applets are
+the ones it really has (OTP, FIDO U2F, FIDO2, PIV, OATH); a ``security-key`` as a Security
+Key NFC with FIDO U2F and FIDO2 only.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ CAP_PIV = 0x10
 CAP_OATH = 0x20
 CAP_HSMAUTH = 0x100
 CAP_FIDO2 = 0x200
-#: The applications this key has, over USB and NFC. The one switch for an applet: the card
-#: OS refuses to SELECT an applet whose capability is not enabled, and enabled sets are
-#: masked with this.
 SUPPORTED = CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_FIDO2
 #: What keys created before PIV existed supported (their state records no "supported").
 SUPPORTED_BEFORE_PIV = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
@@ -102,19 +100,21 @@ def parse_tlvs(data: bytes, *, bare_tags: frozenset[int] = frozenset(),
     return out
 
 
-def _migrate(sec: dict[str, Any]) -> None:
-    """Enable, over USB and NFC, the applications added since the state was written.
+def _migrate(sec: dict[str, Any], supported: int, nfc: bool) -> None:
+    """Enable, over USB and NFC, the applications the model gained since the state was
+    written (PIV for a YubiKey 5 made before the PIV applet existed).
 
-    A key whose enabled sets predate an application would otherwise show it as
-    supported but disabled, as if the user had switched it off. Persisted with the next
-    commit; applying it again changes nothing.
+    A key whose enabled sets predate an application would otherwise show it as supported
+    but disabled, as if the user had switched it off. Persisted with the next commit;
+    applying it again changes nothing.
     """
-    known = int(sec.get("supported", SUPPORTED_BEFORE_PIV))
-    gained = SUPPORTED & ~known
+    known = int(sec.get("supported", SUPPORTED_BEFORE_PIV & supported))
+    gained = supported & ~known
     if gained:
         sec["usb_enabled"] = int(sec["usb_enabled"]) | gained
-        sec["nfc_enabled"] = int(sec.get("nfc_enabled", SUPPORTED)) | gained
-    sec["supported"] = SUPPORTED
+        if nfc:
+            sec["nfc_enabled"] = int(sec.get("nfc_enabled", supported)) | gained
+    sec["supported"] = supported
 
 
 def device_info_tlvs(key: Any) -> bytes:
@@ -132,23 +132,34 @@ class ManagementApplet:
     def __init__(self, key: Any) -> None:
         self.key = key
 
+    @property
+    def supported(self) -> int:
+        """Capability bits of the key's model (:data:`SUPPORTED` without a profile)."""
+        profile = getattr(self.key, "profile", None)
+        return SUPPORTED if profile is None else int(profile.capabilities)
+
+    @property
+    def nfc(self) -> bool:
+        profile = getattr(self.key, "profile", None)
+        return True if profile is None else bool(profile.nfc)
+
     # -- state ------------------------------------------------------------------------------
     @property
     def state(self) -> dict[str, Any]:
         sec: dict[str, Any] = self.key.store.section("management")
         if "usb_enabled" in sec:
-            _migrate(sec)
-        sec.setdefault("usb_enabled", SUPPORTED)
-        sec.setdefault("nfc_enabled", SUPPORTED)
-        sec.setdefault("supported", SUPPORTED)
+            _migrate(sec, self.supported, self.nfc)
+        sec.setdefault("usb_enabled", self.supported)
+        sec.setdefault("nfc_enabled", self.supported if self.nfc else 0)
+        sec.setdefault("supported", self.supported)
         sec.setdefault("auto_eject_timeout", 0)
         sec.setdefault("chalresp_timeout", 15)
         sec.setdefault("device_flags", 0)
         return sec
 
     def enabled(self, transport: str = "nfc") -> int:
-        """Enabled capability bits over ``usb`` or ``nfc``."""
-        return int(self.state[f"{transport}_enabled"]) & SUPPORTED
+        """Enabled capability bits over ``usb`` or ``nfc`` (only what the model supports)."""
+        return int(self.state[f"{transport}_enabled"]) & self.supported
 
     @property
     def locked(self) -> bool:
@@ -158,18 +169,21 @@ class ManagementApplet:
         """The READ CONFIG answer: a length byte followed by the device-info TLVs."""
         st = self.state
         major, minor, patch = self.key.version
+        profile = getattr(self.key, "profile", None)
+        form_factor = FORM_FACTOR_USB_A_KEYCHAIN if profile is None else profile.form_factor
+        nfc = [tlv(TAG_NFC_SUPPORTED, struct.pack(">H", self.supported)),
+               tlv(TAG_NFC_ENABLED, struct.pack(">H", self.enabled("nfc")))]
         body = b"".join([
-            tlv(TAG_USB_SUPPORTED, struct.pack(">H", SUPPORTED)),
+            tlv(TAG_USB_SUPPORTED, struct.pack(">H", self.supported)),
             tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
             tlv(TAG_USB_ENABLED, struct.pack(">H", self.enabled("usb"))),
-            tlv(TAG_FORM_FACTOR, bytes([FORM_FACTOR_USB_A_KEYCHAIN])),
+            tlv(TAG_FORM_FACTOR, bytes([form_factor])),
             tlv(TAG_VERSION, bytes([major, minor, patch])),
             tlv(TAG_AUTO_EJECT_TIMEOUT, struct.pack(">H", int(st["auto_eject_timeout"]))),
             tlv(TAG_CHALRESP_TIMEOUT, bytes([int(st["chalresp_timeout"])])),
             tlv(TAG_DEVICE_FLAGS, bytes([int(st["device_flags"])])),
             tlv(TAG_CONFIG_LOCK, b"\1" if self.locked else b"\0"),
-            tlv(TAG_NFC_SUPPORTED, struct.pack(">H", SUPPORTED)),
-            tlv(TAG_NFC_ENABLED, struct.pack(">H", self.enabled("nfc"))),
+            *(nfc if self.nfc else []),
         ])
         return bytes([len(body)]) + body
 
@@ -197,7 +211,7 @@ class ManagementApplet:
                 changes[name] = int.from_bytes(value, "big")
         for name in ("usb_enabled", "nfc_enabled"):
             if name in changes:
-                changes[name] &= SUPPORTED
+                changes[name] &= self.supported
                 if name == "usb_enabled" and not changes[name]:
                     raise ApduError(SW.INCORRECT_PARAMETERS)  # a key must keep one app
         if TAG_CONFIG_LOCK in fields:
@@ -243,6 +257,6 @@ class ManagementApplet:
             usb |= CAP_U2F | CAP_FIDO2
         if bits & 4:
             usb |= CAP_OATH | CAP_PIV
-        self.state["usb_enabled"] = usb & SUPPORTED
+        self.state["usb_enabled"] = usb & self.supported
         self.key.store.commit()
         return b""

@@ -314,7 +314,8 @@ class OathApplet:
         access = self.state.get("access_key")
         if not access or self._challenge is None:
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED)
-        if response is None or not host_challenge:
+        # Yubico's applet refuses a host challenge shorter than 8 bytes (6A80)
+        if response is None or host_challenge is None or len(host_challenge) < 8:
             raise ApduError(SW.INCORRECT_PARAMETERS)
         algo = ALGORITHMS[access["algorithm"]]
         key = bytes(access["key"])

@@ -319,7 +319,7 @@ def runtime_path(key_path: str | os.PathLike[str]) -> Path:
 def write_runtime(key_path: str | os.PathLike[str], doc: dict[str, Any]) -> Path:
     """Write the runtime file (0600, atomic)."""
     path = runtime_path(key_path)
-    atomic_write(path, json.dumps(doc, indent=2) + "\n")
+    atomic_write(path, json.dumps(doc, indent=2) + "\n", make_parents=True)
     return path
 
 
@@ -340,14 +340,17 @@ def read_runtime(key_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = runtime_path(key_path)
     try:
         doc = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # absent, unreadable or damaged: no serve to talk to
         return None
     if not isinstance(doc, dict):
         return None
     pid = doc.get("pid")
     if not isinstance(pid, int) or not _pid_alive(pid):
         return None
-    if pid != os.getpid() and not is_locked(lock_path(key_path)):
+    try:
+        if pid != os.getpid() and not is_locked(lock_path(key_path)):
+            return None
+    except OSError:
         return None
     return doc
 

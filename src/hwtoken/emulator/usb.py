@@ -1,17 +1,21 @@
-"""The virtual key as a USB device: a YubiKey 5 composite with the OTP and FIDO interfaces.
+"""The virtual key as a USB device: the one USB model every USB transport carries.
 
-Descriptors follow a real YubiKey 5 (firmware 5.x) as ``lsusb -v`` shows it, restricted to
-the interfaces served here (no CCID interface: smart-card traffic goes over PC/SC/vpcd):
+Which USB device a key is -- product ID, product string, interfaces -- follows its profile
+and is decided here only (:data:`USB_MODELS`, :func:`usb_model`); USB/IP, local device
+nodes and the fido2 HID adapter all take it from here. Descriptors follow the real devices
+as ``lsusb -v`` shows them, restricted to the interfaces served (no CCID interface:
+smart-card traffic goes over PC/SC/vpcd):
 
-* device: vendor 0x1050 (Yubico), product 0x0403 (``YubiKey OTP+FIDO``, the PID a YubiKey
+* device: vendor 0x1050 (Yubico); product 0x0403 (``YubiKey OTP+FIDO``, the PID a YubiKey
   5 reports when exactly its OTP and FIDO USB interfaces are enabled; OTP+FIDO+CCID would
-  be 0x0407), bcdDevice = firmware version (5.7.1 -> 0x0571), strings "Yubico",
-  "YubiKey OTP+FIDO" and the serial number (as with the serial-usb-visible flag set);
-* interface 0, the OTP interface: HID boot keyboard, interrupt IN 0x81 (8 bytes, 10 ms).
-  Keyboard IN reports carry typed codes; 8-byte FEATURE reports over control
+  be 0x0407) for ``yubikey-5`` and ``latest``, 0x0120 (Security Key by Yubico) for
+  ``security-key`` and ``u2f-only``; bcdDevice = firmware version (5.7.1 -> 0x0571);
+  strings "Yubico", the product and the serial number (as with serial-usb-visible set);
+* the OTP interface (YubiKey models): HID boot keyboard, interrupt IN 0x81 (8 bytes,
+  10 ms). Keyboard IN reports carry typed codes; 8-byte FEATURE reports over control
   SET_REPORT/GET_REPORT carry the YubiKey configuration protocol;
-* interface 1, the FIDO interface: HID usage page 0xF1D0 usage 0x01, interrupt OUT 0x04
-  and IN 0x84 (64 bytes, 2 ms), CTAPHID.
+* the FIDO interface: HID usage page 0xF1D0 usage 0x01, interrupt OUT 0x04 and IN 0x84
+  (64 bytes, 2 ms), CTAPHID. Interfaces are numbered in that order from 0.
 
 Bytes are handed to the protocol engines unchanged: FIDO reports to
 ``hwtoken.emulator.fido.ctaphid.CtapHidEngine`` and OTP feature/keyboard reports to
@@ -22,13 +26,14 @@ Bytes are handed to the protocol engines unchanged: FIDO reports to
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from usbip import core as usb_core
-from usbip.classes.device import hid
-from usbip.device import USBDevice
+# The usbip package is imported where the device is built, so the USB model table above
+# it (which the fido2 HID adapter reads) needs only this module, not the usbip extra.
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
@@ -37,11 +42,50 @@ log = logging.getLogger(__name__)
 
 YUBICO_VID = 0x1050
 PID_OTP_FIDO = 0x0403  # YubiKey 4/5 with the OTP and FIDO interfaces (yubikit PID.YK4_OTP_FIDO)
+PID_SKY_FIDO = 0x0120  # Security Key by Yubico, FIDO only (yubikit PID.SKY_FIDO)
 PRODUCT_NAME = "YubiKey OTP+FIDO"
 MANUFACTURER = "Yubico"
 
-OTP_INTERFACE = 0
+OTP_INTERFACE = 0  # (YubiKey models; a FIDO-only key's FIDO interface is number 0)
 FIDO_INTERFACE = 1
+
+
+@dataclass(frozen=True)
+class UsbModel:
+    """What a host's USB stack sees of one key model."""
+
+    vendor_id: int
+    product_id: int
+    product: str
+    interfaces: tuple[str, ...]  #: "otp", "fido", numbered from 0 in this order
+
+    def interface_number(self, name: str) -> int:
+        return self.interfaces.index(name)
+
+
+_YUBIKEY_OTP_FIDO = UsbModel(YUBICO_VID, PID_OTP_FIDO, PRODUCT_NAME, ("otp", "fido"))
+
+#: the USB face of each profile (:mod:`hwtoken.emulator.profiles`)
+USB_MODELS: dict[str, UsbModel] = {
+    "yubikey-5": _YUBIKEY_OTP_FIDO,
+    "latest": _YUBIKEY_OTP_FIDO,
+    "security-key": UsbModel(YUBICO_VID, PID_SKY_FIDO, "Security Key NFC by Yubico",
+                             ("fido",)),
+    "u2f-only": UsbModel(YUBICO_VID, PID_SKY_FIDO, "Security Key by Yubico", ("fido",)),
+}
+
+
+def usb_model(profile: str) -> UsbModel:
+    """The USB model of the profile named ``profile``."""
+    try:
+        return USB_MODELS[profile]
+    except KeyError:
+        raise ValueError(f"no USB model for key profile {profile!r}") from None
+
+
+def key_usb_model(key: VirtualKey) -> UsbModel:
+    """The USB model of ``key`` (from its profile)."""
+    return usb_model(key.profile.name)
 OTP_EP_IN = 0x81
 FIDO_EP_OUT = 0x04
 FIDO_EP_IN = 0x84
@@ -85,10 +129,11 @@ PUMP_POLL = 0.05  # seconds a pump waits on an engine before re-checking for sto
 
 
 class FidoEngine(Protocol):
-    """What the FIDO interface needs (A's ``CtapHidEngine``)."""
+    """What the FIDO interface needs (``CtapHidEngine``)."""
 
     def write(self, report: bytes) -> None: ...
     def read(self, timeout: float | None = None) -> bytes | None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class OtpEngine(Protocol):
@@ -119,17 +164,24 @@ def make_otp_engine(key: VirtualKey) -> OtpEngine:
     return OtpHidEngine(key)
 
 
-class _HwtokenUsbDevice(USBDevice):
-    """USBDevice with a YubiKey's configuration attributes (bus powered, remote wakeup,
-    30 mA)."""
+@functools.cache
+def _device_class() -> type:
+    from usbip import core as usb_core
+    from usbip.device import USBDevice
 
-    def config_bytes(self) -> bytes:
-        body = b"".join(group._render() for group in self._groups)
-        cfg = usb_core.ConfigurationDescriptor(
-            wTotalLength=9 + len(body), bNumInterfaces=self.num_interfaces,
-            bmAttributes=0xA0, bMaxPower=15,
-        )
-        return cfg.pack() + body
+    class _HwtokenUsbDevice(USBDevice):  # type: ignore[misc]
+        """USBDevice with a YubiKey's configuration attributes (bus powered, remote
+        wakeup, 30 mA)."""
+
+        def config_bytes(self) -> bytes:
+            body = b"".join(group._render() for group in self._groups)
+            cfg = usb_core.ConfigurationDescriptor(
+                wTotalLength=9 + len(body), bNumInterfaces=self.num_interfaces,
+                bmAttributes=0xA0, bMaxPower=15,
+            )
+            return cfg.pack() + body
+
+    return _HwtokenUsbDevice
 
 
 class YubiKeyUsb:
@@ -146,7 +198,10 @@ class YubiKeyUsb:
     def __init__(self, key: VirtualKey, *, fido_engine_factory: Any = None,
                  otp_engine: OtpEngine | None = None, with_otp_engine: bool = True) -> None:
         self.key = key
+        self.model = key_usb_model(key)
         self.fido_engine_factory = fido_engine_factory or make_fido_engine
+        if "otp" not in self.model.interfaces:
+            otp_engine, with_otp_engine = None, False
         if otp_engine is None and with_otp_engine:
             otp_engine = make_otp_engine(key)
         self.otp = otp_engine
@@ -181,6 +236,9 @@ class YubiKeyUsb:
 
     # -- OTP interface: feature reports over EP0 (shared) --------------------------------------
     def get_report(self, rtype: int, rid: int, length: int) -> bytes:
+        from usbip import core as usb_core
+        from usbip.classes.device import hid
+
         if rtype == hid.REPORT_FEATURE:
             if self.otp is None:
                 return bytes(FEATURE_REPORT_SIZE)
@@ -191,6 +249,9 @@ class YubiKeyUsb:
         raise usb_core.Stall
 
     def set_report(self, rtype: int, rid: int, payload: bytes) -> None:
+        from usbip import core as usb_core
+        from usbip.classes.device import hid
+
         if rtype == hid.REPORT_FEATURE:
             if len(payload) != FEATURE_REPORT_SIZE:
                 raise usb_core.Stall
@@ -252,29 +313,36 @@ class UsbSession:
         self.owner = owner
         self.key = owner.key
         self.fido: FidoEngine | None = None
-        self._swap_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # held while moving reports to the IN endpoint
         self._stop = threading.Event()
         self._pump: threading.Thread | None = None
         self.device = self._build()
 
-    def _build(self) -> USBDevice:
-        dev = _HwtokenUsbDevice(
-            YUBICO_VID, PID_OTP_FIDO, manufacturer=MANUFACTURER, product=PRODUCT_NAME,
-            serial=str(self.key.serial), bcdDevice=bcd_version(self.key.version),
+    def _build(self) -> Any:
+        from usbip.classes.device import hid
+
+        model = self.owner.model
+        dev = _device_class()(
+            model.vendor_id, model.product_id, manufacturer=MANUFACTURER,
+            product=model.product, serial=str(self.key.serial),
+            bcdDevice=bcd_version(self.key.version),
         )
         dev.bcdUSB = 0x0200
-        self.otp_iface = hid.HID(
-            OTP_REPORT_DESCRIPTOR, subclass=hid.SUBCLASS_BOOT, protocol=hid.PROTOCOL_KEYBOARD,
-            in_ep=OTP_EP_IN, in_mps=KEYBOARD_REPORT_SIZE, in_interval=10,
-            get_report=self.owner.get_report, set_report=self.owner.set_report,
-        )
+        self.otp_iface: Any = None
+        if "otp" in model.interfaces:
+            self.otp_iface = hid.HID(
+                OTP_REPORT_DESCRIPTOR, subclass=hid.SUBCLASS_BOOT,
+                protocol=hid.PROTOCOL_KEYBOARD, in_ep=OTP_EP_IN, in_mps=KEYBOARD_REPORT_SIZE,
+                in_interval=10, get_report=self.owner.get_report,
+                set_report=self.owner.set_report,
+            )
         self.fido_iface = hid.HID(
             FIDO_REPORT_DESCRIPTOR, in_ep=FIDO_EP_IN, in_mps=FIDO_REPORT_SIZE, in_interval=2,
             out_ep=FIDO_EP_OUT, out_mps=FIDO_REPORT_SIZE, out_interval=2,
             on_output=self._fido_output,
         )
-        dev.add(self.otp_iface)
-        dev.add(self.fido_iface)
+        for name in model.interfaces:
+            dev.add(self.otp_iface if name == "otp" else self.fido_iface)
         dev.add_reset_hook(self._on_bus_reset)
         dev.set_busid(self.owner.busid)
         dev.busnum, dev.devnum = 1, 2
@@ -309,14 +377,33 @@ class UsbSession:
             if engine is None:
                 return
             try:
-                data = engine.read(PUMP_POLL)
+                ready = engine.wait(PUMP_POLL)
             except Exception:
                 log.exception("FIDO engine failed; the FIDO interface stops answering")
                 return
-            if data:
-                with self._swap_lock:
-                    if engine is self.fido:  # not a report for an earlier configuration
-                        self.fido_iface.send_report(bytes(data))
+            if ready:
+                self.flush_fido()
+
+    def flush_fido(self) -> None:
+        """Move every IN report the engine has ready to the endpoint, now, in order.
+
+        The pump does this when reports appear; a transport may call it right after an
+        OUT report, when a request the key answered at once has its response ready, to
+        save the pump's thread switch (both hold the same lock, so order is kept).
+        """
+        with self._swap_lock:
+            engine = self.fido
+            if engine is None:
+                return
+            while True:
+                try:
+                    data = engine.read(0)
+                except Exception:
+                    log.exception("FIDO engine failed")
+                    return
+                if not data:
+                    return
+                self.fido_iface.send_report(bytes(data))
 
     def start(self) -> None:
         """Create the CTAPHID engine and start moving its reports to the IN endpoint."""

@@ -22,7 +22,7 @@ from fido2.webauthn import Aaguid, AttestedCredentialData
 
 from hwtoken import paths
 from hwtoken.errors import CheckFailed, InvalidInput
-from hwtoken.fileio import atomic_write
+from hwtoken.fileio import atomic_write, require_parent
 
 FORMAT = "hwtoken-fido2-credential/1"
 
@@ -126,7 +126,8 @@ def _int(v: Any) -> int:
     return v
 
 
-def check_writable(path: str | os.PathLike[str], *, new: bool = True) -> Path:
+def check_writable(path: str | os.PathLike[str], *, new: bool = True,
+                   make_parents: bool = False) -> Path:
     """:class:`InvalidInput` unless a credential file can be written at ``path``.
 
     Run it before a registration touches the key, so that a bad ``--out`` never leaves a
@@ -139,6 +140,8 @@ def check_writable(path: str | os.PathLike[str], *, new: bool = True) -> Path:
     if new and (path.exists() or path.is_symlink()):
         raise InvalidInput(f"credential file {path} already exists (it holds another "
                            "credential's public key); choose another file, or --force")
+    if not make_parents:
+        require_parent(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe",
@@ -151,18 +154,23 @@ def check_writable(path: str | os.PathLike[str], *, new: bool = True) -> Path:
     return path
 
 
-def save(cred: SavedCredential, path: str | os.PathLike[str]) -> Path:
+def save(cred: SavedCredential, path: str | os.PathLike[str], *,
+         make_parents: bool = False) -> Path:
     """Write ``cred`` to ``path`` (0600, atomic). Returns the path.
+
+    The directory must exist unless ``make_parents`` (the default path under the state
+    directory).
 
     :class:`CheckFailed` (a one-line message naming the credential) if it cannot be
     written: the key already holds or used the credential at this point.
     """
     path = Path(path)
     try:
-        atomic_write(path, json.dumps(cred.to_dict(), indent=2) + "\n")
-    except OSError as exc:
+        atomic_write(path, json.dumps(cred.to_dict(), indent=2) + "\n",
+                     make_parents=make_parents)
+    except (OSError, InvalidInput) as exc:
         raise CheckFailed(f"could not save credential {websafe_encode(cred.credential_id)} "
-                          f"to {path}: {exc.strerror or exc}") from None
+                          f"to {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return path
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from fido2.ctap import CtapDevice
 
 from hwtoken import paths
-from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
+from hwtoken.errors import DeviceError, HwtokenError
 
 EMU_PREFIX = "emu:"
 
@@ -115,22 +115,20 @@ def list_keys() -> list[KeyEntry]:
 # -- opening --------------------------------------------------------------------------------
 @contextlib.contextmanager
 def open_key(spec: str | None = None) -> Iterator[FidoKey]:
-    """Open the key ``spec`` (``emu:NAME``, a HID path or a serial); None picks the only key.
+    """Open the key ``spec`` (``emu:NAME``, a HID path or a serial); None picks the only key
+    present: a USB key or a virtual key a ``hwtoken emulate serve`` serves (one that is
+    only a state file counts only when named).
 
     Raises :class:`InvalidInput` listing the candidates when several keys are present,
     :class:`DeviceError` when none matches. The key is closed (and a virtual key's state
     saved and unlocked) on exit.
     """
-    if spec is None:
-        entries = list_keys()
-        if not entries:
-            raise DeviceError("no FIDO key found: plug one in, or create a virtual key with "
-                              "`hwtoken emulate create NAME` and pass --device emu:NAME")
-        if len(entries) > 1:
-            listing = "\n".join(f"  --device {e.spec:<24} {e.describe()}" for e in entries)
-            raise InvalidInput(f"{len(entries)} FIDO keys found; choose one with --device "
-                               f"(or HWTOKEN_DEVICE):\n{listing}")
-        spec = entries[0].spec
+    from hwtoken.devices import parse_spec, pick_one
+
+    if parse_spec(spec).raw is None:  # the one key present: USB keys and served virtual keys
+        spec = pick_one([_hid_entry(d).spec for d in _hid_descriptors()], what="FIDO key")
+    assert spec is not None
+    spec = spec.strip()
     if spec.startswith(EMU_PREFIX):
         with _open_virtual(spec[len(EMU_PREFIX):]) as key:
             yield key
@@ -213,10 +211,18 @@ def _open_virtual(name: str) -> Iterator[FidoKey]:
                 return fido_device(vkey)
 
             key = FidoKey(fido_device(vkey), entry, replug)
+        elif handle.usbip is None and handle.pcsc is not None:
+            # a serve with PC/SC only: fido2's CtapPcscDevice through pcscd (the NFC path)
+            from hwtoken.devices import pcsc_fido_device
+
+            serial = handle.runtime.get("serial")
+            entry = KeyEntry(**{**entry.to_dict(), "status": "served",
+                                "serial": str(serial) if serial else None})
+            key = FidoKey(pcsc_fido_device(name, handle.pcsc[1]), entry)
         else:
             if handle.usbip is None:
-                raise DeviceError(f"virtual key {name!r} is served without USB/IP; restart "
-                                  f"`hwtoken emulate serve {name}` with --usbip")
+                raise DeviceError(f"virtual key {name!r} is served without USB/IP or PC/SC; "
+                                  f"restart `hwtoken emulate serve {name}`")
             from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
 
             serial = handle.runtime.get("serial")

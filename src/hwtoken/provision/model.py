@@ -54,6 +54,12 @@ class Spec:
             raise InvalidInput("--slot must be 1 or 2")
         if self.digits not in (6, 7, 8) or (self.mode.uses_slot and self.digits == 7):
             raise InvalidInput("--digits must be 6 or 8 (7 also for OATH)")
+        if not self.mode.uses_slot:
+            name = self.name
+            if not name.strip() or ":" in name or len(name.encode("utf-8", "replace")) > 64 \
+                    or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+                raise InvalidInput(f"--name {name!r} cannot name an OATH credential: give 1 to "
+                                   "64 bytes of text without ':' or control characters")
 
     @property
     def place(self) -> str:

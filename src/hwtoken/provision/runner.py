@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwtoken.errors import DeviceBusy, HwtokenError
+from hwtoken.errors import DeviceBusy, HwtokenError, SetupError
 from hwtoken.provision.faults import FaultInjector, Hook
 from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy, station_id
 from hwtoken.provision.model import SECRET_LENGTH, Record, Spec, State
@@ -197,7 +197,8 @@ class Provisioner:
                     return self._settle(conn, device, rec, secret, program=True)
         except (RecordBusy, DeviceBusy) as exc:
             return Outcome(device.serial, device.spec, "busy", str(exc))
-        except _OpenFailed as exc:
+        except _OpenFailed as exc:  # no record yet: the event log keeps why (for `status`)
+            inv.log_event("error", str(exc), device.serial)
             return Outcome(device.serial, device.spec, "failed", str(exc))
 
     @contextlib.contextmanager
@@ -207,6 +208,9 @@ class Provisioner:
             cm = self.programmer_for(spec, device).connect(device)
             conn = cm.__enter__()
         except (DeviceBusy, InventoryUnavailable):
+            raise
+        except SetupError as exc:  # every key would fail the same way: stop the run
+            self.inventory.log_event("error", f"{_describe(exc)} (run stopped)", device.serial)
             raise
         except Exception as exc:  # noqa: BLE001 - reported per key, the station goes on
             raise _OpenFailed(_describe(exc)) from None

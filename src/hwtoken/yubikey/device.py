@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hwtoken import devices
-from hwtoken.errors import CheckFailed, DeviceError, InvalidInput
+from hwtoken.errors import CheckFailed, DeviceError, InvalidInput, SetupError
 from hwtoken.yubikey.secrets import fit_hmac_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,8 +140,9 @@ class OtpKey:
 
     def _guard_overwrite(self, slot: int, force: bool) -> None:
         if not force and self.is_programmed(slot):
-            raise InvalidInput(f"slot {slot} is already programmed; overwriting destroys its "
-                               "secret - confirm or pass --force")
+            raise InvalidInput(f"slot {slot} is already programmed and overwriting it destroys "
+                               "its secret: pass force=True to overwrite it (on the command "
+                               "line: --force)")
 
     # -- programming ---------------------------------------------------------------------------
     def _new_config(self) -> Any:
@@ -257,8 +258,9 @@ class OtpKey:
         """
         _check_slot(slot)
         if self.virtual_key is None and self.is_virtual:
-            raise InvalidInput(f"{self.device} is held by `hwtoken emulate serve` in another "
-                               "process; simulate the touch there, or stop it and retry")
+            raise InvalidInput(f"{self.device} is served by `hwtoken emulate serve` in another "
+                               "process, which cannot simulate a touch of an OTP slot: stop "
+                               "that serve and run this again (the key is then loaded here)")
         if self.virtual_key is None:
             raise InvalidInput("a touch can only be simulated on a virtual key (emu:NAME); "
                                "touch the real key instead")
@@ -326,12 +328,12 @@ def _find(skip: int = 0) -> Any | None:
             return None
         raise DeviceError(f"cannot open the YubiKey: {exc.reason}") from None
     except usb.core.NoBackendError:
-        raise DeviceError("pyusb found no USB backend: install libusb-1.0 (apt install "
-                          "libusb-1.0-0)") from None
+        raise SetupError("pyusb found no USB backend: install libusb-1.0 (apt install "
+                         "libusb-1.0-0)") from None
     except usb.core.USBError as exc:
         if exc.errno == 13:
-            raise DeviceError("permission denied opening the YubiKey: install the udev rules "
-                              "(`hwtoken udev install`) and re-plug it") from None
+            raise SetupError("permission denied opening the YubiKey: install the udev rules "
+                             "(`hwtoken udev install`) and re-plug it") from None
         raise DeviceError(f"cannot open the YubiKey: {exc}") from None
     except yubico.yubico_exception.YubicoError as exc:
         raise DeviceError(f"cannot open the YubiKey: {exc.reason}") from None
@@ -342,18 +344,50 @@ def open_key(device: str | None = None, *,
              presence: UserPresence | None = None) -> Iterator[OtpKey]:
     """Open the key ``device`` names (see :func:`hwtoken.devices.parse_spec`)."""
     spec = devices.parse_spec(device)
+    if spec.raw is None:
+        spec = devices.parse_spec(_pick_one())
     if spec.is_virtual:
         assert spec.name is not None
         with _open_virtual(spec.name, presence) as key:
             yield key
         return
     if spec.path is not None:
-        raise InvalidInput("select a real YubiKey by its serial number (or plug in just one)")
+        raise InvalidInput(f"no YubiKey matches {spec.raw!r}: pick a real YubiKey's OTP "
+                           "interface by its serial number (or plug in just one), a virtual "
+                           "one with emu:NAME")
     key = _open_real(spec.serial)
     try:
         yield key
     finally:
         key.close()
+
+
+def _pick_one() -> str:
+    """The one YubiKey present: a real one (by serial) or a served virtual one."""
+    real: list[str] = []
+    problem: DeviceError | None = None
+    try:
+        for skip in range(_MAX_KEYS):
+            yk = _find(skip)
+            if yk is None:
+                break
+            key = OtpKey(yk, "")
+            try:
+                found = key.serial()
+            finally:
+                key.close()
+            real.append(str(found) if found is not None else "")
+    except DeviceError as exc:  # no libusb, no permission: served virtual keys still count
+        problem = exc
+    if "" in real and len(real) == 1 and not devices.served_virtual_names(transport="usbip"):
+        return ""  # one real key with a hidden serial: opened as "the only key"
+    try:
+        return devices.pick_one([r or "(serial hidden)" for r in real], what="YubiKey",
+                                transport="usbip")
+    except DeviceError:
+        if problem is not None:
+            raise problem from None
+        raise
 
 
 def _open_real(serial: int | None) -> OtpKey:
@@ -373,8 +407,24 @@ def _open_real(serial: int | None) -> OtpKey:
     raise DeviceError(f"no YubiKey with serial {serial} is plugged in")
 
 
+def _require_otp(profile_name: str, device: str) -> None:
+    """A virtual key whose model has no OTP slots (a Security Key) has no OTP interface."""
+    from hwtoken.emulator.profiles import get_profile
+
+    profile = get_profile(profile_name)
+    if not profile.has("otp"):
+        raise DeviceError(f"{device} has no OTP slots: it is a {profile.model} "
+                          f"(profile {profile.name})")
+
+
 @contextlib.contextmanager
 def _open_virtual(name: str, presence: UserPresence | None) -> Iterator[OtpKey]:
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE
+
+    identity = VirtualKey.peek(devices.key_path_for(name)).section("identity")
+    _require_otp(str(identity.get("profile", DEFAULT_PROFILE)),
+                 f"{devices.VIRTUAL_PREFIX}{name}")
     with devices.open_virtual(name, presence=presence) as handle:
         if handle.key is not None:
             with open_virtual_key(handle.key, device=f"{devices.VIRTUAL_PREFIX}{name}") as key:
@@ -394,6 +444,7 @@ def open_virtual_key(vkey: VirtualKey, *, device: str = "emu:") -> Iterator[OtpK
     For tests and demos that hold the key object: ``OtpKey.touch`` works, and every
     other call goes through python-yubico over USB/IP exactly like ``emu:NAME``.
     """
+    _require_otp(vkey.profile.name, device)
     with devices.served_key(vkey) as endpoint, _over_usbip(endpoint, device, vkey) as key:
         yield key
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hwtoken.errors import CheckFailed, DeviceError, InvalidInput
+from hwtoken.errors import CheckFailed, DeviceError, InvalidInput, SetupError
 
 PASSWORD_ENV = "HWTOKEN_OATH_PASSWORD"
 VPCD_ENV = "HWTOKEN_VPCD"
@@ -84,9 +84,12 @@ def split_name(name: str, issuer: str | None = None) -> tuple[str | None, str]:
     return issuer or None, name
 
 
-def decode_secret(secret_b32: str) -> bytes:
-    """Base32 (spaces, lower case and missing padding allowed) -> bytes."""
+def decode_secret(secret_b32: str, *, allow_weak: bool = False) -> bytes:
+    """Base32 (spaces, lower case and missing padding allowed) -> bytes; under 80 bits
+    refused unless ``allow_weak``."""
     from yubikit.oath import parse_b32_key
+
+    from hwtoken.otp import check_strength
 
     try:
         raw = parse_b32_key(secret_b32.strip())
@@ -94,15 +97,22 @@ def decode_secret(secret_b32: str) -> bytes:
         raise InvalidInput("the secret is not valid base32") from None
     if not raw:
         raise InvalidInput("the secret is empty")
-    return bytes(raw)
+    return check_strength(bytes(raw), allow_weak=allow_weak)
 
 
-def parse_uri(uri: str) -> Any:
-    """An ``otpauth://`` URI -> yubikit ``CredentialData`` (InvalidInput if malformed)."""
+def parse_uri(uri: str, *, allow_weak: bool = False) -> Any:
+    """An ``otpauth://`` URI -> yubikit ``CredentialData`` (InvalidInput if malformed).
+
+    The URI is first checked as strictly as ``hwtoken otp uri`` checks it
+    (:func:`hwtoken.otp.parse_uri`), then read by yubikit.
+    """
     from yubikit.oath import CredentialData
 
+    from hwtoken.otp import parse_uri as check_uri
+
+    check_uri(uri, allow_weak=allow_weak)
     try:
-        data = CredentialData.parse_uri(uri)
+        data = CredentialData.parse_uri(uri.strip())
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(f"invalid otpauth URI ({exc.__class__.__name__}: {exc})") from None
     _check(data)
@@ -120,7 +130,7 @@ def _check(data: Any) -> None:
         raise InvalidInput("issuer + name are too long (64 bytes at most)")
 
 
-def read_uri_file(text: str) -> list[Any]:
+def read_uri_file(text: str, *, allow_weak: bool = False) -> list[Any]:
     """Parse otpauth URIs, one per line (blank lines and ``#`` comments skipped)."""
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -128,7 +138,7 @@ def read_uri_file(text: str) -> list[Any]:
         if not line or line.startswith("#"):
             continue
         try:
-            out.append(parse_uri(line))
+            out.append(parse_uri(line, allow_weak=allow_weak))
         except InvalidInput as exc:
             raise InvalidInput(f"line {lineno}: {exc}") from None
     return out
@@ -220,31 +230,52 @@ class OathClient:
             raise DeviceError(f"the key refused the account ({exc})") from None
         return _account(cred)
 
-    def find(self, query: str) -> Any:
-        """The one credential whose display name equals ``query`` or, failing that,
-        contains it (case-insensitive). InvalidInput if none or several match."""
+    def match(self, query: str) -> tuple[Any, bool]:
+        """The one credential ``query`` names, and whether it named it exactly.
+
+        Exact: the display name (``Issuer:name``) or the credential id equals ``query``.
+        Otherwise the one account whose display name contains ``query`` (case-insensitive)
+        is returned with ``False``: a caller that changes or uses up the account must
+        confirm it first. InvalidInput if none or several match.
+        """
         creds = self._creds()
         exact = [c for c in creds if _account(c).display == query or c.id == query.encode()]
         if len(exact) == 1:
-            return exact[0]
+            return exact[0], True
         q = query.lower()
         hits = [c for c in creds if q in _account(c).display.lower()]
         if len(hits) == 1:
-            return hits[0]
+            return hits[0], False
         if not hits:
             raise InvalidInput(f"no OATH account matches {query!r}")
         names = ", ".join(_account(c).display for c in hits)
-        raise InvalidInput(f"{query!r} matches several accounts: {names}")
+        raise InvalidInput(f"{query!r} matches several accounts: {names}; give the exact name")
 
-    def codes(self, query: str | None = None, timestamp: int | None = None
-              ) -> list[CodeResult]:
+    def find(self, query: str, *, exact: bool = True) -> Any:
+        """The credential ``query`` names exactly (with ``exact=False`` also the one
+        account it is part of). InvalidInput if none, several, or only a partial match
+        when ``exact``."""
+        cred, is_exact = self.match(query)
+        if exact and not is_exact:
+            raise InvalidInput(f"{query!r} is not an account name; did you mean "
+                               f"{_account(cred).display!r}? Give the exact name")
+        return cred
+
+    def account(self, query: str) -> tuple[Account, bool]:
+        """(the account ``query`` names, whether exactly): see :meth:`match`."""
+        cred, is_exact = self.match(query)
+        return _account(cred), is_exact
+
+    def codes(self, query: str | None = None, timestamp: int | None = None, *,
+              exact: bool = True) -> list[CodeResult]:
         """Codes of all accounts (TOTP only: HOTP and touch accounts are calculated only
-        when ``query`` picks exactly that account, because calculating one uses it up)."""
+        when ``query`` picks exactly that account, because calculating one uses it up).
+        ``query`` must name the account exactly unless ``exact=False``."""
         from yubikit.core.smartcard import SW, ApduError
 
         ts = int(timestamp if timestamp is not None else time.time())
         if query is not None:
-            cred = self.find(query)
+            cred = self.find(query, exact=exact)
             try:
                 code = self.session.calculate_code(cred, ts)
             except ApduError as exc:
@@ -262,17 +293,20 @@ class OathClient:
                                       code.valid_to))
         return out
 
-    def delete(self, query: str) -> Account:
-        cred = self.find(query)
+    def delete(self, query: str, *, exact: bool = True) -> Account:
+        """Delete the account ``query`` names (exactly, unless ``exact=False``)."""
+        cred = self.find(query, exact=exact)
         self.session.delete_credential(cred.id)
         return _account(cred)
 
-    def rename(self, query: str, new_name: str, issuer: str | None = None) -> Account:
-        """Rename (``new_name`` may be ``Issuer:name``)."""
+    def rename(self, query: str, new_name: str, issuer: str | None = None, *,
+               exact: bool = True) -> Account:
+        """Rename (``new_name`` may be ``Issuer:name``; ``query`` exact unless
+        ``exact=False``)."""
         from yubikit.core.smartcard import ApduError
         from yubikit.oath import HASH_ALGORITHM, OATH_TYPE, CredentialData
 
-        cred = self.find(query)
+        cred = self.find(query, exact=exact)
         issuer, name = split_name(new_name, issuer)
         # the id yubikit will send (it renames in TOTP form): check it before the key sees it
         period = int(cred.period) if cred.oath_type == OATH_TYPE.TOTP else 30
@@ -313,7 +347,16 @@ def _pcsc_readers() -> list[Any]:
     try:
         return list(readers())
     except (EstablishContextException, ListReadersException):
-        raise DeviceError("pcscd is not running (start it: `systemctl start pcscd`)") from None
+        raise SetupError("pcscd is not running (start it: `systemctl start pcscd`)") from None
+
+
+def _pcsc_answers() -> bool:
+    """True if pcscd answers this process (a quick question; no waiting)."""
+    try:
+        _pcsc_readers()
+    except DeviceError:
+        return False
+    return True
 
 
 def _open_reader(name: str) -> Any:
@@ -332,6 +375,15 @@ def _open_reader(name: str) -> Any:
         raise DeviceError(f"cannot connect to the card in {name!r} ({exc})") from None
 
 
+def _real_devices() -> list[Any]:
+    """The YubiKeys pcscd shows (none when pcscd does not answer)."""
+    from ykman.pcsc import list_devices
+
+    if not _pcsc_answers():
+        return []
+    return list(list_devices(YUBIKEY_READER))
+
+
 def _open_real(serial: int | None) -> Any:
     from ykman.pcsc import list_devices
     from yubikit.core.smartcard import SmartCardConnection
@@ -340,12 +392,12 @@ def _open_real(serial: int | None) -> Any:
     _pcsc_readers()
     devs = list_devices(YUBIKEY_READER if serial is None else "")
     if serial is None:
-        if not devs:
-            raise DeviceError("no YubiKey found over PC/SC (is it plugged in, with CCID "
-                              "enabled?); for a virtual key use --device emu:NAME")
-        if len(devs) > 1:
-            raise DeviceError("several YubiKeys are connected: choose one with --device "
-                              "SERIAL")
+        if len(devs) != 1:
+            from hwtoken.devices import pick_one
+
+            pick_one([d.reader.name for d in devs], what="YubiKey", transport="pcsc")
+            if not devs:  # a serve started meanwhile: the next run picks it
+                raise DeviceError("no YubiKey found over PC/SC")
         return devs[0].open_connection(SmartCardConnection)
     for dev in devs:
         try:
@@ -382,8 +434,9 @@ def _virtual(name: str) -> Iterator[Any]:
         host, port = _vpcd_address()
         explicit = bool(os.environ.get(VPCD_ENV))
         local = host in ("127.0.0.1", "localhost", "::1")
-        if not explicit and local and not port_listening(port):
-            # No pcscd with the vpcd driver here: drive the card OS in-process.
+        if not explicit and local and (not port_listening(port) or not _pcsc_answers()):
+            # No pcscd with the vpcd driver here (or pcscd does not answer this process):
+            # drive the card OS in-process, as documented; $HWTOKEN_VPCD asks for pcscd.
             from hwtoken.emulator.transports.card_direct import DirectCardConnection
 
             conn = DirectCardConnection(handle.key)
@@ -394,13 +447,22 @@ def _virtual(name: str) -> Iterator[Any]:
             return
         from hwtoken.emulator.transports.vpcd import VpcdLink
 
+        if not _pcsc_answers():
+            raise SetupError(f"pcscd does not answer (no PC/SC service for this process) "
+                             f"while ${VPCD_ENV}={host}:{port} asks for it: start pcscd with "
+                             f"the vpcd driver, or unset ${VPCD_ENV} to use the key "
+                             "in-process")
         link = VpcdLink(handle.key, host, port).start()
         try:
             if not link.wait_connected(5):
-                raise DeviceError(f"no pcscd with the vpcd driver at {host}:{port} "
-                                  f"(start pcscd, or set ${VPCD_ENV}=HOST:PORT)")
+                raise SetupError(f"no pcscd with the vpcd driver at {host}:{port} "
+                                 f"(start pcscd, or set ${VPCD_ENV}=HOST:PORT)")
             reader = devices.pcsc_reader_for(port)
-            wait_for_card(reader, timeout=10)
+            try:
+                wait_for_card(reader, timeout=10)
+            except DeviceError as exc:
+                raise SetupError(f"pcscd at {host}:{port} did not show the virtual key: "
+                                 f"{exc}") from None
             conn = _open_reader(reader)
             try:
                 yield conn
@@ -413,9 +475,12 @@ def _virtual(name: str) -> Iterator[Any]:
 @contextlib.contextmanager
 def open_connection(device: str | None) -> Iterator[Any]:
     """A yubikit ``SmartCardConnection`` to the key ``device`` names (see module doc)."""
-    from hwtoken.devices import parse_spec
+    from hwtoken.devices import parse_spec, pick_one, served_virtual_names
 
     spec = parse_spec(device)
+    if spec.raw is None and served_virtual_names(transport="pcsc"):
+        real = [d.reader.name for d in _real_devices()]
+        spec = parse_spec(pick_one(real, what="YubiKey", transport="pcsc"))
     if spec.is_virtual:
         assert spec.name is not None
         with _virtual(spec.name) as conn:

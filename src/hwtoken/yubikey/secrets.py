@@ -27,10 +27,11 @@ def fit_hmac_key(key: bytes) -> bytes:
     return key.ljust(HMAC_KEY_SIZE, b"\0")
 
 
-def parse_b32_secret(text: str) -> bytes:
+def parse_b32_secret(text: str, *, allow_weak: bool = False) -> bytes:
     """Decode a base32 secret (spaces, dashes, lower case and missing padding allowed) into
-    a 20-byte slot key, with :func:`hwtoken.otp.decode_secret`."""
-    from hwtoken.otp import decode_secret
+    a 20-byte slot key, with :func:`hwtoken.otp.decode_secret`. Under 80 bits it is
+    refused unless ``allow_weak``."""
+    from hwtoken.otp import check_strength, decode_secret
 
     try:
         raw = decode_secret(text)
@@ -39,15 +40,22 @@ def parse_b32_secret(text: str) -> bytes:
             raise InvalidInput("the secret is not valid base32 (letters A-Z and digits 2-7)"
                                ) from None
         raw = b""  # fit_hmac_key names the problem
+    if raw:
+        check_strength(raw, allow_weak=allow_weak)
     return fit_hmac_key(raw)
 
 
-def parse_hex_secret(text: str) -> bytes:
-    """Decode a hex secret (spaces allowed) into a 20-byte slot key."""
+def parse_hex_secret(text: str, *, allow_weak: bool = False) -> bytes:
+    """Decode a hex secret (spaces allowed) into a 20-byte slot key (under 80 bits it is
+    refused unless ``allow_weak``)."""
+    from hwtoken.otp import check_strength
+
     try:
         raw = bytes.fromhex("".join(text.split()))
     except ValueError:
         raise InvalidInput("the secret is not valid hex") from None
+    if raw:
+        check_strength(raw, allow_weak=allow_weak)
     return fit_hmac_key(raw)
 
 

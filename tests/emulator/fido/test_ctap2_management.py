@@ -257,3 +257,31 @@ def test_min_pin_length_up_to_the_maximum(ctap, client_pin):
     with pytest.raises(CtapError) as e:  # a stale token does not help either
         Config(ctap, client_pin.protocol, b"\0" * 32).set_min_pin_length(min_pin_length=63)
     assert e.value.code == ERR.PIN_AUTH_INVALID
+
+
+@pytest.mark.parametrize("with_blob_permission", [False, True])
+def test_a_spent_token_keeps_only_the_large_blob_permission_it_had(ctap, client_pin,
+                                                                   with_blob_permission):
+    """After makeCredential a token keeps largeBlobWrite if it had it, and gains nothing."""
+    perms = P.MAKE_CREDENTIAL | (P.LARGE_BLOB_WRITE if with_blob_permission else 0)
+    token = client_pin.get_pin_token(PIN, perms, "example.com")
+    cdh = os.urandom(32)
+    ctap.make_credential(cdh, {"id": "example.com", "name": "E"}, {"id": b"u", "name": "u"},
+                         [{"type": "public-key", "alg": -7}],
+                         pin_uv_param=client_pin.protocol.authenticate(token, cdh),
+                         pin_uv_protocol=client_pin.protocol.VERSION)
+    blobs = LargeBlobs(ctap, client_pin.protocol, token)
+    if with_blob_permission:
+        blobs.write_blob_array([{1: b"x"}])
+        assert LargeBlobs(ctap).read_blob_array() == [{1: b"x"}]
+    else:
+        with pytest.raises(CtapError) as e:
+            blobs.write_blob_array([{1: b"x"}])
+        assert e.value.code == ERR.PIN_AUTH_INVALID
+    cdh = os.urandom(32)  # and makeCredential is spent either way
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(cdh, {"id": "example.com", "name": "E"}, {"id": b"v", "name": "v"},
+                             [{"type": "public-key", "alg": -7}],
+                             pin_uv_param=client_pin.protocol.authenticate(token, cdh),
+                             pin_uv_protocol=client_pin.protocol.VERSION)
+    assert e.value.code == ERR.PIN_AUTH_INVALID

@@ -102,6 +102,22 @@ def key_path(tmp_path):
     return tmp_path / "k.key"
 
 
+def test_counter_goes_on_by_one_after_a_clean_close_and_jumps_only_after_a_crash(key_path):
+    """A CLI command loads and closes the key each time: counters must not jump 256."""
+    with VirtualKey.create(key_path) as key:
+        ctap = Ctap2(fido_device(key))
+        cred = make_cred(ctap).auth_data.credential_data
+        first = assertion_counter(ctap, cred)
+    with VirtualKey.load(key_path) as key:  # closed cleanly: the next value is first + 1
+        assert assertion_counter(Ctap2(fido_device(key)), cred) == first + 1
+    key = VirtualKey.load(key_path)
+    last = assertion_counter(Ctap2(fido_device(key)), cred)
+    key._lock.release()  # a crash: the store only knows the reservation
+    with VirtualKey.load(key_path) as key:
+        after = assertion_counter(Ctap2(fido_device(key)), cred)
+        assert last < after <= last + COUNTER_RESERVE + 1
+
+
 def test_reset_within_window_forgets_everything(key_path):
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))
@@ -178,13 +194,17 @@ def test_get_next_assertion_without_state(key_path):
 
 
 def test_key_store_full(key_path, monkeypatch):
-    from hwtoken.emulator.fido.ctap2 import state
+    from dataclasses import replace
 
-    monkeypatch.setattr(state, "MAX_RESIDENT", 2)
+    from hwtoken.emulator import profiles
+
+    small = replace(profiles.YUBIKEY_5, max_resident=2)
+    monkeypatch.setitem(profiles.PROFILES, "yubikey-5", small)
     with VirtualKey.create(key_path) as key:
         ctap = Ctap2(fido_device(key))
         for i in range(2):
             make_cred(ctap, bytes([i]), options={"rk": True})
+        assert ctap.get_info().remaining_disc_creds == 0
         with pytest.raises(CtapError) as e:
             make_cred(ctap, b"x", options={"rk": True})
         assert e.value.code == ERR.KEY_STORE_FULL

@@ -371,6 +371,7 @@ def test_exclude_and_allow_lists_with_pin(device):
         cl.get_assertion(options.public_key)
 
 
+@pytest.mark.hwtoken_profile("latest")  # hmac-secret-mc is CTAP 2.2
 def test_prf_evaluated_at_registration(device):
     from fido2.utils import websafe_encode
 

@@ -21,7 +21,7 @@ from hwtoken.emulator import VirtualKey, fido_device
 from hwtoken.emulator.fido.ctaphid import BROADCAST_CID, CtapHidEngine, frames
 from hwtoken.emulator.fido.u2f import U2fApplet
 
-FUZZ = settings(max_examples=1500, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=1500, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 APP = hashlib.sha256(b"fuzz.example").digest()
@@ -180,7 +180,7 @@ def test_u2f_still_works_after_fuzzing(shared_key, registered):
 
 
 @given(apdu=st.binary(min_size=1, max_size=400))
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_u2f_over_ctaphid_msg_never_breaks_the_channel(shared_key, apdu):
     dev = fido_device(shared_key)
@@ -219,7 +219,7 @@ def _valid_ctap2_requests() -> list[bytes]:
 @given(which=st.integers(0, 4), ops=st.lists(
     st.tuples(st.sampled_from(["flip", "cut", "insert"]), st.integers(0, 300),
               st.integers(1, 255)), min_size=1, max_size=3))
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_mutated_ctap2_requests_over_ctaphid(ctap2_key, which, ops):
     from fido2 import cbor
@@ -238,3 +238,68 @@ def test_mutated_ctap2_requests_over_ctaphid(ctap2_key, which, ops):
     finally:
         dev.close()
     VirtualKey.peek(ctap2_key.path)  # the state file is still whole
+
+
+# Large messages: an ML-DSA-87 assertion (~4.8 KB, 83 reports) framed while other channels
+# send noise. The response must arrive whole, in sequence, and verify.
+@pytest.fixture(scope="module")
+def mldsa(tmp_path_factory):
+    from fido2 import cbor
+    from fido2.ctap2 import Ctap2
+
+    key = VirtualKey.create(tmp_path_factory.mktemp("mldsa") / "k.key", profile="latest")
+    dev = fido_device(key)
+    att = Ctap2(dev).make_credential(bytes(32), {"id": "pq.example"}, {"id": b"u"},
+                                     [{"type": "public-key", "alg": -50}])
+    dev.close()
+    cred = att.auth_data.credential_data
+    request = b"\x02" + cbor.encode({1: "pq.example", 2: bytes(range(32)),
+                                     3: [{"type": "public-key", "id": cred.credential_id}]})
+    yield key, cred, request
+    key.close()
+
+
+def _collect(reports: list[bytes], cid: int) -> tuple[int, bytes]:
+    """Reassemble the one non-keepalive message on ``cid`` from IN reports."""
+    mine = [r for r in reports if int.from_bytes(r[:4], "big") == cid and r[4] != 0xBB]
+    first, rest = mine[0], mine[1:]
+    assert first[4] & 0x80, first.hex()
+    total = int.from_bytes(first[5:7], "big")
+    data = first[7:]
+    for seq, r in enumerate(rest):
+        assert r[4] == seq, (seq, r[4])
+        data += r[5:]
+    assert len(data) >= total
+    return first[4] & 0x7F, data[:total]
+
+
+@given(noise=st.lists(st.one_of(raw_reports, structured), max_size=16),
+       split=st.integers(0, 90))
+@settings(max_examples=200,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_large_mldsa_response_arrives_whole_among_noise(mldsa, noise, split):
+    from fido2 import cbor
+
+    key, cred, request = mldsa
+    engine = CtapHidEngine(key, msg_timeout=0.01)
+    try:
+        cid, other = _init(engine), _init(engine)
+        for r in frames(cid, 0x10, request):
+            engine.write(r)
+        out = []
+        for i, item in enumerate(noise):
+            report = _render(item, [other, other])
+            if report[:4] == cid.to_bytes(4, "big") or report[:4] == b"\xff\xff\xff\xff":
+                continue  # noise stays off the channel under test (and cannot re-INIT it)
+            if i == 0:
+                out += [engine.read(0) for _ in range(min(split, engine.pending()))]
+            engine.write(report)
+        while (rep := engine.read(0)) is not None:
+            out.append(rep)
+        cmd, body = _collect([r for r in out if r is not None], cid)
+        assert cmd == 0x10 and body[0] == 0
+        resp = cbor.decode(body[1:])
+        assert len(resp[3]) == 4627  # the whole ML-DSA-87 signature
+        cred.public_key.verify(resp[2] + bytes(range(32)), resp[3])
+    finally:
+        engine.close()

@@ -12,7 +12,6 @@ from fido2.hid import CtapHidDevice, list_descriptors, open_connection, open_dev
 
 from hwtoken.emulator import VirtualKey
 from hwtoken.emulator.transports.fido_hid import (
-    PRODUCT_NAME,
     hid_descriptor,
     register_with_fido2_hid,
     registered_with_fido2_hid,
@@ -26,11 +25,31 @@ def _paths():
 
 def test_descriptor_looks_like_a_yubikey_5(virtual_key):
     d = hid_descriptor(virtual_key)
-    assert (d.vid, d.pid) == (0x1050, 0x0407)
+    assert (d.vid, d.pid) == (0x1050, 0x0403)
     assert (d.report_size_in, d.report_size_out) == (64, 64)
-    assert d.product_name == PRODUCT_NAME == "YubiKey OTP+FIDO+CCID"
+    assert d.product_name == "YubiKey OTP+FIDO"
     assert d.serial_number == str(virtual_key.serial)
     assert d.path == f"emu:{virtual_key.serial}"
+
+
+@pytest.mark.parametrize(("profile", "pid", "product"), [
+    ("security-key", 0x0120, "Security Key NFC by Yubico"),
+    ("u2f-only", 0x0120, "Security Key by Yubico"),
+    ("latest", 0x0403, "YubiKey OTP+FIDO"),
+])
+def test_descriptor_follows_the_usb_model_of_the_profile(tmp_path, profile, pid, product):
+    from hwtoken.emulator.serve import served
+    from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
+
+    with VirtualKey.create(tmp_path / "k.key", profile=profile) as key:
+        d = hid_descriptor(key)
+        assert (d.vid, d.pid, d.product_name) == (0x1050, pid, product)
+        with served(key) as srv:  # USB/IP shows the same device
+            dev = open_usbip_fido(*srv.address)
+            try:
+                assert (dev.descriptor.vid, dev.descriptor.pid) == (0x1050, pid)
+            finally:
+                dev.close()
 
 
 def test_registered_key_is_listed_opened_and_used(virtual_key):
@@ -52,7 +71,7 @@ def test_registered_key_is_listed_opened_and_used(virtual_key):
             dev.close()
         dev = open_device(path)
         try:
-            assert dev.product_name == "YubiKey OTP+FIDO+CCID"
+            assert dev.product_name == "YubiKey OTP+FIDO"
             assert dev.device_version == virtual_key.version
         finally:
             dev.close()

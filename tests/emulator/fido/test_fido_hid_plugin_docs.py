@@ -40,6 +40,17 @@ def test_documented_example_passes_as_pasted(tmp_path):
     assert "4 passed" in result.stdout
 
 
+def test_documented_profile_choice_passes_as_pasted(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    [example] = [b for b in blocks if "hwtoken_profile" in b]
+    (tmp_path / "test_models.py").write_text(example)
+    result = _pytest(tmp_path, "test_models.py", "-vv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 passed" in result.stdout
+    for model in ("yubikey-5", "security-key", "latest"):
+        assert f"test_my_rp_accepts_every_model[{model}] PASSED" in result.stdout
+
+
 SUITE = '''
 from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice, list_descriptors, open_connection, open_device
@@ -51,7 +62,7 @@ def _virtual():
 
 def test_discover_and_use():
     [desc] = _virtual()
-    assert (desc.vid, desc.pid) == (0x1050, 0x0407)
+    assert (desc.vid, desc.pid) == (0x1050, 0x0403)
     dev = CtapHidDevice(desc, open_connection(desc))
     assert dev.ping(b"hello") == b"hello"
     assert "FIDO_2_1" in Ctap2(dev).get_info().versions
@@ -96,6 +107,16 @@ def test_environment_variable_and_key_file(tmp_path):
     (tmp_path / "test_hw_suite.py").write_text(SUITE)
     result = _pytest(tmp_path, "test_hw_suite.py", env={"HWTOKEN_FIDO2_HID": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "test_model.py").write_text(
+        "from fido2.ctap2 import Ctap2\nfrom hwtoken.testing import fido2_hid_session_key\n"
+        "def test_model():\n    assert fido2_hid_session_key().profile.name == 'latest'\n")
+    for args, env in (((("--hwtoken-fido2-hid", "--hwtoken-fido2-hid-profile", "latest")), {}),
+                      ((), {"HWTOKEN_FIDO2_HID": "1", "HWTOKEN_FIDO2_HID_PROFILE": "latest"})):
+        result = _pytest(tmp_path, *args, "test_model.py", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = _pytest(tmp_path, "--hwtoken-fido2-hid", "--hwtoken-fido2-hid-profile", "nope",
+                     "test_model.py")
+    assert result.returncode == 4 and "unknown key profile 'nope'" in result.stderr
     keyfile = tmp_path / "kept.key"
     result = _pytest(tmp_path, "--hwtoken-fido2-hid-key", str(keyfile), "test_hw_suite.py")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -161,3 +182,66 @@ def test_unusable_key_file_is_a_usage_error(tmp_path):
         assert result.returncode == 4, result.stdout + result.stderr  # pytest: usage error
         assert "INTERNALERROR" not in result.stdout + result.stderr
         assert f"hwtoken virtual key {spec}" in result.stderr
+
+
+def test_documented_plugged_key_example_passes_as_pasted(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    [example] = [b for b in blocks if "def test_ssh_keygen_makes_an_sk_key(plugged_key" in b]
+    (tmp_path / "test_programs.py").write_text(example)
+    result = _pytest(tmp_path, "test_programs.py", "-o", "hwtoken_require_umockdev=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
+SETTINGS_SUITE = '''
+import pytest
+
+
+def test_defaults(webauthn, fido_device):
+    from fido2.ctap2 import Ctap2
+
+    assert webauthn.rp_id == "ini.example" and webauthn.pin == "1357"
+    assert Ctap2(fido_device).get_info().options["clientPin"] is True
+    webauthn.register("alice")
+    assert webauthn.authenticate().user_verified
+
+
+@pytest.mark.hwtoken(rp_id="marker.example", pin=None)
+def test_marker_wins(webauthn, fido_device):
+    from fido2.ctap2 import Ctap2
+
+    assert webauthn.rp_id == "marker.example" and webauthn.pin is None
+    assert Ctap2(fido_device).get_info().options["clientPin"] is False
+    webauthn.register("bob")
+    assert not webauthn.authenticate().user_verified
+
+
+@pytest.mark.hwtoken(colour="blue")
+def test_unknown_setting(webauthn):
+    pass
+'''
+
+
+def test_ini_options_and_marker_set_pin_and_rp_id(tmp_path):
+    (tmp_path / "test_settings.py").write_text(SETTINGS_SUITE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nhwtoken_pin = 1357\n"
+                                         "hwtoken_rp_id = ini.example\n"
+                                         "markers =\n    slow: unused\n")
+    result = _pytest(tmp_path, "--strict-markers", "test_settings.py")
+    assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
+    assert "takes only pin, rp_id as keywords" in result.stdout
+
+
+def test_the_plugin_can_be_turned_off(tmp_path):
+    """A project with fixtures of its own named webauthn or virtual_key: -p no:hwtoken."""
+    (tmp_path / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture\ndef webauthn():\n    return 'mine'\n")
+    (tmp_path / "test_own.py").write_text(
+        "def test_own(webauthn):\n    assert webauthn == 'mine'\n\n"
+        "def test_no_virtual_key(request):\n"
+        "    assert 'virtual_key' not in request.fixturenames\n"
+        "    import pytest\n"
+        "    with pytest.raises(pytest.FixtureLookupError):\n"
+        "        request.getfixturevalue('virtual_key')\n")
+    result = _pytest(tmp_path, "-p", "no:hwtoken", "test_own.py")
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout

@@ -15,7 +15,7 @@ from yubikit.core.otp import calculate_crc
 from hwtoken.emulator.otp.config import SlotConfig
 from hwtoken.emulator.otp.frames import Frame, FrameError, append_crc, check_crc, crc16
 
-FAST = settings(max_examples=200, deadline=None,
+FAST = settings(max_examples=200,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -89,7 +89,7 @@ def test_engine_corrupt_config_refused_in_place(engine):
 
 @given(key=st.binary(min_size=1, max_size=20), challenges=st.lists(
     st.binary(max_size=63), min_size=1, max_size=4), slot=st.sampled_from([1, 2]))
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=60,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_hmac_property(connection, key, challenges, slot):
     """Any key up to 20 bytes, any challenge under 64: the slot answers HMAC-SHA1."""

@@ -151,7 +151,7 @@ commands = st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integ
 
 @pytest.mark.parametrize("applet", sorted(AIDS))
 @given(cmds=commands)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 def test_applet_fuzz_always_answers(tmp_path_factory, applet, cmds):
     k = VirtualKey.create(tmp_path_factory.mktemp("fz") / "f.key")
     try:

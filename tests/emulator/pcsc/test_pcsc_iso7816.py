@@ -55,7 +55,7 @@ def test_parse_rejects_wrong_lengths(raw):
 
 
 @given(st.binary(max_size=300))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 def test_parse_fuzz_never_crashes(raw):
     try:
         apdu = Apdu.parse(raw)
@@ -129,7 +129,7 @@ def test_reset_forgets_selection():
 
 
 @given(st.lists(st.binary(max_size=270), max_size=12))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_card_os_fuzz_always_answers_with_a_status_word(commands):
     card = CardOS(None, [Echo()])
     card.power_on()

@@ -200,7 +200,7 @@ def test_state_file_never_holds_the_password(key):
                                            0xA4, 0xA5, 0x00, 0xFF]),
                           st.integers(0, 255), st.integers(0, 255), st.binary(max_size=80)),
                 max_size=8))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 def test_oath_applet_fuzz(tmp_path_factory, cmds):
     k = VirtualKey.create(tmp_path_factory.mktemp("fz") / "f.key")
     try:
@@ -235,3 +235,24 @@ def test_usb_transport_uses_extended_apdus(key):
                                         HASH_ALGORITHM.SHA256, long_secret))
     assert len(s.list_credentials()) == 12
     assert any(len(a) > 7 and a[4] == 0 for a in sent[1:])  # extended Lc seen
+
+
+def test_validate_refuses_a_short_host_challenge(key):
+    """Yubico's applet answers 6A80 to VALIDATE with a host challenge under 8 bytes
+    (yubikit always sends 8): the key would otherwise prove itself over almost nothing."""
+    import hashlib
+    import hmac
+
+    from yubikit.core import Tlv
+
+    s = session(key)
+    access = s.derive_key("hunter22")
+    s.set_key(access)
+    s2 = session(key)
+    response = hmac.new(access, s2._challenge, hashlib.sha1).digest()
+    for short in (b"", b"\1" * 4, b"\1" * 7):
+        with pytest.raises(ApduError) as exc:
+            s2.protocol.send_apdu(0, 0xA3, 0, 0, Tlv(0x75, response) + Tlv(0x74, short))
+        assert exc.value.sw == SW.INCORRECT_PARAMETERS
+    s2.validate(access)  # eight bytes, as yubikit sends: unlocked
+    assert not s2.locked or s2.list_credentials() == []

@@ -88,7 +88,7 @@ def test_stop_while_nothing_listens_is_prompt(key):
 
 
 @given(st.lists(st.binary(max_size=300), max_size=10))
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 def test_handle_fuzz(tmp_path_factory, messages):
     k = VirtualKey.create(tmp_path_factory.mktemp("v") / "f.key")
     try:

@@ -182,14 +182,14 @@ tags = st.sampled_from([0x01, 0x53, 0x5C, 0x7C, 0x80, 0x9B, 0xAC, 0x5F2F, 0x7F49
 
 
 @given(items=st.lists(st.tuples(tags, st.binary(max_size=300)), max_size=5))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_tlv_round_trip(items):
     data = b"".join(tlv.tlv(t, v) for t, v in items)
     assert tlv.parse(data) == items
 
 
 @given(data=st.binary(max_size=64))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 def test_tlv_parse_rejects_or_accepts_cleanly(data):
     try:
         items = tlv.parse(data)
@@ -266,7 +266,7 @@ command_group = st.one_of(random_command.map(lambda c: [c]),
 
 
 @given(groups=st.lists(command_group, max_size=6), auth=st.booleans(), pin=st.booleans())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 def test_fuzzed_commands_always_get_a_status_word(tmp_path_factory, groups, auth, pin):
     cmds = [c for group in groups for c in group]
     k = VirtualKey.create(tmp_path_factory.mktemp("pivfz") / "f.key")

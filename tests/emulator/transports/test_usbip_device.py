@@ -179,7 +179,7 @@ def test_touch_types_the_hotp_code_on_the_keyboard_endpoint(usbip_server, usbip_
     assert decode(reports).strip() == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=300))
 def test_config_parser_takes_any_bytes(blob):
     from hwtoken.emulator.transports.pyusb_backend import _parse_config

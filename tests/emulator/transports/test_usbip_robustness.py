@@ -119,7 +119,7 @@ def test_garbage_urbs_after_import(usbip_server):
     _still_serves(usbip_server)
 
 
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=30,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(junk=st.binary(min_size=1, max_size=200), after_import=st.booleans())
 def test_fuzzed_bytes_never_stop_the_server(usbip_server, junk, after_import):

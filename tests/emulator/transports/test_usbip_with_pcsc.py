@@ -64,7 +64,7 @@ def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
     env = dict(os.environ, HWTOKEN_STATE_DIR=str(_isolated_state_dir))
     subprocess.run([hwtoken, "emulate", "create", "card", "--serial", "5550123"], env=env,
                    check=True, capture_output=True, timeout=60)
-    proc = subprocess.Popen([hwtoken, "emulate", "serve", "card", "--no-usbip", "--pcsc",
+    proc = subprocess.Popen([hwtoken, "emulate", "serve", "card", "--no-usbip", "--pcsc-address",
                              f"127.0.0.1:{pcscd.port}"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -89,6 +89,15 @@ def test_emulate_serve_pcsc_only_subprocess(_isolated_state_dir):
             ctap2.make_credential(
                 bytes(32), {"id": "example.com", "name": "Ex"}, {"id": b"u", "name": "u"},
                 [{"type": "public-key", "alg": -7}], options={"rk": True})
+        # and so does `hwtoken fido2` (docs/usbip.md promises it for a PC/SC-only serve)
+        import json
+
+        info = subprocess.run([hwtoken, "fido2", "-d", "emu:card", "info", "--json"],
+                              env={**env, **pcscd.env}, capture_output=True, text=True,
+                              timeout=60)
+        assert info.returncode == 0, info.stderr
+        doc = json.loads(info.stdout)
+        assert doc["device"] == "emu:card" and "FIDO_2_0" in doc["versions"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

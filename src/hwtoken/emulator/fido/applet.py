@@ -1,4 +1,4 @@
-"""``FidoApplet``: the FIDO2 (CTAP 2.1) and U2F (CTAP1) applet of a virtual key.
+"""``FidoApplet``: the FIDO2 (CTAP 2.1/2.2) and U2F (CTAP1) applet of a virtual key.
 
 Transports call two entry points, both pure (bytes in, bytes out):
 
@@ -8,6 +8,9 @@ Transports call two entry points, both pure (bytes in, bytes out):
   (CTAPHID MSG, or the U2F applet over ISO 7816).
 
 ``lock`` (re-entrant) serialises requests arriving through different transports at once.
+A transport passes ``channel`` (any hashable naming the CTAPHID channel or card session a
+request came on) so multi-step CTAP2 commands only continue on the channel that began them.
+What the applet offers follows the key's profile: a ``u2f-only`` key has no CTAP2 at all.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from hwtoken.emulator.fido import attestation
+from hwtoken.emulator.fido import attestation, credentials
 from hwtoken.emulator.fido.u2f import U2fApplet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,15 +65,22 @@ class FidoApplet:
     def u2f_applet(self) -> U2fApplet:
         return U2fApplet(self.key)
 
+    @property
+    def ctap2_enabled(self) -> bool:
+        """False for a CTAP1-only model (``u2f-only``)."""
+        return self.key.profile.ctap2
+
     def ctap2(self, request: bytes, cancel: threading.Event | None = None,
-              keepalive: Keepalive | None = None) -> bytes:
+              keepalive: Keepalive | None = None, channel: Any = None) -> bytes:
         """One CTAP2 request (command byte + CBOR) -> status byte + CBOR response."""
         if not request:
             return bytes([CTAP1_ERR_INVALID_LENGTH])
+        if not self.ctap2_enabled:
+            return bytes([CTAP1_ERR_INVALID_COMMAND])
         with self.lock:
             try:
                 return bytes(self.authenticator.process(bytes(request), cancel=cancel,
-                                                        keepalive=keepalive))
+                                                        keepalive=keepalive, channel=channel))
             except Exception:  # a bug must not take the key down: answer ERR_OTHER
                 return bytes([CTAP2_ERR_OTHER])
 
@@ -92,6 +102,10 @@ class FidoApplet:
         return self._u2f_enabled()
 
     def _u2f_enabled(self) -> bool:
+        if not self.key.profile.u2f:
+            return False
+        if not self.key.profile.ctap2:
+            return True
         try:
             return bool(getattr(self.authenticator, "u2f_enabled", True))
         except ImportError:  # no CTAP2 in this tree: nothing can disable U2F
@@ -102,6 +116,10 @@ class FidoApplet:
         self.winks += 1
         if self.on_wink is not None:
             self.on_wink()
+
+    def before_close(self) -> None:
+        """The key is about to be closed cleanly: record the exact signature counter."""
+        credentials.record_signature_counter(self.key)
 
     def power_cycle(self) -> None:
         """Drop volatile CTAP2 state (PIN tokens, wrong-PIN streak, ...)."""

@@ -93,6 +93,14 @@ class KeepaliveStatus(IntEnum):
 CAPABILITIES = Capability.WINK | Capability.CBOR
 
 
+def capabilities(key: Any) -> Capability:
+    """INIT capabilities of ``key``'s model: no CBOR for a CTAP1-only (``u2f-only``) key."""
+    profile = getattr(key, "profile", None)
+    if profile is not None and not profile.ctap2:
+        return Capability.WINK
+    return CAPABILITIES
+
+
 def frames(cid: int, cmd: int, data: bytes) -> list[bytes]:
     """Split one message into 64-byte reports: an init packet and continuations."""
     out = [struct.pack(">IBH", cid, TYPE_INIT | cmd, len(data))
@@ -158,6 +166,8 @@ class CtapHidEngine:
         self._worker: threading.Thread | None = None
         self._inline: _Job | None = None
         self._closed = False
+        self._caps = capabilities(key)
+        self._token = object()  # names this connection in the channels given to the applet
 
     # -- public interface -----------------------------------------------------------------
     def write(self, report: bytes) -> None:
@@ -208,6 +218,27 @@ class CtapHidEngine:
                     wait = min(wait, left)
                 self._cond.wait(wait)
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until an IN report is ready (without taking it); False on timeout/close."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while True:
+                self._expire(time.monotonic())
+                if self._out:
+                    return True
+                if self._closed:
+                    return False
+                wait = self.keepalive_interval if self._job is not None else 1.0
+                if self._rx is not None:
+                    wait = min(wait, max(self._rx.last + self.msg_timeout - time.monotonic(),
+                                         0.001))
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    wait = min(wait, left)
+                self._cond.wait(wait)
+
     def pending(self) -> int:
         """How many IN reports are queued."""
         with self._cond:
@@ -228,6 +259,8 @@ class CtapHidEngine:
 
     # -- output helpers (caller holds the lock) ---------------------------------------------
     def _send(self, cid: int, cmd: int, data: bytes = b"") -> None:
+        if len(data) > MAX_MESSAGE:  # cannot be framed: an error, never a truncation
+            cmd, data = Cmd.ERROR, bytes([HidError.OTHER])
         if len(self._out) > MAX_QUEUED:  # a host that never reads: drop the oldest
             for _ in range(len(self._out) - MAX_QUEUED):
                 self._out.popleft()
@@ -345,7 +378,7 @@ class CtapHidEngine:
             return
         major, minor, build = self.key.version
         body = nonce + struct.pack(">IBBBBB", new_cid, CTAPHID_PROTOCOL_VERSION,
-                                   major & 0xFF, minor & 0xFF, build & 0xFF, CAPABILITIES)
+                                   major & 0xFF, minor & 0xFF, build & 0xFF, self._caps)
         self._send(cid, Cmd.INIT, body)
 
     def _allocate(self) -> int:
@@ -377,6 +410,8 @@ class CtapHidEngine:
                     self._lock_cid = cid
                     self._lock_until = time.monotonic() + data[0]
                 self._send(cid, Cmd.LOCK)
+        elif cmd == Cmd.CBOR and not self._caps & Capability.CBOR:
+            self._error(cid, HidError.INVALID_CMD)
         elif cmd in (Cmd.MSG, Cmd.CBOR):
             if not data:
                 self._error(cid, HidError.INVALID_LEN)
@@ -457,7 +492,8 @@ class CtapHidEngine:
         try:
             if job.cmd == Cmd.MSG:
                 return Cmd.MSG, applet.u2f(job.data, cancel=job.cancel, keepalive=keepalive)
-            response = applet.ctap2(job.data, cancel=job.cancel, keepalive=keepalive)
+            response = applet.ctap2(job.data, cancel=job.cancel, keepalive=keepalive,
+                                    channel=(self._token, job.cid))
             if job.cancel.is_set() and response[:1] != b"\0":
                 response = bytes([CTAP2_ERR_KEEPALIVE_CANCEL])
             return Cmd.CBOR, response

@@ -37,9 +37,11 @@ from hwtoken.emulator.otp.config import (
     is_zero_config,
 )
 from hwtoken.emulator.otp.constants import (
+    ACC_CODE_SIZE,
     CFG_UPDATE_MASK,
     EXT_UPDATE_MASK,
     HMAC_CHALLENGE_SIZE,
+    NDEF_DATA_SIZE,
     TKT_UPDATE_MASK,
     WRITE_COMMANDS,
     CfgState,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
 
 SLOTS = (1, 2)
+NDEF_CONFIG_SIZE = 2 + NDEF_DATA_SIZE  # length, type, data
 _CHALLENGE_SLOT: dict[int, int] = {Cmd.CHAL_HMAC_1: 1, Cmd.CHAL_HMAC_2: 2,
                                    Cmd.CHAL_OTP_1: 1, Cmd.CHAL_OTP_2: 2}
 
@@ -183,9 +186,7 @@ class OtpApplet:
         if command == Cmd.SWAP:
             return self._swap(payload)
         if command in (Cmd.NDEF_1, Cmd.NDEF_2):
-            self.state.setdefault("ndef", {})[
-                "1" if command == Cmd.NDEF_1 else "2"] = payload[:56]
-            return True
+            return self._ndef(1 if command == Cmd.NDEF_1 else 2, payload)
         if command == Cmd.DEVICE_CONFIG:
             self.state["device_config"] = payload[:4]
             return True
@@ -193,6 +194,15 @@ class OtpApplet:
             self.state["scan_map"] = payload[:45]
             return True
         return False  # pragma: no cover - WRITE_COMMANDS is exhaustive
+
+    def _ndef(self, slot: int, payload: bytes) -> bool:
+        """NDEF data (length, type, 54 bytes) then the slot's current access code, which
+        a key checks like for any other write to a protected slot (yubikit appends it)."""
+        presented = payload[NDEF_CONFIG_SIZE:NDEF_CONFIG_SIZE + ACC_CODE_SIZE]
+        if not self._access_ok(slot, presented.ljust(ACC_CODE_SIZE, b"\0")):
+            return False
+        self.state.setdefault("ndef", {})[str(slot)] = payload[:NDEF_CONFIG_SIZE]
+        return True
 
     def _access_ok(self, slot: int, presented: bytes) -> bool:
         cfg = self.slot_config(slot)

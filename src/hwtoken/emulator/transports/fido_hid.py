@@ -34,9 +34,6 @@ from hwtoken.emulator.fido.ctaphid import REPORT_SIZE, CtapHidEngine
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
 
-YUBICO_VID = 0x1050
-YUBIKEY5_OTP_FIDO_CCID_PID = 0x0407
-PRODUCT_NAME = "YubiKey OTP+FIDO+CCID"
 PATH_PREFIX = "emu:"
 DEFAULT_READ_TIMEOUT = 60.0
 # "the suite waits for a replug": this many discovery polls listing the key, spread over
@@ -53,11 +50,15 @@ def hid_path(key: VirtualKey) -> str:
 
 
 def hid_descriptor(key: VirtualKey) -> HidDescriptor:
-    """A ``HidDescriptor`` for ``key``'s FIDO interface (YubiKey 5 VID/PID, 64-byte reports)."""
+    """A ``HidDescriptor`` for ``key``'s FIDO interface: the VID, PID and product of its USB
+    model (:func:`hwtoken.emulator.usb.key_usb_model`), 64-byte reports."""
+    from hwtoken.emulator.usb import key_usb_model
+
+    model = key_usb_model(key)
     return HidDescriptor(
-        path=hid_path(key), vid=YUBICO_VID, pid=YUBIKEY5_OTP_FIDO_CCID_PID,
+        path=hid_path(key), vid=model.vendor_id, pid=model.product_id,
         report_size_in=REPORT_SIZE, report_size_out=REPORT_SIZE,
-        product_name=PRODUCT_NAME, serial_number=str(key.serial),
+        product_name=model.product, serial_number=str(key.serial),
     )
 
 

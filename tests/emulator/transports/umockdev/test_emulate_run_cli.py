@@ -19,6 +19,16 @@ from umockdev_helpers import VENV_BIN
 HWTOKEN = [sys.executable, "-m", "hwtoken"]
 
 
+@pytest.fixture(autouse=True)
+def private_tmp(monkeypatch):
+    """A TMPDIR of this test's own, so the testbeds counted here are its own (other test
+    runs on the machine make and remove theirs in /tmp meanwhile)."""
+    d = tempfile.mkdtemp(prefix="hwt-")  # short: Unix socket paths live below it
+    monkeypatch.setenv("TMPDIR", d)
+    yield d
+    subprocess.run(["rm", "-rf", d], check=False)
+
+
 def hw(*args, **kwargs):
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
@@ -30,7 +40,7 @@ def hw(*args, **kwargs):
 
 
 def _testbeds() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "hwtoken-umockdev.*")))
+    return set(glob.glob(os.path.join(os.environ["TMPDIR"], "hwtoken-umockdev.*")))
 
 
 @pytest.fixture
@@ -166,9 +176,9 @@ def test_the_next_run_removes_a_testbed_left_by_a_killed_run(key_name):
     orphans = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                              text=True).stdout.split()
     proc.kill()  # hwtoken itself: nothing can clean up now
-    proc.communicate(timeout=30)
     for pid in orphans:  # CMD (and the pty guards) outlive it
         subprocess.run(["kill", "-9", pid], check=False)
+    proc.communicate(timeout=30)
     assert Path(left).exists()
     assert hw("emulate", "run", key_name, "--", "true").returncode == 0
     assert not Path(left).exists()
@@ -197,3 +207,27 @@ def test_no_root_needed(key_name):
     assert "vendor=0x1050" in lines[1]
     assert (state / "id.pub").read_text().startswith("sk-ecdsa-sha2-nistp256@openssh.com")
     subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def test_serve_local_prints_the_environment_for_other_shells(key_name):
+    serve = subprocess.Popen([*HWTOKEN, "emulate", "serve", key_name, "--local",
+                              "--no-usbip", "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [serve.stdout.readline()]
+        while lines[-1] and lines[-1] != "}\n":  # one indented JSON document
+            lines.append(serve.stdout.readline())
+        doc = json.loads("".join(lines))
+        local = doc["local"]
+        assert "/dev/hidraw1" in local["nodes"] and doc["usbip"] is None
+        env = {**os.environ, "UMOCKDEV_DIR": local["dir"], "LD_PRELOAD": local["preload"]}
+        listed = subprocess.run(["fido2-token", "-L"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert "/dev/hidraw1: vendor=0x1050" in listed.stdout, listed.stderr
+        shown = json.loads(hw("emulate", "show", key_name, "--json").stdout)
+        assert shown["served"]["local"]["dir"] == local["dir"]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
+    assert serve.returncode == 0
+    assert not Path(local["dir"]).exists()

@@ -82,7 +82,7 @@ requests = st.tuples(
     st.binary(max_size=80))
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=150,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(requests, min_size=1, max_size=12))
 def test_any_request_gets_an_answer_and_the_key_keeps_working(plugged_key, calls):

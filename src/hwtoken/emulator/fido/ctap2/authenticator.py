@@ -1,8 +1,15 @@
-"""The CTAP 2.1 authenticator of the virtual key: command byte + CBOR in, status + CBOR out.
+"""The CTAP 2.1/2.2 authenticator of the virtual key: command byte + CBOR in, status + CBOR out.
 
 :meth:`Authenticator.process` never raises: malformed CBOR, wrong types, missing
 parameters and unknown commands all become the status codes the spec assigns, and a
-failing command leaves the persisted state as it was.
+failing command leaves the state as it was, in memory and on disk (a failed write rolls
+the store back; a state-changing command that fails returns it to what was last saved).
+What the authenticator offers -- getInfo, algorithms, extensions, CTAP 2.2 features -- is
+the key's profile (:mod:`hwtoken.emulator.profiles`).
+
+Responses never exceed what CTAPHID can carry (:data:`MAX_RESPONSE`): a response that would
+(an ML-DSA-87 signature with a very large user entity, say) is CTAP2_ERR_REQUEST_TOO_LARGE,
+and a makeCredential whose attestation does not fit stores nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +24,8 @@ from typing import Any
 
 from fido2 import cbor
 
-from hwtoken.emulator.fido import attestation
+from hwtoken.emulator.fido import algorithms, attestation
 from hwtoken.emulator.fido.credentials import (
-    MAX_ID_LEN,
-    SUPPORTED_ALGORITHMS,
     CredentialKey,
     ResidentRecord,
     signature_counter,
@@ -39,17 +44,13 @@ from hwtoken.emulator.fido.ctap2.params import (
     options,
 )
 from hwtoken.emulator.fido.ctap2.pin_protocols import PinProtocolV1
-from hwtoken.emulator.fido.ctap2.state import (
-    MAX_LARGE_BLOB,
-    MAX_MIN_PIN_RP_IDS,
-    MAX_RESIDENT,
-    FidoState,
-)
+from hwtoken.emulator.fido.ctap2.state import FidoState
 
 Keepalive = Callable[[], None]
 
-MAX_MSG_SIZE = 1200
-MAX_CREDS_IN_LIST = 8
+#: the largest response body: CTAPHID's largest message (7609 bytes) minus the status byte
+MAX_RESPONSE = 7609 - 1
+MAX_PIN_LENGTH = 63
 MAX_USER_ID = 64
 RESET_WINDOW = 10.0  # seconds after power-up
 NEXT_ASSERTION_TIMEOUT = 30.0
@@ -98,6 +99,12 @@ class Cmd:
     SELECTION = 0x0B
     LARGE_BLOBS = 0x0C
     CONFIG = 0x0D
+    CREDENTIAL_MGMT_PRE = 0x41  # credentialMgmtPreview (FIDO_2_1_PRE), as YubiKey 5 answers
+
+
+#: commands that change the key's state: when one fails, the state returns to the last save
+_MUTATING = frozenset({Cmd.MAKE_CREDENTIAL, Cmd.CLIENT_PIN, Cmd.RESET, Cmd.CREDENTIAL_MGMT,
+                       Cmd.CREDENTIAL_MGMT_PRE, Cmd.LARGE_BLOBS, Cmd.CONFIG})
 
 
 @dataclass
@@ -119,10 +126,11 @@ class _PendingAssertions:
     hmac: extensions.HmacSecretRequest | None
     remaining: list[_Found]
     started: float
+    channel: Any = None
 
 
 class Authenticator:
-    """CTAP 2.1 for one :class:`~hwtoken.emulator.key.VirtualKey` (pure logic)."""
+    """CTAP 2.1/2.2 for one :class:`~hwtoken.emulator.key.VirtualKey` (pure logic)."""
 
     def __init__(self, key: Any) -> None:
         from hwtoken.emulator.fido.ctap2.config import AuthenticatorConfig
@@ -130,14 +138,17 @@ class Authenticator:
         from hwtoken.emulator.fido.ctap2.large_blobs import LargeBlobs
 
         self.key = key
+        self.profile = key.profile
         self.state = FidoState(key)
-        self.pin = ClientPin(self.state)
+        self.pin = ClientPin(self.state, self.profile)
         self.counter = signature_counter(key)
         self.credential_management = CredentialManagement(self)
         self.config = AuthenticatorConfig(self)
         self.large_blobs = LargeBlobs(self)
         self._lock = threading.RLock()
         self._pending: _PendingAssertions | None = None
+        #: the channel the request being processed came on (see :meth:`process`)
+        self.channel: Any = None
         self._handler_table = self._handlers()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -164,40 +175,55 @@ class Authenticator:
 
     # -- entry point ------------------------------------------------------------------------
     def process(self, request: bytes, cancel: threading.Event | None = None,
-                keepalive: Keepalive | None = None) -> bytes:
-        """One CTAP2 request -> status byte (+ canonical CBOR). Never raises."""
+                keepalive: Keepalive | None = None, channel: Any = None) -> bytes:
+        """One CTAP2 request -> status byte (+ canonical CBOR). Never raises.
+
+        ``channel`` names where the request came from (a CTAPHID channel, a card session):
+        getNextAssertion and credential enumeration only continue on the channel that
+        started them.
+        """
         with self._lock:
+            request = bytes(request)
+            self.channel = channel
             try:
-                result = self._dispatch(bytes(request), cancel or _NEVER, keepalive)
+                result = self._dispatch(request, cancel or _NEVER, keepalive)
                 if result is None:
                     return b"\x00"
-                if isinstance(result, bytes):  # already encoded (getAssertion fast path)
-                    return b"\x00" + result
-                return b"\x00" + cbor.encode(result)
+                if not isinstance(result, bytes):  # (getAssertion's fast path encodes)
+                    result = cbor.encode(result)
+                if len(result) > MAX_RESPONSE:
+                    raise Ctap2Error(ERR.REQUEST_TOO_LARGE)
+                return b"\x00" + result
             except Ctap2Error as e:
-                return bytes([e.code])
+                code = e.code
             except CborError:
-                return bytes([ERR.INVALID_CBOR])
-            except Exception:  # a bug must not take the key down
-                return bytes([ERR.OTHER])
+                code = ERR.INVALID_CBOR
+            except Exception:  # a bug or a failed write must not take the key down
+                code = ERR.OTHER
+            self._pending = None
+            if request[:1] and request[0] in _MUTATING:
+                self.key.store.rollback()
+            return bytes([code])
 
     def _dispatch(self, request: bytes, cancel: threading.Event,
-                  keepalive: Keepalive | None) -> dict[Any, Any] | None:
+                  keepalive: Keepalive | None) -> dict[Any, Any] | bytes | None:
         if not request:
             raise Ctap2Error(ERR.INVALID_LENGTH)
-        if len(request) > MAX_MSG_SIZE:
+        if len(request) > self.profile.max_msg_size:
             raise Ctap2Error(ERR.REQUEST_TOO_LARGE)
         cmd, body = request[0], request[1:]
         if cmd != Cmd.GET_NEXT_ASSERTION:
             self._pending = None
+        if cmd not in (Cmd.CREDENTIAL_MGMT, Cmd.CREDENTIAL_MGMT_PRE):
+            self.credential_management.drop()
         handler = self._handler_table.get(cmd)
         if handler is None:
             raise Ctap2Error(ERR.INVALID_COMMAND)
         params = Params(decode_cbor(body) if body else None)
         return handler(params, cancel, keepalive)
 
-    def _handlers(self) -> dict[int, Callable[..., dict[Any, Any] | None]]:
-        return {
+    def _handlers(self) -> dict[int, Callable[..., dict[Any, Any] | bytes | None]]:
+        table: dict[int, Callable[..., dict[Any, Any] | bytes | None]] = {
             Cmd.MAKE_CREDENTIAL: self.make_credential,
             Cmd.GET_ASSERTION: self.get_assertion,
             Cmd.GET_INFO: lambda p, c, k: self.get_info(),
@@ -209,6 +235,10 @@ class Authenticator:
             Cmd.LARGE_BLOBS: lambda p, c, k: self.large_blobs.process(p),
             Cmd.CONFIG: lambda p, c, k: self.config.process(p),
         }
+        if self.profile.credential_mgmt_preview:
+            table[Cmd.CREDENTIAL_MGMT_PRE] = (
+                lambda p, c, k: self.credential_management.process(p, preview=True))
+        return table
 
     # -- helpers ---------------------------------------------------------------------------------
     def user_presence(self, reason: str, cancel: threading.Event,
@@ -242,42 +272,64 @@ class Authenticator:
         return pin_auth, self.pin.protocol_param(p, proto_key)
 
     # -- getInfo --------------------------------------------------------------------------------
+    @property
+    def algorithms(self) -> list[int]:
+        """The COSE algorithms this key offers, in its order of preference."""
+        return [a for a in self.profile.algorithms if algorithms.available(a)]
+
     def get_info(self) -> dict[int, Any]:
-        st = self.state
+        st, prof = self.state, self.profile
         major, minor, patch = self.key.version
-        return {
+        options = {
+            "rk": True,
+            "up": True,
+            "plat": False,
+            "clientPin": st.pin_set,
+            "credMgmt": True,
+            "authnrCfg": True,
+            "largeBlobs": True,
+            "pinUvAuthToken": True,
+            "setMinPINLength": True,
+            "makeCredUvNotRqd": not st.always_uv,
+            "alwaysUv": st.always_uv,
+        }
+        if prof.credential_mgmt_preview:
+            options["credentialMgmtPreview"] = True
+        if prof.enterprise_attestation:
+            options["ep"] = st.ep_enabled
+        if prof.persistent_token:
+            options["perCredMgmtRO"] = True
+        info: dict[int, Any] = {
             # CTAP 2.1 §7.2.2: alwaysUv disables CTAP1/U2F, so U2F_V2 is not offered then
-            0x01: (["FIDO_2_0", "FIDO_2_1"] if st.always_uv
-                   else ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]),
-            0x02: list(extensions.SUPPORTED),
+            0x01: [v for v in prof.versions if not (v == "U2F_V2" and st.always_uv)],
+            0x02: list(prof.extensions),
             0x03: self.key.aaguid,
-            0x04: {
-                "rk": True,
-                "up": True,
-                "plat": False,
-                "clientPin": st.pin_set,
-                "credMgmt": True,
-                "authnrCfg": True,
-                "largeBlobs": True,
-                "pinUvAuthToken": True,
-                "setMinPINLength": True,
-                "makeCredUvNotRqd": not st.always_uv,
-                "alwaysUv": st.always_uv,
-            },
-            0x05: MAX_MSG_SIZE,
+            0x04: options,
+            0x05: prof.max_msg_size,
             0x06: [2, 1],
-            0x07: MAX_CREDS_IN_LIST,
-            0x08: MAX_ID_LEN,
-            0x09: ["nfc", "usb"],
-            0x0A: [{"alg": alg, "type": "public-key"} for alg in SUPPORTED_ALGORITHMS],
-            0x0B: MAX_LARGE_BLOB,
+            0x07: prof.max_creds_in_list,
+            0x08: prof.max_cred_id_length,
+            0x09: prof.transports,
+            0x0A: [{"alg": alg, "type": "public-key"} for alg in self.algorithms],
+            0x0B: prof.max_large_blob,
             0x0C: st.force_pin_change,
             0x0D: st.min_pin_length,
             0x0E: (major << 16) | (minor << 8) | patch,
             0x0F: 32,
-            0x10: MAX_MIN_PIN_RP_IDS,
-            0x14: max(0, MAX_RESIDENT - len(st.residents)),
+            0x10: prof.max_rpids_for_min_pin,
+            0x14: max(0, prof.max_resident - len(st.residents)),
         }
+        if prof.attestation_formats:
+            info[0x16] = list(prof.attestation_formats)
+        if prof.ctap22:
+            info[0x1D] = MAX_PIN_LENGTH
+        token = self.pin.persistent_token
+        if token is not None:  # CTAP 2.2 §6.4: readable with the persistent token only
+            info[0x19] = self.pin.encrypt_info(token, b"encIdentifier",
+                                               st.device_identifier)
+            info[0x1E] = self.pin.encrypt_info(token, b"encCredStoreState",
+                                               st.cred_store_state)
+        return info
 
     # -- makeCredential -----------------------------------------------------------------------
     def make_credential(self, p: Params, cancel: threading.Event,
@@ -301,19 +353,15 @@ class Authenticator:
         enterprise = p.opt(0x0A, int)
         formats = p.opt(0x0B, list)
 
-        alg = None
-        for entry in cred_params:
-            cp = Params(entry)
-            typ, a = cp.req("type", str), cp.req("alg", int)
-            if typ == "public-key" and a in SUPPORTED_ALGORITHMS and alg is None:
-                alg = a
-        if alg is None:
-            raise Ctap2Error(ERR.UNSUPPORTED_ALGORITHM)
-        if opts.get("up") is False or opts.get("uv") is True:
+        alg = self._choose_algorithm(cred_params)
+        if opts.get("up") is False:
+            raise Ctap2Error(ERR.INVALID_OPTION)
+        # CTAP 2.1 §6.1.2 step 5: with a pinUvAuthParam, "uv" is treated as false; without
+        # one, this key has no built-in user verification to honour it
+        if opts.get("uv") is True and pin_auth is None:
             raise Ctap2Error(ERR.INVALID_OPTION)
         rk = opts.get("rk", False)
-        if enterprise is not None:
-            raise Ctap2Error(ERR.INVALID_PARAMETER)
+        enterprise_att = self._enterprise_attestation(enterprise, rp_id)
 
         uv = False
         if proto is not None:
@@ -335,29 +383,22 @@ class Authenticator:
                 raise Ctap2Error(ERR.CREDENTIAL_EXCLUDED)
 
         exts = extensions.registration(ext, rk, rp_id, self.state.min_pin_length,
-                                       self.state.min_pin_rp_ids)
+                                       self.state.min_pin_rp_ids, self.profile.extensions)
         hmac_mc = None
-        if "hmac-secret-mc" in ext and exts.outputs.get("hmac-secret"):
+        if ("hmac-secret-mc" in ext and "hmac-secret-mc" in self.profile.extensions
+                and exts.hmac_secret):
             # CTAP 2.2: evaluate the new credential's PRF already at registration
             hmac_mc = extensions.hmac_secret_request(ext["hmac-secret-mc"],
                                                      self.pin.protocols)
         self.user_presence("makeCredential", cancel, keepalive)
 
         cred = CredentialKey.generate(alg, cred_protect=exts.cred_protect, resident=rk,
-                                      cred_blob=exts.cred_blob)
+                                      cred_blob=exts.cred_blob, hmac_secret=exts.hmac_secret,
+                                      third_party_payment=exts.third_party_payment)
         cid = wrap(self.state.wrap_secret, rp_id_hash, cred)
         if hmac_mc is not None:
             exts.outputs["hmac-secret-mc"] = hmac_mc.output(cred, uv)
         counter = self.counter.next()
-        if rk:
-            record = ResidentRecord(
-                credential_id=cid, rp_id=rp_id, rp=_entity(rp, ("id", "name")),
-                user=_entity(user_p, ("id", "name", "displayName", "icon")),
-                created=counter, large_blob_key=exts.large_blob_key,
-            )
-            if not self.state.put_resident(record):
-                raise Ctap2Error(ERR.KEY_STORE_FULL)
-            self.state.commit()
 
         flags = FLAG_UP | FLAG_AT | (FLAG_UV if uv else 0)
         ext_out = b""
@@ -368,21 +409,62 @@ class Authenticator:
                      + cbor.encode(cred.cose_public_key()))
         auth_data = (rp_id_hash + bytes([flags]) + struct.pack(">I", counter) + cred_data
                      + ext_out)
-        if pin_auth is not None:
-            self.pin.spend()
 
-        if formats is not None and self._wants_none(formats):
+        if not enterprise_att and formats is not None and self._wants_none(formats):
             response: dict[int, Any] = {0x01: "none", 0x02: auth_data, 0x03: {}}
         else:
-            sig = attestation.sign(self.key, auth_data + client_data_hash)
+            sig = attestation.sign(self.key, auth_data + client_data_hash,
+                                   enterprise=enterprise_att)
             response = {
                 0x01: "packed", 0x02: auth_data,
                 0x03: {"alg": -7, "sig": sig, "x5c": [attestation.attestation_certificate(
-                    self.key)]},
+                    self.key, enterprise=enterprise_att)]},
             }
+        if enterprise_att:
+            response[0x04] = True  # epAtt
         if exts.large_blob_key:
             response[0x05] = cred.large_blob_key()
-        return response
+        encoded = cbor.encode(response)
+        if len(encoded) > MAX_RESPONSE:  # nothing is stored for a response that cannot go
+            raise Ctap2Error(ERR.REQUEST_TOO_LARGE)
+
+        if rk:
+            record = ResidentRecord(
+                credential_id=cid, rp_id=rp_id, rp=_entity(rp, ("id", "name")),
+                user=_entity(user_p, ("id", "name", "displayName", "icon")),
+                created=counter, large_blob_key=exts.large_blob_key,
+            )
+            if not self.state.put_resident(record, self.profile.max_resident):
+                raise Ctap2Error(ERR.KEY_STORE_FULL)
+            self.state.commit()
+        if pin_auth is not None:
+            self.pin.spend()
+        return encoded
+
+    def _choose_algorithm(self, cred_params: list[Any]) -> int:
+        """The first entry of pubKeyCredParams (the platform's preference) this key offers."""
+        offered = self.algorithms
+        alg = None
+        for entry in cred_params:
+            cp = Params(entry)
+            typ, a = cp.req("type", str), cp.req("alg", int)
+            if typ == "public-key" and a in offered and alg is None:
+                alg = a
+        if alg is None:
+            raise Ctap2Error(ERR.UNSUPPORTED_ALGORITHM)
+        return alg
+
+    def _enterprise_attestation(self, value: int | None, rp_id: str) -> bool:
+        """CTAP 2.1 §6.1.2 step 9: whether to give an enterprise attestation."""
+        if value is None:
+            return False
+        if not self.profile.enterprise_attestation or not self.state.ep_enabled:
+            raise Ctap2Error(ERR.INVALID_PARAMETER)
+        if value not in (1, 2):
+            raise Ctap2Error(ERR.INVALID_OPTION)
+        if value == 1:  # vendor-facilitated: only for the RP IDs the "vendor" listed
+            return rp_id in self.state.enterprise_rp_ids
+        return True  # platform-managed: the platform checked its own list
 
     @staticmethod
     def _wants_none(formats: list[Any]) -> bool:
@@ -415,7 +497,7 @@ class Authenticator:
         opts = options(p.raw(0x05)) if p.raw(0x05) is not None else {}
         if "rk" in opts:
             raise Ctap2Error(ERR.UNSUPPORTED_OPTION)
-        if opts.get("uv") is True:
+        if opts.get("uv") is True and pin_auth is None:  # see makeCredential
             raise Ctap2Error(ERR.INVALID_OPTION)
         up = opts.get("up", True)
 
@@ -427,6 +509,7 @@ class Authenticator:
         elif self.state.always_uv and up:
             raise Ctap2Error(ERR.PUAT_REQUIRED if self.state.pin_set else ERR.PIN_NOT_SET)
 
+        ext = {k: v for k, v in ext.items() if k in self.profile.extensions}
         hmac_req = None
         if "hmac-secret" in ext:
             hmac_req = extensions.hmac_secret_request(ext["hmac-secret"], self.pin.protocols)
@@ -434,6 +517,8 @@ class Authenticator:
             check_type(ext["credBlob"], bool)
         if "largeBlobKey" in ext and check_type(ext["largeBlobKey"], bool) is not True:
             raise Ctap2Error(ERR.INVALID_OPTION)
+        if "thirdPartyPayment" in ext:
+            check_type(ext["thirdPartyPayment"], bool)
 
         rp_id_hash = hashlib.sha256(rp_id.encode()).digest()
         found: list[_Found] = []
@@ -462,7 +547,7 @@ class Authenticator:
                 self.pin.spend()
 
         pending = _PendingAssertions(rp_id_hash, client_data_hash, up, uv, ext, hmac_req,
-                                     found[1:], time.monotonic())
+                                     found[1:], time.monotonic(), self.channel)
         response = self._assertion(pending, found[0], discoverable=not allow)
         if not allow and len(found) > 1:
             response[0x05] = len(found)
@@ -473,7 +558,7 @@ class Authenticator:
 
     def get_next_assertion(self) -> dict[int, Any]:
         pending = self._pending
-        if pending is None or not pending.remaining:
+        if pending is None or not pending.remaining or pending.channel != self.channel:
             self._pending = None
             raise Ctap2Error(ERR.NOT_ALLOWED)
         if time.monotonic() - pending.started > NEXT_ASSERTION_TIMEOUT:
@@ -487,10 +572,12 @@ class Authenticator:
                    discoverable: bool) -> dict[int, Any]:
         cred = found.cred
         ext_out: dict[str, Any] = {}
-        if pending.hmac is not None:
+        if pending.hmac is not None and cred.hmac_secret:  # only if made with hmac-secret
             ext_out["hmac-secret"] = pending.hmac.output(cred, pending.uv)
         if pending.ext.get("credBlob") is True:
             ext_out["credBlob"] = cred.cred_blob
+        if pending.ext.get("thirdPartyPayment") is True:
+            ext_out["thirdPartyPayment"] = cred.third_party_payment
         flags = (FLAG_UP if pending.up else 0) | (FLAG_UV if pending.uv else 0)
         if ext_out:
             flags |= FLAG_ED

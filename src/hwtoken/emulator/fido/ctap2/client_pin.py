@@ -4,6 +4,12 @@ The PIN itself is never stored: the state keeps an HMAC of LEFT(SHA-256(PIN), 16
 the retry counter (8, persisted before each comparison). Three wrong PINs in a row block
 PIN auth until a power cycle (PIN_AUTH_BLOCKED); at zero retries the PIN is blocked for
 good (PIN_BLOCKED) until a reset.
+
+CTAP 2.2's persistent PIN/UV auth token (profiles that offer it): asking for a token with
+exactly the ``pcmr`` permission returns the key's *persistent* token, which survives power
+cycles and serves read-only credential management (and decrypts getInfo's encIdentifier and
+encCredStoreState). It is kept in the state file and voided when the PIN is set or
+changed and by a reset; ordinary tokens come and go without touching it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hwtoken.emulator.fido.ctap2.errors import ERR, Ctap2Error
 from hwtoken.emulator.fido.ctap2.params import Params
@@ -49,6 +59,7 @@ class Permission(IntFlag):
 SUPPORTED_PERMISSIONS = (Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
                          | Permission.CREDENTIAL_MGMT | Permission.LARGE_BLOB_WRITE
                          | Permission.AUTHENTICATOR_CFG)
+PERSISTENT_TOKEN_LEN = 32
 
 
 @dataclass
@@ -66,8 +77,11 @@ class Token:
 class ClientPin:
     """PIN state machine plus token verification for the other commands."""
 
-    def __init__(self, state: FidoState) -> None:
+    def __init__(self, state: FidoState, profile: Any = None) -> None:
         self.state = state
+        self.persistent_supported = bool(getattr(profile, "persistent_token", False))
+        self.supported_permissions = int(SUPPORTED_PERMISSIONS) | (
+            Permission.PERSISTENT_CREDENTIAL_MGMT if self.persistent_supported else 0)
         self.protocols: dict[int, PinProtocolV1] = {p.VERSION: p() for p in PROTOCOLS}
         self.consecutive_fails = 0
         self.token = Token(secrets.token_bytes(32))
@@ -131,6 +145,28 @@ class ClientPin:
         if self.token.rp_id is not None:
             raise Ctap2Error(ERR.PIN_AUTH_INVALID)
 
+    # -- the persistent token (CTAP 2.2) ----------------------------------------------------
+    @property
+    def persistent_token(self) -> bytes | None:
+        """The persistent PIN/UV auth token, if one has been issued since the PIN was set."""
+        if not self.persistent_supported:
+            return None
+        return self.state.persistent_token
+
+    def verify_persistent(self, protocol: PinProtocolV1, message: bytes, param: Any) -> bool:
+        """True if ``param`` authenticates ``message`` with the persistent token."""
+        token = self.persistent_token
+        return token is not None and protocol.verify(token, message, param)
+
+    @staticmethod
+    def encrypt_info(token: bytes, label: bytes, plaintext: bytes) -> bytes:
+        """iv || AES-128-CBC(HKDF-SHA-256(token, salt 0^32, ``label``), iv, plaintext):
+        how getInfo's encIdentifier / encCredStoreState are sealed (CTAP 2.2 §6.4)."""
+        key = HKDF(hashes.SHA256(), 16, bytes(32), label).derive(token)
+        iv = secrets.token_bytes(16)
+        enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        return iv + enc.update(plaintext) + enc.finalize()
+
     def spend(self) -> None:
         """After a makeCredential/getAssertion: keep only the large-blob-write permission."""
         self.token.permissions &= Permission.LARGE_BLOB_WRITE
@@ -192,6 +228,7 @@ class ClientPin:
             raise Ctap2Error(ERR.PIN_AUTH_INVALID)
         pin_hash, length = self._new_pin(proto, shared, new_pin_enc)
         self.state.set_pin(pin_hash, length)
+        self.state.persistent_token = None
         self.state.commit()
         return None
 
@@ -236,6 +273,7 @@ class ClientPin:
         if self.state.force_pin_change and self.state.pin_matches(pin_hash):
             raise Ctap2Error(ERR.PIN_POLICY_VIOLATION)
         self.state.set_pin(pin_hash, length)
+        self.state.persistent_token = None  # CTAP 2.2: a new PIN voids the persistent token
         self.state.commit()
         self.reset_token()
         return None
@@ -254,7 +292,11 @@ class ClientPin:
             # CTAP 2.1 §6.5.5.7.2: a token for nothing (0) is INVALID_PARAMETER
             if permissions <= 0:
                 raise Ctap2Error(ERR.INVALID_PARAMETER)
-            if permissions & ~int(SUPPORTED_PERMISSIONS):
+            if permissions & ~self.supported_permissions:
+                raise Ctap2Error(ERR.UNAUTHORIZED_PERMISSION)
+            # the persistent token carries pcmr and nothing else
+            if permissions & Permission.PERSISTENT_CREDENTIAL_MGMT \
+                    and permissions != Permission.PERSISTENT_CREDENTIAL_MGMT:
                 raise Ctap2Error(ERR.UNAUTHORIZED_PERMISSION)
             if permissions & (Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION) \
                     and rp_id is None:
@@ -264,6 +306,13 @@ class ClientPin:
         self._check_pin(proto, shared, pin_hash_enc)
         if self.state.force_pin_change:  # the PIN must be changed before any use
             raise Ctap2Error(ERR.PIN_INVALID)
+        if permissions == Permission.PERSISTENT_CREDENTIAL_MGMT:
+            token = self.state.persistent_token
+            if token is None:
+                token = secrets.token_bytes(PERSISTENT_TOKEN_LEN)
+                self.state.persistent_token = token
+                self.state.commit()
+            return {0x02: proto.encrypt(shared, token)}
         self.token = Token(secrets.token_bytes(32), proto.VERSION, permissions, rp_id,
                            time.monotonic(), True)
         return {0x02: proto.encrypt(shared, self.token.value)}

@@ -1,4 +1,5 @@
-"""authenticatorConfig (0x0D): toggleAlwaysUv and setMinPINLength."""
+"""authenticatorConfig (0x0D): enableEnterpriseAttestation (profiles with enterprise
+attestation), toggleAlwaysUv and setMinPINLength."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from hwtoken.emulator.fido.ctap2.client_pin import Permission
 from hwtoken.emulator.fido.ctap2.credential_management import canonical
 from hwtoken.emulator.fido.ctap2.errors import ERR, Ctap2Error
 from hwtoken.emulator.fido.ctap2.params import Params, check_type
-from hwtoken.emulator.fido.ctap2.state import MAX_MIN_PIN_RP_IDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.fido.ctap2.authenticator import Authenticator
@@ -29,13 +29,19 @@ class AuthenticatorConfig:
         sub = p.req(0x01, int)
         sub_params_raw = p.raw(0x02)
         sub_params = Params(sub_params_raw)
-        if sub not in (TOGGLE_ALWAYS_UV, SET_MIN_PIN_LENGTH):
-            # No enterprise attestation, no vendor prototype commands.
+        subcommands = [TOGGLE_ALWAYS_UV, SET_MIN_PIN_LENGTH]
+        if self.auth.profile.enterprise_attestation:
+            subcommands.append(ENABLE_ENTERPRISE_ATTESTATION)
+        if sub not in subcommands:  # (no vendor prototype commands)
             raise Ctap2Error(ERR.INVALID_SUBCOMMAND)
         self._authorise(p, sub, sub_params_raw)
         state = self.auth.state
+        if sub == ENABLE_ENTERPRISE_ATTESTATION:  # stays on until a reset
+            state.set_config(ep=True)
+            state.commit()
+            return None
         if sub == TOGGLE_ALWAYS_UV:
-            state.config["always_uv"] = not state.always_uv
+            state.set_config(always_uv=not state.always_uv)
             state.commit()
             return None
         new_len = sub_params.opt(0x01, int)
@@ -43,7 +49,7 @@ class AuthenticatorConfig:
         force = sub_params.opt(0x03, bool) or False
         if rp_ids is not None:
             rp_ids = [check_type(r, str) for r in rp_ids]
-            if len(rp_ids) > MAX_MIN_PIN_RP_IDS:
+            if len(rp_ids) > self.auth.profile.max_rpids_for_min_pin:
                 raise Ctap2Error(ERR.INVALID_PARAMETER)
         current = state.min_pin_length
         if new_len is None:
@@ -52,11 +58,11 @@ class AuthenticatorConfig:
             raise Ctap2Error(ERR.PIN_POLICY_VIOLATION)
         if force and not state.pin_set:
             raise Ctap2Error(ERR.PIN_NOT_SET)
-        state.config["min_pin_length"] = new_len
+        state.set_config(min_pin_length=new_len)
         if rp_ids is not None:
-            state.config["min_pin_rp_ids"] = rp_ids
+            state.set_config(min_pin_rp_ids=rp_ids)
         if state.pin_set and (force or new_len > state.pin_length):
-            state.config["force_pin_change"] = True
+            state.set_config(force_pin_change=True)
         state.commit()
         return None
 

@@ -1,4 +1,6 @@
-"""CTAP2 extensions: hmac-secret, credProtect, credBlob, minPinLength, largeBlobKey."""
+"""CTAP2 extensions: hmac-secret(-mc), credProtect, credBlob, minPinLength, largeBlobKey,
+thirdPartyPayment. A key only honours the ones its profile lists (others are ignored, as
+the specification says of unknown extensions)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from hwtoken.emulator.fido.ctap2.params import Params, check_type
 from hwtoken.emulator.fido.ctap2.pin_protocols import PinProtocolV1
 
 SUPPORTED = ["credBlob", "credProtect", "hmac-secret", "hmac-secret-mc", "largeBlobKey",
-             "minPinLength"]
+             "minPinLength", "thirdPartyPayment"]
 
 
 @dataclass
@@ -23,12 +25,17 @@ class RegistrationExtensions:
     cred_protect: int = 0
     cred_blob: bytes = b""
     large_blob_key: bool = False
+    hmac_secret: bool = False
+    third_party_payment: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
 def registration(ext: dict[Any, Any], rk: bool, rp_id: str, min_pin_length: int,
-                 min_pin_rp_ids: list[str]) -> RegistrationExtensions:
-    """Parse makeCredential extension inputs (unknown extensions are ignored)."""
+                 min_pin_rp_ids: list[str],
+                 supported: tuple[str, ...] | list[str] = tuple(SUPPORTED),
+                 ) -> RegistrationExtensions:
+    """Parse makeCredential extension inputs (unknown or unsupported ones are ignored)."""
+    ext = {k: v for k, v in ext.items() if k in supported}
     out = RegistrationExtensions()
     if "credProtect" in ext:
         level = check_type(ext["credProtect"], int)
@@ -37,6 +44,7 @@ def registration(ext: dict[Any, Any], rk: bool, rp_id: str, min_pin_length: int,
             out.outputs["credProtect"] = level
     if "hmac-secret" in ext and check_type(ext["hmac-secret"], bool):
         out.outputs["hmac-secret"] = True
+        out.hmac_secret = True
     if "credBlob" in ext:
         blob = check_type(ext["credBlob"], bytes)
         stored = len(blob) <= MAX_CRED_BLOB
@@ -50,6 +58,8 @@ def registration(ext: dict[Any, Any], rk: bool, rp_id: str, min_pin_length: int,
     if "minPinLength" in ext and check_type(ext["minPinLength"], bool) \
             and rp_id in min_pin_rp_ids:
         out.outputs["minPinLength"] = min_pin_length
+    if "thirdPartyPayment" in ext and check_type(ext["thirdPartyPayment"], bool):
+        out.third_party_payment = True  # CTAP 2.2 §12.9: no registration output
     return out
 
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from hwtoken.emulator.fido.ctap2.client_pin import Permission
 from hwtoken.emulator.fido.ctap2.errors import ERR, Ctap2Error
 from hwtoken.emulator.fido.ctap2.params import Params
-from hwtoken.emulator.fido.ctap2.state import MAX_LARGE_BLOB
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.fido.ctap2.authenticator import Authenticator
@@ -22,10 +21,9 @@ class LargeBlobs:
     """Fragmented get/set of the large-blob array; a write lands only when complete and valid."""
 
     def __init__(self, auth: Authenticator) -> None:
-        from hwtoken.emulator.fido.ctap2.authenticator import MAX_MSG_SIZE
-
         self.auth = auth
-        self.max_fragment = MAX_MSG_SIZE - 64
+        self.max_fragment = auth.profile.max_msg_size - 64
+        self.max_length = auth.profile.max_large_blob
         self._buffer = b""
         self._expected_length = 0
         self._expected_offset = 0
@@ -57,7 +55,7 @@ class LargeBlobs:
         if offset == 0:
             if length is None:
                 raise Ctap2Error(ERR.INVALID_PARAMETER)
-            if length > MAX_LARGE_BLOB:
+            if length > self.max_length:
                 raise Ctap2Error(ERR.LARGE_BLOB_STORAGE_FULL)
             if length < MIN_LENGTH:
                 raise Ctap2Error(ERR.INVALID_PARAMETER)

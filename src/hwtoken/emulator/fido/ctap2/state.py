@@ -6,11 +6,16 @@ Layout of the section (the store persists it as JSON; bytes are allowed)::
     counter      reserved signature counter  (hwtoken.emulator.fido.credentials)
     generation   FIDO reset generation       (credential wrapping secret)
     pin          {"hash", "retries", "length"} or absent
-    config       {"always_uv", "min_pin_length", "min_pin_rp_ids", "force_pin_change"}
+    persistent_token  the CTAP 2.2 persistent PIN/UV auth token (32 bytes) or absent
+    config       {"always_uv", "min_pin_length", "min_pin_rp_ids", "force_pin_change",
+                  "ep" (enterprise attestation enabled)}
+    enterprise_rp_ids  RP IDs given a vendor-facilitated enterprise attestation
     resident     [ResidentRecord.to_store(), ...]
+    cred_store   a number that changes with every change of the resident credentials
     large_blob   the serialized large-blob array
 
-Every mutating method leaves committing to the caller (:meth:`FidoState.commit`).
+Every mutating method leaves committing to the caller (:meth:`FidoState.commit`). When the
+store rolls back (a failed write, a failed command), the cached views here are dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from hwtoken.emulator.fido import credentials
 from hwtoken.emulator.fido.credentials import ResidentRecord
 
 SECTION = "fido"
-MAX_RESIDENT = 100
+MAX_RESIDENT = 100  # (the default; a key's profile sets its own)
 MAX_PIN_RETRIES = 8
 DEFAULT_MIN_PIN_LENGTH = 4
 MAX_MIN_PIN_RP_IDS = 4
@@ -39,6 +44,11 @@ class FidoState:
         self.section: dict[str, Any] = key.store.section(SECTION)
         self._residents: list[ResidentRecord] | None = None
         self._wrap: bytes | None = None
+        key.store.on_rollback(self._forget_cached)
+
+    def _forget_cached(self) -> None:
+        self._residents = None
+        self._wrap = None
 
     def commit(self) -> None:
         self.key.store.commit()
@@ -53,10 +63,16 @@ class FidoState:
     # -- config ----------------------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:
+        """The stored settings, for reading (an empty dict when none are stored)."""
+        cfg = self.section.get("config")
+        return cfg if isinstance(cfg, dict) else {}
+
+    def set_config(self, **changes: Any) -> None:
+        """Change settings (reading never writes: memory stays what was last saved)."""
         cfg = self.section.get("config")
         if not isinstance(cfg, dict):
             cfg = self.section["config"] = {}
-        return cfg
+        cfg.update(changes)
 
     @property
     def always_uv(self) -> bool:
@@ -74,6 +90,51 @@ class FidoState:
     def force_pin_change(self) -> bool:
         return bool(self.config.get("force_pin_change", False))
 
+    @property
+    def ep_enabled(self) -> bool:
+        """Enterprise attestation enabled (authenticatorConfig enableEnterpriseAttestation)."""
+        return bool(self.config.get("ep", False))
+
+    @property
+    def enterprise_rp_ids(self) -> list[str]:
+        """RP IDs that get a vendor-facilitated enterprise attestation."""
+        ids = self.section.get("enterprise_rp_ids")
+        if ids is None:
+            return list(self.key.profile.enterprise_rp_ids)
+        return [str(r) for r in ids]
+
+    # -- CTAP 2.2 identifiers --------------------------------------------------------------
+    @property
+    def device_identifier(self) -> bytes:
+        """16 bytes naming this key until its next reset (getInfo encIdentifier)."""
+        generation = int(self.section.get(credentials.GENERATION_FIELD, 0))
+        return hmac.new(self.key.master_secret, b"device-identifier\x00"
+                        + str(generation).encode(), hashlib.sha256).digest()[:16]
+
+    @property
+    def cred_store_state(self) -> bytes:
+        """16 bytes that change whenever the resident credentials change
+        (getInfo encCredStoreState)."""
+        version = int(self.section.get("cred_store", 0))
+        generation = int(self.section.get(credentials.GENERATION_FIELD, 0))
+        return hmac.new(self.key.master_secret, b"cred-store-state\x00"
+                        + f"{generation}:{version}".encode(), hashlib.sha256).digest()[:16]
+
+    def _cred_store_changed(self) -> None:
+        self.section["cred_store"] = int(self.section.get("cred_store", 0)) + 1
+
+    @property
+    def persistent_token(self) -> bytes | None:
+        token = self.section.get("persistent_token")
+        return bytes(token) if token else None
+
+    @persistent_token.setter
+    def persistent_token(self, value: bytes | None) -> None:
+        if value is None:
+            self.section.pop("persistent_token", None)
+        else:
+            self.section["persistent_token"] = bytes(value)
+
     # -- PIN -------------------------------------------------------------------------------
     @property
     def pin_set(self) -> bool:
@@ -90,7 +151,7 @@ class FidoState:
     def set_pin(self, pin_hash: bytes, length: int) -> None:
         self.section["pin"] = {"hash": self._pin_mac(pin_hash), "retries": MAX_PIN_RETRIES,
                                "length": length}
-        self.config["force_pin_change"] = False
+        self.set_config(force_pin_change=False)
 
     @property
     def pin_retries(self) -> int:
@@ -114,6 +175,7 @@ class FidoState:
 
     def _save_residents(self) -> None:
         self.section["resident"] = [r.to_store() for r in self.residents]
+        self._cred_store_changed()
 
     def find_resident(self, credential_id: bytes) -> ResidentRecord | None:
         for rec in self.residents:
@@ -121,7 +183,7 @@ class FidoState:
                 return rec
         return None
 
-    def put_resident(self, record: ResidentRecord) -> bool:
+    def put_resident(self, record: ResidentRecord, limit: int = MAX_RESIDENT) -> bool:
         """Store ``record``, replacing one for the same RP and user; False when full."""
         recs = self.residents
         for i, rec in enumerate(recs):
@@ -129,7 +191,7 @@ class FidoState:
                 recs[i] = record
                 break
         else:
-            if len(recs) >= MAX_RESIDENT:
+            if len(recs) >= limit:
                 return False
             recs.append(record)
         self._save_residents()
@@ -160,10 +222,12 @@ class FidoState:
     def reset(self) -> None:
         """Forget PIN, resident credentials, config and large blobs; new wrapping secret.
 
-        The attestation key and the signature counter survive (the counter never goes back).
+        The attestation keys, the enterprise RP IDs and the signature counter survive (the
+        counter never goes back).
         """
         generation = int(self.section.get(credentials.GENERATION_FIELD, 0)) + 1
-        for name in ("pin", "config", "resident", "large_blob"):
+        for name in ("pin", "config", "resident", "large_blob", "persistent_token",
+                     "cred_store"):
             self.section.pop(name, None)
         self.section[credentials.GENERATION_FIELD] = generation
         self._residents = None

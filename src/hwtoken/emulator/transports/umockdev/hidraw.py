@@ -214,8 +214,7 @@ class HidrawOpen(OpenFile):
                 self.conn.done(UNHANDLED)  # the program reads its pty itself, unlocked
             return
         data = report[:max(0, count)]
-        self.conn.write_mem(addr, data)
-        self.conn.done(len(data))
+        self.conn.write_mem_and_done(addr, data, len(data))
 
     def _read_in_call(self) -> None:
         """``--reads emulated`` with nothing queued: the program reads its pty while its
@@ -241,24 +240,27 @@ class HidrawOpen(OpenFile):
         if count > HID_MAX_BUFFER_SIZE or count < 1:
             self.conn.fail(errno.EINVAL)
             return
-        buf = self.conn.read_mem(addr, count)
-        payload, skipped = (buf[1:], 1) if buf[0] == 0 else (buf, 0)
+        # the program's write returns at once (one exchange): like a USB interrupt OUT
+        # transfer, the report is taken and delivered to the device after it
+        buf = self.conn.read_mem_and_done(addr, count, count)
+        payload = buf[1:] if buf[0] == 0 else buf
         try:
             if self._out is not None:
                 urb = usb_core.Urb(direction=usb_core.OUT, ep=self._out.number,
                                    length=len(payload), buffer=payload)
                 result = self.device.handle_urb(urb)
                 if result is None or result.status:
-                    self.conn.fail(errno.EPIPE)
+                    log.debug("the device stalled an output report on %s", self.iface.number)
                     return
+                flush = getattr(self.session, "flush_fido", None)
+                if flush is not None:  # an answer the key made at once is queued before the
+                    flush()            # program's next read asks for it
             else:
                 enumeration.control(self.device, 0x21, HID_REQ_SET_REPORT,
                                     (HID_OUTPUT_REPORT << 8) | buf[0], self.iface.number,
                                     payload)
         except enumeration.ControlError:
-            self.conn.fail(errno.EPIPE)
-            return
-        self.conn.done(len(payload) + skipped)
+            log.debug("the device stalled an output report on %s", self.iface.number)
 
     def ioctl(self, request: int, arg: int) -> None:
         if request in _FILE_IOCTLS:
@@ -274,26 +276,22 @@ class HidrawOpen(OpenFile):
         direction = request >> 30
         rd = self.hid.report_descriptor
         if nr == HIDIOCGRDESCSIZE and size == 4:
-            self.conn.write_mem(arg, struct.pack("i", len(rd)))
-            self.conn.done(0)
+            self.conn.write_mem_and_done(arg, struct.pack("i", len(rd)), 0)
         elif nr == HIDIOCGRDESC and size == 4 + HID_MAX_DESCRIPTOR_SIZE:
             (want,) = struct.unpack("I", self.conn.read_mem(arg, 4))
             if want > HID_MAX_DESCRIPTOR_SIZE - 1:
                 self.conn.fail(errno.EINVAL)
                 return
-            self.conn.write_mem(arg + 4, rd[:want])
-            self.conn.done(0)
+            self.conn.write_mem_and_done(arg + 4, rd[:want], 0)
         elif nr == HIDIOCGRAWINFO and size == 8:
             d = self.hid.description
-            self.conn.write_mem(arg, struct.pack("Ihh", BUS_USB, _s16(d.vendor_id),
-                                                 _s16(d.product_id)))
-            self.conn.done(0)
+            self.conn.write_mem_and_done(arg, struct.pack("Ihh", BUS_USB, _s16(d.vendor_id),
+                                                          _s16(d.product_id)), 0)
         elif nr in (HIDIOCGRAWNAME, HIDIOCGRAWPHYS, HIDIOCGRAWUNIQ) and direction == _IOC_READ:
             text = {HIDIOCGRAWNAME: self.hid.name, HIDIOCGRAWPHYS: self.hid.phys,
                     HIDIOCGRAWUNIQ: self.hid.uniq}[nr].encode() + b"\0"
             out = text[:size]
-            self.conn.write_mem(arg, out)
-            self.conn.done(len(out))
+            self.conn.write_mem_and_done(arg, out, len(out))
         elif nr in _GET_SET and direction == _IOC_READ | _IOC_WRITE:
             self._report_ioctl(nr, arg, size)
         else:
@@ -322,14 +320,13 @@ class HidrawOpen(OpenFile):
         except enumeration.ControlError:
             self.conn.fail(errno.EPIPE)
             return
-        self.conn.write_mem(arg + skipped, data)
-        self.conn.done(len(data) + skipped)
+        self.conn.write_mem_and_done(arg + skipped, data, len(data) + skipped)
 
     # -- lifecycle --------------------------------------------------------------------------
     def gone(self) -> None:
         """The device was unplugged: wake a poll() and fail every later call."""
         self._gone.set()
-        self.queue.wake()  # a waiting poll() returns; the next read() fails with ENODEV
+        self.queue.hang_up()  # a waiting poll() returns; the next read() fails with ENODEV
 
     def closed(self) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwtoken.emulator.transports.umockdev.enumeration import UsbDescription
+from hwtoken.emulator.transports.umockdev.enumeration import Interface, UsbDescription
 from hwtoken.emulator.transports.umockdev.sysfs import Device
 
 PCI_HOST = "/sys/devices/pci0000:00"
@@ -91,7 +91,7 @@ def _hub_descriptors() -> bytes:
 
 @dataclass
 class HidNode:
-    """A hidraw node the tree contains, and which interface it belongs to."""
+    """A hidraw node of the tree, and which interface it belongs to."""
 
     interface: int
     hidraw: str  # "hidraw0"
@@ -103,21 +103,18 @@ class HidNode:
 
 @dataclass
 class UsbTree:
-    """The records of one plugged USB device, and what its nodes are."""
+    """The records of one plugged USB device (without the HID drivers' devices)."""
 
     syspath: str
     devices: list[Device]
     usbfs: str  # "bus/usb/001/002"
-    hidraw: list[HidNode]
+    interfaces: dict[int, str]  # interface number -> its syspath
 
 
-def usb_device_tree(desc: UsbDescription, *, port: int, devnum: int, hid_seq: int,
-                    hidraw_minor: int) -> UsbTree:
-    """The key on ``port`` of bus 1 with address ``devnum``.
-
-    ``hid_seq`` numbers its HID devices (the kernel's ``.000N`` suffix) and
-    ``hidraw_minor`` its first hidraw node; both count up across plugs as in the kernel.
-    """
+def usb_device_tree(desc: UsbDescription, *, port: int, devnum: int) -> UsbTree:
+    """The key on ``port`` of bus 1 with address ``devnum``: the usb_device and its
+    interfaces (HID interfaces as bound to usbhid; :func:`hid_tree` adds what usbhid
+    makes)."""
     name = f"{BUS}-{port}"
     syspath = f"{PCI_XHCI}/usb{BUS}/{name}"
     vid, pid, bcd = desc.vendor_id, desc.product_id, desc.bcd_device
@@ -148,47 +145,56 @@ def usb_device_tree(desc: UsbDescription, *, port: int, devnum: int, hid_seq: in
                       properties={"DEVTYPE": "usb_device", "PRODUCT": product, "TYPE": dtype,
                                   "BUSNUM": f"{BUS:03d}", "DEVNUM": f"{devnum:03d}"},
                       attributes=attrs)]
-    hidraw: list[HidNode] = []
-    minor = hidraw_minor
-    seq = hid_seq
+    interfaces: dict[int, str] = {}
     for iface in desc.interfaces:
         if iface.alternate:
             continue
-        iname = f"{name}:{desc.config_value}.{iface.number}"
-        ipath = f"{syspath}/{iname}"
-        itype = f"{iface.cls}/{iface.subclass}/{iface.protocol}"
-        modalias = (f"usb:v{vid:04X}p{pid:04X}d{bcd:04X}dc{desc.device_class:02X}"
-                    f"dsc{desc.device_subclass:02X}dp{desc.device_protocol:02X}"
-                    f"ic{iface.cls:02X}isc{iface.subclass:02X}ip{iface.protocol:02X}"
-                    f"in{iface.number:02X}")
-        devices.append(Device(
-            ipath, "usb", driver="usbhid" if iface.is_hid else None,
-            properties={"DEVTYPE": "usb_interface", "PRODUCT": product, "TYPE": dtype,
-                        "INTERFACE": itype, "MODALIAS": modalias},
-            attributes={"bInterfaceNumber": f"{iface.number:02x}",
-                        "bAlternateSetting": f"{iface.alternate:2d}",
-                        "bInterfaceClass": f"{iface.cls:02x}",
-                        "bInterfaceSubClass": f"{iface.subclass:02x}",
-                        "bInterfaceProtocol": f"{iface.protocol:02x}",
-                        "bNumEndpoints": f"{len(iface.endpoints):02x}",
-                        "supports_autosuspend": "1", "authorized": "1",
-                        "modalias": modalias}))
-        if not iface.is_hid:
-            continue
-        hname = f"{0x0003:04X}:{vid:04X}:{pid:04X}.{seq:04X}"
-        seq += 1
-        hpath = f"{ipath}/{hname}"
-        hid_name = desc.hid_name
-        phys = f"usb-{PCI_SLOT}-{port}/input{iface.number}"
-        devices.append(Device(
-            hpath, "hid", driver="hid-generic",
-            properties={"HID_ID": f"0003:{vid:08X}:{pid:08X}", "HID_NAME": hid_name,
-                        "HID_PHYS": phys, "HID_UNIQ": desc.serial,
-                        "MODALIAS": f"hid:b0003g0001v{vid:08X}p{pid:08X}"},
-            attributes={"report_descriptor": iface.report_descriptor, "country": "00"}))
-        node = f"hidraw{minor}"
-        devices.append(Device(f"{hpath}/hidraw/{node}", "hidraw", devnode=node,
-                              majmin=f"{HIDRAW_MAJOR}:{minor}"))
-        hidraw.append(HidNode(iface.number, node, hpath, hid_name, phys, desc.serial))
-        minor += 1
-    return UsbTree(syspath, devices, usbfs, hidraw)
+        ipath = f"{syspath}/{name}:{desc.config_value}.{iface.number}"
+        interfaces[iface.number] = ipath
+        devices.append(interface_device(desc, iface, ipath, bound=iface.is_hid))
+    return UsbTree(syspath, devices, usbfs, interfaces)
+
+
+def interface_device(desc: UsbDescription, iface: Interface, ipath: str, *, bound: bool
+                     ) -> Device:
+    """A usb_interface record, with usbhid as its driver when ``bound``."""
+    vid, pid, bcd = desc.vendor_id, desc.product_id, desc.bcd_device
+    modalias = (f"usb:v{vid:04X}p{pid:04X}d{bcd:04X}dc{desc.device_class:02X}"
+                f"dsc{desc.device_subclass:02X}dp{desc.device_protocol:02X}"
+                f"ic{iface.cls:02X}isc{iface.subclass:02X}ip{iface.protocol:02X}"
+                f"in{iface.number:02X}")
+    return Device(
+        ipath, "usb", driver="usbhid" if bound else None,
+        properties={"DEVTYPE": "usb_interface", "PRODUCT": f"{vid:x}/{pid:x}/{bcd:x}",
+                    "TYPE": f"{desc.device_class}/{desc.device_subclass}/"
+                            f"{desc.device_protocol}",
+                    "INTERFACE": f"{iface.cls}/{iface.subclass}/{iface.protocol}",
+                    "MODALIAS": modalias},
+        attributes={"bInterfaceNumber": f"{iface.number:02x}",
+                    "bAlternateSetting": f"{iface.alternate:2d}",
+                    "bInterfaceClass": f"{iface.cls:02x}",
+                    "bInterfaceSubClass": f"{iface.subclass:02x}",
+                    "bInterfaceProtocol": f"{iface.protocol:02x}",
+                    "bNumEndpoints": f"{len(iface.endpoints):02x}",
+                    "supports_autosuspend": "1", "authorized": "1",
+                    "modalias": modalias})
+
+
+def hid_tree(desc: UsbDescription, iface: Interface, ipath: str, *, port: int, seq: int,
+             minor: int) -> tuple[list[Device], HidNode]:
+    """What usbhid makes for a HID interface: the hid device ``0003:VID:PID.SEQ`` and its
+    hidraw child ``hidrawMINOR``."""
+    vid, pid = desc.vendor_id, desc.product_id
+    hname = f"{0x0003:04X}:{vid:04X}:{pid:04X}.{seq:04X}"
+    hpath = f"{ipath}/{hname}"
+    phys = f"usb-{PCI_SLOT}-{port}/input{iface.number}"
+    hid = Device(
+        hpath, "hid", driver="hid-generic",
+        properties={"HID_ID": f"0003:{vid:08X}:{pid:08X}", "HID_NAME": desc.hid_name,
+                    "HID_PHYS": phys, "HID_UNIQ": desc.serial,
+                    "MODALIAS": f"hid:b0003g0001v{vid:08X}p{pid:08X}"},
+        attributes={"report_descriptor": iface.report_descriptor, "country": "00"})
+    node = f"hidraw{minor}"
+    raw = Device(f"{hpath}/hidraw/{node}", "hidraw", devnode=node,
+                 majmin=f"{HIDRAW_MAJOR}:{minor}")
+    return [hid, raw], HidNode(iface.number, node, hpath, desc.hid_name, phys, desc.serial)

@@ -111,10 +111,40 @@ class Connection:
         self._send(RES_READ_MEM, addr, length)
         return self._recv_exact(length)
 
+    def read_mem_and_done(self, addr: int, length: int, result: int) -> bytes:
+        """Ask for ``length`` bytes at ``addr`` and end the call with ``result`` in one go.
+
+        The client answers READ_MEM and then finds DONE already waiting, so its call
+        returns after one exchange instead of two; the server handles the bytes while the
+        program goes on (its next call waits on this connection until then, so the order
+        of its calls is kept). For calls whose result does not depend on the bytes.
+        """
+        self._send(RES_READ_MEM, addr, length, _MSG.pack(RES_DONE, result & _ULONG_MASK, 0))
+        return self._recv_exact(length) if length > 0 else b""
+
     def write_mem(self, addr: int, data: bytes) -> None:
         """Store ``data`` in the client's memory at ``addr``."""
         if data:
             self._send(RES_WRITE_MEM, addr, len(data), bytes(data))
+
+    def write_mems_and_done(self, writes: list[tuple[int, bytes]], result: int,
+                            err: int = 0) -> None:
+        """Several WRITE_MEMs and the DONE in one send."""
+        out = b"".join(_MSG.pack(RES_WRITE_MEM, addr & _ULONG_MASK, len(data)) + bytes(data)
+                       for addr, data in writes if data)
+        try:
+            self.sock.sendall(out + _MSG.pack(RES_DONE, result & _ULONG_MASK, err))
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
+    def write_mem_and_done(self, addr: int, data: bytes, result: int, err: int = 0) -> None:
+        """Store ``data`` at ``addr`` and end the call, in one send (one wake-up for the
+        program instead of two)."""
+        done = _MSG.pack(RES_DONE, result & _ULONG_MASK, err)
+        if data:
+            self._send(RES_WRITE_MEM, addr, len(data), bytes(data) + done)
+        else:
+            self._send(RES_DONE, result, err)
 
     def run(self) -> tuple[int, int]:
         """Let the client perform the original call on the real file: ``(result, errno)``."""

@@ -105,6 +105,13 @@ class Pty:
     def put(self, data: bytes) -> None:
         os.write(self.master, data)
 
+    def hang_up(self) -> None:
+        """Close the master side: the program's end of the pty is hung up."""
+        master, self.master = self.master, -1
+        if master >= 0:
+            with contextlib.suppress(OSError):
+                os.close(master)
+
     def flush(self) -> None:
         """Drop whatever the program has not read, including bytes still in flight."""
         with contextlib.suppress(OSError, termios.error):
@@ -113,8 +120,10 @@ class Pty:
     def close(self) -> None:
         self.unguard()
         for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.master = self.slave = -1
 
 
 class PtyReportQueue:
@@ -181,15 +190,14 @@ class PtyReportQueue:
         with self._lock:
             return len(self._queue)
 
-    def wake(self) -> None:
-        """Make a poll() on the file return (the device is gone)."""
+    def hang_up(self) -> None:
+        """The device is gone: a poll() on the file reports POLLERR|POLLHUP (as hidraw does
+        after an unplug) and a read of the pty itself ends."""
         with self._lock:
             self._gone = True
             self._queue.clear()
-            self.pty.flush()
             self._copied = False
-            with contextlib.suppress(OSError):
-                self.pty.put(bytes(self.pty.vmin))
+            self.pty.hang_up()
 
     def close(self) -> None:
         with self._lock:
@@ -234,7 +242,7 @@ class Watcher:
             err = ctypes.get_errno()
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
         self._fd = fd
-        self._lock = threading.Lock()  # one reader of the inotify fd at a time
+        self._lock = threading.RLock()  # reading and handing over events is one step
         self._queues: dict[int, PtyReportQueue] = {}
         self._wd: dict[int, int] = {}  # id(queue) -> wd
         self._stop_r, self._stop_w = os.pipe()
@@ -259,22 +267,25 @@ class Watcher:
                 self._libc.inotify_rm_watch(self._fd, wd)
 
     def sync(self) -> None:
-        """Handle every event queued so far."""
+        """Handle every event queued so far.
+
+        Events are read and handed to their queues under one lock, so a read answered
+        from a queue (:meth:`PtyReportQueue.take` calls this first) never overtakes an
+        event the watcher thread has read but not yet handed over: that report would be
+        given out twice, and the next one dropped.
+        """
         with self._lock:
             try:
                 data = os.read(self._fd, 65536)
             except (BlockingIOError, OSError):
                 return
-            hit = []
             offset = 0
             while offset + _EVENT.size <= len(data):
                 wd, mask, _cookie, name_len = _EVENT.unpack_from(data, offset)
                 offset += _EVENT.size + name_len
                 q = self._queues.get(wd)
                 if q is not None and mask & IN_ACCESS:
-                    hit.append(q)
-        for q in hit:
-            q.read_by_program()
+                    q.read_by_program()
 
     def _run(self) -> None:
         poller = select.poll()

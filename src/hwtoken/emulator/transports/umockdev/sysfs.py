@@ -94,6 +94,26 @@ class Sysfs:
                     node_info.unlink()
                 os.symlink(dev.majmin, node_info)
 
+    def set_driver(self, syspath: str, subsystem: str, driver: str | None) -> None:
+        """Bind or unbind a device's driver: its ``driver`` link, the driver's link back,
+        and ``DRIVER`` in its ``uevent``."""
+        d = self.path(syspath)
+        with contextlib.suppress(OSError):
+            old = Path(os.path.normpath(d / os.readlink(d / "driver")))
+            with contextlib.suppress(FileNotFoundError):
+                (old / d.name).unlink()
+            (d / "driver").unlink()
+        if driver:
+            drv = self.sys / "bus" / subsystem / "drivers" / driver
+            drv.mkdir(parents=True, exist_ok=True)
+            _link(d / "driver", drv)
+            _link(drv / d.name, d)
+        props = [line for line in (d / "uevent").read_text().splitlines()
+                 if not line.startswith("DRIVER=")]
+        if driver:
+            props.append(f"DRIVER={driver}")
+        (d / "uevent").write_text("".join(f"{line}\n" for line in props))
+
     def remove(self, syspath: str) -> None:
         """Remove the device at ``syspath``, its children, links and node numbers."""
         d = self.path(syspath)

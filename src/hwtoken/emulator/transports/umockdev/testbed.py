@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtoken.emulator.transports.umockdev import enumeration, layout
+from hwtoken.emulator.transports.umockdev import enumeration, layout, uevent
 from hwtoken.emulator.transports.umockdev.hidraw import READ_MODES, HidDevice, HidrawNode
 from hwtoken.emulator.transports.umockdev.preload import (
     Connection,
@@ -34,7 +34,8 @@ from hwtoken.emulator.transports.umockdev.preload import (
     OpenFile,
 )
 from hwtoken.emulator.transports.umockdev.ptyqueue import PtyPool, Watcher
-from hwtoken.emulator.transports.umockdev.sysfs import Sysfs
+from hwtoken.emulator.transports.umockdev.sysfs import Device, Sysfs
+from hwtoken.emulator.transports.umockdev.usbfs import Drivers, UsbfsNode
 from hwtoken.errors import DeviceError, InvalidInput
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,6 +75,17 @@ class _DefaultFile(OpenFile):
 
 
 @dataclass
+class HidBinding:
+    """What usbhid made for one HID interface of a plugged key: its hidraw node."""
+
+    layout: layout.HidNode
+    devices: list[Device]
+    node: HidrawNode
+    listener: NodeListener
+    pool: PtyPool
+
+
+@dataclass
 class PluggedKey:
     """One key plugged into a testbed: where it is and what serves it."""
 
@@ -83,10 +95,17 @@ class PluggedKey:
     devnum: int
     tree: layout.UsbTree
     description: enumeration.UsbDescription
-    nodes: dict[str, HidrawNode] = field(default_factory=dict)
-    listeners: list[NodeListener] = field(default_factory=list)
-    pools: list[PtyPool] = field(default_factory=list)
     own_usb: bool = True  # the testbed made the USB model (and stops it at unplug)
+    hid: dict[int, HidBinding] = field(default_factory=dict)  # interface -> binding
+    drivers: Drivers | None = None
+    usbfs_node: UsbfsNode | None = None
+    usbfs_listener: NodeListener | None = None
+    usbfs_pool: PtyPool | None = None
+
+    @property
+    def nodes(self) -> dict[str, HidrawNode]:
+        """The hidraw nodes there are now, by name ("hidraw1")."""
+        return {b.layout.hidraw: b.node for _, b in sorted(self.hid.items())}
 
     @property
     def hidraw(self) -> list[str]:
@@ -113,13 +132,20 @@ class PluggedKey:
     def otp_hidraw(self) -> str | None:
         return self.node_for_usage_page(0x01)
 
+    @property
+    def open_files(self) -> int:
+        """Files of the key's nodes that programs hold open now."""
+        n = sum(b.listener.open_count for b in self.hid.values())
+        return n + (self.usbfs_listener.open_count if self.usbfs_listener else 0)
+
 
 class Testbed:
     """A temporary device tree with virtual keys plugged in; see the module docstring.
 
     ``reads`` chooses how ``read()`` on a hidraw node is answered: ``auto`` (default; see
     :mod:`.ptyqueue`), ``emulated`` (always inside umockdev's call) or ``pty`` (always by
-    the program from its pty).
+    the program from its pty). Keys may be plugged and unplugged while programs run; their
+    udev monitors (libudev, libusb's hot-plug thread, browsers) get the uevents.
     """
 
     def __init__(self, *, reads: str = "auto", tmpdir: str | os.PathLike[str] | None = None
@@ -179,7 +205,7 @@ class Testbed:
             return [self._plugged[p] for p in sorted(self._plugged)]
 
     def plug(self, key: VirtualKey, *, usb: YubiKeyUsb | None = None) -> PluggedKey:
-        """Plug ``key`` in on the next free port; its nodes appear in the tree.
+        """Plug ``key`` in on the next free port; its nodes appear and monitors hear of it.
 
         The key is power-cycled as when a real key is inserted (volatile state dropped,
         the FIDO reset window opens).
@@ -200,41 +226,95 @@ class Testbed:
             model.start()
             try:
                 desc = enumeration.describe(model.device)
-                tree = layout.usb_device_tree(desc, port=port, devnum=devnum,
-                                              hid_seq=self._hid_seq,
-                                              hidraw_minor=self._free_hidraw_minor())
-                self._hid_seq += len(tree.hidraw)
-                plugged = PluggedKey(key, model, port, devnum, tree, desc,
-                                     own_usb=usb is None)
+                tree = layout.usb_device_tree(desc, port=port, devnum=devnum)
+                plugged = PluggedKey(key, model, port, devnum, tree, desc, own_usb=usb is None)
                 for dev in tree.devices:
                     self.sysfs.add(dev)
-                self._touch_node(tree.usbfs)
-                for hn in tree.hidraw:
-                    self._serve_hidraw(plugged, hn)
+                self._serve_usbfs(plugged)
+                hid_ifaces = [i.number for i in desc.interfaces if i.is_hid and not i.alternate]
+                for ifnum in hid_ifaces:
+                    self._make_hidraw(plugged, ifnum)
             except BaseException:
                 if usb is None:
                     model.stop()
                 raise
             self._plugged[port] = plugged
-            log.info("plugged virtual key %s into port %s (%s)", key.serial, port,
-                     ", ".join(plugged.hidraw))
-            return plugged
+        for dev in tree.devices:  # announced once it is all there, in the kernel's order
+            self._announce("add", dev.syspath, dev.subsystem)
+        for binding in plugged.hid.values():
+            for dev in binding.devices:
+                self._announce("add", dev.syspath, dev.subsystem)
+        log.info("plugged virtual key %s into port %s (%s)", key.serial, port,
+                 ", ".join([*plugged.hidraw, plugged.usbfs]))
+        return plugged
 
-    def _serve_hidraw(self, plugged: PluggedKey, hn: layout.HidNode) -> None:
+    def _serve_usbfs(self, plugged: PluggedKey) -> None:
+        bound = {i.number: ("usbhid" if i.is_hid else None)
+                 for i in plugged.description.interfaces if not i.alternate}
+        plugged.drivers = Drivers(bound, bind=lambda n: self._bind_hid(plugged, n),
+                                  unbind=lambda n: self._unbind_hid(plugged, n))
+        pool = PtyPool(self.root / "dev" / plugged.tree.usbfs, vmin=1)
+        node = UsbfsNode(plugged.usb, plugged.description, plugged.drivers, plugged.devnum,
+                         layout.BUS, pool)
+        plugged.usbfs_pool, plugged.usbfs_node = pool, node
+        plugged.usbfs_listener = NodeListener(
+            self.root / "ioctl" / "dev" / plugged.tree.usbfs, node.open, "usbfs")
+
+    def _make_hidraw(self, plugged: PluggedKey, ifnum: int) -> HidBinding:
+        """What binding usbhid to interface ``ifnum`` makes: a hid device and hidraw node."""
         iface = next(i for i in plugged.description.interfaces
-                     if i.number == hn.interface and not i.alternate)
+                     if i.number == ifnum and not i.alternate)
+        devices, hn = layout.hid_tree(plugged.description, iface, plugged.tree.interfaces[ifnum],
+                                      port=plugged.port, seq=self._hid_seq,
+                                      minor=self._free_hidraw_minor(plugged))
+        self._hid_seq += 1
+        for dev in devices:
+            self.sysfs.add(dev)
         hid = HidDevice(iface, plugged.description, hn.name, hn.phys, hn.uniq)
-        node_path = self.root / "dev" / hn.hidraw
         in_size = max(1, hid.sizes["input"] + hid.sizes["report_ids"])
-        pool = PtyPool(node_path, vmin=in_size)
-        plugged.pools.append(pool)
+        pool = PtyPool(self.root / "dev" / hn.hidraw, vmin=in_size)
         node = HidrawNode(hid, plugged.usb, pool, self.watcher, reads=self.reads)
-        plugged.nodes[hn.hidraw] = node
-        plugged.listeners.append(
-            NodeListener(self.root / "ioctl" / "dev" / hn.hidraw, node.open, hn.hidraw))
+        listener = NodeListener(self.root / "ioctl" / "dev" / hn.hidraw, node.open, hn.hidraw)
+        binding = HidBinding(hn, devices, node, listener, pool)
+        plugged.hid[ifnum] = binding
+        return binding
 
-    def _free_hidraw_minor(self) -> int:
-        used = {int(n[6:]) for p in self._plugged.values() for n in p.nodes}
+    def _bind_hid(self, plugged: PluggedKey, ifnum: int) -> None:
+        """usbhid (re)binds to interface ``ifnum``: its hidraw node comes back."""
+        with self._lock:
+            self.sysfs.set_driver(plugged.tree.interfaces[ifnum], "usb", "usbhid")
+            binding = self._make_hidraw(plugged, ifnum)
+        self._announce("bind", plugged.tree.interfaces[ifnum], "usb")
+        for dev in binding.devices:
+            self._announce("add", dev.syspath, dev.subsystem)
+
+    def _unbind_hid(self, plugged: PluggedKey, ifnum: int) -> None:
+        """usbhid lets go of interface ``ifnum`` (a program detached it): its hidraw node
+        goes; programs that hold it open get ENODEV."""
+        with self._lock:
+            binding = plugged.hid.pop(ifnum, None)
+        if binding is None:
+            return
+        self._drop_hidraw(binding)
+        self.sysfs.set_driver(plugged.tree.interfaces[ifnum], "usb", None)
+        self._announce("unbind", plugged.tree.interfaces[ifnum], "usb")
+
+    def _drop_hidraw(self, binding: HidBinding) -> None:
+        binding.node.unplug()
+        for dev in reversed(binding.devices):
+            self._announce("remove", dev.syspath, dev.subsystem)
+        binding.listener.close()
+        self.sysfs.remove(binding.devices[0].syspath)
+        binding.pool.close()
+
+    def _announce(self, action: str, syspath: str, subsystem: str) -> None:
+        props = uevent.read_uevent_file(self.sysfs.path(syspath) / "uevent")
+        uevent.send(self.root, action, syspath, subsystem, props)
+
+    def _free_hidraw_minor(self, plugging: PluggedKey) -> int:
+        """The lowest free hidraw minor, as the kernel's idr gives it."""
+        keys = {id(p): p for p in [*self._plugged.values(), plugging]}.values()
+        used = {int(b.layout.hidraw[6:]) for p in keys for b in p.hid.values()}
         return next(m for m in range(1024) if m not in used)
 
     def _touch_node(self, devnode: str) -> None:
@@ -244,22 +324,26 @@ class Testbed:
         path.touch()
 
     def unplug(self, key: VirtualKey | PluggedKey) -> None:
-        """Pull the key out: its nodes and sysfs entries go, open files get ENODEV."""
+        """Pull the key out: open files get ENODEV (a poll() sees POLLERR|POLLHUP), the
+        nodes and sysfs entries go, and monitors hear "remove"."""
         with self._lock:
             plugged = key if isinstance(key, PluggedKey) else next(
                 (p for p in self._plugged.values() if p.key is key), None)
             if plugged is None or self._plugged.get(plugged.port) is not plugged:
                 raise InvalidInput("that key is not plugged in")
             del self._plugged[plugged.port]
-        for node in plugged.nodes.values():
-            node.unplug()
-        for listener in plugged.listeners:
-            listener.close()
+            bindings = [plugged.hid.pop(n) for n in sorted(plugged.hid)]
+        if plugged.usbfs_node is not None:
+            plugged.usbfs_node.unplug()
+        for binding in bindings:
+            self._drop_hidraw(binding)
+        for dev in reversed(plugged.tree.devices):
+            self._announce("remove", dev.syspath, dev.subsystem)
+        if plugged.usbfs_listener is not None:
+            plugged.usbfs_listener.close()
         self.sysfs.remove(plugged.tree.syspath)
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / "dev" / plugged.tree.usbfs).unlink()
-        for pool in plugged.pools:
-            pool.close()
+        if plugged.usbfs_pool is not None:
+            plugged.usbfs_pool.close()
         if plugged.own_usb:
             plugged.usb.stop()
         with contextlib.suppress(Exception), plugged.key.lock:
@@ -279,12 +363,15 @@ class Testbed:
                 return
             self._closed = True
             plugged = list(self._plugged.values())
+        listeners: list[NodeListener] = []
         for p in plugged:
+            listeners += [b.listener for b in p.hid.values()]
+            if p.usbfs_listener is not None:
+                listeners.append(p.usbfs_listener)
             with contextlib.suppress(Exception):
                 self.unplug(p)
-        for p in plugged:
-            for listener in p.listeners:
-                listener.disconnect_all()
+        for listener in listeners:
+            listener.disconnect_all()
         self._default.close()
         self._default.disconnect_all()
         self.watcher.close()

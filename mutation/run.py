@@ -1,0 +1,122 @@
+"""`make mutate`: mutation testing with mutmut, one module at a time; prints scores and survivors.
+
+    python mutation/run.py [MODULE ...] [--jobs N] [--report-only]
+
+MODULE is a dotted name (``hwtoken.otp``) or a path under src/; without one, every module
+in ``[tool.mutmut] only_mutate`` of pyproject.toml is run in turn. mutmut gathers once which
+test calls which function (from the tests listed in ``pytest_add_cli_args_test_selection``,
+kept in ``mutants/``), and then runs each mutant against only the tests that reach the
+function it changed.
+
+The score of a module is killed / (mutants - equivalent ones): the mutants listed in
+``mutation/equivalent.txt`` (one name per line, ``#`` and the reason after it) change no
+behaviour any test could observe and are left out. Everything else that is not killed
+(survived, no test reached it, timeout) counts against the score and is printed with its diff.
+Exit status: 0 when every module run reaches :data:`GOAL`, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTMUT = [sys.executable, "-m", "mutmut"]
+GOAL = 0.85
+KILLED = {1, 3, 37}  # a failing test, an internal pytest error, the type checker
+TIMEOUT = {24, -24, 36, 152, 255}
+
+
+def configured_modules() -> list[str]:
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [path_to_module(p) for p in doc["tool"]["mutmut"]["only_mutate"]]
+
+
+def path_to_module(path: str) -> str:
+    p = Path(path)
+    if p.suffix != ".py":
+        return path  # already dotted
+    parts = p.with_suffix("").parts
+    return ".".join(parts[parts.index("src") + 1:] if "src" in parts else parts)
+
+
+def module_to_path(module: str) -> Path:
+    return Path("src", *module.split(".")).with_suffix(".py")
+
+
+def equivalents() -> dict[str, str]:
+    """Mutant name -> why it is equivalent, from mutation/equivalent.txt."""
+    out: dict[str, str] = {}
+    listing = ROOT / "mutation" / "equivalent.txt"
+    for line in listing.read_text().splitlines() if listing.exists() else []:
+        name, _, why = line.partition("#")
+        if name.strip():
+            out[name.strip()] = why.strip()
+    return out
+
+
+def results(module: str) -> dict[str, int | None]:
+    """Mutant name -> mutmut's exit code for it (None: not run)."""
+    meta = ROOT / "mutants" / module_to_path(module).with_suffix(".py.meta")
+    doc = json.loads(meta.read_text())
+    return dict(doc["exit_code_by_key"])
+
+
+def describe(code: int | None) -> str:
+    if code in KILLED:
+        return "killed"
+    if code in TIMEOUT:
+        return "timeout"
+    return {0: "survived", 33: "no tests", 5: "no tests", None: "not run",
+            34: "skipped"}.get(code, f"suspicious ({code})")
+
+
+def report(module: str, *, diffs: bool) -> float:
+    codes = results(module)
+    equivalent = {n for n in codes if n in equivalents()}
+    counted = {n: c for n, c in codes.items() if n not in equivalent}
+    killed = sum(1 for c in counted.values() if c in KILLED)
+    score = killed / len(counted) if counted else 1.0
+    print(f"\n== {module}: {killed}/{len(counted)} killed = {score:.1%} "
+          f"({len(equivalent)} equivalent left out; goal {GOAL:.0%})")
+    for name, code in sorted(counted.items()):
+        if code in KILLED:
+            continue
+        print(f"  {describe(code)}: {name}")
+        if diffs:
+            shown = subprocess.run([*MUTMUT, "show", name], cwd=ROOT, capture_output=True,
+                                   text=True)
+            for line in shown.stdout.splitlines():
+                if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
+                    print(f"      {line}")
+    return score
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("modules", nargs="*", help="dotted module names or src/ paths")
+    ap.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="print the last results without running anything")
+    ap.add_argument("--no-diffs", action="store_true", help="names of survivors only")
+    args = ap.parse_args()
+    modules = [path_to_module(m) for m in args.modules] or configured_modules()
+    scores = {}
+    for module in modules:
+        if not args.report_only:
+            print(f"\n>> mutmut run {module}.*", flush=True)
+            subprocess.run([*MUTMUT, "run", "--max-children", str(args.jobs), f"{module}.*"],
+                           cwd=ROOT, check=False)
+        scores[module] = report(module, diffs=not args.no_diffs)
+    print("\nscore per module (killed / mutants, equivalent ones left out):")
+    for module, score in scores.items():
+        print(f"  {score:6.1%}  {module}{'' if score >= GOAL else '   < goal'}")
+    return 0 if all(s >= GOAL for s in scores.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

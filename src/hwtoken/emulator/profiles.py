@@ -1,0 +1,189 @@
+"""Model profiles of the virtual key: which YubiKey (or other key) it pretends to be.
+
+A :class:`Profile` fixes everything a host can observe about a key's model: the firmware
+version it starts with, which applets exist, the management applet's capabilities and form
+factor, and for FIDO the whole ``authenticatorGetInfo`` (versions, extensions, options,
+algorithms, limits). It is chosen once, at :meth:`hwtoken.emulator.VirtualKey.create`,
+and recorded in the key's state file; a key made before profiles existed is ``yubikey-5``.
+The USB identity (product ID, interfaces) of each profile lives in one place,
+:mod:`hwtoken.emulator.usb`, which every USB transport follows.
+
+Profiles (the table in docs/ctap2.md lists every getInfo field):
+
+* ``yubikey-5`` (default) -- a YubiKey 5 NFC with firmware 5.7: CTAP 2.1 (and the
+  pre-standard ``FIDO_2_1_PRE`` / credentialMgmtPreview), U2F, OTP, OATH, PIV, management;
+* ``security-key`` -- a Security Key NFC by Yubico (5.7): FIDO2 and U2F only;
+* ``u2f-only`` -- an old FIDO U2F Security Key: CTAP1/U2F over HID, no CTAP2;
+* ``latest`` -- everything this project implements: CTAP 2.2 (persistent PIN/UV auth
+  token, hmac-secret-mc, thirdPartyPayment, enterprise attestation) and every COSE
+  algorithm from ES256 to ML-DSA-87.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hwtoken.errors import InvalidInput
+
+# COSE algorithm identifiers (IANA "COSE Algorithms"; python-fido2's fido2.cose names).
+ES256 = -7
+EDDSA = -8
+ES384 = -35
+ES512 = -36
+PS256 = -37
+RS256 = -257
+ES256K = -47
+MLDSA44 = -48
+MLDSA65 = -49
+MLDSA87 = -50
+
+# Management capability bits (yubikit.management.CAPABILITY)
+CAP_OTP = 0x01
+CAP_U2F = 0x02
+CAP_PIV = 0x10
+CAP_OATH = 0x20
+CAP_FIDO2 = 0x200
+
+FORM_FACTOR_USB_A_KEYCHAIN = 0x01
+
+CTAP21_EXTENSIONS = ("credBlob", "credProtect", "hmac-secret", "largeBlobKey", "minPinLength")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One key model: identity, applets and the FIDO authenticator's getInfo."""
+
+    name: str
+    model: str  #: what it models, for humans ("YubiKey 5 NFC, firmware 5.7")
+    summary: str  #: what it offers, one line
+    firmware: tuple[int, int, int]
+    applets: frozenset[str]  #: of "fido", "otp", "oath", "piv", "management", "ndef"
+    nfc: bool = True  #: reachable as a smart card (PC/SC stands in for NFC)
+    capabilities: int = 0  #: management capability bits (USB and NFC alike)
+    form_factor: int = FORM_FACTOR_USB_A_KEYCHAIN
+    # -- FIDO ------------------------------------------------------------------------------
+    ctap2: bool = True  #: False: CTAP1/U2F only (no CBOR capability over CTAPHID)
+    versions: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()
+    algorithms: tuple[int, ...] = (ES256,)
+    max_msg_size: int = 1280
+    max_creds_in_list: int = 8
+    max_cred_id_length: int = 128
+    max_resident: int = 100
+    max_large_blob: int = 4096
+    max_rpids_for_min_pin: int = 1
+    credential_mgmt_preview: bool = False  #: answers 0x41, lists credentialMgmtPreview
+    enterprise_attestation: bool = False  #: the "ep" option and enableEnterpriseAttestation
+    persistent_token: bool = False  #: pcmr permission, perCredMgmtRO, encIdentifier
+    attestation_formats: tuple[str, ...] = ()  #: getInfo 0x16 (absent when empty)
+    #: RP IDs a vendor-facilitated enterprise attestation is given to (when enabled)
+    enterprise_rp_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def transports(self) -> list[str]:
+        """getInfo transports."""
+        return ["nfc", "usb"] if self.nfc else ["usb"]
+
+    @property
+    def u2f(self) -> bool:
+        return "U2F_V2" in self.versions
+
+    @property
+    def ctap22(self) -> bool:
+        return "FIDO_2_2" in self.versions
+
+    def has(self, applet: str) -> bool:
+        return applet in self.applets
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-friendly summary (``hwtoken emulate profiles --json``)."""
+        from hwtoken.emulator.usb import usb_model
+
+        usb = usb_model(self.name)
+        return {
+            "name": self.name, "model": self.model, "summary": self.summary,
+            "firmware": ".".join(map(str, self.firmware)),
+            "applets": sorted(self.applets), "transports": self.transports,
+            "usb": {"vendor_id": f"{usb.vendor_id:04x}", "product_id": f"{usb.product_id:04x}",
+                    "product": usb.product, "interfaces": list(usb.interfaces)},
+            "fido": {"versions": list(self.versions), "extensions": list(self.extensions),
+                     "algorithms": [ALGORITHM_NAMES[a] for a in self.algorithms]},
+        }
+
+
+ALGORITHM_NAMES = {
+    ES256: "ES256", EDDSA: "EdDSA", ES384: "ES384", ES512: "ES512", PS256: "PS256",
+    RS256: "RS256", ES256K: "ES256K", MLDSA44: "ML-DSA-44", MLDSA65: "ML-DSA-65",
+    MLDSA87: "ML-DSA-87",
+}
+
+YUBIKEY_5 = Profile(
+    name="yubikey-5",
+    model="YubiKey 5 NFC, firmware 5.7",
+    summary="FIDO2 (CTAP 2.1) + U2F, OTP slots, OATH, PIV, management",
+    firmware=(5, 7, 1),
+    applets=frozenset({"fido", "otp", "oath", "piv", "management", "ndef"}),
+    capabilities=CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_FIDO2,
+    versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1"),
+    extensions=CTAP21_EXTENSIONS,
+    algorithms=(ES256, EDDSA, ES384),
+    credential_mgmt_preview=True,
+)
+
+SECURITY_KEY = Profile(
+    name="security-key",
+    model="Security Key NFC by Yubico, firmware 5.7",
+    summary="FIDO2 (CTAP 2.1) + U2F only: no OTP, no OATH",
+    firmware=(5, 7, 1),
+    applets=frozenset({"fido", "management"}),
+    capabilities=CAP_U2F | CAP_FIDO2,
+    versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1"),
+    extensions=CTAP21_EXTENSIONS,
+    algorithms=(ES256, EDDSA, ES384),
+    credential_mgmt_preview=True,
+)
+
+U2F_ONLY = Profile(
+    name="u2f-only",
+    model="FIDO U2F Security Key by Yubico (no CTAP2)",
+    summary="CTAP1/U2F over USB HID only",
+    firmware=(4, 1, 8),
+    applets=frozenset({"fido"}),
+    nfc=False,
+    capabilities=CAP_U2F,
+    ctap2=False,
+    versions=("U2F_V2",),
+)
+
+LATEST = Profile(
+    name="latest",
+    model="everything hwtoken implements (a YubiKey 5 NFC shape)",
+    summary="CTAP 2.2 (persistent PIN/UV token, hmac-secret-mc, thirdPartyPayment, "
+            "enterprise attestation), ten COSE algorithms incl. ML-DSA, U2F, OTP, OATH, PIV",
+    firmware=(5, 8, 0),
+    applets=frozenset({"fido", "otp", "oath", "piv", "management", "ndef"}),
+    capabilities=CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_FIDO2,
+    versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_2"),
+    extensions=CTAP21_EXTENSIONS + ("hmac-secret-mc", "thirdPartyPayment"),
+    algorithms=(ES256, EDDSA, ES384, ES512, PS256, RS256, ES256K, MLDSA44, MLDSA65, MLDSA87),
+    max_msg_size=2048,
+    max_cred_id_length=384,
+    max_rpids_for_min_pin=4,
+    credential_mgmt_preview=True,
+    enterprise_attestation=True,
+    persistent_token=True,
+    attestation_formats=("packed", "none"),
+    enterprise_rp_ids=("enterprise.example.com",),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (YUBIKEY_5, SECURITY_KEY, U2F_ONLY, LATEST)}
+DEFAULT_PROFILE = YUBIKEY_5.name
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name`` (:class:`InvalidInput` naming the choices if unknown)."""
+    try:
+        return PROFILES[name]
+    except (KeyError, TypeError):
+        raise InvalidInput(f"unknown key profile {name!r}; choose one of "
+                           f"{', '.join(PROFILES)}") from None

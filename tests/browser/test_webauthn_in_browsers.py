@@ -10,6 +10,7 @@ page measured them are attached to each test (``user_properties``: ``ms:<action>
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from fido2.ctap import CtapError
@@ -72,7 +73,9 @@ def second_key(plugged_key, tmp_path):
 
 
 @pytest.mark.parametrize("browser", BROWSERS, indirect=True)
-def test_register_then_sign_in(request, browser, webauthn_site, virtual_key):
+def test_register_then_sign_in(request, browser, webauthn_site, virtual_key, plugged_key):
+    """Register, sign in twice; then the key is pulled out, the sign-in waits for it, and
+    plugging it back in (the testbed's hot plug: a udev event) completes it."""
     page = SitePage(browser, webauthn_site).open()
     registered = ms(request, page.register("alice"))
     assert registered["ok"], registered
@@ -88,6 +91,19 @@ def test_register_then_sign_in(request, browser, webauthn_site, virtual_key):
     assert logins[1].detail["sign_count"] > logins[0].detail["sign_count"] > 0
     assert holds_credential(virtual_key, reg.detail["credential_id"])
     assert not reg.detail["user_verified"]  # no PIN on the key, the site discourages UV
+
+    plugged_key.unplug()
+    seq = browser.execute("return window.hwtokenSite.seq")
+    browser.click("#login")
+    time.sleep(0.5)  # the user looks for the key: without it the page can only wait
+    assert browser.execute("return [window.hwtokenSite.state, window.hwtokenSite.seq]") == \
+        ["busy", seq]
+    plugged_key.plug()
+    inserted = browser.wait_for("const s = window.hwtokenSite;"
+                                "return s.seq > arguments[0] ? s.last : null;", seq,
+                                what="the sign-in to finish once the key is back")
+    assert inserted["ok"] and inserted["credentialId"] == reg.detail["credential_id"], inserted
+    assert [e.ok for e in webauthn_site.events_of("login")] == [True, True, True]
     if browser.name == "firefox":
         # Firefox keeps the AAGUID with attestation "none"; Chromium zeroes it
         assert reg.detail["aaguid"] == str(__import__("uuid").UUID(bytes=virtual_key.aaguid))
@@ -232,8 +248,6 @@ def test_chromium_pin_flows_and_passkeys(request, key_with_pin, browser, webauth
 
 def wait_for_ui_step(browser, step: str, timeout: float = 20.0) -> list[str]:
     """Chromium's dialog steps once ``step`` is among them (or after ``timeout`` s)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while step not in (steps := ui_steps(browser)) and time.monotonic() < deadline:
         time.sleep(0.05)

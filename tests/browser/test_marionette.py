@@ -125,7 +125,7 @@ def test_a_server_that_goes_away_mid_answer():
         server.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.binary(max_size=200))
 def test_any_bytes_from_the_server(data):
     """Garbage after the greeting, then the server hangs up: a Marionette, connection or

@@ -151,7 +151,7 @@ json_values = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(sorted(WebAuthnSite._ROUTES)),
        body=st.dictionaries(st.sampled_from(["user", "ceremony", "credential", "code",

@@ -173,6 +173,11 @@ def test_the_next_run_removes_a_testbed_left_by_a_killed_run(key_name):
     proc = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     left = _wait_for_testbed(before, proc)
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "^sleep 60$"],
+                             capture_output=True).stdout:  # CMD runs
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
     orphans = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                              text=True).stdout.split()
     proc.kill()  # hwtoken itself: nothing can clean up now

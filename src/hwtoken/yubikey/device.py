@@ -430,6 +430,16 @@ def _open_virtual(name: str, presence: UserPresence | None) -> Iterator[OtpKey]:
             with open_virtual_key(handle.key, device=f"{devices.VIRTUAL_PREFIX}{name}") as key:
                 yield key
             return
+        if handle.usbip is None and handle.runtime.get("local"):
+            # held by a testbed: inside it the key is the USB device it is plugged in as
+            if devices.local_plug(handle.runtime) is None:
+                raise DeviceError(devices.unreachable_local(name, handle.runtime))
+            key = _open_real(int(handle.runtime["serial"]))
+            try:
+                yield key
+            finally:
+                key.close()
+            return
         if handle.usbip is None:
             raise InvalidInput(f"virtual key {name!r} is served without USB/IP; restart "
                                f"`hwtoken emulate serve {name}` with USB/IP enabled")

@@ -33,14 +33,16 @@ class ControlServer:
     """Answers ``plug NAME`` / ``unplug NAME`` for the keys ``keys`` of ``testbed``.
 
     ``on_change(name, plugged)`` runs after each change (the CLI rewrites the key's
-    runtime file there).
+    runtime file there); ``plug(key)`` plugs a key in (default ``testbed.plug``).
     """
 
     def __init__(self, testbed: Any, keys: dict[str, Any],
-                 on_change: Callable[[str, Any], None] | None = None) -> None:
+                 on_change: Callable[[str, Any], None] | None = None,
+                 plug: Callable[[Any], Any] | None = None) -> None:
         self.testbed = testbed
         self.keys = dict(keys)
         self.on_change = on_change
+        self._plug = plug or testbed.plug
         self.path = Path(testbed.root) / SOCKET_NAME
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -73,7 +75,7 @@ class ControlServer:
                 if verb == "plug":
                     if current is not None:
                         return f"error: {name} is already plugged in ({current.usbfs})"
-                    plugged = self.testbed.plug(self.keys[name])
+                    plugged = self._plug(self.keys[name])
                     detail = " ".join([*plugged.hidraw, plugged.usbfs])
                 else:
                     if current is None:

@@ -390,6 +390,23 @@ def _pick_one() -> str:
         raise
 
 
+def touch_held_key(device: str | None, slot: int) -> str | None:
+    """Touch virtual key ``emu:NAME`` in the testbed that holds it (``emulate run``,
+    ``serve --local``); None if no testbed holds it."""
+    spec = devices.parse_spec(device)
+    if spec.name is None:
+        return None
+    name = spec.name
+    doc = devices.running_serve(name)
+    local = (doc or {}).get("local") or {}
+    if not local.get("control"):
+        return None
+    from hwtoken.emulator.transports.umockdev.control import touch
+
+    _check_slot(slot)
+    return touch(local["control"], name, slot)
+
+
 def _open_real(serial: int | None) -> OtpKey:
     for skip in range(_MAX_KEYS):
         yk = _find(skip)

@@ -314,3 +314,29 @@ def test_emu_name_inside_the_testbed_is_the_plugged_device(key_name):
     finally:
         holder.send_signal(signal.SIGTERM)
         holder.communicate(timeout=30)
+
+
+def test_touching_a_key_a_testbed_holds(key_name):
+    """`yubikey hotp touch -d emu:NAME` from another shell presses the button in the
+    testbed: the key types its HOTP code (the one oathtool computes)."""
+    import pyotp
+
+    secret = pyotp.random_base32(32)
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ["PATH"]}
+    assert hw("yubikey", "hotp", "program", "1", "--secret", "-", "-d", f"emu:{key_name}",
+              input=secret + "\n").returncode == 0
+    holder = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (json.loads(hw("emulate", "show", key_name, "--json").stdout)["served"]):
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        touched = hw("yubikey", "hotp", "touch", "1", "-d", f"emu:{key_name}", "--json")
+        assert touched.returncode == 0, touched.stderr
+        assert json.loads(touched.stdout)["typed"].strip() == pyotp.HOTP(secret).at(0)
+        again = hw("yubikey", "hotp", "touch", "1", "-d", f"emu:{key_name}")
+        assert again.stdout.strip() == pyotp.HOTP(secret).at(1)
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=30)

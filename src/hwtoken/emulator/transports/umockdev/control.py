@@ -5,8 +5,10 @@ Testbed`; :class:`ControlServer` lets ``hwtoken emulate plug NAME`` and ``unplug
 (:func:`send`), run in another shell, pull a key out or put it back while the programs
 in the testbed run — the way an admin rehearses a provisioning station, or a test plays
 the person at the USB port. The socket is ``<testbed>/control.sock`` (mode 0600, in the
-testbed's own 0700 directory); one request per connection: a line ``plug NAME`` or
-``unplug NAME``, answered by one line, ``ok ...`` or ``error: ...``.
+testbed's own 0700 directory); one request per connection: a line ``plug NAME``,
+``unplug NAME`` or ``touch NAME SLOT`` (press the key's button: it types its OTP slot's code
+into its keyboard interface; the answer carries the text as a JSON string), answered by one
+line, ``ok ...`` or ``error: ...``.
 """
 
 from __future__ import annotations
@@ -61,11 +63,13 @@ class ControlServer:
         return next((p for p in self.testbed.plugged if p.key is key), None)
 
     def handle(self, line: str) -> str:
-        """One request: ``plug NAME`` or ``unplug NAME``; the answer line."""
+        """One request: ``plug NAME``, ``unplug NAME`` or ``touch NAME SLOT``; the answer."""
         verb, _, name = line.strip().partition(" ")
         name = name.strip()
+        if verb == "touch":
+            return self._touch(name)
         if verb not in ("plug", "unplug") or not name:
-            return "error: send 'plug NAME' or 'unplug NAME'"
+            return "error: send 'plug NAME', 'unplug NAME' or 'touch NAME SLOT'"
         if name not in self.keys:
             known = ", ".join(sorted(self.keys)) or "none"
             return f"error: virtual key {name!r} is not in this testbed (it has: {known})"
@@ -87,6 +91,19 @@ class ControlServer:
             if self.on_change is not None:
                 self.on_change(name, plugged)
         return f"ok {verb} {name}: {detail}"
+
+    def _touch(self, args: str) -> str:
+        import json
+
+        from hwtoken.emulator.otp.hid import press
+
+        name, _, slot = args.partition(" ")
+        if name not in self.keys or slot.strip() not in ("1", "2"):
+            return "error: send 'touch NAME SLOT' for a key of this testbed, SLOT 1 or 2"
+        key = self.keys[name]
+        with key.lock:
+            typed = press(key, int(slot))
+        return f"ok touch {name} {json.dumps(typed)}"
 
     def _serve(self) -> None:
         while True:
@@ -128,8 +145,9 @@ class ControlServer:
 
 
 def send(path: str | os.PathLike[str], verb: str, name: str) -> str:
-    """Ask the testbed whose control socket is ``path`` to ``plug``/``unplug`` ``name``;
-    the ``ok ...`` answer, or :class:`InvalidInput`/:class:`DeviceError` with its error."""
+    """Ask the testbed whose control socket is ``path`` to ``plug``/``unplug`` ``name`` (or
+    ``touch`` with ``name`` = "NAME SLOT"); the ``ok ...`` answer, or
+    :class:`InvalidInput`/:class:`DeviceError` with its error."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(TIMEOUT)
         try:
@@ -151,3 +169,11 @@ def send(path: str | os.PathLike[str], verb: str, name: str) -> str:
     if not answer.startswith("ok"):
         raise DeviceError(f"unexpected answer from the testbed: {answer!r}")
     return answer
+
+
+def touch(path: str | os.PathLike[str], name: str, slot: int) -> str:
+    """Press the button of ``name`` in the testbed at ``path``: what its slot types."""
+    import json
+
+    answer = send(path, "touch", f"{name} {slot}")
+    return str(json.loads(answer.split(" ", 3)[3]))

@@ -13,6 +13,12 @@ what the transport + client libraries cost versus what the inventory costs.
 the vpcd link's TCP_QUICKACK switched off, which is how every APDU cost ~48 ms before.
 Needs root for the private pcscd; without it those rows are skipped.
 
+``chalresp`` is measured once more the way a station runs with real keys: ``hwtoken provision
+run`` (no --virtual) in a umockdev testbed, finding each key through ykman's discovery and
+programming it through python-yubico over real libusb, while the benchmark plugs the keys in
+one after another and pulls each out once its result is printed (hot plug, as at a station;
+the station looks for new keys every 0.5 s, which is part of the figure).
+
 PostgreSQL: a throwaway server is started as ``nobody`` (it refuses root) in a temp dir,
 on a Unix socket only, with ``fsync=on`` so its commits are as durable as SQLite's.
 """
@@ -142,6 +148,52 @@ def through_pcscd(work: Path) -> list[tuple[str, float]]:
     return rows
 
 
+def plugged_one_after_another(work: Path, n: int) -> float:
+    """Keys per minute for `provision run --mode chalresp` on keys plugged in through the
+    umockdev testbed, each pulled out when done (see the module docstring)."""
+    import json
+    import threading
+
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.transports.umockdev import Testbed
+
+    keys = [VirtualKey.create(work / f"plugged-{i}.key") for i in range(n)]
+    results: dict[int, str] = {}
+    try:
+        with Testbed() as tb:
+            env = {**os.environ, "HWTOKEN_INVENTORY_PASSPHRASE": "bench passphrase"}
+            proc = tb.popen([sys.executable, "-m", "hwtoken", "provision", "run", "-i",
+                             f"sqlite:///{work / 'plugged.db'}", "-m", "chalresp",
+                             "--idle-timeout", "5", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+
+            def read() -> None:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    if line.startswith('{"serial"'):
+                        doc = json.loads(line)
+                        results[doc["serial"]] = doc["result"]
+
+            threading.Thread(target=read, daemon=True).start()
+            start = time.perf_counter()
+            for key in keys:
+                plugged = tb.plug(key)
+                deadline = time.monotonic() + 120
+                while key.serial not in results:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit(f"plugged: no result for key {key.serial}")
+                    time.sleep(0.01)
+                tb.unplug(plugged)
+                if results[key.serial] != "done":
+                    raise SystemExit(f"plugged: key {key.serial} {results[key.serial]}")
+            elapsed = time.perf_counter() - start
+            proc.wait(60)
+    finally:
+        for key in keys:
+            key.close()
+    return n / elapsed * 60
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hwtoken-bench-provision-"))
     paths.set_state_dir(work / "state")
@@ -158,6 +210,9 @@ def main() -> int:
                      keys_per_minute(f"sqlite:///{work / 'oath.db'}", Mode.OATH_TOTP,
                                      "client", "oa")))
         rows += through_pcscd(work)
+        n_plugged = min(N, 10)
+        rows.append((f"chalresp, hot-plugged via umockdev + libusb ({n_plugged} keys)",
+                     plugged_one_after_another(work, n_plugged)))
         pg = start_postgres(work)
         if pg is None:
             print("PostgreSQL server binaries not found: skipping that figure")

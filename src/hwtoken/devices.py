@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +108,33 @@ def served_virtual_names(*, transport: str | None = None) -> list[str]:
             doc = running_serve(name)
         except (InvalidInput, OSError, ValueError):
             continue
-        if doc is not None and (transport is None or doc.get(transport)):
+        if doc is None:
+            continue
+        reachable = doc.get(transport) if transport else (doc.get("usbip") or doc.get("pcsc"))
+        if reachable:  # (a key a testbed holds is found there as the USB device it is)
             out.append(name)
     return out
+
+
+def local_plug(runtime: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where a key held by a testbed (``emulate run``, ``serve --local``) is plugged in, if
+    this process runs inside that testbed; None otherwise."""
+    local = (runtime or {}).get("local")
+    if isinstance(local, dict) and local.get("plugged") and \
+            os.environ.get("UMOCKDEV_DIR") == local.get("dir"):
+        return local
+    return None
+
+
+def unreachable_local(name: str, runtime: dict[str, Any]) -> str:
+    """Why a key that only a testbed holds cannot be used from here, and what to do."""
+    local = runtime.get("local") or {}
+    if local and not local.get("plugged"):
+        return (f"virtual key {name!r} is unplugged in the testbed of pid {runtime.get('pid')}; "
+                f"plug it in with `hwtoken emulate plug {name}`")
+    return (f"virtual key {name!r} is plugged in locally by pid {runtime.get('pid')} (a "
+            "umockdev testbed): run this command inside it (`hwtoken emulate run ... -- CMD`), "
+            f"or export UMOCKDEV_DIR={local.get('dir')} LD_PRELOAD={local.get('preload')}")
 
 
 def pick_one(real: list[str], *, what: str, transport: str | None = None) -> str:

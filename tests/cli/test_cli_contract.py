@@ -299,7 +299,7 @@ def check_contract(argv: list[bytes], as_json: bool, rc: int | None, out: bytes,
 
 
 @pytest.mark.parametrize("path", list(TREE), ids=_ids(TREE))
-@settings(max_examples=EXAMPLES, deadline=None,
+@settings(max_examples=EXAMPLES,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(data=st.data())

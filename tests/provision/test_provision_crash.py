@@ -28,7 +28,9 @@ def _run(url: str, *extra: str, fault: str | None = None, check: int | None = 0)
 
 @pytest.mark.parametrize("step", STEPS)
 def test_crash_after_each_step_then_resume(step, inventory_url, tmp_path):
-    proc = _run(inventory_url, "--mode", "chalresp", "--virtual", "3",
+    # two keys: on a loaded machine the inventory may answer "busy" for a moment, and a
+    # busy key is retried after the others, so a third key could come before the crash
+    proc = _run(inventory_url, "--mode", "chalresp", "--virtual", "2",
                 fault=f"after:{step}@2", check=-signal.SIGKILL)
     assert proc.stdout.count('"result": "done"') == 1  # key 1 finished before the crash
 
@@ -36,7 +38,7 @@ def test_crash_after_each_step_then_resume(step, inventory_url, tmp_path):
     serial2 = virtual_serial(pool_name(2))
     with opened(inventory_url) as inv:
         records = {r.serial: r for r in inv.records()}
-        assert len(records) == 2  # key 3 was never reached
+        assert len(records) == 2
         rec2 = records[serial2]
         assert rec2.state is (State.DONE if step == "done" else State.PENDING)
         secret2 = inv.secret(rec2)

@@ -589,10 +589,12 @@ class _RunCommand(HwtokenCommand):
         return super().parse_args(ctx, args)
 
 
-def _plugged_doc(name: str, plugged: Any) -> dict[str, Any]:
-    return {"name": name, "serial": plugged.key.serial, "fido_hidraw": plugged.fido_hidraw,
-            "otp_hidraw": plugged.otp_hidraw, "hidraw": plugged.hidraw,
-            "usbfs": plugged.usbfs}
+def _plugged_doc(name: str, plugged: Any, key: Any) -> dict[str, Any]:
+    if plugged is None:
+        return {"name": name, "serial": key.serial, "plugged": False}
+    return {"name": name, "serial": key.serial, "plugged": True,
+            "fido_hidraw": plugged.fido_hidraw, "otp_hidraw": plugged.otp_hidraw,
+            "hidraw": plugged.hidraw, "usbfs": plugged.usbfs}
 
 
 def _touch_policy(spec: str) -> UserPresence:
@@ -624,7 +626,7 @@ def _touch_policy(spec: str) -> UserPresence:
 
 
 @emulate.command("run", cls=_RunCommand, context_settings={"ignore_unknown_options": False})
-@click.argument("names", nargs=-1, required=True, metavar="NAME [NAME...] -- CMD [ARGS...]")
+@click.argument("names", nargs=-1, metavar="NAME [NAME...] -- CMD [ARGS...]")
 @click.option("--touch", "touch", default="auto", show_default=True,
               metavar="auto|deny|delay:S|prompt",
               help="What a touch request does: approve, refuse, approve after S seconds, or "
@@ -634,10 +636,14 @@ def _touch_policy(spec: str) -> UserPresence:
                    "blocking, non-blocking and multi-threaded programs; emulated and pty "
                    "force one path (for diagnosis).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the testbed does on stderr.")
+@click.option("--standby", "standby", multiple=True, metavar="NAME",
+              help="Also hold virtual key NAME, unplugged at first: `hwtoken emulate plug "
+                   "NAME` in another shell plugs it in (repeatable).")
 @click.option("--json", "as_json", is_flag=True,
               help="Before CMD starts, print one JSON line: each key's nodes and the testbed.")
 @state_dir_option
-def run(names: tuple[str, ...], touch: str, reads: str, verbose: bool, as_json: bool) -> None:
+def run(names: tuple[str, ...], touch: str, reads: str, standby: tuple[str, ...],
+        verbose: bool, as_json: bool) -> None:
     """Run CMD with virtual keys NAME... plugged in as local USB devices.
 
     CMD and its children find each key the way they find a real YubiKey: /dev/hidrawN
@@ -663,41 +669,108 @@ def run(names: tuple[str, ...], touch: str, reads: str, verbose: bool, as_json: 
                            f"hwtoken emulate run {' '.join(names)} -- fido2-token -L")
     if not argv:
         raise InvalidInput("no command after --")
-    if len(set(names)) != len(names):
+    every = [*names, *standby]
+    if not every:
+        raise InvalidInput("name the virtual keys to plug in: "
+                           "hwtoken emulate run NAME [NAME...] -- CMD")
+    if len(set(every)) != len(every):
         raise InvalidInput("each key can be plugged in once: a NAME is repeated")
     with _serve_logging(verbose):
-        sys.exit(_run(list(names), argv, touch, reads, as_json))
+        sys.exit(_run(list(names), list(standby), argv, touch, reads, as_json))
 
 
-def _run(names: list[str], argv: list[str], touch: str, reads: str, as_json: bool) -> int:
-    from hwtoken.emulator.serve import remove_runtime, write_runtime
+def _run(names: list[str], standby: list[str], argv: list[str], touch: str, reads: str,
+         as_json: bool) -> int:
+    from hwtoken.emulator.serve import remove_runtime
     from hwtoken.emulator.transports.umockdev import Testbed, find_preload, runner
+    from hwtoken.emulator.transports.umockdev.control import ControlServer
 
     find_preload()  # umockdev missing: say so before any key is touched
     presence = _touch_policy(touch)
-    keys: list[Any] = []
+    keys: dict[str, Any] = {}
+    control = None
     try:
-        for name in names:
-            keys.append(_load_for_serving(name))
-        for key in keys:
-            key.presence = presence
+        for name in [*names, *standby]:
+            keys[name] = _load_for_serving(name)
+            keys[name].presence = presence
         with Testbed(reads=reads) as tb:
-            for key in keys:
-                plugged = tb.plug(key)
-                write_runtime(key.path, {
-                    "pid": os.getpid(), "serial": key.serial, "started": int(time.time()),
-                    "usbip": None, "pcsc": None, "by": "emulate run",
-                    "local": {"dir": str(tb.root), "preload": str(tb.preload),
-                              "nodes": [*plugged.hidraw, plugged.usbfs]}})
+            for name in names:
+                tb.plug(keys[name])
+            control = ControlServer(tb, keys, on_change=lambda name, plugged: _write_local(
+                keys[name], tb, plugged, control_path=control.path if control else None))
+            for name, key in keys.items():
+                _write_local(key, tb, control.plugged(name), control_path=control.path)
             if as_json:
-                click.echo(json.dumps({"testbed": str(tb.root), "preload": str(tb.preload),
-                                       "keys": [_plugged_doc(n, p) for n, p in
-                                                zip(names, tb.plugged, strict=True)]}))
+                click.echo(json.dumps({
+                    "testbed": str(tb.root), "preload": str(tb.preload),
+                    "control": str(control.path),
+                    "keys": [_plugged_doc(n, control.plugged(n), keys[n]) for n in keys]}))
                 sys.stdout.flush()
             proc = runner.start(argv, tb.env())
-            return runner.wait_forwarding_signals(proc)
+            try:
+                return runner.wait_forwarding_signals(proc)
+            finally:
+                control.close()
     finally:
-        for key in keys:
+        for key in keys.values():
             remove_runtime(key.path)
             with contextlib.suppress(Exception):
                 key.close()
+
+
+def _write_local(key: Any, tb: Any, plugged: Any, *, control_path: Any,
+                 by: str = "emulate run") -> None:
+    """The runtime file of a key held by a testbed: where it is plugged (if it is), and the
+    control socket `emulate plug/unplug` use."""
+    from hwtoken.emulator.serve import write_runtime
+
+    write_runtime(key.path, {
+        "pid": os.getpid(), "serial": key.serial, "started": int(time.time()),
+        "usbip": None, "pcsc": None, "by": by, "local": local_doc(tb, plugged, control_path)})
+
+
+def local_doc(tb: Any, plugged: Any, control_path: Any) -> dict[str, Any]:
+    """The ``local`` part of a runtime document."""
+    return {"dir": str(tb.root), "preload": str(tb.preload),
+            "control": str(control_path) if control_path else None,
+            "plugged": plugged is not None,
+            "nodes": [*plugged.hidraw, plugged.usbfs] if plugged is not None else [],
+            "fido_hidraw": plugged.fido_hidraw if plugged is not None else None,
+            "otp_hidraw": plugged.otp_hidraw if plugged is not None else None}
+
+
+@emulate.command("plug")
+@click.argument("name")
+@json_option
+@state_dir_option
+def plug_cmd(name: str, as_json: bool) -> None:
+    """Plug virtual key NAME back into the testbed of the `emulate run` (or `serve --local`)
+    that holds it: its programs see the key arrive, as if it were inserted."""
+    _control(name, "plug", as_json)
+
+
+@emulate.command("unplug")
+@click.argument("name")
+@json_option
+@state_dir_option
+def unplug_cmd(name: str, as_json: bool) -> None:
+    """Pull virtual key NAME out of the testbed of the `emulate run` (or `serve --local`)
+    that holds it: programs using it get the errors a real unplug gives."""
+    _control(name, "unplug", as_json)
+
+
+def _control(name: str, verb: str, as_json: bool) -> None:
+    from hwtoken.emulator.transports.umockdev.control import send
+
+    devices.key_path_for(name)
+    doc = devices.running_serve(name)
+    local = (doc or {}).get("local") or {}
+    if not local.get("control"):
+        raise InvalidInput(f"virtual key {name!r} is not held by a testbed: start it with "
+                           f"`hwtoken emulate run {name} -- CMD` (--standby {name} to start "
+                           f"unplugged) or `hwtoken emulate serve {name} --local`")
+    answer = send(local["control"], verb, name)
+    if as_json:
+        emit_json({"name": name, "local": (devices.running_serve(name) or {}).get("local")})
+    else:
+        click.echo(answer[len("ok "):] if answer.startswith("ok ") else answer)

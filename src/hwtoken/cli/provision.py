@@ -297,9 +297,10 @@ def export_cmd(url: str, key_file: str | None, target: str, fmt: str, out: str,
                         password=password, preshared_key=psk, force=force)
     finally:
         inv.close()
-    if as_json:
+    left_out = result.skipped and not skip_unsupported
+    if as_json and not left_out:
         emit_json(result.to_json())
-    else:
+    elif not as_json:
         enc = " (encrypted)" if result.encrypted else ""
         click.echo(f"wrote {len(result.exported)} key(s) to {result.path}{enc}")
     by_reason: dict[str, list[int]] = {}
@@ -308,8 +309,10 @@ def export_cmd(url: str, key_file: str | None, target: str, fmt: str, out: str,
     for reason, serials in by_reason.items():
         shown = ", ".join(map(str, serials[:5])) + (", ..." if len(serials) > 5 else "")
         click.echo(f"left out {len(serials)} key(s) ({shown}): {reason}", err=True)
-    if result.skipped and not skip_unsupported:
-        sys.exit(1)
+    if left_out:  # exit 1: one error line, and with --json one object with the result in it
+        raise CheckFailed(f"{len(result.skipped)} key(s) left out of {result.path}; pass "
+                          "--skip-unsupported if that is intended",
+                          details=result.to_json() if as_json else None)
 
 
 def _install_touch_reader() -> None:

@@ -224,9 +224,18 @@ def hotp_program(slot: int, secret: str, digits: str, imf: int, access_code: str
 @json_option
 @device_option
 def hotp_touch(slot: int, as_json: bool, device: str | None) -> None:
-    """Virtual key only: touch the button and show what the key types."""
-    with _open(device) as yk:
-        typed = yk.touch(slot)
+    """Virtual key only: touch the button and show what the key types.
+
+    A key held by `hwtoken emulate run`/`serve --local` is touched there, so a program in
+    that testbed (a station asking for a touch) receives the keystrokes on the key's
+    keyboard interface; the text is also shown here.
+    """
+    from hwtoken.yubikey.device import touch_held_key
+
+    typed = touch_held_key(device, slot)
+    if typed is None:
+        with _open(device) as yk:
+            typed = yk.touch(slot)
     if as_json:
         emit_json({"slot": slot, "typed": typed})
     elif typed:

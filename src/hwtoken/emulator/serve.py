@@ -385,6 +385,7 @@ class KeyService:
         self.usbip: UsbipServer | None = None
         self.vpcd: Any = None
         self.testbed: Any = None
+        self.control: Any = None
         self.runtime_file: Path | None = None
 
     def start(self) -> KeyService:
@@ -415,11 +416,25 @@ class KeyService:
         return link
 
     def _start_local(self) -> None:
-        """Plug the key into a umockdev testbed (sharing the USB/IP device model)."""
+        """Plug the key into a umockdev testbed (sharing the USB/IP device model), with a
+        control socket for `hwtoken emulate plug/unplug`."""
         from hwtoken.emulator.transports.umockdev import Testbed
+        from hwtoken.emulator.transports.umockdev.control import ControlServer
 
         self.testbed = Testbed(reads=self.reads)
-        self.testbed.plug(self.key, usb=self.usbip.usb if self.usbip is not None else None)
+        usb = self.usbip.usb if self.usbip is not None else None
+
+        def plug_again(key: Any) -> Any:
+            return self.testbed.plug(key, usb=usb)
+
+        self.testbed.plug(self.key, usb=usb)
+        self.control = ControlServer(self.testbed, {self.key.path.stem: self.key},
+                                     on_change=lambda *_: self._rewrite_runtime(),
+                                     plug=plug_again)
+
+    def _rewrite_runtime(self) -> None:
+        if self.runtime_file is not None:
+            self.runtime_file = write_runtime(self.key.path, self.describe())
 
     def describe(self) -> dict[str, Any]:
         """The runtime document: pid, endpoints, serial."""
@@ -428,8 +443,14 @@ class KeyService:
                                "local": None}
         if self.testbed is not None:
             plugged = self.testbed.plugged
-            doc["local"] = {"dir": str(self.testbed.root), "preload": str(self.testbed.preload),
-                            "nodes": [n for p in plugged for n in (*p.hidraw, p.usbfs)]}
+            p = plugged[0] if plugged else None
+            doc["local"] = {
+                "dir": str(self.testbed.root), "preload": str(self.testbed.preload),
+                "control": str(self.control.path) if self.control is not None else None,
+                "plugged": p is not None,
+                "nodes": [*p.hidraw, p.usbfs] if p is not None else [],
+                "fido_hidraw": p.fido_hidraw if p is not None else None,
+                "otp_hidraw": p.otp_hidraw if p is not None else None}
         if self.usbip is not None:
             host, port, busid = self.usbip.address
             doc["usbip"] = {"host": host, "port": port, "busid": busid}
@@ -445,6 +466,9 @@ class KeyService:
             with contextlib.suppress(Exception):
                 self.vpcd.stop()
             self.vpcd = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         if self.testbed is not None:
             self.testbed.close()
             self.testbed = None

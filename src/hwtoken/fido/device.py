@@ -219,6 +219,16 @@ def _open_virtual(name: str) -> Iterator[FidoKey]:
             entry = KeyEntry(**{**entry.to_dict(), "status": "served",
                                 "serial": str(serial) if serial else None})
             key = FidoKey(pcsc_fido_device(name, handle.pcsc[1]), entry)
+        elif handle.usbip is None and handle.runtime.get("local"):
+            # held by a testbed: inside it the key is the USB device it is plugged in as
+            from hwtoken.devices import local_plug, unreachable_local
+
+            local = local_plug(handle.runtime)
+            if local is None or not local.get("fido_hidraw"):
+                raise DeviceError(unreachable_local(name, handle.runtime))
+            with _open_hid(str(local["fido_hidraw"])) as key:
+                yield key
+            return
         else:
             if handle.usbip is None:
                 raise DeviceError(f"virtual key {name!r} is served without USB/IP or PC/SC; "

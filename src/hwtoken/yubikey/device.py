@@ -390,6 +390,23 @@ def _pick_one() -> str:
         raise
 
 
+def touch_held_key(device: str | None, slot: int) -> str | None:
+    """Touch virtual key ``emu:NAME`` in the testbed that holds it (``emulate run``,
+    ``serve --local``); None if no testbed holds it."""
+    spec = devices.parse_spec(device)
+    if spec.name is None:
+        return None
+    name = spec.name
+    doc = devices.running_serve(name)
+    local = (doc or {}).get("local") or {}
+    if not local.get("control"):
+        return None
+    from hwtoken.emulator.transports.umockdev.control import touch
+
+    _check_slot(slot)
+    return touch(local["control"], name, slot)
+
+
 def _open_real(serial: int | None) -> OtpKey:
     for skip in range(_MAX_KEYS):
         yk = _find(skip)
@@ -429,6 +446,16 @@ def _open_virtual(name: str, presence: UserPresence | None) -> Iterator[OtpKey]:
         if handle.key is not None:
             with open_virtual_key(handle.key, device=f"{devices.VIRTUAL_PREFIX}{name}") as key:
                 yield key
+            return
+        if handle.usbip is None and handle.runtime.get("local"):
+            # held by a testbed: inside it the key is the USB device it is plugged in as
+            if devices.local_plug(handle.runtime) is None:
+                raise DeviceError(devices.unreachable_local(name, handle.runtime))
+            key = _open_real(int(handle.runtime["serial"]))
+            try:
+                yield key
+            finally:
+                key.close()
             return
         if handle.usbip is None:
             raise InvalidInput(f"virtual key {name!r} is served without USB/IP; restart "

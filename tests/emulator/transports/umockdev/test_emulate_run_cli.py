@@ -173,6 +173,11 @@ def test_the_next_run_removes_a_testbed_left_by_a_killed_run(key_name):
     proc = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     left = _wait_for_testbed(before, proc)
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "^sleep 60$"],
+                             capture_output=True).stdout:  # CMD runs
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
     orphans = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                              text=True).stdout.split()
     proc.kill()  # hwtoken itself: nothing can clean up now
@@ -231,3 +236,107 @@ def test_serve_local_prints_the_environment_for_other_shells(key_name):
         serve.communicate(timeout=30)
     assert serve.returncode == 0
     assert not Path(local["dir"]).exists()
+
+
+def test_plug_and_unplug_from_another_shell_while_cmd_runs(key_name):
+    """An admin rehearsing a station: `emulate run --standby` holds the key unplugged,
+    `emulate plug/unplug` in another shell move it in and out while CMD runs."""
+    assert hw("emulate", "create", "bob").returncode == 0
+    watcher = (
+        "import glob, sys, time\n"
+        "seen = []\n"
+        "for _ in range(600):\n"  # at most 60 s
+        "    now = len(glob.glob('/dev/hidraw*'))\n"
+        "    if not seen or seen[-1] != now:\n"
+        "        seen.append(now); print(now, flush=True)\n"
+        "    if now == 0:\n"
+        "        break\n"
+        "    time.sleep(0.1)\n")
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--standby", "bob",
+                             "--json", "--", sys.executable, "-c", watcher],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def expect(count: str) -> None:
+        """The next settled number of hidraw nodes (a key's nodes come one by one)."""
+        for _ in range(10):
+            line = proc.stdout.readline().strip()
+            if line == count:
+                return
+            assert line and int(line) % 2, (line, count)  # only a half-plugged key between
+        raise AssertionError(f"never saw {count} hidraw nodes")
+
+    try:
+        doc = json.loads(proc.stdout.readline())
+        assert [k["plugged"] for k in doc["keys"]] == [True, False]
+        expect("2")  # alice's two hidraw nodes
+        shown = json.loads(hw("emulate", "show", "bob", "--json").stdout)
+        assert shown["served"]["local"]["plugged"] is False
+        r = hw("emulate", "plug", "bob")
+        assert r.returncode == 0 and "/dev/hidraw" in r.stdout, r.stderr
+        expect("4")
+        again = hw("emulate", "plug", "bob")
+        assert again.returncode == 2 and "already plugged in" in again.stderr
+        assert hw("emulate", "unplug", "bob", "--json").returncode == 0
+        expect("2")
+        assert hw("emulate", "unplug", key_name).returncode == 0
+        expect("0")
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    missing = hw("emulate", "plug", "bob")
+    assert missing.returncode == 2 and "not held by a testbed" in missing.stderr
+
+
+def test_emu_name_inside_the_testbed_is_the_plugged_device(key_name):
+    """`--device emu:NAME` inside `emulate run` uses the key where it is plugged in; from
+    outside, the error says how to reach it."""
+    inside = hw("emulate", "run", key_name, "--", sys.executable, "-m", "hwtoken", "fido2",
+                "--device", f"emu:{key_name}", "info", "--json")
+    assert inside.returncode == 0, inside.stderr
+    assert json.loads(inside.stdout)["device"] == "7654321"  # the USB device's serial
+    yk = hw("emulate", "run", key_name, "--", sys.executable, "-m", "hwtoken", "yubikey",
+            "--device", f"emu:{key_name}", "info", "--json")
+    assert yk.returncode == 0, yk.stderr
+    assert json.loads(yk.stdout)["serial"] == 7654321
+    holder = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (json.loads(hw("emulate", "show", key_name, "--json").stdout)["served"]):
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        outside = hw("fido2", "--device", f"emu:{key_name}", "info")
+        assert outside.returncode == 2
+        assert "plugged in locally" in outside.stderr and "UMOCKDEV_DIR=" in outside.stderr
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=30)
+
+
+def test_touching_a_key_a_testbed_holds(key_name):
+    """`yubikey hotp touch -d emu:NAME` from another shell presses the button in the
+    testbed: the key types its HOTP code (the one oathtool computes)."""
+    import pyotp
+
+    secret = pyotp.random_base32(32)
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ["PATH"]}
+    assert hw("yubikey", "hotp", "program", "1", "--secret", "-", "-d", f"emu:{key_name}",
+              input=secret + "\n").returncode == 0
+    holder = subprocess.Popen([*HWTOKEN, "emulate", "run", key_name, "--", "sleep", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (json.loads(hw("emulate", "show", key_name, "--json").stdout)["served"]):
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        touched = hw("yubikey", "hotp", "touch", "1", "-d", f"emu:{key_name}", "--json")
+        assert touched.returncode == 0, touched.stderr
+        assert json.loads(touched.stdout)["typed"].strip() == pyotp.HOTP(secret).at(0)
+        again = hw("yubikey", "hotp", "touch", "1", "-d", f"emu:{key_name}")
+        assert again.stdout.strip() == pyotp.HOTP(secret).at(1)
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=30)

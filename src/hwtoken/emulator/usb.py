@@ -262,6 +262,7 @@ class CcidPort:
         self._queue: list[Any] = []  # messages (bytes) and _RESET, in order
         self._job = 0  # number of the message being worked on (0: none)
         self._current: Any = None
+        self._current_generation = 0
         self._since = 0.0
         self._generation = 0  # bumped by a bus reset: answers of before are dropped
         self._stop = False
@@ -296,12 +297,20 @@ class CcidPort:
             if self._stop:
                 return
             for message in messages:
-                if self._current is not None or self._queue:
+                if self._busy():
                     self.iface.bulk_in.write(slot.busy(message))
                 else:
                     self._queue.append(message)
             self._start_threads()
             self._cond.notify_all()
+
+    def _busy(self) -> bool:
+        """Call with the lock held: a message of the host's (since its last reset) is
+        being worked on or waits. A command cut off by a reset is no longer the host's:
+        what it sends next waits for it (and the reset) instead of being refused."""
+        working = (self._current is not None and self._current is not _RESET
+                   and self._current_generation == self._generation)
+        return working or any(item is not _RESET for item in self._queue)
 
     def on_reset(self) -> None:
         """The host reset the device: drop what was pending, power the card off."""
@@ -335,7 +344,7 @@ class CcidPort:
                 if self._stop:
                     return
                 item = self._queue.pop(0)
-                generation = self._generation
+                generation = self._current_generation = self._generation
                 self._job += 1
                 self._current, self._since = item, time.monotonic()
                 self._cond.notify_all()
@@ -354,6 +363,12 @@ class CcidPort:
                     self.iface.bulk_in.write(out)
                 self._cond.notify_all()
 
+    def _extending(self, job: int) -> bool:
+        """Call with the lock held: command ``job`` still runs, for the host that sent it
+        (not cut off by a bus reset)."""
+        return (self._job == job and self._current is not None
+                and self._current_generation == self._generation)
+
     def _extend(self) -> None:
         while True:
             with self._cond:
@@ -363,17 +378,20 @@ class CcidPort:
                     return
                 job, item = self._job, self._current
                 due = self._since + CCID_TIME_EXTENSION_AFTER
-                while not self._stop and self._job == job and self._current is not None:
+                while not self._stop and self._extending(job):
                     left = due - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
                 if self._stop:
                     return
-                if self._job == job and self._current is not None:
+                if self._extending(job):
                     self.iface.bulk_in.write(self.slot.time_extension(item))
                     self.time_extensions += 1
                     self._since = time.monotonic()
+                    continue
+                while not self._stop and self._job == job and self._current is not None:
+                    self._cond.wait()  # cut off by a reset: no extensions until it ends
 
     def stop(self) -> None:
         """End the threads (a command still running finishes; its answer is dropped)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
+import sys
 
 import pyotp
 import pytest
@@ -66,14 +66,6 @@ def bench(tmp_path_factory):
         key.close()
 
 
-def _wait(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_pcsc_tools_list_the_key_as_a_yubikey_5_reader(bench):
     assert bench.pcscd.readers() == [READER]
     listed = bench.run(["opensc-tool", "-l"]).stdout
@@ -99,6 +91,9 @@ def test_ykman_list_sees_one_key_over_usb_and_pcsc(bench):
     out = bench.run(["ykman", "list"], usb=True).stdout.strip().splitlines()
     assert len(out) == 1, out  # the HID interfaces and the CCID reader are one YubiKey
     assert "[OTP+FIDO+CCID]" in out[0] and f"Serial: {bench.key.serial}" in out[0]
+    info = bench.run(["ykman", "info"], usb=True).stdout  # no --reader: the one key
+    assert "Enabled USB interfaces: OTP, FIDO, CCID" in info
+    assert f"Serial number: {bench.key.serial}" in info
 
 
 def test_ykman_oath_accounts_add_list_code_equal_pyotp(bench):
@@ -190,8 +185,6 @@ def test_unplugging_the_key_a_client_holds_ends_its_session(bench):
         "    print('answered')\n"
         "except Exception as exc:\n"
         "    print('failed', type(exc).__name__)\n")
-    import sys
-
     child = subprocess.Popen([sys.executable, "-c", script], env=bench.pcscd.client_env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -211,7 +211,7 @@ def _ccid_interface_class() -> type:
 
     class _CcidInterface(Interface):  # type: ignore[misc]
         """The CCID interface: bulk OUT and IN for messages, interrupt IN for slot changes
-        (endpoints in this order, as a YubiKey lists them)."""
+        (declared, and so listed, in that order)."""
 
         bInterfaceClass = USB_CLASS_CSCID
         bulk_out = Out(CCID_EP_OUT, "bulk", CCID_PACKET_SIZE)

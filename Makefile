@@ -16,6 +16,7 @@ APT_PACKAGES :=
 APT_PACKAGES += python3-venv procps         # the project venv; ps/pkill in process tests
 APT_PACKAGES += oathtool                    # reference HOTP/TOTP codes (tests/test_otp.py ...)
 APT_PACKAGES += pcscd vsmartcard-vpcd pcsc-tools  # PC/SC: a private pcscd with the vpcd driver
+APT_PACKAGES += libccid                     # PC/SC: pcscd's CCID driver reaches the key's USB CCID interface (umockdev)
 APT_PACKAGES += swig libpcsclite-dev        # to build pyscard (no Linux wheel)
 APT_PACKAGES += usbip                       # the kernel's USB/IP tools (usbip list -r)
 APT_PACKAGES += postgresql                  # shared provisioning inventory tests

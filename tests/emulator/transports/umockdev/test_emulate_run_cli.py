@@ -54,7 +54,9 @@ def test_runs_the_command_with_the_key_and_exits_with_its_status(key_name):
     proc = hw("emulate", "run", key_name, "--", "fido2-token", "-L")
     assert proc.returncode == 0, proc.stderr
     assert "vendor=0x1050, product=0x0407" in proc.stdout
-    assert hw("emulate", "run", key_name, "--", "sh", "-c", "exit 7").returncode == 7
+    failed = hw("emulate", "run", key_name, "--", "sh", "-c", "echo why >&2; exit 7")
+    assert failed.returncode == 7
+    assert failed.stderr == "why\n"  # CMD says what went wrong; hwtoken adds nothing
     assert _testbeds() == before  # removed each time
 
 

@@ -31,12 +31,7 @@ from typing import Any, Protocol
 from usbip import core as usb_core
 
 from hwtoken.emulator.transports.umockdev import enumeration
-from hwtoken.emulator.transports.umockdev.preload import (
-    MAX_TRANSFER,
-    UNHANDLED,
-    Connection,
-    OpenFile,
-)
+from hwtoken.emulator.transports.umockdev.preload import UNHANDLED, Connection, OpenFile
 from hwtoken.emulator.transports.umockdev.ptyqueue import PtyPool, PtyReportQueue, Watcher
 
 log = logging.getLogger(__name__)
@@ -343,4 +338,4 @@ def _s16(value: int) -> int:
     return value - 0x10000 if value & 0x8000 else value
 
 
-__all__ = ["HidDevice", "HidrawNode", "HidrawOpen", "READ_MODES", "ioc", "MAX_TRANSFER"]
+__all__ = ["HidDevice", "HidrawNode", "HidrawOpen", "READ_MODES", "ioc"]

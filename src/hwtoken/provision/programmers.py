@@ -174,7 +174,9 @@ class YubikitOathProgrammer:
     def connect(self, device: Device) -> Iterator[KeyConnection]:
         from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient, open_connection
 
-        with open_connection(device.spec if device.virtual else str(device.serial)) as conn:
+        # a key just seen on USB: pcscd adds its reader a moment later
+        with open_connection(device.spec if device.virtual else str(device.serial),
+                             settle=0.0 if device.virtual else 10.0) as conn:
             yield _OathConnection(OathClient(conn, password=os.environ.get(PASSWORD_ENV)))
 
 

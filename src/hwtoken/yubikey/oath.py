@@ -384,6 +384,18 @@ def _real_devices() -> list[Any]:
     return list(list_devices(YUBIKEY_READER))
 
 
+def _open_settled(serial: int | None, settle: float) -> Any:
+    """:func:`_open_real`, trying again for up to ``settle`` seconds while the key is absent."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            return _open_real(serial)
+        except DeviceError:
+            if serial is None or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
 def _open_real(serial: int | None) -> Any:
     from ykman.pcsc import list_devices
     from yubikit.core.smartcard import SmartCardConnection
@@ -477,8 +489,12 @@ def _virtual(name: str) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def open_connection(device: str | None) -> Iterator[Any]:
-    """A yubikit ``SmartCardConnection`` to the key ``device`` names (see module doc)."""
+def open_connection(device: str | None, *, settle: float = 0.0) -> Iterator[Any]:
+    """A yubikit ``SmartCardConnection`` to the key ``device`` names (see module doc).
+
+    ``settle``: seconds to keep looking for a real key given by serial that is not (yet)
+    shown over PC/SC -- one just plugged in appears on USB before pcscd adds its reader.
+    """
     from hwtoken.devices import parse_spec, pick_one, served_virtual_names
 
     spec = parse_spec(device)
@@ -491,7 +507,8 @@ def open_connection(device: str | None) -> Iterator[Any]:
             yield conn
         return
     # a device "path" here is a PC/SC reader name
-    conn = _open_reader(spec.path) if spec.path is not None else _open_real(spec.serial)
+    conn = (_open_reader(spec.path) if spec.path is not None
+            else _open_settled(spec.serial, settle))
     try:
         yield conn
     finally:

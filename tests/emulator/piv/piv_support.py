@@ -55,7 +55,11 @@ class Programs:
 
 def provision(key: VirtualKey, slot, key_type, subject: str):
     """Generate a key in ``slot`` and store a certificate the card signed for it, through
-    yubikit in-process (fast; the tests then use it through pcscd). Returns the public key."""
+    yubikit in-process (fast; the tests then use it through pcscd). Returns the public key.
+
+    Call it before the card is in a reader: this session goes around pcscd, which sees
+    the card idle and may power it down half-way -- dropping the management key
+    authentication, as a real card would (PUT DATA then fails with 6982)."""
     from cryptography import x509
     from ykman.piv import sign_certificate_builder
     from yubikit.piv import DEFAULT_MANAGEMENT_KEY, PivSession

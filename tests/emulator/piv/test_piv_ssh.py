@@ -66,8 +66,15 @@ def private_sshd(workdir: Path, authorized_keys: Path):
             proc.wait(10)
 
 
-def test_ssh_login_with_the_piv_key_through_opensc(piv_key, card, programs, tmp_path):
+@pytest.fixture
+def ssh_card_key(piv_key):
+    """``piv_key`` with a P-256 key and certificate in 9a, provisioned before the card
+    is inserted (see :func:`provision`)."""
     provision(piv_key, SLOT.AUTHENTICATION, KEY_TYPE.ECCP256, "CN=ssh user")
+    return piv_key
+
+
+def test_ssh_login_with_the_piv_key_through_opensc(ssh_card_key, card, programs, tmp_path):
     exported = programs.run("ssh-keygen", "-D", OPENSC_PKCS11)
     assert exported.returncode == 0, exported.stderr
     auth_lines = [line for line in exported.stdout.splitlines() if "PIV AUTH" in line]

@@ -239,3 +239,32 @@ def test_delete_rename_code_need_the_exact_name_or_a_confirmation(emu, monkeypat
     r = invoke("delete", "Other:bob", "--force", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["deleted"]["display"] == "Other:bob"
     assert names() == []
+
+
+def test_a_key_just_plugged_in_is_waited_for_over_pcsc(monkeypatch):
+    """A key seen on USB reaches pcscd a moment later: opening it by serial with
+    ``settle`` keeps looking; without, or past the deadline, it is a one-line error."""
+    from hwtoken.errors import DeviceError
+    from hwtoken.yubikey import oath
+
+    calls = []
+
+    def absent_twice(serial):
+        calls.append(serial)
+        if len(calls) < 3:
+            raise DeviceError(f"no YubiKey with serial {serial} found over PC/SC")
+        return "conn"
+
+    monkeypatch.setattr(oath, "_open_real", absent_twice)
+    assert oath._open_settled(123, settle=5.0) == "conn" and calls == [123] * 3
+    calls.clear()
+    with pytest.raises(DeviceError, match="serial 123"):
+        oath._open_settled(123, settle=0.0)
+    assert calls == [123]
+    calls.clear()
+    monkeypatch.setattr(oath, "_open_real", lambda s: (_ for _ in ()).throw(
+        DeviceError(f"no YubiKey with serial {s} found over PC/SC")))
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match="serial 123"):
+        oath._open_settled(123, settle=0.3)
+    assert time.monotonic() - start >= 0.3

@@ -181,15 +181,6 @@ def resume(url: str, key_file: str | None, as_json: bool) -> None:
     _exit_for(summary)
 
 
-def _exit_for(summary: Any) -> None:
-    """Exit 1 with one error line when a key failed its check or could not be settled."""
-    if summary.exit_code:
-        bad = {k: v for k, v in summary.counts().items() if k != "done"}
-        what = ", ".join(f"{v} key(s) {k}" for k, v in sorted(bad.items())) or "no key done"
-        raise CheckFailed(f"{what}: see the lines above, or `hwtoken provision status`",
-                          details={"summary": summary.counts()})
-
-
 @provision.command()
 @inventory_options
 @json_option

@@ -80,7 +80,7 @@ demo: deps
 	$(VENV)/bin/hwtoken demo
 
 test: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check
 	$(PY) -m pytest -q
 
 # the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
@@ -88,7 +88,7 @@ fido2-device-tests: deps
 	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
 
 lint: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check
 
 # Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
 # pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at

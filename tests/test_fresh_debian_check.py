@@ -91,6 +91,16 @@ def test_bad_usage_is_one_error_line_and_exit_2_before_anything_is_built(args, s
     assert not (tmp_path / "cache").exists()
 
 
+@needs_root
+def test_not_root_is_bad_usage():
+    """As another user (the script on stdin: that user may not read the checkout)."""
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "/usr/bin/python3", "-"], stdin=TOOL.open(), capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "error: run it as root (debootstrap, chroot and mount need it)\n"
+
+
 def in_private_mount_namespace(script: str) -> str:
     """Run ``script`` (with the tool loaded as ``check``) in a mount namespace of its own,
     so that nothing it mounts is seen outside or outlives it."""

@@ -53,6 +53,8 @@ def test_pytest_summary_lines():
     got = check.pytest_summary(out)
     assert (got["failed"], got["passed"], got["skipped"], got["errors"]) == (2, 696, 1, 1)
     assert check.pytest_summary("make: *** [Makefile:77: test] Error 1\n") is None
+    assert check.failed_tests(out + "ERROR tests/y.py::u - OSError\n") == ["tests/x.py::t",
+                                                                          "tests/y.py::u"]
 
 
 def test_duration():
@@ -185,3 +187,25 @@ def test_kills_every_process_rooted_in_the_tree_and_nothing_else(tmp_path):
         for proc in (inside, deeper, host):
             proc.kill()
             proc.wait()
+
+
+def test_summary_line_says_counts_times_demo_and_what_failed_or_stayed():
+    c = check.Check.__new__(check.Check)
+    c.sha = "5e2b81ab1973" + "0" * 28
+    c.results = {"test": {"exit": 0, "seconds": 610.2, "failed": [],
+                          "pytest": {"passed": 698, "failed": 0, "skipped": 1, "errors": 0,
+                                     "seconds": 295.1}},
+                 "demo": {"exit": 0, "seconds": 41, "last_line": "every part behaved"}}
+    line, failures = c.summary(1000)
+    assert line == ("fresh-debian-check: 5e2b81ab1973 on Debian 12 (bookworm, minbase): make test "
+                    "ok: 698 passed, 0 failed, 1 skipped (pytest 4m55s, make test 10m10s); make "
+                    "demo ok in 41s ('every part behaved'); total 16m40s")
+    assert failures == []
+    c.results["test"].update(exit=2, failed=["a::b", "c::d", "e::f", "g::h"])
+    c.results["test"]["pytest"]["failed"] = 4
+    c.results["left_running"] = {"make test": ["pcscd(42)"]}
+    line, failures = c.summary(1000)
+    assert "make test FAILED: 698 passed, 4 failed" in line
+    assert "failing: a::b, c::d, e::f and 1 more;" in line
+    assert "left running: after make test: pcscd(42);" in line
+    assert failures == ["make test exited 2", "processes were left running"]

@@ -16,6 +16,7 @@ APT_PACKAGES :=
 APT_PACKAGES += python3-venv procps         # the project venv; ps/pkill in process tests
 APT_PACKAGES += oathtool                    # reference HOTP/TOTP codes (tests/test_otp.py ...)
 APT_PACKAGES += pcscd vsmartcard-vpcd pcsc-tools  # PC/SC: a private pcscd with the vpcd driver
+APT_PACKAGES += libccid                     # PC/SC: pcscd's CCID driver reaches the key's USB CCID interface (umockdev)
 APT_PACKAGES += swig libpcsclite-dev        # to build pyscard (no Linux wheel)
 APT_PACKAGES += gcc libc6-dev python3-dev   # to build pyscard: a C compiler, libc's and Python's headers
 APT_PACKAGES += usbip                       # the kernel's USB/IP tools (usbip list -r)
@@ -29,6 +30,8 @@ APT_PACKAGES += libpam-u2f pamu2fcfg pamtester  # a PAM login through pam_u2f
 APT_PACKAGES += opensc opensc-pkcs11       # PIV: opensc-tool, pkcs11-tool, opensc-pkcs11.so
 APT_PACKAGES += yubico-piv-tool ykcs11      # PIV: Yubico's C tool and PKCS#11 module
 APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs with the key
+APT_PACKAGES += chromium chromium-driver     # WebAuthn in headless Chromium (Selenium) vs the virtual key
+APT_PACKAGES += firefox-esr                 # WebAuthn in headless Firefox (Marionette) vs the virtual key
 NODE_DIR := tests/fob/node
 # python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
 # fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.

@@ -6,12 +6,18 @@ APDUs to it; the baseline is the same APDU handed to ``CardOS.transmit`` directl
 measured in the same run. Before the vpcd socket set TCP_NODELAY / TCP_QUICKACK, every
 round trip waited for a delayed ACK (~40 ms, a ratio near 10,000x). Goal: <= 50x.
 
+A second row (informational, no goal): the same APDU through pcscd's own CCID driver to
+the key's USB CCID interface in a umockdev testbed (libccid -> libusb -> usbfs URBs, each
+ioctl a round trip to the testbed), measured by pyscard in a child process (libpcsclite
+reads its socket's name once per process).
+
 Needs root (the private pcscd runs in its own mount namespace), like ``make test``.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +25,7 @@ from pathlib import Path
 
 from hwtoken.emulator.iso7816 import CardOS
 from hwtoken.emulator.key import VirtualKey
-from hwtoken.emulator.pcscd import READER_0, Pcscd, wait_for_card
+from hwtoken.emulator.pcscd import READER_0, Pcscd, UsbPcscd, wait_for_card
 from hwtoken.emulator.transports.vpcd import VpcdLink
 
 N = int(os.environ.get("HWTOKEN_BENCH_APDUS", "300"))
@@ -40,11 +46,12 @@ def in_process_ms(key: VirtualKey, n: int) -> float:
     return best * 1000
 
 
-def pcscd_ms(n: int) -> float:
-    """Best-of-3 mean round trip of one SELECT through pyscard -> pcscd -> vpcd, in ms."""
+def pcscd_ms(n: int, name: str = READER_0) -> float:
+    """Best-of-3 mean round trip of one SELECT through pyscard -> pcscd -> reader ``name``
+    (vpcd's by default), in ms."""
     from smartcard.System import readers
 
-    (reader,) = [r for r in readers() if r.name == READER_0]
+    (reader,) = [r for r in readers() if r.name == name]
     conn = reader.createConnection()
     conn.connect()
     try:
@@ -63,7 +70,31 @@ def pcscd_ms(n: int) -> float:
         conn.disconnect()
 
 
+def ccid_ms(n: int) -> float:
+    """The same through pcscd's CCID driver to a key plugged into a umockdev testbed."""
+    from hwtoken.emulator.transports.umockdev import Testbed
+
+    with tempfile.TemporaryDirectory(prefix="hwtoken-bench-ccid-") as tmp, \
+            VirtualKey.create(Path(tmp) / "ccid.key", serial=4343) as key, \
+            Testbed(tmpdir=tmp) as testbed:
+        testbed.plug(key)
+        daemon = UsbPcscd(testbed).start()
+        try:
+            daemon.wait_for_readers(lambda names: daemon.reader in names)
+            child = subprocess.run([sys.executable, __file__, "--measure", daemon.reader,
+                                    str(n)], env=daemon.client_env(), capture_output=True,
+                                   text=True, timeout=600)
+            if child.returncode != 0:
+                raise SystemExit(f"the CCID measurement failed: {child.stderr[-800:]}")
+            return float(child.stdout.split()[-1])
+        finally:
+            daemon.stop()
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--measure"]:  # the child of ccid_ms
+        print(pcscd_ms(int(sys.argv[3]), sys.argv[2]))
+        return 0
     with tempfile.TemporaryDirectory(prefix="hwtoken-bench-pcsc-") as tmp:
         key = VirtualKey.create(Path(tmp) / "bench.key", serial=4242)
         daemon = Pcscd().start()
@@ -79,10 +110,13 @@ def main() -> int:
             link.stop()
             daemon.stop()
             key.close()
+    ccid = ccid_ms(N)
     ratio = through / base
     print(f"in-process CardOS.transmit: {base:8.4f} ms per APDU")
     print(f"pyscard -> pcscd -> vpcd:   {through:8.4f} ms per APDU ({N} APDUs)")
     print(f"ratio: {ratio:.0f}x (goal <= {GOAL:.0f}x)")
+    print(f"pyscard -> pcscd -> libccid -> usbfs (umockdev): {ccid:8.4f} ms per APDU "
+          f"({ccid / base:.0f}x in-process, {ccid / through:.1f}x vpcd; no goal)")
     print("goal met" if ratio <= GOAL else "GOAL NOT MET")
     return 0 if ratio <= GOAL or "--no-fail" in sys.argv else 1
 

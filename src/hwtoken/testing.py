@@ -11,7 +11,11 @@ Installing hwtoken is enough; these fixtures are then available in every test:
 * ``webauthn`` — a :class:`WebAuthnHelper` for ``example.com`` on that device;
 * ``plugged_key`` — that key plugged in as a local USB device (umockdev) for programs
   your test starts: a :class:`PluggedKeyHelper` with ``env`` and ``run()``, so real
-  binaries (ssh-keygen, fido2-token, your own app, a browser) find it as ``/dev/hidrawN``.
+  binaries (ssh-keygen, fido2-token, your own app, a browser) find it as ``/dev/hidrawN``;
+* ``browser`` — headless Chromium (default) or Firefox started inside that testbed with a
+  fresh profile: a :class:`hwtoken.browser.Browser` (parametrize it indirectly with
+  ``"chromium"``/``"firefox"``); ``webauthn_site`` — the reference relying party
+  (:class:`hwtoken.browser.site.WebAuthnSite`) on ``http://localhost:PORT/``.
 
 Settings for those fixtures: the ini options ``hwtoken_pin`` (the key gets this FIDO PIN
 and the helper uses it) and ``hwtoken_rp_id`` (the helper's RP ID), or per test the
@@ -46,7 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator import VirtualKey
 
 __all__ = ["WebAuthnHelper", "Registration", "Authentication", "PluggedKeyHelper",
-           "virtual_key", "fido_device", "webauthn", "plugged_key"]
+           "virtual_key", "fido_device", "webauthn", "plugged_key", "browser",
+           "webauthn_site", "require_browser"]
 
 
 @dataclass
@@ -230,6 +235,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "hwtoken_require_umockdev", type="bool", default=False,
         help="Fail (instead of skip) tests that use the plugged_key fixture when umockdev "
              "is not installed.")
+    parser.addini(
+        "hwtoken_require_browsers", type="bool", default=False,
+        help="Fail (instead of skip) tests that use the browser fixture when the browser "
+             "is not installed (also the case when $CI is set).")
     group.addoption(
         "--hwtoken-fido2-hid-profile", metavar="PROFILE", default=None,
         help="Model of the key --hwtoken-fido2-hid makes (yubikey-5, security-key, "
@@ -442,3 +451,49 @@ def plugged_key(virtual_key: VirtualKey, request: pytest.FixtureRequest
         yield PluggedKeyHelper(virtual_key, testbed, testbed.plug(virtual_key))
     finally:
         testbed.close()
+
+
+# -- browsers ------------------------------------------------------------------------------
+def require_browser(request: pytest.FixtureRequest, name: str) -> None:
+    """Skip the test when browser ``name`` is not installed, saying what to install; fail
+    instead under CI (``$CI``) or with the ini option ``hwtoken_require_browsers``."""
+    import os
+
+    from hwtoken.browser import BrowserUnavailable, find_browser
+
+    try:
+        find_browser(name)
+        return
+    except BrowserUnavailable as exc:
+        reason = f"{name}: {exc}"
+    ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    if ci or request.config.getini("hwtoken_require_browsers"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, plugged_key: PluggedKeyHelper,
+            tmp_path: Path) -> Iterator[Any]:
+    """A headless browser with a fresh profile, running where ``plugged_key`` is plugged in.
+
+    Chromium unless parametrized: ``@pytest.mark.parametrize("browser", ["chromium",
+    "firefox"], indirect=True)``. Its log (with the FIDO/HID device log) is
+    ``tmp_path / "<name>.log"``. Quit, and its processes ended, at teardown.
+    """
+    from hwtoken.browser import start_browser
+
+    name = getattr(request, "param", None) or "chromium"
+    require_browser(request, name)
+    with start_browser(name, plugged_key.testbed, workdir=tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def webauthn_site() -> Iterator[Any]:
+    """The reference relying party (``Fido2Server`` behind a sign-up/sign-in page) on
+    ``http://localhost:PORT/``; its ``events`` say what it verified."""
+    from hwtoken.browser.site import WebAuthnSite
+
+    with WebAuthnSite() as site:
+        yield site

@@ -344,7 +344,8 @@ def test_create_with_a_profile_and_list_profiles(_isolated_state_dir):
     assert [p["name"] for p in listed] == list(PROFILES)
     latest = next(p for p in listed if p["name"] == "latest")
     assert "ML-DSA-87" in latest["fido"]["algorithms"]
-    assert latest["usb"]["product_id"] == "0403"
+    assert latest["usb"]["product_id"] == "0407"
+    assert latest["usb"]["interfaces"] == ["otp", "fido", "ccid"]
     text = run("emulate", "profiles").output
     assert "yubikey-5 (default)" in text and "1050:0120" in text and "CTAP1/U2F" in text
 

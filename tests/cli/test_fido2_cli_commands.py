@@ -57,12 +57,14 @@ def test_list_and_device_choice(monkeypatch):
     # virtual keys that are only files do not count as plugged in ...
     r = invoke("info")
     assert r.exit_code == 2 and "no FIDO key found" in r.stderr and "emu:NAME" in r.stderr
-    # ... served ones do (a runtime file of this live process stands for a serve)
+    # ... served ones do (a runtime file of this live process stands for a serve over
+    # USB/IP; a key that only a umockdev testbed holds is found there as a USB device)
     from hwtoken.emulator.serve import runtime_path, write_runtime
 
     for name in ("one", "two"):
-        write_runtime(paths.virtual_key_path(name), {"pid": os.getpid(), "usbip": None,
-                                                     "pcsc": None})
+        write_runtime(paths.virtual_key_path(name), {
+            "pid": os.getpid(), "usbip": {"host": "127.0.0.1", "port": 3240, "busid": "1-1"},
+            "pcsc": None})
     r = invoke("info")
     assert r.exit_code == 2
     assert r.stderr.strip() == ("error: 2 FIDO keys found; choose one with --device (or "

@@ -236,7 +236,8 @@ def test_device_selection(tmp_path):
     from hwtoken import paths
     from hwtoken.emulator.serve import write_runtime
 
-    serve_doc = {"pid": os.getpid(), "usbip": None, "pcsc": None}
+    serve_doc = {"pid": os.getpid(), "pcsc": None,  # a serve reachable over USB/IP
+                 "usbip": {"host": "127.0.0.1", "port": 3240, "busid": "1-1"}}
     write_runtime(paths.virtual_key_path("one"), serve_doc)
     make_key("two")
     write_runtime(paths.virtual_key_path("two"), serve_doc)

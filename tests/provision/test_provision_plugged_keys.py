@@ -41,6 +41,7 @@ class Station:
         self.lines: list[dict] = []
         self.prompts: list[str] = []
         self.proc: subprocess.Popen | None = None
+        self.pcscd = None  # with the OATH applet: the pcscd in the testbed
         self._terminal: int | None = None
 
     def start(self, *args: str, command: str = "run") -> None:
@@ -103,19 +104,39 @@ class Station:
 
 
 
-def _pull_out_while_written(tb: umockdev.Testbed, key: VirtualKey) -> threading.Event:
-    """Play the person who pulls ``key`` out just as a slot is being written: the write
-    never lands, and the station's next read of the key fails like on real hardware."""
+def _pull_out_while_written(tb: umockdev.Testbed, key: VirtualKey,
+                            mode: str) -> threading.Event:
+    """Play the person who pulls ``key`` out just as it is being written (an OTP slot, or
+    the OATH applet's PUT): the write never lands, and the station's next use of the key
+    fails like on real hardware."""
     pulled = threading.Event()
+
+    def pull() -> None:
+        plugged = next(p for p in tb.plugged if p.key is key)
+        threading.Thread(target=tb.unplug, args=(plugged,), daemon=True).start()
+        pulled.set()
+        time.sleep(0.5)  # out of the port before the write completes
+
+    if mode == "oath-totp":
+        from hwtoken.emulator.iso7816 import ApduError
+
+        applet = key.oath
+        original_process = applet.process
+
+        def process(apdu):  # noqa: ANN001, ANN202
+            if apdu.ins == 0x01 and not pulled.is_set():  # YKOATH PUT
+                pull()
+                raise ApduError(0x6F00)
+            return original_process(apdu)
+
+        applet.process = process  # type: ignore[method-assign]
+        return pulled
     applet = key.otp
     original = applet.command
 
     def command(cmd: int, payload: bytes, cancel=None):  # noqa: ANN001
         if applet.is_write(cmd) and not pulled.is_set():
-            plugged = next(p for p in tb.plugged if p.key is key)
-            threading.Thread(target=tb.unplug, args=(plugged,), daemon=True).start()
-            pulled.set()
-            time.sleep(0.5)  # out of the port before the write completes
+            pull()
             raise CommandRejected("pulled out")
         return original(cmd, payload, cancel)
 
@@ -123,17 +144,32 @@ def _pull_out_while_written(tb: umockdev.Testbed, key: VirtualKey) -> threading.
     return pulled
 
 
-@pytest.mark.parametrize("mode", ["hotp", "chalresp"])
+def _stop_pulling(key: VirtualKey, mode: str) -> None:
+    if mode == "oath-totp":
+        del key.oath.process
+    else:
+        del key.otp.command
+
+
+@pytest.mark.parametrize("mode", ["hotp", "chalresp", "oath-totp"])
 def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
+    """OTP slots go through python-yubico over libusb; the OATH applet through yubikit
+    over PC/SC, with pcscd and its own CCID driver reaching each key's CCID interface."""
     keys = [VirtualKey.create(tmp_path / f"k{i}.key") for i in range(5)]
     url = f"sqlite:///{tmp_path / 'inv.db'}"
+    pcscd = None
     try:
         with umockdev.Testbed() as tb:
             st = Station(tb, url)
+            if mode == "oath-totp":
+                from hwtoken.emulator.pcscd import UsbPcscd
+
+                pcscd = st.pcscd = UsbPcscd(tb).start()
+                st.env = pcscd.client_env(st.env)
             st.start("-m", mode, "--slot", "1", "--idle-timeout", "4")
             for i, key in enumerate(keys):
                 if i == 2:
-                    pulled = _pull_out_while_written(tb, key)
+                    pulled = _pull_out_while_written(tb, key, mode)
                 plugged = tb.plug(key)
                 doc = st.result_for(key)
                 if i == 2:
@@ -156,7 +192,7 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
             assert status["pending"][0]["serial"] == keys[2].serial
 
             # the pulled key comes back: resume settles it with the recorded secret
-            del keys[2].otp.command  # the person stops pulling keys out
+            _stop_pulling(keys[2], mode)  # the person stops pulling keys out
             tb.plug(keys[2])
             st.start(command="resume")
             assert st.proc.wait(120) == 0, (st.lines, st.proc.stderr)
@@ -167,8 +203,12 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
                              str(out))
             assert exported.returncode == 0, exported.stderr
             tb.unplug(next(p for p in tb.plugged if p.key is keys[2]))
+            if pcscd is not None:
+                pcscd.wait_for_readers(lambda names: names == [])
             _each_key_answers_what_the_export_says(st, out, keys, mode)
     finally:
+        if pcscd is not None:
+            pcscd.stop()
         for k in keys:
             k.close()
 
@@ -185,6 +225,20 @@ def _each_key_answers_what_the_export_says(st: Station, pskc_file, keys, mode: s
     assert set(exported) == {k.serial for k in keys}
     for key in keys:
         entry = exported[key.serial]
+        if mode == "oath-totp":
+            now = int(time.time())
+            plugged = st.tb.plug(key)
+            try:
+                st.pcscd.wait_for_readers(lambda names: len(names) == 1)
+                listed = st.hw("yubikey", "oath", "code", "hwtoken", "--json")
+                assert listed.returncode == 0, listed.stderr
+                got = json.loads(listed.stdout)
+            finally:
+                st.tb.unplug(plugged)
+                st.pcscd.wait_for_readers(lambda names: names == [])  # gone before the next
+            totp = pyotp.TOTP(base64.b32encode(entry.secret).decode())
+            assert _code_of(got) in {totp.at(now + d) for d in (-30, 0, 30, 60)}, got
+            continue
         if mode == "hotp":
             typed = press(key, 1).strip()  # a touch: the slot types its next code
             expected = pyotp.HOTP(base64.b32encode(entry.secret).decode())
@@ -199,3 +253,12 @@ def _each_key_answers_what_the_export_says(st: Station, pskc_file, keys, mode: s
                                                    hashlib.sha1).hexdigest()
         finally:
             st.tb.unplug(plugged)
+
+
+def _code_of(doc) -> str:
+    """The code in `hwtoken yubikey oath code NAME --json` output."""
+    if isinstance(doc, list):
+        doc = doc[0]
+    if "codes" in doc:
+        return _code_of(doc["codes"])
+    return str(doc["code"])

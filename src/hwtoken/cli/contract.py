@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 DEBUG_ENV = "HWTOKEN_DEBUG"
 INTERRUPTED = 130
@@ -134,6 +134,13 @@ def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
         return "the input ended early", 2, None
     return (f"internal error: {type(exc).__name__}: {exc} (a bug in hwtoken: please report "
             f"it; {DEBUG_ENV}=1 shows the traceback)"), 1, None
+
+
+def exit_with_status_of_child(code: int) -> NoReturn:
+    """Exit with the status of a program hwtoken ran for the user (``emulate run``): that
+    program has said what went wrong itself, so no ``error:`` line is added."""
+    _State.reported = True
+    sys.exit(code)
 
 
 def run(fn: Callable[[], Any], argv: Sequence[str]) -> Any:

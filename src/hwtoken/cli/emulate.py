@@ -675,8 +675,11 @@ def run(names: tuple[str, ...], touch: str, reads: str, standby: tuple[str, ...]
                            "hwtoken emulate run NAME [NAME...] -- CMD")
     if len(set(every)) != len(every):
         raise InvalidInput("each key can be plugged in once: a NAME is repeated")
+    from hwtoken.cli.contract import exit_with_status_of_child
+
     with _serve_logging(verbose):
-        sys.exit(_run(list(names), list(standby), argv, touch, reads, as_json))
+        status = _run(list(names), list(standby), argv, touch, reads, as_json)
+    exit_with_status_of_child(status)
 
 
 def _run(names: list[str], standby: list[str], argv: list[str], touch: str, reads: str,

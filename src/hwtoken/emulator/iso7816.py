@@ -26,6 +26,15 @@ logger = logging.getLogger(__name__)
 # ATR of a YubiKey 5 NFC read over NFC ("...WYubiKey"); T=1, historical bytes from Yubico.
 # Its second byte (0x8D) tells yubikit's ScardSmartCardConnection "NFC transport".
 YUBIKEY_NFC_ATR = bytes.fromhex("3B8D80018073C021C057597562694B6579F9")
+# ATR of a YubiKey 5 over its USB CCID interface (pcsc-tools' smartcard_list.txt: "Yubico
+# YubiKey 5 NFC (PKI)"): TA1=13 (Fi 372, Di 4), T=1 with IFSC 254 and BWI/CWI 1/5 (TA3,
+# TB3), the same historical bytes; the second byte (0xFD) says "not NFC" to yubikit.
+YUBIKEY_USB_ATR = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
+
+#: the transports a card OS is reached over; they differ in the applets a YubiKey offers
+#: there (FIDO and NDEF answer only over NFC: over USB, FIDO has its own HID interface)
+#: and in which of the management applet's enabled sets switches applets off
+TRANSPORTS = ("nfc", "usb")
 
 INS_SELECT = 0xA4
 INS_GET_RESPONSE = 0xC0
@@ -169,11 +178,18 @@ class CardOS:
     """
 
     def __init__(self, key: Any = None, applets: list[Any] | None = None,
-                 atr: bytes = YUBIKEY_NFC_ATR, *, strict: bool = False) -> None:
+                 atr: bytes | None = None, *, strict: bool = False,
+                 transport: str = "nfc") -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown card transport {transport!r}")
         self.key = key
         self.strict = strict
+        self.transport = transport
+        if atr is None:
+            atr = YUBIKEY_USB_ATR if transport == "usb" else YUBIKEY_NFC_ATR
         self.atr = atr
-        self.applets: list[Any] = applets if applets is not None else default_applets(key)
+        self.applets: list[Any] = (applets if applets is not None
+                                   else default_applets(key, transport))
         self.current: Any = None
         self.powered = False
         self._chain: tuple[tuple[int, int, int, int], bytearray] | None = None
@@ -300,14 +316,15 @@ class CardOS:
         return None
 
     def enabled(self, applet: Any) -> bool:
-        """False if the management applet's NFC-enabled capabilities switch it off."""
+        """False if the management applet's capabilities enabled over this card OS's
+        transport (NFC or USB) switch it off."""
         cap = int(getattr(applet, "capability", 0))
         if not cap:
             return True
         for other in self.applets:
             enabled = getattr(other, "enabled", None)
             if getattr(other, "aid", None) == MANAGEMENT_AID and enabled is not None:
-                return bool(cap & enabled("nfc"))
+                return bool(cap & enabled(self.transport))
         return True
 
     def _answer(self, data: bytes, apdu: Apdu) -> tuple[bytes, int]:
@@ -335,16 +352,23 @@ class CardOS:
         return chunk, SW.OK
 
 
-def default_applets(key: Any) -> list[Any]:
-    """The smart-card applets ``key``'s model has (a YubiKey 5 NFC: management, OTP, OATH,
-    FIDO, NDEF; a Security Key: management and FIDO; none without NFC), reached through
-    ``key``'s applet properties."""
+def default_applets(key: Any, transport: str = "nfc") -> list[Any]:
+    """The smart-card applets ``key``'s model has over ``transport``, reached through
+    ``key``'s applet properties.
+
+    Over NFC a YubiKey 5 NFC has management, OTP, OATH, PIV, FIDO and NDEF, a Security Key
+    management and FIDO, a key without NFC none. Over its USB CCID interface a YubiKey 5
+    has management, OTP, OATH and PIV: FIDO is not a smart-card application there (it has
+    its HID interface; SELECT answers 6A82 as on a real key) and NDEF is an NFC tag.
+    """
     from hwtoken.emulator.card_applets import FidoCardApplet, NdefApplet, OtpCardApplet
     from hwtoken.emulator.management import ManagementApplet
 
     profile = getattr(key, "profile", None)
 
     def has(name: str) -> bool:
+        if transport == "usb":
+            return name not in ("fido", "ndef") and (profile is None or profile.has(name))
         return profile is None or (profile.nfc and profile.has(name))
 
     applets: list[Any] = []

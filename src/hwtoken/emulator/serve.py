@@ -42,7 +42,7 @@ from usbip import protocol
 
 from hwtoken.emulator.usb import YubiKeyUsb
 from hwtoken.errors import DeviceError, InvalidInput
-from hwtoken.fileio import atomic_write
+from hwtoken.fileio import atomic_write, pid_alive
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
@@ -345,7 +345,7 @@ def read_runtime(key_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         return None
     pid = doc.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    if not isinstance(pid, int) or not pid_alive(pid):
         return None
     try:
         if pid != os.getpid() and not is_locked(lock_path(key_path)):
@@ -353,16 +353,6 @@ def read_runtime(key_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     except OSError:
         return None
     return doc
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class KeyService:

@@ -3,24 +3,30 @@
 Which USB device a key is -- product ID, product string, interfaces -- follows its profile
 and is decided here only (:data:`USB_MODELS`, :func:`usb_model`); USB/IP, local device
 nodes and the fido2 HID adapter all take it from here. Descriptors follow the real devices
-as ``lsusb -v`` shows them, restricted to the interfaces served (no CCID interface:
-smart-card traffic goes over PC/SC/vpcd):
+as ``lsusb -v`` shows them:
 
-* device: vendor 0x1050 (Yubico); product 0x0403 (``YubiKey OTP+FIDO``, the PID a YubiKey
-  5 reports when exactly its OTP and FIDO USB interfaces are enabled; OTP+FIDO+CCID would
-  be 0x0407) for ``yubikey-5`` and ``latest``, 0x0120 (Security Key by Yubico) for
-  ``security-key`` and ``u2f-only``; bcdDevice = firmware version (5.7.1 -> 0x0571);
-  strings "Yubico", the product and the serial number (as with serial-usb-visible set);
+* device: vendor 0x1050 (Yubico); product 0x0407 (``YubiKey OTP+FIDO+CCID``, a YubiKey 5
+  with its OTP, FIDO and CCID USB interfaces enabled) for ``yubikey-5`` and ``latest``,
+  0x0120 (Security Key by Yubico) for ``security-key`` and ``u2f-only``; bcdDevice =
+  firmware version (5.7.1 -> 0x0571); strings "Yubico", the product and the serial number
+  (as with serial-usb-visible set); configuration 150 bytes long for the three interfaces;
 * the OTP interface (YubiKey models): HID boot keyboard, interrupt IN 0x81 (8 bytes,
   10 ms). Keyboard IN reports carry typed codes; 8-byte FEATURE reports over control
   SET_REPORT/GET_REPORT carry the YubiKey configuration protocol;
 * the FIDO interface: HID usage page 0xF1D0 usage 0x01, interrupt OUT 0x04 and IN 0x84
-  (64 bytes, 2 ms), CTAPHID. Interfaces are numbered in that order from 0.
+  (64 bytes, 2 ms), CTAPHID;
+* the CCID interface (YubiKey models): class 0x0B with a YubiKey 5's CCID class
+  descriptor (:func:`hwtoken.emulator.ccid.class_descriptor`: T=1, short and extended
+  APDU-level exchange, 3072-byte messages), bulk OUT 0x02 and IN 0x82 (64 bytes) and
+  interrupt IN 0x83 (8 bytes) for NotifySlotChange. Interfaces are numbered in that
+  order from 0.
 
 Bytes are handed to the protocol engines unchanged: FIDO reports to
-``hwtoken.emulator.fido.ctaphid.CtapHidEngine`` and OTP feature/keyboard reports to
-``hwtoken.emulator.otp``'s HID engine. This module only builds the device with the
-``usbip`` package and pumps bytes; serving it on a socket is :mod:`hwtoken.emulator.serve`.
+``hwtoken.emulator.fido.ctaphid.CtapHidEngine``, OTP feature/keyboard reports to
+``hwtoken.emulator.otp``'s HID engine, CCID messages to :class:`hwtoken.emulator.ccid.CcidSlot`
+over a card OS of the USB transport (management, OTP, OATH, PIV; FIDO is HID-only over
+USB). This module only builds the device with the ``usbip`` package and pumps bytes;
+serving it on a socket is :mod:`hwtoken.emulator.serve`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,12 +49,14 @@ log = logging.getLogger(__name__)
 
 YUBICO_VID = 0x1050
 PID_OTP_FIDO = 0x0403  # YubiKey 4/5 with the OTP and FIDO interfaces (yubikit PID.YK4_OTP_FIDO)
+PID_OTP_FIDO_CCID = 0x0407  # ... and the CCID interface (yubikit PID.YK4_OTP_FIDO_CCID)
 PID_SKY_FIDO = 0x0120  # Security Key by Yubico, FIDO only (yubikit PID.SKY_FIDO)
-PRODUCT_NAME = "YubiKey OTP+FIDO"
+PRODUCT_NAME = "YubiKey OTP+FIDO+CCID"
 MANUFACTURER = "Yubico"
 
 OTP_INTERFACE = 0  # (YubiKey models; a FIDO-only key's FIDO interface is number 0)
 FIDO_INTERFACE = 1
+CCID_INTERFACE = 2
 
 
 @dataclass(frozen=True)
@@ -57,18 +66,18 @@ class UsbModel:
     vendor_id: int
     product_id: int
     product: str
-    interfaces: tuple[str, ...]  #: "otp", "fido", numbered from 0 in this order
+    interfaces: tuple[str, ...]  #: "otp", "fido", "ccid", numbered from 0 in this order
 
     def interface_number(self, name: str) -> int:
         return self.interfaces.index(name)
 
 
-_YUBIKEY_OTP_FIDO = UsbModel(YUBICO_VID, PID_OTP_FIDO, PRODUCT_NAME, ("otp", "fido"))
+_YUBIKEY_5 = UsbModel(YUBICO_VID, PID_OTP_FIDO_CCID, PRODUCT_NAME, ("otp", "fido", "ccid"))
 
 #: the USB face of each profile (:mod:`hwtoken.emulator.profiles`)
 USB_MODELS: dict[str, UsbModel] = {
-    "yubikey-5": _YUBIKEY_OTP_FIDO,
-    "latest": _YUBIKEY_OTP_FIDO,
+    "yubikey-5": _YUBIKEY_5,
+    "latest": _YUBIKEY_5,
     "security-key": UsbModel(YUBICO_VID, PID_SKY_FIDO, "Security Key NFC by Yubico",
                              ("fido",)),
     "u2f-only": UsbModel(YUBICO_VID, PID_SKY_FIDO, "Security Key by Yubico", ("fido",)),
@@ -92,6 +101,15 @@ FIDO_EP_IN = 0x84
 FIDO_REPORT_SIZE = 64
 FEATURE_REPORT_SIZE = 8
 KEYBOARD_REPORT_SIZE = 8
+CCID_EP_OUT = 0x02
+CCID_EP_IN = 0x82
+CCID_EP_NOTIFY = 0x83
+CCID_PACKET_SIZE = 64
+CCID_NOTIFY_SIZE = 8
+CCID_NOTIFY_INTERVAL = 32
+#: how long a CCID command may run before the key asks the host for more time, and how
+#: often it asks again (libccid waits about 1.5 s for a YubiKey's answer, from its ATR)
+CCID_TIME_EXTENSION_AFTER = 0.5
 
 # fmt: off
 # The OTP interface's report descriptor (71 bytes): a boot keyboard (modifiers, reserved
@@ -182,6 +200,209 @@ def _device_class() -> type:
             return cfg.pack() + body
 
     return _HwtokenUsbDevice
+
+
+@functools.cache
+def _ccid_interface_class() -> type:
+    from usbip.device import In, Out
+    from usbip.function import Interface
+
+    from hwtoken.emulator.ccid import USB_CLASS_CSCID, class_descriptor
+
+    class _CcidInterface(Interface):  # type: ignore[misc]
+        """The CCID interface: bulk OUT and IN for messages, interrupt IN for slot changes
+        (declared, and so listed, in that order)."""
+
+        bInterfaceClass = USB_CLASS_CSCID
+        bulk_out = Out(CCID_EP_OUT, "bulk", CCID_PACKET_SIZE)
+        bulk_in = In(CCID_EP_IN, "bulk", CCID_PACKET_SIZE)
+        notify = In(CCID_EP_NOTIFY, "interrupt", CCID_NOTIFY_SIZE, CCID_NOTIFY_INTERVAL)
+
+        def __init__(self, port: CcidPort) -> None:
+            super().__init__()
+            self.port = port
+
+        def extra_descriptors(self) -> bytes:
+            return class_descriptor()
+
+        def on_out(self, ep: Any, data: bytes) -> None:
+            self.port.on_out(bytes(data))
+
+        def on_reset(self) -> None:
+            self.port.on_reset()
+
+    return _CcidInterface
+
+
+_RESET = object()  # a queued bus reset (the slot powers its card off)
+
+
+class CcidPort:
+    """The CCID interface of one USB session, pumping bytes to and from its slot.
+
+    Bulk-OUT transfers are joined into messages (:class:`~hwtoken.emulator.ccid.MessageAssembler`)
+    and handed to the session's :class:`~hwtoken.emulator.ccid.CcidSlot` -- whose card is a
+    card OS of the USB transport -- on a worker thread, under the key's lock; the answers go
+    to bulk IN in order. The OUT transfer itself returns at once, as on a real device (a
+    usbfs SUBMITURB must not wait for the card). While a command runs longer than
+    :data:`CCID_TIME_EXTENSION_AFTER`, a second thread sends time extensions, as a YubiKey
+    does during a long command, so that the host (libccid: about 1.5 s) keeps waiting. A
+    message that arrives while another is worked on is answered "slot busy". The interrupt
+    endpoint holds a card-present NotifySlotChange from the start (and after a bus reset).
+    """
+
+    def __init__(self, key: VirtualKey) -> None:
+        from hwtoken.emulator.ccid import MessageAssembler
+
+        self.key = key
+        self.assembler = MessageAssembler(CCID_PACKET_SIZE)
+        self.iface = _ccid_interface_class()(self)
+        self._slot: Any = None
+        self._cond = threading.Condition()
+        self._queue: list[Any] = []  # messages (bytes) and _RESET, in order
+        self._job = 0  # number of the message being worked on (0: none)
+        self._current: Any = None
+        self._current_generation = 0
+        self._since = 0.0
+        self._generation = 0  # bumped by a bus reset: answers of before are dropped
+        self._stop = False
+        self._threads: list[threading.Thread] = []
+        self.time_extensions = 0  #: how many were sent (for tests and diagnostics)
+        self.notify_present()
+
+    @property
+    def slot(self) -> Any:
+        """The slot (made on first use: its card OS costs nothing until then)."""
+        with self._cond:
+            if self._slot is None:
+                from hwtoken.emulator.ccid import CcidSlot
+                from hwtoken.emulator.iso7816 import CardOS
+
+                self._slot = CcidSlot(CardOS(self.key, transport="usb"))
+            return self._slot
+
+    def notify_present(self) -> None:
+        """Queue the card-present NotifySlotChange on the interrupt endpoint."""
+        from hwtoken.emulator.ccid import slot_change
+
+        self.iface.notify.write(slot_change())
+
+    # -- from the host ------------------------------------------------------------------------
+    def on_out(self, data: bytes) -> None:
+        messages = self.assembler.feed(data)
+        if not messages:
+            return
+        slot = self.slot
+        with self._cond:
+            if self._stop:
+                return
+            for message in messages:
+                if self._busy():
+                    self.iface.bulk_in.write(slot.busy(message))
+                else:
+                    self._queue.append(message)
+            self._start_threads()
+            self._cond.notify_all()
+
+    def _busy(self) -> bool:
+        """Call with the lock held: a message of the host's (since its last reset) is
+        being worked on or waits. A command cut off by a reset is no longer the host's:
+        what it sends next waits for it (and the reset) instead of being refused."""
+        working = (self._current is not None and self._current is not _RESET
+                   and self._current_generation == self._generation)
+        return working or any(item is not _RESET for item in self._queue)
+
+    def on_reset(self) -> None:
+        """The host reset the device: drop what was pending, power the card off."""
+        with self._cond:
+            self._generation += 1
+            self._queue.clear()
+            self.assembler.reset()
+            if self._slot is not None and not self._stop:
+                self._queue.append(_RESET)
+                self._start_threads()
+                self._cond.notify_all()
+        self.notify_present()
+
+    # -- threads ------------------------------------------------------------------------------
+    def _start_threads(self) -> None:
+        """Call with the lock held."""
+        if self._threads:
+            return
+        for target, name in ((self._work, "hwtoken-usb-ccid"),
+                             (self._extend, "hwtoken-usb-ccid-wtx")):
+            thread = threading.Thread(target=target, daemon=True, name=name)
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self) -> None:
+        slot = self.slot
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                item = self._queue.pop(0)
+                generation = self._current_generation = self._generation
+                self._job += 1
+                self._current, self._since = item, time.monotonic()
+                self._cond.notify_all()
+            out: bytes | None = None
+            try:
+                with self.key.lock:
+                    if item is _RESET:
+                        slot.reset()
+                    else:
+                        out = slot.handle(item)
+            except Exception:  # CcidSlot.handle never raises; a reset hook might
+                log.exception("CCID slot failed")
+            with self._cond:
+                self._current = None
+                if out is not None and generation == self._generation and not self._stop:
+                    self.iface.bulk_in.write(out)
+                self._cond.notify_all()
+
+    def _extending(self, job: int) -> bool:
+        """Call with the lock held: command ``job`` still runs, for the host that sent it
+        (not cut off by a bus reset)."""
+        return (self._job == job and self._current is not None
+                and self._current_generation == self._generation)
+
+    def _extend(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (self._current is None or self._current is _RESET):
+                    self._cond.wait()
+                if self._stop:
+                    return
+                job, item = self._job, self._current
+                due = self._since + CCID_TIME_EXTENSION_AFTER
+                while not self._stop and self._extending(job):
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._stop:
+                    return
+                if self._extending(job):
+                    self.iface.bulk_in.write(self.slot.time_extension(item))
+                    self.time_extensions += 1
+                    self._since = time.monotonic()
+                    continue
+                while not self._stop and self._job == job and self._current is not None:
+                    self._cond.wait()  # cut off by a reset: no extensions until it ends
+
+    def stop(self) -> None:
+        """End the threads (a command still running finishes; its answer is dropped)."""
+        with self._cond:
+            self._stop = True
+            self._queue.clear()
+            threads, self._threads = self._threads, []
+            self._cond.notify_all()
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2)
 
 
 class YubiKeyUsb:
@@ -307,12 +528,14 @@ class YubiKeyUsb:
 
 
 class UsbSession:
-    """One host's composite device: OTP keyboard + FIDO HID, its own CTAPHID engine."""
+    """One host's composite device: OTP keyboard + FIDO HID (+ CCID), its own CTAPHID
+    engine and CCID slot."""
 
     def __init__(self, owner: YubiKeyUsb) -> None:
         self.owner = owner
         self.key = owner.key
         self.fido: FidoEngine | None = None
+        self.ccid: CcidPort | None = None
         self._swap_lock = threading.Lock()  # held while moving reports to the IN endpoint
         self._stop = threading.Event()
         self._pump: threading.Thread | None = None
@@ -341,8 +564,16 @@ class UsbSession:
             out_ep=FIDO_EP_OUT, out_mps=FIDO_REPORT_SIZE, out_interval=2,
             on_output=self._fido_output,
         )
+        if "ccid" in model.interfaces:
+            self.ccid = CcidPort(self.key)
         for name in model.interfaces:
-            dev.add(self.otp_iface if name == "otp" else self.fido_iface)
+            if name == "otp":
+                dev.add(self.otp_iface)
+            elif name == "fido":
+                dev.add(self.fido_iface)
+            else:
+                assert self.ccid is not None
+                dev.add(self.ccid.iface)
         dev.add_reset_hook(self._on_bus_reset)
         dev.set_busid(self.owner.busid)
         dev.busnum, dev.devnum = 1, 2
@@ -415,8 +646,10 @@ class UsbSession:
         self._pump.start()
 
     def stop(self) -> None:
-        """Stop the pump and close the engine (idempotent)."""
+        """Stop the pumps and close the engine (idempotent)."""
         self._stop.set()
+        if self.ccid is not None:
+            self.ccid.stop()
         if self._pump is not None and self._pump is not threading.current_thread():
             self._pump.join(timeout=2)
         self._pump = None

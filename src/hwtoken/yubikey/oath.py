@@ -398,7 +398,11 @@ def _open_real(serial: int | None) -> Any:
             pick_one([d.reader.name for d in devs], what="YubiKey", transport="pcsc")
             if not devs:  # a serve started meanwhile: the next run picks it
                 raise DeviceError("no YubiKey found over PC/SC")
-        return devs[0].open_connection(SmartCardConnection)
+        try:
+            return devs[0].open_connection(SmartCardConnection)
+        except Exception as exc:  # noqa: BLE001 - pyscard raises many kinds
+            raise DeviceError(f"cannot connect to the key in {devs[0].reader.name!r} ({exc}); "
+                              "if it was just plugged in, try again in a moment") from None
     for dev in devs:
         try:
             conn = dev.open_connection(SmartCardConnection)

@@ -25,9 +25,9 @@ def _paths():
 
 def test_descriptor_looks_like_a_yubikey_5(virtual_key):
     d = hid_descriptor(virtual_key)
-    assert (d.vid, d.pid) == (0x1050, 0x0403)
+    assert (d.vid, d.pid) == (0x1050, 0x0407)
     assert (d.report_size_in, d.report_size_out) == (64, 64)
-    assert d.product_name == "YubiKey OTP+FIDO"
+    assert d.product_name == "YubiKey OTP+FIDO+CCID"
     assert d.serial_number == str(virtual_key.serial)
     assert d.path == f"emu:{virtual_key.serial}"
 
@@ -35,7 +35,7 @@ def test_descriptor_looks_like_a_yubikey_5(virtual_key):
 @pytest.mark.parametrize(("profile", "pid", "product"), [
     ("security-key", 0x0120, "Security Key NFC by Yubico"),
     ("u2f-only", 0x0120, "Security Key by Yubico"),
-    ("latest", 0x0403, "YubiKey OTP+FIDO"),
+    ("latest", 0x0407, "YubiKey OTP+FIDO+CCID"),
 ])
 def test_descriptor_follows_the_usb_model_of_the_profile(tmp_path, profile, pid, product):
     from hwtoken.emulator.serve import served
@@ -71,7 +71,7 @@ def test_registered_key_is_listed_opened_and_used(virtual_key):
             dev.close()
         dev = open_device(path)
         try:
-            assert dev.product_name == "YubiKey OTP+FIDO"
+            assert dev.product_name == "YubiKey OTP+FIDO+CCID"
             assert dev.device_version == virtual_key.version
         finally:
             dev.close()

@@ -62,7 +62,7 @@ def _virtual():
 
 def test_discover_and_use():
     [desc] = _virtual()
-    assert (desc.vid, desc.pid) == (0x1050, 0x0403)
+    assert (desc.vid, desc.pid) == (0x1050, 0x0407)
     dev = CtapHidDevice(desc, open_connection(desc))
     assert dev.ping(b"hello") == b"hello"
     assert "FIDO_2_1" in Ctap2(dev).get_info().versions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from hypothesis import strategies as st
 from usbip.classes.host.hid import parse_report_descriptor as parse_hid_items
 
 from hwtoken.emulator import usb as vusb
+from hwtoken.emulator.ccid import class_descriptor
+from hwtoken.emulator.iso7816 import YUBIKEY_USB_ATR
 from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
 
 
@@ -30,14 +33,15 @@ def test_pyusb_enumerates_and_reads_descriptors(backend):
     dev = usb.core.find(idVendor=0x1050, backend=backend)
     assert dev is not None
     try:
-        assert (dev.idVendor, dev.idProduct) == (0x1050, 0x0403)
+        assert (dev.idVendor, dev.idProduct) == (0x1050, 0x0407)
         assert dev.bcdDevice == 0x0571  # firmware 5.7.1
         assert dev.manufacturer == "Yubico"
-        assert dev.product == "YubiKey OTP+FIDO"
+        assert dev.product == "YubiKey OTP+FIDO+CCID"
         assert dev.serial_number == "12345678"
         cfg = dev[0]
-        assert cfg.bNumInterfaces == 2
-        otp, fido = cfg[(0, 0)], cfg[(1, 0)]
+        assert cfg.bNumInterfaces == 3
+        assert cfg.wTotalLength == 150  # as a real YubiKey 5's
+        otp, fido, ccid = cfg[(0, 0)], cfg[(1, 0)], cfg[(2, 0)]
         assert (otp.bInterfaceClass, otp.bInterfaceSubClass, otp.bInterfaceProtocol) == (3, 1, 1)
         assert [(e.bEndpointAddress, e.wMaxPacketSize) for e in otp] == [(0x81, 8)]
         assert (fido.bInterfaceClass, fido.bInterfaceSubClass) == (3, 0)
@@ -47,6 +51,32 @@ def test_pyusb_enumerates_and_reads_descriptors(backend):
                    and e.wMaxPacketSize == 64 for e in eps.values())
         # the HID class descriptor rides in the interface's extra descriptors
         assert bytes(fido.extra_descriptors)[1] == 0x21
+        assert (ccid.bInterfaceClass, ccid.bInterfaceSubClass) == (0x0B, 0)
+        assert bytes(ccid.extra_descriptors) == class_descriptor()
+        assert [(e.bEndpointAddress, usb.util.endpoint_type(e.bmAttributes), e.wMaxPacketSize)
+                for e in ccid] == [(0x02, usb.util.ENDPOINT_TYPE_BULK, 64),
+                                   (0x82, usb.util.ENDPOINT_TYPE_BULK, 64),
+                                   (0x83, usb.util.ENDPOINT_TYPE_INTR, 8)]
+    finally:
+        usb.util.dispose_resources(dev)
+
+
+def test_ccid_messages_over_usbip_reach_the_card_os(backend):
+    """PC_to_RDR messages on bulk OUT 0x02, answers on bulk IN 0x82, the slot change on
+    interrupt IN 0x83: what libccid does on a host that attached the key (vhci-hcd)."""
+    dev = usb.core.find(idVendor=0x1050, backend=backend)
+    try:
+        dev.set_configuration()  # a bus reset for the model: the notification is queued again
+        assert bytes(dev.read(0x83, 8, timeout=2000)) == bytes([0x50, 0x03])  # card present
+        dev.write(0x02, bytes([0x62, 0, 0, 0, 0, 0, 7, 0, 0, 0]), timeout=2000)  # IccPowerOn
+        answer = bytes(dev.read(0x82, 3072, timeout=2000))
+        assert answer[0] == 0x80 and answer[6] == 7 and answer[7] == 0  # DataBlock, bSeq
+        assert answer[10:] == YUBIKEY_USB_ATR
+        select = bytes.fromhex("00a4040008a000000527471117")  # the management applet
+        dev.write(0x02, struct.pack("<BIBBBBB", 0x6F, len(select), 0, 8, 0, 0, 0) + select,
+                  timeout=2000)
+        answer = bytes(dev.read(0x82, 3072, timeout=2000))
+        assert answer[6] == 8 and answer[10:] == b"5.7.1\x90\x00"
     finally:
         usb.util.dispose_resources(dev)
 
@@ -107,10 +137,11 @@ def test_debian_usbip_tool_lists_the_key(usbip_server):
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "1050:0403" in text
+    assert "1050:0407" in text
     assert "1-1" in text
     assert "(03/01/01)" in text  # boot keyboard: the OTP interface
     assert "(03/00/00)" in text  # FIDO HID
+    assert "(0b/00/00)" in text  # Chip/SmartCard: CCID
 
 
 VHCI = Path("/sys/devices/platform/vhci_hcd.0")
@@ -195,9 +226,11 @@ def test_config_parser_on_the_served_configuration(usbip_key):
     from hwtoken.emulator.usb import YubiKeyUsb
 
     cfg = YubiKeyUsb(usbip_key, with_otp_engine=False).device.config_bytes()
-    (otp,), (fido,) = _parse_config(cfg)
+    (otp,), (fido,), (ccid,) = _parse_config(cfg)
     assert otp.extra[1] == 0x21 and len(otp.endpoints) == 1
     assert [d[2] for d, _ in fido.endpoints] == [0x84, 0x04]
+    assert ccid.extra == class_descriptor()
+    assert [d[2] for d, _ in ccid.endpoints] == [0x02, 0x82, 0x83]
 
 
 def test_backend_close_also_closes_handles_that_reconnected(usbip_server):

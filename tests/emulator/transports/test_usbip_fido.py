@@ -20,9 +20,9 @@ def usbip_fido(usbip_server):
 def test_descriptor_identifies_the_key(usbip_fido, usbip_key):
     assert isinstance(usbip_fido, CtapHidDevice)
     d = usbip_fido.descriptor
-    assert (d.vid, d.pid) == (0x1050, 0x0403)
+    assert (d.vid, d.pid) == (0x1050, 0x0407)
     assert (d.report_size_in, d.report_size_out) == (64, 64)
-    assert d.product_name == "YubiKey OTP+FIDO"
+    assert d.product_name == "YubiKey OTP+FIDO+CCID"
     assert d.serial_number == str(usbip_key.serial)
     assert usbip_fido.device_version == usbip_key.version
 

@@ -53,8 +53,10 @@ def test_runs_the_command_with_the_key_and_exits_with_its_status(key_name):
     before = _testbeds()
     proc = hw("emulate", "run", key_name, "--", "fido2-token", "-L")
     assert proc.returncode == 0, proc.stderr
-    assert "vendor=0x1050, product=0x0403" in proc.stdout
-    assert hw("emulate", "run", key_name, "--", "sh", "-c", "exit 7").returncode == 7
+    assert "vendor=0x1050, product=0x0407" in proc.stdout
+    failed = hw("emulate", "run", key_name, "--", "sh", "-c", "echo why >&2; exit 7")
+    assert failed.returncode == 7
+    assert failed.stderr == "why\n"  # CMD says what went wrong; hwtoken adds nothing
     assert _testbeds() == before  # removed each time
 
 

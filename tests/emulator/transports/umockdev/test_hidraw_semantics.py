@@ -53,7 +53,7 @@ def _init_reply(report_hex: str, nonce: bytes) -> bool:
 
 def test_info_ioctls_and_not_a_tty(plugged_key):
     out = _client(plugged_key.testbed, "info", plugged_key.hidraw)
-    assert (out["bus"], out["vid"], out["pid"]) == (3, 0x1050, 0x0403)
+    assert (out["bus"], out["vid"], out["pid"]) == (3, 0x1050, 0x0407)
     assert usage_page(bytes.fromhex(out["rdesc"])) == 0xF1D0
     assert out["tcgets"] == "ENOTTY"
     # glibc's isatty() calls the ioctl internally, past umockdev: it sees the pty behind

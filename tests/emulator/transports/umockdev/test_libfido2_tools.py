@@ -16,8 +16,8 @@ def _b64(data: bytes) -> str:
 
 def test_token_list_shows_the_yubikey(plugged_key):
     out = run(plugged_key, ["fido2-token", "-L"]).stdout
-    assert f"{plugged_key.hidraw}: vendor=0x1050, product=0x0403" in out
-    assert "Yubico YubiKey OTP+FIDO" in out
+    assert f"{plugged_key.hidraw}: vendor=0x1050, product=0x0407" in out
+    assert "Yubico YubiKey OTP+FIDO+CCID" in out
 
 
 def test_token_info(plugged_key):

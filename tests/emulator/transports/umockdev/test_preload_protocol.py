@@ -64,7 +64,7 @@ def test_hidraw_info_ioctls_by_hand(plugged_key):
     client = FakeClient(_sock_path(plugged_key))
     res, err = client.call(preload.REQ_IOCTL, 0x80084803, 0x1000)  # HIDIOCGRAWINFO
     assert (res, err) == (0, 0)
-    assert struct.unpack("Ihh", client.memory[0x1000]) == (3, 0x1050, 0x0403)
+    assert struct.unpack("Ihh", client.memory[0x1000]) == (3, 0x1050, 0x0407)
     res, err = client.call(preload.REQ_IOCTL, 0x5401, 0x2000)  # TCGETS
     assert (res, err) == (-1, 25)  # ENOTTY
     res, _ = client.call(preload.REQ_IOCTL, 0x5421, 0x2000)  # FIONBIO: the real file's

@@ -32,5 +32,5 @@ def test_fido2_list_devices_in_a_program(plugged_key):
     out = run(plugged_key, ["python", "-c", script]).stdout.split(maxsplit=4)
     assert out[0] == "1"
     assert out[1] == plugged_key.hidraw
-    assert (int(out[2]), int(out[3])) == (0x1050, 0x0403)
+    assert (int(out[2]), int(out[3])) == (0x1050, 0x0407)
     assert "FIDO_2_1" in out[4]

@@ -110,3 +110,40 @@ def test_yubico_personalization_tools(plugged_key):
     # and python-yubico agrees with what Yubico's tool programmed
     calc = run(plugged_key, ["hwtoken", "yubikey", "chalresp", "calc", "2", challenge.hex()])
     assert calc.stdout.strip() == out
+
+
+def test_reset_and_connection_info_through_libusb(plugged_key):
+    out = py(plugged_key, (
+        "import usb.core, usb.util\n"
+        "d = usb.core.find(idVendor=0x1050)\n"
+        "print(d.speed)\n"  # libusb: from sysfs/CONNINFO: a full-speed device (2)
+        "d.reset()\n"  # USBDEVFS_RESET: the key starts over, and still answers
+        "print(usb.util.get_string(d, d.iManufacturer))\n"
+    )).stdout.split()
+    assert out == ["2", "Yubico"]
+
+
+def test_a_touch_types_on_the_otp_hidraw_node(plugged_key):
+    """The OTP interface is a keyboard: a reader of its hidraw node gets the 8-byte input
+    reports a touch types (here, an HOTP code)."""
+    secret = pyotp.random_base32(32)
+    run(plugged_key, ["hwtoken", "yubikey", "hotp", "program", "2", "--secret", "-"],
+        input=secret + "\n")
+    reader = plugged_key.popen([sys.executable, "-c", (
+        "import os, select, sys\n"
+        "from hwtoken.emulator.otp.keyboard import decode\n"
+        f"fd = os.open({plugged_key.otp_hidraw!r}, os.O_RDONLY)\n"
+        "print('ready', flush=True)\n"
+        "reports = []\n"
+        "while not decode(reports).endswith('\\n'):\n"
+        "    if select.select([fd], [], [], 30)[0]:\n"
+        "        reports.append(os.read(fd, 64))\n"
+        "    else:\n"
+        "        sys.exit('nothing typed')\n"
+        "print(decode(reports).strip())\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert reader.stdout.readline().strip() == "ready"
+    press(plugged_key.key, 2)
+    typed, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert typed.strip() == pyotp.HOTP(secret).at(0)

@@ -31,12 +31,8 @@ from typing import Any, Protocol
 from usbip import core as usb_core
 
 from hwtoken.emulator.transports.umockdev import enumeration
-from hwtoken.emulator.transports.umockdev.preload import (
-    MAX_TRANSFER,
-    UNHANDLED,
-    Connection,
-    OpenFile,
-)
+from hwtoken.emulator.transports.umockdev.node import DeviceNode, NodeOpen
+from hwtoken.emulator.transports.umockdev.preload import UNHANDLED, Connection
 from hwtoken.emulator.transports.umockdev.ptyqueue import PtyPool, PtyReportQueue, Watcher
 
 log = logging.getLogger(__name__)
@@ -106,54 +102,24 @@ class HidDevice:
         return enumeration.report_sizes(self.report_descriptor)
 
 
-class HidrawNode:
+class HidrawNode(DeviceNode["HidrawOpen"]):
     """The device side of one ``/dev/hidrawN``: what every open of it is served by."""
 
     def __init__(self, hid: HidDevice, usb: UsbSessions, pool: PtyPool, watcher: Watcher,
                  *, reads: str = "auto") -> None:
         if reads not in READ_MODES:
             raise ValueError(f"reads must be one of {READ_MODES}")
+        super().__init__(pool)
         self.hid = hid
         self.usb = usb
-        self.pool = pool
         self.watcher = watcher
         self.reads = reads
-        self.unplugged = threading.Event()
-        self._opens: set[HidrawOpen] = set()
-        self._lock = threading.Lock()
 
-    def open(self, conn: Connection) -> OpenFile:
-        """A new open of the node (called when umockdev connects for it)."""
-        from hwtoken.emulator.transports.umockdev.preload import pid_fds
-
-        fds = pid_fds(conn.pid) if conn.pid else {}
-        pty = self.pool.claim(fds)
-        f = HidrawOpen(self, conn, PtyReportQueue(pty, self.watcher))
-        with self._lock:
-            self._opens.add(f)
-        if self.unplugged.is_set():
-            f.gone()
-        return f
-
-    def forget(self, f: HidrawOpen) -> None:
-        with self._lock:
-            self._opens.discard(f)
-
-    def unplug(self) -> None:
-        """The device is gone: every open file fails with ENODEV from now on."""
-        self.unplugged.set()
-        with self._lock:
-            opens = list(self._opens)
-        for f in opens:
-            f.gone()
-
-    @property
-    def open_count(self) -> int:
-        with self._lock:
-            return len(self._opens)
+    def make_open(self, conn: Connection, pty: Any) -> HidrawOpen:
+        return HidrawOpen(self, conn, PtyReportQueue(pty, self.watcher))
 
 
-class HidrawOpen(OpenFile):
+class HidrawOpen(NodeOpen):
     """One open file of a hidraw node: its own USB session, reports and pty."""
 
     def __init__(self, node: HidrawNode, conn: Connection, queue: PtyReportQueue) -> None:
@@ -343,4 +309,4 @@ def _s16(value: int) -> int:
     return value - 0x10000 if value & 0x8000 else value
 
 
-__all__ = ["HidDevice", "HidrawNode", "HidrawOpen", "READ_MODES", "ioc", "MAX_TRANSFER"]
+__all__ = ["HidDevice", "HidrawNode", "HidrawOpen", "READ_MODES", "ioc"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtoken.errors import InvalidInput
+from hwtoken.fileio import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +59,11 @@ def remove_stale_testbeds(tmpdir: str | None = None) -> int:
                 pid = int(owner.read_text().strip())
             except (OSError, ValueError):
                 continue
-            if _alive(pid):
+            if pid_alive(pid):
                 continue
             shutil.rmtree(d, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start(argv: Sequence[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:

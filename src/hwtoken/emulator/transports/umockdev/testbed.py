@@ -28,11 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.transports.umockdev import enumeration, layout, uevent
 from hwtoken.emulator.transports.umockdev.hidraw import READ_MODES, HidDevice, HidrawNode
-from hwtoken.emulator.transports.umockdev.preload import (
-    Connection,
-    NodeListener,
-    OpenFile,
-)
+from hwtoken.emulator.transports.umockdev.preload import NodeListener, OpenFile
 from hwtoken.emulator.transports.umockdev.ptyqueue import PtyPool, Watcher
 from hwtoken.emulator.transports.umockdev.sysfs import Device, Sysfs
 from hwtoken.emulator.transports.umockdev.usbfs import Drivers, UsbfsNode
@@ -402,5 +398,4 @@ def plugged_in(*keys: VirtualKey, reads: str = "auto") -> Iterator[Testbed]:
         tb.close()
 
 
-__all__ = ["Testbed", "PluggedKey", "UmockdevUnavailable", "find_preload", "plugged_in",
-           "Connection"]
+__all__ = ["Testbed", "PluggedKey", "UmockdevUnavailable", "find_preload", "plugged_in"]

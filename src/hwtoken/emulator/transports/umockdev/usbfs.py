@@ -37,12 +37,8 @@ from typing import Any
 
 from usbip import core as usb_core
 
-from hwtoken.emulator.transports.umockdev.preload import (
-    MAX_TRANSFER,
-    UNHANDLED,
-    Connection,
-    OpenFile,
-)
+from hwtoken.emulator.transports.umockdev.node import DeviceNode, NodeOpen
+from hwtoken.emulator.transports.umockdev.preload import MAX_TRANSFER, UNHANDLED, Connection
 from hwtoken.emulator.transports.umockdev.ptyqueue import Pty
 
 log = logging.getLogger(__name__)
@@ -184,50 +180,23 @@ class _Submitted:
     actual: int = 0
 
 
-class UsbfsNode:
+class UsbfsNode(DeviceNode["UsbfsOpen"]):
     """The device side of one ``/dev/bus/usb/BBB/DDD``."""
 
     def __init__(self, usb: Any, description: Any, drivers: Drivers, devnum: int, bus: int,
                  pool: Any) -> None:
+        super().__init__(pool)
         self.usb = usb
         self.description = description
         self.drivers = drivers
         self.devnum = devnum
         self.bus = bus
-        self.pool = pool
-        self.unplugged = threading.Event()
-        self._opens: set[UsbfsOpen] = set()
-        self._lock = threading.Lock()
 
-    def open(self, conn: Connection) -> OpenFile:
-        from hwtoken.emulator.transports.umockdev.preload import pid_fds
-
-        pty = self.pool.claim(pid_fds(conn.pid) if conn.pid else {})
-        f = UsbfsOpen(self, conn, pty)
-        with self._lock:
-            self._opens.add(f)
-        if self.unplugged.is_set():
-            f.gone()
-        return f
-
-    def forget(self, f: UsbfsOpen) -> None:
-        with self._lock:
-            self._opens.discard(f)
-
-    def unplug(self) -> None:
-        self.unplugged.set()
-        with self._lock:
-            opens = list(self._opens)
-        for f in opens:
-            f.gone()
-
-    @property
-    def open_count(self) -> int:
-        with self._lock:
-            return len(self._opens)
+    def make_open(self, conn: Connection, pty: Any) -> UsbfsOpen:
+        return UsbfsOpen(self, conn, pty)
 
 
-class UsbfsOpen(OpenFile):
+class UsbfsOpen(NodeOpen):
     """One open file of a usbfs node: its own USB session, URBs and pty."""
 
     def __init__(self, node: UsbfsNode, conn: Connection, pty: Pty) -> None:

@@ -1,0 +1,168 @@
+"""Chromium, headless, driven by Selenium through ``chromedriver`` (Debian: ``chromium``,
+``chromium-driver``; PyPI: ``selenium``).
+
+chromedriver is started with the caller's environment (a umockdev testbed's ``LD_PRELOAD``
+and ``UMOCKDEV_DIR``), so the Chromium it starts — and Chromium's browser process, which
+enumerates HID devices through udev and opens ``/dev/hidrawN`` — inherit it. Chromium talks
+to a FIDO key with epoll and non-blocking reads; the testbed's hidraw nodes serve that.
+
+The flags: ``--headless=new`` (the full browser without a display), ``--no-sandbox`` (when
+running as root, which Chromium's sandbox refuses), ``--disable-gpu`` and
+``--disable-dev-shm-usage`` (containers with a small /dev/shm), and no background
+networking, component updates, sync or first-run UI (test machines are often offline).
+With ``device_log`` the browser logs what its FIDO and HID code sees to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hwtoken.browser.driver import (
+    QUIT_TIMEOUT,
+    Browser,
+    BrowserError,
+    BrowserUnavailable,
+    Installed,
+    ProcessGroup,
+    find_program,
+    make_workdir,
+)
+
+NAME = "chromium"
+BINARY_ENV = "HWTOKEN_CHROMIUM"
+DRIVER_ENV = "HWTOKEN_CHROMEDRIVER"
+# The real binary first: Debian's /usr/bin/chromium is a shell wrapper that adds flags.
+BINARIES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")
+DRIVERS = ("chromedriver", "/usr/lib/chromium/chromedriver")
+DEBIAN_PACKAGES = "chromium chromium-driver"
+
+FLAGS = (
+    "--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--no-default-browser-check", "--disable-default-apps",
+    "--password-store=basic", "--use-mock-keychain",
+)
+DEVICE_LOG_FLAGS = ("--enable-logging=stderr", "--v=0",
+                    "--vmodule=*device/fido/*=2,*device/hid/*=2,device_event_log*=1")
+
+
+def find() -> Installed:
+    """Chromium and chromedriver, or :class:`BrowserUnavailable` saying what to install."""
+    binary = find_program(BINARY_ENV, BINARIES)
+    driver = find_program(DRIVER_ENV, DRIVERS)
+    missing = [what for what, path in (("chromium", binary), ("chromedriver", driver))
+               if path is None]
+    if missing:
+        raise BrowserUnavailable(
+            f"{' and '.join(missing)} not found: install the Debian packages "
+            f"{DEBIAN_PACKAGES} (or set ${BINARY_ENV} / ${DRIVER_ENV})")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        raise BrowserUnavailable("Chromium is driven through Selenium: "
+                                 "pip install 'selenium>=4.15'") from None
+    assert binary is not None and driver is not None  # noqa: S101 - checked above
+    return Installed(NAME, binary, driver)
+
+
+class Chromium(Browser):
+    """Headless Chromium through Selenium; ``webdriver`` is the Selenium driver itself."""
+
+    name = NAME
+
+    def __init__(self, env: Mapping[str, str] | None = None, *,
+                 workdir: str | os.PathLike[str] | None = None, device_log: bool = True,
+                 extra_args: Sequence[str] = (), timeout: float = 60.0) -> None:
+        installed = find()
+        path, own = make_workdir(workdir, NAME)
+        super().__init__(path, own_workdir=own)
+        try:
+            self._start(installed, dict(os.environ if env is None else env), device_log,
+                        extra_args, timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, installed: Installed, env: dict[str, str], device_log: bool,
+               extra_args: Sequence[str], timeout: float) -> None:
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = installed.binary
+        args = [*FLAGS, f"--user-data-dir={self.profile}"]
+        if os.geteuid() == 0:
+            args.append("--no-sandbox")
+        if device_log:
+            args.extend(DEVICE_LOG_FLAGS)
+        for arg in (*args, *extra_args):
+            options.add_argument(arg)
+        self.profile.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _quit
+        service = Service(executable_path=installed.driver, env=env, log_output=self._log,
+                          popen_kw={"start_new_session": True})
+        self._service = service
+        self.webdriver: Any = None
+        try:
+            self.webdriver = webdriver.Chrome(options=options, service=service)
+        except WebDriverException as exc:
+            raise BrowserError(f"chromium did not start: {exc.msg}\n--- {self.log_path} ---\n"
+                               f"{self.log_tail()}") from None
+        finally:
+            process = getattr(service, "process", None)
+            if process is not None:
+                self._group = ProcessGroup(process.pid)
+        self.webdriver.set_script_timeout(timeout)
+        self.webdriver.set_page_load_timeout(timeout)
+        self.version = str(self.webdriver.capabilities.get("browserVersion", ""))
+
+    def get(self, url: str) -> None:
+        self.webdriver.get(url)
+
+    def execute(self, script: str, *args: Any) -> Any:
+        return self.webdriver.execute_script(script, *args)
+
+    def _element(self, selector: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.webdriver.find_element(By.CSS_SELECTOR, selector)
+
+    def click(self, selector: str) -> None:
+        self._element(selector).click()
+
+    def fill(self, selector: str, text: str) -> None:
+        element = self._element(selector)
+        element.clear()
+        element.send_keys(text)
+
+    def text(self, selector: str) -> str:
+        return str(self._element(selector).text)
+
+    def _quit(self) -> bool:
+        try:
+            driver = getattr(self, "webdriver", None)
+            process = getattr(getattr(self, "_service", None), "process", None)
+            if driver is None or process is None or process.poll() is not None:
+                return False  # never started, or chromedriver is gone: close() ends the rest
+            # ends Chromium, then chromedriver; a hung one is killed by close()
+            done: list[bool] = []
+
+            def quit_driver() -> None:
+                driver.quit()
+                done.append(True)
+
+            quitter = threading.Thread(target=quit_driver, daemon=True)
+            quitter.start()
+            quitter.join(QUIT_TIMEOUT)
+            return bool(done)
+        finally:
+            log = getattr(self, "_log", None)
+            if log is not None:
+                log.close()
+
+
+__all__ = ["Chromium", "find"]

@@ -53,8 +53,9 @@ def test_pytest_summary_lines():
     got = check.pytest_summary(out)
     assert (got["failed"], got["passed"], got["skipped"], got["errors"]) == (2, 696, 1, 1)
     assert check.pytest_summary("make: *** [Makefile:77: test] Error 1\n") is None
-    assert check.failed_tests(out + "ERROR tests/y.py::u - OSError\n") == ["tests/x.py::t",
-                                                                          "tests/y.py::u"]
+    out += "ERROR tests/y.py::u[fob add --secret -] - OSError: x - y\nERROR tests/z.py\n"
+    assert check.failed_tests(out) == ["tests/x.py::t", "tests/y.py::u[fob add --secret -]",
+                                       "tests/z.py"]
 
 
 def test_duration():
@@ -67,9 +68,9 @@ def test_the_readme_names_its_preconditions_and_the_check_installs_exactly_those
     assert check.precondition_packages("# x\n\n## Quick start\n\n    make test\n") == []
 
 
-def run_tool(*args):
+def run_tool(*args, env=None):
     return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
 
 
 def test_help_says_what_it_does():
@@ -85,7 +86,12 @@ def test_help_says_what_it_does():
     (["--timeout", "0"], "--timeout must be at least 1 minute"),
 ])
 def test_bad_usage_is_one_error_line_and_exit_2_before_anything_is_built(args, said, tmp_path):
-    proc = run_tool(*args, "--cache-dir", str(tmp_path / "cache"))
+    """Said first, even where debootstrap is not installed (only git on the PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    proc = run_tool(*args, "--cache-dir", str(tmp_path / "cache"),
+                    env={**os.environ, "PATH": str(bin_dir)})
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")

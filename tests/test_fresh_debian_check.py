@@ -215,3 +215,7 @@ def test_summary_line_says_counts_times_demo_and_what_failed_or_stayed():
     assert "failing: a::b, c::d, e::f and 1 more;" in line
     assert "left running: after make test: pcscd(42);" in line
     assert failures == ["make test exited 2", "processes were left running"]
+    c.results = {"test": {"exit": 2, "seconds": 30, "failed": [], "pytest": None}}
+    line, failures = c.summary(60)
+    assert "make test FAILED (exit 2) with no pytest summary in 30s;" in line
+    assert failures == ["make test exited 2"]

@@ -18,10 +18,12 @@ APT_PACKAGES += oathtool                    # reference HOTP/TOTP codes (tests/t
 APT_PACKAGES += pcscd vsmartcard-vpcd pcsc-tools  # PC/SC: a private pcscd with the vpcd driver
 APT_PACKAGES += libccid                     # PC/SC: pcscd's CCID driver reaches the key's USB CCID interface (umockdev)
 APT_PACKAGES += swig libpcsclite-dev        # to build pyscard (no Linux wheel)
+APT_PACKAGES += gcc libc6-dev python3-dev   # to build pyscard: a C compiler, libc's and Python's headers
 APT_PACKAGES += usbip                       # the kernel's USB/IP tools (usbip list -r)
 APT_PACKAGES += postgresql                  # shared provisioning inventory tests
 APT_PACKAGES += udev                        # udevadm (udev rules checks)
 APT_PACKAGES += umockdev                    # libumockdev-preload: emulate run (local USB devices)
+APT_PACKAGES += yubikey-personalization     # ykinfo, ykchalresp, ykpersonalize over libusb (umockdev tests)
 APT_PACKAGES += fido2-tools                 # libfido2's fido2-token/-cred/-assert vs the virtual key
 APT_PACKAGES += openssh-client openssh-server  # ssh-keygen -t *-sk; ssh logins (sk and PIV keys) to a private sshd
 APT_PACKAGES += libpam-u2f pamu2fcfg pamtester  # a PAM login through pam_u2f
@@ -81,7 +83,7 @@ demo: deps
 	$(VENV)/bin/hwtoken demo
 
 test: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check
 	$(PY) -m pytest -q
 
 # the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
@@ -89,7 +91,7 @@ fido2-device-tests: deps
 	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
 
 lint: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware mutation
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check
 
 # Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
 # pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at

@@ -187,6 +187,10 @@ def test_firefox_passkey_sign_in_then_a_refused_touch(request, browser, webauthn
     virtual_key.presence = DenyAlways()
     denied = ms(request, page.sign_in(None))
     assert not denied["ok"] and denied["error"]["name"] == "NotAllowedError", denied
+    # the page reports the error to the server after the call has returned, unawaited
+    deadline = time.monotonic() + 20
+    while not webauthn_site.events_of("client-error") and time.monotonic() < deadline:
+        time.sleep(0.05)
     [refused] = webauthn_site.events_of("client-error")
     assert refused.detail["name"] == "NotAllowedError"
     assert len(webauthn_site.events_of("login")) == 1

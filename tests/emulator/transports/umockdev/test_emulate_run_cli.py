@@ -17,6 +17,7 @@ import pytest
 from umockdev_helpers import VENV_BIN
 
 HWTOKEN = [sys.executable, "-m", "hwtoken"]
+CHECKOUT = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(autouse=True)
@@ -191,6 +192,23 @@ def test_the_next_run_removes_a_testbed_left_by_a_killed_run(key_name):
     assert not Path(left).exists()
 
 
+def as_nobody(argv: list[str], checkout: Path = CHECKOUT) -> list[str]:
+    """``argv`` as the user nobody. A checkout under a directory nobody may not enter (a
+    clone in root's home, 0700 on Debian) is reached at the same path in a mount namespace
+    of the command's own, where that directory is an empty 0755 tmpfs holding only a bind
+    mount of the checkout."""
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    closed = next((d for d in reversed(checkout.parents) if not d.stat().st_mode & 0o001),
+                  None)
+    if closed is None:
+        return drop
+    script = ('set -e; keep=$(mktemp -d); mount --bind "$1" "$keep"; '
+              'mount -t tmpfs -o mode=755 tmpfs "$2"; mkdir -p "$1"; '
+              'mount --bind "$keep" "$1"; umount "$keep"; rmdir "$keep"; shift 2; exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            str(checkout), str(closed), *drop]
+
+
 def test_no_root_needed(key_name):
     """The whole of `emulate run` and the program, as the unprivileged user nobody."""
     if os.geteuid() != 0:
@@ -200,14 +218,13 @@ def test_no_root_needed(key_name):
     os.chown(state, 65534, 65534)
     env = {**os.environ, "HWTOKEN_STATE_DIR": str(state), "HOME": str(state),
            "PATH": VENV_BIN + os.pathsep + os.environ["PATH"]}
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    made = subprocess.run([*drop, *HWTOKEN, "emulate", "create", "nobodys"], env=env,
+    made = subprocess.run(as_nobody([*HWTOKEN, "emulate", "create", "nobodys"]), env=env,
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
-    proc = subprocess.run([*drop, *HWTOKEN, "emulate", "run", "nobodys", "--",
-                           "sh", "-c", "id -u; fido2-token -L; ssh-keygen -q -t ecdsa-sk -N '' "
-                           f"-f {state}/id"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(as_nobody([*HWTOKEN, "emulate", "run", "nobodys", "--", "sh", "-c",
+                                     "id -u; fido2-token -L; ssh-keygen -q -t ecdsa-sk -N '' "
+                                     f"-f {state}/id"]), env=env, capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "65534"

@@ -1,6 +1,6 @@
 """`make mutate`: mutation testing with mutmut, one module at a time; prints scores and survivors.
 
-    python mutation/run.py [MODULE ...] [--jobs N] [--report-only]
+    python mutation/run.py [MODULE ...] [--jobs N] [--survivors | --report-only]
 
 MODULE is a dotted name (``hwtoken.otp``) or a path under src/; without one, every module
 in ``[tool.mutmut] only_mutate`` of pyproject.toml is run in turn. mutmut gathers once which
@@ -12,7 +12,10 @@ The score of a module is killed / (mutants - equivalent ones): the mutants liste
 ``mutation/equivalent.txt`` (one name per line, ``#`` and the reason after it) change no
 behaviour any test could observe and are left out. Everything else that is not killed
 (survived, no test reached it, timeout) counts against the score and is printed with its diff.
-Exit status: 0 when every module run reaches :data:`GOAL`, 1 otherwise.
+A listed mutant that a test kills, or that no longer exists, is reported: the listing is stale.
+``--survivors`` runs again only the mutants of the last run that were not killed (after adding
+tests; mutmut picks up new tests by itself). Exit status: 0 when every module run reaches
+:data:`GOAL`, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -75,14 +78,25 @@ def describe(code: int | None) -> str:
             34: "skipped"}.get(code, f"suspicious ({code})")
 
 
+def survivors(module: str) -> list[str]:
+    """The module's mutants that the last run did not kill (equivalent ones left out)."""
+    listed = equivalents()
+    return sorted(n for n, c in results(module).items() if c not in KILLED and n not in listed)
+
+
 def report(module: str, *, diffs: bool) -> float:
     codes = results(module)
-    equivalent = {n for n in codes if n in equivalents()}
+    listed = {n for n in equivalents() if n.startswith(module + ".x")}
+    equivalent = listed & codes.keys()
     counted = {n: c for n, c in codes.items() if n not in equivalent}
     killed = sum(1 for c in counted.values() if c in KILLED)
     score = killed / len(counted) if counted else 1.0
     print(f"\n== {module}: {killed}/{len(counted)} killed = {score:.1%} "
-          f"({len(equivalent)} equivalent left out; goal {GOAL:.0%})")
+          f"({len(codes)} mutants, {len(equivalent)} equivalent left out; goal {GOAL:.0%})")
+    for name in sorted(listed - codes.keys()):
+        print(f"  stale listing (no such mutant): {name}")
+    for name in sorted(n for n in equivalent if codes[n] in KILLED):
+        print(f"  stale listing (listed as equivalent, but a test kills it): {name}")
     for name, code in sorted(counted.items()):
         if code in KILLED:
             continue
@@ -100,17 +114,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("modules", nargs="*", help="dotted module names or src/ paths")
     ap.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
-    ap.add_argument("--report-only", action="store_true",
-                    help="print the last results without running anything")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--report-only", action="store_true",
+                      help="print the last results without running anything")
+    mode.add_argument("--survivors", action="store_true",
+                      help="run again only the mutants the last run did not kill")
     ap.add_argument("--no-diffs", action="store_true", help="names of survivors only")
     args = ap.parse_args()
     modules = [path_to_module(m) for m in args.modules] or configured_modules()
     scores = {}
     for module in modules:
         if not args.report_only:
-            print(f"\n>> mutmut run {module}.*", flush=True)
-            subprocess.run([*MUTMUT, "run", "--max-children", str(args.jobs), f"{module}.*"],
-                           cwd=ROOT, check=False)
+            names = survivors(module) if args.survivors else [f"{module}.*"]
+            print(f"\n>> mutmut run {module}.* ({len(names)} survivors)" if args.survivors
+                  else f"\n>> mutmut run {module}.*", flush=True)
+            if names:
+                subprocess.run([*MUTMUT, "run", "--max-children", str(args.jobs), *names],
+                               cwd=ROOT, check=False)
         scores[module] = report(module, diffs=not args.no_diffs)
     print("\nscore per module (killed / mutants, equivalent ones left out):")
     for module, score in scores.items():

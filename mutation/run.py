@@ -15,7 +15,7 @@ behaviour any test could observe and are left out. Everything else that is not k
 A listed mutant that a test kills, or that no longer exists, is reported: the listing is stale.
 ``--survivors`` runs again only the mutants of the last run that were not killed (after adding
 tests; mutmut picks up new tests by itself). Exit status: 0 when every module run reaches
-:data:`GOAL`, 1 otherwise.
+:data:`GOAL`, 1 otherwise, 2 when mutmut itself failed.
 """
 
 from __future__ import annotations
@@ -129,8 +129,12 @@ def main() -> int:
             print(f"\n>> mutmut run {module}.* ({len(names)} survivors)" if args.survivors
                   else f"\n>> mutmut run {module}.*", flush=True)
             if names:
-                subprocess.run([*MUTMUT, "run", "--max-children", str(args.jobs), *names],
-                               cwd=ROOT, check=False)
+                run = subprocess.run([*MUTMUT, "run", "--max-children", str(args.jobs), *names],
+                                     cwd=ROOT, check=False)
+                if run.returncode != 0:  # e.g. a test failed while mutmut gathered its stats
+                    print(f"error: mutmut run failed for {module} (exit {run.returncode}); "
+                          "see its output above", file=sys.stderr)
+                    return 2
         scores[module] = report(module, diffs=not args.no_diffs)
     print("\nscore per module (killed / mutants, equivalent ones left out):")
     for module, score in scores.items():

@@ -13,9 +13,10 @@ The score of a module is killed / (mutants - equivalent ones): the mutants liste
 behaviour any test could observe and are left out. Everything else that is not killed
 (survived, no test reached it, timeout) counts against the score and is printed with its diff.
 A listed mutant that a test kills, or that no longer exists, is reported: the listing is stale.
-``--survivors`` runs again only the mutants of the last run that were not killed (after adding
-tests; mutmut picks up new tests by itself). Exit status: 0 when every module run reaches
-:data:`GOAL`, 1 otherwise, 2 when mutmut itself failed.
+Listed mutants are not run again once mutmut has made the module's mutants (a source change
+makes them all again). ``--survivors`` runs again only the mutants of the last run that were
+not killed (after adding tests; mutmut picks up new tests by itself). Exit status: 0 when
+every module run reaches :data:`GOAL`, 1 otherwise, 2 when mutmut itself failed.
 """
 
 from __future__ import annotations
@@ -64,8 +65,7 @@ def equivalents() -> dict[str, str]:
 
 def results(module: str) -> dict[str, int | None]:
     """Mutant name -> mutmut's exit code for it (None: not run)."""
-    meta = ROOT / "mutants" / module_to_path(module).with_suffix(".py.meta")
-    doc = json.loads(meta.read_text())
+    doc = json.loads(meta_path(module).read_text())
     return dict(doc["exit_code_by_key"])
 
 
@@ -78,10 +78,24 @@ def describe(code: int | None) -> str:
             34: "skipped"}.get(code, f"suspicious ({code})")
 
 
-def survivors(module: str) -> list[str]:
-    """The module's mutants that the last run did not kill (equivalent ones left out)."""
+def meta_path(module: str) -> Path:
+    return ROOT / "mutants" / module_to_path(module).with_suffix(".py.meta")
+
+
+def to_run(module: str, *, survivors_only: bool) -> list[str]:
+    """What to hand ``mutmut run`` for ``module``.
+
+    Once mutmut has made the module's mutants (and the source has not changed since), the
+    mutants by name, without the equivalent ones: those can never be killed, and each costs
+    a run of every test that reaches its function. With ``survivors_only``, only the ones
+    the last run did not kill. Otherwise the pattern ``module.*`` (mutmut makes them first).
+    """
+    meta = meta_path(module)
+    if not meta.exists() or (ROOT / module_to_path(module)).stat().st_mtime > meta.stat().st_mtime:
+        return [f"{module}.*"]
     listed = equivalents()
-    return sorted(n for n, c in results(module).items() if c not in KILLED and n not in listed)
+    return sorted(n for n, c in results(module).items()
+                  if n not in listed and not (survivors_only and c in KILLED))
 
 
 def report(module: str, *, diffs: bool) -> float:
@@ -125,9 +139,9 @@ def main() -> int:
     scores = {}
     for module in modules:
         if not args.report_only:
-            names = survivors(module) if args.survivors else [f"{module}.*"]
-            print(f"\n>> mutmut run {module}.* ({len(names)} survivors)" if args.survivors
-                  else f"\n>> mutmut run {module}.*", flush=True)
+            names = to_run(module, survivors_only=args.survivors)
+            print(f"\n>> mutmut run {module}.*" if names == [f"{module}.*"]
+                  else f"\n>> mutmut run: {len(names)} mutants of {module}", flush=True)
             if names:
                 run = subprocess.run([*MUTMUT, "run", "--max-children", str(args.jobs), *names],
                                      cwd=ROOT, check=False)

@@ -95,18 +95,20 @@ lint: deps
 
 # Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
 # pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at
-# once. Prints the score per module and every surviving mutant (mutation/run.py).
-MODULES ?=
-JOBS    ?= 1
+# once; SURVIVORS=1 runs again only what the last run did not kill. Prints the score per
+# module and every surviving mutant (mutation/run.py).
+MODULES   ?=
+JOBS      ?= 1
+SURVIVORS ?=
 $(STAMPS)/mutate: pyproject.toml $(STAMPS)/venv
 	$(PY) -m pip install -q -e '.[mutate]'
 	@touch $@
 
 mutate: deps $(STAMPS)/mutate
-	$(PY) mutation/run.py --jobs $(JOBS) $(MODULES)
+	$(PY) mutation/run.py --jobs $(JOBS) $(if $(SURVIVORS),--survivors) $(MODULES)
 
 bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache mutants
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache mutants .mutate

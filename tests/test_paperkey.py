@@ -92,6 +92,8 @@ def test_normalise_messages():
     ("x$scrypt$ln=4,r=8,p=1$AAAAAAAAAAA$AAAA",
      "not a paper key hash: expected $scrypt$ln=..,r=..,p=..$salt$hash"),
     ("$scrypt$ln=4,r=8,p=1$AAAA!AAAAAAA$AAAA", "paper key hash is malformed"),  # not base64
+    # symbols outside base64 are refused, not skipped (the rest alone would decode)
+    ("$scrypt$ln=4,r=8,p=1$AAAAAAAA....AAAAAAAA$AAAA", "paper key hash is malformed"),
     ("$scrypt$ln=4,r=8$AAAAAAAAAAA$AAAA", "paper key hash is malformed"),
 ])
 def test_parse_hash_messages(stored, message):

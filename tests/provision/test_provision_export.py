@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+from datetime import datetime
 
 import pytest
 from provision_helpers import hwtoken, opened, read_pskc
@@ -85,9 +86,16 @@ def test_pskc_roundtrip_plain_password_and_psk(filled, tmp_path):
             assert key.algorithm_suite == "SHA1"
             if MODES[serial].is_hotp:
                 assert key.algorithm.endswith(":hotp") and key.counter == 5
-                assert key.response_length == 8
+                assert (key.response_length, key.response_encoding) == (8, "DECIMAL")
             elif MODES[serial] is Mode.OATH_TOTP:
                 assert key.algorithm.endswith(":totp") and key.time_interval == 30
+                assert key.time_offset == 0  # T0 = the Unix epoch (RFC 6238)
+                assert (key.response_length, key.response_encoding) == (8, "DECIMAL")
+            else:  # challenge-response: HMAC-SHA1 of 1 to 64 bytes, a 20-byte response
+                assert key.algorithm == "urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1"
+                assert (key.response_length, key.response_encoding) == (20, "HEXADECIMAL")
+                assert (key.challenge_encoding, key.challenge_min_length,
+                        key.challenge_max_length) == ("HEXADECIMAL", 1, 64)
     wrong = pskc.PSKC(str(tmp_path / "b.pskc"))
     wrong.encryption.derive_key("not it")
     with pytest.raises(Exception):  # noqa: B017 - python-pskc's DecryptionError
@@ -107,6 +115,12 @@ def test_privacyidea_csv_layout(filled, tmp_path):
                        "counter": 5},
     }
     assert list(result.skipped) == [102]  # challenge-response has no privacyIDEA CSV type
+    # the layout as the docs give it, byte for byte (lower-case types, ", " between fields)
+    assert out.read_text().splitlines() == [
+        f"UBOM101_1, {SECRETS[101].hex()}, hotp, 8, 5",
+        f"UBOA103_hw, {SECRETS[103].hex()}, totp, 8, 30",
+        f"UBOA104_hw, {SECRETS[104].hex()}, hotp, 8, 5",
+    ]
 
 
 def parse_privacyidea_yubikey_csv(text: str) -> dict[str, dict[str, object]]:
@@ -136,12 +150,46 @@ def test_yubico_csv_layout(filled, tmp_path):
         # serial, public id, moving factor seed|0, secret key, access code, timestamp, ""
         assert len(r) == 7 and r[1] == "" and r[4] == "" and r[6] == ""
         assert r[3] == SECRETS[int(r[0])].hex()
-        assert len(r[5]) == 19 and r[5][10] == "T"
+        # when the key was programmed, as the tool logs it (local time)
+        assert r[5] == datetime.fromtimestamp(1_700_000_000).strftime("%Y-%m-%dT%H:%M:%S")
     # the HOTP slot's *initial* moving factor (what the tool logs), not its counter (5):
     # privacyIDEA would import a row with a non-zero third field as a Yubico OTP token
     assert rows[0][2] == "0" and rows[1][2] == "0"
     assert parse_privacyidea_yubikey_csv(out.read_text())["UBOM101_X"] == {
         "type": "hotp", "otpkey": SECRETS[101].hex()}
+
+
+def test_yubico_csv_of_a_key_without_a_programming_time_logs_its_last_change(filled, tmp_path):
+    with opened(filled) as inv:
+        inv.query("UPDATE records SET programmed_at = NULL, updated_at = 1600000000 "
+                  "WHERE serial = 101")
+        export(inv, "yubico-csv", str(tmp_path / "yk.csv"))
+    row = (tmp_path / "yk.csv").read_text().splitlines()[0].split(",")
+    assert row[0] == "101"
+    assert row[5] == datetime.fromtimestamp(1_600_000_000).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_nothing_to_export_says_why(filled, tmp_path):
+    with opened(filled) as inv:
+        export(inv, "pskc", str(tmp_path / "1.pskc"))  # takes all four
+        with pytest.raises(NothingToExport) as e:
+            export(inv, "pskc", str(tmp_path / "2.pskc"))
+        assert str(e.value) == ("no done key that an earlier --for generic --format pskc "
+                                "export has not written already; no file written (--all "
+                                "writes them again)")
+        # done keys, but none that this target can import
+        inv.query("UPDATE records SET state = 'pending' WHERE serial IN (101, 103, 104)")
+        with pytest.raises(NothingToExport) as e:
+            export(inv, "csv", str(tmp_path / "3.csv"), target="privacyidea")
+        assert str(e.value) == (
+            "none of the 1 done key(s) can go into this export (privacyIDEA has no token "
+            "type that checks HMAC-SHA1 challenge-response: export these keys with --for "
+            "generic --format chalresp-csv); no file written")
+        inv.query("UPDATE records SET state = 'pending'")
+        with pytest.raises(NothingToExport) as e:
+            export(inv, "pskc", str(tmp_path / "4.pskc"), include_exported=True)
+        assert str(e.value) == "the inventory has no done key; no file written"
+    assert sorted(p.name for p in tmp_path.glob("[1-4].*")) == ["1.pskc"]
 
 
 def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
@@ -240,6 +288,9 @@ def test_export_cli_leaves_out_what_the_server_cannot_import(filled, tmp_path):
 
     doc = json.loads(proc.stdout)
     assert sorted(doc["serials"]) == [101, 103, 104] and list(doc["skipped"]) == ["102"]
+    assert {k: doc[k] for k in ("path", "format", "target", "count", "encrypted")} == {
+        "path": str(out), "format": "pskc", "target": "privacyidea", "count": 3,
+        "encrypted": False}
     assert "chalresp-csv" in doc["skipped"]["102"]
     assert "left out 1 key(s) (102): privacyIDEA has no token type" in proc.stderr
     assert set(read_pskc_serials(out)) == {"UBOM101_1", "UBOA103_hw", "UBOA104_hw"}

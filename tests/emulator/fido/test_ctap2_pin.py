@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 from fido2.ctap import CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Config, Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 
-from hwtoken.emulator import DenyAlways, VirtualKey, fido_device
+from hwtoken.emulator import ApproveAlways, DenyAlways, VirtualKey, fido_device
 
 PIN = "12345678"
 ERR = CtapError.ERR
@@ -237,3 +238,182 @@ def test_invalid_platform_key_costs_no_retry(ctap, pin, x, y):
                         permissions=ClientPin.PERMISSION.CREDENTIAL_MGMT)
     assert code(e) == ERR.INVALID_PARAMETER
     assert pin.get_pin_retries()[0] == 8
+
+
+# -- what the key refuses, each with the code CTAP 2.1 §6.5 names -----------------------------
+def agree(ctap, proto):
+    """(keyAgreement, shared secret) from a fresh getKeyAgreement, as a platform does it."""
+    pk = ctap.client_pin(proto.VERSION, ClientPin.CMD.GET_KEY_AGREEMENT)[
+        ClientPin.RESULT.KEY_AGREEMENT]
+    return proto.encapsulate(pk)
+
+
+def set_pin_raw(ctap, proto, padded: bytes, *, auth: bytes | None = None):
+    """setPIN with ``padded`` (the plaintext newPinEnc carries) encrypted by the platform."""
+    key_agreement, shared = agree(ctap, proto)
+    enc = proto.encrypt(shared, padded)
+    return ctap.client_pin(proto.VERSION, ClientPin.CMD.SET_PIN, key_agreement=key_agreement,
+                           new_pin_enc=enc,
+                           pin_uv_param=auth if auth is not None else proto.authenticate(
+                               shared, enc))
+
+
+def test_a_63_byte_pin_is_kept_whole(ctap, pin):
+    long_pin = "a" * 62 + "X"  # the longest PIN CTAP allows, ending in a letter
+    pin.set_pin(long_pin)
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_token(long_pin[:-1])
+    assert code(e) == ERR.PIN_INVALID
+    assert pin.get_pin_token(long_pin)
+
+
+@pytest.mark.parametrize("padded, expected", [
+    (b"12\x0034".ljust(64, b"\0"), ERR.PIN_POLICY_VIOLATION),  # a NUL inside the PIN
+    (b"\xff\xfe\xfd\xfc".ljust(64, b"\0"), ERR.PIN_POLICY_VIOLATION),  # not UTF-8
+    (b"1234".ljust(80, b"\0"), ERR.INVALID_PARAMETER),  # newPinEnc of the wrong length
+], ids=["nul", "not-utf8", "length"])
+def test_malformed_new_pin_is_refused(ctap, pin, padded, expected):
+    with pytest.raises(CtapError) as e:
+        set_pin_raw(ctap, pin.protocol, padded)
+    assert code(e) == expected
+    assert ctap.get_info().options["clientPin"] is False
+
+
+def test_set_pin_with_a_wrong_auth_param_is_refused(ctap, pin):
+    with pytest.raises(CtapError) as e:
+        set_pin_raw(ctap, pin.protocol, PIN.encode().ljust(64, b"\0"),
+                    auth=bytes(16 * pin.protocol.VERSION))
+    assert code(e) == ERR.PIN_AUTH_INVALID
+    assert ctap.get_info().options["clientPin"] is False
+
+
+def test_change_pin_with_a_wrong_auth_param_costs_no_retry(ctap, pin):
+    pin.set_pin(PIN)
+    proto = pin.protocol
+    key_agreement, shared = agree(ctap, proto)
+    pin_hash_enc = proto.encrypt(shared, hashlib.sha256(PIN.encode()).digest()[:16])
+    new_pin_enc = proto.encrypt(shared, b"87654321".ljust(64, b"\0"))
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(proto.VERSION, ClientPin.CMD.CHANGE_PIN, key_agreement=key_agreement,
+                        pin_hash_enc=pin_hash_enc, new_pin_enc=new_pin_enc,
+                        pin_uv_param=proto.authenticate(shared, new_pin_enc))  # not + hash
+    assert code(e) == ERR.PIN_AUTH_INVALID
+    assert pin.get_pin_retries() == (8, False)
+    assert pin.get_pin_token(PIN)
+
+
+def test_pin_hash_of_the_wrong_length_costs_no_retry(ctap, pin):
+    pin.set_pin(PIN)
+    key_agreement, _ = agree(ctap, pin.protocol)
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(pin.protocol.VERSION, ClientPin.CMD.GET_TOKEN_USING_PIN_LEGACY,
+                        key_agreement=key_agreement, pin_hash_enc=bytes(8))
+    assert code(e) == ERR.INVALID_PARAMETER
+    assert pin.get_pin_retries() == (8, False)
+
+
+def test_legacy_pin_token_takes_no_permissions_or_rp_id(ctap, pin):
+    pin.set_pin(PIN)
+    for extra in ({"permissions": ClientPin.PERMISSION.MAKE_CREDENTIAL},
+                  {"permissions_rpid": "example.com"}):
+        key_agreement, shared = agree(ctap, pin.protocol)
+        with pytest.raises(CtapError) as e:
+            ctap.client_pin(pin.protocol.VERSION, ClientPin.CMD.GET_TOKEN_USING_PIN_LEGACY,
+                            key_agreement=key_agreement, pin_hash_enc=pin.protocol.encrypt(
+                                shared, hashlib.sha256(PIN.encode()).digest()[:16]), **extra)
+        assert code(e) == ERR.INVALID_PARAMETER
+    assert pin.get_pin_retries() == (8, False)
+
+
+def test_legacy_pin_token_makes_and_gets_assertions_for_any_rp(ctap, pin):
+    # getPinToken (0x05), what CTAP 2.0 platforms use: mc and ga, no RP ID given
+    pin.set_pin(PIN)
+    att = make_cred(ctap, pin, pin.get_pin_token(PIN), rp_id="a.example")
+    assert att.auth_data.is_user_verified()
+    token = pin.get_pin_token(PIN)
+    cdh = os.urandom(32)
+    allow = [{"type": "public-key", "id": att.auth_data.credential_data.credential_id}]
+    assertion = ctap.get_assertion("a.example", cdh, allow, pin_uv_param=pin.protocol.authenticate(
+        token, cdh), pin_uv_protocol=pin.protocol.VERSION)
+    assert assertion.auth_data.is_user_verified()
+
+
+def test_a_token_without_rp_id_is_bound_to_the_first_rp_it_is_used_for(key, ctap, pin):
+    # CTAP 2.1 §6.1.2 step 11: the first use associates the request's rpId with the token;
+    # a use the user then declines leaves the token unspent, but bound
+    pin.set_pin(PIN)
+    token = pin.get_pin_token(PIN)
+    key.presence = DenyAlways()
+    with pytest.raises(CtapError) as e:
+        make_cred(ctap, pin, token, rp_id="a.example")
+    assert code(e) == ERR.OPERATION_DENIED
+    key.presence = ApproveAlways()
+    with pytest.raises(CtapError) as e:
+        make_cred(ctap, pin, token, rp_id="b.example")
+    assert code(e) == ERR.PIN_AUTH_INVALID
+    assert make_cred(ctap, pin, token, rp_id="a.example").auth_data.is_user_verified()
+
+
+def test_a_correct_pin_starts_the_count_to_the_soft_lock_again(ctap, pin):
+    pin.set_pin(PIN)
+    for _ in range(2):
+        with pytest.raises(CtapError):
+            pin.get_pin_token("wrong-pin")
+    pin.get_pin_token(PIN)
+    for _ in range(2):  # two more wrong ones: still not the third in a row
+        with pytest.raises(CtapError) as e:
+            pin.get_pin_token("wrong-pin")
+        assert code(e) == ERR.PIN_INVALID
+    with pytest.raises(CtapError) as e:
+        pin.get_pin_token("wrong-pin")
+    assert code(e) == ERR.PIN_AUTH_BLOCKED
+
+
+def test_forced_change_refuses_the_same_pin_and_records_the_new_length(ctap, pin):
+    pin.set_pin(PIN)
+    cfg = Config(ctap, pin.protocol,
+                 pin.get_pin_token(PIN, ClientPin.PERMISSION.AUTHENTICATOR_CFG))
+    cfg.set_min_pin_length(force_change_pin=True)
+    with pytest.raises(CtapError) as e:
+        pin.change_pin(PIN, PIN)
+    assert code(e) == ERR.PIN_POLICY_VIOLATION
+    pin.change_pin(PIN, "123456789")  # nine characters
+    assert ctap.get_info().force_pin_change is False
+    cfg = Config(ctap, pin.protocol,
+                 pin.get_pin_token("123456789", ClientPin.PERMISSION.AUTHENTICATOR_CFG))
+    cfg.set_min_pin_length(9)  # the PIN is long enough: no change forced
+    assert ctap.get_info().force_pin_change is False
+    cfg.set_min_pin_length(10)
+    assert ctap.get_info().force_pin_change is True
+
+
+def test_client_pin_parameters_checked_as_ctap_says(ctap):
+    ClientPin(ctap).set_pin(PIN)
+    # pinUvAuthProtocol is optional for getPINRetries and getUVRetries only
+    assert ctap.client_pin(None, ClientPin.CMD.GET_PIN_RETRIES)[
+        ClientPin.RESULT.PIN_RETRIES] == 8
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin(None, ClientPin.CMD.GET_KEY_AGREEMENT)
+    assert code(e) == ERR.MISSING_PARAMETER
+    with pytest.raises(CtapError) as e:  # this key has no built-in user verification
+        ctap.client_pin(None, ClientPin.CMD.GET_UV_RETRIES)
+    assert code(e) == ERR.INVALID_SUBCOMMAND
+    with pytest.raises(CtapError) as e:
+        ctap.client_pin("2", ClientPin.CMD.GET_KEY_AGREEMENT)
+    assert code(e) == ERR.CBOR_UNEXPECTED_TYPE
+    with pytest.raises(CtapError) as e:  # a pinUvAuthParam needs its protocol
+        ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                             [{"type": "public-key", "alg": -7}], pin_uv_param=bytes(16))
+    assert code(e) == ERR.MISSING_PARAMETER
+
+
+def test_a_token_works_only_with_the_protocol_it_was_issued_under(ctap):
+    ClientPin(ctap).set_pin(PIN)
+    v1, v2 = ClientPin(ctap, PinProtocolV1()), ClientPin(ctap, PinProtocolV2())
+    token = v1.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com")
+    # the platform knows the token and could authenticate with protocol 2's HMAC as well
+    with pytest.raises(CtapError) as e:
+        make_cred(ctap, v2, token)
+    assert code(e) == ERR.PIN_AUTH_INVALID
+    # refusing it there does not take it away from protocol 1
+    assert make_cred(ctap, v1, token).auth_data.is_user_verified()

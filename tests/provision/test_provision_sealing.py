@@ -1,0 +1,331 @@
+"""Sealing secrets at rest (hwtoken.provision.sealing): AES-256-GCM blobs, key files,
+where the key comes from, and the inventory's sealing description checked against an
+independent scrypt and AES-GCM."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hwtoken.errors import InvalidInput
+from hwtoken.provision import sealing
+from hwtoken.provision.sealing import (
+    CHECK_PLAINTEXT,
+    KEY_FILE_ENV,
+    PASSPHRASE_ENV,
+    Sealer,
+    Unlocker,
+    WrongKey,
+    new_key_file,
+    read_key_file,
+    unlock,
+)
+
+KEY = bytes(range(32))
+DAMAGED = "a sealed secret in the inventory is damaged"
+TAMPERED = ("cannot open a sealed secret: wrong inventory passphrase or key file, or the "
+            "record was tampered with")
+WRONG = "wrong passphrase or key file for this inventory"
+
+
+@pytest.fixture(autouse=True)
+def _no_key_source(monkeypatch):
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+
+
+class Meta:
+    """The inventory's meta table: ``init`` keeps a value already there (first one wins)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def init(self, name: str, value: str) -> str:
+        return self.values.setdefault(name, value)
+
+
+# -- Sealer ---------------------------------------------------------------------------------
+def test_sealed_blob_is_version_nonce_and_aes_gcm_with_the_record_as_associated_data():
+    sealed = Sealer(KEY).seal(b"secret", b"serial:1")
+    blob = base64.b64decode(sealed, validate=True)
+    assert blob[:1] == b"\x01" and len(blob) == 1 + 12 + len(b"secret") + 16
+    assert AESGCM(KEY).decrypt(blob[1:13], blob[13:], b"serial:1") == b"secret"
+    assert Sealer(KEY).open(sealed, b"serial:1") == b"secret"
+    assert Sealer(KEY).seal(b"secret", b"serial:1") != sealed  # a fresh nonce each time
+
+
+def test_an_empty_secret_seals_to_the_shortest_blob_and_opens():
+    sealed = Sealer(KEY).seal(b"", b"aad")
+    assert len(base64.b64decode(sealed)) == 1 + 12 + 16
+    assert Sealer(KEY).open(sealed, b"aad") == b""
+
+
+@pytest.mark.parametrize("length", [0, 16, 31, 33])
+def test_the_key_is_32_bytes(length):
+    with pytest.raises(InvalidInput) as e:
+        Sealer(bytes(length))
+    assert str(e.value) == "the inventory key must be 32 bytes"
+
+
+def _refusal(sealed: str) -> str:
+    with pytest.raises(WrongKey) as e:
+        Sealer(KEY).open(sealed, b"aad")
+    return str(e.value)
+
+
+def test_damaged_blobs_are_refused_as_damaged():
+    good = Sealer(KEY).seal(b"secret", b"aad")
+    assert _refusal(good[:8] + "!" + good[8:]) == DAMAGED  # not base64
+    # symbols outside base64 are refused, not skipped (the rest alone would open)
+    assert _refusal(good[:8] + "...." + good[8:]) == DAMAGED
+    assert _refusal(base64.b64encode(b"\x01" + bytes(27)).decode()) == DAMAGED  # too short
+    blob = bytearray(base64.b64decode(good))
+    blob[0] = 2  # another version
+    assert _refusal(base64.b64encode(bytes(blob)).decode()) == DAMAGED
+
+
+def test_a_wrong_key_record_or_bit_is_refused():
+    sealed = Sealer(KEY).seal(b"secret", b"aad")
+    with pytest.raises(WrongKey) as e:
+        Sealer(bytes(32)).open(sealed, b"aad")
+    assert str(e.value) == TAMPERED
+    with pytest.raises(WrongKey) as e:
+        Sealer(KEY).open(sealed, b"another record")
+    assert str(e.value) == TAMPERED
+    blob = bytearray(base64.b64decode(sealed))
+    blob[-1] ^= 1
+    assert _refusal(base64.b64encode(bytes(blob)).decode()) == TAMPERED
+
+
+def test_reprs_name_the_object_and_hide_the_secrets(tmp_path):
+    assert repr(Sealer(KEY)) == "Sealer(<key hidden>)"
+    assert KEY.hex() not in repr(Sealer(KEY))
+    unlocker = Unlocker(key_file=tmp_path / "k", passphrase="correct horse")
+    assert repr(unlocker) == f"Unlocker(key_file={tmp_path / 'k'!r}, passphrase=<hidden>)"
+
+
+# -- key files ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [
+    KEY,  # raw
+    KEY.hex().encode() + b"\n",
+    KEY.hex().upper().encode(),
+    base64.b64encode(KEY) + b"\n",
+    b"  " + KEY.hex().encode() + b"\r\n",
+], ids=["raw", "hex", "HEX", "base64", "spaces"])
+def test_key_file_forms(tmp_path, content):
+    path = tmp_path / "inventory.key"
+    path.write_bytes(content)
+    assert read_key_file(path) == KEY
+
+
+def test_32_raw_bytes_are_the_key_even_when_they_read_as_text(tmp_path):
+    path = tmp_path / "inventory.key"
+    path.write_bytes(b"0123456789abcdef" * 2)  # 32 bytes that are also 16 bytes of hex
+    assert read_key_file(path) == b"0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("content", [
+    KEY.hex()[:-2].encode(),  # 31 bytes of hex
+    base64.b64encode(KEY + b"x"),  # 33 bytes of base64
+    b"\xff" * 40,  # neither
+    b"",
+], ids=["short-hex", "long-base64", "binary", "empty"])
+def test_a_key_file_of_another_size_is_refused_naming_the_file(tmp_path, content):
+    path = tmp_path / "inventory.key"
+    path.write_bytes(content)
+    with pytest.raises(InvalidInput) as e:
+        read_key_file(path)
+    assert str(e.value) == (f"the inventory key file {path} must hold 32 bytes (raw, hex or "
+                            "base64)")
+
+
+def test_a_missing_key_file_is_named_with_the_reason(tmp_path):
+    path = tmp_path / "nowhere.key"
+    with pytest.raises(InvalidInput) as e:
+        read_key_file(path)
+    assert str(e.value) == f"cannot read the inventory key file {path}: No such file or directory"
+
+
+def test_new_key_file_is_private_hex_and_fresh(tmp_path):
+    first, second = tmp_path / "a.key", tmp_path / "b.key"
+    new_key_file(first)
+    new_key_file(second)
+    text = first.read_text()
+    assert len(text) == 65 and text.endswith("\n") and bytes.fromhex(text)
+    assert stat.S_IMODE(os.stat(first).st_mode) == 0o600
+    assert read_key_file(first) != read_key_file(second)
+
+
+# -- where the key comes from ---------------------------------------------------------------
+def test_unlocker_sources(tmp_path, monkeypatch):
+    asked: list[bool] = []
+
+    def prompt(new: bool) -> str:
+        asked.append(new)
+        return "typed"
+
+    assert Unlocker(passphrase="given", prompt=prompt).passphrase(True) == "given"
+    assert Unlocker(prompt=prompt).passphrase(True) == "typed"
+    assert Unlocker(prompt=prompt).passphrase(False) == "typed"
+    assert asked == [True, False]
+    assert not Unlocker(prompt=prompt).has_passphrase  # asking is not having one
+    with pytest.raises(InvalidInput) as e:
+        Unlocker().passphrase(False)
+    assert str(e.value) == ("the inventory needs a passphrase: set "
+                            "HWTOKEN_INVENTORY_PASSPHRASE, use --key-file, or run on a "
+                            "terminal to be asked")
+    monkeypatch.setenv(PASSPHRASE_ENV, "from-env")
+    assert Unlocker(prompt=prompt).passphrase(True) == "from-env" and asked == [True, False]
+    assert Unlocker().has_passphrase and Unlocker(passphrase="x").has_passphrase
+    assert Unlocker(passphrase="given").passphrase(False) == "given"
+    assert Unlocker().key_file is None
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "env.key"))
+    assert Unlocker().key_file == str(tmp_path / "env.key")
+    assert Unlocker(key_file=tmp_path / "arg.key").key_file == tmp_path / "arg.key"
+
+
+# -- the inventory's sealing description ------------------------------------------------------
+def test_a_passphrase_inventory_is_scrypt_with_a_check_value(monkeypatch):
+    meta = Meta()
+    sealer = unlock(meta.get, meta.init, Unlocker(passphrase="correct horse"))
+    doc = json.loads(meta.values["sealing"])
+    assert set(doc) == {"kdf", "n", "r", "p", "salt", "check"}
+    assert (doc["kdf"], doc["n"], doc["r"], doc["p"]) == ("scrypt", 2**15, 8, 1)
+    salt = base64.b64decode(doc["salt"], validate=True)
+    assert len(salt) == 16
+    key = hashlib.scrypt(b"correct horse", salt=salt, n=2**15, r=8, p=1, dklen=32,
+                         maxmem=2**26)  # an independent scrypt
+    assert Sealer(key).open(doc["check"], b"check") == CHECK_PLAINTEXT
+    assert Sealer(key).open(sealer.seal(b"secret", b"r"), b"r") == b"secret"
+    # the same passphrase opens it again; a new inventory gets a new salt
+    again = unlock(meta.get, meta.init, Unlocker(passphrase="correct horse"))
+    assert again.open(sealer.seal(b"s", b"r"), b"r") == b"s"
+    other = Meta()
+    unlock(other.get, other.init, Unlocker(passphrase="correct horse"))
+    assert json.loads(other.values["sealing"])["salt"] != doc["salt"]
+
+
+def test_the_wrong_passphrase_is_refused_before_anything_is_sealed():
+    meta = Meta()
+    unlock(meta.get, meta.init, Unlocker(passphrase="correct horse"))
+    with pytest.raises(WrongKey) as e:
+        unlock(meta.get, meta.init, Unlocker(passphrase="battery staple"))
+    assert str(e.value) == WRONG
+
+
+def test_a_check_value_that_opens_to_something_else_is_refused():
+    meta = Meta()
+    unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    doc = json.loads(meta.values["sealing"])
+    key = hashlib.scrypt(b"pw", salt=base64.b64decode(doc["salt"]), n=2**15, r=8, p=1,
+                         dklen=32, maxmem=2**26)
+    doc["check"] = Sealer(key).seal(b"not the check constant", b"check")
+    meta.values["sealing"] = json.dumps(doc)
+    with pytest.raises(WrongKey) as e:
+        unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert str(e.value) == WRONG
+
+
+def test_the_prompt_is_told_whether_the_inventory_is_new():
+    meta, asked = Meta(), []
+
+    def prompt(new: bool) -> str:
+        asked.append(new)
+        return "typed"
+
+    unlock(meta.get, meta.init, Unlocker(prompt=prompt))
+    unlock(meta.get, meta.init, Unlocker(prompt=prompt))
+    assert asked == [True, False]
+
+
+def test_a_key_file_inventory(tmp_path):
+    path = tmp_path / "inventory.key"
+    path.write_bytes(KEY)
+    meta = Meta()
+    sealer = unlock(meta.get, meta.init, Unlocker(key_file=path))
+    doc = json.loads(meta.values["sealing"])
+    assert set(doc) == {"kdf", "check"} and doc["kdf"] == "keyfile"
+    assert Sealer(KEY).open(doc["check"], b"check") == CHECK_PLAINTEXT
+    assert Sealer(KEY).open(sealer.seal(b"secret", b"r"), b"r") == b"secret"
+    with pytest.raises(InvalidInput) as e:  # a passphrase does not open it
+        unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert str(e.value) == ("this inventory is sealed with a key file: pass --key-file (or "
+                            "set HWTOKEN_INVENTORY_KEY_FILE)")
+    path.write_bytes(bytes(32))
+    with pytest.raises(WrongKey) as e:
+        unlock(meta.get, meta.init, Unlocker(key_file=path))
+    assert str(e.value) == WRONG
+
+
+def test_a_passphrase_inventory_wants_its_passphrase_even_with_a_key_file(tmp_path, monkeypatch):
+    path = tmp_path / "inventory.key"
+    path.write_bytes(KEY)
+    meta = Meta()
+    unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    with pytest.raises(InvalidInput) as e:
+        unlock(meta.get, meta.init, Unlocker(key_file=path))
+    assert str(e.value) == "this inventory is sealed with a passphrase, not a key file"
+    # a key file set in the environment does not get in the way of the passphrase
+    monkeypatch.setenv(KEY_FILE_ENV, str(path))
+    assert unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+
+
+def test_an_unknown_sealing_method_is_refused():
+    meta = Meta()
+    meta.values["sealing"] = json.dumps({"kdf": "argon2", "check": ""})
+    with pytest.raises(InvalidInput) as e:
+        unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert str(e.value) == "unknown inventory sealing method 'argon2'"
+
+
+def test_two_stations_creating_one_inventory_agree_on_the_first_description():
+    meta = Meta()
+    first = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    stored = meta.values["sealing"]
+
+    class Late(Meta):
+        """The second station: it saw no description, but the first one was stored first."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.looked = False
+
+        def get(self, name: str) -> str | None:
+            if not self.looked:
+                self.looked = True
+                return None
+            return stored
+
+        def init(self, name: str, value: str) -> str:
+            return stored
+
+    late = Late()
+    second = unlock(late.get, late.init, Unlocker(passphrase="pw"))
+    assert second.open(first.seal(b"secret", b"r"), b"r") == b"secret"
+
+
+def test_derive_reads_the_recorded_parameters(monkeypatch):
+    # an inventory made with other scrypt parameters opens with those, not today's defaults
+    monkeypatch.setattr(sealing, "SCRYPT_N", 2**10)
+    monkeypatch.setattr(sealing, "SCRYPT_R", 4)
+    monkeypatch.setattr(sealing, "SCRYPT_P", 2)
+    meta = Meta()
+    sealer = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    doc = json.loads(meta.values["sealing"])
+    assert (doc["n"], doc["r"], doc["p"]) == (2**10, 4, 2)
+    monkeypatch.undo()
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    again = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert again.open(sealer.seal(b"s", b"r"), b"r") == b"s"
+    key = hashlib.scrypt(b"pw", salt=base64.b64decode(doc["salt"]), n=2**10, r=4, p=2,
+                         dklen=32)
+    assert Sealer(key).open(doc["check"], b"check") == CHECK_PLAINTEXT

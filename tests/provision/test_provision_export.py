@@ -6,6 +6,7 @@ export state per target and format, empty exports, and what a server target refu
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import stat
 from datetime import datetime
@@ -354,6 +355,13 @@ def test_token_serials_name_the_oath_credential():
     for serial in odd:  # what privacyIDEA accepts as a serial
         assert len(serial) <= 40 and all(c.isalnum() or c in "-_" for c in serial), serial
         assert serial.startswith("UBOA5551234_h")
+    # the replacement is "h" and the first 12 hex digits of the name's SHA-256, so a server
+    # that has the key already finds it under the same serial after another export
+    assert odd[0] == "UBOA5551234_h" + hashlib.sha256(b"Example:alice@example.com").hexdigest()[:12]
+    # a name is kept verbatim up to privacyIDEA's 40 characters, and only then replaced
+    assert token_serial(rec(Mode.OATH_TOTP, "x" * 28)) == "UBOA5551234_" + "x" * 28
+    assert token_serial(rec(Mode.OATH_TOTP, "x" * 29)) == (
+        "UBOA5551234_h" + hashlib.sha256(b"x" * 29).hexdigest()[:12])
 
 
 def test_export_cli_password_never_from_argv(filled, tmp_path):

@@ -97,6 +97,14 @@ def test_pskc_roundtrip_plain_password_and_psk(filled, tmp_path):
                 assert (key.response_length, key.response_encoding) == (20, "HEXADECIMAL")
                 assert (key.challenge_encoding, key.challenge_min_length,
                         key.challenge_max_length) == ("HEXADECIMAL", 1, 64)
+        if unlock == "pw":  # what a reader needs to derive the key: PBKDF2, AES-128-CBC
+            assert doc.encryption.derivation.algorithm.endswith("#pbkdf2")
+            assert doc.encryption.derivation.pbkdf2_iterations == 100_000
+            assert doc.encryption.derivation.pbkdf2_key_length == 16
+            assert doc.encryption.algorithm.endswith("#aes128-cbc")
+        if unlock == "psk":  # RFC 6030 6.1: the file names the pre-shared key it needs
+            assert doc.encryption.key_name == "hwtoken-psk"
+            assert b"<ds:KeyName>hwtoken-psk</ds:KeyName>" in path.read_bytes()
     wrong = pskc.PSKC(str(tmp_path / "b.pskc"))
     wrong.encryption.derive_key("not it")
     with pytest.raises(Exception):  # noqa: B017 - python-pskc's DecryptionError

@@ -6,6 +6,7 @@ export state per target and format, empty exports, and what a server target refu
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import stat
 from datetime import datetime
@@ -96,6 +97,14 @@ def test_pskc_roundtrip_plain_password_and_psk(filled, tmp_path):
                 assert (key.response_length, key.response_encoding) == (20, "HEXADECIMAL")
                 assert (key.challenge_encoding, key.challenge_min_length,
                         key.challenge_max_length) == ("HEXADECIMAL", 1, 64)
+        if unlock == "pw":  # what a reader needs to derive the key: PBKDF2, AES-128-CBC
+            assert doc.encryption.derivation.algorithm.endswith("#pbkdf2")
+            assert doc.encryption.derivation.pbkdf2_iterations == 100_000
+            assert doc.encryption.derivation.pbkdf2_key_length == 16
+            assert doc.encryption.algorithm.endswith("#aes128-cbc")
+        if unlock == "psk":  # RFC 6030 6.1: the file names the pre-shared key it needs
+            assert doc.encryption.key_name == "hwtoken-psk"
+            assert b"<ds:KeyName>hwtoken-psk</ds:KeyName>" in path.read_bytes()
     wrong = pskc.PSKC(str(tmp_path / "b.pskc"))
     wrong.encryption.derive_key("not it")
     with pytest.raises(Exception):  # noqa: B017 - python-pskc's DecryptionError
@@ -198,6 +207,11 @@ def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
     proc = hwtoken("provision", "export", "-i", filled, "--format", "csv", "-o",
                    str(blocker / "sub" / "x.csv"), check=2)
     assert proc.stderr.startswith("error: cannot write") and "Traceback" not in proc.stderr
+    # a directory that takes no new file (procfs): the cause, not the temporary file's name
+    proc = hwtoken("provision", "export", "-i", filled, "--format", "csv", "-o",
+                   "/proc/hwtoken-export.csv", check=2)
+    assert proc.stderr.splitlines() == [
+        "error: cannot write /proc/hwtoken-export.csv: No such file or directory"]
     with opened(filled) as inv:  # nothing was marked exported
         assert inv.counts()["exported"] == 0
 
@@ -311,26 +325,41 @@ def read_pskc_serials(path) -> list[str]:
 
 
 def test_server_targets_refuse_what_they_cannot_import(filled, tmp_path):
+    """The one error line the admin reads, before any prompt or file."""
     psk32 = tmp_path / "psk32.hex"
     psk32.write_text(os.urandom(32).hex())
+    psk20 = tmp_path / "psk20.hex"
+    psk20.write_text(os.urandom(20).hex())
+    psk16 = tmp_path / "psk16.hex"
+    psk16.write_text(os.urandom(16).hex())
+    aes128_only = ("{} imports PSKC files encrypted with AES-128 only, so the pre-shared key "
+                   "must be 16 bytes (32 hex digits), not 32: make one with `(umask 077; "
+                   "openssl rand -hex 16 > psk.hex)`")
     cases = [
         # trap: the docs' 32-byte key made an AES-256 file privacyIDEA refuses (ERR304)
         (["--for", "privacyidea", "--format", "pskc", "--pskc-key-file", str(psk32)],
-         "openssl rand -hex 16"),
-        (["--for", "linotp", "--format", "pskc", "--pskc-key-file", str(psk32)], "16 bytes"),
+         aes128_only.format("privacyIDEA")),
+        (["--for", "linotp", "--format", "pskc", "--pskc-key-file", str(psk32)],
+         aes128_only.format("LinOTP")),
         # trap: the Yubikey CSV import loses the slot and the code length
-        (["--for", "privacyidea", "--format", "yubico-csv"], "UBOM<serial>_X"),
-        (["--for", "privacyidea", "--format", "chalresp-csv"], "--for generic"),
+        (["--for", "privacyidea", "--format", "yubico-csv"],
+         SERVER_YUBICO_CSV.format("privacyIDEA")),
+        (["--for", "privacyidea", "--format", "chalresp-csv"],
+         "chalresp-csv is not a format privacyIDEA imports; it is for the programs that use "
+         "challenge-response keys: export it with --for generic"),
+        (["--format", "csv", "--pskc-key-file", str(psk16)],
+         "only the pskc format can be encrypted"),
+        (["--format", "pskc", "--pskc-key-file", str(psk20)], PSK_SIZE),
+        (["--format", "pskc", "--pskc-key-file", str(psk16), "--pskc-password"],
+         "encrypt the PSKC file with a password or a pre-shared key, not both"),
+        (["--for", "linotp", "--format", "pskc", "--pskc-password"], LINOTP_PASSWORD),
     ]
-    for args, words in cases:
+    for args, message in cases:
         out = tmp_path / "x"
-        proc = hwtoken("provision", "export", "-i", filled, "-o", str(out), *args, check=2)
-        assert proc.stderr.startswith("error:") and words in proc.stderr, proc.stderr
+        proc = hwtoken("provision", "export", "-i", filled, "-o", str(out), *args,
+                       env={"HWTOKEN_PSKC_PASSWORD": "short"}, check=2)
+        assert proc.stderr.splitlines() == [f"error: {message}"]
         assert not out.exists()
-    proc = hwtoken("provision", "export", "-i", filled, "-o", str(tmp_path / "l.pskc"),
-                   "--for", "linotp", "--format", "pskc", "--pskc-password",
-                   env={"HWTOKEN_PSKC_PASSWORD": "short"}, check=2)
-    assert "6 to 64" in proc.stderr
     with opened(filled) as inv:  # nothing was recorded as exported
         assert inv.counts()["exported"] == 0
 
@@ -354,6 +383,13 @@ def test_token_serials_name_the_oath_credential():
     for serial in odd:  # what privacyIDEA accepts as a serial
         assert len(serial) <= 40 and all(c.isalnum() or c in "-_" for c in serial), serial
         assert serial.startswith("UBOA5551234_h")
+    # the replacement is "h" and the first 12 hex digits of the name's SHA-256, so a server
+    # that has the key already finds it under the same serial after another export
+    assert odd[0] == "UBOA5551234_h" + hashlib.sha256(b"Example:alice@example.com").hexdigest()[:12]
+    # a name is kept verbatim up to privacyIDEA's 40 characters, and only then replaced
+    assert token_serial(rec(Mode.OATH_TOTP, "x" * 28)) == "UBOA5551234_" + "x" * 28
+    assert token_serial(rec(Mode.OATH_TOTP, "x" * 29)) == (
+        "UBOA5551234_h" + hashlib.sha256(b"x" * 29).hexdigest()[:12])
 
 
 def test_export_cli_password_never_from_argv(filled, tmp_path):
@@ -429,3 +465,119 @@ def test_linotp_files_carry_what_its_importer_reads(filled, tmp_path):
     assert {k.serial: k.secret for k in doc.keys} == {
         "UBOM101_1": SECRETS[101], "UBOA103_hw": SECRETS[103], "UBOA104_hw": SECRETS[104]}
     assert (tmp_path / "l.csv").read_text() == (tmp_path / "p.csv").read_text()
+
+
+SERVER_YUBICO_CSV = (
+    "{0}'s Yubikey CSV import names every key UBOM<serial>_X (no slot) and reads it as a "
+    "6-digit HOTP token (an 8-digit or challenge-response slot never validates): for {0} "
+    "export --format csv or --format pskc")
+PSK_SIZE = "the PSKC pre-shared key must be 16, 24 or 32 bytes"
+LINOTP_PASSWORD = "LinOTP takes a PSKC password of 6 to 64 ASCII characters"
+
+
+@pytest.mark.parametrize(("fmt", "kw", "message"), [
+    ("pskc", {"target": "freeradius"},
+     "unknown export target 'freeradius': use one of generic, privacyidea, linotp"),
+    ("xml", {}, "unknown export format 'xml': use one of pskc, csv, yubico-csv, chalresp-csv"),
+    ("yubico-csv", {"target": "privacyidea"}, SERVER_YUBICO_CSV.format("privacyIDEA")),
+    ("yubico-csv", {"target": "linotp"}, SERVER_YUBICO_CSV.format("LinOTP")),
+    ("chalresp-csv", {"target": "privacyidea"},
+     "chalresp-csv is not a format privacyIDEA imports; it is for the programs that use "
+     "challenge-response keys: export it with --for generic"),
+    ("csv", {"password": "s3cret pass"}, "only the pskc format can be encrypted"),
+    # a key that would not encrypt a CSV must not let it through unencrypted either
+    ("csv", {"preshared_key": bytes(16)}, "only the pskc format can be encrypted"),
+    ("yubico-csv", {"preshared_key": bytes(16)}, "only the pskc format can be encrypted"),
+    ("pskc", {"password": "s3cret pass", "preshared_key": bytes(16)},
+     "encrypt the PSKC file with a password or a pre-shared key, not both"),
+    ("pskc", {"password": ""}, "the PSKC password must not be empty"),
+    ("pskc", {"target": "linotp", "password": "x" * 5}, LINOTP_PASSWORD),
+    ("pskc", {"target": "linotp", "password": "x" * 65}, LINOTP_PASSWORD),
+    ("pskc", {"target": "linotp", "password": "pässwort"}, LINOTP_PASSWORD),
+    ("pskc", {"preshared_key": bytes(20)}, PSK_SIZE),
+    ("pskc", {"preshared_key": bytes(25)}, PSK_SIZE),
+    ("pskc", {"target": "privacyidea", "preshared_key": bytes(32)},
+     "privacyIDEA imports PSKC files encrypted with AES-128 only, so the pre-shared key must "
+     "be 16 bytes (32 hex digits), not 32: make one with `(umask 077; openssl rand -hex 16 > "
+     "psk.hex)`"),
+    ("pskc", {"target": "linotp", "preshared_key": bytes(24)},
+     "LinOTP imports PSKC files encrypted with AES-128 only, so the pre-shared key must "
+     "be 16 bytes (32 hex digits), not 24: make one with `(umask 077; openssl rand -hex 16 > "
+     "psk.hex)`"),
+])
+def test_refused_options_say_what_to_do_instead(filled, tmp_path, fmt, kw, message):
+    """What the admin reads when a combination cannot work: the whole message, and no file
+    written, no key recorded as exported."""
+    out = tmp_path / "x.out"
+    with opened(filled) as inv:
+        with pytest.raises(InvalidInput) as e:
+            export(inv, fmt, str(out), **kw)
+        assert str(e.value) == message
+        assert inv.counts()["exported"] == 0
+    assert not out.exists()
+
+
+def test_linotp_takes_pskc_passwords_of_6_to_64_characters(filled, tmp_path):
+    for length in (6, 64):
+        password = "p" * length
+        out = tmp_path / f"l{length}.pskc"
+        with opened(filled) as inv:
+            result = export(inv, "pskc", str(out), target="linotp", password=password,
+                            include_exported=True)
+        assert result.encrypted and sorted(result.exported) == [101, 103, 104]
+        assert {k.serial for k in read_pskc_keys(out, password)} == {
+            "UBOM101_1", "UBOA103_hw", "UBOA104_hw"}
+
+
+def read_pskc_keys(path, password: str):
+    import pskc
+
+    doc = pskc.PSKC(str(path))
+    doc.encryption.derive_key(password)
+    return list(doc.keys)
+
+
+def test_a_24_byte_preshared_key_makes_an_aes192_file(filled, tmp_path):
+    import pskc
+
+    psk = os.urandom(24)
+    with opened(filled) as inv:
+        export(inv, "pskc", str(tmp_path / "k.pskc"), preshared_key=psk)
+    doc = pskc.PSKC(str(tmp_path / "k.pskc"))
+    assert doc.encryption.algorithm.endswith("#aes192-cbc")
+    doc.encryption.key = psk
+    assert {int(k.serial): k.secret for k in doc.keys} == SECRETS
+
+
+def test_left_out_keys_carry_the_reason_and_the_export_that_takes_them(filled, tmp_path):
+    """The reasons an admin reads in stderr and in the --json document, word for word."""
+    with opened(filled) as inv:
+        csv = export(inv, "csv", str(tmp_path / "g.csv"))
+        yubico = export(inv, "yubico-csv", str(tmp_path / "y.csv"))
+        chalresp = export(inv, "chalresp-csv", str(tmp_path / "c.csv"))
+        server = export(inv, "pskc", str(tmp_path / "p.pskc"), target="privacyidea")
+    assert csv.skipped == {102: "the OATH CSV has no challenge-response type: export these "
+                                "keys with --format chalresp-csv"}
+    only_slots = "the Yubico format covers OTP slots only (use pskc or csv)"
+    assert yubico.skipped == {103: only_slots, 104: only_slots}
+    only_chalresp = "chalresp-csv holds challenge-response slots only (use pskc or csv)"
+    assert chalresp.skipped == {101: only_chalresp, 103: only_chalresp, 104: only_chalresp}
+    assert server.skipped == {102: "privacyIDEA has no token type that checks HMAC-SHA1 "
+                                   "challenge-response: export these keys with --for generic "
+                                   "--format chalresp-csv"}
+    assert yubico.to_json()["skipped"] == {"103": only_slots, "104": only_slots}
+    assert (csv.exported, yubico.exported, chalresp.exported) == ([101, 103, 104], [101, 102],
+                                                                  [102])
+
+
+def test_a_write_that_fails_is_a_clean_error_and_records_nothing(filled, tmp_path):
+    """An OSError from the write itself (here: --force onto a directory) names the file and
+    the cause, and no key is recorded as exported."""
+    target = tmp_path / "a-directory"
+    target.mkdir()
+    with opened(filled) as inv:
+        with pytest.raises(InvalidInput) as e:
+            export(inv, "csv", str(target), force=True)
+        assert str(e.value) == f"cannot write {target}: Is a directory"
+        assert inv.counts()["exported"] == 0
+    assert list(target.iterdir()) == [] and list(tmp_path.glob(".*.tmp")) == []

@@ -7,6 +7,7 @@ import contextlib
 import re
 import secrets
 import subprocess
+import time
 
 import pyotp
 import pytest
@@ -310,3 +311,143 @@ def test_generators_never_show_the_key():
     uri = otp.TOTP(key).params(account="alice").to_uri()
     for gen in (otp.TOTP(key), otp.HOTP(key), otp.parse_uri(uri)):
         assert "do-not-print" not in repr(gen) and "do-not-print" not in str(gen)
+
+
+# -- generators: defaults, bounds and the exact refusals a caller reads ----------------------
+RFC4226_HEX = RFC4226_KEY.hex()
+
+
+@pytest.mark.parametrize("counter,expected", list(enumerate(RFC4226_CODES)))
+def test_hotp_code_defaults_are_rfc4226s_six_digits_and_sha1(counter, expected):
+    """The OTP-slot ticket and the provisioning check call ``hotp_code(key, counter)``."""
+    assert otp.hotp_code(RFC4226_KEY, counter) == expected
+    assert otp.hotp_code(RFC4226_KEY, counter, 6, "SHA1") == expected
+
+
+@pytest.mark.parametrize("row", RFC6238)
+@pytest.mark.parametrize("index,algorithm", [(2, "SHA256"), (3, "SHA512")])
+def test_hotp_generator_uses_its_algorithm(row, index, algorithm):
+    """RFC 6238's codes are HOTP codes of the step: an HOTP over SHA-256/512 gives them too."""
+    gen = otp.HOTP(RFC6238_SEEDS[algorithm], digits=8, algorithm=algorithm)
+    assert gen.at(row[0] // 30) == row[index]
+
+
+def test_hotp_counter_bounds_and_messages():
+    gen = otp.HOTP(RFC4226_KEY)
+    last = 2**64 - 1
+    assert gen.at(last) == _oathtool("--hotp", "-c", str(last), RFC4226_HEX) == "094451"
+    for bad in (-1, 2**64, 2**65):
+        with pytest.raises(InvalidInput) as exc:
+            gen.at(bad)
+        assert str(exc.value) == "counter must be between 0 and 2^64-1"
+    with pytest.raises(InvalidInput) as exc:
+        otp.HOTP(RFC4226_KEY, counter=-1)
+    assert str(exc.value) == "counter must not be negative"
+
+
+def test_totp_period_bounds_and_message():
+    assert otp.TOTP(RFC4226_KEY, period=otp.MAX_PERIOD).at(10**6) == _oathtool(
+        "--totp", "-s", f"{otp.MAX_PERIOD}s", "-N", f"@{10**6}", RFC4226_HEX)
+    assert otp.TOTP(RFC4226_KEY, period=1).at(5) == otp.HOTP(RFC4226_KEY).at(5)
+    for bad in (0, -30, otp.MAX_PERIOD + 1):
+        with pytest.raises(InvalidInput) as exc:
+            otp.TOTP(RFC4226_KEY, period=bad)
+        assert str(exc.value) == "period must be from 1 to 86400 seconds"
+
+
+def test_totp_t0_counts_steps_from_the_epoch_it_is_given():
+    gen = otp.TOTP(RFC4226_KEY, t0=100)
+    # oathtool's --start-time is RFC 6238's T0
+    assert gen.at(1000) == _oathtool("--totp", "-S", "@100", "-N", "@1000", RFC4226_HEX)
+    assert gen.timecode(1000) == 30 and gen.remaining(1000) == 30
+    assert gen.remaining(1001.5) == 28.5
+    assert gen.timecode(99) == -1  # floor, not truncation towards zero
+    assert gen.timecode(50) == -2
+    with pytest.raises(InvalidInput) as exc:
+        gen.at(99)
+    assert str(exc.value) == "time is before the TOTP epoch"
+
+
+def test_totp_timecode_and_remaining():
+    gen = otp.TOTP(RFC4226_KEY)
+    assert [gen.timecode(t) for t in (0, 29.9, 30, 59, 60)] == [0, 0, 1, 1, 2]
+    # exact integer steps up to the last time a code is computed for (a float division is
+    # 4 steps off there)
+    assert gen.timecode(otp.MAX_TIME) == otp.MAX_TIME // 30 == 307445734561825860
+    assert gen.at(otp.MAX_TIME) == otp.hotp_code(RFC4226_KEY, otp.MAX_TIME // 30)
+    assert gen.remaining(1000.5) == 19.5 and gen.remaining(1020) == 30
+    assert otp.TOTP(RFC4226_KEY, period=60).remaining(1000.25) == 19.75
+    assert 0 < gen.remaining() <= 30  # now
+
+
+def test_generator_normalises_the_algorithm_name():
+    gen = otp.TOTP(RFC6238_SEEDS["SHA256"], digits=8, algorithm="sha-256")
+    assert gen.algorithm == "SHA256" and gen.at(59) == "46119246"
+    assert otp.HOTP(RFC4226_KEY, algorithm="sha1").algorithm == "SHA1"
+
+
+def test_generator_refuses_an_empty_key():
+    for cls in (otp.TOTP, otp.HOTP):
+        with pytest.raises(InvalidInput) as exc:
+            cls(b"")
+        assert str(exc.value) == "secret is empty"
+
+
+def test_from_secret_decodes_and_passes_the_options():
+    b32 = base64.b32encode(RFC6238_SEEDS["SHA256"]).decode().lower()
+    gen = otp.TOTP.from_secret(b32, digits=8, algorithm="SHA256")
+    assert gen == otp.TOTP(RFC6238_SEEDS["SHA256"], 8, "SHA256")
+    assert gen.at(1111111109) == "68084774"
+    assert otp.HOTP.from_secret("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", counter=3).counter == 3
+
+
+def test_params_of_a_generator_keep_every_field():
+    hotp = otp.HOTP(RFC4226_KEY, 8, "SHA256", counter=5)
+    assert hotp.params() == otp.OtpParams("hotp", RFC4226_KEY, "", "", "SHA256", 8, counter=5)
+    assert hotp.params("ACME", "bob") == otp.OtpParams("hotp", RFC4226_KEY, "ACME", "bob",
+                                                       "SHA256", 8, counter=5)
+    totp = otp.TOTP(RFC4226_KEY, 7, "SHA512", period=60)
+    assert totp.params() == otp.OtpParams("totp", RFC4226_KEY, "", "", "SHA512", 7, period=60)
+    assert totp.params("ACME", "bob").to_uri() == (
+        f"otpauth://totp/ACME:bob?secret={base64.b32encode(RFC4226_KEY).decode()}"
+        "&issuer=ACME&algorithm=SHA512&digits=7&period=60")
+    for gen in (hotp, totp):  # and back again
+        assert gen.params("ACME", "bob").generator() == gen
+
+
+def test_params_generator_keeps_the_hotp_counter():
+    p = otp.OtpParams("hotp", RFC4226_KEY, digits=8, algorithm="SHA256", counter=7)
+    assert p.generator() == otp.HOTP(RFC4226_KEY, 8, "SHA256", counter=7)
+    assert p.generator().counter == 7
+    p = otp.OtpParams("totp", RFC4226_KEY, digits=7, period=45)
+    assert p.generator() == otp.TOTP(RFC4226_KEY, 7, "SHA1", period=45)
+
+
+# -- code_report: what `hwtoken otp code --json` prints ---------------------------------------
+def test_code_report_hotp_fields():
+    p = otp.OtpParams("hotp", RFC4226_KEY, counter=7)
+    assert otp.code_report(p) == {"type": "hotp", "code": RFC4226_CODES[7], "counter": 7}
+    assert otp.code_report(p, 1000) == {"type": "hotp", "code": RFC4226_CODES[7], "counter": 7}
+
+
+def test_code_report_totp_fields():
+    p = otp.OtpParams("totp", RFC6238_SEEDS["SHA1"], digits=8)
+    assert otp.code_report(p, 1111111109) == {
+        "type": "totp", "code": "07081804", "time": 1111111109, "step": 37037036,
+        "remaining": 1}
+    # remaining rounded to milliseconds: 30 - 10.015625 is 19.984375
+    assert otp.code_report(p, 1000.015625) == {
+        "type": "totp", "code": otp.TOTP(RFC6238_SEEDS["SHA1"], 8).at(1000), "time": 1000.015625,
+        "step": 33, "remaining": 19.984}
+
+
+def test_code_report_totp_now():
+    p = otp.OtpParams("totp", RFC4226_KEY)
+    before = time.time()
+    doc = otp.code_report(p)
+    after = time.time()
+    assert set(doc) == {"type", "code", "time", "step", "remaining"}
+    assert before <= doc["time"] <= after
+    assert doc["step"] == int(doc["time"]) // 30
+    assert doc["code"] == otp.TOTP(RFC4226_KEY).at(doc["time"])
+    assert doc["remaining"] == round(30 - doc["time"] % 30, 3)

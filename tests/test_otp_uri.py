@@ -248,6 +248,7 @@ def test_parse_uri_weak_secret_only_when_allowed():
     (f"otpauth://totp/bob?secret={SECRET}&issuer=%20ACME",
      "the issuer ' ACME' starts or ends with a space"),
     (f"otpauth://totp/ACME:?secret={SECRET}", "the account name is empty"),
+    (f"otpauth://totp/ACME:b\udcffob?secret={SECRET}", "the account is not valid UTF-8 text"),
     (f"otpauth://totp/?secret={SECRET}", "the account name is empty"),
     (f"otpauth://totp/bob?secret={SECRET}&foo+bar",
      "otpauth URI: parameter 'foo bar' has no value"),
@@ -339,6 +340,10 @@ def test_secret_or_uri_digits_refused(digits):
     ("ACME", "bob ", "the account 'bob ' starts or ends with a space"),
     ("ACME", "", "the account name is empty"),
     ("", "", "the account name is empty"),
+    # lone surrogates (os.fsdecode of bytes that are not UTF-8) cannot be %-encoded: before
+    # this check to_uri raised UnicodeEncodeError instead of naming the problem
+    ("AC\udcffME", "bob", "the issuer is not valid UTF-8 text"),
+    ("ACME", "b\ud800ob", "the account is not valid UTF-8 text"),
 ])
 def test_check_label_and_to_uri_refuse(issuer, account, message):
     assert refused(otp.check_label, issuer, account) == message

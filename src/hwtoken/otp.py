@@ -294,9 +294,14 @@ def check_label(issuer: str, account: str) -> None:
     """:class:`InvalidInput` unless ``issuer:account`` reads back as the same two parts.
 
     The Key Uri Format splits the label at its colon, so neither part may hold one; the
-    account must not be empty; control characters (a newline...) are refused in both.
+    account must not be empty; control characters (a newline...) and lone surrogates (text
+    decoded from bytes that are not UTF-8), which no URI can hold, are refused in both.
     """
     for what, text in (("issuer", issuer), ("account", account)):
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(f"the {what} is not valid UTF-8 text") from None
         if _CONTROL.search(text):
             raise InvalidInput(f"the {what} contains a control character (a newline?)")
         if ":" in text:

@@ -62,6 +62,11 @@ def test_decode_secret_keeps_a_trailing_x(text):
     ("JBSWY3DPE", "secret is not valid base32: a length of 9 characters cannot be decoded "
                   "(it may be truncated)"),
     (" - = ", "secret is empty: give a base32 secret such as JBSWY3DPEHPK3PXP"),
+    # letters that str.upper() would turn into base32 ones ("ı" -> "I", "ß" -> "SS")
+    ("JBSWY3DPEHPK3PXı", "secret is not valid base32: it contains 1 character(s) outside A-Z "
+                         "and 2-7"),
+    ("JBSWY3DPEHPK3PXPß", "secret is not valid base32: it contains 1 character(s) outside A-Z "
+                          "and 2-7"),
 ])
 def test_decode_secret_messages(text, message):
     assert refused(otp.decode_secret, text) == message

@@ -65,10 +65,13 @@ def decode_secret(text: str) -> bytes:
     """
     if not isinstance(text, str):
         raise InvalidInput("secret must be a base32 string")
-    cleaned = "".join(text.split()).replace("-", "").upper().rstrip("=")
+    cleaned = "".join(text.split()).replace("-", "").rstrip("=")
     if not cleaned:
         raise InvalidInput("secret is empty: give a base32 secret such as JBSWY3DPEHPK3PXP")
-    bad = set(cleaned) - _B32_CHARS
+    # checked before upper-casing: str.upper() turns some non-ASCII letters into ASCII ones
+    # ("ı" into "I", "ß" into "SS"), which would decode a secret nobody wrote
+    bad = {c for c in cleaned if not c.isascii() or c.upper() not in _B32_CHARS}
+    cleaned = cleaned.upper()
     if bad:
         raise InvalidInput(
             f"secret is not valid base32: it contains {len(bad)} character(s) outside A-Z and 2-7"

@@ -314,6 +314,26 @@ def test_select_answers_challenge_and_the_access_keys_algorithm(key):
     assert card.select()[0x74] != answer[0x74]  # a fresh challenge every time
 
 
+def test_sha256_access_key_is_announced_and_checked_with_sha256(key):
+    """A key set with HMAC-SHA256 (YKOATH allows it; yubikit always uses SHA-1) says so in
+    SELECT, and VALIDATE checks and answers with that algorithm."""
+    card = Card(key)
+    access = b"k" * 32
+    assert card.send(0x03, set_code(access, algo=0x02, digest="sha256"))[1] == SW.OK
+    answer = card.select()
+    assert answer[0x7B] == b"\x02"
+    assert card.send(0xA1)[1] == SW.SECURITY_CONDITION_NOT_SATISFIED
+    host = b"h" * 8
+    sha1_proof = tlv(0x75, sha1(access, answer[0x74])) + tlv(0x74, host)
+    assert card.send(0xA3, sha1_proof)[1] == SW.INCORRECT_PARAMETERS
+    answer = card.select()
+    proof = hmac.new(access, answer[0x74], hashlib.sha256).digest()
+    data, sw = card.send(0xA3, tlv(0x75, proof) + tlv(0x74, host))
+    assert sw == SW.OK
+    assert data == tlv(0x75, hmac.new(access, host, hashlib.sha256).digest())
+    assert card.names() == []
+
+
 def locked_card(key, access: bytes = b"k" * 16) -> tuple[Card, bytes]:
     """A card on ``key`` with access key ``access`` set and selected again: locked."""
     card = Card(key)

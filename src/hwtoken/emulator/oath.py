@@ -5,7 +5,7 @@ counters survive restarts. Follows Yubico's YKOATH protocol as yubikit's ``OathS
 and ``ykman oath`` speak it:
 
 * SELECT answers the version (``79``), the salt that names the device (``71``) and, when
-  a password is set, a fresh challenge (``74``) and its algorithm (``7B``).
+  a password is set, a fresh challenge (``74``) and the access key's algorithm (``7B``).
 * PUT, DELETE, RENAME, LIST, CALCULATE (full ``75`` or truncated ``76``), CALCULATE ALL
   (``77`` marks HOTP and ``7C`` touch entries, which are calculated one by one), SET CODE,
   VALIDATE (mutual HMAC challenge-response), RESET (``P1P2 = DEAD``).
@@ -139,9 +139,12 @@ class OathApplet:
         st = self.state
         self._validated = False
         out = _tlv(TAG_VERSION, bytes(self.key.version)) + _tlv(TAG_NAME, bytes(st["salt"]))
-        if self.has_password:
+        access = st.get("access_key")
+        if access:
+            # the algorithm the host must answer the challenge with: the access key's own
             self._challenge = os.urandom(CHALLENGE_LEN)
-            out += _tlv(TAG_CHALLENGE, self._challenge) + _tlv(TAG_ALGORITHM, b"\x01")
+            out += _tlv(TAG_CHALLENGE, self._challenge) + _tlv(
+                TAG_ALGORITHM, bytes([access["algorithm"]]))
         else:
             self._challenge = None
         return out

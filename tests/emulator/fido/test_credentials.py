@@ -337,6 +337,8 @@ def test_the_credential_id_carries_every_field():
     for alg in credentials.SUPPORTED_ALGORITHMS:
         base = CredentialKey.generate(alg)
         assert len(base.material) == base.algorithm.material_len
+        public = base.cose_public_key()  # private_key() is the other half of it
+        assert type(public).from_cryptography_key(base.private_key().public_key()) == public
         for resident, u2f, hmac_secret, tpp, level in itertools.product(
                 (False, True), (False, True), (False, True), (False, True), range(4)):
             cred = CredentialKey(base.seed, alg, level, resident, u2f, b"b" * level,

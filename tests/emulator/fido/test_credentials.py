@@ -76,7 +76,9 @@ def key_path(tmp_path):
 def test_ids_open_only_in_the_reset_generation_that_made_them(key_path):
     """Until the first reset the wrapping secret is the master secret itself (IDs made before
     resets existed keep opening); each reset derives a new one from the generation number,
-    so IDs made in one generation are refused, over CTAP2 and U2F, in every later one."""
+    so IDs made in one generation are refused, over CTAP2 and U2F, in every later one. The
+    derivation is written out: IDs handed out after a reset must still open after an
+    upgrade of hwtoken."""
     with VirtualKey.create(key_path) as key:
         device = fido_device(key)
         ctap = Ctap2(device)

@@ -23,7 +23,7 @@ from hwtoken.provision import runner
 from hwtoken.provision.inventory import InventoryUnavailable, open_inventory
 from hwtoken.provision.model import Mode, Record, Spec, State
 from hwtoken.provision.programmers import AppletProgrammer
-from hwtoken.provision.protocol import Device
+from hwtoken.provision.protocol import Device, NotProgrammed
 from hwtoken.provision.runner import Outcome, Provisioner, Summary
 from hwtoken.provision.sealing import Unlocker
 from hwtoken.provision.sources import RecordedKeys, VirtualPool, pool_name, virtual_serial
@@ -291,6 +291,8 @@ def test_each_step_is_durable_before_the_next_one_starts(inv):
         stored = inv.get(rec.serial)
         assert stored is not None, f"nothing recorded at {step}"
         assert inv.secret(stored)  # the secret is in the inventory from the first step on
+        assert stored.station == runner.station_id()  # who is programming it, from the start
+        assert (rec.state, rec.counter) == (stored.state, stored.counter)  # what hooks are told
         seen.append((step, stored.state, stored.attempts, stored.programmed_at is not None))
 
     summary = Provisioner(inv, applet, hook=hook).run(CHALRESP, VirtualPool(1, prefix="seq"))
@@ -300,6 +302,58 @@ def test_each_step_is_durable_before_the_next_one_starts(inv):
     (rec,) = inv.records()
     assert rec.station == runner.station_id() and rec.device == f"emu:{pool_name(1, 'seq')}"
     assert _holds(rec, inv.secret(rec))
+
+
+def test_the_record_holds_the_spec_the_key_was_programmed_with(inv):
+    spec = Spec(Mode.HOTP, slot=1, digits=8)
+    assert Provisioner(inv, applet).run(spec, VirtualPool(1, prefix="spec")).counts() == {
+        "done": 1}
+    (rec,) = inv.records()
+    assert rec.spec == spec
+    with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn:
+        assert conn.calculate(spec, None) == hotp_code(inv.secret(rec), rec.counter, 8)
+
+
+def test_the_record_names_the_station_that_last_programmed_the_key(inv):
+    programmed = _pending(inv, "st1", "program")
+    recorded = _pending(inv, "st2", "record")
+    other = Provisioner(inv, applet)
+    other.station = "bench-2:4242"
+    assert other.resume(RecordedKeys()).counts() == {"done": 2}
+    assert inv.get(programmed.serial).station == programmed.station  # only checked here
+    assert inv.get(recorded.serial).station == "bench-2:4242"  # programmed here
+
+
+def test_a_key_another_station_claimed_while_it_was_being_opened_is_refused(inv, tmp_path):
+    """Stations hold a serial before claiming it; should two still race, the claim
+    decides, and the loser writes nothing to the key."""
+    theirs: list[Record] = []
+
+    class ClaimedMeanwhile:
+        name = "race"
+
+        @contextlib.contextmanager
+        def connect(self, device):
+            with contextlib.closing(_other_station(tmp_path)) as other:
+                rec = Record(serial=device.serial, mode=Mode.CHALRESP, slot=2, digits=6,
+                             touch=False, name="hwtoken", sealed="", device=device.spec,
+                             station="bench-2:4242")
+                other.seal(rec, bytes(20))
+                assert other.claim(rec)
+                theirs.append(rec)
+            with AppletProgrammer().connect(device) as conn:
+                yield conn
+
+    summary = Provisioner(inv, lambda s, d: ClaimedMeanwhile()).run(
+        CHALRESP, VirtualPool(1, prefix="claim"))
+    (rec,) = theirs
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "refused",
+                                        "claimed by another station")]
+    stored = inv.get(rec.serial)
+    assert (stored.sealed, stored.station) == (rec.sealed, "bench-2:4242")
+    with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn, \
+            pytest.raises(NotProgrammed):  # this station wrote nothing to the key
+        conn.calculate(CHALRESP, bytes(32))
 
 
 def test_hotp_records_the_counter_after_the_codes_its_checks_used(inv):

@@ -473,6 +473,24 @@ def test_a_run_stops_at_count_done_keys_without_retrying_busy_ones(inv, no_busy_
     assert virtual_serial(pool_name(3, "c")) is None  # never reached
 
 
+def test_a_run_stops_at_count_also_among_keys_retried_after_being_busy(inv, monkeypatch):
+    pool = VirtualPool(2, prefix="cc")
+    devices = list(pool.arrivals())
+    holders = [_held(Record(serial=d.serial, mode=Mode.CHALRESP, slot=2, digits=6,
+                            touch=False, name="", sealed="", device=d.spec)) for d in devices]
+    for holder in holders:
+        holder.__enter__()
+
+    def both_free() -> None:
+        while holders:
+            holders.pop().__exit__(None, None, None)
+
+    monkeypatch.setattr(runner, "time", _Clock(on_sleep=both_free))
+    summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
+    assert [(o.serial, o.result) for o in summary.outcomes] == [(devices[0].serial, "done")]
+    assert inv.get(devices[1].serial) is None  # one key asked for, one programmed
+
+
 def test_refused_keys_do_not_count_towards_count(inv):
     Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="n"))
     summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(3, prefix="n"), count=1)

@@ -152,6 +152,8 @@ class Provisioner:
             time.sleep(BUSY_RETRY_PAUSE)
             retry, deferred = deferred, []
             for device in retry:
+                if count is not None and done >= count:
+                    break  # enough keys done: another would exceed --count
                 outcome = self.provision(spec, device, reprogram=reprogram)
                 if outcome.result == "busy" and time.monotonic() < deadline:
                     deferred.append(device)

@@ -1,0 +1,563 @@
+"""The Provisioner itself, in process and fast: what resuming does for each state a crash
+can leave, what goes into the inventory (record, event log) and in what order, and the
+outcome an operator sees for every kind of key.
+
+Keys are virtual keys written through the emulator's applet path (no transport, no pcscd),
+so these tests run in a fraction of a second each; the crash tests with real clients and
+SIGKILL are in test_provision_crash.py. Failures a virtual key cannot produce on demand
+(a pulled cable, a library error) come from small programmers standing in for the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from provision_helpers import PASSPHRASE, opened
+
+from hwtoken import paths
+from hwtoken.emulator.key import VirtualKey
+from hwtoken.errors import DeviceBusy, DeviceError, SetupError
+from hwtoken.otp import hotp_code
+from hwtoken.provision import runner
+from hwtoken.provision.inventory import InventoryUnavailable, open_inventory
+from hwtoken.provision.model import Mode, Record, Spec, State
+from hwtoken.provision.programmers import AppletProgrammer
+from hwtoken.provision.protocol import Device, NotProgrammed
+from hwtoken.provision.runner import Outcome, Provisioner, Summary
+from hwtoken.provision.sealing import Unlocker
+from hwtoken.provision.sources import RecordedKeys, VirtualPool, pool_name, virtual_serial
+from hwtoken.provision.verify import check
+
+MISSING = "key not present: plug it in and resume"
+MISMATCH = "the key's response does not match the recorded secret"
+CHALRESP = Spec(Mode.CHALRESP)
+
+
+def applet(spec: Spec, device: Device) -> AppletProgrammer:
+    return AppletProgrammer()
+
+
+@pytest.fixture
+def inv(tmp_path):
+    with opened(str(tmp_path / "inv.db")) as inventory:
+        yield inventory
+
+
+@pytest.fixture
+def no_busy_wait(monkeypatch):
+    """A busy key is reported at once instead of being retried for 30 seconds."""
+    monkeypatch.setattr(runner, "BUSY_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(runner, "BUSY_RETRY_PAUSE", 0.0)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(step: str):
+    def hook(seen: str, rec: Record) -> None:
+        if seen == step:
+            raise _Crash
+
+    return hook
+
+
+def _pending(inv, name: str, step: str, spec: Spec = CHALRESP) -> Record:
+    """Key ``name`` left pending by a run that crashed right after ``step``."""
+    with pytest.raises(_Crash):  # the crash passes through the runner untouched
+        Provisioner(inv, applet, hook=_crash_after(step)).run(spec, VirtualPool(1, prefix=name))
+    rec = inv.get(virtual_serial(pool_name(1, name)))
+    assert rec is not None and rec.state is State.PENDING
+    assert rec.last_error is None  # a crash is not a key failure
+    return rec
+
+
+@contextlib.contextmanager
+def _held(rec: Record):
+    """The virtual key of ``rec`` held open, as another program would; yields the message
+    such a key gives to whoever else opens it."""
+    path = paths.virtual_key_path(rec.device[len("emu:"):])
+    key = VirtualKey.load(path)
+    try:
+        with pytest.raises(DeviceBusy) as busy:
+            VirtualKey.load(path)
+        yield str(busy.value)
+    finally:
+        key.close()
+
+
+def _holds(rec: Record, secret: bytes) -> bool:
+    """Does the key of ``rec`` answer with ``secret``? (asked through the applet path)"""
+    device = Device(rec.serial, rec.device)
+    with AppletProgrammer().connect(device) as conn:
+        return check(conn, rec.spec, secret, rec.counter) is not None
+
+
+class _Failing:
+    """A key whose connection (``on="connect"``) or programming (``on="program"``) raises
+    ``exc``; otherwise the virtual key through the applet path."""
+
+    name = "failing"
+
+    def __init__(self, exc: BaseException, on: str = "program") -> None:
+        self.exc, self.on = exc, on
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        if self.on == "connect":
+            raise self.exc
+        with AppletProgrammer().connect(device) as conn:
+            exc = self.exc
+
+            class Conn:
+                def program(self, spec, secret):
+                    raise exc
+
+                calculate = staticmethod(conn.calculate)
+
+            yield Conn()
+
+
+class _WritesAnotherSecret:
+    """A faulty key (or library) that stores something else than what it was given."""
+
+    name = "wrong"
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        with AppletProgrammer().connect(device) as conn:
+            class Conn:
+                def program(self, spec, secret):
+                    conn.program(spec, bytes(b ^ 1 for b in secret))
+
+                calculate = staticmethod(conn.calculate)
+
+            yield Conn()
+
+
+# -- resume, per recorded state ------------------------------------------------------------
+def test_resume_completes_a_key_that_holds_its_recorded_secret_without_reprogramming(inv):
+    rec = _pending(inv, "prog", "program")
+    assert rec.attempts == 1 and rec.programmed_at is not None
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", False)]
+    after = inv.get(rec.serial)
+    assert after.state is State.DONE and after.last_error is None
+    assert (after.attempts, after.programmed_at) == (1, rec.programmed_at)  # not written again
+    assert _holds(after, inv.secret(after))
+
+
+def test_resume_programs_a_key_recorded_but_never_programmed_with_the_recorded_secret(inv):
+    rec = _pending(inv, "rec", "record")
+    secret = inv.secret(rec)
+    assert rec.attempts == 0 and rec.programmed_at is None
+    assert not _holds(rec, secret)  # recorded first: the crash left the key untouched
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
+    after = inv.get(rec.serial)
+    assert after.state is State.DONE and after.attempts == 1 and after.programmed_at
+    assert after.sealed == rec.sealed and _holds(after, secret)  # the same secret
+
+
+def test_resume_reports_a_missing_key_on_its_record_and_in_the_event_log(inv):
+    rec = _pending(inv, "gone", "program")
+    key_file = paths.virtual_key_path(rec.device[len("emu:"):])
+    key_file.rename(key_file.with_name("unplugged"))
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "missing", MISSING)]
+    assert summary.exit_code == 1
+    after = inv.get(rec.serial)
+    assert after.state is State.PENDING and after.last_error == MISSING
+    last = inv.last_error()
+    assert (last["serial"], last["message"]) == (rec.serial, MISSING)
+
+
+def test_resume_reports_a_damaged_record_and_leaves_its_key_alone(inv):
+    first = _pending(inv, "dmg", "program")
+    second = _pending(inv, "ok", "program")
+    secret = inv.secret(first)
+    inv.update(first.serial, sealed=second.sealed)  # sealed for another key: cannot open
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    msg = inv.get(first.serial).last_error
+    assert msg.startswith("cannot open a sealed secret")
+    assert summary.outcomes == [Outcome(first.serial, first.device, "failed", msg),
+                                Outcome(second.serial, second.device, "done", "", False)]
+    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (first.serial, msg)
+    assert inv.get(first.serial).state is State.PENDING
+    assert _holds(first, secret)  # not overwritten with anything
+
+
+def test_resume_reports_a_key_another_program_keeps_open_as_busy(inv, no_busy_wait):
+    rec = _pending(inv, "held", "program")
+    with _held(rec) as busy_msg:
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "busy", busy_msg)]
+    assert summary.exit_code == 1
+    after = inv.get(rec.serial)  # busy is not the key's fault: nothing recorded against it
+    assert after.state is State.PENDING and after.last_error is None and after.attempts == 1
+    assert inv.last_error() is None
+    assert Provisioner(inv, applet).resume(RecordedKeys()).counts() == {"done": 1}
+
+
+def test_resume_retries_a_busy_key_until_it_is_free(inv, monkeypatch):
+    rec = _pending(inv, "wait", "program")
+    holder = _held(rec)
+    holder.__enter__()
+    monkeypatch.setattr(runner, "time", _Clock(on_sleep=lambda: holder.__exit__(None, None, None)))
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", False)]
+
+
+class _Clock:
+    """The runner's ``time`` module with ``sleep`` replaced (called between busy retries)."""
+
+    def __init__(self, on_sleep) -> None:
+        import time
+
+        self.monotonic, self.time = time.monotonic, time.time
+        self._on_sleep = on_sleep
+
+    def sleep(self, seconds: float) -> None:
+        self._on_sleep()
+
+
+def _other_station(tmp_path):
+    other = open_inventory(str(tmp_path / "inv.db"))
+    other.unlock(Unlocker(passphrase=PASSPHRASE))
+    return other
+
+
+def test_resume_leaves_alone_a_record_another_station_settled_meanwhile(inv, tmp_path):
+    first = _pending(inv, "one", "program")
+    second = _pending(inv, "two", "record")
+    theirs: list[Summary] = []
+
+    def other_station_resumes(outcome: Outcome) -> None:
+        if not theirs:  # while this station reports the first key, another settles the rest
+            with contextlib.closing(_other_station(tmp_path)) as other:
+                theirs.append(Provisioner(other, applet).resume(RecordedKeys()))
+
+    ours = Provisioner(inv, applet, on_outcome=other_station_resumes).resume(RecordedKeys())
+    assert ours.outcomes == [Outcome(first.serial, first.device, "done", "", False)]
+    assert theirs[0].outcomes == [Outcome(second.serial, second.device, "done", "", True)]
+    assert inv.get(second.serial).attempts == 1  # programmed once, by the other station
+
+
+def test_resume_skips_a_busy_record_another_station_settled_while_it_waited(inv, tmp_path,
+                                                                            monkeypatch):
+    rec = _pending(inv, "race", "program")
+    holder = _held(rec)
+    holder.__enter__()
+
+    def other_station_finishes() -> None:
+        holder.__exit__(None, None, None)
+        with contextlib.closing(_other_station(tmp_path)) as other:
+            assert Provisioner(other, applet).resume(RecordedKeys()).counts() == {"done": 1}
+
+    monkeypatch.setattr(runner, "time", _Clock(on_sleep=other_station_finishes))
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == []  # settled elsewhere: nothing to report here
+    assert inv.get(rec.serial).state is State.DONE
+
+
+def test_resume_reports_a_key_that_cannot_be_opened_without_the_library_message(inv):
+    rec = _pending(inv, "lib", "program")
+    broken = _Failing(RuntimeError("libusb said secret=abc"), on="connect")
+    summary = Provisioner(inv, lambda s, d: broken).resume(RecordedKeys())
+    msg = "unexpected RuntimeError from the key's client library"
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "failed", msg)]
+    assert inv.get(rec.serial).last_error == msg
+    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (rec.serial, msg)
+
+
+def test_resume_reprograms_a_key_that_answers_wrong_and_reports_it_if_it_still_does(inv):
+    rec = _pending(inv, "bad", "record")
+    summary = Provisioner(inv, lambda s, d: _WritesAnotherSecret()).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "failed", MISMATCH, True)]
+    after = inv.get(rec.serial)
+    assert after.state is State.PENDING and after.last_error == MISMATCH
+    assert after.attempts == 1
+    assert inv.last_error()["serial"] == rec.serial
+
+
+# -- run -------------------------------------------------------------------------------------
+def test_each_step_is_durable_before_the_next_one_starts(inv):
+    """record -> program -> verify -> done, each committed before the runner moves on, so
+    a crash after any step leaves everything the next step needs."""
+    seen = []
+
+    def hook(step: str, rec: Record) -> None:
+        stored = inv.get(rec.serial)
+        assert stored is not None, f"nothing recorded at {step}"
+        assert inv.secret(stored)  # the secret is in the inventory from the first step on
+        assert stored.station == runner.station_id()  # who is programming it, from the start
+        assert (rec.state, rec.counter) == (stored.state, stored.counter)  # what hooks are told
+        seen.append((step, stored.state, stored.attempts, stored.programmed_at is not None))
+
+    summary = Provisioner(inv, applet, hook=hook).run(CHALRESP, VirtualPool(1, prefix="seq"))
+    assert summary.counts() == {"done": 1}
+    assert seen == [("record", State.PENDING, 0, False), ("program", State.PENDING, 1, True),
+                    ("verify", State.PENDING, 1, True), ("done", State.DONE, 1, True)]
+    (rec,) = inv.records()
+    assert rec.station == runner.station_id() and rec.device == f"emu:{pool_name(1, 'seq')}"
+    assert _holds(rec, inv.secret(rec))
+
+
+def test_the_record_holds_the_spec_the_key_was_programmed_with(inv):
+    spec = Spec(Mode.HOTP, slot=1, digits=8)
+    assert Provisioner(inv, applet).run(spec, VirtualPool(1, prefix="spec")).counts() == {
+        "done": 1}
+    (rec,) = inv.records()
+    assert rec.spec == spec
+    with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn:
+        assert conn.calculate(spec, None) == hotp_code(inv.secret(rec), rec.counter, 8)
+
+
+def test_the_record_names_the_station_that_last_programmed_the_key(inv):
+    programmed = _pending(inv, "st1", "program")
+    recorded = _pending(inv, "st2", "record")
+    other = Provisioner(inv, applet)
+    other.station = "bench-2:4242"
+    assert other.resume(RecordedKeys()).counts() == {"done": 2}
+    assert inv.get(programmed.serial).station == programmed.station  # only checked here
+    assert inv.get(recorded.serial).station == "bench-2:4242"  # programmed here
+
+
+def test_a_key_another_station_claimed_while_it_was_being_opened_is_refused(inv, tmp_path):
+    """Stations hold a serial before claiming it; should two still race, the claim
+    decides, and the loser writes nothing to the key."""
+    theirs: list[Record] = []
+
+    class ClaimedMeanwhile:
+        name = "race"
+
+        @contextlib.contextmanager
+        def connect(self, device):
+            with contextlib.closing(_other_station(tmp_path)) as other:
+                rec = Record(serial=device.serial, mode=Mode.CHALRESP, slot=2, digits=6,
+                             touch=False, name="hwtoken", sealed="", device=device.spec,
+                             station="bench-2:4242")
+                other.seal(rec, bytes(20))
+                assert other.claim(rec)
+                theirs.append(rec)
+            with AppletProgrammer().connect(device) as conn:
+                yield conn
+
+    summary = Provisioner(inv, lambda s, d: ClaimedMeanwhile()).run(
+        CHALRESP, VirtualPool(1, prefix="claim"))
+    (rec,) = theirs
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "refused",
+                                        "claimed by another station")]
+    stored = inv.get(rec.serial)
+    assert (stored.sealed, stored.station) == (rec.sealed, "bench-2:4242")
+    with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn, \
+            pytest.raises(NotProgrammed):  # this station wrote nothing to the key
+        conn.calculate(CHALRESP, bytes(32))
+
+
+def test_hotp_records_the_counter_after_the_codes_its_checks_used(inv):
+    spec = Spec(Mode.HOTP, slot=1)
+    Provisioner(inv, applet).run(spec, VirtualPool(1, prefix="hotp"))
+    (done,) = inv.records()
+    assert done.counter == 1  # the check used code 0
+    # crash after verify: the key is at 1 but the record still says 0; resume looks ahead
+    rec = _pending(inv, "hotp2", "verify", spec)
+    assert rec.counter == 0
+    Provisioner(inv, applet).resume(RecordedKeys())
+    after = inv.get(rec.serial)
+    assert after.state is State.DONE and after.counter == 2
+    with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn:
+        assert conn.calculate(spec, None) == hotp_code(inv.secret(after), 2, 6)
+
+
+def test_a_key_failing_with_a_known_error_shows_its_kind_and_message(inv):
+    failing = _Failing(DeviceError("cable pulled"))
+    summary = Provisioner(inv, lambda s, d: failing).run(CHALRESP, VirtualPool(1, prefix="f"))
+    (outcome,) = summary.outcomes
+    assert (outcome.result, outcome.message) == ("failed", "DeviceError: cable pulled")
+    rec = inv.get(outcome.serial)
+    assert rec.state is State.PENDING and rec.last_error == "DeviceError: cable pulled"
+    assert rec.attempts == 0 and rec.programmed_at is None  # the write never happened
+    assert inv.last_error()["serial"] == rec.serial
+    # the cable is fixed: resume programs it and clears the error
+    settled = Provisioner(inv, applet).resume(RecordedKeys())
+    assert settled.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
+    after = inv.get(rec.serial)
+    assert after.last_error is None and after.state is State.DONE and after.attempts == 1
+
+
+def test_a_key_failing_with_a_library_error_shows_no_library_text(inv):
+    failing = _Failing(ValueError("bad frame 0x01 secret=abc"))
+    summary = Provisioner(inv, lambda s, d: failing).run(CHALRESP, VirtualPool(1, prefix="v"))
+    msg = "unexpected ValueError from the key's client library"
+    assert [(o.result, o.message) for o in summary.outcomes] == [("failed", msg)]
+    assert inv.get(summary.outcomes[0].serial).last_error == msg
+
+
+def test_a_key_that_stores_another_secret_fails_its_check(inv):
+    summary = Provisioner(inv, lambda s, d: _WritesAnotherSecret()).run(
+        CHALRESP, VirtualPool(1, prefix="w"))
+    (outcome,) = summary.outcomes
+    assert (outcome.result, outcome.message, outcome.reprogrammed) == ("failed", MISMATCH, False)
+    rec = inv.get(outcome.serial)
+    assert rec.state is State.PENDING and rec.last_error == MISMATCH and rec.attempts == 1
+    assert summary.exit_code == 1
+
+
+def test_a_key_that_cannot_be_opened_leaves_only_an_event(inv):
+    broken = _Failing(OSError("no such device"), on="connect")
+    summary = Provisioner(inv, lambda s, d: broken).run(CHALRESP, VirtualPool(1, prefix="u"))
+    msg = "unexpected OSError from the key's client library"
+    (outcome,) = summary.outcomes
+    assert (outcome.result, outcome.message) == ("failed", msg)
+    assert inv.records() == []
+    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (outcome.serial, msg)
+
+
+def test_a_setup_error_stops_the_run_and_is_logged(inv):
+    broken = _Failing(SetupError("pcscd is not running"), on="connect")
+    with pytest.raises(SetupError):
+        Provisioner(inv, lambda s, d: broken).run(CHALRESP, VirtualPool(2, prefix="s"))
+    assert inv.records() == []
+    last = inv.last_error()
+    assert last["message"] == "SetupError: pcscd is not running (run stopped)"
+    assert last["serial"] == virtual_serial(pool_name(1, "s"))
+    assert virtual_serial(pool_name(2, "s")) is None  # the second key was never reached
+
+
+@pytest.mark.parametrize("on", ["connect", "program"])
+def test_an_unavailable_inventory_stops_the_run(inv, on):
+    broken = _Failing(InventoryUnavailable("database is gone"), on=on)
+    with pytest.raises(InventoryUnavailable):
+        Provisioner(inv, lambda s, d: broken).run(CHALRESP, VirtualPool(2, prefix="i"))
+    assert inv.last_error() is None  # not a failure of the key
+    assert virtual_serial(pool_name(2, "i")) is None
+
+
+def test_a_busy_key_is_reported_after_the_others_and_leaves_no_record(inv, no_busy_wait):
+    pool = VirtualPool(2, prefix="b")
+    first, second = list(pool.arrivals())
+    held = Record(serial=first.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
+                  name="", sealed="", device=first.spec)
+    with _held(held) as busy_msg:
+        summary = Provisioner(inv, applet).run(CHALRESP, pool)
+    assert summary.outcomes == [Outcome(second.serial, second.spec, "done"),
+                                Outcome(first.serial, first.spec, "busy", busy_msg)]
+    assert inv.get(first.serial) is None  # opened before recording: nothing half-done
+
+
+def test_a_busy_key_is_retried_after_the_others(inv, monkeypatch):
+    pool = VirtualPool(2, prefix="r")
+    first, second = list(pool.arrivals())
+    held = Record(serial=first.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
+                  name="", sealed="", device=first.spec)
+    holder = _held(held)
+    holder.__enter__()
+    monkeypatch.setattr(runner, "time", _Clock(on_sleep=lambda: holder.__exit__(None, None, None)))
+    summary = Provisioner(inv, applet).run(CHALRESP, pool)
+    assert summary.outcomes == [Outcome(second.serial, second.spec, "done"),
+                                Outcome(first.serial, first.spec, "done")]
+
+
+def test_a_run_stops_at_count_done_keys_without_retrying_busy_ones(inv, no_busy_wait):
+    pool = VirtualPool(3, prefix="c")
+    first = next(iter(VirtualPool(1, prefix="c").arrivals()))
+    held = Record(serial=first.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
+                  name="", sealed="", device=first.spec)
+    with _held(held):
+        summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
+    assert [o.result for o in summary.outcomes] == ["done"]
+    assert summary.outcomes[0].serial == virtual_serial(pool_name(2, "c"))
+    assert inv.get(first.serial) is None
+    assert virtual_serial(pool_name(3, "c")) is None  # never reached
+
+
+def test_a_run_stops_at_count_also_among_keys_retried_after_being_busy(inv, monkeypatch):
+    pool = VirtualPool(2, prefix="cc")
+    devices = list(pool.arrivals())
+    holders = [_held(Record(serial=d.serial, mode=Mode.CHALRESP, slot=2, digits=6,
+                            touch=False, name="", sealed="", device=d.spec)) for d in devices]
+    for holder in holders:
+        holder.__enter__()
+
+    def both_free() -> None:
+        while holders:
+            holders.pop().__exit__(None, None, None)
+
+    monkeypatch.setattr(runner, "time", _Clock(on_sleep=both_free))
+    summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
+    assert [(o.serial, o.result) for o in summary.outcomes] == [(devices[0].serial, "done")]
+    assert inv.get(devices[1].serial) is None  # one key asked for, one programmed
+
+
+def test_refused_keys_do_not_count_towards_count(inv):
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="n"))
+    summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(3, prefix="n"), count=1)
+    assert [o.result for o in summary.outcomes] == ["refused", "done"]
+    assert virtual_serial(pool_name(3, "n")) is None
+
+
+def test_keys_already_recorded_are_refused_with_what_to_do(inv):
+    _pending(inv, "p", "program")
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="d"))
+    again = Provisioner(inv, applet)
+    pending = again.run(CHALRESP, VirtualPool(1, prefix="p")).outcomes[0]
+    done = again.run(CHALRESP, VirtualPool(1, prefix="d")).outcomes[0]
+    assert (pending.result, pending.message) == (
+        "refused", "already in the inventory (pending); pending from an earlier run: "
+                   "`hwtoken provision resume` settles it")
+    assert (done.result, done.message) == (
+        "refused", "already in the inventory (done); use --reprogram to program it again")
+    assert Summary([pending, done]).exit_code == 1  # keys came, none ended done
+
+
+def test_reprogram_replaces_the_secret_in_the_same_place_only(inv):
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="x"))
+    (old,) = inv.records()
+    other_place = Provisioner(inv, applet).run(Spec(Mode.CHALRESP, slot=1),
+                                               VirtualPool(1, prefix="x"), reprogram=True)
+    assert [(o.result, o.message) for o in other_place.outcomes] == [
+        ("refused", "its record is for slot 2, which would keep a secret the inventory "
+                    "forgets; reprogram slot 2 or leave this key out")]
+    assert inv.get(old.serial).sealed == old.sealed
+    same = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="x"), reprogram=True)
+    assert same.outcomes == [Outcome(old.serial, old.device, "done")]
+    new = inv.get(old.serial)
+    assert new.sealed != old.sealed and new.state is State.DONE
+    assert _holds(new, inv.secret(new)) and not _holds(new, inv.secret(old))
+
+
+def test_every_outcome_is_passed_on_as_it_happens(inv):
+    told: list[Outcome] = []
+    summary = Provisioner(inv, applet, on_outcome=told.append).run(
+        CHALRESP, VirtualPool(2, prefix="o"))
+    assert told == summary.outcomes and len(told) == 2
+
+
+# -- summary ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("results", "code"), [
+    ([], 0),
+    (["done"], 0),
+    (["done", "refused", "busy"], 0),
+    (["refused"], 1),
+    (["refused", "busy"], 1),
+    (["done", "failed"], 1),
+    (["done", "missing"], 1),
+])
+def test_summary_exit_code(results, code):
+    assert Summary([Outcome(i, "emu:k", r) for i, r in enumerate(results)]).exit_code == code
+
+
+def test_summary_and_outcome_as_json():
+    summary = Summary([Outcome(7, "emu:a", "done"), Outcome(8, "usb:8", "failed", "why", True),
+                       Outcome(9, "emu:c", "done")], seconds=1.23456)
+    assert summary.to_json() == {
+        "counts": {"done": 2, "failed": 1}, "seconds": 1.235,
+        "keys": [
+            {"serial": 7, "device": "emu:a", "result": "done", "message": "",
+             "reprogrammed": False},
+            {"serial": 8, "device": "usb:8", "result": "failed", "message": "why",
+             "reprogrammed": True},
+            {"serial": 9, "device": "emu:c", "result": "done", "message": "",
+             "reprogrammed": False}]}

@@ -403,6 +403,10 @@ def test_a_key_that_stores_another_secret_fails_its_check(inv):
     rec = inv.get(outcome.serial)
     assert rec.state is State.PENDING and rec.last_error == MISMATCH and rec.attempts == 1
     assert summary.exit_code == 1
+    # resumed with a key that keeps what it is given: programmed a second time, and counted
+    settled = Provisioner(inv, applet).resume(RecordedKeys())
+    assert [(o.result, o.reprogrammed) for o in settled.outcomes] == [("done", True)]
+    assert inv.get(rec.serial).attempts == 2
 
 
 def test_a_key_that_cannot_be_opened_leaves_only_an_event(inv):

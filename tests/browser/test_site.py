@@ -161,3 +161,19 @@ def test_any_json_gets_a_json_answer(site, path, body):
     """Whatever a page (or an attacker) posts: a JSON answer, 200 or 400, never a crash."""
     status, answer = post(site, path, body)
     assert status in (200, 400) and isinstance(answer, dict) and "ok" in answer
+
+
+def test_wait_for_events_returns_an_event_the_page_reports_later(site):
+    """The page reports a refused ceremony after the call returned: the wait sees it come."""
+    import threading
+
+    report = {"action": "sign-in", "name": "NotAllowedError", "message": "refused"}
+    later = threading.Timer(0.2, post, (site, "/api/client-error", report))
+    later.start()
+    try:
+        [event] = site.wait_for_events("client-error")
+    finally:
+        later.join(10)
+    assert (event.ok, event.detail["name"]) == (False, "NotAllowedError")
+    # none of another kind comes: what there is once the timeout has passed
+    assert site.wait_for_events("login", timeout=0.05) == []

@@ -188,10 +188,7 @@ def test_firefox_passkey_sign_in_then_a_refused_touch(request, browser, webauthn
     denied = ms(request, page.sign_in(None))
     assert not denied["ok"] and denied["error"]["name"] == "NotAllowedError", denied
     # the page reports the error to the server after the call has returned, unawaited
-    deadline = time.monotonic() + 20
-    while not webauthn_site.events_of("client-error") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [refused] = webauthn_site.events_of("client-error")
+    [refused] = webauthn_site.wait_for_events("client-error")
     assert refused.detail["name"] == "NotAllowedError"
     assert len(webauthn_site.events_of("login")) == 1
     virtual_key.presence = ApproveAlways()

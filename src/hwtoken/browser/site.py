@@ -121,6 +121,7 @@ class WebAuthnSite:
         self.events: list[Event] = []
         self._pending: dict[str, tuple[float, str, str | None, Any, bool]] = {}
         self._lock = threading.RLock()
+        self._recorded = threading.Condition(self._lock)  # notified on each new event
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hwtoken-site-")
@@ -155,11 +156,21 @@ class WebAuthnSite:
         with self._lock:
             return [e for e in self.events if e.kind == kind]
 
+    def wait_for_events(self, kind: str, count: int = 1, timeout: float = 20.0) -> list[Event]:
+        """:meth:`events_of` once there are ``count`` of ``kind`` or ``timeout`` has passed.
+
+        For what the page reports after the WebAuthn call has returned to the test, without
+        awaiting it (``client-error``)."""
+        with self._recorded:
+            self._recorded.wait_for(lambda: len(self.events_of(kind)) >= count, timeout)
+            return self.events_of(kind)
+
     # -- the API -----------------------------------------------------------------------------
     def _record(self, kind: str, user: str | None, ok: bool, **detail: Any) -> Event:
         event = Event(kind, user, ok, detail)
-        with self._lock:
+        with self._recorded:
             self.events.append(event)
+            self._recorded.notify_all()
         return event
 
     def _user(self, name: Any, *, create: bool = False) -> User:

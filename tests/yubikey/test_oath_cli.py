@@ -243,10 +243,23 @@ def test_delete_rename_code_need_the_exact_name_or_a_confirmation(emu, monkeypat
 
 def test_a_key_just_plugged_in_is_waited_for_over_pcsc(monkeypatch):
     """A key seen on USB reaches pcscd a moment later: opening it by serial with
-    ``settle`` keeps looking; without, or past the deadline, it is a one-line error."""
+    ``settle`` keeps looking; without, or past the deadline, it is a one-line error. (The
+    real thing, pcscd adding a hot-plugged key's reader late, is
+    tests/provision/test_provision_plugged_keys.py's oath-totp batch; this pins the loop.)"""
     from hwtoken.errors import DeviceError
     from hwtoken.yubikey import oath
 
+    class Clock:  # the pauses move this clock, not the wall's: no timing in the test
+        now = 1000.0
+
+        def monotonic(self):
+            return self.now
+
+        def sleep(self, seconds):
+            self.now += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(oath, "time", clock)
     calls = []
 
     def absent_twice(serial):
@@ -264,7 +277,7 @@ def test_a_key_just_plugged_in_is_waited_for_over_pcsc(monkeypatch):
     calls.clear()
     monkeypatch.setattr(oath, "_open_real", lambda s: (_ for _ in ()).throw(
         DeviceError(f"no YubiKey with serial {s} found over PC/SC")))
-    start = time.monotonic()
+    start = clock.now
     with pytest.raises(DeviceError, match="serial 123"):
         oath._open_settled(123, settle=0.3)
-    assert time.monotonic() - start >= 0.3
+    assert clock.now - start >= 0.3  # it kept looking until the deadline

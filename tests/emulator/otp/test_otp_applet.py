@@ -279,17 +279,23 @@ def test_device_info_over_otp_is_the_management_applets(connection, vkey):
 
 
 # -- what a client observes, slot by slot (each case found unchecked by mutation testing) -------
-def _plain_ticket(text: str, aes: bytes) -> bytes:
-    """The decrypted 16-byte ticket of a typed Yubico OTP (public id of 6 bytes)."""
+def _decrypted_ticket(ticket: bytes, aes: bytes) -> bytes:
+    """A 16-byte Yubico OTP ticket decrypted with the slot's AES key; its CRC must hold."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    from yubikit.core.otp import modhex_decode
 
     from hwtoken.emulator.otp.frames import check_crc
 
     dec = Cipher(algorithms.AES(aes), modes.ECB()).decryptor()
-    plain = dec.update(modhex_decode(text.strip()[12:])) + dec.finalize()
+    plain = dec.update(ticket) + dec.finalize()
     assert check_crc(plain)
     return plain
+
+
+def _plain_ticket(text: str, aes: bytes) -> bytes:
+    """The decrypted 16-byte ticket of a typed Yubico OTP (public id of 6 bytes)."""
+    from yubikit.core.otp import modhex_decode
+
+    return _decrypted_ticket(modhex_decode(text.strip()[12:]), aes)
 
 
 def _counters(plain: bytes) -> tuple[int, int]:
@@ -602,10 +608,7 @@ def test_yubico_otp_timestamp_runs_at_8_hz(vkey, connection, monkeypatch):
 
 def test_yubico_otp_challenge_response_in_either_slot(vkey, connection):
     """CHAL_OTP_2 answers from slot 2; a slot in another mode or an empty one refuses."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     from yubikit.core.otp import CommandRejectedError as Rejected
-
-    from hwtoken.emulator.otp.frames import check_crc
 
     proto = _protocol(connection)
     aes = os.urandom(16)
@@ -613,9 +616,8 @@ def test_yubico_otp_challenge_response_in_either_slot(vkey, connection):
                                                    type="OTP") + bytes(6))
     chal = os.urandom(6)
     resp = proto.send_and_receive(0x28, chal.ljust(64, b"\0"))[:16]
-    dec = Cipher(algorithms.AES(aes), modes.ECB()).decryptor()
-    ticket = dec.update(resp) + dec.finalize()
-    assert ticket[:6] == chal and check_crc(ticket)
+    ticket = _decrypted_ticket(resp, aes)  # its CRC checked
+    assert ticket[:6] == chal
     with pytest.raises(Rejected):  # slot 1 is empty
         proto.send_and_receive(0x20, chal.ljust(64, b"\0"))
     YubiOtpSession(connection).put_configuration(1, HmacSha1SlotConfiguration(os.urandom(20)))

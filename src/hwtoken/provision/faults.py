@@ -52,7 +52,7 @@ class FaultInjector:
         return cls(os.environ.get(FAULT_ENV))
 
     def __call__(self, step: str, record: Record) -> None:
-        if step != self.step:
+        if self.step is None or step != self.step:  # unset: never fires, whatever it is told
             return
         self._seen += 1
         if self._seen == self.nth:

@@ -11,6 +11,10 @@ SIGKILL are in test_provision_crash.py. Failures a virtual key cannot produce on
 from __future__ import annotations
 
 import contextlib
+import logging
+import select
+import subprocess
+import sys
 
 import pytest
 from provision_helpers import PASSPHRASE, opened
@@ -51,6 +55,42 @@ def no_busy_wait(monkeypatch):
     monkeypatch.setattr(runner, "BUSY_RETRY_PAUSE", 0.0)
 
 
+class _Clock:
+    """The runner's ``time`` module on a clock only the test moves: each ``sleep`` (the
+    pause between busy retries) advances it by the pause, counts, then calls ``on_sleep``."""
+
+    def __init__(self, on_sleep=lambda: None, start: float = 1000.0) -> None:
+        import time
+
+        self.time = time.time  # programmed_at: a real date
+        self.now, self.sleeps, self._on_sleep = start, 0, on_sleep
+        self._at: dict[int, list] = {}
+
+    def at(self, pause: int, do) -> None:
+        """Call ``do`` during the ``pause``-th pause (1-based)."""
+        self._at.setdefault(pause, []).append(do)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+        self._on_sleep()
+        for do in self._at.pop(self.sleeps, []):
+            do()
+
+
+@pytest.fixture
+def clock(monkeypatch) -> _Clock:
+    """Busy keys are retried every second for two seconds of the test's clock."""
+    fake = _Clock()
+    monkeypatch.setattr(runner, "time", fake)
+    monkeypatch.setattr(runner, "BUSY_RETRY_SECONDS", 2.0)
+    monkeypatch.setattr(runner, "BUSY_RETRY_PAUSE", 1.0)
+    return fake
+
+
 class _Crash(Exception):
     pass
 
@@ -85,6 +125,51 @@ def _held(rec: Record):
         yield str(busy.value)
     finally:
         key.close()
+
+
+def _record_of(device: Device) -> Record:
+    """A record naming ``device`` (for holding a key that has no record yet)."""
+    return Record(serial=device.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
+                  name="", sealed="", device=device.spec)
+
+
+@contextlib.contextmanager
+def _busy(clock: _Clock, recs: list[Record], *, until: int | None = None):
+    """The keys of ``recs`` held open by another program, let go of during the clock's
+    ``until``-th pause (or at the end); yields their busy messages."""
+    holders = [_held(rec) for rec in recs]
+    messages = [holder.__enter__() for holder in holders]
+
+    def let_go() -> None:
+        while holders:
+            holders.pop().__exit__(None, None, None)
+
+    if until is not None:
+        clock.at(until, let_go)
+    try:
+        yield messages
+    finally:
+        let_go()
+
+
+@contextlib.contextmanager
+def _held_by_another_station(path: str, serial: int):
+    """``serial`` held in the inventory at ``path`` by a station in another process (a
+    station's hold excludes other processes only)."""
+    code = ("import sys\n"
+            "from hwtoken.provision.inventory import open_inventory\n"
+            "with open_inventory(sys.argv[1]) as inv, inv.hold(int(sys.argv[2])):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, path, str(serial)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline() == "held\n", "the other station did not start"
+        yield
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
 
 
 def _holds(rec: Record, secret: bytes) -> bool:
@@ -208,18 +293,52 @@ def test_resume_retries_a_busy_key_until_it_is_free(inv, monkeypatch):
     summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", False)]
 
+def test_resume_reports_a_key_still_busy_at_the_deadline_after_retrying_it(inv, clock):
+    rec = _pending(inv, "stuck", "program")
+    with _busy(clock, [rec]) as (busy_msg,):
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "busy", busy_msg)]
+    assert clock.sleeps == 2  # retried after 1 s and at the deadline (2 s), then reported
+    assert summary.seconds == 2.0
 
-class _Clock:
-    """The runner's ``time`` module with ``sleep`` replaced (called between busy retries)."""
 
-    def __init__(self, on_sleep) -> None:
-        import time
+def test_resume_retries_every_busy_key_while_one_stays_busy(inv, clock):
+    first, second = _pending(inv, "b1", "program"), _pending(inv, "b2", "program")
+    with _busy(clock, [first]) as (busy_msg,), _busy(clock, [second], until=1):
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(second.serial, second.device, "done", "", False),
+                                Outcome(first.serial, first.device, "busy", busy_msg)]
 
-        self.monotonic, self.time = time.monotonic, time.time
-        self._on_sleep = on_sleep
 
-    def sleep(self, seconds: float) -> None:
-        self._on_sleep()
+def test_resume_goes_on_retrying_after_a_record_another_station_settled(inv, tmp_path, clock):
+    first, second = _pending(inv, "s1", "program"), _pending(inv, "s2", "program")
+
+    def settled_elsewhere() -> None:  # another station finished the first key meanwhile
+        with contextlib.closing(_other_station(tmp_path)) as other:
+            other.update(first.serial, state=State.DONE)
+
+    clock.at(1, settled_elsewhere)
+    with _busy(clock, [first, second], until=1):
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(second.serial, second.device, "done", "", False)]
+
+
+def test_resume_does_not_wait_for_a_done_record_another_station_holds(inv, tmp_path, clock):
+    """Only pending records are resumed: a done key another station is reprogramming right
+    now is none of resume's business (it would wait out the busy deadline for it)."""
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="other"))
+    (rec,) = inv.records()
+    with _held_by_another_station(str(tmp_path / "inv.db"), rec.serial):
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [] and clock.sleeps == 0
+
+
+def test_resume_reports_a_key_failing_while_being_reprogrammed_as_reprogrammed(inv):
+    rec = _pending(inv, "cut", "record")  # never programmed: resume must program it
+    failing = _Failing(DeviceError("cable pulled"))
+    summary = Provisioner(inv, lambda s, d: failing).resume(RecordedKeys())
+    assert summary.outcomes == [
+        Outcome(rec.serial, rec.device, "failed", "DeviceError: cable pulled", True)]
 
 
 def _other_station(tmp_path):
@@ -464,14 +583,13 @@ def test_a_busy_key_is_retried_after_the_others(inv, monkeypatch):
                                 Outcome(first.serial, first.spec, "done")]
 
 
-def test_a_run_stops_at_count_done_keys_without_retrying_busy_ones(inv, no_busy_wait):
+def test_a_run_stops_at_count_done_keys_without_retrying_busy_ones(inv, clock):
     pool = VirtualPool(3, prefix="c")
     first = next(iter(VirtualPool(1, prefix="c").arrivals()))
-    held = Record(serial=first.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
-                  name="", sealed="", device=first.spec)
-    with _held(held):
+    with _busy(clock, [_record_of(first)]):
         summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
     assert [o.result for o in summary.outcomes] == ["done"]
+    assert clock.sleeps == 0  # nor waits for them
     assert summary.outcomes[0].serial == virtual_serial(pool_name(2, "c"))
     assert inv.get(first.serial) is None
     assert virtual_serial(pool_name(3, "c")) is None  # never reached
@@ -493,6 +611,55 @@ def test_a_run_stops_at_count_also_among_keys_retried_after_being_busy(inv, monk
     summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
     assert [(o.serial, o.result) for o in summary.outcomes] == [(devices[0].serial, "done")]
     assert inv.get(devices[1].serial) is None  # one key asked for, one programmed
+
+
+def test_a_key_still_busy_at_the_deadline_is_reported_after_retrying_it(inv, clock):
+    (device,) = VirtualPool(1, prefix="stuck").arrivals()
+    with _busy(clock, [_record_of(device)]) as (busy_msg,):
+        summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="stuck"))
+    assert summary.outcomes == [Outcome(device.serial, device.spec, "busy", busy_msg)]
+    assert clock.sleeps == 2  # retried after 1 s and at the deadline (2 s), then reported
+    assert summary.seconds == 2.0
+    assert inv.get(device.serial) is None
+
+
+def test_a_key_busy_for_several_retries_is_done_once_free(inv, clock):
+    (device,) = VirtualPool(1, prefix="slow").arrivals()
+    with _busy(clock, [_record_of(device)], until=2):
+        summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="slow"))
+    assert summary.outcomes == [Outcome(device.serial, device.spec, "done")]
+    assert clock.sleeps == 2
+
+
+def test_a_run_retries_every_busy_key_while_one_stays_busy(inv, clock):
+    pool = VirtualPool(2, prefix="two")
+    first, second = list(pool.arrivals())
+    with _busy(clock, [_record_of(first)]) as (busy_msg,), \
+            _busy(clock, [_record_of(second)], until=1):
+        summary = Provisioner(inv, applet).run(CHALRESP, pool)
+    assert summary.outcomes == [Outcome(second.serial, second.spec, "done"),
+                                Outcome(first.serial, first.spec, "busy", busy_msg)]
+
+
+def test_a_busy_key_retried_is_reprogrammed_when_the_run_reprograms(inv, clock):
+    pool = VirtualPool(1, prefix="again")
+    Provisioner(inv, applet).run(CHALRESP, pool)
+    (old,) = inv.records()
+    with _busy(clock, [old], until=1):
+        summary = Provisioner(inv, applet).run(CHALRESP, pool, reprogram=True)
+    assert summary.outcomes == [Outcome(old.serial, old.device, "done")]
+    new = inv.get(old.serial)
+    assert new.sealed != old.sealed and _holds(new, inv.secret(new))
+
+
+def test_a_run_counts_every_key_done_on_retry_towards_count(inv, clock):
+    pool = VirtualPool(3, prefix="cnt")
+    devices = list(pool.arrivals())
+    with _busy(clock, [_record_of(d) for d in devices[1:]], until=1):
+        summary = Provisioner(inv, applet).run(CHALRESP, pool, count=2)
+    assert [(o.serial, o.result) for o in summary.outcomes] == [
+        (devices[0].serial, "done"), (devices[1].serial, "done")]
+    assert inv.get(devices[2].serial) is None  # two keys asked for, two programmed
 
 
 def test_refused_keys_do_not_count_towards_count(inv):
@@ -537,6 +704,32 @@ def test_every_outcome_is_passed_on_as_it_happens(inv):
     summary = Provisioner(inv, applet, on_outcome=told.append).run(
         CHALRESP, VirtualPool(2, prefix="o"))
     assert told == summary.outcomes and len(told) == 2
+
+
+# -- log -------------------------------------------------------------------------------------
+def test_the_log_tells_each_step_and_the_outcome_of_each_key(inv, caplog):
+    caplog.set_level(logging.DEBUG, logger=runner.__name__)
+    (done,) = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="log")).outcomes
+    assert [r.getMessage() for r in caplog.records if r.name == runner.__name__] == [
+        *(f"key {done.serial} ({done.device}): step {step} complete"
+          for step in ("record", "program", "verify", "done")),
+        f"key {done.serial}: done "]
+
+
+@pytest.mark.parametrize(("exc", "with_traceback"), [
+    (DeviceError("cable pulled"), False),  # ours: its message says it all
+    (ValueError("bad frame"), True),  # a library's: the traceback is for debugging it
+])
+def test_a_failure_is_logged_with_a_traceback_only_for_a_library_error(inv, caplog, exc,
+                                                                        with_traceback):
+    caplog.set_level(logging.DEBUG, logger=runner.__name__)
+    failing = _Failing(exc)
+    (failed,) = Provisioner(inv, lambda s, d: failing).run(
+        CHALRESP, VirtualPool(1, prefix="tb")).outcomes
+    (debug,) = [r for r in caplog.records if r.getMessage() == f"key {failed.serial} failed"]
+    assert debug.levelno == logging.DEBUG
+    assert (debug.exc_info[1] if debug.exc_info else None) is (exc if with_traceback else None)
+    assert caplog.records[-1].getMessage() == f"key {failed.serial}: failed {failed.message}"
 
 
 # -- summary ---------------------------------------------------------------------------------

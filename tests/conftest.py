@@ -1,5 +1,6 @@
-"""Shared test set-up: every test gets its own hwtoken state directory, and every hypothesis
-test runs under one profile.
+"""Shared test set-up: every test gets its own hwtoken state directory, every hypothesis
+test runs under one profile, and child processes get Ctrl-C even if the suite was started
+with it ignored.
 
 The ``hwtoken`` profile sets hypothesis' deadline explicitly to None: a per-example time
 limit fails at random on a loaded two-core machine, and the project asserts nothing about
@@ -10,6 +11,8 @@ checks that).
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -19,6 +22,12 @@ PROFILE = "hwtoken"
 settings.register_profile(PROFILE, deadline=None, max_examples=100,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(PROFILE)
+
+# A suite started in the background of a script (`make test &`, a CI runner's job, a
+# nohup'd mutation run) has Ctrl-C ignored, and an ignored signal is inherited by every
+# child: the tests that press Ctrl-C on a real `hwtoken` process would see it ignored.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -532,10 +532,10 @@ def test_a_key_that_cannot_be_opened_leaves_only_an_event(inv):
     broken = _Failing(OSError("no such device"), on="connect")
     summary = Provisioner(inv, lambda s, d: broken).run(CHALRESP, VirtualPool(1, prefix="u"))
     msg = "unexpected OSError from the key's client library"
-    (outcome,) = summary.outcomes
-    assert (outcome.result, outcome.message) == ("failed", msg)
+    (device,) = VirtualPool(1, prefix="u").arrivals()
+    assert summary.outcomes == [Outcome(device.serial, device.spec, "failed", msg)]
     assert inv.records() == []
-    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (outcome.serial, msg)
+    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (device.serial, msg)
 
 
 def test_a_setup_error_stops_the_run_and_is_logged(inv):
@@ -670,17 +670,28 @@ def test_refused_keys_do_not_count_towards_count(inv):
 
 
 def test_keys_already_recorded_are_refused_with_what_to_do(inv):
-    _pending(inv, "p", "program")
+    rec = _pending(inv, "p", "program")
     Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="d"))
+    (done_rec,) = inv.records(states=[State.DONE])
     again = Provisioner(inv, applet)
     pending = again.run(CHALRESP, VirtualPool(1, prefix="p")).outcomes[0]
     done = again.run(CHALRESP, VirtualPool(1, prefix="d")).outcomes[0]
-    assert (pending.result, pending.message) == (
-        "refused", "already in the inventory (pending); pending from an earlier run: "
-                   "`hwtoken provision resume` settles it")
-    assert (done.result, done.message) == (
-        "refused", "already in the inventory (done); use --reprogram to program it again")
+    assert pending == Outcome(
+        rec.serial, rec.device, "refused", "already in the inventory (pending); pending "
+        "from an earlier run: `hwtoken provision resume` settles it")
+    assert done == Outcome(
+        done_rec.serial, done_rec.device, "refused",
+        "already in the inventory (done); use --reprogram to program it again")
     assert Summary([pending, done]).exit_code == 1  # keys came, none ended done
+
+
+def test_provision_refuses_a_recorded_key_unless_asked_to_reprogram(inv):
+    (device,) = VirtualPool(1, prefix="api").arrivals()
+    Provisioner(inv, applet).provision(CHALRESP, device)
+    (old,) = inv.records()
+    assert Provisioner(inv, applet).provision(CHALRESP, device).result == "refused"
+    assert inv.get(old.serial).sealed == old.sealed
+    assert Provisioner(inv, applet).provision(CHALRESP, device, reprogram=True).result == "done"
 
 
 def test_reprogram_replaces_the_secret_in_the_same_place_only(inv):
@@ -688,9 +699,9 @@ def test_reprogram_replaces_the_secret_in_the_same_place_only(inv):
     (old,) = inv.records()
     other_place = Provisioner(inv, applet).run(Spec(Mode.CHALRESP, slot=1),
                                                VirtualPool(1, prefix="x"), reprogram=True)
-    assert [(o.result, o.message) for o in other_place.outcomes] == [
-        ("refused", "its record is for slot 2, which would keep a secret the inventory "
-                    "forgets; reprogram slot 2 or leave this key out")]
+    assert other_place.outcomes == [Outcome(
+        old.serial, old.device, "refused", "its record is for slot 2, which would keep a "
+        "secret the inventory forgets; reprogram slot 2 or leave this key out")]
     assert inv.get(old.serial).sealed == old.sealed
     same = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="x"), reprogram=True)
     assert same.outcomes == [Outcome(old.serial, old.device, "done")]

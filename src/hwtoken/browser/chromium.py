@@ -121,7 +121,13 @@ class Chromium(Browser):
         self.version = str(self.webdriver.capabilities.get("browserVersion", ""))
 
     def get(self, url: str) -> None:
-        self.webdriver.get(url)
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            self.webdriver.get(url)
+        except TimeoutException as exc:  # say what the browser logged meanwhile
+            raise BrowserError(f"chromium did not load {url}: {exc.msg}\n"
+                               f"--- {self.log_path} ---\n{self.log_tail()}") from None
 
     def execute(self, script: str, *args: Any) -> Any:
         return self.webdriver.execute_script(script, *args)

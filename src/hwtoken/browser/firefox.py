@@ -46,6 +46,8 @@ from hwtoken.browser.marionette import (
     MarionetteError,
 )
 
+SOCKET_MARGIN = 15.0  # seconds the Marionette socket waits beyond Firefox's timeouts
+
 NAME = "firefox"
 BINARY_ENV = "HWTOKEN_FIREFOX"
 BINARIES = ("firefox-esr", "firefox")
@@ -180,7 +182,9 @@ class Firefox(Browser):
         self._process = start_process(argv, env, self.log_path)
         self._group = ProcessGroup(self._process.pid)
         port = self._wait_for_port(timeout)
-        self.marionette = MarionetteClient(port, timeout=timeout)
+        # the socket waits longer than Firefox's own timeouts, so that a page or script that
+        # times out is reported by Firefox (what, where) rather than by a silent socket
+        self.marionette = MarionetteClient(port, timeout=timeout + SOCKET_MARGIN)
         caps = self.marionette.new_session({"unhandledPromptBehavior": "ignore"})
         self.marionette.set_timeouts(script=timeout, page_load=timeout, implicit=0)
         self.version = str(caps.get("browserVersion", ""))
@@ -212,7 +216,13 @@ class Firefox(Browser):
         return self.marionette
 
     def get(self, url: str) -> None:
-        self._m.navigate(url)
+        try:
+            self._m.navigate(url)
+        except MarionetteError as exc:
+            if exc.error != "timeout":
+                raise
+            raise BrowserError(f"firefox did not load {url}: {exc.message}\n"
+                               f"--- {self.log_path} ---\n{self.log_tail()}") from None
 
     def execute(self, script: str, *args: Any) -> Any:
         return self._m.execute_script(script, list(args))

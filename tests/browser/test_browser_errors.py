@@ -1,0 +1,35 @@
+"""A browser that does not do what a test asked in time says so with its own log: a page
+that never loads ends in a BrowserError naming the URL and ending with the tail of the
+browser's log (Chromium's and chromedriver's, or Firefox's), not in a bare driver timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import pytest
+
+from hwtoken.browser import BROWSERS, BrowserError, start_browser
+from hwtoken.testing import require_browser
+
+
+@contextlib.contextmanager
+def _never_answering_server():
+    """An http:// URL on 127.0.0.1 whose server takes connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # the kernel completes the handshakes; nobody reads or writes
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+
+@pytest.mark.parametrize("name", BROWSERS)
+def test_a_page_that_never_loads_fails_with_the_browser_log(request, tmp_path, name):
+    require_browser(request, name)
+    with _never_answering_server() as url, \
+            start_browser(name, workdir=tmp_path, timeout=3) as browser:
+        with pytest.raises(BrowserError) as failed:
+            browser.get(url)
+        browser.get("about:blank")  # and the browser goes on working
+    first, *rest = str(failed.value).splitlines()
+    assert first.startswith(f"{name} did not load {url}: ")
+    assert f"--- {tmp_path / f'{name}.log'} ---" in rest

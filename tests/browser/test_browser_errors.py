@@ -1,6 +1,7 @@
 """A browser that does not do what a test asked in time says so with its own log: a page
 that never loads ends in a BrowserError naming the URL and ending with the tail of the
-browser's log (Chromium's and chromedriver's, or Firefox's), not in a bare driver timeout."""
+browser's log (Chromium's and chromedriver's, or Firefox's) and its processes with their
+state, not in a bare driver timeout."""
 
 from __future__ import annotations
 
@@ -32,4 +33,7 @@ def test_a_page_that_never_loads_fails_with_the_browser_log(request, tmp_path, n
         browser.get("about:blank")  # and the browser goes on working
     first, *rest = str(failed.value).splitlines()
     assert first.startswith(f"{name} did not load {url}: ")
-    assert f"--- {tmp_path / f'{name}.log'} ---" in rest
+    assert f"--- last lines of {tmp_path / f'{name}.log'} ---" in rest
+    processes = rest[rest.index("--- processes (pid, state, kernel wait, command) ---") + 1:]
+    leader = [line for line in processes if line.startswith(f"{browser.pid} ")]
+    assert len(leader) == 1 and leader[0].split()[1] in "RSD", processes  # state of a live one

@@ -126,8 +126,7 @@ class Chromium(Browser):
         try:
             self.webdriver.get(url)
         except TimeoutException as exc:  # say what the browser logged meanwhile
-            raise BrowserError(f"chromium did not load {url}: {exc.msg}\n"
-                               f"--- {self.log_path} ---\n{self.log_tail()}") from None
+            raise BrowserError(self.timed_out(f"chromium did not load {url}: {exc.msg}")) from None
 
     def execute(self, script: str, *args: Any) -> Any:
         return self.webdriver.execute_script(script, *args)

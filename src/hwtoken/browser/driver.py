@@ -38,6 +38,20 @@ class BrowserError(DeviceError):
     """The browser did not start, or did not do what a test waited for in time."""
 
 
+def describe_process(pid: int) -> str:
+    """``pid state wchan command`` of a live process, from /proc (``?`` for what is gone)."""
+    def read(name: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
+        except OSError:
+            return "?"
+
+    stat = read("stat")
+    state = stat.rpartition(")")[2].split()[0] if ")" in stat else "?"
+    command = read("cmdline").replace("\0", " ").strip()
+    return f"{pid} {state} {read('wchan') or '-'} {command[:160]}"
+
+
 @dataclass(frozen=True)
 class Installed:
     """Where a browser's programs are: ``binary`` and, for Chromium, ``driver``."""
@@ -179,11 +193,18 @@ class Browser(abc.ABC):
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(
+                raise BrowserError(self.timed_out(
                     f"{self.name}: timed out after {timeout:g} s waiting for "
-                    f"{what or condition}\n--- last lines of {self.log_path} ---\n"
-                    f"{self.log_tail()}")
+                    f"{what or condition}"))
             time.sleep(POLL_INTERVAL)
+
+    def timed_out(self, what: str) -> str:
+        """The message of a timeout: ``what``, the last lines of the browser's log, and each
+        of its processes with its state and where in the kernel it waits (a process stuck
+        between fork and exec still shows its parent's command line)."""
+        return (f"{what}\n--- last lines of {self.log_path} ---\n{self.log_tail()}\n"
+                f"--- processes (pid, state, kernel wait, command) ---\n"
+                + "\n".join(describe_process(pid) for pid in self.processes()))
 
     def wait_for_text(self, selector: str, text: str, *, timeout: float = 30.0) -> str:
         """Wait until the element ``selector`` finds contains ``text``; its whole text."""

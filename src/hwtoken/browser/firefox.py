@@ -221,8 +221,8 @@ class Firefox(Browser):
         except MarionetteError as exc:
             if exc.error != "timeout":
                 raise
-            raise BrowserError(f"firefox did not load {url}: {exc.message}\n"
-                               f"--- {self.log_path} ---\n{self.log_tail()}") from None
+            what = f"firefox did not load {url}: {exc.message}"
+            raise BrowserError(self.timed_out(what)) from None
 
     def execute(self, script: str, *args: Any) -> Any:
         return self._m.execute_script(script, list(args))

@@ -9,7 +9,8 @@ to a FIDO key with epoll and non-blocking reads; the testbed's hidraw nodes serv
 The flags: ``--headless=new`` (the full browser without a display), ``--no-sandbox`` (when
 running as root, which Chromium's sandbox refuses), ``--disable-gpu`` and
 ``--disable-dev-shm-usage`` (containers with a small /dev/shm), and no background
-networking, component updates, sync or first-run UI (test machines are often offline).
+networking, component updates, sync or first-run UI (test machines are often offline);
+the network service runs in the browser process (see ``FLAGS``).
 With ``device_log`` the browser logs what its FIDO and HID code sees to stderr.
 """
 
@@ -44,6 +45,11 @@ FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--no-default-browser-check", "--disable-default-apps",
     "--password-store=basic", "--use-mock-keychain",
+    # the network service in the browser process, not a child forked from it: under
+    # umockdev's LD_PRELOAD a child forked from the multi-threaded browser can deadlock
+    # before exec (the preload's open/close take locks another thread may hold at fork
+    # time), and without the network service no page ever loads (~4% of starts)
+    "--enable-features=NetworkServiceInProcess2",
 )
 DEVICE_LOG_FLAGS = ("--enable-logging=stderr", "--v=0",
                     "--vmodule=*device/fido/*=2,*device/hid/*=2,device_event_log*=1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -168,3 +169,28 @@ def read_pskc(path, password: str | None = None) -> dict[int, object]:
     if password is not None:
         doc.encryption.derive_key(password)
     return {int(k.serial): k for k in doc.keys}
+
+
+@contextlib.contextmanager
+def held_by_another_station(url: str, serial: int):
+    """``serial`` held in the inventory at ``url`` by a station in another process (a
+    station's hold excludes other processes only); yields a function that lets go early."""
+    code = ("import sys\n"
+            "from hwtoken.provision.inventory import open_inventory\n"
+            "with open_inventory(sys.argv[1]) as inv, inv.hold(int(sys.argv[2])):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, str(serial)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def let_go() -> None:
+        if not proc.stdin.closed:
+            proc.stdin.close()
+
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and proc.stdout.readline() == "held\n", "the other station did not start"
+        yield let_go
+    finally:
+        let_go()
+        proc.wait(timeout=30)

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
-import subprocess
-import sys
 
 import pytest
-from provision_helpers import PASSPHRASE, opened
+from provision_helpers import PASSPHRASE, held_by_another_station, opened
 
 from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
@@ -57,13 +54,14 @@ def no_busy_wait(monkeypatch):
 
 class _Clock:
     """The runner's ``time`` module on a clock only the test moves: each ``sleep`` (the
-    pause between busy retries) advances it by the pause, counts, then calls ``on_sleep``."""
+    pause between busy retries) advances it by the pause, counts, then does what the test
+    asked for that pause (:meth:`at`)."""
 
-    def __init__(self, on_sleep=lambda: None, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0) -> None:
         import time
 
         self.time = time.time  # programmed_at: a real date
-        self.now, self.sleeps, self._on_sleep = start, 0, on_sleep
+        self.now, self.sleeps = start, 0
         self._at: dict[int, list] = {}
 
     def at(self, pause: int, do) -> None:
@@ -76,7 +74,6 @@ class _Clock:
     def sleep(self, seconds: float) -> None:
         self.sleeps += 1
         self.now += seconds
-        self._on_sleep()
         for do in self._at.pop(self.sleeps, []):
             do()
 
@@ -150,26 +147,6 @@ def _busy(clock: _Clock, recs: list[Record], *, until: int | None = None):
         yield messages
     finally:
         let_go()
-
-
-@contextlib.contextmanager
-def _held_by_another_station(path: str, serial: int):
-    """``serial`` held in the inventory at ``path`` by a station in another process (a
-    station's hold excludes other processes only)."""
-    code = ("import sys\n"
-            "from hwtoken.provision.inventory import open_inventory\n"
-            "with open_inventory(sys.argv[1]) as inv, inv.hold(int(sys.argv[2])):\n"
-            "    print('held', flush=True)\n"
-            "    sys.stdin.read()\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, path, str(serial)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready and proc.stdout.readline() == "held\n", "the other station did not start"
-        yield
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
 
 
 def _holds(rec: Record, secret: bytes) -> bool:
@@ -285,12 +262,10 @@ def test_resume_reports_a_key_another_program_keeps_open_as_busy(inv, no_busy_wa
     assert Provisioner(inv, applet).resume(RecordedKeys()).counts() == {"done": 1}
 
 
-def test_resume_retries_a_busy_key_until_it_is_free(inv, monkeypatch):
+def test_resume_retries_a_busy_key_until_it_is_free(inv, clock):
     rec = _pending(inv, "wait", "program")
-    holder = _held(rec)
-    holder.__enter__()
-    monkeypatch.setattr(runner, "time", _Clock(on_sleep=lambda: holder.__exit__(None, None, None)))
-    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    with _busy(clock, [rec], until=1):
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", False)]
 
 def test_resume_reports_a_key_still_busy_at_the_deadline_after_retrying_it(inv, clock):
@@ -328,7 +303,7 @@ def test_resume_does_not_wait_for_a_done_record_another_station_holds(inv, tmp_p
     now is none of resume's business (it would wait out the busy deadline for it)."""
     Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="other"))
     (rec,) = inv.records()
-    with _held_by_another_station(str(tmp_path / "inv.db"), rec.serial):
+    with held_by_another_station(str(tmp_path / "inv.db"), rec.serial):
         summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [] and clock.sleeps == 0
 
@@ -364,18 +339,16 @@ def test_resume_leaves_alone_a_record_another_station_settled_meanwhile(inv, tmp
 
 
 def test_resume_skips_a_busy_record_another_station_settled_while_it_waited(inv, tmp_path,
-                                                                            monkeypatch):
+                                                                            clock):
     rec = _pending(inv, "race", "program")
-    holder = _held(rec)
-    holder.__enter__()
 
     def other_station_finishes() -> None:
-        holder.__exit__(None, None, None)
         with contextlib.closing(_other_station(tmp_path)) as other:
             assert Provisioner(other, applet).resume(RecordedKeys()).counts() == {"done": 1}
 
-    monkeypatch.setattr(runner, "time", _Clock(on_sleep=other_station_finishes))
-    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    with _busy(clock, [rec], until=1):  # let go of first, then the other station settles it
+        clock.at(1, other_station_finishes)
+        summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == []  # settled elsewhere: nothing to report here
     assert inv.get(rec.serial).state is State.DONE
 
@@ -561,24 +534,18 @@ def test_an_unavailable_inventory_stops_the_run(inv, on):
 def test_a_busy_key_is_reported_after_the_others_and_leaves_no_record(inv, no_busy_wait):
     pool = VirtualPool(2, prefix="b")
     first, second = list(pool.arrivals())
-    held = Record(serial=first.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
-                  name="", sealed="", device=first.spec)
-    with _held(held) as busy_msg:
+    with _held(_record_of(first)) as busy_msg:
         summary = Provisioner(inv, applet).run(CHALRESP, pool)
     assert summary.outcomes == [Outcome(second.serial, second.spec, "done"),
                                 Outcome(first.serial, first.spec, "busy", busy_msg)]
     assert inv.get(first.serial) is None  # opened before recording: nothing half-done
 
 
-def test_a_busy_key_is_retried_after_the_others(inv, monkeypatch):
+def test_a_busy_key_is_retried_after_the_others(inv, clock):
     pool = VirtualPool(2, prefix="r")
     first, second = list(pool.arrivals())
-    held = Record(serial=first.serial, mode=Mode.CHALRESP, slot=2, digits=6, touch=False,
-                  name="", sealed="", device=first.spec)
-    holder = _held(held)
-    holder.__enter__()
-    monkeypatch.setattr(runner, "time", _Clock(on_sleep=lambda: holder.__exit__(None, None, None)))
-    summary = Provisioner(inv, applet).run(CHALRESP, pool)
+    with _busy(clock, [_record_of(first)], until=1):
+        summary = Provisioner(inv, applet).run(CHALRESP, pool)
     assert summary.outcomes == [Outcome(second.serial, second.spec, "done"),
                                 Outcome(first.serial, first.spec, "done")]
 
@@ -595,20 +562,11 @@ def test_a_run_stops_at_count_done_keys_without_retrying_busy_ones(inv, clock):
     assert virtual_serial(pool_name(3, "c")) is None  # never reached
 
 
-def test_a_run_stops_at_count_also_among_keys_retried_after_being_busy(inv, monkeypatch):
+def test_a_run_stops_at_count_also_among_keys_retried_after_being_busy(inv, clock):
     pool = VirtualPool(2, prefix="cc")
     devices = list(pool.arrivals())
-    holders = [_held(Record(serial=d.serial, mode=Mode.CHALRESP, slot=2, digits=6,
-                            touch=False, name="", sealed="", device=d.spec)) for d in devices]
-    for holder in holders:
-        holder.__enter__()
-
-    def both_free() -> None:
-        while holders:
-            holders.pop().__exit__(None, None, None)
-
-    monkeypatch.setattr(runner, "time", _Clock(on_sleep=both_free))
-    summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
+    with _busy(clock, [_record_of(d) for d in devices], until=1):
+        summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
     assert [(o.serial, o.result) for o in summary.outcomes] == [(devices[0].serial, "done")]
     assert inv.get(devices[1].serial) is None  # one key asked for, one programmed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from provision_helpers import chalresp_matches, opened
+from provision_helpers import chalresp_matches, held_by_another_station, opened
 
 from hwtoken.provision import sources
 from hwtoken.provision.model import Mode, Record, Spec, State
@@ -174,16 +174,7 @@ def _crash_after_program(step, rec):
         raise _Crash
 
 
-def _hold_until_told(url: str, serial: int, held, release) -> None:
-    from hwtoken.provision.inventory import open_inventory
-
-    with open_inventory(url) as inv, inv.hold(serial):
-        held.put("held")
-        release.get(timeout=60)
-
-
 def test_resume_waits_for_a_record_another_station_holds(inventory_url):
-    import multiprocessing
     import threading
 
     with opened(inventory_url) as inv:
@@ -191,19 +182,10 @@ def test_resume_waits_for_a_record_another_station_holds(inventory_url):
             Provisioner(inv, programmer_for, hook=_crash_after_program).run(
                 Spec(Mode.CHALRESP), sources.VirtualPool(1))
         (pending,) = inv.records(states=[State.PENDING])
-        ctx = multiprocessing.get_context("spawn")
-        held, release = ctx.Queue(), ctx.Queue()
-        station = ctx.Process(target=_hold_until_told,
-                              args=(inventory_url, pending.serial, held, release))
-        station.start()
-        try:
-            assert held.get(timeout=60) == "held"
+        with held_by_another_station(inventory_url, pending.serial) as let_go:
             # the other station lets go while resume is running
-            threading.Timer(0.5, release.put, ("go",)).start()
+            threading.Timer(0.5, let_go).start()
             summary = Provisioner(inv, programmer_for).resume(sources.RecordedKeys())
-        finally:
-            release.put("go")
-            station.join(30)
         assert summary.counts() == {"done": 1}  # settled, not reported busy
         assert inv.get(pending.serial).state is State.DONE
 

@@ -38,18 +38,25 @@ class BrowserError(DeviceError):
     """The browser did not start, or did not do what a test waited for in time."""
 
 
+def _proc_file(pid: int, name: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile, or not ours to read
+        return None
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ... (empty if gone)."""
+    stat = _proc_file(pid, "stat") or ""
+    return stat[stat.rfind(")") + 2:].split() if ")" in stat else []
+
+
 def describe_process(pid: int) -> str:
     """``pid state wchan command`` of a live process, from /proc (``?`` for what is gone)."""
-    def read(name: str) -> str:
-        try:
-            return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
-        except OSError:
-            return "?"
-
-    stat = read("stat")
-    state = stat.rpartition(")")[2].split()[0] if ")" in stat else "?"
-    command = read("cmdline").replace("\0", " ").strip()
-    return f"{pid} {state} {read('wchan') or '-'} {command[:160]}"
+    state = (_stat_fields(pid) or ["?"])[0]
+    wchan = _proc_file(pid, "wchan")
+    command = (_proc_file(pid, "cmdline") or "?").replace("\0", " ").strip()
+    return f"{pid} {state} {'?' if wchan is None else wchan or '-'} {command[:160]}"
 
 
 @dataclass(frozen=True)
@@ -97,15 +104,8 @@ class ProcessGroup:
             return None
         running = []
         for entry in entries:
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if len(fields) > 2 and fields[2] == str(self.pid).encode() and fields[0] != b"Z":
+            fields = _stat_fields(int(entry)) if entry.isdigit() else []
+            if len(fields) > 2 and fields[2] == str(self.pid) and fields[0] != "Z":
                 running.append(int(entry))
         return running
 

@@ -34,7 +34,7 @@ APT_PACKAGES += chromium chromium-driver     # WebAuthn in headless Chromium (Se
 APT_PACKAGES += firefox-esr                 # WebAuthn in headless Firefox (Marionette) vs the virtual key
 NODE_DIR := tests/fob/node
 # python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
-# fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.
+# fido2 version): tests/emulator/applets/fido/test_fido2_device_suite.py runs it on a virtual key.
 FIDO2_SDIST_DIR := .cache/fido2-sdist
 
 .PHONY: all deps demo test lint bench mutate clean fido2-device-tests
@@ -88,7 +88,7 @@ test: deps
 
 # the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
 fido2-device-tests: deps
-	$(PY) -m pytest -q tests/emulator/fido/test_fido2_device_suite.py -s
+	$(PY) -m pytest -q tests/emulator/applets/fido/test_fido2_device_suite.py -s
 
 lint: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check

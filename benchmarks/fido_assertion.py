@@ -33,7 +33,7 @@ from fido2.ctap2 import Ctap2
 from fido2.hid import CTAPHID
 
 from hwtoken.emulator import VirtualKey, fido_device
-from hwtoken.emulator.fido import algorithms
+from hwtoken.emulator.applets.fido import algorithms
 from hwtoken.emulator.profiles import LATEST
 
 GOAL = 0.20

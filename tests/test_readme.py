@@ -27,7 +27,7 @@ def test_quick_start_says_what_it_assumes_in_one_line():
 
 
 def test_readme_pytest_example_is_the_tested_one():
-    """tests/emulator/fido/test_fido_hid_plugin_docs.py runs the docs' example verbatim."""
+    """tests/emulator/applets/fido/test_fido_hid_plugin_docs.py runs the docs' example verbatim."""
     def example(path: Path) -> str:
         m = re.search(r"```python\n(import pytest.*?)```", path.read_text(), re.S)
         assert m, f"{path.name} lost its pytest example"

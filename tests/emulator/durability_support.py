@@ -172,7 +172,7 @@ class EngineOtpConnection(OtpConnection):
     """yubikit's OTP connection straight into an OTP HID engine of a key in this process."""
 
     def __init__(self, key: Any) -> None:
-        from hwtoken.emulator.otp.hid import OtpHidEngine
+        from hwtoken.emulator.applets.otp.hid import OtpHidEngine
 
         self.engine = OtpHidEngine(key)
 

@@ -23,9 +23,9 @@ import sys
 
 
 def main(path: str) -> None:
+    from hwtoken.emulator.applets.otp.hid import OtpHidEngine
     from hwtoken.emulator.iso7816 import CardOS
     from hwtoken.emulator.key import VirtualKey
-    from hwtoken.emulator.otp.hid import OtpHidEngine
 
     key = VirtualKey.load(path)
     card = CardOS(key)

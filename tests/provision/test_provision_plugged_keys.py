@@ -20,8 +20,8 @@ import pyotp
 import pytest
 
 from hwtoken.emulator import VirtualKey
-from hwtoken.emulator.otp.applet import CommandRejected
-from hwtoken.emulator.otp.hid import press
+from hwtoken.emulator.applets.otp.applet import CommandRejected
+from hwtoken.emulator.applets.otp.hid import press
 from hwtoken.emulator.transports import umockdev
 
 HWTOKEN = [sys.executable, "-m", "hwtoken"]

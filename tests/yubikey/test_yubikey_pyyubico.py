@@ -14,8 +14,8 @@ import yubico
 from yubico.yubikey_usb_hid import YubiKeyUSBHIDError
 
 from hwtoken.emulator import VirtualKey
-from hwtoken.emulator.otp.hid import press
-from hwtoken.emulator.otp.keyboard import decode
+from hwtoken.emulator.applets.otp.hid import press
+from hwtoken.emulator.applets.otp.keyboard import decode
 from hwtoken.emulator.serve import served
 from hwtoken.emulator.transports.pyusb_backend import UsbipBackend, use_backend
 

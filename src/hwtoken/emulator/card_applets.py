@@ -46,7 +46,7 @@ class OtpCardApplet:
             return bytes(self.key.otp.status())
         if apdu.ins != INS_OTP_CONFIG:
             raise ApduError(SW.INVALID_INSTRUCTION)
-        from hwtoken.emulator.otp.applet import CommandRejected
+        from hwtoken.emulator.applets.otp.applet import CommandRejected
 
         try:
             return bytes(self.key.otp.command(apdu.p1, apdu.data))

@@ -361,8 +361,8 @@ def default_applets(key: Any, transport: str = "nfc") -> list[Any]:
     has management, OTP, OATH and PIV: FIDO is not a smart-card application there (it has
     its HID interface; SELECT answers 6A82 as on a real key) and NDEF is an NFC tag.
     """
+    from hwtoken.emulator.applets.management import ManagementApplet
     from hwtoken.emulator.card_applets import FidoCardApplet, NdefApplet, OtpCardApplet
-    from hwtoken.emulator.management import ManagementApplet
 
     profile = getattr(key, "profile", None)
 

@@ -22,10 +22,10 @@ from hwtoken.errors import InvalidInput
 from hwtoken.fileio import FileLock
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.fido.applet import FidoApplet
-    from hwtoken.emulator.oath import OathApplet
-    from hwtoken.emulator.otp.applet import OtpApplet
-    from hwtoken.emulator.piv.applet import PivApplet
+    from hwtoken.emulator.applets.fido.applet import FidoApplet
+    from hwtoken.emulator.applets.oath import OathApplet
+    from hwtoken.emulator.applets.otp.applet import OtpApplet
+    from hwtoken.emulator.applets.piv.applet import PivApplet
 
 DEFAULT_VERSION = get_profile(DEFAULT_PROFILE).firmware
 APPLET_NAMES = ("fido", "otp", "oath", "piv")
@@ -209,27 +209,27 @@ class VirtualKey:
     @cached_property
     def fido(self) -> FidoApplet:
         """FIDO2 (CTAP 2.1) and U2F (CTAP1) logic."""
-        from hwtoken.emulator.fido.applet import FidoApplet
+        from hwtoken.emulator.applets.fido.applet import FidoApplet
 
         return FidoApplet(self)
 
     @cached_property
     def otp(self) -> OtpApplet:
         """The two OTP slots and the YubiKey configuration protocol."""
-        from hwtoken.emulator.otp.applet import OtpApplet
+        from hwtoken.emulator.applets.otp.applet import OtpApplet
 
         return OtpApplet(self)
 
     @cached_property
     def oath(self) -> OathApplet:
         """The YKOATH applet."""
-        from hwtoken.emulator.oath import OathApplet
+        from hwtoken.emulator.applets.oath import OathApplet
 
         return OathApplet(self)
 
     @cached_property
     def piv(self) -> PivApplet:
         """The PIV applet (SP 800-73-4 with Yubico's extensions)."""
-        from hwtoken.emulator.piv.applet import PivApplet
+        from hwtoken.emulator.applets.piv.applet import PivApplet
 
         return PivApplet(self)

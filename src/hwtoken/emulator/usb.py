@@ -22,8 +22,9 @@ as ``lsusb -v`` shows them:
   order from 0.
 
 Bytes are handed to the protocol engines unchanged: FIDO reports to
-``hwtoken.emulator.fido.ctaphid.CtapHidEngine``, OTP feature/keyboard reports to
-``hwtoken.emulator.otp``'s HID engine, CCID messages to :class:`hwtoken.emulator.ccid.CcidSlot`
+``hwtoken.emulator.applets.fido.ctaphid.CtapHidEngine``, OTP feature/keyboard reports to
+``hwtoken.emulator.applets.otp``'s HID engine, CCID messages to
+:class:`hwtoken.emulator.ccid.CcidSlot`
 over a card OS of the USB transport (management, OTP, OATH, PIV; FIDO is HID-only over
 USB). This module only builds the device with the ``usbip`` package and pumps bytes;
 serving it on a socket is :mod:`hwtoken.emulator.serve`.
@@ -155,7 +156,7 @@ class FidoEngine(Protocol):
 
 
 class OtpEngine(Protocol):
-    """What the OTP interface needs (D's HID engine in ``hwtoken.emulator.otp``)."""
+    """What the OTP interface needs (D's HID engine in ``hwtoken.emulator.applets.otp``)."""
 
     def set_feature(self, data: bytes) -> None: ...
     def get_feature(self) -> bytes: ...
@@ -170,14 +171,14 @@ def bcd_version(version: tuple[int, int, int]) -> int:
 
 def make_fido_engine(key: VirtualKey) -> FidoEngine:
     """A new CTAPHID engine for ``key`` (one per USB session)."""
-    from hwtoken.emulator.fido.ctaphid import CtapHidEngine
+    from hwtoken.emulator.applets.fido.ctaphid import CtapHidEngine
 
     return CtapHidEngine(key)
 
 
 def make_otp_engine(key: VirtualKey) -> OtpEngine:
     """The OTP HID engine for ``key`` (shared by every USB session)."""
-    from hwtoken.emulator.otp.hid import OtpHidEngine
+    from hwtoken.emulator.applets.otp.hid import OtpHidEngine
 
     return OtpHidEngine(key)
 

@@ -196,7 +196,7 @@ class _AppletConnection:
         raise DeviceError("the applet path has no OATH support yet; use the client path")
 
     def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
-        from hwtoken.emulator.otp.applet import CommandRejected
+        from hwtoken.emulator.applets.otp.applet import CommandRejected
 
         if spec.mode is Mode.CHALRESP:
             assert isinstance(challenge, bytes)

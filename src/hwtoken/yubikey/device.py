@@ -267,8 +267,8 @@ class OtpKey:
         import usb.core
         import usb.util
 
-        from hwtoken.emulator.otp.hid import press
-        from hwtoken.emulator.otp.keyboard import decode
+        from hwtoken.emulator.applets.otp.hid import press
+        from hwtoken.emulator.applets.otp.keyboard import decode
 
         # The keyboard endpoint is read like any USB keyboard, with pyusb's public API on a
         # session of its own (the virtual key sends keyboard reports to every session,

@@ -15,9 +15,9 @@ from yubikit.oath import OathSession
 from yubikit.support import get_name, read_info
 from yubikit.yubiotp import SLOT, HmacSha1SlotConfiguration, YubiOtpSession
 
+from hwtoken.emulator.applets.management import device_info_tlvs
 from hwtoken.emulator.iso7816 import SW, CardOS
 from hwtoken.emulator.key import VirtualKey
-from hwtoken.emulator.management import device_info_tlvs
 from hwtoken.emulator.transports.card_direct import DirectCardConnection
 
 AIDS = {

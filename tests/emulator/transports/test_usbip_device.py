@@ -185,8 +185,8 @@ def test_touch_types_the_hotp_code_on_the_keyboard_endpoint(usbip_server, usbip_
     import pyotp
     import yubico
 
-    from hwtoken.emulator.otp.hid import press
-    from hwtoken.emulator.otp.keyboard import decode
+    from hwtoken.emulator.applets.otp.hid import press
+    from hwtoken.emulator.applets.otp.keyboard import decode
 
     secret = bytes(range(20))
     with UsbipBackend(usbip_server.host, usbip_server.port) as b, use_backend(b):

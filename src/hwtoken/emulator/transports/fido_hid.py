@@ -2,7 +2,8 @@
 
 * :func:`hid_descriptor` / :func:`open_hid_connection` / :func:`fido_device` give a
   ``fido2.hid.base.HidDescriptor``, a ``CtapHidConnection`` and a ``CtapHidDevice`` whose
-  64-byte reports go straight into the key's :class:`~hwtoken.emulator.fido.ctaphid.CtapHidEngine`.
+  64-byte reports go straight into the key's
+  :class:`~hwtoken.emulator.applets.fido.ctaphid.CtapHidEngine`.
 * :func:`register_with_fido2_hid` makes a key discoverable through fido2's own public
   functions — ``fido2.hid.list_descriptors()``, ``open_connection(descriptor)``,
   ``open_device(path)``, ``CtapHidDevice.list_devices()`` — next to any real keys, so test
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from hwtoken.emulator.fido.ctaphid import REPORT_SIZE, CtapHidEngine
+from hwtoken.emulator.applets.fido.ctaphid import REPORT_SIZE, CtapHidEngine
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey

@@ -15,7 +15,7 @@ import time
 import pyotp
 from umockdev_helpers import run
 
-from hwtoken.emulator.otp.hid import press
+from hwtoken.emulator.applets.otp.hid import press
 
 
 def py(plugged, script: str, **kwargs):
@@ -67,7 +67,7 @@ def test_hwtoken_yubikey_admin_flow_with_no_device(plugged_key):
     # the HOTP slot types the RFC 4226 code when touched: read it as the keyboard it is
     reader = plugged_key.popen([sys.executable, "-c", (
         "import usb.core, usb.util\n"
-        "from hwtoken.emulator.otp.keyboard import decode\n"
+        "from hwtoken.emulator.applets.otp.keyboard import decode\n"
         "d = usb.core.find(idVendor=0x1050)\n"
         "if d.is_kernel_driver_active(0):\n"
         "    d.detach_kernel_driver(0)\n"
@@ -131,7 +131,7 @@ def test_a_touch_types_on_the_otp_hidraw_node(plugged_key):
         input=secret + "\n")
     reader = plugged_key.popen([sys.executable, "-c", (
         "import os, select, sys\n"
-        "from hwtoken.emulator.otp.keyboard import decode\n"
+        "from hwtoken.emulator.applets.otp.keyboard import decode\n"
         f"fd = os.open({plugged_key.otp_hidraw!r}, os.O_RDONLY)\n"
         "print('ready', flush=True)\n"
         "reports = []\n"

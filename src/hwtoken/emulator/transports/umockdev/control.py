@@ -95,7 +95,7 @@ class ControlServer:
     def _touch(self, args: str) -> str:
         import json
 
-        from hwtoken.emulator.otp.hid import press
+        from hwtoken.emulator.applets.otp.hid import press
 
         name, _, slot = args.partition(" ")
         if name not in self.keys or slot.strip() not in ("1", "2"):

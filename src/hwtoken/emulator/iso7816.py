@@ -188,8 +188,10 @@ class CardOS:
         if atr is None:
             atr = YUBIKEY_USB_ATR if transport == "usb" else YUBIKEY_NFC_ATR
         self.atr = atr
-        self.applets: list[Any] = (applets if applets is not None
-                                   else default_applets(key, transport))
+        if applets is None:
+            # whoever assembles the key decides its applets (VirtualKey.card_applets)
+            applets = key.card_applets(transport) if key is not None else []
+        self.applets: list[Any] = applets
         self.current: Any = None
         self.powered = False
         self._chain: tuple[tuple[int, int, int, int], bytearray] | None = None
@@ -350,38 +352,3 @@ class CardOS:
         if self._pending:
             return chunk, self._more_sw()
         return chunk, SW.OK
-
-
-def default_applets(key: Any, transport: str = "nfc") -> list[Any]:
-    """The smart-card applets ``key``'s model has over ``transport``, reached through
-    ``key``'s applet properties.
-
-    Over NFC a YubiKey 5 NFC has management, OTP, OATH, PIV, FIDO and NDEF, a Security Key
-    management and FIDO, a key without NFC none. Over its USB CCID interface a YubiKey 5
-    has management, OTP, OATH and PIV: FIDO is not a smart-card application there (it has
-    its HID interface; SELECT answers 6A82 as on a real key) and NDEF is an NFC tag.
-    """
-    from hwtoken.emulator.applets.management import ManagementApplet
-    from hwtoken.emulator.card_applets import FidoCardApplet, NdefApplet, OtpCardApplet
-
-    profile = getattr(key, "profile", None)
-
-    def has(name: str) -> bool:
-        if transport == "usb":
-            return name not in ("fido", "ndef") and (profile is None or profile.has(name))
-        return profile is None or (profile.nfc and profile.has(name))
-
-    applets: list[Any] = []
-    if has("management"):
-        applets.append(ManagementApplet(key))
-    if has("otp"):
-        applets.append(OtpCardApplet(key))
-    if key is not None and has("oath"):
-        applets.append(key.oath)
-    if key is not None and has("piv"):
-        applets.append(key.piv)
-    if has("fido"):
-        applets.append(FidoCardApplet(key))
-    if has("ndef"):
-        applets.append(NdefApplet(key))
-    return applets

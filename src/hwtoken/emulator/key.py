@@ -206,6 +206,42 @@ class VirtualKey:
         return [self.__dict__[n] for n in ("fido", "otp", "oath", "piv", "management")
                 if n in self.__dict__]
 
+    def card_applets(self, transport: str = "nfc") -> list[Any]:
+        """The smart-card applets this key's model has over ``transport`` (``nfc``/``usb``),
+        for a :class:`~hwtoken.emulator.iso7816.CardOS`.
+
+        Over NFC a YubiKey 5 NFC has management, OTP, OATH, PIV, FIDO and NDEF, a Security
+        Key management and FIDO, a key without NFC none. Over its USB CCID interface a
+        YubiKey 5 has management, OTP, OATH and PIV: FIDO is not a smart-card application
+        there (it has its HID interface; SELECT answers 6A82 as on a real key) and NDEF is an
+        NFC tag.
+        """
+        from hwtoken.emulator.applets.management import ManagementApplet
+        from hwtoken.emulator.applets.ndef import NdefApplet
+        from hwtoken.emulator.card_faces import FidoCardApplet, OtpCardApplet
+
+        profile = self.profile
+
+        def has(name: str) -> bool:
+            if transport == "usb":
+                return name not in ("fido", "ndef") and profile.has(name)
+            return profile.nfc and profile.has(name)
+
+        applets: list[Any] = []
+        if has("management"):
+            applets.append(ManagementApplet(self))
+        if has("otp"):
+            applets.append(OtpCardApplet(self))
+        if has("oath"):
+            applets.append(self.oath)
+        if has("piv"):
+            applets.append(self.piv)
+        if has("fido"):
+            applets.append(FidoCardApplet(self))
+        if has("ndef"):
+            applets.append(NdefApplet(self))
+        return applets
+
     @cached_property
     def fido(self) -> FidoApplet:
         """FIDO2 (CTAP 2.1) and U2F (CTAP1) logic."""

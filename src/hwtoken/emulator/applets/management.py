@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hmac
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.iso7816 import SW, Apdu, ApduError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.context import KeyContext
 
 AID_MANAGEMENT = bytes.fromhex("a000000527471117")
 
@@ -129,7 +132,7 @@ class ManagementApplet:
     aid = AID_MANAGEMENT
     capability = 0  # always available
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: KeyContext) -> None:
         self.key = key
 
     @property

@@ -18,11 +18,14 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.applets.management import parse_tlvs
 from hwtoken.emulator.applets.management import tlv as _tlv
 from hwtoken.emulator.iso7816 import SW, Apdu, ApduError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.context import KeyContext
 
 AID_OATH = bytes.fromhex("a0000005272101")
 
@@ -80,13 +83,13 @@ def _truncate(digest: bytes) -> bytes:
 
 
 class OathApplet:
-    """YKOATH on a :class:`~hwtoken.emulator.key.VirtualKey` (``key.oath``)."""
+    """YKOATH on a :class:`~hwtoken.emulator.context.KeyContext` (``key.oath`` of a VirtualKey)."""
 
     aid = AID_OATH
     capability = 0x20
     send_remaining_ins = (INS_SEND_REMAINING,)
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: KeyContext) -> None:
         self.key = key
         self._validated = False
         self._challenge: bytes | None = None

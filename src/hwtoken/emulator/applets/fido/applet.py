@@ -24,7 +24,7 @@ from hwtoken.emulator.applets.fido import attestation, credentials
 from hwtoken.emulator.applets.fido.u2f import U2fApplet
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.context import KeyContext
 
 Keepalive = Callable[[], None]
 
@@ -37,7 +37,7 @@ SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 class FidoApplet:
     """FIDO2 + U2F for one key; CTAP2 logic lives in :mod:`hwtoken.emulator.applets.fido.ctap2`."""
 
-    def __init__(self, key: VirtualKey) -> None:
+    def __init__(self, key: KeyContext) -> None:
         self.key = key
         self.lock = threading.RLock()
         self.winks = 0

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.context import KeyContext
 
 SECTION = "fido"
 FIELD = "attestation"
@@ -142,7 +142,7 @@ def _issue(subject: x509.Name, aaguid: bytes, ca_name: x509.Name,
     return key_der, att_cert.public_bytes(serialization.Encoding.DER)
 
 
-def ensure_attestation(key: VirtualKey) -> None:
+def ensure_attestation(key: KeyContext) -> None:
     """Give ``key`` an attestation key and chain if it has none yet (and the enterprise
     ones if its profile offers enterprise attestation). Does not commit: a new key is
     committed by its creator, and :func:`_entry` commits what it adds to an older one."""
@@ -155,7 +155,7 @@ def ensure_attestation(key: VirtualKey) -> None:
         section[FIELD][ENTERPRISE] = made[ENTERPRISE]
 
 
-def _entry(key: VirtualKey, enterprise: bool) -> dict[str, Any]:
+def _entry(key: KeyContext, enterprise: bool) -> dict[str, Any]:
     section = key.store.section(SECTION)
     stored = section.get(FIELD)
     if stored is None or (enterprise and ENTERPRISE not in stored):
@@ -169,7 +169,7 @@ def _entry(key: VirtualKey, enterprise: bool) -> dict[str, Any]:
     return dict(stored)
 
 
-def attestation_key(key: VirtualKey, *, enterprise: bool = False,
+def attestation_key(key: KeyContext, *, enterprise: bool = False,
                     ) -> ec.EllipticCurvePrivateKey:
     """The P-256 private key that signs ``key``'s (enterprise) attestation statements."""
     cached = _cache.get(key)
@@ -185,21 +185,21 @@ def attestation_key(key: VirtualKey, *, enterprise: bool = False,
     return loaded
 
 
-def attestation_chain(key: VirtualKey, *, enterprise: bool = False) -> list[bytes]:
+def attestation_chain(key: KeyContext, *, enterprise: bool = False) -> list[bytes]:
     """The x5c chain, leaf first: ``[attestation cert DER, CA cert DER]``."""
     return [bytes(c) for c in _entry(key, enterprise)["chain"]]
 
 
-def attestation_certificate(key: VirtualKey, *, enterprise: bool = False) -> bytes:
+def attestation_certificate(key: KeyContext, *, enterprise: bool = False) -> bytes:
     """The attestation certificate (DER), as U2F REGISTER returns it."""
     return attestation_chain(key, enterprise=enterprise)[0]
 
 
-def attestation_root(key: VirtualKey) -> bytes:
+def attestation_root(key: KeyContext) -> bytes:
     """The CA certificate (DER) a relying party can trust for this key."""
     return attestation_chain(key)[-1]
 
 
-def sign(key: VirtualKey, data: bytes, *, enterprise: bool = False) -> bytes:
+def sign(key: KeyContext, data: bytes, *, enterprise: bool = False) -> bytes:
     """An ES256 (DER ECDSA/SHA-256) signature over ``data`` with the attestation key."""
     return attestation_key(key, enterprise=enterprise).sign(data, ec.ECDSA(hashes.SHA256()))

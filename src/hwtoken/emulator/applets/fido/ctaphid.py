@@ -20,12 +20,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hwtoken.emulator.presence import ApproveAlways, DenyAlways
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.applets.fido.applet import FidoApplet
+    from hwtoken.emulator.context import KeyContext
+
+    class FidoKey(KeyContext, Protocol):
+        """A key with a FIDO applet: what the CTAPHID interface carries requests to."""
+
+        fido: FidoApplet
 
 _INSTANT_POLICIES = (ApproveAlways, DenyAlways)
 KEY_LOCK_WAIT = 5.0  # seconds a request waits for another transport's request to finish
@@ -148,7 +154,7 @@ class CtapHidEngine:
     (``ApproveAlways``/``DenyAlways``) nothing can wait, and ``write`` runs them itself.
     """
 
-    def __init__(self, key: VirtualKey, *, msg_timeout: float = 1.0,
+    def __init__(self, key: FidoKey, *, msg_timeout: float = 1.0,
                  keepalive_interval: float = 0.1) -> None:
         self.key = key
         self.msg_timeout = msg_timeout

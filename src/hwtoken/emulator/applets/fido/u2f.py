@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from hwtoken.emulator.applets.fido import attestation, credentials
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.context import KeyContext
 
 SW_NO_ERROR = 0x9000
 SW_WRONG_LENGTH = 0x6700
@@ -93,9 +93,9 @@ def _sw(code: int, data: bytes = b"") -> bytes:
 
 
 class U2fApplet:
-    """CTAP1/U2F message processing for one :class:`~hwtoken.emulator.key.VirtualKey`."""
+    """CTAP1/U2F message processing for one key (:class:`~hwtoken.emulator.context.KeyContext`)."""
 
-    def __init__(self, key: VirtualKey) -> None:
+    def __init__(self, key: KeyContext) -> None:
         self.key = key
 
     def process(self, apdu: bytes, cancel: threading.Event | None = None,

@@ -52,7 +52,7 @@ from hwtoken.emulator.applets.otp.constants import (
 from hwtoken.emulator.applets.otp.frames import FrameError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.context import KeyContext
 
 SLOTS = (1, 2)
 NDEF_CONFIG_SIZE = 2 + NDEF_DATA_SIZE  # length, type, data
@@ -67,7 +67,7 @@ class CommandRejected(Exception):
 class OtpApplet:
     """YubiKey OTP application logic over ``key.store.section("otp")``."""
 
-    def __init__(self, key: VirtualKey) -> None:
+    def __init__(self, key: KeyContext) -> None:
         self.key = key
         self._lock = threading.RLock()
         self._session: dict[int, int] = {}  # slot -> session counter (volatile)

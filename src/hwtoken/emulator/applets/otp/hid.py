@@ -22,7 +22,7 @@ import collections
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hwtoken.emulator.applets.otp import keyboard
 from hwtoken.emulator.applets.otp.applet import CommandRejected, OtpApplet
@@ -39,7 +39,12 @@ from hwtoken.emulator.applets.otp.constants import (
 from hwtoken.emulator.applets.otp.frames import Frame, FrameError, append_crc, response_reports
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.context import KeyContext
+
+    class OtpKey(KeyContext, Protocol):
+        """A key with OTP slots: what the OTP HID interface carries requests to."""
+
+        otp: OtpApplet
 
 #: Report descriptor of a YubiKey's OTP interface: boot keyboard with 8-byte feature reports.
 REPORT_DESCRIPTOR = bytes.fromhex(
@@ -58,7 +63,7 @@ _ENGINES: weakref.WeakKeyDictionary[OtpApplet, weakref.WeakSet[OtpHidEngine]] = 
 _ENGINES_LOCK = threading.Lock()
 
 
-def press(key: VirtualKey, slot: int) -> str:
+def press(key: OtpKey, slot: int) -> str:
     """Touch ``key``'s button for ``slot``: every OTP HID interface of the key types it.
 
     Returns the typed text (empty for an empty or challenge-response slot). This is what
@@ -76,7 +81,7 @@ def press(key: VirtualKey, slot: int) -> str:
 class OtpHidEngine:
     """Feature-report state machine and keyboard queue of one key's OTP interface."""
 
-    def __init__(self, key: VirtualKey, applet: OtpApplet | None = None) -> None:
+    def __init__(self, key: OtpKey, applet: OtpApplet | None = None) -> None:
         self.key = key
         self.applet = applet if applet is not None else key.otp
         self._lock = threading.Lock()

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fido2 import cbor
 
@@ -45,6 +45,9 @@ from hwtoken.emulator.applets.fido.ctap2.params import (
 )
 from hwtoken.emulator.applets.fido.ctap2.pin_protocols import PinProtocolV1
 from hwtoken.emulator.applets.fido.ctap2.state import FidoState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtoken.emulator.context import KeyContext
 
 Keepalive = Callable[[], None]
 
@@ -130,9 +133,9 @@ class _PendingAssertions:
 
 
 class Authenticator:
-    """CTAP 2.1/2.2 for one :class:`~hwtoken.emulator.key.VirtualKey` (pure logic)."""
+    """CTAP 2.1/2.2 for one key (:class:`~hwtoken.emulator.context.KeyContext`) (pure logic)."""
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: KeyContext) -> None:
         from hwtoken.emulator.applets.fido.ctap2.config import AuthenticatorConfig
         from hwtoken.emulator.applets.fido.ctap2.credential_management import CredentialManagement
         from hwtoken.emulator.applets.fido.ctap2.large_blobs import LargeBlobs

@@ -12,6 +12,10 @@ What a YubiKey 5 does, and what yubikit, ykman and fido2 rely on:
 * Long answers come in pieces: ``61XX`` says more is waiting, fetched with GET RESPONSE
   (``INS C0``) or the applet's own "send remaining" instruction (``INS A5`` for OATH).
 * Short and extended length encodings of cases 1-4 are accepted.
+* Secure messaging (GlobalPlatform SCP03/SCP11): an applet with a ``handshake`` method (the
+  Security Domain) opens a session whichever applet is selected; the card OS then unwraps
+  every command and wraps every answer for the selected applet (:mod:`hwtoken.emulator.scp`).
+  SELECT ends the session.
 """
 
 from __future__ import annotations
@@ -285,14 +289,41 @@ class CardOS:
             apdu = Apdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, bytes(buf) + apdu.data,
                         apdu.ne, apdu.extended)
 
+        authority = self.authority
         if apdu.ins == INS_SELECT and apdu.p1 == 0x04 and (apdu.cla & 0x80) == 0:
+            if authority is not None:
+                authority.close_channel()
             data = self._select(apdu)
+        elif authority is not None and authority.is_handshake(apdu):
+            data = authority.handshake(apdu)
         elif self.current is None:
             raise ApduError(SW.CONDITIONS_NOT_SATISFIED if apdu.ins != INS_SELECT
                             else SW.FILE_NOT_FOUND)
+        elif authority is not None and authority.channel is not None:
+            data = self._secured(authority, apdu)
         else:
             data = self.current.process(apdu)
         return self._answer(data, apdu)
+
+    @property
+    def authority(self) -> Any:
+        """The applet that opens secure channels (the Security Domain), if the key has one."""
+        return next((a for a in self.applets if hasattr(a, "handshake")), None)
+
+    def _secured(self, authority: Any, apdu: Apdu) -> bytes:
+        """Run ``apdu`` through the session ``authority`` opened: unwrap it for the current
+        applet and wrap its answer; a command failing the checks ends the session."""
+        channel = authority.channel
+        try:
+            inner = channel.unwrap(apdu)
+        except ApduError:
+            authority.close_channel()
+            raise
+        try:
+            data = self.current.process(inner)
+        except ApduError as exc:
+            raise ApduError(exc.sw, channel.wrap(exc.data, exc.sw)) from None
+        return bytes(channel.wrap(data, SW.OK))
 
     def _select(self, apdu: Apdu) -> bytes:
         aid = apdu.data

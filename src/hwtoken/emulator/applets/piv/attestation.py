@@ -51,13 +51,14 @@ def _ca_usage() -> x509.KeyUsage:
                          decipher_only=False)
 
 
-def new_authority(serial: int) -> Authority:
-    """A self-signed root and the F9 intermediate it issues (both P-256)."""
+def new_authority(serial: int, application: str = "PIV") -> Authority:
+    """A self-signed root and the F9 intermediate it issues (both P-256); ``application``
+    names them (the Security Domain's SCP authority is made the same way)."""
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     not_before = now - datetime.timedelta(days=1)
     not_after = datetime.datetime(2099, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = _name(f"hwtoken Virtual PIV Root CA {serial}")
+    root_name = _name(f"hwtoken Virtual {application} Root CA {serial}")
     root = (x509.CertificateBuilder()
             .subject_name(root_name).issuer_name(root_name)
             .public_key(root_key.public_key())
@@ -70,7 +71,7 @@ def new_authority(serial: int) -> Authority:
             .sign(root_key, hashes.SHA256()))
     f9_key = ec.generate_private_key(ec.SECP256R1())
     f9 = (x509.CertificateBuilder()
-          .subject_name(_name(f"hwtoken Virtual PIV Attestation {serial}"))
+          .subject_name(_name(f"hwtoken Virtual {application} Attestation {serial}"))
           .issuer_name(root_name)
           .public_key(f9_key.public_key())
           .serial_number(x509.random_serial_number())

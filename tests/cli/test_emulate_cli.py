@@ -27,7 +27,7 @@ def test_create_show_list_delete(_isolated_state_dir):
     r = run("emulate", "create", "alpha", "--serial", "4242", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
-    assert doc["serial"] == 4242 and doc["version"] == "5.7.1"
+    assert doc["serial"] == 4242 and doc["version"] == "5.7.4"
     key_file = Path(doc["path"])
     assert key_file == _isolated_state_dir / "keys" / "alpha.key"
     assert key_file.stat().st_mode & 0o777 == 0o600

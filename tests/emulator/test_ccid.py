@@ -120,7 +120,7 @@ def test_xfr_block_reaches_the_usb_card_os(slot, key):
     slot.handle(msg(0x62))
     a = parse(slot.handle(xfr(SELECT_MANAGEMENT, seq=9)))
     assert (a["kind"], a["seq"], a["status"], a["specific"]) == (0x80, 9, 0, 0)
-    assert a["data"] == b"5.7.1\x90\x00"
+    assert a["data"] == b"5.7.4\x90\x00"
     # over USB, FIDO is the HID interface's: not a smart-card application (as a YubiKey 5)
     assert parse(slot.handle(xfr(SELECT_FIDO)))["data"] == b"\x6a\x82"
     assert CardOS(key).transmit(SELECT_FIDO)[-2:] == b"\x90\x00"  # over NFC it is one

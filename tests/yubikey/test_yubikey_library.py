@@ -25,7 +25,7 @@ def yk(tmp_path):
 
 def test_info_and_slots(yk):
     info = yk.info()
-    assert info.serial == 99 and info.virtual and info.firmware == "5.7.1"
+    assert info.serial == 99 and info.virtual and info.firmware == "5.7.4"
     yk.program_chalresp(1, b"s" * 20)
     yk.program_hotp(2, b"h" * 20)
     slots = yk.info().slots

@@ -240,6 +240,14 @@ class VirtualKey:
             applets.append(FidoCardApplet(self))
         if has("ndef"):
             applets.append(NdefApplet(self))
+        if has("hsmauth") and self.version >= (5, 4, 3):
+            from hwtoken.emulator.applets.hsmauth.applet import HsmAuthApplet
+
+            applets.append(HsmAuthApplet(self))
+        if has("securitydomain") and self.version >= (5, 7, 2):  # with SCP11
+            from hwtoken.emulator.applets.securitydomain.applet import SecurityDomainApplet
+
+            applets.append(SecurityDomainApplet(self))
         return applets
 
     @cached_property

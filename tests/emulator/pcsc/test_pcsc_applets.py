@@ -39,12 +39,12 @@ def key(tmp_path):
 
 def test_read_info_is_a_yubikey_5_nfc(key):
     info = read_info(DirectCardConnection(CardOS(key)))
-    assert info.serial == 31337 and tuple(info.version) == (5, 7, 1)
+    assert info.serial == 31337 and tuple(info.version) == (5, 7, 4)
     assert info.form_factor == FORM_FACTOR.USB_A_KEYCHAIN
     assert get_name(info, None) == "YubiKey 5 NFC"
     usb = info.supported_capabilities[TRANSPORT.USB]
     assert usb == (CAPABILITY.OTP | CAPABILITY.U2F | CAPABILITY.FIDO2 | CAPABILITY.OATH
-                   | CAPABILITY.PIV)
+                   | CAPABILITY.PIV | CAPABILITY.HSMAUTH)
     assert info.config.enabled_capabilities[TRANSPORT.NFC] == usb
     assert not info.is_locked
 

@@ -40,7 +40,7 @@ def test_ykman_info_shows_serial_and_firmware(pcscd, linked, vkey, tmp_path):
     r = ykman(pcscd, tmp_path, "info")
     assert r.returncode == 0, r.stderr
     assert "Serial number: 7654321" in r.stdout
-    assert "Firmware version: 5.7.1" in r.stdout
+    assert "Firmware version: 5.7.4" in r.stdout
     assert "YubiKey 5 NFC" in r.stdout
 
 
@@ -78,7 +78,7 @@ def test_ykman_password_refuses_until_validated(pcscd, linked, tmp_path):
 def test_yubikit_management_and_otp_sessions(pcscd, linked, vkey):
     with connect() as conn:
         info = read_info(conn)
-        assert info.serial == 7654321 and tuple(info.version) == (5, 7, 1)
+        assert info.serial == 7654321 and tuple(info.version) == (5, 7, 4)
         mgmt = ManagementSession(conn)
         assert mgmt.read_device_info().serial == 7654321
         assert CAPABILITY.OATH in info.supported_capabilities[list(

@@ -59,7 +59,7 @@ def test_framing_power_atr_and_apdus(key):
         assert _recv(conn) == YUBIKEY_NFC_ATR
         _send(conn, b"\x01")  # power on: no answer
         _send(conn, bytes.fromhex("00a4040008a000000527471117"))
-        assert _recv(conn) == b"5.7.1\x90\x00"
+        assert _recv(conn) == b"5.7.4\x90\x00"
         _send(conn, b"\x02")  # reset: selection gone
         _send(conn, bytes.fromhex("001d000000"))
         assert _recv(conn)[-2:] == b"\x69\x85"

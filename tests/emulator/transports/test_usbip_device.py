@@ -34,7 +34,7 @@ def test_pyusb_enumerates_and_reads_descriptors(backend):
     assert dev is not None
     try:
         assert (dev.idVendor, dev.idProduct) == (0x1050, 0x0407)
-        assert dev.bcdDevice == 0x0571  # firmware 5.7.1
+        assert dev.bcdDevice == 0x0574  # firmware 5.7.4
         assert dev.manufacturer == "Yubico"
         assert dev.product == "YubiKey OTP+FIDO+CCID"
         assert dev.serial_number == "12345678"
@@ -76,7 +76,7 @@ def test_ccid_messages_over_usbip_reach_the_card_os(backend):
         dev.write(0x02, struct.pack("<BIBBBBB", 0x6F, len(select), 0, 8, 0, 0, 0) + select,
                   timeout=2000)
         answer = bytes(dev.read(0x82, 3072, timeout=2000))
-        assert answer[6] == 8 and answer[10:] == b"5.7.1\x90\x00"
+        assert answer[6] == 8 and answer[10:] == b"5.7.4\x90\x00"
     finally:
         usb.util.dispose_resources(dev)
 
@@ -102,7 +102,7 @@ def test_feature_reports_reach_the_otp_engine(backend):
     dev = usb.core.find(idVendor=0x1050, backend=backend)
     try:
         status = bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))
-        assert status[1:4] == bytes([5, 7, 1])  # status report: firmware version
+        assert status[1:4] == bytes([5, 7, 4])  # status report: firmware version
         assert dev.ctrl_transfer(0x21, 0x09, 0x0300, 0, bytes(7) + b"\x8f") == 8
         with pytest.raises(usb.core.USBError):  # a feature report is 8 bytes, no more
             dev.ctrl_transfer(0x21, 0x09, 0x0300, 0, bytes(9))
@@ -116,7 +116,7 @@ def test_python_yubico_finds_the_key_through_the_default_backend(usbip_server):
     original = usb.backend.libusb1.get_backend
     with UsbipBackend(usbip_server.host, usbip_server.port) as b, use_backend(b):
         yk = yubico.find_yubikey()
-        assert yk.version() == "5.7.1"
+        assert yk.version() == "5.7.4"
         del yk
     assert usb.backend.libusb1.get_backend is original
 
@@ -246,12 +246,12 @@ def test_backend_close_also_closes_handles_that_reconnected(usbip_server):
     backend = UsbipBackend(usbip_server.host, usbip_server.port)
     dev = usb.core.find(idVendor=0x1050, backend=backend)
     try:
-        assert bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))[1:4] == bytes([5, 7, 1])
+        assert bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))[1:4] == bytes([5, 7, 4])
         assert usbip_server.usb.session_count == 1
         backend.close()
         assert sessions_end()
         # the same pyusb device keeps working: its handle imports again
-        assert bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))[1:4] == bytes([5, 7, 1])
+        assert bytes(dev.ctrl_transfer(0xA1, 0x01, 0x0300, 0, 8))[1:4] == bytes([5, 7, 4])
         assert usbip_server.usb.session_count == 1
         backend.close()  # ...and this close reaches the re-imported session
         assert sessions_end()

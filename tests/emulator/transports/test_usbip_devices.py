@@ -70,5 +70,5 @@ def test_pyusb_backend_for_makes_python_yubico_work(key_name):
         assert found is not None and found.serial_number == "31337"
         usb.util.dispose_resources(found)
         yk = yubico.find_yubikey()
-        assert yk.version_num() == (5, 7, 1)
+        assert yk.version_num() == (5, 7, 4)
         del yk

@@ -29,7 +29,7 @@ CAP_PIV = 0x10
 CAP_OATH = 0x20
 CAP_HSMAUTH = 0x100
 CAP_FIDO2 = 0x200
-SUPPORTED = CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_FIDO2
+SUPPORTED = CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_HSMAUTH | CAP_FIDO2
 #: What keys created before PIV existed supported (their state records no "supported").
 SUPPORTED_BEFORE_PIV = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
 
@@ -49,6 +49,7 @@ TAG_REBOOT = 0x0C
 TAG_NFC_SUPPORTED = 0x0D
 TAG_NFC_ENABLED = 0x0E
 
+INS_ECHO = 0x01  # answers its data (Yubico's tests of secure messaging use it)
 INS_SET_MODE = 0x16
 INS_WRITE_CONFIG = 0x1C
 INS_READ_CONFIG = 0x1D
@@ -240,6 +241,8 @@ class ManagementApplet:
             return b""
         if apdu.ins == INS_SET_MODE:
             return self.set_mode(apdu.data)
+        if apdu.ins == INS_ECHO:
+            return apdu.data
         raise ApduError(SW.INVALID_INSTRUCTION)
 
     def set_mode(self, data: bytes) -> bytes:

@@ -57,7 +57,7 @@ def test_openssl_verifies_the_chain_and_extensions_parse(key, tmp_path, key_type
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.strip().endswith(": OK"), r.stderr
     ext = {e.oid: e.value.value for e in leaf.extensions}
-    assert ext[OID_FIRMWARE] == bytes([5, 7, 1])
+    assert ext[OID_FIRMWARE] == bytes([5, 7, 4])
     assert _der_int(ext[OID_SERIAL]) == 12345678
     assert ext[OID_POLICY] == bytes([PIN_POLICY.ONCE, TOUCH_POLICY.CACHED])
     assert ext[OID_FORM_FACTOR] == b"\x01"
@@ -68,7 +68,7 @@ def test_openssl_verifies_the_chain_and_extensions_parse(key, tmp_path, key_type
                            capture_output=True, text=True, timeout=30).stdout.splitlines()
     dumps = {line.split(":")[-1]: nxt.split("[HEX DUMP]:")[-1]
              for line, nxt in zip(lines, lines[1:]) if "41482.3." in line}
-    assert dumps == {"1.3.6.1.4.1.41482.3.3": "050701",
+    assert dumps == {"1.3.6.1.4.1.41482.3.3": "050704",
                      "1.3.6.1.4.1.41482.3.7": "020400BC614E",
                      "1.3.6.1.4.1.41482.3.8": "0203",
                      "1.3.6.1.4.1.41482.3.9": "01"}

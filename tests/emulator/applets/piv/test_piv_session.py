@@ -70,7 +70,7 @@ def reload(key) -> VirtualKey:
 # -- identity and defaults ---------------------------------------------------------------------
 def test_defaults_of_firmware_5_7(key):
     s = session(key)
-    assert tuple(s.version) == (5, 7, 1)
+    assert tuple(s.version) == (5, 7, 4)
     assert s.get_serial() == 5550123
     assert s.management_key_type is MANAGEMENT_KEY_TYPE.AES192
     pin, puk = s.get_pin_metadata(), s.get_puk_metadata()
@@ -87,7 +87,7 @@ def test_defaults_of_firmware_5_7(key):
 
 def test_ykman_piv_info_and_management_capability(key):
     lines = get_piv_info(session(key))
-    assert str(lines[0]["PIV version"]) == "5.7.1"
+    assert str(lines[0]["PIV version"]) == "5.7.4"
     assert lines[0]["PIN tries remaining"] == "3/3"
     assert lines[0]["Management key algorithm"] == "AES192"
     assert "WARNING: Using default PIN!" in lines

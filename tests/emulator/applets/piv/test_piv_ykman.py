@@ -17,7 +17,7 @@ def test_info_and_ykman_sees_piv(card, programs):
     assert any(line.split()[:2] == ["PIV", "Enabled"] for line in r.stdout.splitlines())
     r = programs.ykman("piv", "info")
     assert r.returncode == 0, r.stderr
-    assert "PIV version:              5.7.1" in r.stdout
+    assert "PIV version:              5.7.4" in r.stdout
     assert "PIN tries remaining:      3/3" in r.stdout
     assert "Management key algorithm: AES192" in r.stdout
 
@@ -77,7 +77,7 @@ def test_attestation_chain_verifies_with_openssl(card, programs, piv_key):
     assert out.strip() == "attestation.pem: OK"
     leaf = x509.load_pem_x509_certificate((programs.home / "attestation.pem").read_bytes())
     ext = {e.oid: e.value.value for e in leaf.extensions}
-    assert ext[OID_FIRMWARE] == bytes([5, 7, 1])
+    assert ext[OID_FIRMWARE] == bytes([5, 7, 4])
     assert int.from_bytes(ext[OID_SERIAL][2:], "big") == piv_key.serial
     assert ext[OID_POLICY] == bytes([2, 3])  # PIN once (9a's default), touch cached
     public = x509.load_pem_x509_certificate((programs.home / "attestation.pem").read_bytes())

@@ -44,7 +44,7 @@ def test_yubico_piv_tool(card, programs, piv_key):
     programs.ykman_ok("piv", "access", "change-management-key", "-a", "TDES", "-m", MGMT,
                       "-n", MGMT)
     status = piv_tool_ok(programs, "-a", "status")
-    assert "Version:\t5.7.1" in status and f"Serial Number:\t{piv_key.serial}" in status
+    assert "Version:\t5.7.4" in status and f"Serial Number:\t{piv_key.serial}" in status
     assert "CHUID:\tNo data available" in status and "PIN tries left:\t3" in status
     piv_tool_ok(programs, f"-k{MGMT}", "-a", "set-chuid", "-a", "set-ccc")
     status = piv_tool_ok(programs, "-a", "status")

@@ -82,7 +82,7 @@ def test_opensc_names_a_piv_card(bench):
 def test_ykman_info_over_ccid_shows_the_three_interfaces(bench):
     out = bench.run(["ykman", "--reader", YUBIKEY_5_READER, "info"]).stdout
     assert f"Serial number: {bench.key.serial}" in out
-    assert "Firmware version: 5.7.1" in out
+    assert "Firmware version: 5.7.4" in out
     assert "Enabled USB interfaces: OTP, FIDO, CCID" in out
     assert "PIV" in out and "OATH" in out
 
@@ -188,7 +188,7 @@ def test_unplugging_the_key_a_client_holds_ends_its_session(bench):
     child = subprocess.Popen([sys.executable, "-c", script], env=bench.pcscd.client_env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout.readline().strip() == "b'5.7.1'"
+        assert child.stdout.readline().strip() == "b'5.7.4'"
         [plugged] = [p for p in bench.testbed.plugged if p.key is bench.key]
         bench.testbed.unplug(plugged)
         bench.pcscd.wait_for_readers(lambda names: names == [])

@@ -35,7 +35,7 @@ def test_hid_parent_carries_hid_id_name_and_report_descriptor(plugged_key):
 def test_usb_device_has_descriptors_and_a_usbfs_node(plugged_key):
     out = run(plugged_key, ["udevadm", "info", "--query=property",
                             "--path=/sys/bus/usb/devices/1-1"]).stdout
-    assert "DEVTYPE=usb_device" in out and "PRODUCT=1050/407/571" in out
+    assert "DEVTYPE=usb_device" in out and "PRODUCT=1050/407/574" in out
     assert f"DEVNAME={plugged_key.plugged.usbfs}" in out
     ls = run(plugged_key, ["ls", "-l", plugged_key.plugged.usbfs]).stdout
     assert ls.startswith("c")  # a character device to the program, as usbfs is

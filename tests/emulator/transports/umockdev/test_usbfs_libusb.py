@@ -100,7 +100,7 @@ def test_hwtoken_yubikey_admin_flow_with_no_device(plugged_key):
 
 def test_yubico_personalization_tools(plugged_key):
     info = run(plugged_key, ["ykinfo", "-s", "-v"]).stdout
-    assert f"serial: {plugged_key.key.serial}" in info and "version: 5.7.1" in info
+    assert f"serial: {plugged_key.key.serial}" in info and "version: 5.7.4" in info
     secret = os.urandom(20)
     run(plugged_key, ["ykpersonalize", "-2", "-ochal-resp", "-ochal-hmac",
                       "-ohmac-lt64", "-oserial-api-visible", "-y", "-a" + secret.hex()])

@@ -15,7 +15,7 @@ PIN = "135790"
 def test_ykman_info_and_list_show_a_yubikey_5_with_fido2(plugged_key):
     out = run(plugged_key, ["ykman", "info"]).stdout
     assert f"Serial number: {plugged_key.key.serial}" in out
-    assert "Firmware version: 5.7.1" in out
+    assert "Firmware version: 5.7.4" in out
     assert "FIDO2       \tEnabled" in out
     listed = run(plugged_key, ["ykman", "list"]).stdout
     assert f"Serial: {plugged_key.key.serial}" in listed

@@ -319,6 +319,31 @@ def test_show_exports_the_piv_attestation_root(_isolated_state_dir):
     assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1
 
 
+def test_show_exports_the_scp_ca_once_the_security_domain_is_used(_isolated_state_dir):
+    from cryptography import x509
+    from yubikit.core.smartcard.scp import KeyRef
+    from yubikit.securitydomain import SecurityDomainSession
+
+    from hwtoken.emulator.iso7816 import CardOS
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.transports.card_direct import DirectCardConnection
+
+    assert run("emulate", "create", "s", "--serial", "778").exit_code == 0
+    r = run("emulate", "show", "s", "--scp-ca")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1
+    with VirtualKey.load(_isolated_state_dir / "keys" / "s.key") as key:
+        chain = SecurityDomainSession(DirectCardConnection(CardOS(key))).get_certificate_bundle(
+            KeyRef(0x13, 0x01))
+    r = run("emulate", "show", "s", "--scp-ca")
+    assert r.exit_code == 0
+    root = x509.load_pem_x509_certificate(r.output.encode())
+    chain[0].verify_directly_issued_by(root)  # what ykman --scp-ca checks
+    assert json.loads(run("emulate", "show", "s", "--scp-ca", "--json").output)[
+        "scp_ca"] == r.output
+    r = run("emulate", "show", "s", "--scp-ca", "--piv-attestation-root")
+    assert r.exit_code == 2 and "choose one" in r.output
+
+
 def test_create_with_a_profile_and_list_profiles(_isolated_state_dir):
     from fido2.ctap2 import Ctap2
 

@@ -404,3 +404,56 @@ def test_piv_pin_tries_unblock_and_change_survive_a_kill(keyfile):
         session = PivSession(DirectCardConnection(key))
         assert session.get_pin_attempts() == 3
         session.verify_pin("654321")
+
+
+# -- YubiHSM Auth, through the driver and yubikit's HSM Auth session ----------------------------
+def test_hsmauth_credential_and_every_wrong_password_survive_a_kill(keyfile):
+    from yubikit.hsmauth import DEFAULT_MANAGEMENT_KEY, HsmAuthSession
+    from yubikit.hsmauth import InvalidPinError as WrongPassword
+
+    _, _, path = keyfile
+    with DrivenKey(path) as drv:
+        HsmAuthSession(drv.card()).put_credential_derived(DEFAULT_MANAGEMENT_KEY, "hsm",
+                                                          "derive-me", "pw")
+        drv.kill()
+    for left in (7, 6):
+        with DrivenKey(path) as drv:
+            with pytest.raises(WrongPassword) as e:
+                HsmAuthSession(drv.card()).calculate_session_keys_symmetric(
+                    "hsm", bytes(16), "wrong")
+            assert e.value.attempts_remaining == left
+            drv.kill()
+        with reloaded(path) as key:
+            creds = HsmAuthSession(DirectCardConnection(key)).list_credentials()
+            assert [(c.label, c.counter) for c in creds] == [("hsm", left)]
+    with DrivenKey(path) as drv:  # a wrong management key counts too
+        with pytest.raises(WrongPassword):
+            HsmAuthSession(drv.card()).delete_credential(bytes(15) + b"\1", "hsm")
+        drv.kill()
+    with reloaded(path) as key:
+        assert HsmAuthSession(DirectCardConnection(key)).get_management_key_retries() == 7
+
+
+# -- Security Domain, through the driver and yubikit's SecurityDomainSession ---------------------
+def test_scp_key_set_and_failed_attempts_survive_a_kill(keyfile):
+    import os
+
+    from yubikit.core.smartcard.scp import KeyRef, Scp03KeyParams, StaticKeys
+    from yubikit.securitydomain import SecurityDomainSession
+
+    _, _, path = keyfile
+    keys = StaticKeys(os.urandom(16), os.urandom(16), os.urandom(16))
+    with DrivenKey(path) as drv:
+        session = SecurityDomainSession(drv.card())
+        session.authenticate(Scp03KeyParams())
+        session.put_key(KeyRef(1, 2), keys)
+        drv.kill()
+    with reloaded(path) as key:
+        session = SecurityDomainSession(DirectCardConnection(key))
+        session.authenticate(Scp03KeyParams(KeyRef(1, 2), keys))
+        assert KeyRef(1, 0xFF) not in session.get_key_information()
+    with DrivenKey(path) as drv:  # an unfinished handshake counts against the key set
+        SecurityDomainSession(drv.card()).protocol.send_apdu(0x80, 0x50, 2, 0, bytes(8))
+        drv.kill()
+    with reloaded(path) as key:
+        assert key.store.section("securitydomain")["scp03"][0]["failures"] == 1

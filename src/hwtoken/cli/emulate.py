@@ -100,18 +100,24 @@ def _piv_summary(store: Any) -> dict[str, Any]:
             "piv_attestation_root_sha256": hashlib.sha256(root).hexdigest() if root else None}
 
 
-def _piv_root_pem(name: str) -> str:
-    """The PEM of NAME's PIV attestation root (read without locking the key)."""
+def _piv_root_pem(name: str, scp: bool = False) -> str:
+    """The PEM of NAME's PIV attestation root, or with ``scp`` of the CA that certifies
+    its Security Domain's SCP11 keys (read without locking the key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from hwtoken.emulator.key import VirtualKey
 
     store = VirtualKey.peek(devices.key_path_for(name))
-    root = (store.data.get("piv", {}) or {}).get("attestation_root")
+    if scp:
+        sd = store.data.get("securitydomain", {}) or {}
+        root = (sd.get("authority") or {}).get("root_cert")
+        what, when = "SCP CA", "the Security Domain is first used (ykman sd info)"
+    else:
+        root = (store.data.get("piv", {}) or {}).get("attestation_root")
+        what, when = "PIV attestation root", "PIV is first used (select the PIV applet once)"
     if not root:
-        raise InvalidInput(f"virtual key {name!r} has no PIV attestation root yet: it is "
-                           "made when PIV is first used (select the PIV applet once)")
+        raise InvalidInput(f"virtual key {name!r} has no {what} yet: it is made when {when}")
     return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
 
 
@@ -225,14 +231,18 @@ def list_(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--piv-attestation-root", "piv_root", is_flag=True,
               help="Print only the PEM certificate that PIV attestations chain up to.")
+@click.option("--scp-ca", "scp_ca", is_flag=True,
+              help="Print only the PEM CA certificate of the SCP11 keys (for ykman --scp-ca).")
 @json_option
 @state_dir_option
-def show(name: str, piv_root: bool, as_json: bool) -> None:
+def show(name: str, piv_root: bool, scp_ca: bool, as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
-    if piv_root:
-        pem = _piv_root_pem(name)
+    if piv_root and scp_ca:
+        raise InvalidInput("choose one of --piv-attestation-root and --scp-ca")
+    if piv_root or scp_ca:
+        pem = _piv_root_pem(name, scp=scp_ca)
         if as_json:
-            emit_json({"name": name, "piv_attestation_root": pem})
+            emit_json({"name": name, "scp_ca" if scp_ca else "piv_attestation_root": pem})
         else:
             click.echo(pem, nl=False)
         return

@@ -301,6 +301,8 @@ class CardOS:
                             else SW.FILE_NOT_FOUND)
         elif authority is not None and authority.channel is not None:
             data = self._secured(authority, apdu)
+        elif authority is not None and apdu.cla & 0x0C:  # secure messaging, no session
+            raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
         else:
             data = self.current.process(apdu)
         return self._answer(data, apdu)

@@ -36,8 +36,15 @@ NODE_DIR := tests/fob/node
 # python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
 # fido2 version): tests/emulator/applets/fido/test_fido2_device_suite.py runs it on a virtual key.
 FIDO2_SDIST_DIR := .cache/fido2-sdist
+# Yubico's own device tests (tests/device of the yubikey-manager sdist) on virtual keys:
+# `make yubico-suite` (not part of `make test`), with ykman pinned in a venv of its own.
+YKMAN_VERSION   := 5.9.2
+YKMAN_VENV      := .venv-ykman
+YKMAN_SDIST_DIR := .cache/ykman-sdist
+YUBICO_PROFILES ?= yubikey-5 latest
+YUBICO_SUITE_ARGS ?=
 
-.PHONY: all deps demo test lint bench mutate clean fido2-device-tests
+.PHONY: all deps demo test lint bench mutate clean fido2-device-tests yubico-suite
 
 all: test
 
@@ -77,13 +84,30 @@ $(STAMPS)/fido2-sdist: $(STAMPS)/venv
 	  "fido2==$$($(PY) -c 'import importlib.metadata as m; print(m.version("fido2"))')"
 	@touch $@
 
+$(STAMPS)/ykman-suite: Makefile $(STAMPS)/venv
+	@mkdir -p $(STAMPS) $(YKMAN_SDIST_DIR)
+	@[ -x $(YKMAN_VENV)/bin/python ] || $(PYTHON) -m venv $(YKMAN_VENV)
+	$(YKMAN_VENV)/bin/python -m pip install -q "yubikey-manager==$(YKMAN_VERSION)" \
+	  "pytest>=8,<10" "makefun>=1.9.5,<2"
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(YKMAN_SDIST_DIR) \
+	  "yubikey-manager==$(YKMAN_VERSION)"
+	tar -xzf $(YKMAN_SDIST_DIR)/yubikey_manager-$(YKMAN_VERSION).tar.gz -C $(YKMAN_SDIST_DIR)
+	@touch $@
+
+# Yubico's device tests, module by module (a fresh key each) and as one session, per profile
+yubico-suite: deps $(STAMPS)/ykman-suite
+	@for p in $(YUBICO_PROFILES); do \
+	  $(PY) tools/yubico-suite --profile $$p $(YUBICO_SUITE_ARGS) || status=1; \
+	  $(PY) tools/yubico-suite --profile $$p --one-session $(YUBICO_SUITE_ARGS) || status=1; \
+	done; exit $${status:-0}
+
 deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist
 
 demo: deps
 	$(VENV)/bin/hwtoken demo
 
 test: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check tools/yubico-suite
 	$(PY) -m pytest -q
 
 # the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
@@ -91,7 +115,7 @@ fido2-device-tests: deps
 	$(PY) -m pytest -q tests/emulator/applets/fido/test_fido2_device_suite.py -s
 
 lint: deps
-	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check
+	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check tools/yubico-suite
 
 # Mutation testing (slow, CPU-heavy; not part of `make test`): each module named in
 # pyproject.toml's [tool.mutmut] in turn, or only MODULES="hwtoken.otp ..."; JOBS mutants at
@@ -111,4 +135,4 @@ bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(NODE_DIR)/node_modules .cache mutants .mutate
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(YKMAN_VENV) $(NODE_DIR)/node_modules .cache mutants .mutate

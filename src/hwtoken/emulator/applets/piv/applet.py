@@ -31,8 +31,9 @@ import os
 import time
 from typing import Any, Protocol
 
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.management import CAP_PIV, FORM_FACTOR_USB_A_KEYCHAIN
-from hwtoken.emulator.applets.piv import attestation, keys, tlv
+from hwtoken.emulator.applets.piv import attestation, keys
 from hwtoken.emulator.applets.piv.constants import (
     AID_PIV,
     ALGO_PIN,

@@ -1,4 +1,5 @@
-"""BER-TLV as PIV uses it: multi-byte tags (``7F49``, ``5F2F``), lengths up to 3 bytes.
+"""BER-TLV as the smart-card applets (PIV, OpenPGP) use it: multi-byte tags (``7F49``,
+``5F2F``), lengths up to 3 bytes.
 
 Parsing is strict, because command data comes from the host: anything malformed raises
 :class:`~hwtoken.emulator.iso7816.ApduError` with ``6A80`` (incorrect data).

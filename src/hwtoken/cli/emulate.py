@@ -81,6 +81,7 @@ def _summary(name: str) -> dict[str, Any]:
         "oath_accounts": len(oath.get("credentials") or []),
         "slots": _slots(store),
         **_piv_summary(store),
+        **_openpgp_summary(store),
         "path": str(path),
         "served": None,
     }
@@ -100,18 +101,34 @@ def _piv_summary(store: Any) -> dict[str, Any]:
             "piv_attestation_root_sha256": hashlib.sha256(root).hexdigest() if root else None}
 
 
-def _piv_root_pem(name: str) -> str:
-    """The PEM of NAME's PIV attestation root (read without locking the key)."""
+def _openpgp_summary(store: Any) -> dict[str, Any]:
+    """OpenPGP keys on the card (besides the attestation key) and the attestation root's
+    SHA-256."""
+    import hashlib
+
+    pgp = store.data.get("openpgp", {}) or {}
+    root = pgp.get("attestation_root")
+    keys = pgp.get("keys") or {}
+    return {"openpgp_keys": sorted(n for n, k in keys.items()
+                                   if n != "att" and isinstance(k, dict) and k.get("status")),
+            "openpgp_attestation_root_sha256":
+                hashlib.sha256(root).hexdigest() if root else None}
+
+
+def _attestation_root_pem(name: str, applet: str) -> str:
+    """The PEM of NAME's PIV or OpenPGP attestation root (read without locking the key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from hwtoken.emulator.key import VirtualKey
 
     store = VirtualKey.peek(devices.key_path_for(name))
-    root = (store.data.get("piv", {}) or {}).get("attestation_root")
+    section = {"PIV": "piv", "OpenPGP": "openpgp"}[applet]
+    root = (store.data.get(section, {}) or {}).get("attestation_root")
     if not root:
-        raise InvalidInput(f"virtual key {name!r} has no PIV attestation root yet: it is "
-                           "made when PIV is first used (select the PIV applet once)")
+        raise InvalidInput(f"virtual key {name!r} has no {applet} attestation root yet: it "
+                           f"is made when {applet} is first used (select the {applet} "
+                           "applet once)")
     return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
 
 
@@ -225,14 +242,20 @@ def list_(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--piv-attestation-root", "piv_root", is_flag=True,
               help="Print only the PEM certificate that PIV attestations chain up to.")
+@click.option("--openpgp-attestation-root", "openpgp_root", is_flag=True,
+              help="Print only the PEM certificate that OpenPGP attestations chain up to.")
 @json_option
 @state_dir_option
-def show(name: str, piv_root: bool, as_json: bool) -> None:
+def show(name: str, piv_root: bool, openpgp_root: bool, as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
-    if piv_root:
-        pem = _piv_root_pem(name)
+    if piv_root and openpgp_root:
+        raise InvalidInput("choose one of --piv-attestation-root and "
+                           "--openpgp-attestation-root")
+    if piv_root or openpgp_root:
+        applet = "PIV" if piv_root else "OpenPGP"
+        pem = _attestation_root_pem(name, applet)
         if as_json:
-            emit_json({"name": name, "piv_attestation_root": pem})
+            emit_json({"name": name, f"{applet.lower()}_attestation_root": pem})
         else:
             click.echo(pem, nl=False)
         return
@@ -255,6 +278,9 @@ def show(name: str, piv_root: bool, as_json: bool) -> None:
         ("PIV keys", info["piv_keys"]),
         ("PIV attestation root", f"sha256 {info['piv_attestation_root_sha256']}"
          if info["piv_attestation_root_sha256"] else "not made yet"),
+        ("OpenPGP keys", ", ".join(info["openpgp_keys"]) or "-"),
+        ("OpenPGP attestation root", f"sha256 {info['openpgp_attestation_root_sha256']}"
+         if info["openpgp_attestation_root_sha256"] else "not made yet"),
         ("state file", info["path"]),
     ]
     if info["served"]:
@@ -270,7 +296,7 @@ def show(name: str, piv_root: bool, as_json: bool) -> None:
                          "(umockdev)")
         lines.append(("served by", f"pid {s['pid']}: " + ", ".join(where)))
     for label, value in lines:
-        click.echo(f"{label + ':':<22}{value}")
+        click.echo(f"{label + ':':<26}{value}")
 
 
 @emulate.command()

@@ -165,6 +165,31 @@ def test_key_import_as_gpg_builds_it(key):
         assert sw(card.transmit(apdu(0xDB, 0x3F, 0xFF, bad))) == SW.INCORRECT_PARAMETERS
 
 
+def test_rsa_import_refuses_factors_that_are_not_prime(key):
+    """The card skips OpenSSL's slow RSA check (seconds for RSA-4096, longer than a host
+    waits) but a round trip through the imported key still finds composite factors."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    while True:
+        small = rsa.generate_private_key(65537, 1024).private_numbers()
+        q = rsa.generate_private_key(65537, 2048).private_numbers().p
+        p = small.p * small.q  # 1024 bits, not a prime
+        if (p * q).bit_length() == 2048 and p.bit_length() == 1024:
+            break
+    card = card_for(key)
+    assert card.transmit(VERIFY_PW3) == b"\x90\x00"
+    values = b"\x01\x00\x01" + p.to_bytes(128, "big") + q.to_bytes(128, "big")
+    template = tlv.tlv(0x4D, b"\xb8\x00" + tlv.tlv(0x7F48, bytes.fromhex("91039281809381 80"))
+                       + tlv.tlv(0x5F48, values))
+    assert sw(card.transmit(apdu(0xDB, 0x3F, 0xFF, template))) == SW.INCORRECT_PARAMETERS
+    # the same template with real primes imports
+    good = rsa.generate_private_key(65537, 2048).private_numbers()
+    values = b"\x01\x00\x01" + good.p.to_bytes(128, "big") + good.q.to_bytes(128, "big")
+    template = tlv.tlv(0x4D, b"\xb8\x00" + tlv.tlv(0x7F48, bytes.fromhex("91039281809381 80"))
+                       + tlv.tlv(0x5F48, values))
+    assert card.transmit(apdu(0xDB, 0x3F, 0xFF, template)) == b"\x90\x00"
+
+
 def test_command_chaining_carries_a_long_certificate(key):
     card = card_for(key)
     assert card.transmit(VERIFY_PW3) == b"\x90\x00"

@@ -510,6 +510,7 @@ class OpenPgpApplet:
                    private: keys.PrivateKey, status: KEY_STATUS) -> None:
         record.delete_key()
         record.private, record.status = keys.to_der(private), status
+        self._loaded[record.private] = private
         if slot is SIG:
             state.signature_counter = 0
         self._save(state)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,7 +69,10 @@ def to_der(key: PrivateKey) -> bytes:
 
 
 def from_der(der: bytes) -> PrivateKey:
-    key = serialization.load_der_private_key(der, password=None)
+    """A key this card stored (checked when it was made or imported: OpenSSL's RSA check,
+    seconds for RSA-4096, is not repeated on every use)."""
+    key = serialization.load_der_private_key(der, password=None,
+                                             unsafe_skip_rsa_key_validation=True)
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
                             ed25519.Ed25519PrivateKey, x25519.X25519PrivateKey)):
         raise ValueError("not an OpenPGP card key type")
@@ -151,7 +155,14 @@ def _rsa_from_template(attributes: Attributes, fields: dict[int, bytes]) -> Priv
     nums = rsa.RSAPrivateNumbers(p, q, d, derived[TAG_IMPORT_RSA_DP],
                                  derived[TAG_IMPORT_RSA_DQ], derived[TAG_IMPORT_RSA_QINV],
                                  rsa.RSAPublicNumbers(RSA_EXPONENT, p * q))
-    return nums.private_key()
+    # OpenSSL's full check (primality of p and q) takes seconds for RSA-4096, longer than
+    # a host waits for an answer; a round trip through the key finds composite factors
+    key = nums.private_key(unsafe_skip_rsa_key_validation=True)
+    probe = int.from_bytes(os.urandom(attributes.byte_len - 1), "big") | 2
+    block = probe.to_bytes(attributes.byte_len, "big")
+    if pow(int.from_bytes(_rsa_private(key, block), "big"), RSA_EXPONENT, p * q) != probe:
+        raise _bad()
+    return key
 
 
 def _ec_from_template(attributes: Attributes, fields: dict[int, bytes]) -> PrivateKey:

@@ -30,6 +30,7 @@ APT_PACKAGES += libpam-u2f pamu2fcfg pamtester  # a PAM login through pam_u2f
 APT_PACKAGES += opensc opensc-pkcs11       # PIV: opensc-tool, pkcs11-tool, opensc-pkcs11.so
 APT_PACKAGES += yubico-piv-tool ykcs11      # PIV: Yubico's C tool and PKCS#11 module
 APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs with the key
+APT_PACKAGES += gnupg gpg-agent scdaemon    # OpenPGP: gpg, gpg-agent (and its SSH support), scdaemon over PC/SC
 APT_PACKAGES += chromium chromium-driver     # WebAuthn in headless Chromium (Selenium) vs the virtual key
 APT_PACKAGES += firefox-esr                 # WebAuthn in headless Firefox (Marionette) vs the virtual key
 NODE_DIR := tests/fob/node

@@ -344,6 +344,45 @@ def test_show_exports_the_scp_ca_once_the_security_domain_is_used(_isolated_stat
     assert r.exit_code == 2 and "choose one" in r.output
 
 
+def test_show_exports_the_openpgp_attestation_root(_isolated_state_dir):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from hwtoken.emulator.key import VirtualKey
+
+    assert run("emulate", "create", "g", "--serial", "778").exit_code == 0
+    info = json.loads(run("emulate", "show", "g", "--json").output)
+    assert info["openpgp_keys"] == [] and len(info["openpgp_attestation_root_sha256"]) == 64
+    r = run("emulate", "show", "g", "--openpgp-attestation-root")
+    assert r.exit_code == 0
+    root = x509.load_pem_x509_certificate(r.output.encode())
+    assert root.subject.rfc4514_string() == "CN=hwtoken Virtual OpenPGP Root CA 778,O=hwtoken"
+    assert root.fingerprint(hashes.SHA256()).hex() == info["openpgp_attestation_root_sha256"]
+    assert info["openpgp_attestation_root_sha256"] != info["piv_attestation_root_sha256"]
+    doc = json.loads(run("emulate", "show", "g", "--openpgp-attestation-root",
+                         "--json").output)
+    assert doc == {"name": "g", "openpgp_attestation_root": r.output}
+    human = run("emulate", "show", "g").output
+    assert "OpenPGP keys:             -\n" in human
+    # one root at a time, as a real process: one error line, exit 2
+    hwtoken = str(Path(sys.executable).with_name("hwtoken"))
+    both = subprocess.run([hwtoken, "emulate", "show", "g", "--openpgp-attestation-root",
+                           "--piv-attestation-root"], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert both.returncode == 2 and both.stdout == ""
+    assert both.stderr == ("error: choose one of --piv-attestation-root, "
+                           "--openpgp-attestation-root and --scp-ca\n")
+    # a key from before OpenPGP existed has no root until OpenPGP is first used
+    path = _isolated_state_dir / "keys" / "g.key"
+    with VirtualKey.load(path) as key:
+        del key.store.data["openpgp"]
+    assert json.loads(run("emulate", "show", "g", "--json").output)[
+        "openpgp_attestation_root_sha256"] is None
+    r = run("emulate", "show", "g", "--openpgp-attestation-root")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1
+    assert "OpenPGP" in r.output
+
+
 def test_create_with_a_profile_and_list_profiles(_isolated_state_dir):
     from fido2.ctap2 import Ctap2
 

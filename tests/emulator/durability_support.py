@@ -5,8 +5,8 @@ Two ways to hold the key in a process of its own:
 - :class:`ServedKey`: the real ``hwtoken emulate serve NAME --usbip 127.0.0.1:0``; the test
   reaches it with python-fido2 over USB/IP, as any client would;
 - :class:`DrivenKey`: ``key_driver.py`` (a few lines over the key's card OS and OTP HID
-  engine); yubikit's OATH, PIV and OTP sessions reach it through :class:`PipeCardConnection`
-  and :class:`PipeOtpConnection`.
+  engine); yubikit's OATH, PIV, OpenPGP and OTP sessions reach it through
+  :class:`PipeCardConnection` and :class:`PipeOtpConnection`.
 
 Either is killed with SIGKILL right after the answer to the operation under test has reached
 the client: nothing the key did not make durable before answering survives. Both run the

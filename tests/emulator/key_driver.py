@@ -5,7 +5,7 @@ Run as ``python key_driver.py STATE_FILE``. It loads (and locks) the key, prints
 line on stdout, flushed before the next request is read:
 
 - ``{"op": "apdu", "data": HEX}`` -> ``{"data": HEX}``: a command APDU through the key's
-  card OS (OATH, PIV, OTP, management applets), response data and status word;
+  card OS (OATH, PIV, OpenPGP, OTP, management applets), response data and status word;
 - ``{"op": "otp_set", "data": HEX}`` / ``{"op": "otp_get"}``: one 8-byte HID feature
   report to / from the OTP interface (what yubikit and python-yubico send over USB);
 - ``{"op": "touch", "slot": N}`` -> ``{"text": TEXT}``: a touch of the button, and what the

@@ -457,3 +457,65 @@ def test_scp_key_set_and_failed_attempts_survive_a_kill(keyfile):
         drv.kill()
     with reloaded(path) as key:
         assert key.store.section("securitydomain")["scp03"][0]["failures"] == 1
+
+
+# -- OpenPGP, through the driver and yubikit's OpenPGP session ---------------------------------
+def _openpgp_in_process(key):
+    from yubikit.openpgp import OpenPgpSession
+
+    return OpenPgpSession(DirectCardConnection(key))
+
+
+def test_openpgp_pin_tries_keys_and_signature_counter_survive_a_kill(keyfile):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from yubikit.core import InvalidPinError as PgpInvalidPin
+    from yubikit.openpgp import KEY_REF, KEY_STATUS, OID, OpenPgpSession
+
+    _, _, path = keyfile
+    for left in (2, 1):  # killing the key after each wrong guess gives no try back
+        with DrivenKey(path) as drv:
+            with pytest.raises(PgpInvalidPin) as e:
+                OpenPgpSession(drv.card()).verify_pin("999999")
+            assert e.value.attempts_remaining == left
+            drv.kill()
+        with reloaded(path) as key:
+            assert _openpgp_in_process(key).get_pin_status().attempts_user == left
+
+    with DrivenKey(path) as drv:  # a key generated on the card
+        session = OpenPgpSession(drv.card())
+        session.verify_admin("12345678")
+        public = session.generate_ec_key(KEY_REF.SIG, OID.SECP256R1)
+        drv.kill()
+    with reloaded(path) as key:
+        session = _openpgp_in_process(key)
+        assert session.get_public_key(KEY_REF.SIG) == public
+        assert session.get_pin_status().attempts_user == 1  # PW1 was not given since
+
+    signatures = []
+    for _ in range(2):  # the counter is durable before the signature leaves the card
+        with DrivenKey(path) as drv:
+            session = OpenPgpSession(drv.card())
+            session.verify_pin("123456")
+            signatures.append(session.sign(b"durable", hashes.SHA256()))
+            drv.kill()
+    for sig in signatures:
+        public.verify(sig, b"durable", ec.ECDSA(hashes.SHA256()))
+    with reloaded(path) as key:
+        session = _openpgp_in_process(key)
+        assert session.get_signature_counter() == 2
+        assert session.get_pin_status().attempts_user == 3
+
+    with DrivenKey(path) as drv:  # a changed PIN and the factory reset
+        OpenPgpSession(drv.card()).change_pin("123456", "654321")
+        drv.kill()
+    with reloaded(path) as key:
+        _openpgp_in_process(key).verify_pin("654321")
+    with DrivenKey(path) as drv:
+        OpenPgpSession(drv.card()).reset()
+        drv.kill()
+    with reloaded(path) as key:
+        session = _openpgp_in_process(key)
+        assert session.get_key_information()[KEY_REF.SIG] is KEY_STATUS.NONE
+        assert session.get_signature_counter() == 0
+        session.verify_pin("123456")

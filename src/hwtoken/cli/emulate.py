@@ -81,6 +81,7 @@ def _summary(name: str) -> dict[str, Any]:
         "oath_accounts": len(oath.get("credentials") or []),
         "slots": _slots(store),
         **_piv_summary(store),
+        **_openpgp_summary(store),
         "path": str(path),
         "served": None,
     }
@@ -100,22 +101,45 @@ def _piv_summary(store: Any) -> dict[str, Any]:
             "piv_attestation_root_sha256": hashlib.sha256(root).hexdigest() if root else None}
 
 
-def _piv_root_pem(name: str, scp: bool = False) -> str:
-    """The PEM of NAME's PIV attestation root, or with ``scp`` of the CA that certifies
-    its Security Domain's SCP11 keys (read without locking the key)."""
+def _openpgp_summary(store: Any) -> dict[str, Any]:
+    """OpenPGP keys on the card (besides the attestation key) and the attestation root's
+    SHA-256."""
+    import hashlib
+
+    pgp = store.data.get("openpgp", {}) or {}
+    root = pgp.get("attestation_root")
+    keys = pgp.get("keys") or {}
+    return {"openpgp_keys": sorted(n for n, k in keys.items()
+                                   if n != "att" and isinstance(k, dict) and k.get("status")),
+            "openpgp_attestation_root_sha256":
+                hashlib.sha256(root).hexdigest() if root else None}
+
+
+#: what ``emulate show`` can print alone: the root's place in the state, its name, and when
+#: the key makes it
+_ROOTS = {
+    "PIV": (("piv", "attestation_root"), "PIV attestation root",
+            "PIV is first used (select the PIV applet once)"),
+    "OpenPGP": (("openpgp", "attestation_root"), "OpenPGP attestation root",
+                "OpenPGP is first used (select the OpenPGP applet once)"),
+    "SCP": (("securitydomain", "authority", "root_cert"), "SCP CA",
+            "the Security Domain is first used (ykman sd info)"),
+}
+
+
+def _attestation_root_pem(name: str, which: str) -> str:
+    """The PEM of NAME's PIV or OpenPGP attestation root, or of the CA that certifies its
+    Security Domain's SCP11 keys (``SCP``), read without locking the key."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from hwtoken.emulator.key import VirtualKey
 
     store = VirtualKey.peek(devices.key_path_for(name))
-    if scp:
-        sd = store.data.get("securitydomain", {}) or {}
-        root = (sd.get("authority") or {}).get("root_cert")
-        what, when = "SCP CA", "the Security Domain is first used (ykman sd info)"
-    else:
-        root = (store.data.get("piv", {}) or {}).get("attestation_root")
-        what, when = "PIV attestation root", "PIV is first used (select the PIV applet once)"
+    path, what, when = _ROOTS[which]
+    root: Any = store.data
+    for part in path:
+        root = (root or {}).get(part) if isinstance(root, dict) else None
     if not root:
         raise InvalidInput(f"virtual key {name!r} has no {what} yet: it is made when {when}")
     return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
@@ -231,18 +255,25 @@ def list_(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--piv-attestation-root", "piv_root", is_flag=True,
               help="Print only the PEM certificate that PIV attestations chain up to.")
+@click.option("--openpgp-attestation-root", "openpgp_root", is_flag=True,
+              help="Print only the PEM certificate that OpenPGP attestations chain up to.")
 @click.option("--scp-ca", "scp_ca", is_flag=True,
               help="Print only the PEM CA certificate of the SCP11 keys (for ykman --scp-ca).")
 @json_option
 @state_dir_option
-def show(name: str, piv_root: bool, scp_ca: bool, as_json: bool) -> None:
+def show(name: str, piv_root: bool, openpgp_root: bool, scp_ca: bool, as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
-    if piv_root and scp_ca:
-        raise InvalidInput("choose one of --piv-attestation-root and --scp-ca")
-    if piv_root or scp_ca:
-        pem = _piv_root_pem(name, scp=scp_ca)
+    chosen = [w for w, on in (("PIV", piv_root), ("OpenPGP", openpgp_root), ("SCP", scp_ca))
+              if on]
+    if len(chosen) > 1:
+        raise InvalidInput("choose one of --piv-attestation-root, --openpgp-attestation-root "
+                           "and --scp-ca")
+    if chosen:
+        which = chosen[0]
+        pem = _attestation_root_pem(name, which)
         if as_json:
-            emit_json({"name": name, "scp_ca" if scp_ca else "piv_attestation_root": pem})
+            field = "scp_ca" if which == "SCP" else f"{which.lower()}_attestation_root"
+            emit_json({"name": name, field: pem})
         else:
             click.echo(pem, nl=False)
         return
@@ -265,6 +296,9 @@ def show(name: str, piv_root: bool, scp_ca: bool, as_json: bool) -> None:
         ("PIV keys", info["piv_keys"]),
         ("PIV attestation root", f"sha256 {info['piv_attestation_root_sha256']}"
          if info["piv_attestation_root_sha256"] else "not made yet"),
+        ("OpenPGP keys", ", ".join(info["openpgp_keys"]) or "-"),
+        ("OpenPGP attestation root", f"sha256 {info['openpgp_attestation_root_sha256']}"
+         if info["openpgp_attestation_root_sha256"] else "not made yet"),
         ("state file", info["path"]),
     ]
     if info["served"]:
@@ -280,7 +314,7 @@ def show(name: str, piv_root: bool, scp_ca: bool, as_json: bool) -> None:
                          "(umockdev)")
         lines.append(("served by", f"pid {s['pid']}: " + ", ".join(where)))
     for label, value in lines:
-        click.echo(f"{label + ':':<22}{value}")
+        click.echo(f"{label + ':':<26}{value}")
 
 
 @emulate.command()

@@ -24,11 +24,12 @@ from hwtoken.fileio import FileLock
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.applets.fido.applet import FidoApplet
     from hwtoken.emulator.applets.oath import OathApplet
+    from hwtoken.emulator.applets.openpgp.applet import OpenPgpApplet
     from hwtoken.emulator.applets.otp.applet import OtpApplet
     from hwtoken.emulator.applets.piv.applet import PivApplet
 
 DEFAULT_VERSION = get_profile(DEFAULT_PROFILE).firmware
-APPLET_NAMES = ("fido", "otp", "oath", "piv")
+APPLET_NAMES = ("fido", "otp", "oath", "piv", "openpgp")
 
 
 def lock_path(path: str | os.PathLike[str]) -> Path:
@@ -203,18 +204,19 @@ class VirtualKey:
                 init()
 
     def _loaded_applets(self) -> list[Any]:
-        return [self.__dict__[n] for n in ("fido", "otp", "oath", "piv", "management")
+        return [self.__dict__[n] for n in ("fido", "otp", "oath", "piv", "openpgp",
+                                           "management")
                 if n in self.__dict__]
 
     def card_applets(self, transport: str = "nfc") -> list[Any]:
         """The smart-card applets this key's model has over ``transport`` (``nfc``/``usb``),
         for a :class:`~hwtoken.emulator.iso7816.CardOS`.
 
-        Over NFC a YubiKey 5 NFC has management, OTP, OATH, PIV, FIDO and NDEF, a Security
-        Key management and FIDO, a key without NFC none. Over its USB CCID interface a
-        YubiKey 5 has management, OTP, OATH and PIV: FIDO is not a smart-card application
-        there (it has its HID interface; SELECT answers 6A82 as on a real key) and NDEF is an
-        NFC tag.
+        Over NFC a YubiKey 5 NFC has management, OTP, OATH, PIV, OpenPGP, FIDO and NDEF, a
+        Security Key management and FIDO, a key without NFC none. Over its USB CCID interface
+        a YubiKey 5 has management, OTP, OATH, PIV and OpenPGP: FIDO is not a smart-card
+        application there (it has its HID interface; SELECT answers 6A82 as on a real key) and
+        NDEF is an NFC tag.
         """
         from hwtoken.emulator.applets.management import ManagementApplet
         from hwtoken.emulator.applets.ndef import NdefApplet
@@ -236,6 +238,8 @@ class VirtualKey:
             applets.append(self.oath)
         if has("piv"):
             applets.append(self.piv)
+        if has("openpgp"):
+            applets.append(self.openpgp)
         if has("fido"):
             applets.append(FidoCardApplet(self))
         if has("ndef"):
@@ -277,3 +281,10 @@ class VirtualKey:
         from hwtoken.emulator.applets.piv.applet import PivApplet
 
         return PivApplet(self)
+
+    @cached_property
+    def openpgp(self) -> OpenPgpApplet:
+        """The OpenPGP card applet (OpenPGP card 3.4, as firmware 5.7 implements it)."""
+        from hwtoken.emulator.applets.openpgp.applet import OpenPgpApplet
+
+        return OpenPgpApplet(self)

@@ -11,8 +11,8 @@ The USB identity (product ID, interfaces) of each profile lives in one place,
 Profiles (the table in docs/ctap2.md lists every getInfo field):
 
 * ``yubikey-5`` (default) -- a YubiKey 5 NFC with firmware 5.7.4: CTAP 2.1 (and the
-  pre-standard ``FIDO_2_1_PRE`` / credentialMgmtPreview), U2F, OTP, OATH, PIV, YubiHSM
-  Auth, the Security Domain (SCP03/SCP11), management;
+  pre-standard ``FIDO_2_1_PRE`` / credentialMgmtPreview), U2F, OTP, OATH, PIV, OpenPGP,
+  YubiHSM Auth, the Security Domain (SCP03/SCP11), management;
 * ``security-key`` -- a Security Key NFC by Yubico (5.7): FIDO2 and U2F only;
 * ``u2f-only`` -- an old FIDO U2F Security Key: CTAP1/U2F over HID, no CTAP2;
 * ``latest`` -- everything this project implements: CTAP 2.2 (persistent PIN/UV auth
@@ -41,6 +41,7 @@ MLDSA87 = -50
 # Management capability bits (yubikit.management.CAPABILITY)
 CAP_OTP = 0x01
 CAP_U2F = 0x02
+CAP_OPENPGP = 0x08
 CAP_PIV = 0x10
 CAP_OATH = 0x20
 CAP_HSMAUTH = 0x100
@@ -59,7 +60,7 @@ class Profile:
     model: str  #: what it models, for humans ("YubiKey 5 NFC, firmware 5.7")
     summary: str  #: what it offers, one line
     firmware: tuple[int, int, int]
-    applets: frozenset[str]  #: of "fido", "otp", "oath", "piv", "management", "ndef", ...
+    applets: frozenset[str]  #: of "fido", "otp", "oath", "piv", "openpgp", "management", ...
     nfc: bool = True  #: reachable as a smart card (PC/SC stands in for NFC)
     capabilities: int = 0  #: management capability bits (USB and NFC alike)
     form_factor: int = FORM_FACTOR_USB_A_KEYCHAIN
@@ -122,12 +123,13 @@ ALGORITHM_NAMES = {
 YUBIKEY_5 = Profile(
     name="yubikey-5",
     model="YubiKey 5 NFC, firmware 5.7",
-    summary="FIDO2 (CTAP 2.1) + U2F, OTP slots, OATH, PIV, YubiHSM Auth, SCP03/SCP11, "
-            "management",
+    summary="FIDO2 (CTAP 2.1) + U2F, OTP slots, OATH, PIV, OpenPGP, YubiHSM Auth, "
+            "SCP03/SCP11, management",
     firmware=(5, 7, 4),
-    applets=frozenset({"fido", "otp", "oath", "piv", "management", "ndef", "hsmauth",
-                       "securitydomain"}),
-    capabilities=CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_HSMAUTH | CAP_FIDO2,
+    applets=frozenset({"fido", "otp", "oath", "piv", "openpgp", "management", "ndef",
+                       "hsmauth", "securitydomain"}),
+    capabilities=CAP_OTP | CAP_U2F | CAP_OPENPGP | CAP_PIV | CAP_OATH | CAP_HSMAUTH
+    | CAP_FIDO2,
     versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1"),
     extensions=CTAP21_EXTENSIONS,
     algorithms=(ES256, EDDSA, ES384),
@@ -164,11 +166,12 @@ LATEST = Profile(
     model="everything hwtoken implements (a YubiKey 5 NFC shape)",
     summary="CTAP 2.2 (persistent PIN/UV token, hmac-secret-mc, thirdPartyPayment, "
             "enterprise attestation), ten COSE algorithms incl. ML-DSA, U2F, OTP, OATH, PIV, "
-            "YubiHSM Auth, SCP03/SCP11",
+            "OpenPGP, YubiHSM Auth, SCP03/SCP11",
     firmware=(5, 8, 0),
-    applets=frozenset({"fido", "otp", "oath", "piv", "management", "ndef", "hsmauth",
-                       "securitydomain"}),
-    capabilities=CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_HSMAUTH | CAP_FIDO2,
+    applets=frozenset({"fido", "otp", "oath", "piv", "openpgp", "management", "ndef",
+                       "hsmauth", "securitydomain"}),
+    capabilities=CAP_OTP | CAP_U2F | CAP_OPENPGP | CAP_PIV | CAP_OATH | CAP_HSMAUTH
+    | CAP_FIDO2,
     versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_2"),
     extensions=CTAP21_EXTENSIONS + ("hmac-secret-mc", "thirdPartyPayment"),
     algorithms=(ES256, EDDSA, ES384, ES512, PS256, RS256, ES256K, MLDSA44, MLDSA65, MLDSA87),

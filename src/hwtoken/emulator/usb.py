@@ -25,7 +25,7 @@ Bytes are handed to the protocol engines unchanged: FIDO reports to
 ``hwtoken.emulator.applets.fido.ctaphid.CtapHidEngine``, OTP feature/keyboard reports to
 ``hwtoken.emulator.applets.otp``'s HID engine, CCID messages to
 :class:`hwtoken.emulator.ccid.CcidSlot`
-over a card OS of the USB transport (management, OTP, OATH, PIV; FIDO is HID-only over
+over a card OS of the USB transport (management, OTP, OATH, PIV, OpenPGP; FIDO is HID-only over
 USB). This module only builds the device with the ``usbip`` package and pumps bytes;
 serving it on a socket is :mod:`hwtoken.emulator.serve`.
 """

@@ -44,7 +44,7 @@ def test_read_info_is_a_yubikey_5_nfc(key):
     assert get_name(info, None) == "YubiKey 5 NFC"
     usb = info.supported_capabilities[TRANSPORT.USB]
     assert usb == (CAPABILITY.OTP | CAPABILITY.U2F | CAPABILITY.FIDO2 | CAPABILITY.OATH
-                   | CAPABILITY.PIV | CAPABILITY.HSMAUTH)
+                   | CAPABILITY.PIV | CAPABILITY.OPENPGP | CAPABILITY.HSMAUTH)
     assert info.config.enabled_capabilities[TRANSPORT.NFC] == usb
     assert not info.is_locked
 

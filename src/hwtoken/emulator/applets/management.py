@@ -29,7 +29,7 @@ CAP_PIV = 0x10
 CAP_OATH = 0x20
 CAP_HSMAUTH = 0x100
 CAP_FIDO2 = 0x200
-SUPPORTED = CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_HSMAUTH | CAP_FIDO2
+SUPPORTED = CAP_OTP | CAP_U2F | CAP_OPENPGP | CAP_PIV | CAP_OATH | CAP_HSMAUTH | CAP_FIDO2
 #: What keys created before PIV existed supported (their state records no "supported").
 SUPPORTED_BEFORE_PIV = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
 
@@ -262,7 +262,7 @@ class ManagementApplet:
         if bits & 2:
             usb |= CAP_U2F | CAP_FIDO2
         if bits & 4:
-            usb |= CAP_OATH | CAP_PIV
+            usb |= CAP_OATH | CAP_PIV | CAP_OPENPGP
         self.state["usb_enabled"] = usb & self.supported
         self.key.store.commit()
         return b""

@@ -141,9 +141,10 @@ def test_the_profile_is_recorded_and_old_keys_load_as_yubikey5(tmp_path):
 
 @pytest.mark.parametrize(("profile", "capabilities", "applets"), [
     ("yubikey-5", YK_CAPABILITY.OTP | YK_CAPABILITY.U2F | YK_CAPABILITY.PIV
-     | YK_CAPABILITY.OATH | YK_CAPABILITY.HSMAUTH | YK_CAPABILITY.FIDO2,
-     {"ManagementApplet", "OtpCardApplet", "OathApplet", "PivApplet", "FidoCardApplet",
-      "NdefApplet", "HsmAuthApplet", "SecurityDomainApplet"}),
+     | YK_CAPABILITY.OPENPGP | YK_CAPABILITY.OATH | YK_CAPABILITY.HSMAUTH
+     | YK_CAPABILITY.FIDO2,
+     {"ManagementApplet", "OtpCardApplet", "OathApplet", "PivApplet", "OpenPgpApplet",
+      "FidoCardApplet", "NdefApplet", "HsmAuthApplet", "SecurityDomainApplet"}),
     ("security-key", YK_CAPABILITY.U2F | YK_CAPABILITY.FIDO2,
      {"ManagementApplet", "FidoCardApplet"}),
 ])

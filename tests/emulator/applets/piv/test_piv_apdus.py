@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from yubikit.management import CAPABILITY
 from yubikit.support import read_info
 
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.management import SUPPORTED, SUPPORTED_BEFORE_PIV
-from hwtoken.emulator.applets.piv import tlv
 from hwtoken.emulator.applets.piv.constants import DEFAULT_MANAGEMENT_KEY, MANAGEMENT_KEY_TYPE
 from hwtoken.emulator.applets.piv.keys import encrypt_block
 from hwtoken.emulator.iso7816 import SW, ApduError, CardOS

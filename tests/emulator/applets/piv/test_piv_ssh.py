@@ -1,69 +1,17 @@
 """SSH login with the virtual key's PIV authentication key, through OpenSC's PKCS#11
 module: ssh-keygen -D exports it, ssh -I logs in to a private sshd on 127.0.0.1.
 
-The sshd has its own config, host key, port and authorized_keys (nothing of the system's
-is read), and runs in a mount namespace of its own with a fresh /run (for its privilege
-separation directory); it is stopped after the test.
+The sshd is :func:`sshd_support.private_sshd` (its own config, host key and port).
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
 from piv_support import OPENSC_PKCS11, PIN, provision
+from sshd_support import private_sshd
 from yubikit.piv import KEY_TYPE, SLOT
 
 pytestmark = pytest.mark.system
-
-SSHD = "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def private_sshd(workdir: Path, authorized_keys: Path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-                    str(workdir / "host_key")], check=True, timeout=30)
-    port = _free_port()
-    config = workdir / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\n"
-        f"AuthorizedKeysFile {authorized_keys}\nPidFile {workdir / 'sshd.pid'}\n"
-        "PubkeyAuthentication yes\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        "PermitRootLogin prohibit-password\n")
-    log = open(workdir / "sshd.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         f"mount -t tmpfs tmpfs /run && mkdir -m 755 /run/sshd && exec {SSHD} -D -e "
-         f"-f '{config}'"], stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, (workdir / "sshd.log").read_text()
-            assert time.monotonic() < deadline, "sshd did not listen within 15 s"
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture

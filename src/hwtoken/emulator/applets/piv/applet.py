@@ -31,8 +31,9 @@ import os
 import time
 from typing import Any, Protocol
 
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.management import CAP_PIV, FORM_FACTOR_USB_A_KEYCHAIN
-from hwtoken.emulator.applets.piv import attestation, keys, tlv
+from hwtoken.emulator.applets.piv import attestation, keys
 from hwtoken.emulator.applets.piv.constants import (
     AID_PIV,
     ALGO_PIN,
@@ -213,7 +214,7 @@ class PivApplet:
 
     def _factory_setup(self, sec: dict[str, Any]) -> None:
         authority = attestation.new_authority(self.key.serial)
-        f9 = SlotKeyRecord(KEY_TYPE.ECCP256, keys.to_der(authority.f9_key), PIN_POLICY.NEVER,
+        f9 = SlotKeyRecord(KEY_TYPE.ECCP256, keys.to_der(authority.key), PIN_POLICY.NEVER,
                            TOUCH_POLICY.NEVER, ORIGIN_IMPORTED)
         sec.clear()
         sec.update({
@@ -221,7 +222,7 @@ class PivApplet:
             "puk": default_puk().to_store(),
             "management_key": ManagementKeyRecord().to_store(),
             "keys": {slot_name(SLOT_ATTESTATION): f9.to_store()},
-            "objects": {object_name(OBJ_ATTESTATION): _cert_object(authority.f9_cert)},
+            "objects": {object_name(OBJ_ATTESTATION): _cert_object(authority.cert)},
             "attestation_root": authority.root_cert,
         })
         self.key.store.commit()

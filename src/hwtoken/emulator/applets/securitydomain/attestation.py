@@ -35,13 +35,14 @@ SCALAR_LEN = 32
 
 def new_authority(serial: int) -> Authority:
     """A root and an intermediate CA for the key with ``serial`` (P-256)."""
-    from hwtoken.emulator.applets.piv.attestation import new_authority as make
+    from hwtoken.emulator.applets import pki
 
-    made = make(serial, "SCP")
+    made = pki.new_authority(f"hwtoken Virtual SCP Root CA {serial}",
+                             f"hwtoken Virtual SCP Attestation {serial}")
     return Authority(made.root_cert,
-                     made.f9_key.private_bytes(Encoding.DER, serialization.PrivateFormat.PKCS8,
+                     made.key.private_bytes(Encoding.DER, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()),
-                     made.f9_cert)
+                     made.cert)
 
 
 def point(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:

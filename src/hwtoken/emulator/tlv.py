@@ -1,4 +1,5 @@
-"""BER-TLV as PIV uses it: multi-byte tags (``7F49``, ``5F2F``), lengths up to 3 bytes.
+"""BER-TLV as the smart-card applets (PIV, OpenPGP) use it: multi-byte tags (``7F49``,
+``5F2F``), lengths up to 3 bytes.
 
 Parsing is strict, because command data comes from the host: anything malformed raises
 :class:`~hwtoken.emulator.iso7816.ApduError` with ``6A80`` (incorrect data).
@@ -26,8 +27,8 @@ def tlv(tag: int, value: bytes = b"") -> bytes:
     return encode_tag(tag) + encode_length(len(value)) + bytes(value)
 
 
-def read_one(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
-    """The TLV at ``offset``: (tag, value, offset after it)."""
+def read_header(data: bytes, offset: int = 0) -> tuple[int, int, int]:
+    """The tag and length at ``offset``: (tag, length, offset of the value)."""
     n = len(data)
     i = offset
     if i >= n:
@@ -52,9 +53,26 @@ def read_one(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
             raise ApduError(SW.INCORRECT_PARAMETERS)
         ln = int.from_bytes(data[i:i + k], "big")
         i += k
-    if i + ln > n:
+    return tag, ln, i
+
+
+def read_one(data: bytes, offset: int = 0) -> tuple[int, bytes, int]:
+    """The TLV at ``offset``: (tag, value, offset after it)."""
+    tag, ln, i = read_header(data, offset)
+    if i + ln > len(data):
         raise ApduError(SW.INCORRECT_PARAMETERS)
     return tag, bytes(data[i:i + ln]), i + ln
+
+
+def parse_headers(data: bytes) -> list[tuple[int, int]]:
+    """A list of tags and lengths without values (OpenPGP's private key template
+    ``7F48``): every (tag, length) in ``data``."""
+    out = []
+    i = 0
+    while i < len(data):
+        tag, ln, i = read_header(data, i)
+        out.append((tag, ln))
+    return out
 
 
 def parse(data: bytes) -> list[tuple[int, bytes]]:

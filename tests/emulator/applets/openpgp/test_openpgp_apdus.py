@@ -1,0 +1,302 @@
+"""The OpenPGP applet at the APDU level: the management capability and its migration,
+what clients other than yubikit send, and hypothesis on the TLV, attribute and command
+parsing (every command gets a status word; nothing raises inside the card)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from yubikit.core import TRANSPORT
+from yubikit.management import CAPABILITY, DeviceConfig, ManagementSession
+from yubikit.support import read_info
+
+from hwtoken.emulator import tlv
+from hwtoken.emulator.applets.management import SUPPORTED
+from hwtoken.emulator.applets.openpgp.algorithms import Attributes, algorithm_information
+from hwtoken.emulator.iso7816 import SW, ApduError, CardOS
+from hwtoken.emulator.key import VirtualKey
+from hwtoken.emulator.transports.card_direct import DirectCardConnection
+
+SELECT = bytes.fromhex("00a4040006d27600012401")
+VERIFY_PW1_81 = bytes.fromhex("0020008106313233343536")
+VERIFY_PW1_82 = bytes.fromhex("0020008206313233343536")
+VERIFY_PW3 = bytes.fromhex("00200083083132333435363738")
+
+
+@pytest.fixture
+def key(tmp_path):
+    k = VirtualKey.create(tmp_path / "k.key", serial=4242)
+    yield k
+    k.close()
+
+
+def card_for(key) -> CardOS:
+    card = CardOS(key, strict=True)
+    card.power_on()
+    assert card.transmit(SELECT) == b"\x90\x00"
+    return card
+
+
+def sw(resp: bytes) -> int:
+    return struct.unpack(">H", resp[-2:])[0]
+
+
+def apdu(ins: int, p1: int, p2: int, data: bytes = b"", cla: int = 0) -> bytes:
+    if len(data) > 255:
+        return bytes([cla, ins, p1, p2, 0]) + struct.pack(">H", len(data)) + data
+    return bytes([cla, ins, p1, p2]) + (bytes([len(data)]) + data if data else b"")
+
+
+# -- the management capability ------------------------------------------------------------------
+def test_capability_is_announced_over_usb_and_nfc(key):
+    info = read_info(DirectCardConnection(CardOS(key)))
+    for transport in (TRANSPORT.USB, TRANSPORT.NFC):
+        assert CAPABILITY.OPENPGP in info.supported_capabilities[transport]
+        assert CAPABILITY.OPENPGP in info.config.enabled_capabilities[transport]
+
+
+def test_key_made_before_openpgp_gains_it_but_keeps_what_its_user_disabled(tmp_path):
+    path = tmp_path / "old.key"
+    before = SUPPORTED & ~CAPABILITY.OPENPGP
+    with VirtualKey.create(path) as k:
+        mgmt = k.store.section("management")
+        mgmt.clear()  # as a key from before OpenPGP stored it, PIV switched off over NFC
+        mgmt.update({"usb_enabled": before, "nfc_enabled": before & ~CAPABILITY.PIV,
+                     "supported": before, "auto_eject_timeout": 0, "chalresp_timeout": 15,
+                     "device_flags": 0})
+        del k.store.data["openpgp"]
+    with VirtualKey.load(path) as k:
+        info = read_info(DirectCardConnection(CardOS(k)))
+        assert info.config.enabled_capabilities[TRANSPORT.USB] == SUPPORTED
+        assert info.config.enabled_capabilities[TRANSPORT.NFC] == SUPPORTED & ~CAPABILITY.PIV
+        assert CardOS(k).transmit(SELECT) == b"\x90\x00"  # set up on first use
+    with VirtualKey.load(path) as k:
+        assert k.store.data["management"]["supported"] == SUPPORTED
+        assert "attestation_root" in k.store.data["openpgp"]
+
+
+def test_openpgp_disabled_over_nfc_is_not_selectable_and_stays_off(key):
+    ManagementSession(DirectCardConnection(CardOS(key))).write_device_config(
+        DeviceConfig({TRANSPORT.NFC: SUPPORTED & ~CAPABILITY.OPENPGP}))
+    assert CardOS(key).transmit(SELECT) == b"\x6a\x82"
+    assert CardOS(key, transport="usb").transmit(SELECT) == b"\x90\x00"
+    path = key.path
+    key.close()
+    with VirtualKey.load(path) as again:  # the migration does not switch it back on
+        assert CardOS(again).transmit(SELECT) == b"\x6a\x82"
+
+
+# -- what scdaemon and other clients send -------------------------------------------------------
+def test_scdaemons_first_reads(key):
+    card = card_for(key)
+    assert card.transmit(apdu(0xCA, 0, 0x4F)) == bytes.fromhex(
+        "d2760001240103040006000042420000 9000")
+    c4 = card.transmit(apdu(0xCA, 0, 0xC4))
+    assert c4 == bytes.fromhex("017f7f7f030003 9000")
+    assert card.transmit(apdu(0xCA, 0, 0xC0)) == bytes.fromhex("7d000bfe080000ff0000 9000")
+    assert card.transmit(apdu(0xCA, 0x5F, 0x52)) == bytes.fromhex("00730000e0059000 9000")
+    assert card.transmit(apdu(0xCA, 0x7F, 0x74)) == bytes.fromhex("810120 9000")
+    assert card.transmit(apdu(0xCA, 0, 0xC1)) == bytes.fromhex("010800001100 9000")
+    assert card.transmit(apdu(0xCA, 0, 0xF9)) == bytes.fromhex("810100 9000")
+    assert card.transmit(apdu(0xF1, 0, 0)) == bytes.fromhex("050704 9000")
+    # the application related data comes in pieces (61xx, GET RESPONSE)
+    first = card.transmit(apdu(0xCA, 0, 0x6E))
+    assert sw(first) & 0xFF00 == 0x6100
+    rest = card.transmit(bytes.fromhex("00c0000000"))
+    assert sw(rest) == SW.OK
+    ard = tlv.unpack(0x6E, first[:-2] + rest[:-2])
+    inner = dict(tlv.parse(ard))
+    assert set(inner) == {0x4F, 0x5F52, 0x7F66, 0x7F74, 0x73}
+    assert [t for t, _ in tlv.parse(inner[0x73])] == [
+        0xC0, 0xC1, 0xC2, 0xC3, 0xDA, 0xC4, 0xC5, 0xC6, 0xCD, 0xDE, 0xD6, 0xD7, 0xD8, 0xD9]
+
+
+def test_wrong_class_instruction_and_parameters(key):
+    card = card_for(key)
+    assert sw(card.transmit(apdu(0xCA, 0, 0x4F, cla=0x0C))) == SW.CLASS_NOT_SUPPORTED
+    assert sw(card.transmit(apdu(0xFB, 1, 0))) == SW.SECURITY_CONDITION_NOT_SATISFIED
+    assert sw(card.transmit(apdu(0xF1, 0, 0, cla=0x80))) == SW.CLASS_NOT_SUPPORTED
+    assert sw(card.transmit(apdu(0x12, 0, 0))) == SW.INVALID_INSTRUCTION
+    assert sw(card.transmit(apdu(0x2A, 0x9E, 0x9B, b"x"))) == SW.WRONG_PARAMETERS_P1P2
+    assert sw(card.transmit(apdu(0x47, 0x82, 0, b"\xb6\x00"))) == SW.WRONG_PARAMETERS_P1P2
+    assert sw(card.transmit(apdu(0x47, 0x81, 0, b"\xb7\x00"))) == SW.INCORRECT_PARAMETERS
+    assert sw(card.transmit(apdu(0xE6, 0, 1))) == SW.WRONG_PARAMETERS_P1P2
+    assert sw(card.transmit(apdu(0x20, 0xFF, 0x81, b"x"))) == SW.WRONG_LENGTH
+    assert card.transmit(VERIFY_PW3) == b"\x90\x00"
+    assert sw(card.transmit(apdu(0x47, 0x80, 0, b"\xb6\x03\x84\x01\x81"))) == \
+        SW.INCORRECT_PARAMETERS  # the attestation key is not generated
+    assert sw(card.transmit(apdu(0xDA, 0, 0xC4, b"\x02"))) == SW.INCORRECT_PARAMETERS
+    assert sw(card.transmit(apdu(0xDA, 0, 0xC7, b"\x01" * 19))) == SW.WRONG_LENGTH
+    assert sw(card.transmit(apdu(0xDA, 0, 0xD6, b"\x05\x20"))) == SW.INCORRECT_PARAMETERS
+    assert sw(card.transmit(apdu(0xDA, 0, 0xD3, b"1234567"))) == SW.WRONG_LENGTH
+    assert sw(card.transmit(apdu(0xDB, 0x3F, 0xFE, b""))) == SW.WRONG_PARAMETERS_P1P2
+
+
+def test_key_import_as_gpg_builds_it(key):
+    """gpg's template: ``4D { B6 00, 7F48 { 92 len }, 5F48 { scalar } }``, the scalar as
+    an MPI (a leading zero byte dropped)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    priv = ec.derive_private_key(0x00FFEE, ec.SECP256R1())
+    scalar = (0x00FFEE).to_bytes(3, "big")
+    card = card_for(key)
+    assert card.transmit(VERIFY_PW3) == b"\x90\x00"
+    attrs = bytes([0x13]) + bytes.fromhex("2a8648ce3d030107")
+    assert card.transmit(apdu(0xDA, 0, 0xC1, attrs + b"\xff")) == b"\x90\x00"  # import fmt
+    assert card.transmit(apdu(0xCA, 0, 0xC1)) == attrs + b"\x90\x00"
+    template = tlv.tlv(0x4D, b"\xb6\x00" + tlv.tlv(0x7F48, b"\x92\x03")
+                       + tlv.tlv(0x5F48, scalar))
+    assert card.transmit(apdu(0xDB, 0x3F, 0xFF, template)) == b"\x90\x00"
+    public = card.transmit(apdu(0x47, 0x81, 0, b"\xb6\x00"))
+    point = tlv.unpack(0x86, tlv.unpack(0x7F49, public[:-2]))
+    assert ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point) == \
+        priv.public_key()
+    for bad in (tlv.tlv(0x4D, b"\xb6\x00" + tlv.tlv(0x7F48, b"\x92\x04")
+                        + tlv.tlv(0x5F48, scalar)),  # lengths that do not add up
+                tlv.tlv(0x4D, b"\xb6\x00" + tlv.tlv(0x7F48, b"\x92\x03\x92\x00")
+                        + tlv.tlv(0x5F48, scalar)),  # a part twice
+                tlv.tlv(0x4D, b"\xb6\x00" + tlv.tlv(0x7F48, b"\x92\x03\x99\x41")
+                        + tlv.tlv(0x5F48, scalar + b"\x04" + bytes(64))),  # a wrong public
+                tlv.tlv(0x4D, b"\xb9\x00" + tlv.tlv(0x7F48, b"\x92\x03")
+                        + tlv.tlv(0x5F48, scalar))):  # no such key
+        assert sw(card.transmit(apdu(0xDB, 0x3F, 0xFF, bad))) == SW.INCORRECT_PARAMETERS
+
+
+def test_rsa_import_refuses_factors_that_are_not_prime(key):
+    """The card skips OpenSSL's slow RSA check (seconds for RSA-4096, longer than a host
+    waits) but a round trip through the imported key still finds composite factors."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    while True:
+        small = rsa.generate_private_key(65537, 1024).private_numbers()
+        q = rsa.generate_private_key(65537, 2048).private_numbers().p
+        p = small.p * small.q  # 1024 bits, not a prime
+        if (p * q).bit_length() == 2048 and p.bit_length() == 1024:
+            break
+    card = card_for(key)
+    assert card.transmit(VERIFY_PW3) == b"\x90\x00"
+    values = b"\x01\x00\x01" + p.to_bytes(128, "big") + q.to_bytes(128, "big")
+    template = tlv.tlv(0x4D, b"\xb8\x00" + tlv.tlv(0x7F48, bytes.fromhex("91039281809381 80"))
+                       + tlv.tlv(0x5F48, values))
+    assert sw(card.transmit(apdu(0xDB, 0x3F, 0xFF, template))) == SW.INCORRECT_PARAMETERS
+    # the same template with real primes imports
+    good = rsa.generate_private_key(65537, 2048).private_numbers()
+    values = b"\x01\x00\x01" + good.p.to_bytes(128, "big") + good.q.to_bytes(128, "big")
+    template = tlv.tlv(0x4D, b"\xb8\x00" + tlv.tlv(0x7F48, bytes.fromhex("91039281809381 80"))
+                       + tlv.tlv(0x5F48, values))
+    assert card.transmit(apdu(0xDB, 0x3F, 0xFF, template)) == b"\x90\x00"
+
+
+def test_command_chaining_carries_a_long_certificate(key):
+    card = card_for(key)
+    assert card.transmit(VERIFY_PW3) == b"\x90\x00"
+    cert = bytes(range(256)) * 7  # 1792 bytes
+    parts = [cert[i:i + 255] for i in range(0, len(cert), 255)]
+    for part in parts[:-1]:
+        assert card.transmit(apdu(0xDA, 0x7F, 0x21, part, cla=0x10)) == b"\x90\x00"
+    assert card.transmit(apdu(0xDA, 0x7F, 0x21, parts[-1])) == b"\x90\x00"
+    got = card.transmit(apdu(0xCA, 0x7F, 0x21) + b"\x00\x00\x00")  # extended Le
+    assert got == cert + b"\x90\x00"
+    too_long = b"\x30" * 2049
+    assert sw(card.transmit(apdu(0xDA, 0x7F, 0x21, too_long))) == SW.WRONG_LENGTH
+
+
+def test_another_applet_forgets_the_pins(key):
+    card = card_for(key)
+    assert card.transmit(VERIFY_PW1_82) == b"\x90\x00"
+    assert card.transmit(bytes.fromhex("0020008200")) == b"\x90\x00"
+    assert sw(card.transmit(bytes.fromhex("00a4040008a000000527471117"))) == SW.OK
+    assert card.transmit(SELECT) == b"\x90\x00"
+    assert card.transmit(bytes.fromhex("00200082")) == b"\x63\xc3"
+
+
+# -- hypothesis ---------------------------------------------------------------------------------
+tags = st.sampled_from([0x4D, 0x5C, 0x60, 0x86, 0x91, 0x92, 0x99, 0xA6, 0xB6, 0x5F48, 0x7F48,
+                        0x7F49, 0x7F21])
+
+
+@given(items=st.lists(st.tuples(tags, st.integers(0, 70000)), max_size=6))
+@settings(max_examples=200)
+def test_tag_length_lists_round_trip(items):
+    data = b"".join(tlv.encode_tag(t) + tlv.encode_length(n) for t, n in items)
+    assert tlv.parse_headers(data) == items
+
+
+@given(data=st.binary(max_size=40))
+@settings(max_examples=300)
+def test_tag_length_lists_reject_or_accept_cleanly(data):
+    try:
+        items = tlv.parse_headers(data)
+    except ApduError as exc:
+        assert exc.sw == SW.INCORRECT_PARAMETERS
+    else:
+        again = b"".join(tlv.encode_tag(t) + tlv.encode_length(n) for t, n in items)
+        assert tlv.parse_headers(again) == items
+
+
+known_attributes = st.sampled_from([value for _, value in algorithm_information()])
+
+
+@given(data=st.one_of(st.binary(max_size=14), known_attributes,
+                      known_attributes.map(lambda a: a + b"\xff"),
+                      known_attributes.map(lambda a: a[:-1])))
+@settings(max_examples=300)
+def test_algorithm_attributes_parse_or_refuse(data):
+    try:
+        attributes = Attributes.parse(data)
+    except ApduError as exc:
+        assert exc.sw in (SW.INCORRECT_PARAMETERS, SW.WRONG_LENGTH)
+    else:
+        assert Attributes.parse(bytes(attributes)) == attributes
+
+
+OPENPGP_INS = [0x20, 0x24, 0x2A, 0x2C, 0x44, 0x47, 0x84, 0x88, 0xA5, 0xCA, 0xCC, 0xDA, 0xDB,
+               0xE6, 0xF1, 0xF2, 0xFB, 0xC0]
+#: P1/P2 pairs that name something: DOs, PSO modes, PIN references
+P1P2 = [(0, 0x81), (0, 0x82), (0, 0x83), (0xFF, 0x81), (0x9E, 0x9A), (0x80, 0x86), (0x3F, 0xFF),
+        (0x80, 0), (0x81, 0), (0, 0), (2, 0x81), (0, 0x6E), (0, 0xC1), (0, 0xC2), (0, 0xC4),
+        (0, 0xC7), (0, 0xD3), (0, 0xD6), (0, 0xF9), (0x7F, 0x21), (0x5F, 0x50), (1, 0x03),
+        (1, 4), (2, 4), (1, 0), (3, 0), (0, 0x5B), (0, 0xDA), (0, 0xFC)]
+#: CRTs and templates a GENERATE or import may carry (no RSA: its keys take too long)
+crts = st.sampled_from([b"\xb6\x00", b"\xb8\x00", b"\xa4\x00", b"\xb6\x03\x84\x01\x81",
+                        b"\xb6", b"\x00"])
+ec_attributes = st.sampled_from([value for _, value in algorithm_information()
+                                 if value[0] != 0x01])
+payload = st.one_of(
+    st.binary(max_size=40), crts, ec_attributes,
+    st.builds(lambda crt, n, v: tlv.tlv(0x4D, crt + tlv.tlv(0x7F48, b"\x92" + bytes([n]))
+                                        + tlv.tlv(0x5F48, v)),
+              crts, st.integers(0, 70), st.binary(max_size=70)),
+    st.builds(lambda p: tlv.tlv(0xA6, tlv.tlv(0x7F49, tlv.tlv(0x86, p))),
+              st.one_of(st.binary(max_size=70), st.just(b"\x04" + bytes(64)))),
+    st.sampled_from([bytes.fromhex("60045c027f21"), bytes.fromhex("0660045c027f21"),
+                     bytes.fromhex("810100"), b"\x01\x20", b"\x00"]))
+command = st.tuples(st.sampled_from(OPENPGP_INS), st.sampled_from(P1P2), payload,
+                    st.sampled_from([0x00, 0x00, 0x80, 0x10]))
+
+
+@given(commands=st.lists(command, max_size=12), pw1=st.booleans(), pw3=st.booleans())
+@settings(max_examples=150)
+def test_fuzzed_commands_always_get_a_status_word(tmp_path_factory, commands, pw1, pw3):
+    k = VirtualKey.create(tmp_path_factory.mktemp("pgpfz") / "f.key")
+    try:
+        card = card_for(k)
+        if pw1:
+            assert card.transmit(VERIFY_PW1_81) == b"\x90\x00"
+            assert card.transmit(VERIFY_PW1_82) == b"\x90\x00"
+        if pw3:
+            assert card.transmit(VERIFY_PW3) == b"\x90\x00"
+        for ins, (p1, p2), data, cla in commands:
+            if ins == 0xDA and (p1, p2) in ((0, 0xC1), (0, 0xC2), (0, 0xDA)) \
+                    and data[:1] == b"\x01":
+                continue  # an RSA key type: a later GENERATE would take seconds
+            resp = card.transmit(apdu(ins, p1, p2, data, cla))  # strict: no exception
+            assert len(resp) >= 2
+        card.transmit(apdu(0x44, 0, 0))  # whatever happened, the card answers afterwards
+        assert card.transmit(SELECT) == b"\x90\x00"
+        assert sw(card.transmit(apdu(0xF1, 0, 0))) == SW.OK
+    finally:
+        k.close()

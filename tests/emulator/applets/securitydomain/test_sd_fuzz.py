@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwtoken.emulator.applets.piv import tlv
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.securitydomain import handshake, keyload
 from hwtoken.emulator.applets.securitydomain.applet import AID_SECURITY_DOMAIN
 from hwtoken.emulator.iso7816 import Apdu, ApduError, CardOS

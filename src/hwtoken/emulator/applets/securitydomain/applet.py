@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hwtoken.emulator.applets.piv import tlv
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.securitydomain import data, handshake, keyload
 from hwtoken.emulator.applets.securitydomain.attestation import (
     factory_state,

@@ -14,7 +14,7 @@ A missing object answers ``6A88``.
 
 from __future__ import annotations
 
-from hwtoken.emulator.applets.piv import tlv
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.securitydomain.handshake import SCP03_I
 from hwtoken.emulator.applets.securitydomain.records import SdState
 from hwtoken.emulator.iso7816 import SW, ApduError

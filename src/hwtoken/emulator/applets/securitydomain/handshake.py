@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
-from hwtoken.emulator.applets.piv import tlv
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.securitydomain.attestation import point, private_key
 from hwtoken.emulator.applets.securitydomain.records import (
     KID_SCP11A,

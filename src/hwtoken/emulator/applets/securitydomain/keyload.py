@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from hwtoken.emulator.applets.piv import tlv
+from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.securitydomain.attestation import private_key
 from hwtoken.emulator.applets.securitydomain.handshake import load_point
 from hwtoken.emulator.applets.securitydomain.records import (

@@ -33,7 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 _PORT_META = "hwtoken.fob.port"
-_PORT_HELP = ("The fob's serial port (/dev/ttyACM0, COM3) "
+_PORT_HELP = ("The fob's serial port (/dev/ttyACM0, COM3, the pty of `hwtoken fob emulate`) "
               "or a pyserial URL such as socket://HOST:PORT. Default: $HWTOKEN_FOB_PORT, else "
               "the one MicroPython board plugged in.")
 
@@ -397,3 +397,7 @@ def simulate(at: float | None, account: str | None, name: str | None, secret: st
     if as_ascii or not png_path:
         click.echo(screen.to_ascii(wide=wide))
 
+
+from hwtoken.cli.fob_emulate import emulate  # noqa: E402 - a subgroup, defined in its own module
+
+fob.add_command(emulate)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from hwtoken.cli.common import HwtokenGroup, emit_json, json_option
-from hwtoken.cli.contract import INTERRUPTED
+from hwtoken.cli.common import HwtokenGroup, StopSignals, emit_json, json_option
 from hwtoken.errors import DeviceError, InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,41 +85,24 @@ def emulate(ctx: click.Context, name: str, tcp_port: int, pty: str | None, flash
     svc = Service(name, tcp_port=tcp_port, pty=pty, flash=flash, oled_addr=oled_addr,
                   ds3231=ds3231)
     watcher = FrameLog(_frame_printer(as_json) if show else None, frames, scale)
-    stop = threading.Event()
-    stopped_by: list[int] = []
-    previous: dict[int, Any] = {}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopped_by.append(signum)
-        stop.set()
-
-    try:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, on_signal)
-        with svc:
-            doc = svc.describe()
-            if as_json:
-                click.echo(_json_line(doc))
-            else:
-                _banner(doc)
-            sys.stdout.flush()
-            if show or frames:  # after the banner: the screen as it is, then each change
-                svc.emulator.on_frame = watcher
-                if svc.emulator.frame.n:
-                    watcher(svc.emulator.frame)
-            while not stop.wait(0.5):
-                if not svc.emulator.alive:
-                    raise DeviceError("the virtual fob's Node.js process ended unexpectedly: "
-                                      + svc.emulator.failure())
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with StopSignals() as signals, svc:
+        doc = svc.describe()
+        if as_json:
+            click.echo(_json_line(doc))
+        else:
+            _banner(doc)
+        sys.stdout.flush()
+        if show or frames:  # after the banner: the screen as it is, then each change
+            svc.emulator.on_frame = watcher
+            if svc.emulator.frame.n:
+                watcher(svc.emulator.frame)
+        while not signals.stop.wait(0.5):
+            if not svc.emulator.alive:
+                raise DeviceError("the virtual fob's Node.js process ended unexpectedly: "
+                                  + svc.emulator.failure())
     if not as_json:
         click.echo(f"stopped the virtual fob {name!r}")
-    if stopped_by[:1] == [signal.SIGINT]:
-        click.echo("interrupted", err=True)
-        sys.exit(INTERRUPTED)
+    signals.exit_if_interrupted()
 
 
 def _json_line(doc: Any) -> str:

@@ -16,13 +16,11 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from hwtoken import paths
+from hwtoken import controlsocket, paths
 from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
 from hwtoken.fileio import FileLock, atomic_write, is_locked
 from hwtoken.fob.emulator.process import FobEmulator, Frame
@@ -31,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "fob"
 MAX_REQUEST = 1024
-TIMEOUT = 30.0  # a client's time to send its line, and to wait for the answer
+TIMEOUT = controlsocket.TIMEOUT
 
 
 def runtime_dir() -> Path:
@@ -73,19 +71,13 @@ class ControlServer:
         self.doc_path = d / f"{name}.json"
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # left by an emulator that died: we hold the lock now
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            self._sock.bind(str(self.path))
-        finally:
-            os.umask(old)
-        self._sock.listen(8)
+        self._server = controlsocket.Server(
+            self.path, self._answer, limit=MAX_REQUEST, name="hwtoken-fob-control",
+            failure=b'{"ok": false, "error": "the request failed in the emulator"}',
+            concurrent=True)  # a press takes a while: a screen request need not wait
         self.doc = {"name": name, "pid": os.getpid(), "port": port,
                     "control": str(self.path), "started": int(time.time())}
         atomic_write(self.doc_path, json.dumps(self.doc) + "\n")
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name="hwtoken-fob-control")
-        self._thread.start()
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
@@ -97,47 +89,22 @@ class ControlServer:
             return self.emulator.heap()
         raise InvalidInput("send op press, screen or heap")
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(TIMEOUT)
-            try:
-                data = b""
-                while b"\n" not in data and len(data) < MAX_REQUEST:
-                    chunk = conn.recv(MAX_REQUEST)
-                    if not chunk:
-                        break
-                    data += chunk
-                try:
-                    req = json.loads(data)
-                    if not isinstance(req, dict):
-                        raise ValueError
-                    answer = {"ok": True, **self.handle(req)}
-                except ValueError as exc:
-                    msg = str(exc) if isinstance(exc, HwtokenError) else "not a JSON request"
-                    answer = {"ok": False, "error": msg}
-                except HwtokenError as exc:
-                    answer = {"ok": False, "error": str(exc)}
-                conn.sendall(json.dumps(answer).encode() + b"\n")
-            except OSError as exc:
-                log.debug("control connection failed: %s", exc)
+    def _answer(self, data: bytes) -> bytes:
+        try:
+            req = json.loads(data)
+            if not isinstance(req, dict):
+                raise ValueError
+            answer = {"ok": True, **self.handle(req)}
+        except HwtokenError as exc:
+            answer = {"ok": False, "error": str(exc)}
+        except ValueError:
+            answer = {"ok": False, "error": "not a JSON request"}
+        return json.dumps(answer).encode()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._sock.close()
-        self._thread.join(5)
-        for p in (self.path, self.doc_path):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.doc_path.unlink()
 
 
 def running(name: str) -> dict[str, Any] | None:
@@ -160,20 +127,11 @@ def request(name: str, req: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
         how = "" if name == DEFAULT_NAME else f" --name {name}"
         raise DeviceError(f"no virtual fob named {name!r} is running: start one with "
                           f"`hwtoken fob emulate{how}`")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect(str(doc["control"]))
-            s.sendall(json.dumps(req).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError as exc:
-            raise DeviceError(f"the virtual fob {name!r} does not answer "
-                              f"({exc.strerror or exc})") from None
+    try:
+        data = controlsocket.ask(doc["control"], json.dumps(req).encode(), timeout)
+    except OSError as exc:
+        raise DeviceError(f"the virtual fob {name!r} does not answer "
+                          f"({exc.strerror or exc})") from None
     try:
         answer = json.loads(data)
     except ValueError:

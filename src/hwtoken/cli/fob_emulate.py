@@ -135,7 +135,7 @@ def _frame_printer(as_json: bool) -> Callable[[Any, int], None]:
 
     def show(frame: Any, n: int) -> None:
         screen = frame.visible
-        state = "off" if not frame.on else "dim" if frame.contrast < 64 else "on"
+        state = frame.display
         reads = read_screen(screen)
         if as_json:
             click.echo(_json_line({"frame": n, "display": state, "reads": reads.to_dict(),
@@ -195,6 +195,7 @@ def screen(name: str, png_path: str | None, scale: int, wide: bool, as_json: boo
     """Show what the running virtual fob's OLED shows, and what it reads as (the account,
     the code, the seconds left), read back from its pixels."""
     from hwtoken.fob.emulator.control import check_name, request
+    from hwtoken.fob.emulator.process import display_state
     from hwtoken.fob.screenread import read_screen
 
     if png_path:
@@ -204,7 +205,7 @@ def screen(name: str, png_path: str | None, scale: int, wide: bool, as_json: boo
     answer = request(check_name(name), {"op": "screen"})
     shown = _screen_of(answer)
     reads = read_screen(shown)
-    state = "off" if not answer["on"] else "dim" if answer["contrast"] < 64 else "on"
+    state = display_state(answer["on"], answer["contrast"])
     if png_path:
         try:
             Path(png_path).write_bytes(shown.to_png(scale))

@@ -112,12 +112,7 @@ class PtyPort:
         self.emulator = emulator
         self.link = Path(link) if link is not None else None
         if self.link is not None:
-            if self.link.exists() or self.link.is_symlink():
-                raise InvalidInput(f"{self.link} already exists: name a new path for the "
-                                   "virtual fob's serial port")
-            if not self.link.parent.is_dir():
-                raise InvalidInput(f"cannot create {self.link}: the directory "
-                                   f"{self.link.parent} does not exist")
+            self.check_link(self.link)
         self._master, self._slave = os.openpty()
         os.fchmod(self._slave, 0o600)  # the user's alone (a terminal's default lets group tty in)
         tty.setraw(self._slave)  # bytes as they are: no echo, no line editing, no CR/LF mapping
@@ -130,6 +125,17 @@ class PtyPort:
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name="hwtoken-fob-pty")
         self._thread.start()
+
+    @staticmethod
+    def check_link(link: str | os.PathLike[str]) -> None:
+        """InvalidInput unless a symlink can be created at ``link`` (a new path)."""
+        link = Path(link)
+        if link.exists() or link.is_symlink():
+            raise InvalidInput(f"{link} already exists: name a new path for the virtual fob's "
+                               "serial port")
+        if not link.parent.is_dir():
+            raise InvalidInput(f"cannot create {link}: the directory {link.parent} does not "
+                               "exist")
 
     @property
     def name(self) -> str:

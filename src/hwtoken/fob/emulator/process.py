@@ -47,6 +47,15 @@ class Frame:
         """The screen as a person sees it: blank while the display is off."""
         return self.screen if self.on else Screen(bytes(len(self.screen.buffer)))
 
+    @property
+    def display(self) -> str:
+        """``on``, ``dim`` (a contrast below 64: the fob dims to 8 by default) or ``off``."""
+        return display_state(self.on, self.contrast)
+
+
+def display_state(on: bool, contrast: int) -> str:
+    return "off" if not on else "dim" if contrast < 64 else "on"
+
 
 class FobEmulator:
     """A virtual fob: ``firmware/`` running on MicroPython's WebAssembly port with a simulated

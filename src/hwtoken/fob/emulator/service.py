@@ -27,6 +27,8 @@ class Service:
         self.name = name
         self.tcp_port = tcp_port
         self.pty = pty
+        if pty not in (None, True):
+            PtyPort.check_link(pty)  # before anything starts
         self.emulator = FobEmulator(flash=flash, oled_addr=oled_addr, ds3231=ds3231)
         self.port: TcpPort | PtyPort | None = None
         self.control: ControlServer | None = None
@@ -82,15 +84,11 @@ class FrameLog:
         self.directory = Path(directory) if directory is not None else None
         self.scale = scale
         self.count = 0
-        self._last: tuple[bytes, bool, bool] | None = None
+        self._last: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
 
-    @staticmethod
-    def dimmed(frame: Frame) -> bool:
-        return frame.contrast < 64
-
     def __call__(self, frame: Frame) -> None:
-        look = (frame.visible.buffer, frame.on, self.dimmed(frame))
+        look = (frame.visible.buffer, frame.display)
         with self._lock:
             if look == self._last:  # a redraw of the same picture, or a contrast step
                 return
@@ -98,7 +96,7 @@ class FrameLog:
             self.count += 1
             n = self.count
             if self.directory is not None:
-                level = 0 if not frame.on else 96 if self.dimmed(frame) else 255
+                level = {"off": 0, "dim": 96, "on": 255}[frame.display]
                 atomic_write(self.directory / f"frame-{n:06d}.png",
                              frame.visible.to_png(self.scale, on=level), mode=0o600,
                              fsync=False)

@@ -199,6 +199,10 @@ def test_deploy_over_firmware_1_0_keeps_its_settings_and_config_changes_them(vir
                     '"pico": {"i2c": 0, "sda": 16, "scl": 17, "button_a": 14'))
     with Fob(port) as f:
         f._t.fs_writefile("config.py", old.encode())
+    for args in (["config"], ["config", "brightness=9"]):  # before the update: say so
+        r = CliRunner().invoke(cli, ["fob", *args, "--port", port])
+        assert r.exit_code == 2 and r.output == ("error: the fob has no hwtoken firmware (or "
+                                                 "an old one): run `hwtoken fob deploy`\n")
     out = run("fob", "deploy", "--port", port)
     assert "settings: moved from the old config.py to settings.json and kept: oled_addr, " \
            "scl, sda, wifi_password, wifi_ssid" in out

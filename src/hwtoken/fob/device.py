@@ -208,18 +208,21 @@ class Fob:
     def settings(self) -> dict[str, Any]:
         """The settings in effect on the fob (``config.info()``: the Wi-Fi password only
         as set or not), with ``custom``: the keys its settings.json holds."""
-        return self.call("config.info()", "config")
+        return self._settings_call("")
 
     def configure(self, changes: Changes) -> dict[str, Any]:
         """Write ``changes`` to the fob's settings.json; returns :meth:`settings`.
 
         The fob applies them when it restarts (at :meth:`close`).
         """
-        code = ("import json, config\nif not hasattr(config, 'save'):\n"
-                "    raise ImportError('firmware 1.0 keeps its settings in config.py')\n"
-                f"config.save({changes.values!r}, {changes.reset!r})\n"
-                "print(json.dumps(config.info()))")
-        return _json_reply(self._exec(code))
+        return self._settings_call(f"config.save({changes.values!r}, {changes.reset!r})\n")
+
+    def _settings_call(self, code: str) -> dict[str, Any]:
+        # firmware 1.0 has a config.py without settings: say "deploy", not AttributeError
+        return _json_reply(self._exec(
+            "import json, config\nif not hasattr(config, 'info'):\n"
+            "    raise ImportError('firmware 1.0 keeps its settings in config.py')\n"
+            f"{code}print(json.dumps(config.info()))"))
 
     def _remote_hashes(self, names: list[str]) -> dict[str, str | None]:
         """SHA-256 of each file on the board (None if missing or no hashlib.sha256)."""

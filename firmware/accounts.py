@@ -8,9 +8,7 @@
 # so a reset in the middle leaves the old list or the new one, never half a file.
 # NOTE: the secrets sit in flash unencrypted; see README.md, "Security".
 
-import json
-import os
-
+import jsonfile
 import totp
 
 PATH = "accounts.json"
@@ -72,8 +70,7 @@ def validate(name, secret, algorithm, digits, period):
 def load(path=PATH):
     """The accounts in ``path`` (an empty list when there is no file yet)."""
     try:
-        with open(path) as f:
-            records = json.load(f)
+        records = jsonfile.read(path)
     except OSError:
         return []
     except ValueError:
@@ -87,14 +84,7 @@ def load(path=PATH):
 
 def save(accounts, path=PATH):
     """Write ``accounts`` atomically (temporary file, then rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump([a.record() for a in accounts], f)
-    try:
-        os.rename(tmp, path)
-    except OSError:  # FAT cannot rename over an existing file
-        os.remove(path)
-        os.rename(tmp, path)
+    jsonfile.write(path, [a.record() for a in accounts])
 
 
 def add(name, secret, algorithm="SHA1", digits=6, period=30, path=PATH):
@@ -122,14 +112,7 @@ def remove(name, path=PATH):
 def wipe(path=PATH):
     """Forget every account: overwrite the file, then delete it (and any temporary file
     a reset in the middle of save() left behind: it holds secrets too)."""
-    for name in (path, path + ".tmp"):
-        try:
-            size = os.stat(name)[6]
-            with open(name, "w") as f:  # best effort: flash wear levelling may keep old blocks
-                f.write(" " * size)
-            os.remove(name)
-        except OSError:
-            pass
+    jsonfile.erase(path)
 
 
 def summary(path=PATH):

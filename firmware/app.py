@@ -1,7 +1,8 @@
 # The fob's main loop: read the buttons, keep the screen current, dim when idle.
 #
-# Fob is the state machine and knows no hardware: run() wires it to the real pins,
-# I2C bus and display, and tests drive it with stand-ins.
+# Fob is the state machine and knows no hardware: start() wires it to the real pins,
+# I2C bus and display, run() (what main.py calls) steps it forever, and tests and the
+# host's emulator (`hwtoken fob emulate`) drive the same Fob.
 
 import gc
 import time
@@ -11,21 +12,36 @@ import clock
 import config
 import screen
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: settings in settings.json, apart from the code
 
 
 class Fob:
-    def __init__(self, display, clk, accts, cfg=config):
+    def __init__(self, display, clk, accts, cfg=config, buttons=()):
         self.display = display
         self.clock = clk
         self.accounts = accts
         self.cfg = cfg
+        self.buttons = buttons  # ("a" or "b", buttons.Button) pairs that step() polls
         self.index = 0
         self.show_next = False
         self.level = "bright"   # "bright", "dim" or "off"
         self.idle_since = 0
         self._shown = None
-        display.contrast(cfg.BRIGHT)
+        display.contrast(cfg.BRIGHTNESS)
+
+    def step(self, now_ms=None):
+        """One turn of the main loop: read the buttons, keep the screen current. An OLED
+        that does not answer (OSError: a loose I2C wire) is redrawn when it answers again."""
+        if now_ms is None:
+            now_ms = time.ticks_ms()
+        try:
+            for which, b in self.buttons:
+                event = b.poll(now_ms)
+                if event:
+                    self.button(event, now_ms, which)
+            self.tick(now_ms)
+        except OSError:
+            self._shown = None
 
     def button(self, event, now_ms, which="a"):
         """A button event ("short"/"long") from button ``which`` ("a" or "b")."""
@@ -44,7 +60,7 @@ class Fob:
     def _wake(self):
         if self.level == "off":
             self.display.power(True)
-        self.display.contrast(self.cfg.BRIGHT)
+        self.display.contrast(self.cfg.BRIGHTNESS)
         self.level = "bright"
         self._shown = None
 
@@ -52,26 +68,28 @@ class Fob:
         """Dim or switch off when idle; redraw when what is shown changes. Returns True if drawn."""
         if self.level == "off":  # only a press wakes it (ticks wrap after ~6 days idle)
             return False
+        cfg = self.cfg
         idle_s = time.ticks_diff(now_ms, self.idle_since) // 1000
-        if self.cfg.OFF_AFTER_S and idle_s >= self.cfg.OFF_AFTER_S:
+        if cfg.SLEEP_AFTER and idle_s >= cfg.SLEEP_AFTER:
             self.display.power(False)
             self.level = "off"
             return False
-        if idle_s >= self.cfg.DIM_AFTER_S and self.level == "bright":
-            self.display.contrast(self.cfg.DIM)
+        if idle_s >= cfg.DIM_AFTER and self.level == "bright":
+            self.display.contrast(cfg.DIM_BRIGHTNESS)
             self.level = "dim"
         now = self.clock.now()
         key = (now, self.index, self.show_next, len(self.accounts))
         if key == self._shown:
             return False
-        screen.draw(self.display, self.accounts, self.index, now, self.show_next)
+        screen.draw(self.display, self.accounts, self.index, now, self.show_next,
+                    cfg.UTC_OFFSET if cfg.SHOW_CLOCK else None)
         self.display.show()
         self._shown = key
         return True
 
 
 def _wifi_ntp(clk):
-    """Set the clock by NTP over Wi-Fi (Pico W, ESP32) when config.py names a network.
+    """Set the clock by NTP over Wi-Fi (Pico W, ESP32) when the settings name a network.
 
     Returns True if the clock was set. Any failure (no Wi-Fi chip, wrong password, no
     answer) leaves the clock as it was, and the screen then says the time is not trusted:
@@ -110,12 +128,13 @@ def _i2c(pins):
     """The I2C bus of the OLED and the DS3231, on the pins config.py gives."""
     import machine
 
-    return machine.I2C(pins["i2c"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
+    return machine.I2C(pins["i2c_bus"], sda=machine.Pin(pins["sda"]), scl=machine.Pin(pins["scl"]),
                        freq=config.I2C_FREQ)
 
 
-def run():
-    """Set up the hardware named in config.py and run forever (Ctrl-C stops it)."""
+def start():
+    """Set up the hardware config.py names, show the first screen and, without a trusted
+    time, try NTP. Returns the Fob: call its step() every 20 ms or so."""
     import buttons
     import display
     import machine
@@ -134,25 +153,20 @@ def run():
         accts = accounts.load()
     except ValueError:  # damaged file: show "no accounts" rather than crash at boot
         accts = []
-    fob = Fob(oled, clk, accts)
+    fob = Fob(oled, clk, accts, config, btns)
     fob.idle_since = time.ticks_ms()
-    try:
-        fob.tick(fob.idle_since)  # the screen first: "NO TRUSTED TIME" while Wi-Fi connects
-    except OSError:
-        fob._shown = None
+    fob.step(fob.idle_since)  # the screen first: "NO TRUSTED TIME" while Wi-Fi connects
     if clk.now() is None:
-        _wifi_ntp(clk)  # up to ~10 s; the next tick shows the code if it worked
+        _wifi_ntp(clk)  # up to ~10 s; the next step shows the code if it worked
     gc.collect()
+    return fob
+
+
+def run():
+    """Run the fob forever, as main.py does at boot (Ctrl-C over USB stops it)."""
+    fob = start()
     while True:
-        now_ms = time.ticks_ms()
-        try:
-            for which, b in btns:
-                event = b.poll(now_ms)
-                if event:
-                    fob.button(event, now_ms, which)
-            fob.tick(now_ms)
-        except OSError:  # the OLED did not answer (a loose I2C wire): redraw when it does
-            fob._shown = None
+        fob.step(time.ticks_ms())
         time.sleep_ms(20)
 
 

@@ -34,9 +34,10 @@ def draw_header(fb, name, index, count):
     fb.hline(0, 10, WIDTH, 1)
 
 
-def draw_bar(fb, left, period):
-    """A bar that empties as the period runs out, and the seconds left."""
-    label = "%ds" % left
+def draw_bar(fb, left, period, clock=None):
+    """A bar that empties as the period runs out, and the seconds left (after ``clock``,
+    the time of day, when given)."""
+    label = "%ds" % left if clock is None else "%s %ds" % (clock, left)
     bar_w = WIDTH - (len(label) + 1) * CHAR
     fb.rect(0, BAR_Y, bar_w, 8, 1)
     inner = (bar_w - 4) * left // period
@@ -44,13 +45,13 @@ def draw_bar(fb, left, period):
     fb.text(label, WIDTH - len(label) * CHAR, BAR_Y, 1)
 
 
-def draw_code_screen(fb, name, index, count, code, left, period, next_code=None):
+def draw_code_screen(fb, name, index, count, code, left, period, next_code=None, clock=None):
     """The normal screen. With ``next_code`` (long press) the bottom line shows it."""
     fb.fill(0)
     draw_header(fb, name, index, count)
     font.draw_code(fb, code, CODE_Y, CODE_H, WIDTH)
     if next_code is None:
-        draw_bar(fb, left, period)
+        draw_bar(fb, left, period, clock)
     else:
         line = "nxt %s %ds" % (next_code, left)
         if len(line) > WIDTH // CHAR:  # 8 digits and a long period: drop the "nxt"
@@ -73,8 +74,15 @@ NO_TIME = ("Connect USB and", "run on the host:", "hwtoken fob", "    sync-time"
 NO_ACCOUNTS = ("Connect USB and", "run on the host:", "hwtoken fob add", "    NAME")
 
 
-def draw(fb, accounts, index, now, show_next=False):
-    """Draw the screen for ``accounts[index]`` at unix time ``now`` (None: untrusted)."""
+def clock_text(now, utc_offset):
+    """"HH:MM" of unix time ``now`` in the zone ``utc_offset`` minutes east of UTC."""
+    minutes = (int(now) // 60 + utc_offset) % 1440
+    return "%02d:%02d" % (minutes // 60, minutes % 60)
+
+
+def draw(fb, accounts, index, now, show_next=False, utc_offset=None):
+    """Draw the screen for ``accounts[index]`` at unix time ``now`` (None: untrusted).
+    With ``utc_offset`` (minutes east of UTC) the bottom line also shows the time of day."""
     if now is None:
         draw_message(fb, "NO TRUSTED TIME", NO_TIME)
         return
@@ -86,4 +94,4 @@ def draw(fb, accounts, index, now, show_next=False):
     nxt = acct.code(now, 1) if show_next else None
     left = acct.period - int(now) % acct.period
     draw_code_screen(fb, acct.name, index % len(accounts), len(accounts), code, left,
-                     acct.period, nxt)
+                     acct.period, nxt, None if utc_offset is None else clock_text(now, utc_offset))

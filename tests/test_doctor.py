@@ -279,3 +279,22 @@ def test_for_on_the_command_line(tmp_path):
     assert r.exit_code == (1 if any(c["status"] == "fail" for c in doc["checks"]) else 0)
     r = CliRunner().invoke(cli, ["doctor", "--for", "tester"])
     assert r.exit_code == 2 and r.stderr.startswith("error: Invalid value for '--for'")
+
+
+def test_the_virtual_fob_needs_node_and_the_webassembly_port():
+    from hwtoken.errors import SetupError
+    from hwtoken.fob.emulator import locate
+
+    def missing_node():
+        raise SetupError("the virtual fob needs Node.js: install it (Debian: apt install "
+                         "nodejs npm)")
+
+    c = doctor.check_virtual_fob(node=missing_node)
+    assert (c.status, c.fix) == ("warn", "install it (Debian: apt install nodejs npm)")
+    assert c.detail == "`hwtoken fob emulate` is unavailable: the virtual fob needs Node.js"
+    c = doctor.check_virtual_fob(node=lambda: "/usr/bin/node", micropython=locate.micropython)
+    assert c.status == "ok", c  # make deps installs the port for the fob's tests
+    assert c.detail.startswith("Node.js at /usr/bin/node, MicroPython's WebAssembly port at ")
+    checks = by_name(doctor.for_audience([c], "maker"))
+    assert checks["virtual fob"].status == "ok"
+    assert doctor.for_audience([c], "admin") == []

@@ -67,6 +67,7 @@ AUDIENCE_NEEDS: dict[str, dict[str, str]] = {
     "umockdev": {"developer": OPTIONAL, "admin": OPTIONAL},
     "fob serial port": {"maker": NEED},
     "mpremote": {"maker": REQUIRED},
+    "virtual fob": {"maker": OPTIONAL},
     "clock": {"developer": NEED, "admin": NEED, "maker": NEED},
 }
 
@@ -343,6 +344,23 @@ def check_mpremote(find_spec: Callable[[str], object] = importlib.util.find_spec
     return Check("mpremote", OK, "present")
 
 
+def check_virtual_fob(node: Callable[[], str] | None = None,
+                      micropython: Callable[[], object] | None = None) -> Check:
+    """Node.js and MicroPython's WebAssembly port, which `hwtoken fob emulate` runs on."""
+    from hwtoken.errors import SetupError
+    from hwtoken.fob.emulator import locate
+
+    try:
+        found = (node or locate.node)()
+        wasm = (micropython or locate.micropython)()
+    except SetupError as exc:
+        fix = str(exc).partition(": ")[2] or str(exc)
+        return Check("virtual fob", WARN, "`hwtoken fob emulate` is unavailable: "
+                     + str(exc).partition(":")[0], fix)
+    return Check("virtual fob", OK, f"Node.js at {found}, MicroPython's WebAssembly port at "
+                 f"{Path(str(wasm)).parent}: `hwtoken fob emulate` runs a fob without a board")
+
+
 @dataclass
 class ClockState:
     synced: bool | None  # None: cannot tell
@@ -448,6 +466,7 @@ def run_checks(root: str | os.PathLike[str] = "/", *, who: Who | None = None,
     checks.append(check_umockdev(r))
     checks.append(check_fob(r, who))
     checks.append(check_mpremote(find_spec))
+    checks.append(check_virtual_fob())
     checks.append(check_clock(clock_probe or (lambda: kernel_clock_state(r))))
     return for_audience(checks, audience)
 

@@ -239,6 +239,16 @@ def bad_values(param: click.Parameter, sandbox: Path) -> st.SearchStrategy[bytes
     if param.name == "device":
         options.append(st.sampled_from([b"emu:unreadable", b"emu:damaged", b"emu:wrongshape",
                                         b"emu:no-such-key", b"emu:", b"emu:../x", b"emu:a b"]))
+    if param.name == "oled_addr":  # an I2C address: 0x08-0x77, hex or decimal
+        options.append(st.sampled_from([b"0x78", b"7", b"-1", b"nan", b"1e3", b"0x3C0", b"",
+                                        b"99999999999999999999"]))
+    if param.name == "assignments":  # hwtoken fob config KEY=VALUE
+        options.append(st.sampled_from([b"oled_addr=nan", b"brightness=256", b"sda=1.5",
+                                        b"nosuch=1", b"brightness", b"wifi_password=hunter22",
+                                        b"utc_offset=+99:00", b"show_clock=maybe",
+                                        b"dim_after=99999999999999999999"]))
+    if param.name == "name" and "virtual fob" in str(getattr(param, "help", "")):
+        options.append(st.sampled_from([b"../x", b"a b", b"", b"x" * 65]))
     return st.one_of(options)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
+from types import SimpleNamespace
 
 import pytest
-from fob_support import NODE_DIR, STUBS, _node, run_json
+from fob_support import _node, run_json
 
 
 @pytest.fixture
@@ -14,29 +14,45 @@ def mpy(tmp_path):
     return lambda script, **kw: run_json(script, tmp_path, **kw)
 
 
-@pytest.fixture
-def fob_port():
-    """A MicroPython REPL served on a loopback port, as mpremote's ``socket://`` URL.
+def _virtual_fob(flash=None):
+    from hwtoken.fob.emulator import FobEmulator
+    from hwtoken.fob.emulator.ports import TcpPort
 
-    The interpreter's filesystem starts with only the ``machine`` stand-in, like a board
-    freshly flashed with MicroPython: tests deploy the firmware with ``hwtoken fob deploy``.
-    """
-    import selectors
-
-    node = _node()
-    proc = subprocess.Popen([node, str(NODE_DIR / "mp.mjs"), "serve", str(STUBS)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        assert sel.select(timeout=30), "the MicroPython REPL bridge did not start"
-        line = proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        yield f"socket://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        proc.stdin.close()  # the bridge exits when its stdin closes
+    _node()  # the WebAssembly port installed (npm) before the emulator looks for it
+    with FobEmulator(flash=flash) as emu:
+        port = TcpPort(emu)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            yield SimpleNamespace(emulator=emu, url=port.url)
+        finally:
+            port.close()
+
+
+@pytest.fixture
+def virtual_fob():
+    """A virtual fob (``.emulator``, a hwtoken.fob.emulator.FobEmulator) with its serial
+    port on a loopback TCP port (``.url``, mpremote's ``socket://`` URL).
+
+    Its flash starts empty, like a board freshly flashed with MicroPython: tests deploy
+    the firmware with ``hwtoken fob deploy``. Stopped (and its Node.js process with it)
+    when the test ends.
+    """
+    yield from _virtual_fob()
+
+
+@pytest.fixture
+def deployed_fob(tmp_path):
+    """A virtual fob whose flash already holds the firmware (as ``hwtoken fob deploy``
+    leaves it), for tests of what comes after the deploy."""
+    from hwtoken.fob.firmware import firmware_sources
+
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    for name, data in firmware_sources().items():
+        (flash / name).write_bytes(data)
+    yield from _virtual_fob(flash)
+
+
+@pytest.fixture
+def fob_port(virtual_fob):
+    """The virtual fob's serial port as mpremote's ``socket://`` URL."""
+    return virtual_fob.url

@@ -61,11 +61,11 @@ for ev in ("short", "short", "long"):
 fob.button("short", t, "b")             # button B goes back
 out["back"] = fob.index
 t += 100
-fob.tick(t + config.DIM_AFTER_S * 1000)
+fob.tick(t + config.DIM_AFTER * 1000)
 out["dim"] = [fob.level, oled_dev.contrast]
-fob.button("short", t + config.DIM_AFTER_S * 1000 + 1)  # the first press only wakes
+fob.button("short", t + config.DIM_AFTER * 1000 + 1)  # the first press only wakes
 out["woken"] = [fob.level, oled_dev.contrast, fob.index]
-fob.tick(t + config.DIM_AFTER_S * 1000 + config.OFF_AFTER_S * 1000 + 2)
+fob.tick(t + config.DIM_AFTER * 1000 + config.SLEEP_AFTER * 1000 + 2)
 out["off"] = [fob.level, oled_dev.on]
 fob.button("long", t + 10 ** 6)
 out["on_again"] = [fob.level, oled_dev.on, fob.show_next]
@@ -181,7 +181,7 @@ class TickingClock:                     # a second later at every reading
 fob = app.Fob(oled, TickingClock(), accounts.load())
 fob.idle_since = 0
 fob.tick(0)
-off_at = (config.OFF_AFTER_S + 1) * 1000
+off_at = (config.SLEEP_AFTER + 1) * 1000
 fob.tick(off_at)
 frames = oled_dev.frames
 later = [off_at]

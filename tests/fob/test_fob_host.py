@@ -103,11 +103,10 @@ def test_the_host_loads_firmware_without_leaking_module_names():
             f"firmware/{name}.py")
 
 
-def test_deploy_writes_the_board_into_config():
-    files = firmware_sources("esp32")
-    assert b'BOARD = "esp32"' in files["config.py"]
-    assert list(files)[-1] == "main.py"
-    assert b"BOARD = \"auto\"" in firmware_sources(None)["config.py"]
+def test_deploy_sends_the_code_and_never_the_settings():
+    files = firmware_sources()
+    assert list(files)[-1] == "main.py" and "config.py" in files
+    assert "settings.json" not in files  # the board's own settings are never overwritten
 
 
 def test_demo_prints_the_screen_and_matching_codes(tmp_path):

@@ -13,7 +13,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -298,6 +300,42 @@ def is_interactive() -> bool:
         return bool(sys.stdin) and sys.stdin.isatty()
     except (ValueError, OSError):
         return False
+
+
+class StopSignals:
+    """For a command that serves until stopped: inside ``with StopSignals() as signals``,
+    SIGINT and SIGTERM set ``signals.stop`` instead of ending the process, so it can shut
+    down cleanly; then :meth:`exit_if_interrupted` ends a Ctrl-C with exit 130 and
+    "interrupted", as every interrupted command does (SIGTERM: exit 0).
+
+    Handlers can only be set in the main thread: a caller that runs the CLI in another
+    thread stops it by other means.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)
+        self.stop.set()
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def exit_if_interrupted(self) -> None:
+        if self.received[:1] == [signal.SIGINT]:
+            click.echo("interrupted", err=True)
+            sys.exit(contract.INTERRUPTED)
 
 
 def confirm_or_force(question: str, force: bool, refusal: str) -> None:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from hwtoken import devices, paths
 from hwtoken.cli.common import (
     HwtokenCommand,
     HwtokenGroup,
+    StopSignals,
     confirm_or_force,
     emit_json,
     force_option,
@@ -40,7 +40,6 @@ from hwtoken.errors import DeviceBusy, InvalidInput
 
 DEFAULT_PCSC = "127.0.0.1:35963"
 READS = ("auto", "emulated", "pty")
-INTERRUPTED = 130
 
 
 @click.group(cls=HwtokenGroup)
@@ -512,37 +511,19 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
         find_preload()  # umockdev missing: say so before the key is touched
     key = _load_for_serving(name)
     key.presence = _presence(touch)  # (once the key is ours: a prompt starts reading stdin)
-    stop = threading.Event()
-    stopped_by: list[int] = []
-    previous: dict[int, Any] = {}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopped_by.append(signum)
-        stop.set()
-
-    try:
-        if threading.current_thread() is threading.main_thread():
-            # (signal handlers can only be set in the main thread; a caller that runs the
-            # CLI in another thread stops it by other means)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, on_signal)
-        with key, KeyService(key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote,
-                             local=local, reads=reads) as svc:
-            doc = svc.describe()
-            if as_json:
-                emit_json({"name": name, **doc})
-            else:
-                _print_banner(name, key.serial, doc, Path(key.path))
-            sys.stdout.flush()
-            _watch(svc, stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with StopSignals() as signals, key, KeyService(
+            key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote, local=local,
+            reads=reads) as svc:
+        doc = svc.describe()
+        if as_json:
+            emit_json({"name": name, **doc})
+        else:
+            _print_banner(name, key.serial, doc, Path(key.path))
+        sys.stdout.flush()
+        _watch(svc, signals.stop)
     if not as_json:
         click.echo(f"stopped serving {name}")
-    if stopped_by[:1] == [signal.SIGINT]:  # Ctrl-C: stopped cleanly, and says so like others
-        click.echo("interrupted", err=True)
-        sys.exit(INTERRUPTED)
+    signals.exit_if_interrupted()  # Ctrl-C: stopped cleanly, and says so like others
 
 
 PCSC_WARN_AFTER = 3.0  # seconds without pcscd's vpcd driver before serve says so

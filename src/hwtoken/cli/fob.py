@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,25 +18,37 @@ from hwtoken.cli.common import (
     confirm_or_force,
     emit_json,
     force_option,
+    is_interactive,
     json_option,
     read_secret_input,
 )
 from hwtoken.errors import InvalidInput
 
 # light: mpremote and pyserial are imported only when a port is opened
-from hwtoken.fob.device import BOARDS, Fob
+from hwtoken.fob.device import Fob
+from hwtoken.fob.settings import BOARDS
 from hwtoken.fob.simulate import FobAccount, find_account, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_PORT_META = "hwtoken.fob.port"
+_PORT_HELP = ("The fob's serial port (/dev/ttyACM0, COM3, the pty of `hwtoken fob emulate`) "
+              "or a pyserial URL such as socket://HOST:PORT. Default: $HWTOKEN_FOB_PORT, else "
+              "the one MicroPython board plugged in.")
+
+
+def _port_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--port`` after a subcommand wins over ``hwtoken fob --port``, which wins over
+    $HWTOKEN_FOB_PORT (read when the port is opened)."""
+    if value is not None:
+        ctx.meta[_PORT_META] = value
+        return value
+    return ctx.meta.get(_PORT_META)
+
+
 def port_option(f: F) -> F:
-    return click.option(
-        "--port", "-p", metavar="PORT", envvar="HWTOKEN_FOB_PORT",
-        help="The fob's serial port (/dev/ttyACM0, COM3) or a pyserial URL such as "
-             "socket://HOST:PORT. Default: $HWTOKEN_FOB_PORT, else the one MicroPython "
-             "board plugged in.",
-    )(f)
+    return click.option("--port", "-p", metavar="PORT", callback=_port_value, help=_PORT_HELP)(f)
 
 
 def _account_from_options(name: str | None, secret: str | None, uri: str | None,
@@ -78,6 +91,8 @@ def _secret_options(f: F) -> F:
 
 
 @click.group(cls=HwtokenGroup)
+@click.option("--port", "-p", metavar="PORT", callback=_port_value, expose_value=False,
+              is_eager=True, help=_PORT_HELP)
 def fob() -> None:
     """The DIY MicroPython TOTP key fob (Raspberry Pi Pico / ESP32 + SSD1306 OLED).
 
@@ -90,20 +105,114 @@ def fob() -> None:
 
 @fob.command()
 @port_option
-@click.option("--board", type=click.Choice(BOARDS), help="Board type (default: detect at boot).")
-@force_option("Rewrite files even when unchanged on the board.")
+@click.option("--board", type=click.Choice(BOARDS),
+              help="Set the board type (a setting: kept by later deploys; default: detect "
+                   "at boot).")
+@click.option("--reset-settings", is_flag=True,
+              help="Forget the fob's settings (Wi-Fi, pins, OLED address, display) and start "
+                   "over with the defaults; asks on a terminal, else needs --force.")
+@force_option("Rewrite files even when unchanged on the board; with --reset-settings, "
+              "do not ask.")
 @json_option
-def deploy(port: str | None, board: str | None, force: bool, as_json: bool) -> None:
-    """Install (or update) the firmware on a MicroPython board; keeps accounts and time."""
+def deploy(port: str | None, board: str | None, reset_settings: bool, force: bool,
+           as_json: bool) -> None:
+    """Install (or update) the firmware on a MicroPython board.
+
+    Keeps the accounts, the clock and the fob's settings (its settings.json, which
+    `hwtoken fob config` changes); a board with the older firmware, whose settings sat in
+    config.py, has them moved to settings.json, and the output names what was kept.
+    """
+    if reset_settings:
+        confirm_or_force("Forget the fob's settings (Wi-Fi, pins, OLED address, display) and "
+                         "start over with the defaults? Accounts and clock are kept.", force,
+                         "--reset-settings forgets the fob's Wi-Fi, pins and display settings")
     with Fob(port) as f:
-        files = f.deploy(board, force=force)
+        done = f.deploy(board, force=force, reset_settings=reset_settings)
     if as_json:
-        emit_json({"port": f.port, "board": board or "auto", "files": files})
+        emit_json({"port": f.port, **done.to_dict()})
         return
-    written = [n for n, what in files.items() if what == "written"]
-    click.echo(f"deployed the fob firmware to {f.port} for board {board or 'auto-detect'}: "
-               f"{len(written)} file(s) written, {len(files) - len(written)} unchanged; "
-               "the fob restarts now")
+    click.echo(f"deployed the fob firmware to {f.port}: {len(done.written)} file(s) written, "
+               f"{len(done.files) - len(done.written)} unchanged; the fob restarts now")
+    if done.reset:
+        click.echo("settings: reset to the defaults" + (f", then {', '.join(done.kept)} set"
+                                                        if done.kept else ""))
+    elif done.moved:
+        click.echo("settings: moved from the old config.py to settings.json and kept: "
+                   + ", ".join(done.moved))
+    elif done.kept:
+        click.echo(f"settings: kept ({', '.join(done.kept)}; the rest are defaults)")
+    else:
+        click.echo("settings: all defaults (change them with hwtoken fob config KEY=VALUE)")
+    if done.ignored:
+        click.echo(f"warning: settings.json entries ignored (unknown, or of the wrong type): "
+                   f"{', '.join(done.ignored)}", err=True)
+
+
+def _read_wifi() -> tuple[str, str]:
+    """The Wi-Fi network name and password: asked on a terminal, else two lines of stdin."""
+    if is_interactive():
+        ssid = click.prompt("Wi-Fi network name (SSID; empty: no Wi-Fi)", default="",
+                            show_default=False, err=True)
+        password = click.prompt("Wi-Fi password", default="", hide_input=True,
+                                show_default=False, err=True) if ssid else ""
+    else:
+        lines = [sys.stdin.readline() for _ in range(2)]
+        if not lines[0]:
+            raise InvalidInput("--wifi reads the network name (SSID) and its password from "
+                               "stdin, one line each")
+        ssid, password = (line.rstrip("\r\n") for line in lines)
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in ssid + password):  # surrogateescape'd bytes
+        raise InvalidInput("stdin is not valid UTF-8 text")
+    return ssid, password
+
+
+def _settings_epilog() -> str:
+    from hwtoken.fob.settings import SETTINGS
+
+    return "\b\nSettings:\n" + "\n".join(f"  {k:<15} {s.help}" for k, s in SETTINGS.items())
+
+
+@fob.command("config", epilog=_settings_epilog())
+@click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--wifi", is_flag=True,
+              help="Read the Wi-Fi network name (SSID) and its password from stdin, one line "
+                   "each (asked on a terminal); an empty name turns Wi-Fi off.")
+@port_option
+@json_option
+def config_(assignments: tuple[str, ...], wifi: bool, port: str | None, as_json: bool) -> None:
+    """Show the fob's settings, or change them: KEY=VALUE sets one, KEY= returns it to its
+    default. They live in the fob's settings.json, which `hwtoken fob deploy` keeps; the
+    fob restarts with them. The Wi-Fi password is never shown, nor read from argv.
+    """
+    from hwtoken.fob.settings import parse_assignments, shown, wifi_changes
+
+    changes = parse_assignments(assignments)
+    if wifi:
+        changes = changes.merged(wifi_changes(*_read_wifi()))
+    with Fob(port) as f:
+        info = f.configure(changes) if changes else f.settings()
+    values = shown(info)
+    if as_json:
+        emit_json({"changed": sorted({*changes.values, *changes.reset}), "settings": values,
+                   "custom": info["custom"], "board_detected": info["detected_board"],
+                   "ignored": info["ignored"], "damaged": info["damaged"]})
+        return
+    if changes:
+        parts = [f"{k}={values[k]}" for k in changes.values] + \
+                [f"{k} (default {values[k]})" for k in changes.reset]
+        click.echo(f"set on the fob: {', '.join(parts)}; it restarts with them now")
+        return
+    for key, text in values.items():
+        mark = "" if key in info["custom"] else "  (default)"
+        if key == "board" and text == "auto":
+            text = f"auto (detected: {info['detected_board']})"
+        click.echo(f"{key:<15} {text}{mark}")
+    if info["damaged"]:
+        click.echo("warning: the fob's settings.json is damaged: every default applies "
+                   "(hwtoken fob config KEY=VALUE writes a new one)", err=True)
+    elif info["ignored"]:
+        click.echo(f"warning: settings.json entries ignored (unknown, or of the wrong type): "
+                   f"{', '.join(info['ignored'])}", err=True)
 
 
 @fob.command()
@@ -287,3 +396,8 @@ def simulate(at: float | None, account: str | None, name: str | None, secret: st
         click.echo(f"wrote {png_path} ({128 * scale}x{64 * scale})")
     if as_ascii or not png_path:
         click.echo(screen.to_ascii(wide=wide))
+
+
+from hwtoken.cli.fob_emulate import emulate  # noqa: E402 - a subgroup, defined in its own module
+
+fob.add_command(emulate)

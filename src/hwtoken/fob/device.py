@@ -15,13 +15,14 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from hwtoken.errors import DeviceError, InvalidInput
 from hwtoken.fob.firmware import FIRMWARE_FILES, firmware_sources
+from hwtoken.fob.settings import BOARDS, Changes
 from hwtoken.fob.simulate import FobAccount
 
-BOARDS = ("pico", "picow", "esp32")
 # USB vendor IDs of boards that run MicroPython: Raspberry Pi (RP2040 MicroPython CDC),
 # Espressif native USB, and the USB-serial chips on ESP32 dev boards.
 KNOWN_VIDS = {0x2E8A: "Raspberry Pi", 0x303A: "Espressif", 0x10C4: "Silicon Labs CP210x",
@@ -52,6 +53,29 @@ def _json_reply(out: bytes) -> Any:
         return json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise DeviceError("the fob sent an unexpected reply") from None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What :meth:`Fob.deploy` did: each file ``written`` or ``unchanged``, and the
+    settings: the keys the board's settings.json holds now (``kept``), those moved there
+    from firmware 1.0's config.py (``moved``), whether they were ``reset``."""
+
+    files: dict[str, str]
+    kept: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+    reset: bool = False
+    board: str = "auto"
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> list[str]:
+        return [n for n, what in self.files.items() if what == "written"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "board": self.board,
+                "settings": {"kept": self.kept, "moved_from_config_py": self.moved,
+                             "reset": self.reset, "ignored": self.ignored}}
 
 
 def _error_line(text: str) -> str:
@@ -130,16 +154,23 @@ class Fob:
                                       f"print(json.dumps({expression}))"))
 
     # -- operations ----------------------------------------------------------------------
-    def deploy(self, board: str | None = None, *, force: bool = False) -> dict[str, str]:
+    def deploy(self, board: str | None = None, *, force: bool = False,
+               reset_settings: bool = False) -> Deployment:
         """Copy the firmware to the board's flash, skipping files already there unchanged.
 
-        Returns file name -> "written" or "unchanged". Accounts and clock are kept.
+        Accounts, clock and settings are kept: the settings live in the board's
+        settings.json, which no deploy writes. A board with firmware 1.0 (settings inside
+        config.py) has them moved to settings.json first. ``reset_settings`` forgets them
+        instead; ``board`` sets the setting ``board``.
         """
         if board is not None and board not in BOARDS:
             raise InvalidInput(f"board must be one of {', '.join(BOARDS)}")
-        files = firmware_sources(board)
+        files = firmware_sources()
         from mpremote.transport import TransportError
 
+        moved: list[str] = []
+        if not reset_settings:
+            moved = self._move_legacy_settings()
         remote = {} if force else self._remote_hashes(list(files))
         result: dict[str, str] = {}
         for name, data in files.items():
@@ -153,7 +184,45 @@ class Fob:
             result[name] = "written"
         # forget any old firmware modules imported before (a soft reset does this too)
         self._exec(f"import sys\nfor m in {_MODULES!r}:\n    sys.modules.pop(m, None)")
-        return result
+        if reset_settings:
+            self._exec("import config\nconfig.reset()")
+        if board is not None:
+            self.call(f"config.save({{'board': {board!r}}})", "config")
+        info = self.settings()
+        return Deployment(result, kept=info["custom"], moved=moved, reset=reset_settings,
+                          board=info["board"], ignored=info.get("ignored", []))
+
+    def _move_legacy_settings(self) -> list[str]:
+        """Move firmware 1.0's settings from config.py to settings.json; the keys moved."""
+        from hwtoken.fob.settings import migration_script
+
+        moved = _json_reply(self._exec(migration_script()))
+        if isinstance(moved, dict):
+            raise InvalidInput(f"the fob's config.py cannot be read ({moved.get('error')}), so "
+                               "its settings cannot be kept: fix it (mpremote edit config.py), "
+                               "or deploy with --reset-settings to start over with the "
+                               "defaults")
+        return list(moved or [])
+
+    # -- settings ----------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The settings in effect on the fob (``config.info()``: the Wi-Fi password only
+        as set or not), with ``custom``: the keys its settings.json holds."""
+        return self._settings_call("")
+
+    def configure(self, changes: Changes) -> dict[str, Any]:
+        """Write ``changes`` to the fob's settings.json; returns :meth:`settings`.
+
+        The fob applies them when it restarts (at :meth:`close`).
+        """
+        return self._settings_call(f"config.save({changes.values!r}, {changes.reset!r})\n")
+
+    def _settings_call(self, code: str) -> dict[str, Any]:
+        # firmware 1.0 has a config.py without settings: say "deploy", not AttributeError
+        return _json_reply(self._exec(
+            "import json, config\nif not hasattr(config, 'info'):\n"
+            "    raise ImportError('firmware 1.0 keeps its settings in config.py')\n"
+            f"{code}print(json.dumps(config.info()))"))
 
     def _remote_hashes(self, names: list[str]) -> dict[str, str | None]:
         """SHA-256 of each file on the board (None if missing or no hashlib.sha256)."""

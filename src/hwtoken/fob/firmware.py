@@ -18,10 +18,10 @@ from types import ModuleType, SimpleNamespace
 from hwtoken.errors import InvalidInput
 
 #: Files copied to the board by ``hwtoken fob deploy`` (main.py last: it starts the app).
-FIRMWARE_FILES = ("sha.py", "totp.py", "clock.py", "accounts.py", "font.py", "screen.py",
-                  "display.py", "buttons.py", "config.py", "app.py", "main.py")
+FIRMWARE_FILES = ("sha.py", "totp.py", "clock.py", "jsonfile.py", "accounts.py", "font.py",
+                  "screen.py", "display.py", "buttons.py", "config.py", "app.py", "main.py")
 #: Modules the host may load into CPython, in dependency order.
-_HOST_MODULES = ("sha", "totp", "accounts", "font", "screen", "clock", "buttons")
+_HOST_MODULES = ("sha", "totp", "jsonfile", "accounts", "font", "screen", "clock", "buttons")
 _lock = threading.Lock()
 _cache: dict[Path, SimpleNamespace] = {}
 
@@ -41,8 +41,8 @@ def firmware_dir() -> Path:
 
 
 def load_host_modules(directory: Path | None = None) -> SimpleNamespace:
-    """The firmware's pure modules (sha, totp, accounts, font, screen, clock, buttons) loaded
-    into CPython, without leaving their short names in ``sys.modules``."""
+    """The firmware's pure modules (sha, totp, jsonfile, accounts, font, screen, clock,
+    buttons) loaded into CPython, without leaving their short names in ``sys.modules``."""
     directory = (directory or firmware_dir()).resolve()
     with _lock:
         if directory in _cache:
@@ -75,16 +75,8 @@ def load_host_modules(directory: Path | None = None) -> SimpleNamespace:
         return ns
 
 
-def firmware_sources(board: str | None = None, directory: Path | None = None) -> dict[str, bytes]:
-    """The files to deploy, name -> content; ``board`` is written into config.py."""
+def firmware_sources(directory: Path | None = None) -> dict[str, bytes]:
+    """The files to deploy, name -> content (the board's settings are not among them:
+    they live in its settings.json, which deploy keeps)."""
     directory = directory or firmware_dir()
-    files: dict[str, bytes] = {}
-    for name in FIRMWARE_FILES:
-        data = (directory / name).read_bytes()
-        if name == "config.py" and board:
-            marker = b'BOARD = "auto"'
-            if marker not in data:
-                raise InvalidInput("firmware/config.py has no BOARD = \"auto\" line to set")
-            data = data.replace(marker, f'BOARD = "{board}"'.encode(), 1)
-        files[name] = data
-    return files
+    return {name: (directory / name).read_bytes() for name in FIRMWARE_FILES}

@@ -55,12 +55,13 @@ class Screen:
         return [bytes(on if self.pixel(x, y) else off for x in range(self.width))
                 for y in range(self.height)]
 
-    def to_png(self, scale: int = 1) -> bytes:
-        """A PNG, each pixel ``scale`` x ``scale``: lit pixels white on black, like the OLED."""
+    def to_png(self, scale: int = 1, on: int = 255) -> bytes:
+        """A PNG, each pixel ``scale`` x ``scale``: lit pixels white (grey level ``on``) on
+        black, like the OLED."""
         if not 1 <= scale <= 32:
             raise InvalidInput("scale must be 1-32")
         rows = []
-        for row in self.rows():
+        for row in self.rows(on):
             wide = bytes(v for v in row for _ in range(scale))
             rows.extend([wide] * scale)
         return png.encode(rows)
@@ -109,11 +110,12 @@ _QUADRANT = (" \u2597\u2596\u2584\u259d\u2590\u259e\u259f"
 
 
 def render(accounts: Sequence[FobAccount], at: float | None, *, index: int = 0,
-           show_next: bool = False) -> Screen:
+           show_next: bool = False, utc_offset: int | None = None) -> Screen:
     """The screen the fob draws for ``accounts[index]`` at unix time ``at``.
 
     ``at=None`` renders the "no trusted time" screen; no accounts, the "no accounts" one.
     ``at`` must be a unix time from 0 to :data:`MAX_TIME` (:class:`InvalidInput` otherwise).
+    ``utc_offset`` (minutes east of UTC) adds the time of day, as the setting show_clock.
     """
     if at is not None and not 0 <= at <= MAX_TIME:  # NaN compares False: refused too
         raise InvalidInput(f"the time must be a unix time from 0 to {MAX_TIME} (seconds "
@@ -126,7 +128,7 @@ def render(accounts: Sequence[FobAccount], at: float | None, *, index: int = 0,
         raise InvalidInput(str(exc)) from None
     buf = bytearray(WIDTH * HEIGHT // 8)
     fb = FrameBuffer(buf, WIDTH, HEIGHT, MONO_VLSB)
-    fw.screen.draw(fb, objs, index, None if at is None else int(at), show_next)
+    fw.screen.draw(fb, objs, index, None if at is None else int(at), show_next, utc_offset)
     return Screen(bytes(buf))
 
 

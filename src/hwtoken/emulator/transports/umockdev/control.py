@@ -13,22 +13,18 @@ line, ``ok ...`` or ``error: ...``.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hwtoken import controlsocket
 from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
-
-log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 256
-TIMEOUT = 30.0  # seconds a client may take to send its line, and waits for the answer
+TIMEOUT = controlsocket.TIMEOUT
 
 
 class ControlServer:
@@ -47,16 +43,9 @@ class ControlServer:
         self._plug = plug or testbed.plug
         self.path = Path(testbed.root) / SOCKET_NAME
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            self._sock.bind(str(self.path))
-        finally:
-            os.umask(old)
-        self._sock.listen(8)
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name="hwtoken-umockdev-control")
-        self._thread.start()
+        self._server = controlsocket.Server(
+            self.path, self._answer, limit=MAX_REQUEST, name="hwtoken-umockdev-control",
+            failure=b"error: the request failed in the testbed (see its log)")
 
     def plugged(self, name: str) -> Any | None:
         key = self.keys[name]
@@ -105,64 +94,27 @@ class ControlServer:
             typed = press(key, int(slot))
         return f"ok touch {name} {json.dumps(typed)}"
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(TIMEOUT)
-                try:
-                    data = b""
-                    while b"\n" not in data and len(data) < MAX_REQUEST:
-                        chunk = conn.recv(MAX_REQUEST)
-                        if not chunk:
-                            break
-                        data += chunk
-                    try:
-                        line = data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        answer = "error: the request is not UTF-8 text"
-                    else:
-                        answer = self.handle(line)
-                    conn.sendall(answer.encode() + b"\n")
-                except OSError as exc:
-                    log.debug("control connection failed: %s", exc)
-                except Exception:
-                    log.exception("control request failed")
-                    with contextlib.suppress(OSError):
-                        conn.sendall(b"error: the request failed in the testbed (see its log)\n")
+    def _answer(self, data: bytes) -> bytes:
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return b"error: the request is not UTF-8 text"
+        return self.handle(line).encode()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._sock.close()
-        self._thread.join(5)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self._server.close()
 
 
 def send(path: str | os.PathLike[str], verb: str, name: str) -> str:
     """Ask the testbed whose control socket is ``path`` to ``plug``/``unplug`` ``name`` (or
     ``touch`` with ``name`` = "NAME SLOT"); the ``ok ...`` answer, or
     :class:`InvalidInput`/:class:`DeviceError` with its error."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(TIMEOUT)
-        try:
-            s.connect(str(path))
-            s.sendall(f"{verb} {name}\n".encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise DeviceError(f"the testbed holding {name!r} does not answer ({reason}); is "
-                              "its `hwtoken emulate run` still running?") from None
+    try:
+        data = controlsocket.ask(path, f"{verb} {name}".encode(), TIMEOUT)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise DeviceError(f"the testbed holding {name!r} does not answer ({reason}); is "
+                          "its `hwtoken emulate run` still running?") from None
     answer = data.decode("utf-8", "replace").strip()
     if answer.startswith("error: "):
         raise InvalidInput(answer[len("error: "):])

@@ -32,7 +32,7 @@ from hwtoken.emulator.applets.fido.credentials import (
     unwrap,
     wrap,
 )
-from hwtoken.emulator.applets.fido.ctap2 import extensions
+from hwtoken.emulator.applets.fido.ctap2 import extensions, preview_sign
 from hwtoken.emulator.applets.fido.ctap2.cbor import CborError
 from hwtoken.emulator.applets.fido.ctap2.cbor import decode as decode_cbor
 from hwtoken.emulator.applets.fido.ctap2.client_pin import ClientPin, Permission
@@ -130,6 +130,7 @@ class _PendingAssertions:
     remaining: list[_Found]
     started: float
     channel: Any = None
+    sign_output: dict[int, Any] | None = None  #: previewSign's {6: signature} (allow list)
 
 
 class Authenticator:
@@ -387,6 +388,9 @@ class Authenticator:
 
         exts = extensions.registration(ext, rk, rp_id, self.state.min_pin_length,
                                        self.state.min_pin_rp_ids, self.profile.extensions)
+        signing = None
+        if preview_sign.NAME in ext and preview_sign.NAME in self.profile.extensions:
+            signing = preview_sign.registration(ext[preview_sign.NAME])
         hmac_mc = None
         if ("hmac-secret-mc" in ext and "hmac-secret-mc" in self.profile.extensions
                 and exts.hmac_secret):
@@ -401,6 +405,9 @@ class Authenticator:
         cid = wrap(self.state.wrap_secret, rp_id_hash, cred)
         if hmac_mc is not None:
             exts.outputs["hmac-secret-mc"] = hmac_mc.output(cred, uv)
+        sign_key = preview_sign.generate(signing, cred) if signing is not None else None
+        if sign_key is not None:
+            exts.outputs[preview_sign.NAME] = sign_key.signed_output
         counter = self.counter.next()
 
         flags = FLAG_UP | FLAG_AT | (FLAG_UV if uv else 0)
@@ -413,20 +420,24 @@ class Authenticator:
         auth_data = (rp_id_hash + bytes([flags]) + struct.pack(">I", counter) + cred_data
                      + ext_out)
 
-        if not enterprise_att and formats is not None and self._wants_none(formats):
-            response: dict[int, Any] = {0x01: "none", 0x02: auth_data, 0x03: {}}
-        else:
-            sig = attestation.sign(self.key, auth_data + client_data_hash,
-                                   enterprise=enterprise_att)
-            response = {
-                0x01: "packed", 0x02: auth_data,
-                0x03: {"alg": -7, "sig": sig, "x5c": [attestation.attestation_certificate(
-                    self.key, enterprise=enterprise_att)]},
-            }
+        none = not enterprise_att and formats is not None and self._wants_none(formats)
+
+        def attest(data: bytes) -> tuple[str, dict[str, Any]]:
+            if none:
+                return "none", {}
+            sig = attestation.sign(self.key, data + client_data_hash, enterprise=enterprise_att)
+            return "packed", {"alg": -7, "sig": sig, "x5c": [
+                attestation.attestation_certificate(self.key, enterprise=enterprise_att)]}
+
+        fmt, statement = attest(auth_data)
+        response: dict[int, Any] = {0x01: fmt, 0x02: auth_data, 0x03: statement}
         if enterprise_att:
             response[0x04] = True  # epAtt
         if exts.large_blob_key:
             response[0x05] = cred.large_blob_key()
+        if sign_key is not None:  # unsignedExtensionOutputs
+            response[0x06] = {preview_sign.NAME: sign_key.unsigned_output(
+                rp_id_hash, flags, self.key.aaguid, attest)}
         encoded = cbor.encode(response)
         if len(encoded) > MAX_RESPONSE:  # nothing is stored for a response that cannot go
             raise Ctap2Error(ERR.REQUEST_TOO_LARGE)
@@ -522,6 +533,9 @@ class Authenticator:
             raise Ctap2Error(ERR.INVALID_OPTION)
         if "thirdPartyPayment" in ext:
             check_type(ext["thirdPartyPayment"], bool)
+        sign_request = None
+        if preview_sign.NAME in ext:
+            sign_request = preview_sign.sign_request(ext[preview_sign.NAME], bool(allow))
 
         rp_id_hash = hashlib.sha256(rp_id.encode()).digest()
         found: list[_Found] = []
@@ -542,6 +556,9 @@ class Authenticator:
                     found.append(f)
         if not found:
             raise Ctap2Error(ERR.NO_CREDENTIALS)
+        sign_output = None
+        if sign_request is not None:  # (an allow list: one credential)
+            sign_output = preview_sign.sign(sign_request, found[0].cred, up, uv)
 
         if up:
             self.user_presence("getAssertion", cancel, keepalive)
@@ -550,7 +567,7 @@ class Authenticator:
                 self.pin.spend()
 
         pending = _PendingAssertions(rp_id_hash, client_data_hash, up, uv, ext, hmac_req,
-                                     found[1:], time.monotonic(), self.channel)
+                                     found[1:], time.monotonic(), self.channel, sign_output)
         response = self._assertion(pending, found[0], discoverable=not allow)
         if not allow and len(found) > 1:
             response[0x05] = len(found)
@@ -581,6 +598,8 @@ class Authenticator:
             ext_out["credBlob"] = cred.cred_blob
         if pending.ext.get("thirdPartyPayment") is True:
             ext_out["thirdPartyPayment"] = cred.third_party_payment
+        if pending.sign_output is not None:
+            ext_out[preview_sign.NAME] = pending.sign_output
         flags = (FLAG_UP if pending.up else 0) | (FLAG_UV if pending.uv else 0)
         if ext_out:
             flags |= FLAG_ED

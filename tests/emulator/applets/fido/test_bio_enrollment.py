@@ -365,7 +365,12 @@ def test_builtin_uv_inline_for_make_credential_and_get_assertion(bio, ctap):
     assert made.auth_data.flags & 0x05 == 0x05 and counting.touches == 1
     got = ctap.get_assertion("example.com", os.urandom(32), options={"uv": True})
     assert got.auth_data.flags & 0x05 == 0x05 and counting.touches == 2
-    assert got.user == {"id": b"u", "name": "una"}  # after UV the key says who
+    assert got.user == {"id": b"u"}  # one account: its id only (CTAP 2.1 §6.2.2)
+    ctap.make_credential(os.urandom(32), RP, {"id": b"v", "name": "vera"}, ES256,
+                         options={"uv": True, "rk": True})
+    two = ctap.get_assertion("example.com", os.urandom(32), options={"uv": True})
+    assert two.number_of_credentials == 2 and two.user == {"id": b"v", "name": "vera"}
+    assert ctap.get_next_assertion().user == {"id": b"u", "name": "una"}  # after UV: who
     bio.presence = Finger("left-thumb")
     assert status(lambda: mc(uv=True)) == ERR.UV_INVALID
     assert status(lambda: ctap.get_assertion("example.com", os.urandom(32),

@@ -626,7 +626,10 @@ class Authenticator:
 
         pending = _PendingAssertions(rp_id_hash, client_data_hash, up, uv, ext, hmac_req,
                                      found[1:], time.monotonic(), self.channel, sign_output)
-        response = self._assertion(pending, found[0], discoverable=not allow)
+        # CTAP 2.1 §6.2.2 (member user): "for single account per RP case, authenticator
+        # returns 'id' field" -- names only to choose among several accounts (Chromium
+        # shows its account chooser when it gets one)
+        response = self._assertion(pending, found[0], discoverable=not allow and len(found) > 1)
         if not allow and len(found) > 1:
             response[0x05] = len(found)
             self._pending = pending

@@ -1,0 +1,120 @@
+"""Passkeys in headless Chromium (and Firefox) with a key that verifies its user itself: a
+``yubikey-bio`` key with a finger enrolled. Headless Chromium cannot type a PIN, and it
+refuses a passkey sign-in on a key without user verification; the fingerprint sensor is
+what a real YubiKey Bio gives it, so registration and sign-in without a user name both
+carry UV, and a finger that is not enrolled ends in Chromium's PIN fallback. The key is
+plugged in through umockdev, as for the other browser tests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.pin import ClientPin
+
+from hwtoken.browser.site import SitePage, WebAuthnSite
+from hwtoken.emulator import Finger, fido_device
+from hwtoken.testing import enroll_finger
+
+PIN = "4711"
+CHROMIUM = pytest.mark.parametrize("browser", ["chromium"], indirect=True)
+pytestmark = pytest.mark.hwtoken_profile("yubikey-bio")
+
+
+def ms(request, result):
+    request.node.user_properties.append((f"ms:{result['action']}", round(result["ms"], 1)))
+    return result
+
+
+def ui_steps(browser) -> list[str]:
+    return [line.rsplit("UI step: ", 1)[1].strip() for line in browser.log().splitlines()
+            if "UI step: " in line]
+
+
+@pytest.mark.parametrize(("browser", "user_verification"), [
+    ("chromium", "required"), ("chromium", "preferred"), ("firefox", "required")],
+    indirect=["browser"])
+def test_passkey_with_a_fingerprint(request, virtual_key, browser, user_verification):
+    enroll_finger(virtual_key, "right-index", pin=PIN)
+    virtual_key.presence = Finger("right-index")
+    with WebAuthnSite(user_verification=user_verification) as site:
+        page = SitePage(browser, site).open()
+        registered = ms(request, page.register("hana", passkey=True))
+        assert registered["ok"], registered
+        browser.fill("#user", "")
+        signed_in = ms(request, page.sign_in(None))
+        assert signed_in["ok"] and signed_in["user"] == "hana", signed_in
+        assert signed_in["userVerified"], signed_in
+        [reg] = site.events_of("register")
+        [login] = site.events_of("login")
+        assert reg.detail["user_verified"] and login.detail["user_verified"]
+        assert login.detail["discoverable"]
+        assert login.detail["credential_id"] == reg.detail["credential_id"]
+    if browser.name == "chromium":
+        steps = ui_steps(browser)
+        assert "kClientPinEntry" not in steps, steps  # the finger, never the PIN
+    else:
+        assert [p for p in browser.prompts() if p["type"] == "pin-required"] == []
+
+
+
+def wait_for_ui_step(browser, step: str, timeout: float = 20.0) -> list[str]:
+    """Chromium's dialog steps once ``step`` is among them (or after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while step not in (steps := ui_steps(browser)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return steps
+
+
+@CHROMIUM
+def test_chromium_retries_a_wrong_finger_then_falls_back_to_the_pin(request, virtual_key,
+                                                                    browser):
+    """A finger that is not enrolled: the key answers UV_INVALID and Chromium asks the user
+    to try again (UI step kRetryInternalUserVerification) -- the key has 3 UV retries, the
+    third miss blocks UV (UV_BLOCKED) and Chromium falls back to the PIN (kClientPinEntry),
+    as with a real YubiKey Bio. Headless, nobody types it; the PIN given another way
+    restores the retries and the right finger signs in again."""
+    enroll_finger(virtual_key, "right-index", pin=PIN)
+    with WebAuthnSite(user_verification="required") as site:
+        page = SitePage(browser, site).open()
+        assert ms(request, page.register("hana", passkey=True))["ok"]
+        virtual_key.presence = Finger("left-thumb")
+        browser.click("#login-passkey")
+        steps = wait_for_ui_step(browser, "kClientPinEntry")
+        tail = steps[steps.index("kUsbInsertAndActivate", 1):]
+        assert tail == ["kUsbInsertAndActivate", "kRetryInternalUserVerification",
+                        "kRetryInternalUserVerification", "kClientPinEntry"], steps
+        log = browser.log()
+        assert log.count("kCtap2ErrUvInvalid") == 2 and log.count("kCtap2ErrUvBlocked") == 1
+        browser.get("about:blank")  # leaving the page ends the request waiting for the PIN
+        assert site.events_of("login") == []
+
+        device = fido_device(virtual_key)
+        try:
+            assert ClientPin(Ctap2(device)).get_uv_retries() == 0
+            ClientPin(Ctap2(device)).get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION,
+                                                   "localhost")
+            assert ClientPin(Ctap2(device)).get_uv_retries() == 3
+        finally:
+            device.close()
+        virtual_key.presence = Finger("right-index")
+        page = SitePage(browser, site).open()
+        signed_in = ms(request, page.sign_in(None))
+        assert signed_in["ok"] and signed_in["user"] == "hana", signed_in
+
+
+@CHROMIUM
+def test_chromium_security_key_sign_in_by_name_with_uv_required(request, virtual_key,
+                                                                browser):
+    """The same key as a second factor (a non-discoverable credential, sign-in by user
+    name) on a site that requires user verification: the UV flag comes from the finger."""
+    enroll_finger(virtual_key, "right-index", pin=PIN)
+    with WebAuthnSite(user_verification="required") as site:
+        page = SitePage(browser, site).open()
+        assert ms(request, page.register("ivo"))["ok"]
+        signed_in = ms(request, page.sign_in("ivo"))
+        assert signed_in["ok"] and signed_in["userVerified"], signed_in
+        [reg] = site.events_of("register")
+        assert reg.detail["user_verified"] and not reg.detail["discoverable"]
+    assert "kClientPinEntry" not in ui_steps(browser)

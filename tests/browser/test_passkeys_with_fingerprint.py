@@ -7,7 +7,12 @@ plugged in through umockdev, as for the other browser tests."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from fido2.ctap2 import Ctap2
@@ -118,3 +123,16 @@ def test_chromium_security_key_sign_in_by_name_with_uv_required(request, virtual
         [reg] = site.events_of("register")
         assert reg.detail["user_verified"] and not reg.detail["discoverable"]
     assert "kClientPinEntry" not in ui_steps(browser)
+
+
+def test_the_documented_passkey_example_passes_as_pasted(tmp_path):
+    """docs/browsers.md's passkey example, verbatim, in a project with no conftest."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "browsers.md"
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+                 if "def test_passkey(" in b]
+    (tmp_path / "test_passkey.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180, env={k: v for k, v in os.environ.items() if k != "CI"})
+    assert "1 passed" in proc.stdout, proc.stdout + proc.stderr

@@ -7,16 +7,14 @@ plugged in through umockdev, as for the other browser tests."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
+from test_browser_fixtures import run_in_plain_project
+from test_webauthn_in_browsers import ms, ui_steps, wait_for_ui_step
 
 from hwtoken.browser.site import SitePage, WebAuthnSite
 from hwtoken.emulator import Finger, fido_device
@@ -25,16 +23,6 @@ from hwtoken.testing import enroll_finger
 PIN = "4711"
 CHROMIUM = pytest.mark.parametrize("browser", ["chromium"], indirect=True)
 pytestmark = pytest.mark.hwtoken_profile("yubikey-bio")
-
-
-def ms(request, result):
-    request.node.user_properties.append((f"ms:{result['action']}", round(result["ms"], 1)))
-    return result
-
-
-def ui_steps(browser) -> list[str]:
-    return [line.rsplit("UI step: ", 1)[1].strip() for line in browser.log().splitlines()
-            if "UI step: " in line]
 
 
 @pytest.mark.parametrize(("browser", "user_verification"), [
@@ -62,14 +50,6 @@ def test_passkey_with_a_fingerprint(request, virtual_key, browser, user_verifica
     else:
         assert [p for p in browser.prompts() if p["type"] == "pin-required"] == []
 
-
-
-def wait_for_ui_step(browser, step: str, timeout: float = 20.0) -> list[str]:
-    """Chromium's dialog steps once ``step`` is among them (or after ``timeout`` s)."""
-    deadline = time.monotonic() + timeout
-    while step not in (steps := ui_steps(browser)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return steps
 
 
 @CHROMIUM
@@ -130,9 +110,5 @@ def test_the_documented_passkey_example_passes_as_pasted(tmp_path):
     doc = Path(__file__).resolve().parents[2] / "docs" / "browsers.md"
     [example] = [b for b in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
                  if "def test_passkey(" in b]
-    (tmp_path / "test_passkey.py").write_text(example)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=180, env={k: v for k, v in os.environ.items() if k != "CI"})
+    proc = run_in_plain_project(tmp_path, example)
     assert "1 passed" in proc.stdout, proc.stdout + proc.stderr

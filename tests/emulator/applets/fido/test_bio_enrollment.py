@@ -47,16 +47,17 @@ class Counting(ApproveAlways):
         return True
 
 
+pytestmark = pytest.mark.hwtoken_profile("yubikey-bio")
+
+
 @pytest.fixture
-def bio(tmp_path):
-    key = VirtualKey.create(tmp_path / "bio.key", profile="yubikey-bio")
-    yield key
-    if key._lock is not None and key._lock.held:
-        key.close()
+def bio(virtual_key):
+    return virtual_key
 
 
 @pytest.fixture
 def ctap(bio):
+    """Ctap2 on the bio key, whose PIN is set (enrolling a finger needs one)."""
     ctap = Ctap2(fido_device(bio))
     ClientPin(ctap).set_pin(PIN)
     return ctap

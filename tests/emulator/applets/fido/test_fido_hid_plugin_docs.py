@@ -40,23 +40,26 @@ def test_documented_example_passes_as_pasted(tmp_path):
     assert "4 passed" in result.stdout
 
 
-def test_documented_profile_choice_passes_as_pasted(tmp_path):
+def _run_example(tmp_path: Path, containing: str, *args: str
+                 ) -> subprocess.CompletedProcess[str]:
+    """Run the docs/pytest-plugin.md example containing ``containing`` as pasted."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    [example] = [b for b in blocks if "test_my_rp_accepts_every_model" in b]
-    (tmp_path / "test_models.py").write_text(example)
-    result = _pytest(tmp_path, "test_models.py", "-vv")
+    [example] = [b for b in blocks if containing in b]
+    (tmp_path / "test_example.py").write_text(example)
+    result = _pytest(tmp_path, "test_example.py", *args)
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_documented_profile_choice_passes_as_pasted(tmp_path):
+    result = _run_example(tmp_path, "test_my_rp_accepts_every_model", "-vv")
     assert "5 passed" in result.stdout
     for model in ("yubikey-5", "security-key", "latest"):
         assert f"test_my_rp_accepts_every_model[{model}] PASSED" in result.stdout
 
 
 def test_documented_fingerprint_example_passes_as_pasted(tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    [example] = [b for b in blocks if "FingerCallback" in b]
-    (tmp_path / "test_fingers.py").write_text(example)
-    result = _pytest(tmp_path, "test_fingers.py", "--strict-markers")
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run_example(tmp_path, "FingerCallback", "--strict-markers")
     assert "3 passed" in result.stdout
 
 

@@ -35,17 +35,7 @@ PIN = "12345678"
 ARKG = preview_sign.ESP256_SPLIT_ARKG
 
 
-@pytest.fixture
-def latest(tmp_path):
-    key = VirtualKey.create(tmp_path / "k.key", profile="latest")
-    yield key
-    if key._lock is not None and key._lock.held:
-        key.close()
-
-
-@pytest.fixture
-def ctap(latest):
-    return Ctap2(fido_device(latest))
+pytestmark = pytest.mark.hwtoken_profile("latest")  # (the plugin's virtual_key: `key`)
 
 
 class Made:
@@ -194,7 +184,7 @@ def test_input_types(ctap):
     assert response.auth_data.extensions["previewSign"] == {3: -9, 4: 0}
 
 
-def test_inner_attestation_object_is_packed_and_verifies(ctap, latest):
+def test_inner_attestation_object_is_packed_and_verifies(ctap, key):
     made = make(ctap, [-9], 0b001)
     outer, inner = made.response, made.att_obj
     assert inner.fmt == "packed" and outer.fmt == "packed"
@@ -267,7 +257,7 @@ def test_signing_needs_an_allow_list_a_key_handle_and_tbs(ctap):
         "id"] == made.credential_id
 
 
-def test_presence_and_verification_policy(ctap, latest):
+def test_presence_and_verification_policy(ctap, key):
     up_key = make(ctap, [-9], 0b001)
     assert status(lambda: sign(ctap, up_key, b"x")) == ERR.UP_REQUIRED
     response, _ = sign(ctap, up_key, b"x", up=True)
@@ -285,11 +275,11 @@ def test_presence_and_verification_policy(ctap, latest):
     uv_key.public_key.verify(b"data", signature)
 
 
-def test_a_refused_touch_signs_nothing(ctap, latest):
+def test_a_refused_touch_signs_nothing(ctap, key):
     from hwtoken.emulator import DenyAlways
 
     made = make(ctap, [-9], 0b001)
-    latest.presence = DenyAlways()
+    key.presence = DenyAlways()
     assert status(lambda: sign(ctap, made, b"x", up=True)) == ERR.OPERATION_DENIED
 
 
@@ -304,9 +294,9 @@ def test_made_with_a_pin_token(ctap):
 
 
 # -- through the WebAuthn client -----------------------------------------------------------
-def test_through_fido2_client_with_arkg(latest):
+def test_through_fido2_client_with_arkg(key):
     server = Fido2Server(RP, attestation="none")
-    client = Fido2Client(fido_device(latest), DefaultClientDataCollector("https://example.com"),
+    client = Fido2Client(fido_device(key), DefaultClientDataCollector("https://example.com"),
                          extensions=[PreviewSignExtension()])
     options, state = server.register_begin(USER, user_verification="discouraged")
     result = client.make_credential({**options["publicKey"], "extensions": {

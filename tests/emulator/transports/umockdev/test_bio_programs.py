@@ -62,6 +62,9 @@ def test_ykman_fingerprints_add_list_rename_delete(plugged_key):
 
 
 def test_fido2_token_info_enroll_list_and_delete(plugged_key):
+    listed = run(plugged_key, ["fido2-token", "-L"]).stdout
+    assert listed.strip() == (f"{plugged_key.hidraw}: vendor=0x1050, product=0x0402 "
+                              "(Yubico YubiKey FIDO)")  # the FIDO interface alone
     info = run(plugged_key, ["fido2-token", "-I", plugged_key.hidraw]).stdout
     assert "aaguid: d8522d9f575b486688a9ba99fa02f35b" in info
     assert "uv retries: 3" in info and "platform uv attempt(s): 3" in info

@@ -111,7 +111,8 @@ test: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check tools/yubico-suite
 	$(PY) -m pytest -q
 
-# the whole of python-fido2's tests/device on a `latest` virtual key, with its summary
+# the whole of python-fido2's tests/device on a `latest` virtual key, and its bio enrollment tests
+# on a `yubikey-bio` one, with their summaries
 fido2-device-tests: deps
 	$(PY) -m pytest -q tests/emulator/applets/fido/test_fido2_device_suite.py -s
 

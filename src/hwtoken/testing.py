@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["WebAuthnHelper", "Registration", "Authentication", "PluggedKeyHelper",
            "virtual_key", "fido_device", "webauthn", "plugged_key", "browser",
-           "webauthn_site", "require_browser"]
+           "webauthn_site", "require_browser", "enroll_finger"]
 
 
 @dataclass
@@ -199,6 +199,40 @@ def _interaction(pin: str | None) -> Any:
     return _Interaction()
 
 
+def enroll_finger(key: VirtualKey, finger: str = "right-index", *, pin: str,
+                  name: str | None = None) -> bytes:
+    """Enroll ``finger`` on the fingerprint sensor of ``key`` (a ``yubikey-bio`` key) the
+    way a platform does, through python-fido2 over CTAPHID: a pinUvAuthToken with the
+    ``be`` permission (setting ``pin`` first if the key has no PIN), then bio enrollment
+    captures, ``finger`` touching the sensor, until no sample remains. Returns the template
+    ID. The key's presence policy is ``Finger(finger)`` meanwhile and restored after."""
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.bio import FPBioEnrollment
+    from fido2.ctap2.pin import ClientPin
+
+    from hwtoken.emulator import Finger, fido_device
+
+    device = fido_device(key)
+    presence, key.presence = key.presence, Finger(finger)
+    try:
+        ctap = Ctap2(device)
+        if not ctap.info.options.get("clientPin"):
+            ClientPin(ctap).set_pin(pin)
+        client_pin = ClientPin(ctap)
+        token = client_pin.get_pin_token(pin, ClientPin.PERMISSION.BIO_ENROLL)
+        bio = FPBioEnrollment(ctap, client_pin.protocol, token)
+        context = bio.enroll()
+        template_id = None
+        while template_id is None:
+            template_id = context.capture()
+        if name is not None:
+            bio.set_name(template_id, name)
+        return template_id
+    finally:
+        key.presence = presence
+        device.close()
+
+
 # -- running suites written for hardware keys ------------------------------------------------
 _session_key: Any = None
 REPLUG_AWAY = 0.5  # seconds the session key stays unplugged when a suite waits for a replug
@@ -210,9 +244,12 @@ SETTINGS = {
     "pin": ("FIDO PIN the virtual key of the fido_device/webauthn fixtures gets (and the "
             "webauthn helper uses); default: no PIN", ""),
     "rp_id": ("RP ID of the webauthn fixture's relying party", "example.com"),
+    "fingers": ("fingers enrolled on the fingerprint sensor of the fido_device/webauthn "
+                "fixtures' key (a yubikey-bio), comma-separated (right-index,left-thumb); "
+                "needs a pin", ""),
 }
-MARKER = ("hwtoken(pin=None, rp_id=None): settings of hwtoken's virtual_key, fido_device "
-          "and webauthn fixtures for this test (see the hwtoken_* ini options)")
+MARKER = ("hwtoken(pin=None, rp_id=None, fingers=None): settings of hwtoken's virtual_key, "
+          "fido_device and webauthn fixtures for this test (see the hwtoken_* ini options)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -242,7 +279,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--hwtoken-fido2-hid-profile", metavar="PROFILE", default=None,
         help="Model of the key --hwtoken-fido2-hid makes (yubikey-5, security-key, "
-             "u2f-only, latest; default yubikey-5). Environment: HWTOKEN_FIDO2_HID_PROFILE.",
+             "u2f-only, latest, yubikey-bio; default yubikey-5). Environment: "
+             "HWTOKEN_FIDO2_HID_PROFILE.",
     )
     group.addoption(
         "--hwtoken-fido2-hid-no-replug", action="store_true", default=False,
@@ -258,7 +296,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
     config.addinivalue_line(
         "markers", "hwtoken_profile(name): the model of the virtual_key fixture's key "
-        "(yubikey-5, security-key, u2f-only, latest)")
+        "(yubikey-5, security-key, u2f-only, latest, yubikey-bio)")
     profile = (config.getoption("hwtoken_fido2_hid_profile", default=None)
                or os.environ.get("HWTOKEN_FIDO2_HID_PROFILE") or None)
     spec = config.getoption("hwtoken_fido2_hid_key", default=None)
@@ -364,7 +402,8 @@ def setting(request: pytest.FixtureRequest, name: str) -> str | None:
 def fido_device(virtual_key: VirtualKey, request: pytest.FixtureRequest
                 ) -> Iterator[CtapHidDevice]:
     """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path);
-    with a ``pin`` setting, the key has that PIN."""
+    with a ``pin`` setting, the key has that PIN, and with ``fingers`` those fingers are
+    enrolled (:func:`enroll_finger`)."""
     from hwtoken.emulator import fido_device as open_device
 
     device = open_device(virtual_key)
@@ -375,6 +414,14 @@ def fido_device(virtual_key: VirtualKey, request: pytest.FixtureRequest
             from fido2.ctap2.pin import ClientPin
 
             ClientPin(Ctap2(device)).set_pin(pin)
+        fingers = [f.strip() for f in (setting(request, "fingers") or "").split(",")
+                   if f.strip()]
+        if fingers and not pin:
+            raise pytest.UsageError("the hwtoken fingers setting needs a pin setting too "
+                                    "(enrolling a finger takes a PIN)")
+        for finger in fingers:
+            assert pin is not None
+            enroll_finger(virtual_key, finger, pin=pin)
         yield device
     finally:
         device.close()

@@ -57,14 +57,19 @@ def browser_example(path: Path) -> str:
     return m.group(1)
 
 
+def run_in_plain_project(tmp_path: Path, example: str) -> subprocess.CompletedProcess[str]:
+    """pytest on ``example`` as the only test file of a project without a conftest."""
+    (tmp_path / "test_example.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180, env={k: v for k, v in os.environ.items() if k != "CI"})
+
+
 def test_the_documented_example_in_a_plain_project(tmp_path):
     """The example of docs/browsers.md, verbatim, in a project with no conftest: the
     plugin's fixtures are all it needs. The README shows the same example."""
     example = browser_example(ROOT / "docs" / "browsers.md")
     assert browser_example(ROOT / "README.md") == example
-    (tmp_path / "test_login.py").write_text(example)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=180, env={k: v for k, v in os.environ.items() if k != "CI"})
+    proc = run_in_plain_project(tmp_path, example)
     assert "3 passed" in proc.stdout, proc.stdout + proc.stderr

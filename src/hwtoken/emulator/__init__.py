@@ -15,6 +15,8 @@ from hwtoken.emulator.presence import (
     AskCallback,
     Decision,
     DenyAlways,
+    Finger,
+    FingerCallback,
     UserPresence,
 )
 
@@ -30,6 +32,8 @@ __all__ = [
     "DenyAlways",
     "ApproveAfterDelay",
     "AskCallback",
+    "Finger",
+    "FingerCallback",
     "hid_descriptor",
     "open_hid_connection",
     "fido_device",

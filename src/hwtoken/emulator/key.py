@@ -86,7 +86,7 @@ class VirtualKey:
                 "serial": int(serial),
                 "profile": model.name,
                 "version": list(version if version is not None else model.firmware),
-                "aaguid": uuid.uuid4().bytes,
+                "aaguid": uuid.UUID(model.aaguid).bytes if model.aaguid else uuid.uuid4().bytes,
                 "master_secret": secrets.token_bytes(32),
                 "created": int(time.time()),
             })

@@ -3,6 +3,13 @@
 A policy's :meth:`UserPresence.wait` blocks until the user approves or denies, the host
 cancels (``cancel`` is set) or the timeout passes. ``keepalive`` is called about every
 100 ms while waiting so the transport can send CTAPHID KEEPALIVE (status UPNEEDED).
+
+A key with a fingerprint sensor (the ``yubikey-bio`` profile) also asks *which finger*
+touched: :meth:`UserPresence.sample` answers with a finger's name (``"right-index"``), an
+enrolled template ID (bytes) or :data:`NO_MATCH`. Enrollment records the finger that
+touched; user verification matches it against the enrolled ones. Every policy touches with
+:data:`DEFAULT_FINGER` unless it says otherwise: :class:`Finger` picks the finger,
+:class:`FingerCallback` lets the test answer each time.
 """
 
 from __future__ import annotations
@@ -15,6 +22,14 @@ from collections.abc import Callable
 KEEPALIVE_INTERVAL = 0.1
 
 Keepalive = Callable[[], None]
+
+#: the finger every policy touches a fingerprint sensor with, unless it names another
+DEFAULT_FINGER = "right-index"
+#: a sensor reading that matches no enrolled finger (and enrolls nothing)
+NO_MATCH = None
+
+#: what a fingerprint sensor reads: a finger's name, an enrolled template ID, or NO_MATCH
+Sample = str | bytes | None
 
 
 class Decision(enum.Enum):
@@ -48,6 +63,14 @@ class UserPresence:
     def decide(self, reason: str, cancel: threading.Event,
                keepalive: Keepalive | None) -> bool | Decision:
         raise NotImplementedError
+
+    #: the finger that touches a fingerprint sensor (see :meth:`sample`)
+    finger: str = DEFAULT_FINGER
+
+    def sample(self, reason: str) -> Sample:
+        """What a fingerprint sensor reads once a touch was approved: by default
+        :attr:`finger`. ``reason`` says why (``"bioEnroll"``, ``"getAssertion"``...)."""
+        return self.finger
 
     @staticmethod
     def _sleep(seconds: float, cancel: threading.Event, keepalive: Keepalive | None) -> bool:
@@ -121,3 +144,36 @@ class AskCallback(UserPresence):
                 keepalive()
             done.wait(KEEPALIVE_INTERVAL)
         return bool(result and result[0])
+
+
+class Finger(ApproveAlways):
+    """Touch at once with the finger called ``name`` (any name: ``"left-thumb"``...).
+
+    On a key with a fingerprint sensor, enrolling records this finger, and user
+    verification succeeds if it was enrolled and fails (UV_INVALID) if not. On other keys
+    it is simply a touch.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a finger needs a name")
+        self.finger = name
+
+    def __repr__(self) -> str:
+        return f"Finger({self.finger!r})"
+
+
+class FingerCallback(ApproveAlways):
+    """Touch at once; ``callback(reason)`` says what the sensor reads each time: a
+    finger's name, an enrolled template ID (bytes) or :data:`NO_MATCH` (None).
+
+    A reading of NO_MATCH fails user verification (UV_INVALID, then UV_BLOCKED once the
+    key's UV retries are spent) and gives an enrollment sample the status
+    NO_USER_ACTIVITY. A template ID matches only while that template is enrolled.
+    """
+
+    def __init__(self, callback: Callable[[str], Sample]) -> None:
+        self.callback = callback
+
+    def sample(self, reason: str) -> Sample:
+        return self.callback(reason)

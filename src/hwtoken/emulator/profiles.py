@@ -16,8 +16,10 @@ Profiles (the table in docs/ctap2.md lists every getInfo field):
 * ``security-key`` -- a Security Key NFC by Yubico (5.7): FIDO2 and U2F only;
 * ``u2f-only`` -- an old FIDO U2F Security Key: CTAP1/U2F over HID, no CTAP2;
 * ``latest`` -- everything this project implements: CTAP 2.2 (persistent PIN/UV auth
-  token, hmac-secret-mc, thirdPartyPayment, enterprise attestation) and every COSE
-  algorithm from ES256 to ML-DSA-87.
+  token, hmac-secret-mc, thirdPartyPayment, enterprise attestation, previewSign) and every
+  COSE algorithm from ES256 to ML-DSA-87;
+* ``yubikey-bio`` -- a YubiKey Bio Series - FIDO Edition (5.5.6): CTAP 2.1 with a
+  fingerprint sensor (bio enrollment, built-in user verification), U2F, USB only.
 """
 
 from __future__ import annotations
@@ -48,8 +50,21 @@ CAP_HSMAUTH = 0x100
 CAP_FIDO2 = 0x200
 
 FORM_FACTOR_USB_A_KEYCHAIN = 0x01
+FORM_FACTOR_USB_A_BIO = 0x06
 
 CTAP21_EXTENSIONS = ("credBlob", "credProtect", "hmac-secret", "largeBlobKey", "minPinLength")
+
+
+@dataclass(frozen=True)
+class BioSensor:
+    """A fingerprint sensor: built-in user verification and authenticatorBioEnrollment."""
+
+    max_templates: int = 5  #: fingerprints that can be enrolled
+    samples: int = 5  #: good captures an enrollment needs (maxCaptureSamplesRequiredForEnroll)
+    max_name: int = 15  #: maxTemplateFriendlyName, in bytes of UTF-8
+    max_uv_retries: int = 3  #: failed matches before UV is blocked (and the PIN is needed)
+    preferred_platform_uv_attempts: int = 3  #: getInfo 0x11
+    uv_bio_enroll: bool = True  #: a UV-made token may carry the be permission (uvBioEnroll)
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ class Profile:
     attestation_formats: tuple[str, ...] = ()  #: getInfo 0x16 (absent when empty)
     #: RP IDs a vendor-facilitated enterprise attestation is given to (when enabled)
     enterprise_rp_ids: tuple[str, ...] = field(default=())
+    bio: BioSensor | None = None  #: a fingerprint sensor (built-in UV), or none
+    aaguid: str | None = None  #: the model's published AAGUID (None: random per key)
 
     @property
     def transports(self) -> list[str]:
@@ -173,7 +190,7 @@ LATEST = Profile(
     capabilities=CAP_OTP | CAP_U2F | CAP_OPENPGP | CAP_PIV | CAP_OATH | CAP_HSMAUTH
     | CAP_FIDO2,
     versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_2"),
-    extensions=CTAP21_EXTENSIONS + ("hmac-secret-mc", "thirdPartyPayment"),
+    extensions=CTAP21_EXTENSIONS + ("hmac-secret-mc", "thirdPartyPayment", "previewSign"),
     algorithms=(ES256, EDDSA, ES384, ES512, PS256, RS256, ES256K, MLDSA44, MLDSA65, MLDSA87),
     max_msg_size=2048,
     max_cred_id_length=384,
@@ -185,7 +202,29 @@ LATEST = Profile(
     enterprise_rp_ids=("enterprise.example.com",),
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (YUBIKEY_5, SECURITY_KEY, U2F_ONLY, LATEST)}
+YUBIKEY_BIO = Profile(
+    name="yubikey-bio",
+    model="YubiKey Bio Series - FIDO Edition, firmware 5.5.6",
+    summary="FIDO2 (CTAP 2.1) + U2F with a fingerprint sensor: bio enrollment and "
+            "built-in user verification, PIN as fallback; USB only",
+    firmware=(5, 5, 6),
+    applets=frozenset({"fido", "management"}),
+    nfc=False,
+    capabilities=CAP_U2F | CAP_FIDO2,
+    form_factor=FORM_FACTOR_USB_A_BIO,
+    versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1"),
+    extensions=("credProtect", "hmac-secret", "largeBlobKey", "credBlob", "minPinLength"),
+    algorithms=(ES256, EDDSA),
+    max_msg_size=1200,
+    max_resident=25,
+    max_large_blob=1024,
+    credential_mgmt_preview=True,
+    bio=BioSensor(),
+    aaguid="d8522d9f-575b-4866-88a9-ba99fa02f35b",
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (YUBIKEY_5, SECURITY_KEY, U2F_ONLY, LATEST,
+                                                   YUBIKEY_BIO)}
 DEFAULT_PROFILE = YUBIKEY_5.name
 
 

@@ -7,7 +7,8 @@ as ``lsusb -v`` shows them:
 
 * device: vendor 0x1050 (Yubico); product 0x0407 (``YubiKey OTP+FIDO+CCID``, a YubiKey 5
   with its OTP, FIDO and CCID USB interfaces enabled) for ``yubikey-5`` and ``latest``,
-  0x0120 (Security Key by Yubico) for ``security-key`` and ``u2f-only``; bcdDevice =
+  0x0120 (Security Key by Yubico) for ``security-key`` and ``u2f-only``, 0x0402
+  (``YubiKey FIDO``, the FIDO interface alone) for ``yubikey-bio``; bcdDevice =
   firmware version (5.7.1 -> 0x0571); strings "Yubico", the product and the serial number
   (as with serial-usb-visible set); configuration 150 bytes long for the three interfaces;
 * the OTP interface (YubiKey models): HID boot keyboard, interrupt IN 0x81 (8 bytes,
@@ -52,6 +53,7 @@ YUBICO_VID = 0x1050
 PID_OTP_FIDO = 0x0403  # YubiKey 4/5 with the OTP and FIDO interfaces (yubikit PID.YK4_OTP_FIDO)
 PID_OTP_FIDO_CCID = 0x0407  # ... and the CCID interface (yubikit PID.YK4_OTP_FIDO_CCID)
 PID_SKY_FIDO = 0x0120  # Security Key by Yubico, FIDO only (yubikit PID.SKY_FIDO)
+PID_FIDO = 0x0402  # a YubiKey with only the FIDO interface (yubikit PID.YK4_FIDO), as a Bio
 PRODUCT_NAME = "YubiKey OTP+FIDO+CCID"
 MANUFACTURER = "Yubico"
 
@@ -82,6 +84,7 @@ USB_MODELS: dict[str, UsbModel] = {
     "security-key": UsbModel(YUBICO_VID, PID_SKY_FIDO, "Security Key NFC by Yubico",
                              ("fido",)),
     "u2f-only": UsbModel(YUBICO_VID, PID_SKY_FIDO, "Security Key by Yubico", ("fido",)),
+    "yubikey-bio": UsbModel(YUBICO_VID, PID_FIDO, "YubiKey FIDO", ("fido",)),
 }
 
 

@@ -40,15 +40,27 @@ def test_documented_example_passes_as_pasted(tmp_path):
     assert "4 passed" in result.stdout
 
 
-def test_documented_profile_choice_passes_as_pasted(tmp_path):
+def _run_example(tmp_path: Path, containing: str, *args: str
+                 ) -> subprocess.CompletedProcess[str]:
+    """Run the docs/pytest-plugin.md example containing ``containing`` as pasted."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    [example] = [b for b in blocks if "hwtoken_profile" in b]
-    (tmp_path / "test_models.py").write_text(example)
-    result = _pytest(tmp_path, "test_models.py", "-vv")
+    [example] = [b for b in blocks if containing in b]
+    (tmp_path / "test_example.py").write_text(example)
+    result = _pytest(tmp_path, "test_example.py", *args)
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_documented_profile_choice_passes_as_pasted(tmp_path):
+    result = _run_example(tmp_path, "test_my_rp_accepts_every_model", "-vv")
     assert "5 passed" in result.stdout
     for model in ("yubikey-5", "security-key", "latest"):
         assert f"test_my_rp_accepts_every_model[{model}] PASSED" in result.stdout
+
+
+def test_documented_fingerprint_example_passes_as_pasted(tmp_path):
+    result = _run_example(tmp_path, "FingerCallback", "--strict-markers")
+    assert "3 passed" in result.stdout
 
 
 SUITE = '''
@@ -229,7 +241,7 @@ def test_ini_options_and_marker_set_pin_and_rp_id(tmp_path):
                                          "markers =\n    slow: unused\n")
     result = _pytest(tmp_path, "--strict-markers", "test_settings.py")
     assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
-    assert "takes only pin, rp_id as keywords" in result.stdout
+    assert "takes only pin, rp_id, fingers as keywords" in result.stdout
 
 
 def test_the_plugin_can_be_turned_off(tmp_path):

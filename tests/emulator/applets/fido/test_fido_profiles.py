@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,17 +34,18 @@ INFO_FIELDS = {
     0x08: "maxCredentialIdLength", 0x09: "transports", 0x0A: "algorithms",
     0x0B: "maxSerializedLargeBlobArray", 0x0C: "forcePINChange", 0x0D: "minPINLength",
     0x0E: "firmwareVersion", 0x0F: "maxCredBlobLength", 0x10: "maxRPIDsForSetMinPINLength",
+    0x11: "preferredPlatformUvAttempts", 0x12: "uvModality",
     0x14: "remainingDiscoverableCredentials", 0x16: "attestationFormats",
     0x19: "encIdentifier", 0x1D: "maxPINLength", 0x1E: "encCredStoreState",
 }
 
 
-def render(key: int, value) -> str:
-    """How the table in docs/ctap2.md writes getInfo member ``key``."""
+def render(key: int, value, profile: str = DEFAULT_PROFILE) -> str:
+    """How the table in docs/ctap2.md writes getInfo member ``key`` of ``profile``."""
     if value is None:
         return "—"
-    if key == 0x03:
-        return "random per key"
+    if key == 0x03:  # a model's published AAGUID, else a random one per key
+        return str(uuid.UUID(bytes=value)) if PROFILES[profile].aaguid else "random per key"
     if key == 0x04:
         return ", ".join(k if v else f"{k}=false" for k, v in value.items())
     if key == 0x0A:
@@ -103,7 +105,7 @@ def test_get_info_matches_the_documented_table_field_by_field(profile, tmp_path)
     assert info is None or set(info) <= set(INFO_FIELDS), "a getInfo member the table lacks"
     for key, name in INFO_FIELDS.items():
         value = None if info is None else info.get(key)
-        assert render(key, value) == expected[key], f"{profile}: {name} (0x{key:02X})"
+        assert render(key, value, profile) == expected[key], f"{profile}: {name} (0x{key:02X})"
 
 
 def test_u2f_only_speaks_ctap1_and_no_cbor(tmp_path):

@@ -32,7 +32,13 @@ from hwtoken.emulator.applets.fido.credentials import (
     unwrap,
     wrap,
 )
-from hwtoken.emulator.applets.fido.ctap2 import extensions
+from hwtoken.emulator.applets.fido.ctap2 import extensions, preview_sign
+from hwtoken.emulator.applets.fido.ctap2.bio_enrollment import (
+    UV_MODALITY_FINGERPRINT,
+    BioEnrollment,
+    BioStore,
+    BuiltInUv,
+)
 from hwtoken.emulator.applets.fido.ctap2.cbor import CborError
 from hwtoken.emulator.applets.fido.ctap2.cbor import decode as decode_cbor
 from hwtoken.emulator.applets.fido.ctap2.client_pin import ClientPin, Permission
@@ -103,11 +109,14 @@ class Cmd:
     LARGE_BLOBS = 0x0C
     CONFIG = 0x0D
     CREDENTIAL_MGMT_PRE = 0x41  # credentialMgmtPreview (FIDO_2_1_PRE), as YubiKey 5 answers
+    BIO_ENROLLMENT = 0x09
+    BIO_ENROLLMENT_PRE = 0x40  # userVerificationMgmtPreview (FIDO_2_1_PRE)
 
 
 #: commands that change the key's state: when one fails, the state returns to the last save
 _MUTATING = frozenset({Cmd.MAKE_CREDENTIAL, Cmd.CLIENT_PIN, Cmd.RESET, Cmd.CREDENTIAL_MGMT,
-                       Cmd.CREDENTIAL_MGMT_PRE, Cmd.LARGE_BLOBS, Cmd.CONFIG})
+                       Cmd.CREDENTIAL_MGMT_PRE, Cmd.LARGE_BLOBS, Cmd.CONFIG,
+                       Cmd.BIO_ENROLLMENT, Cmd.BIO_ENROLLMENT_PRE})
 
 
 @dataclass
@@ -130,6 +139,7 @@ class _PendingAssertions:
     remaining: list[_Found]
     started: float
     channel: Any = None
+    sign_output: dict[int, Any] | None = None  #: previewSign's {6: signature} (allow list)
 
 
 class Authenticator:
@@ -143,7 +153,15 @@ class Authenticator:
         self.key = key
         self.profile = key.profile
         self.state = FidoState(key)
-        self.pin = ClientPin(self.state, self.profile)
+        self.uv: BuiltInUv | None = None  # a fingerprint sensor's user verification
+        self.bio: BioEnrollment | None = None
+        if self.profile.bio is not None:
+            store = BioStore(self.state, self.profile.bio)
+            self.uv = BuiltInUv(store, lambda: self.key.presence, self.user_presence)
+        self.pin = ClientPin(self.state, self.profile, self.uv)
+        if self.uv is not None:
+            self.bio = BioEnrollment(self.uv.store, self.pin, self.uv,
+                                     lambda: self.key.presence, self.user_presence)
         self.counter = signature_counter(key)
         self.credential_management = CredentialManagement(self)
         self.config = AuthenticatorConfig(self)
@@ -166,6 +184,8 @@ class Authenticator:
             self._pending = None
             self.credential_management.power_cycle()
             self.large_blobs.power_cycle()
+            if self.bio is not None:
+                self.bio.power_cycle()
 
     @property
     def u2f_enabled(self) -> bool:
@@ -230,7 +250,7 @@ class Authenticator:
             Cmd.MAKE_CREDENTIAL: self.make_credential,
             Cmd.GET_ASSERTION: self.get_assertion,
             Cmd.GET_INFO: lambda p, c, k: self.get_info(),
-            Cmd.CLIENT_PIN: lambda p, c, k: self.pin.process(p),
+            Cmd.CLIENT_PIN: lambda p, c, k: self.pin.process(p, c, k),
             Cmd.RESET: self.reset,
             Cmd.GET_NEXT_ASSERTION: lambda p, c, k: self.get_next_assertion(),
             Cmd.CREDENTIAL_MGMT: lambda p, c, k: self.credential_management.process(p),
@@ -241,6 +261,10 @@ class Authenticator:
         if self.profile.credential_mgmt_preview:
             table[Cmd.CREDENTIAL_MGMT_PRE] = (
                 lambda p, c, k: self.credential_management.process(p, preview=True))
+        bio = self.bio
+        if bio is not None:
+            table[Cmd.BIO_ENROLLMENT] = bio.process
+            table[Cmd.BIO_ENROLLMENT_PRE] = lambda p, c, k: bio.process(p, c, k, preview=True)
         return table
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -302,6 +326,12 @@ class Authenticator:
             options["ep"] = st.ep_enabled
         if prof.persistent_token:
             options["perCredMgmtRO"] = True
+        if self.uv is not None and prof.bio is not None:
+            enrolled = self.uv.configured  # supported, and configured once a finger is
+            options.update(uv=enrolled, bioEnroll=enrolled,
+                           userVerificationMgmtPreview=enrolled)
+            if prof.bio.uv_bio_enroll:
+                options["uvBioEnroll"] = True
         info: dict[int, Any] = {
             # CTAP 2.1 §7.2.2: alwaysUv disables CTAP1/U2F, so U2F_V2 is not offered then
             0x01: [v for v in prof.versions if not (v == "U2F_V2" and st.always_uv)],
@@ -322,6 +352,9 @@ class Authenticator:
             0x10: prof.max_rpids_for_min_pin,
             0x14: max(0, prof.max_resident - len(st.residents)),
         }
+        if prof.bio is not None:
+            info[0x11] = prof.bio.preferred_platform_uv_attempts
+            info[0x12] = UV_MODALITY_FINGERPRINT
         if prof.attestation_formats:
             info[0x16] = list(prof.attestation_formats)
         if prof.ctap22:
@@ -359,18 +392,19 @@ class Authenticator:
         alg = self._choose_algorithm(cred_params)
         if opts.get("up") is False:
             raise Ctap2Error(ERR.INVALID_OPTION)
-        # CTAP 2.1 §6.1.2 step 5: with a pinUvAuthParam, "uv" is treated as false; without
-        # one, this key has no built-in user verification to honour it
-        if opts.get("uv") is True and pin_auth is None:
-            raise Ctap2Error(ERR.INVALID_OPTION)
+        builtin_uv = self._wants_builtin_uv(opts, pin_auth)
         rk = opts.get("rk", False)
         enterprise_att = self._enterprise_attestation(enterprise, rp_id)
 
-        uv = False
+        uv = touched = False  # touched: the user already touched for this request
         if proto is not None:
             self.pin.verify(proto, client_data_hash, pin_auth)
             self.pin.require(Permission.MAKE_CREDENTIAL, rp_id)
             uv = True
+            touched = self.pin.take_user_presence()
+        elif builtin_uv:
+            self._verify_builtin("makeCredential", cancel, keepalive)
+            uv = touched = True
         elif self.state.always_uv:
             raise Ctap2Error(ERR.PUAT_REQUIRED if self.state.pin_set else ERR.PIN_NOT_SET)
         elif self.state.pin_set and rk:
@@ -382,18 +416,23 @@ class Authenticator:
                 continue
             found = self.open_credential(rp_id_hash, cid)
             if found is not None and (found.cred.protection < 3 or uv):
-                self.user_presence("makeCredential (excluded)", cancel, keepalive)
+                if not touched:
+                    self.user_presence("makeCredential (excluded)", cancel, keepalive)
                 raise Ctap2Error(ERR.CREDENTIAL_EXCLUDED)
 
         exts = extensions.registration(ext, rk, rp_id, self.state.min_pin_length,
                                        self.state.min_pin_rp_ids, self.profile.extensions)
+        signing = None
+        if preview_sign.NAME in ext and preview_sign.NAME in self.profile.extensions:
+            signing = preview_sign.registration(ext[preview_sign.NAME])
         hmac_mc = None
         if ("hmac-secret-mc" in ext and "hmac-secret-mc" in self.profile.extensions
                 and exts.hmac_secret):
             # CTAP 2.2: evaluate the new credential's PRF already at registration
             hmac_mc = extensions.hmac_secret_request(ext["hmac-secret-mc"],
                                                      self.pin.protocols)
-        self.user_presence("makeCredential", cancel, keepalive)
+        if not touched:
+            self.user_presence("makeCredential", cancel, keepalive)
 
         cred = CredentialKey.generate(alg, cred_protect=exts.cred_protect, resident=rk,
                                       cred_blob=exts.cred_blob, hmac_secret=exts.hmac_secret,
@@ -401,6 +440,9 @@ class Authenticator:
         cid = wrap(self.state.wrap_secret, rp_id_hash, cred)
         if hmac_mc is not None:
             exts.outputs["hmac-secret-mc"] = hmac_mc.output(cred, uv)
+        sign_key = preview_sign.generate(signing, cred) if signing is not None else None
+        if sign_key is not None:
+            exts.outputs[preview_sign.NAME] = sign_key.signed_output
         counter = self.counter.next()
 
         flags = FLAG_UP | FLAG_AT | (FLAG_UV if uv else 0)
@@ -413,20 +455,24 @@ class Authenticator:
         auth_data = (rp_id_hash + bytes([flags]) + struct.pack(">I", counter) + cred_data
                      + ext_out)
 
-        if not enterprise_att and formats is not None and self._wants_none(formats):
-            response: dict[int, Any] = {0x01: "none", 0x02: auth_data, 0x03: {}}
-        else:
-            sig = attestation.sign(self.key, auth_data + client_data_hash,
-                                   enterprise=enterprise_att)
-            response = {
-                0x01: "packed", 0x02: auth_data,
-                0x03: {"alg": -7, "sig": sig, "x5c": [attestation.attestation_certificate(
-                    self.key, enterprise=enterprise_att)]},
-            }
+        none = not enterprise_att and formats is not None and self._wants_none(formats)
+
+        def attest(data: bytes) -> tuple[str, dict[str, Any]]:
+            if none:
+                return "none", {}
+            sig = attestation.sign(self.key, data + client_data_hash, enterprise=enterprise_att)
+            return "packed", {"alg": -7, "sig": sig, "x5c": [
+                attestation.attestation_certificate(self.key, enterprise=enterprise_att)]}
+
+        fmt, statement = attest(auth_data)
+        response: dict[int, Any] = {0x01: fmt, 0x02: auth_data, 0x03: statement}
         if enterprise_att:
             response[0x04] = True  # epAtt
         if exts.large_blob_key:
             response[0x05] = cred.large_blob_key()
+        if sign_key is not None:  # unsignedExtensionOutputs
+            response[0x06] = {preview_sign.NAME: sign_key.unsigned_output(
+                rp_id_hash, flags, self.key.aaguid, attest)}
         encoded = cbor.encode(response)
         if len(encoded) > MAX_RESPONSE:  # nothing is stored for a response that cannot go
             raise Ctap2Error(ERR.REQUEST_TOO_LARGE)
@@ -443,6 +489,26 @@ class Authenticator:
         if pin_auth is not None:
             self.pin.spend()
         return encoded
+
+    def _wants_builtin_uv(self, opts: dict[str, bool], pin_auth: bytes | None,
+                          up: bool = True) -> bool:
+        """Whether to verify the user with the fingerprint sensor (CTAP 2.1 §6.1.2 steps
+        5-6, §6.2.2 steps 5-6): "uv" without a pinUvAuthParam, or alwaysUv on a key whose
+        sensor has a finger enrolled. "uv" on a key without (an enrolled) sensor is
+        INVALID_OPTION; with a pinUvAuthParam "uv" is treated as false."""
+        if pin_auth is not None:
+            return False
+        configured = self.uv is not None and self.uv.configured
+        if opts.get("uv") is True:
+            if not configured:
+                raise Ctap2Error(ERR.INVALID_OPTION)
+            return True
+        return configured and up and self.state.always_uv
+
+    def _verify_builtin(self, reason: str, cancel: threading.Event,
+                        keepalive: Keepalive | None) -> None:
+        assert self.uv is not None
+        self.uv.verify(reason, cancel, keepalive)
 
     def _choose_algorithm(self, cred_params: list[Any]) -> int:
         """The first entry of pubKeyCredParams (the platform's preference) this key offers."""
@@ -500,15 +566,17 @@ class Authenticator:
         opts = options(p.raw(0x05)) if p.raw(0x05) is not None else {}
         if "rk" in opts:
             raise Ctap2Error(ERR.UNSUPPORTED_OPTION)
-        if opts.get("uv") is True and pin_auth is None:  # see makeCredential
-            raise Ctap2Error(ERR.INVALID_OPTION)
         up = opts.get("up", True)
+        builtin_uv = self._wants_builtin_uv(opts, pin_auth, up)  # see makeCredential
 
-        uv = False
+        uv = touched = False
         if proto is not None:
             self.pin.verify(proto, client_data_hash, pin_auth)
             self.pin.require(Permission.GET_ASSERTION, rp_id)
             uv = True
+        elif builtin_uv:
+            self._verify_builtin("getAssertion", cancel, keepalive)
+            uv = touched = True
         elif self.state.always_uv and up:
             raise Ctap2Error(ERR.PUAT_REQUIRED if self.state.pin_set else ERR.PIN_NOT_SET)
 
@@ -522,6 +590,9 @@ class Authenticator:
             raise Ctap2Error(ERR.INVALID_OPTION)
         if "thirdPartyPayment" in ext:
             check_type(ext["thirdPartyPayment"], bool)
+        sign_request = None
+        if preview_sign.NAME in ext:
+            sign_request = preview_sign.sign_request(ext[preview_sign.NAME], bool(allow))
 
         rp_id_hash = hashlib.sha256(rp_id.encode()).digest()
         found: list[_Found] = []
@@ -542,16 +613,23 @@ class Authenticator:
                     found.append(f)
         if not found:
             raise Ctap2Error(ERR.NO_CREDENTIALS)
+        sign_output = None
+        if sign_request is not None:  # (an allow list: one credential)
+            sign_output = preview_sign.sign(sign_request, found[0].cred, up, uv)
 
         if up:
-            self.user_presence("getAssertion", cancel, keepalive)
+            if not touched and not (pin_auth is not None and self.pin.take_user_presence()):
+                self.user_presence("getAssertion", cancel, keepalive)
             if pin_auth is not None:
                 # a touch consumed the token's mc/ga rights; silent pre-flights do not
                 self.pin.spend()
 
         pending = _PendingAssertions(rp_id_hash, client_data_hash, up, uv, ext, hmac_req,
-                                     found[1:], time.monotonic(), self.channel)
-        response = self._assertion(pending, found[0], discoverable=not allow)
+                                     found[1:], time.monotonic(), self.channel, sign_output)
+        # CTAP 2.1 §6.2.2 (member user): "for single account per RP case, authenticator
+        # returns 'id' field" -- names only to choose among several accounts (Chromium
+        # shows its account chooser when it gets one)
+        response = self._assertion(pending, found[0], discoverable=not allow and len(found) > 1)
         if not allow and len(found) > 1:
             response[0x05] = len(found)
             self._pending = pending
@@ -581,6 +659,8 @@ class Authenticator:
             ext_out["credBlob"] = cred.cred_blob
         if pending.ext.get("thirdPartyPayment") is True:
             ext_out["thirdPartyPayment"] = cred.third_party_payment
+        if pending.sign_output is not None:
+            ext_out[preview_sign.NAME] = pending.sign_output
         flags = (FLAG_UP if pending.up else 0) | (FLAG_UV if pending.uv else 0)
         if ext_out:
             flags |= FLAG_ED
@@ -616,6 +696,8 @@ class Authenticator:
         self.pin.power_cycle()
         self.credential_management.power_cycle()
         self.large_blobs.power_cycle()
+        if self.bio is not None:
+            self.bio.power_cycle()
         return None
 
     def selection(self, p: Params, cancel: threading.Event,

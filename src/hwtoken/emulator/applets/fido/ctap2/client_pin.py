@@ -5,6 +5,11 @@ the retry counter (8, persisted before each comparison). Three wrong PINs in a r
 PIN auth until a power cycle (PIN_AUTH_BLOCKED); at zero retries the PIN is blocked for
 good (PIN_BLOCKED) until a reset.
 
+On a key with a fingerprint sensor (:mod:`.bio_enrollment`), getUVRetries answers and
+getPinUvAuthTokenUsingUvWithPermissions issues a token for a matching finger: the token
+carries user presence too (the finger touched), spent by the next makeCredential or
+getAssertion instead of another touch. The right PIN restores the UV retries.
+
 CTAP 2.2's persistent PIN/UV auth token (profiles that offer it): asking for a token with
 exactly the ``pcmr`` permission returns the key's *persistent* token, which survives power
 cycles and serves read-only credential management (and decrypts getInfo's encIdentifier and
@@ -19,7 +24,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -29,6 +34,11 @@ from hwtoken.emulator.applets.fido.ctap2.errors import ERR, Ctap2Error
 from hwtoken.emulator.applets.fido.ctap2.params import Params
 from hwtoken.emulator.applets.fido.ctap2.pin_protocols import PROTOCOLS, PinProtocolV1
 from hwtoken.emulator.applets.fido.ctap2.state import FidoState
+
+if TYPE_CHECKING:  # pragma: no cover
+    import threading
+
+    from hwtoken.emulator.applets.fido.ctap2.bio_enrollment import BuiltInUv
 
 MAX_CONSECUTIVE_FAILS = 3
 MAX_PIN_BYTES = 63
@@ -72,16 +82,28 @@ class Token:
     rp_id: str | None = None
     issued: float = 0.0
     active: bool = False
+    user_present: bool = False  #: obtained with a touch (built-in UV), not yet spent
 
 
 class ClientPin:
     """PIN state machine plus token verification for the other commands."""
 
-    def __init__(self, state: FidoState, profile: Any = None) -> None:
+    def __init__(self, state: FidoState, profile: Any = None,
+                 uv: BuiltInUv | None = None) -> None:
         self.state = state
+        self.uv = uv
         self.persistent_supported = bool(getattr(profile, "persistent_token", False))
-        self.supported_permissions = int(SUPPORTED_PERMISSIONS) | (
-            Permission.PERSISTENT_CREDENTIAL_MGMT if self.persistent_supported else 0)
+        # (plain ints: ~ of an IntFlag keeps only the defined bits, so an undefined bit
+        # like 0x80 would pass the check below as a supported permission)
+        self.supported_permissions = int(SUPPORTED_PERMISSIONS | (
+            Permission.PERSISTENT_CREDENTIAL_MGMT if self.persistent_supported else 0) | (
+            Permission.BIO_ENROLL if uv is not None else 0))
+        sensor = getattr(profile, "bio", None)
+        #: what a token made by built-in UV may carry (CTAP 2.1: be only with uvBioEnroll,
+        #: acfg only with uvAcfg, which no profile has)
+        not_by_uv = Permission.AUTHENTICATOR_CFG | Permission.PERSISTENT_CREDENTIAL_MGMT | (
+            0 if sensor is not None and sensor.uv_bio_enroll else Permission.BIO_ENROLL)
+        self.uv_permissions = self.supported_permissions & ~int(not_by_uv)
         self.protocols: dict[int, PinProtocolV1] = {p.VERSION: p() for p in PROTOCOLS}
         self.consecutive_fails = 0
         self.token = Token(secrets.token_bytes(32))
@@ -171,8 +193,15 @@ class ClientPin:
         """After a makeCredential/getAssertion: keep only the large-blob-write permission."""
         self.token.permissions &= Permission.LARGE_BLOB_WRITE
 
+    def take_user_presence(self) -> bool:
+        """True (once) if the current token was obtained with a touch that no command has
+        used yet: the caller need not ask for another (CTAP 2.1 getUserPresentFlagValue)."""
+        present, self.token.user_present = self.token.user_present, False
+        return present
+
     # -- the command ---------------------------------------------------------------------------
-    def process(self, params: Params) -> dict[int, Any] | None:
+    def process(self, params: Params, cancel: threading.Event | None = None,
+                keepalive: Any = None) -> dict[int, Any] | None:
         sub = params.req(0x02, int)
         version = params.raw(0x01)
         if sub in (Sub.GET_PIN_RETRIES, Sub.GET_UV_RETRIES) and version is None:
@@ -197,7 +226,13 @@ class ClientPin:
             return self._get_token(params, proto, legacy=True)
         if sub == Sub.GET_TOKEN_USING_PIN:
             return self._get_token(params, proto, legacy=False)
-        # No built-in user verification on this key.
+        if self.uv is None:  # no built-in user verification on this key
+            raise Ctap2Error(ERR.INVALID_SUBCOMMAND)
+        if sub == Sub.GET_UV_RETRIES:
+            return {0x05: self.uv.retries}
+        if sub == Sub.GET_TOKEN_USING_UV:
+            assert cancel is not None
+            return self._get_token_using_uv(params, proto, cancel, keepalive)
         raise Ctap2Error(ERR.INVALID_SUBCOMMAND)
 
     def _new_pin(self, proto: PinProtocolV1, shared: bytes,
@@ -250,6 +285,8 @@ class ClientPin:
         self.consecutive_fails = 0
         self.state.pin_retries = 8
         self.state.commit()
+        if self.uv is not None:  # the PIN is the fallback: it restores the UV retries
+            self.uv.reset_retries()
 
     def _precheck(self) -> None:
         if not self.state.pin_set:
@@ -277,6 +314,30 @@ class ClientPin:
         self.state.commit()
         self.reset_token()
         return None
+
+    def _get_token_using_uv(self, params: Params, proto: Any, cancel: threading.Event,
+                            keepalive: Any) -> dict[int, Any]:
+        """getPinUvAuthTokenUsingUvWithPermissions (CTAP 2.1 §6.5.5.7.3)."""
+        assert self.uv is not None
+        key_agreement = params.req(0x03, dict)
+        permissions = params.req(0x09, int)
+        rp_id = params.opt(0x0A, str)
+        if permissions <= 0:
+            raise Ctap2Error(ERR.INVALID_PARAMETER)
+        if permissions & ~self.uv_permissions:
+            raise Ctap2Error(ERR.UNAUTHORIZED_PERMISSION)
+        if permissions & (Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION) \
+                and rp_id is None:
+            raise Ctap2Error(ERR.MISSING_PARAMETER)
+        if not self.uv.configured:  # no finger enrolled
+            raise Ctap2Error(ERR.NOT_ALLOWED)
+        if self.uv.retries <= 0:
+            raise Ctap2Error(ERR.UV_BLOCKED)
+        shared = proto.shared_secret(key_agreement)
+        self.uv.verify("getPinUvAuthTokenUsingUv", cancel, keepalive)
+        self.token = Token(secrets.token_bytes(32), proto.VERSION, permissions, rp_id,
+                           time.monotonic(), True, user_present=True)
+        return {0x02: proto.encrypt(shared, self.token.value)}
 
     def _get_token(self, params: Params, proto: Any, legacy: bool) -> dict[int, Any]:
         key_agreement = params.req(0x03, dict)

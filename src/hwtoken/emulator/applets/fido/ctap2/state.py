@@ -13,6 +13,7 @@ Layout of the section (the store persists it as JSON; bytes are allowed)::
     resident     [ResidentRecord.to_store(), ...]
     cred_store   a number that changes with every change of the resident credentials
     large_blob   the serialized large-blob array
+    bio          {"templates", "uv_retries"}: enrolled fingerprints (bio_enrollment.py)
 
 Every mutating method leaves committing to the caller (:meth:`FidoState.commit`). When the
 store rolls back (a failed write, a failed command), the cached views here are dropped.
@@ -227,7 +228,7 @@ class FidoState:
         """
         generation = int(self.section.get(credentials.GENERATION_FIELD, 0)) + 1
         for name in ("pin", "config", "resident", "large_blob", "persistent_token",
-                     "cred_store"):
+                     "cred_store", "bio"):
             self.section.pop(name, None)
         self.section[credentials.GENERATION_FIELD] = generation
         self._residents = None

@@ -30,7 +30,7 @@ from hwtoken.emulator.iso7816 import ApduError as CardError
 from hwtoken.emulator.key import VirtualKey
 from hwtoken.emulator.transports.card_direct import DirectCardConnection
 
-FAST = settings(max_examples=150, deadline=None,
+FAST = settings(max_examples=150,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -211,7 +211,7 @@ def test_any_changed_byte_is_caught(body, flip):
 
 
 @given(raw=st.lists(st.binary(min_size=4, max_size=80), max_size=6))
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_card_os_answers_junk_in_a_session_with_a_status_word(raw, tmp_path_factory):
     key = VirtualKey.create(tmp_path_factory.mktemp("k") / "k.key")

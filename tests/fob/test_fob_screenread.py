@@ -56,7 +56,7 @@ def test_a_damaged_screen_reads_as_nothing_never_a_wrong_code():
     assert read_screen(Screen(noise)).kind == "unknown"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40),
        st.integers(0, 2**34), st.sampled_from(["SHA1", "SHA256", "SHA512"]),
        st.sampled_from([6, 7, 8]), st.sampled_from([15, 30, 60, 86400]), st.integers(1, 20),

@@ -12,7 +12,7 @@ from hwtoken.emulator.applets.management import tlv
 from hwtoken.emulator.iso7816 import Apdu, CardOS
 from hwtoken.emulator.key import VirtualKey
 
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = settings(max_examples=300,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 TAGS = st.sampled_from(list(range(0x71, 0x7E)))
 FIELDS = st.lists(st.tuples(TAGS, st.binary(max_size=80)), max_size=8).map(

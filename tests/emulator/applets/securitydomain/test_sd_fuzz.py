@@ -17,7 +17,7 @@ from hwtoken.emulator.applets.securitydomain.applet import AID_SECURITY_DOMAIN
 from hwtoken.emulator.iso7816 import Apdu, ApduError, CardOS
 from hwtoken.emulator.key import VirtualKey
 
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = settings(max_examples=300,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 TAGS = st.sampled_from([0x42, 0x70, 0x80, 0x81, 0x83, 0x86, 0x88, 0x90, 0x93, 0x95, 0xA6,
                         0xB0, 0xB1, 0xD0, 0xD2, 0xF0, 0x5F49, 0xBF21])

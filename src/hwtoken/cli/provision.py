@@ -176,7 +176,7 @@ def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: int, digit
     """
     from hwtoken.provision.options import build_plan
     from hwtoken.provision.programmers import programmer_for
-    from hwtoken.provision.report import StationReport
+    from hwtoken.provision.report import StationReport, ctrl_c_kept
     from hwtoken.provision.runner import Provisioner
     from hwtoken.provision.sources import UsbKeys, VirtualPool
 
@@ -196,8 +196,8 @@ def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: int, digit
         source = (VirtualPool(virtual) if virtual is not None
                   else UsbKeys(count, idle_timeout=idle_timeout, announce=report.say))
         try:
-            with report:
-                summary = Provisioner(inv, programmer_for, on_outcome=report.outcome).run(
+            with report, ctrl_c_kept() as told:
+                summary = Provisioner(inv, programmer_for, on_outcome=told(report.outcome)).run(
                     plan, source, count=count, reprogram=reprogram,
                     overwrite=True if force else (_ask_once(report) if overwrite else False),
                     **codes)
@@ -278,7 +278,7 @@ def resume(url: str, key_file: str | None, access_code: str | None, codes: tuple
     from hwtoken.provision.options import parse_typed_codes
     from hwtoken.provision.programmers import programmer_for
     from hwtoken.provision.records import check_typed
-    from hwtoken.provision.report import StationReport
+    from hwtoken.provision.report import StationReport, ctrl_c_kept
     from hwtoken.provision.runner import Provisioner
     from hwtoken.provision.sources import RecordedKeys
 
@@ -291,8 +291,8 @@ def resume(url: str, key_file: str | None, access_code: str | None, codes: tuple
         report = StationReport(as_json=as_json, total=len({r.serial for r in pending}),
                                label="resuming")
         _install_touch_reader(report)
-        with report:
-            summary = Provisioner(inv, programmer_for, on_outcome=report.outcome).resume(
+        with report, ctrl_c_kept() as told:
+            summary = Provisioner(inv, programmer_for, on_outcome=told(report.outcome)).resume(
                 RecordedKeys(), access_code=current, codes=typed)
         if not pending:
             report.summary(summary, nothing_pending=True)

@@ -191,6 +191,10 @@ class Inventory(ABC):
     def seal(self, rec: Record, secret: bytes, access_code: bytes | None = None) -> None:
         """Seal ``secret`` (and the slot's ``access_code``, if any) into ``rec``."""
         rec.sealed = self.sealer.seal(secret, rec.aad())
+        self.seal_access_code(rec, access_code)
+
+    def seal_access_code(self, rec: Record, access_code: bytes | None) -> None:
+        """Seal the access code the record leaves on its slot (None: none) into ``rec``."""
         rec.access_code = (None if access_code is None
                            else self.sealer.seal(access_code, rec.access_aad()))
 

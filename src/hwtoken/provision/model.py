@@ -130,6 +130,23 @@ class Spec:
         return place_of(self.application, self.target)
 
 
+def check_plan(plan: list[Spec]) -> list[Spec]:
+    """A run's specs, one per place on the key (two for one place: refused)."""
+    from hwtoken.errors import InvalidInput
+
+    if not plan:
+        raise InvalidInput("give at least one mode to program")
+    seen: dict[tuple[str, str], Spec] = {}
+    for one in plan:
+        place = (one.application, one.target)
+        if place in seen:
+            raise InvalidInput(f"two modes for {one.place} ({seen[place].mode.value} and "
+                               f"{one.mode.value}): give each its own slot (-m MODE:SLOT) or "
+                               "OATH credential name (-m MODE:NAME)")
+        seen[place] = one
+    return plan
+
+
 @dataclass(frozen=True)
 class Material:
     """What a key is programmed with: the secret (sealed in the inventory) and the mode's

@@ -10,7 +10,7 @@ import string
 from collections.abc import Iterable, Sequence
 
 from hwtoken.errors import InvalidInput
-from hwtoken.provision.model import ACCESS_CODE_SIZE, Mode, Spec
+from hwtoken.provision.model import ACCESS_CODE_SIZE, Mode, Spec, check_plan
 
 MIN_PASSPHRASE = 12  # characters, for a new inventory (unless --allow-weak)
 
@@ -43,7 +43,7 @@ def build_plan(modes: Sequence[str], *, slot: int, digits: int, touch: bool, nam
                          digits=digits, touch=touch,
                          name=place if place and not mode.uses_slot else name,
                          public_id=public_id))
-    return plan
+    return check_plan(plan)
 
 
 def parse_access_code(value: str, option: str = "--access-code") -> bytes:

@@ -133,6 +133,17 @@ def _slot_kind(touch_triggered: bool | None) -> str:
             if touch_triggered else "programmed (challenge-response)")
 
 
+def _model_of(device: Device) -> str:
+    """What the key is, in words: discovery's name, or a virtual key's model."""
+    if device.model:
+        return device.model
+    if device.virtual:
+        from hwtoken.provision.sources import virtual_model
+
+        return virtual_model(_virtual_name(device)) or device.spec
+    return f"key {device.serial}"
+
+
 def _require_interface(device: Device, interface: str, what: str) -> None:
     """A key that discovery saw without ``interface`` cannot take this mode."""
     if device.interfaces is not None and interface not in device.interfaces:
@@ -262,8 +273,9 @@ class YubikitOathProgrammer:
                              settle=0.0 if device.virtual else 10.0) as conn:
             try:
                 client = OathClient(conn, password=os.environ.get(PASSWORD_ENV))
-            except DeviceError as exc:  # no OATH applet
-                raise Unsuitable(str(exc)) from None
+            except DeviceError:  # no OATH applet
+                raise Unsuitable(f"{_model_of(device)} has no OATH applet (or it is "
+                                 "disabled)") from None
             except InvalidInput as exc:  # locked by a password nobody gave
                 raise AccessDenied(f"{exc}") from None
             except CheckFailed as exc:  # a wrong password
@@ -345,6 +357,5 @@ class AppletProgrammer:
             if handle.key is None:
                 raise DeviceError(f"{device.spec} is served by another process")
             if not handle.key.profile.has("otp"):
-                raise Unsuitable(f"{device.spec} is a {handle.key.profile.model}: it has no "
-                                 "OTP slots")
+                raise Unsuitable(f"{handle.key.profile.model} has no OTP slots")
             yield _AppletConnection(handle.key)

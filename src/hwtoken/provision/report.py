@@ -6,6 +6,8 @@
   for real keys without ``--count``, a running tally; a prompt (touch the key, overwrite?)
   first clears the bar's line (:meth:`StationReport.paused`), so it never lands on it;
 * otherwise: a line per record on stdout, the station's hints on stderr.
+
+:func:`ctrl_c_kept` makes sure the operator's Ctrl-C stops the station.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 BAR_WIDTH = 28
@@ -153,3 +156,42 @@ class StationReport:
         else:
             self.out.write(summary_line(summary) + "\n")
         self.out.flush()
+
+
+@contextlib.contextmanager
+def ctrl_c_kept() -> Iterator[Callable[[Callable[[Any], None]], Callable[[Any], None]]]:
+    """Ctrl-C during a run is never lost: Python drops a KeyboardInterrupt raised inside a
+    garbage collector's finalizer (a USB handle closed behind the scenes), so it is also
+    remembered, and raised again at the next record's outcome or when the run ends."""
+    pressed: list[bool] = []
+    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def handler(signum: int, frame: Any) -> None:
+        pressed.append(True)
+        raise KeyboardInterrupt
+
+    def told(on_outcome: Callable[[Any], None]) -> Callable[[Any], None]:
+        def wrapped(outcome: Any) -> None:
+            on_outcome(outcome)
+            if pressed:
+                raise KeyboardInterrupt
+        return wrapped
+
+    def unraisable(info: Any) -> None:  # no traceback for a Ctrl-C Python could not raise
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            pressed.append(True)
+        else:
+            previous_hook(info)
+
+    previous_hook = sys.unraisablehook
+    if default:  # an ignored Ctrl-C (a background job) stays ignored
+        signal.signal(signal.SIGINT, handler)
+        sys.unraisablehook = unraisable
+    try:
+        yield told
+        if pressed:
+            raise KeyboardInterrupt
+    finally:
+        if default:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = previous_hook

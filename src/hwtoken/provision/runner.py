@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwtoken.errors import DeviceBusy, HwtokenError, InvalidInput, SetupError
+from hwtoken.errors import DeviceBusy, HwtokenError, SetupError
 from hwtoken.provision.faults import FaultInjector, Hook
 from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy, station_id
 from hwtoken.provision.model import (
@@ -47,6 +47,7 @@ from hwtoken.provision.model import (
     Record,
     Spec,
     State,
+    check_plan,
 )
 from hwtoken.provision.modes import check, driver_for
 from hwtoken.provision.protocol import (
@@ -147,18 +148,7 @@ class Summary:
 
 def _plan(spec: Spec | Sequence[Spec]) -> list[Spec]:
     """One spec or several, each for another place on the key."""
-    plan = [spec] if isinstance(spec, Spec) else list(spec)
-    if not plan:
-        raise InvalidInput("give at least one mode to program")
-    seen: dict[tuple[str, str], Spec] = {}
-    for one in plan:
-        place = (one.application, one.target)
-        if place in seen:
-            raise InvalidInput(f"two modes for {one.place} ({seen[place].mode.value} and "
-                               f"{one.mode.value}): give each its own slot (-m MODE:SLOT) or "
-                               "OATH credential name (-m MODE:NAME)")
-        seen[place] = one
-    return plan
+    return check_plan([spec] if isinstance(spec, Spec) else list(spec))
 
 
 def _access_code(value: bytes | str | None) -> bytes | None:
@@ -239,11 +229,11 @@ class Provisioner:
         done = 0
         deferred: list[Device] = []  # busy now (another station or process has it): retry
         for device in source.arrivals():
-            outcomes = self._provision(plan, device, opts)
-            if all(o.result == "busy" for o in outcomes):
+            outcomes = self._provision(plan, device, opts, summary)
+            if outcomes is None:
                 deferred.append(device)
                 continue
-            done += self._emit_key(summary, outcomes)
+            done += _key_done(outcomes)
             if count is not None and done >= count:
                 break
         deadline = time.monotonic() + BUSY_RETRY_SECONDS
@@ -253,21 +243,14 @@ class Provisioner:
             for device in retry:
                 if count is not None and done >= count:
                     break  # enough keys done: another would exceed --count
-                outcomes = self._provision(plan, device, opts)
-                if all(o.result == "busy" for o in outcomes) and time.monotonic() < deadline:
+                last_try = time.monotonic() >= deadline
+                outcomes = self._provision(plan, device, opts, summary, last_try=last_try)
+                if outcomes is None:
                     deferred.append(device)
                     continue
-                done += self._emit_key(summary, outcomes)
+                done += _key_done(outcomes)
         summary.seconds = time.monotonic() - started
         return summary
-
-    def _emit_key(self, summary: Summary, outcomes: list[Outcome]) -> bool:
-        """Emit one key's outcomes; True if the key counts as done (a record done, none
-        failed)."""
-        for outcome in outcomes:
-            self._emit(summary, outcome)
-        results = {o.result for o in outcomes}
-        return "done" in results and not results & {"failed", "unchecked", "busy"}
 
     def provision(self, spec: Spec | Sequence[Spec], device: Device, *,
                   reprogram: bool = False, overwrite: OverwritePolicy = False,
@@ -276,23 +259,58 @@ class Provisioner:
         """The four steps for one key and one mode (see :meth:`run`); the first outcome
         when ``spec`` is a plan of several."""
         outcomes = self._provision(_plan(spec), device, _RunOptions(
-            reprogram, overwrite, access_code, new_access_code))
+            reprogram, overwrite, access_code, new_access_code), Summary(), last_try=True)
+        assert outcomes
         return outcomes[0]
 
-    def _provision(self, plan: list[Spec], device: Device, opts: _RunOptions) -> list[Outcome]:
-        """Every place of ``plan`` on one key: an outcome per place (one for a key that
-        cannot be taken at all)."""
+    def _provision(self, plan: list[Spec], device: Device, opts: _RunOptions,
+                   summary: Summary, *, last_try: bool = False) -> list[Outcome] | None:
+        """Every place of ``plan`` on one key, each outcome emitted as it comes: an outcome
+        per place (one for a key that cannot be taken at all). None if the key is busy
+        and nothing happened (retry it later) -- unless ``last_try``: then it is reported
+        busy."""
+        outcomes = self._key(plan, device, opts, lambda o: self._emit(summary, o))
+        if all(o.result == "busy" for o in outcomes) and not last_try:
+            return None
+        for outcome in outcomes:
+            if outcome.result == "busy":  # held back until now: it might be retried
+                self._emit(summary, outcome)
+        return outcomes
+
+    def _key(self, plan: list[Spec], device: Device, opts: _RunOptions,
+             emit: Callable[[Outcome], None]) -> list[Outcome]:
+        """The places of ``plan`` on one key; every outcome but ``busy`` goes to ``emit``
+        at once."""
+        out: list[Outcome] = []
+
+        def add(outcome: Outcome) -> Outcome:
+            out.append(outcome)
+            if outcome.result != "busy":
+                emit(outcome)
+            return outcome
+
+        self._key_places(plan, device, opts, add)
+        return out
+
+    def _key_places(self, plan: list[Spec], device: Device, opts: _RunOptions,
+                    add: Callable[[Outcome], Outcome]) -> None:
         if device.serial is None:
             model = device.model or "a key"
-            return [self._outcome(device, None, "refused", f"{model} shows no serial number, "
-                                  "so its records could not be told apart: take it out",
-                                  reason="no-serial")]
+            add(self._outcome(device, None, "refused", f"{model} shows no serial number, so "
+                              "its records could not be told apart: take it out",
+                              reason="no-serial"))
+            return
         serial = device.serial
         inv = self.inventory
+        settled: set[tuple[str, str]] = set()
+
+        def settle(outcome: Outcome) -> Outcome:
+            settled.add((outcome.application, outcome.target))
+            return add(outcome)
+
         try:
             with inv.hold(serial):
                 recorded = {rec.key: rec for rec in inv.records(serial=serial)}
-                outcomes: list[Outcome] = []
                 todo: list[tuple[Spec, Record | None]] = []
                 for spec in plan:
                     existing = recorded.get(spec.key(serial))
@@ -300,21 +318,22 @@ class Provisioner:
                         hint = ("pending from an earlier run: `hwtoken provision resume` "
                                 "settles it" if existing.state is State.PENDING
                                 else "use --reprogram to program it again")
-                        outcomes.append(self._outcome(
+                        settle(self._outcome(
                             device, spec, "refused", f"{spec.place} is already in the "
                             f"inventory ({existing.state.value}); {hint}", reason="recorded"))
                     else:
                         todo.append((spec, existing))
                 if todo:
-                    outcomes += self._write_key(device, todo, opts)
-                return outcomes
+                    self._write_key(device, todo, opts, settle)
         except (RecordBusy, DeviceBusy) as exc:
-            return [self._outcome(device, spec, "busy", str(exc)) for spec in plan]
+            for spec in plan:
+                if (spec.application, spec.target) not in settled:
+                    add(self._outcome(device, spec, "busy", str(exc)))
         except _OpenFailed as exc:  # no record yet: the event log keeps why (for `status`)
             inv.log_event("error", str(exc), serial)
-            return [self._outcome(device, None, "failed", str(exc))]
+            add(self._outcome(device, None, "failed", str(exc)))
         except Unsuitable as exc:
-            return [self._outcome(device, None, "refused", str(exc), reason="unsuitable")]
+            add(self._outcome(device, None, "refused", str(exc), reason="unsuitable"))
 
     def _groups(self, device: Device,
                 todo: list[tuple[Spec, Record | None]]) -> list[list[tuple[Spec, Record | None]]]:
@@ -332,7 +351,7 @@ class Provisioner:
         return list(groups.values())
 
     def _write_key(self, device: Device, todo: list[tuple[Spec, Record | None]],
-                   opts: _RunOptions) -> list[Outcome]:
+                   opts: _RunOptions, add: Callable[[Outcome], Outcome]) -> None:
         """Read what the key holds where ``todo`` writes; refuse it whole if a place holds
         something this inventory did not write (unless told to overwrite); else the four
         steps for each place."""
@@ -356,10 +375,11 @@ class Provisioner:
                         kept, kept_conn = stack.pop_all(), conn
             if occupied and not opts.may_overwrite(device, occupied):
                 what = "; ".join(reversed(occupied))
-                return [self._outcome(device, spec, "refused", f"{what}, which this inventory "
-                                      "did not write: pass --overwrite to replace it",
-                                      reason="occupied") for spec, _ in todo]
-            outcomes: list[Outcome] = []
+                for spec, _ in todo:
+                    add(self._outcome(device, spec, "refused", f"{what}, which this "
+                                      "inventory did not write: pass --overwrite to replace "
+                                      "it", reason="occupied"))
+                return
             for group in groups:
                 if kept is not None and kept_conn is not None:
                     stack, conn, kept = kept, kept_conn, None
@@ -368,8 +388,7 @@ class Provisioner:
                     conn = stack.enter_context(self._connect(group[0][0], device))
                 with stack:
                     for spec, existing in group:
-                        outcomes.append(self._program_new(conn, device, spec, existing, opts))
-            return outcomes
+                        add(self._program_new(conn, device, spec, existing, opts))
         finally:
             if kept is not None:
                 kept.close()
@@ -440,9 +459,12 @@ class Provisioner:
                 if nxt is None:
                     program = reprogrammed = True
             if program:
+                before = inv.access_code(rec)
+                self._keep_access_code(rec, access.new)
                 try:
                     conn.program(spec, material, access)
                 except AccessDenied as exc:  # nothing written: an attempt all the same
+                    self._keep_access_code(rec, before)
                     rec.attempts += 1
                     inv.update(rec.key, attempts=rec.attempts)
                     self._record_error(rec, str(exc))
@@ -474,6 +496,15 @@ class Provisioner:
             self._record_error(rec, msg)
             return self._outcome(device, rec, "failed", msg, reprogrammed)
         return self._outcome(device, rec, "done", "", reprogrammed)
+
+    def _keep_access_code(self, rec: Record, code: bytes | None) -> None:
+        """Before a write: the record holds the access code the write leaves on the slot
+        (resume keeps a code it was given for a record that had none, as a run does)."""
+        inv = self.inventory
+        if not rec.mode.uses_slot or inv.access_code(rec) == code:
+            return
+        inv.seal_access_code(rec, code)
+        inv.update(rec.key, access_code=rec.access_code)
 
     # -- resume ---------------------------------------------------------------------------
     def resume(self, source: DeviceSource, *, access_code: bytes | None = None,
@@ -538,8 +569,9 @@ class Provisioner:
                     return self._outcome(rec, rec, "missing", msg)
                 current = tuple(c for c in (recorded_code, access_code) if c is not None)
                 with self._connect(rec, device) as conn:
-                    return self._settle(conn, device, rec, material,
-                                        Access(current, recorded_code), program=False)
+                    leave = recorded_code or access_code  # a code given is kept, as by run
+                    return self._settle(conn, device, rec, material, Access(current, leave),
+                                        program=False)
         except (RecordBusy, DeviceBusy) as exc:
             return self._outcome(pending, pending, "busy", str(exc))
         except _OpenFailed as exc:
@@ -568,8 +600,16 @@ class Provisioner:
         return self._outcome(rec, rec, "failed", msg)
 
 
+def _key_done(outcomes: list[Outcome]) -> bool:
+    """A key counts towards --count when a record of it is done and none failed."""
+    results = {o.result for o in outcomes}
+    return "done" in results and not results & {"failed", "unchecked", "busy"}
+
+
 @dataclass(frozen=True)
 class _RunOptions:
+    """What run() was told, for each key."""
+
     reprogram: bool
     overwrite: OverwritePolicy
     access_code: bytes | None

@@ -31,6 +31,18 @@ def virtual_serial(name: str) -> int | None:
     return int(VirtualKey.peek(path).section("identity")["serial"])
 
 
+def virtual_model(name: str) -> str | None:
+    """The model virtual key ``name`` is (its profile's), or None if it does not exist."""
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE, get_profile
+
+    path = paths.virtual_key_path(name)
+    if not path.exists():
+        return None
+    identity = VirtualKey.peek(path).section("identity")
+    return get_profile(str(identity.get("profile", DEFAULT_PROFILE))).model
+
+
 def ensure_virtual(name: str) -> int:
     """Create virtual key ``name`` unless it exists (another station may create it at the
     same moment: then wait for its file) and return its serial."""

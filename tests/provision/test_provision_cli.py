@@ -11,15 +11,18 @@ from provision_helpers import hwtoken, only
 from hwtoken.cli import cli
 
 
-def test_help_lists_the_four_commands():
+def test_help_lists_the_commands():
     result = CliRunner().invoke(cli, ["provision", "--help"])
     assert result.exit_code == 0
-    for name in ("run", "resume", "status", "export"):
+    for name in ("run", "resume", "status", "list", "forget", "export"):
         assert name in result.output
     run_help = CliRunner().invoke(cli, ["provision", "run", "--help"]).output
     for opt in ("--mode", "--slot", "--digits", "--touch", "--inventory", "--count",
-                "--virtual", "--reprogram", "--json"):
+                "--virtual", "--reprogram", "--overwrite", "--force", "--access-code",
+                "--new-access-code", "--public-id", "--allow-weak", "--json"):
         assert opt in run_help
+    resume_help = CliRunner().invoke(cli, ["provision", "resume", "--help"]).output
+    assert "--code" in resume_help and "--access-code" in resume_help
 
 
 def test_run_status_and_refusal(tmp_path):

@@ -27,7 +27,6 @@ from hwtoken.errors import CheckFailed, InvalidInput
 PSKC_PASSWORD_ENV = "HWTOKEN_PSKC_PASSWORD"
 ACCESS_CODE_ENV = "HWTOKEN_ACCESS_CODE"
 MODES = ("hotp", "chalresp", "yubiotp", "oath-totp", "oath-hotp")
-MAX_SERIAL = 2**63 - 1
 
 
 def inventory_options(f: Any) -> Any:
@@ -113,10 +112,12 @@ def _access_code(value: str | None, option: str = "--access-code") -> bytes | No
 def provision() -> None:
     """Batch-program keys and hand their secrets to a validation server.
 
-    Each key goes through four durable steps: its record (serial, mode, slot and the
-    secret sealed with AES-GCM) is written to the inventory as `pending`, the key is
-    programmed, the key itself computes a response that must match, and the record is
-    marked `done`. After a crash, `resume` settles every pending record. The inventory
+    Each place on a key (an OTP slot, an OATH credential) goes through four durable steps:
+    its record (serial, place, mode and the secret sealed with AES-GCM) is written to the
+    inventory as `pending`, the key is programmed, the key itself computes a response that
+    must match, and the record is marked `done`. A place the key holds already that this
+    inventory did not write is never overwritten without --overwrite. After a crash,
+    `resume` settles every pending record; `list` and `forget` manage them. The inventory
     passphrase comes from HWTOKEN_INVENTORY_PASSPHRASE or a prompt (or use --key-file);
     secrets never appear in output, logs or the command line.
     """
@@ -382,7 +383,7 @@ def list_cmd(url: str, key_file: str | None, states: tuple[str, ...], as_json: b
 
 @provision.command()
 @inventory_options
-@click.argument("serial", type=click.IntRange(0, MAX_SERIAL))
+@click.argument("serial", type=click.IntRange(0, 2**63 - 1))
 @click.option("--app", metavar="APP[:PLACE]",
               help="Only the records of this application (otp, oath), or of one place in it "
                    "(otp:2, oath:NAME).")

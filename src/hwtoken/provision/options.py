@@ -13,6 +13,7 @@ from hwtoken.errors import InvalidInput
 from hwtoken.provision.model import ACCESS_CODE_SIZE, Mode, Spec, check_plan
 
 MIN_PASSPHRASE = 12  # characters, for a new inventory (unless --allow-weak)
+MAX_SERIAL = 2**63 - 1  # what both inventories store (a YubiKey's serial has 32 bits)
 
 
 def parse_mode(value: str) -> tuple[Mode, str | None]:
@@ -64,7 +65,8 @@ def parse_typed_codes(values: Iterable[str]) -> dict[int, list[str]]:
     for value in values:
         serial, sep, code = value.partition("=")
         code = code.strip()
-        if not sep or not serial.strip().isdigit() or not code:
+        if not sep or not serial.strip().isdigit() or not code \
+                or int(serial) > MAX_SERIAL:
             raise InvalidInput(f"--code {value!r}: give SERIAL=CODE, the code the key typed "
                                "when touched")
         if not code.isascii() or not code.isalnum():

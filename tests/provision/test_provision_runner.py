@@ -742,3 +742,158 @@ def test_summary_and_outcome_as_json():
             {"serial": 9, "device": "emu:c", "application": "", "target": "", "mode": "",
              "result": "refused", "reason": "occupied", "message": "held",
              "reprogrammed": False}]}
+
+
+# -- several places per key, what a key holds, access codes, typed codes ------------------------
+PLAN = [Spec(Mode.CHALRESP, slot=1), Spec(Mode.HOTP, slot=2)]
+
+
+def _foreign(inv_path, prefix: str, spec: Spec = CHALRESP) -> Record:
+    """Key ``prefix``-0001 programmed by another inventory (another batch, a typo)."""
+    with opened(str(inv_path)) as other:
+        Provisioner(other, applet).run(spec, VirtualPool(1, prefix=prefix))
+        (rec,) = other.records()
+    return rec
+
+
+def test_a_key_holding_a_place_this_inventory_did_not_write_is_refused_whole(inv, tmp_path):
+    theirs = _foreign(tmp_path / "theirs.db", "occ")
+    asked: list[tuple[int, list[str]]] = []
+
+    def no(device: Device, occupied: list[str]) -> bool:
+        asked.append((device.serial, occupied))
+        return False
+
+    summary = Provisioner(inv, applet).run(PLAN, VirtualPool(1, prefix="occ"), overwrite=no)
+    msg = "slot 2 is programmed (challenge-response)"
+    assert asked == [(theirs.serial, [msg])]
+    assert [(o.target, o.result, o.reason) for o in summary.outcomes] == [
+        ("1", "refused", "occupied"), ("2", "refused", "occupied")]
+    assert summary.outcomes[0].message == (f"{msg}, which this inventory did not write: pass "
+                                           "--overwrite to replace it")
+    assert summary.refusals() == {"occupied": 2} and summary.exit_code == 1
+    assert inv.records() == []
+    with AppletProgrammer().connect(Device(theirs.serial, theirs.device)) as conn:
+        assert conn.occupant(Spec(Mode.CHALRESP, slot=1)) is None  # slot 1 not written
+    # told to: both places written, each a record of its own
+    yes = Provisioner(inv, applet).run(PLAN, VirtualPool(1, prefix="occ"), overwrite=True)
+    assert [(o.target, o.mode, o.result) for o in yes.outcomes] == [
+        ("1", "chalresp", "done"), ("2", "hotp", "done")]
+    assert sorted(r.key for r in inv.records()) == [(theirs.serial, "otp", "1"),
+                                                     (theirs.serial, "otp", "2")]
+
+
+def test_this_inventorys_own_places_are_not_foreign(inv):
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="own"))
+    told = []
+    again = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="own"),
+                                         reprogram=True,
+                                         overwrite=lambda d, o: told.append(o) or False)
+    assert told == [] and [o.result for o in again.outcomes] == ["done"]
+
+
+def test_each_record_is_told_as_soon_as_it_is_done(inv):
+    told: list[Outcome] = []
+
+    def hook(step: str, rec: Record) -> None:
+        if step == "record" and rec.slot == 2:
+            assert [(o.target, o.result) for o in told] == [("1", "done")]
+
+    Provisioner(inv, applet, hook=hook, on_outcome=told.append).run(
+        PLAN, VirtualPool(1, prefix="tell"))
+    assert [(o.target, o.result) for o in told] == [("1", "done"), ("2", "done")]
+
+
+def test_a_key_without_a_serial_is_refused_as_such(inv):
+    class NoSerial:
+        def arrivals(self):
+            yield Device(None, "usb", model="Security Key NFC", interfaces=frozenset({"fido"}))
+
+        def present(self, record):  # pragma: no cover
+            return None
+
+    summary = Provisioner(inv, applet).run(CHALRESP, NoSerial())
+    assert summary.outcomes == [Outcome(None, "usb", "refused", "Security Key NFC shows no "
+                                        "serial number, so its records could not be told "
+                                        "apart: take it out")]
+    assert summary.outcomes[0].reason == "no-serial" and inv.records() == []
+
+
+def test_random_access_codes_are_per_slot_and_sealed(inv):
+    from hwtoken.provision.model import RANDOM
+
+    Provisioner(inv, applet).run(PLAN, VirtualPool(2, prefix="ac"), new_access_code=RANDOM)
+    codes = {r.key: inv.access_code(r) for r in inv.records()}
+    assert len(codes) == 4 and len(set(codes.values())) == 4
+    for rec in inv.records():
+        key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
+        try:
+            assert key.otp.slot_config(rec.slot).acc_code == codes[rec.key]
+        finally:
+            key.close()
+
+
+def test_a_slot_protected_by_an_unknown_code_is_refused_and_counted(inv, tmp_path):
+    with opened(str(tmp_path / "theirs.db")) as other:
+        Provisioner(other, applet).run(CHALRESP, VirtualPool(1, prefix="lock"),
+                                       new_access_code=b"\x01\x02\x03\x04\x05\x06")
+    summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="lock"),
+                                           overwrite=True)
+    (out,) = summary.outcomes
+    assert (out.result, out.reason) == ("refused", "access-code")
+    (rec,) = inv.records()
+    assert (rec.state, rec.attempts, rec.programmed_at) == (State.PENDING, 1, None)
+    assert rec.last_error == out.message and inv.access_code(rec) is None
+    # a wrong code: refused again, counted, and the record keeps no code
+    wrong = Provisioner(inv, applet).resume(RecordedKeys(), access_code=b"\x09" * 6)
+    assert [(o.result, o.reason) for o in wrong.outcomes] == [("refused", "access-code")]
+    rec = inv.get(rec.key)
+    assert rec.attempts == 2 and inv.access_code(rec) is None
+    settled = Provisioner(inv, applet).resume(RecordedKeys(),
+                                              access_code=b"\x01\x02\x03\x04\x05\x06")
+    assert [(o.result, o.reprogrammed) for o in settled.outcomes] == [("done", True)]
+    rec = inv.get(rec.key)
+    assert rec.attempts == 3 and inv.access_code(rec) == b"\x01\x02\x03\x04\x05\x06"
+
+
+def test_yubico_otp_through_the_applet_path(inv):
+    from hwtoken.provision import yubiotp
+
+    summary = Provisioner(inv, applet).run(Spec(Mode.YUBIOTP, slot=1),
+                                           VirtualPool(1, prefix="yo"))
+    assert summary.counts() == {"done": 1}
+    (rec,) = inv.records()
+    assert rec.params == {"public_id": yubiotp.serial_public_id(rec.serial)}
+    assert len(inv.secret(rec)) == yubiotp.SECRET_SIZE
+    key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
+    try:
+        assert yubiotp.matches(key.otp.touch(1), rec.params["public_id"], inv.secret(rec))
+    finally:
+        key.close()
+    # the public parameters are bound to the sealed secret: changed, it no longer opens
+    inv.update(rec.key, params={"public_id": "vvcccccccccc"})
+    from hwtoken.provision.sealing import WrongKey
+
+    with pytest.raises(WrongKey):
+        inv.secret(inv.get(rec.key))
+
+
+def test_a_typed_code_settles_a_pending_typing_slot_without_the_key(inv):
+    rec = _pending(inv, "typed", "program", Spec(Mode.HOTP, slot=1))
+    secret = inv.secret(rec)
+    key_file = paths.virtual_key_path(rec.device[4:])
+    key = VirtualKey.load(key_file)
+    try:
+        code = key.otp.touch(1).strip()  # the person touches it; counter 0 is used
+    finally:
+        key.close()
+    key_file.rename(key_file.with_name("elsewhere"))  # the key is not at the station
+    wrong = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: ["000000"]})
+    assert [o.result for o in wrong.outcomes] == ["failed"]
+    assert inv.get(rec.key).state is State.PENDING
+    done = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: [code]})
+    assert done.outcomes == [Outcome(rec.serial, rec.device, "done",
+                                     "checked by the code typed by hand")]
+    after = inv.get(rec.key)
+    assert after.state is State.DONE and after.counter == 1 and code == hotp_code(secret, 0, 6)
+    assert after.attempts == rec.attempts  # nothing written

@@ -130,3 +130,52 @@ def test_a_fido_only_key_at_an_otp_station_is_reported_as_such_and_the_tally_run
     assert any(r.startswith("1 done, 1 refused (unsuitable 1) in ") for r in rows), rows
     with opened(url) as inv:
         assert [(r.serial, r.mode) for r in inv.records()] == [(y5.serial, Mode.CHALRESP)]
+
+
+def test_the_touch_prompt_of_a_station_on_a_terminal_never_lands_on_the_bar(tmp_path):
+    """An HOTP and a Yubico OTP slot on a real-key station at a terminal: the station asks
+    for each touch on a line of its own (the bar's line cleared first), the operator's
+    key types its code there, and both records end done above the bar."""
+    url = str(tmp_path / "inv.db")
+    with VirtualKey.create(tmp_path / "k.key") as key, umockdev.Testbed() as tb:
+        tb.plug(key)
+        leader, follower = pty.openpty()
+        proc = tb.popen([*HWTOKEN, "provision", "run", "-i", url, "-m", "hotp:1", "-m",
+                         "yubiotp:2", "--count", "1"], stdin=follower, stdout=follower,
+                        stderr=follower, env={**ENV, "COLUMNS": "200"})
+        os.close(follower)
+        shown = b""
+        answered = 0
+        try:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None or select.select([leader], [], [], 0)[0]:
+                assert time.monotonic() < deadline, shown
+                ready, _, _ = select.select([leader], [], [], 1)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(leader, 4096)
+                except OSError:
+                    break
+                shown += data
+                prompts = re.findall(rb"touch the key \(slot (\d)\)[^\n]*: ", shown)
+                if len(prompts) > answered:  # the key in the port types its code
+                    os.write(leader, press(key, int(prompts[answered])).encode())
+                    answered += 1
+            assert proc.wait(timeout=60) == 0, shown
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            os.close(leader)
+    text = shown.decode()
+    assert answered == 2
+    for prompt in re.finditer(r"touch the key \(slot \d\)", text):
+        line_start = max(text.rfind("\n", 0, prompt.start()), text.rfind("\r", 0,
+                                                                          prompt.start()))
+        assert text[line_start:prompt.start()] in ("\r\x1b[K", "\n"), \
+            text[line_start:prompt.start()]  # nothing of the bar before it on its line
+    assert f"{key.serial} slot 1 (hotp) done" in text
+    assert f"{key.serial} slot 2 (yubiotp) done" in text
+    with opened(url) as inv:
+        assert {r.state for r in inv.records()} == {State.DONE}

@@ -269,31 +269,26 @@ class Provisioner:
         per place (one for a key that cannot be taken at all). None if the key is busy
         and nothing happened (retry it later) -- unless ``last_try``: then it is reported
         busy."""
-        outcomes = self._key(plan, device, opts, lambda o: self._emit(summary, o))
-        if all(o.result == "busy" for o in outcomes) and not last_try:
-            return None
-        for outcome in outcomes:
-            if outcome.result == "busy":  # held back until now: it might be retried
-                self._emit(summary, outcome)
-        return outcomes
-
-    def _key(self, plan: list[Spec], device: Device, opts: _RunOptions,
-             emit: Callable[[Outcome], None]) -> list[Outcome]:
-        """The places of ``plan`` on one key; every outcome but ``busy`` goes to ``emit``
-        at once."""
-        out: list[Outcome] = []
+        outcomes: list[Outcome] = []
 
         def add(outcome: Outcome) -> Outcome:
-            out.append(outcome)
-            if outcome.result != "busy":
-                emit(outcome)
+            outcomes.append(outcome)
+            if outcome.result != "busy":  # a busy key may be retried: told at the end
+                self._emit(summary, outcome)
             return outcome
 
         self._key_places(plan, device, opts, add)
-        return out
+        if all(o.result == "busy" for o in outcomes) and not last_try:
+            return None
+        for outcome in outcomes:
+            if outcome.result == "busy":
+                self._emit(summary, outcome)
+        return outcomes
 
     def _key_places(self, plan: list[Spec], device: Device, opts: _RunOptions,
                     add: Callable[[Outcome], Outcome]) -> None:
+        """Hold the key, refuse the places this inventory has already (unless reprogram),
+        then read and write the others (:meth:`_write_key`); each outcome to ``add``."""
         if device.serial is None:
             model = device.model or "a key"
             add(self._outcome(device, None, "refused", f"{model} shows no serial number, so "

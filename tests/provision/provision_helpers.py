@@ -289,3 +289,41 @@ def make_v1_inventory(url: str, records: list[dict], *, export_state: bool = Tru
           "(1600000000, 'old:1', ?, 'error', 'an old error')", (records[0]["serial"],))
     finally:
         db.close()
+
+
+def on_terminal(*args: str, answers: dict[str, str] | None = None,
+                env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``hwtoken ARGS`` with stdin, stdout and stderr on a pseudo-terminal; each prompt
+    (a key of ``answers`` seen in the output) is answered once. Returns the exit status
+    and everything the terminal showed."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([HWTOKEN, *args], stdin=follower, stdout=follower,
+                            stderr=follower, env={**os.environ, "COLUMNS": "200",
+                                                  **(env or {})})
+    os.close(follower)
+    shown = b""
+    pending = dict(answers or {})
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 120)
+            assert ready, f"the terminal went quiet: {shown!r}"
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+            for prompt, answer in list(pending.items()):
+                if prompt.encode() in shown:
+                    os.write(leader, answer.encode() + b"\n")
+                    del pending[prompt]
+        return proc.wait(timeout=60), shown.decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 
 import pytest
-from provision_helpers import HWTOKEN, key_calculate, opened, read_pskc
+from provision_helpers import HWTOKEN, key_calculate, on_terminal, opened, read_pskc
 
 from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
@@ -46,43 +45,6 @@ def hw(*args: str, input: str | None = None, env: dict[str, str] | None = None,
 def lines(proc: subprocess.CompletedProcess[str]) -> list[dict]:
     """--json output: JSON Lines, every line one object."""
     return [json.loads(ln) for ln in proc.stdout.splitlines()]
-
-
-def on_terminal(*args: str, answers: dict[str, str] | None = None,
-                env: dict[str, str] | None = None) -> tuple[int, str]:
-    """``hwtoken ARGS`` with stdin, stdout and stderr on a pseudo-terminal; each prompt
-    (a key of ``answers`` seen in the output) is answered once. Returns the exit status
-    and everything the terminal showed."""
-    import select
-
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([HWTOKEN, *args], stdin=follower, stdout=follower,
-                            stderr=follower, env={**os.environ, "COLUMNS": "200",
-                                                  **(env or {})})
-    os.close(follower)
-    shown = b""
-    pending = dict(answers or {})
-    try:
-        while True:
-            ready, _, _ = select.select([leader], [], [], 120)
-            assert ready, f"the terminal went quiet: {shown!r}"
-            try:
-                data = os.read(leader, 4096)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not data:
-                break
-            shown += data
-            for prompt, answer in list(pending.items()):
-                if prompt.encode() in shown:
-                    os.write(leader, answer.encode() + b"\n")
-                    del pending[prompt]
-        return proc.wait(timeout=60), shown.decode("utf-8", "replace")
-    finally:
-        os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def hotp_on_key(device: str, serial: int, slot: int) -> str:

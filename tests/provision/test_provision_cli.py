@@ -80,28 +80,11 @@ def test_fault_variable_is_validated(tmp_path):
 
 def _run_on_a_terminal(*args: str) -> str:
     """Run the real ``hwtoken`` with its stdout and stderr on a pseudo-terminal."""
-    import os
-    import pty
-    import subprocess
+    from provision_helpers import on_terminal
 
-    from provision_helpers import HWTOKEN
-
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([HWTOKEN, *args], stdin=subprocess.DEVNULL, stdout=follower,
-                            stderr=follower, env=dict(os.environ))
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    assert proc.wait(timeout=120) == 0
-    return b"".join(chunks).decode("utf-8", "replace")
+    code, shown = on_terminal(*args)
+    assert code == 0, shown
+    return shown
 
 
 def test_progress_bar_on_a_terminal_json_lines_otherwise(tmp_path):

@@ -11,6 +11,7 @@ and never twice. One privacyIDEA (Flask test client, SQLite) per module, driven 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -108,23 +109,29 @@ def batch(tmp_path_factory):
     """One inventory holding the batch, its virtual keys in a state dir of their own."""
     state = tmp_path_factory.mktemp("pi-keys")
     url = str(state / "inventory.db")
+    with keys_in(state), opened(url) as inv:
+        for prefix, spec in BATCH.items():
+            summary = Provisioner(inv, programmer_for).run(spec, VirtualPool(1, prefix))
+            assert summary.counts() == {"done": 1}, summary.to_json()
+        records = {r.mode if r.mode is not Mode.HOTP else f"hotp{r.digits}": r
+                   for r in inv.records(states=[State.DONE])}
+    return {"url": url, "state": state, "records": records}
+
+
+@contextlib.contextmanager
+def keys_in(state: Path):
+    """Virtual keys in ``state`` (a module's own state dir), for code in this process."""
     old = os.environ.get("HWTOKEN_STATE_DIR")
     os.environ["HWTOKEN_STATE_DIR"] = str(state)
     paths.set_state_dir(None)
     try:
-        with opened(url) as inv:
-            for prefix, spec in BATCH.items():
-                summary = Provisioner(inv, programmer_for).run(spec, VirtualPool(1, prefix))
-                assert summary.counts() == {"done": 1}, summary.to_json()
-            records = {r.mode if r.mode is not Mode.HOTP else f"hotp{r.digits}": r
-                       for r in inv.records(states=[State.DONE])}
+        yield
     finally:
         if old is None:
             os.environ.pop("HWTOKEN_STATE_DIR", None)
         else:
             os.environ["HWTOKEN_STATE_DIR"] = old
         paths.set_state_dir(None)
-    return {"url": url, "state": state, "records": records}
 
 
 @pytest.fixture(autouse=True)
@@ -323,18 +330,8 @@ def typed_otp(rec: Record, state: Path) -> str:
     (boot-keyboard reports over USB/IP, decoded as a host's keyboard driver would)."""
     from hwtoken.yubikey.device import open_key
 
-    old = os.environ.get("HWTOKEN_STATE_DIR")
-    os.environ["HWTOKEN_STATE_DIR"] = str(state)
-    paths.set_state_dir(None)
-    try:
-        with open_key(rec.device) as key:
-            return key.touch(rec.slot).strip()
-    finally:
-        if old is None:
-            os.environ.pop("HWTOKEN_STATE_DIR", None)
-        else:
-            os.environ["HWTOKEN_STATE_DIR"] = old
-        paths.set_state_dir(None)
+    with keys_in(state), open_key(rec.device) as key:
+        return key.touch(rec.slot).strip()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "pskc"])

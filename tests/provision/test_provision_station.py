@@ -81,47 +81,65 @@ def test_typing_slots_of_a_station_without_a_terminal_are_settled_by_a_hand_type
         assert press(key, 1).strip() == hotp_code(secrets[1], after[1].counter, 6)
 
 
+class Terminal:
+    """A station in the testbed with stdin, stdout and stderr on one pseudo-terminal."""
+
+    def __init__(self, tb: umockdev.Testbed, *args: str) -> None:
+        self.leader, follower = pty.openpty()
+        self.proc = tb.popen([*HWTOKEN, *args], stdin=follower, stdout=follower,
+                             stderr=follower, env={**ENV, "COLUMNS": "200"})
+        os.close(follower)
+        self.shown = b""
+
+    def read(self, timeout: float) -> bool:
+        """What the station wrote within ``timeout`` (False once it closed the terminal)."""
+        ready, _, _ = select.select([self.leader], [], [], timeout)
+        if ready:
+            try:
+                data = os.read(self.leader, 4096)
+            except OSError:  # EIO: the station closed the terminal
+                return False
+            self.shown += data
+            return bool(data)
+        return True
+
+    def read_until(self, pattern: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern.encode(), self.shown):
+            left = deadline - time.monotonic()
+            assert left > 0 and self.read(left), self.shown
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        os.close(self.leader)
+
+    @property
+    def text(self) -> str:
+        return self.shown.decode()
+
+
 def test_a_fido_only_key_at_an_otp_station_is_reported_as_such_and_the_tally_runs(tmp_path):
     """On a terminal, with no --count: each key's line stays, the tally at the bottom
     counts keys and results; a Security Key is refused as what it is."""
     url = str(tmp_path / "inv.db")
     with VirtualKey.create(tmp_path / "sk.key", profile="security-key") as sk, \
-            VirtualKey.create(tmp_path / "y5.key") as y5, umockdev.Testbed() as tb:
-        leader, follower = pty.openpty()
-        proc = tb.popen([*HWTOKEN, "provision", "run", "-i", url, "-m", "chalresp",
-                         "--idle-timeout", "3"], stdin=subprocess.DEVNULL, stdout=follower,
-                        stderr=follower, env={**ENV, "COLUMNS": "200"})
-        os.close(follower)
-        shown = b""
-
-        def read_until(pattern: str, timeout: float = 60.0) -> None:
-            nonlocal shown
-            deadline = time.monotonic() + timeout
-            while not re.search(pattern.encode(), shown):
-                left = deadline - time.monotonic()
-                assert left > 0, shown
-                ready, _, _ = select.select([leader], [], [], left)
-                if ready:
-                    try:
-                        shown += os.read(leader, 4096)
-                    except OSError:
-                        return
-
-        try:
-            read_until(r"insert the first key")
-            first = tb.plug(sk)
-            read_until(rf"{sk.serial} refused")
-            tb.unplug(first)
-            tb.plug(y5)
-            read_until(rf"{y5.serial} slot 2 \(chalresp\) done")
-            read_until(r"in \d+\.\d s")  # idle timeout: the summary
-            assert proc.wait(timeout=60) == 0  # a key done; the other refused, as it should
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            os.close(leader)
-    text = shown.decode()
+            VirtualKey.create(tmp_path / "y5.key") as y5, umockdev.Testbed() as tb, \
+            Terminal(tb, "provision", "run", "-i", url, "-m", "chalresp",
+                     "--idle-timeout", "3") as term:
+        term.read_until(r"insert the first key")
+        first = tb.plug(sk)
+        term.read_until(rf"{sk.serial} refused")
+        tb.unplug(first)
+        tb.plug(y5)
+        term.read_until(rf"{y5.serial} slot 2 \(chalresp\) done")
+        term.read_until(r"in \d+\.\d s")  # idle timeout: the summary
+        assert term.proc.wait(timeout=60) == 0  # a key done; the other refused, as it should
+    text = term.text
     assert (f"{sk.serial} refused: Security Key NFC is a FIDO-only key (FIDO "
             "interface only): it has no OTP slots") in text
     assert "not plugged in" not in text and "Error" not in text
@@ -139,36 +157,18 @@ def test_the_touch_prompt_of_a_station_on_a_terminal_never_lands_on_the_bar(tmp_
     url = str(tmp_path / "inv.db")
     with VirtualKey.create(tmp_path / "k.key") as key, umockdev.Testbed() as tb:
         tb.plug(key)
-        leader, follower = pty.openpty()
-        proc = tb.popen([*HWTOKEN, "provision", "run", "-i", url, "-m", "hotp:1", "-m",
-                         "yubiotp:2", "--count", "1"], stdin=follower, stdout=follower,
-                        stderr=follower, env={**ENV, "COLUMNS": "200"})
-        os.close(follower)
-        shown = b""
-        answered = 0
-        try:
+        with Terminal(tb, "provision", "run", "-i", url, "-m", "hotp:1", "-m", "yubiotp:2",
+                      "--count", "1") as term:
+            answered = 0
             deadline = time.monotonic() + 120
-            while proc.poll() is None or select.select([leader], [], [], 0)[0]:
-                assert time.monotonic() < deadline, shown
-                ready, _, _ = select.select([leader], [], [], 1)
-                if not ready:
-                    continue
-                try:
-                    data = os.read(leader, 4096)
-                except OSError:
-                    break
-                shown += data
-                prompts = re.findall(rb"touch the key \(slot (\d)\)[^\n]*: ", shown)
+            while term.read(1):
+                assert time.monotonic() < deadline, term.shown
+                prompts = re.findall(rb"touch the key \(slot (\d)\)[^\n]*: ", term.shown)
                 if len(prompts) > answered:  # the key in the port types its code
-                    os.write(leader, press(key, int(prompts[answered])).encode())
+                    os.write(term.leader, press(key, int(prompts[answered])).encode())
                     answered += 1
-            assert proc.wait(timeout=60) == 0, shown
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            os.close(leader)
-    text = shown.decode()
+            assert term.proc.wait(timeout=60) == 0, term.shown
+    text = term.text
     assert answered == 2
     for prompt in re.finditer(r"touch the key \(slot \d\)", text):
         line_start = max(text.rfind("\n", 0, prompt.start()), text.rfind("\r", 0,

@@ -29,6 +29,24 @@ ACCESS_CODE_ENV = "HWTOKEN_ACCESS_CODE"
 MODES = ("hotp", "chalresp", "yubiotp", "oath-totp", "oath-hotp")
 
 
+class ModeOption(click.Choice):
+    """``MODE`` or ``MODE:PLACE``: the mode one of :data:`MODES`, the place checked with
+    the plan (:func:`hwtoken.provision.options.parse_mode`)."""
+
+    name = "mode"
+
+    def __init__(self) -> None:
+        super().__init__(MODES)
+
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:
+        return "[" + "|".join(MODES) + "][:PLACE]"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        mode, sep, place = str(value).partition(":")
+        return str(super().convert(mode, param, ctx)) + sep + place
+
+
 def inventory_options(f: Any) -> Any:
     f = click.option("--key-file", type=click.Path(dir_okay=False, exists=True),
                      envvar="HWTOKEN_INVENTORY_KEY_FILE",
@@ -125,7 +143,7 @@ def provision() -> None:
 
 @provision.command()
 @inventory_options
-@click.option("--mode", "-m", "modes", multiple=True, required=True, metavar="MODE[:PLACE]",
+@click.option("--mode", "-m", "modes", type=ModeOption(), multiple=True, required=True,
               help="hotp/chalresp/yubiotp: an OTP slot (python-yubico); oath-totp/oath-hotp: "
                    "a credential on the OATH applet (yubikit). Repeat for several places on "
                    "each key, each with its slot or name: -m chalresp:1 -m hotp:2 "

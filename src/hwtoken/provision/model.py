@@ -76,6 +76,11 @@ class RecordKey(NamedTuple):
         return f"{self.serial}/{self.application}:{self.target}"
 
 
+def target_of(mode: Mode, slot: int, name: str) -> str:
+    """The place in ``mode``'s application: the slot number, or the OATH credential name."""
+    return str(slot) if mode.uses_slot else name
+
+
 def place_of(application: str, target: str) -> str:
     """Where on the key a secret lives, in words: ``slot 2``, ``OATH credential 'x'``."""
     if application == "otp":
@@ -118,8 +123,7 @@ class Spec:
 
     @property
     def target(self) -> str:
-        """The place in the application: the slot number, or the OATH credential name."""
-        return str(self.slot) if self.mode.uses_slot else self.name
+        return target_of(self.mode, self.slot, self.name)
 
     def key(self, serial: int) -> RecordKey:
         return RecordKey(serial, self.application, self.target)
@@ -215,7 +219,7 @@ class Record:
 
     @property
     def target(self) -> str:
-        return str(self.slot) if self.mode.uses_slot else self.name
+        return target_of(self.mode, self.slot, self.name)
 
     @property
     def key(self) -> RecordKey:

@@ -50,7 +50,7 @@ def summary_line(summary: Any) -> str:
             text += " (" + ", ".join(f"{why or 'other'} {k}" for why, k in
                                      sorted(reasons.items())) + ")"
         parts.append(text)
-    keys = summary.keys
+    keys = summary.keys_seen
     per = f" ({keys} keys)" if keys != len(summary.outcomes) else ""
     return f"{', '.join(parts)} in {summary.seconds:.1f} s{per}"
 

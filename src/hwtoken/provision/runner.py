@@ -128,7 +128,7 @@ class Summary:
         return dict(Counter(o.reason for o in self.outcomes if o.result == "refused"))
 
     @property
-    def keys(self) -> int:
+    def keys_seen(self) -> int:
         """How many keys the outcomes are about."""
         return len({o.serial if o.serial is not None else id(o) for o in self.outcomes})
 
@@ -141,7 +141,7 @@ class Summary:
         return 1 if self.outcomes and not any(o.result == "done" for o in self.outcomes) else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"counts": self.counts(), "refused": self.refusals(), "keys_seen": self.keys,
+        return {"counts": self.counts(), "refused": self.refusals(), "keys_seen": self.keys_seen,
                 "seconds": round(self.seconds, 3),
                 "keys": [o.to_json() for o in self.outcomes]}
 

@@ -220,7 +220,7 @@ def test_two_modes_for_one_place_are_refused_up_front(tmp_path):
     assert proc.stderr == ("error: two modes for slot 2 (chalresp and hotp): give each its "
                            "own slot (-m MODE:SLOT) or OATH credential name (-m MODE:NAME)\n")
     assert not (tmp_path / "x.db").exists()
-    for bad, why in (("hotp:3", "an OTP slot is 1 or 2"), ("piv", "use one of"),
+    for bad, why in (("hotp:3", "an OTP slot is 1 or 2"), ("piv", "'piv' is not one of 'hotp'"),
                      ("oath-totp:", "give the slot or name after ':'")):
         proc = hw("provision", "run", "-i", str(tmp_path / "x.db"), "-m", bad, "--virtual",
                   "1", check=2)

@@ -296,3 +296,70 @@ grp.main(["boom"], prog_name="grp")
     assert proc.stderr.splitlines() == [
         "warning: card: applet failed (ValueError: inner detail)",
         "error: outer failure (see 'grp boom --help')"]
+
+
+# -- batch provisioning: the options of issue 27 ------------------------------------------------
+PROVISION_ENV = {"HWTOKEN_INVENTORY_PASSPHRASE": "correct horse battery staple"}
+
+
+@pytest.fixture
+def inventory(tmp_path) -> str:
+    """An inventory with one done chalresp record and one pending HOTP record."""
+    path = str(tmp_path / "inv.db")
+    made = hwtoken("provision", "run", "-i", path, "-m", "chalresp", "--virtual", "1",
+                   env=PROVISION_ENV)
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+@pytest.mark.parametrize(("args", "stdin", "needle"), [
+    (["--access-code", "nothex123456"], b"", "--access-code must be 12 hex digits"),
+    (["--access-code", "00" * 400], b"", "--access-code must be 12 hex digits"),
+    (["--access-code", b"\xff\xfe"], b"", "not valid UTF-8"),
+    (["--access-code", "-"], b"\xff\xfe\n", "not valid UTF-8"),
+    (["--new-access-code", b"caf\xe9"], b"", "not valid UTF-8"),
+    (["--new-access-code", "nan"], b"", "--new-access-code must be 12 hex digits"),
+    (["-m", b"hotp:\xff"], b"", "not valid UTF-8"),
+    (["-m", "hotp:99999999999999999999"], b"", "an OTP slot is 1 or 2"),
+    (["--public-id", "cccccc"], b"", "'--public-id'"),
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_provision_run_refuses_bad_codes_and_modes(tmp_path, args, stdin, needle, as_json):
+    inv = tmp_path / "new.db"
+    argv = ["provision", "run", "-i", str(inv), "-m", "chalresp", "--virtual", "1", *args]
+    fails(hwtoken(*argv, *(["--json"] if as_json else []), input=stdin, env=PROVISION_ENV),
+          needle=needle, as_json=as_json)
+    assert not inv.exists()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["resume", "--code", "99999999999999999999999=123456"], "--code"),
+    (["resume", "--code", b"1=\xff"], "not valid UTF-8"),
+    (["resume", "--code", "1=12345\u0660"], "a typed code is digits"),
+    (["resume", "--access-code", "12"], "--access-code must be 12 hex digits"),
+    (["forget", "1" + "0" * 40, "-f"], "'SERIAL'"),
+    (["forget", "nan", "-f"], "'SERIAL'"),
+    (["forget", "-1", "-f"], "No such option '-1'"),
+    (["forget", "1", "--app", b"otp:\xff", "-f"], "not valid UTF-8"),
+    (["forget", "1", "--app", "fido", "-f"], "--app 'fido'"),
+    (["list", "--state", "exported"], "'--state'"),
+    (["export", "--format", "access-codes", "--for", "privacyidea", "-o", "x"],
+     "access codes are for the admin"),
+])
+def test_provision_management_refuses_bad_input(inventory, tmp_path, args, needle):
+    fails(hwtoken("provision", *args, "-i", inventory, env=PROVISION_ENV), needle=needle)
+    fails(hwtoken("provision", *args, "-i", inventory, "--json", env=PROVISION_ENV),
+          needle=needle, as_json=True)
+
+
+def test_provision_paths_that_cannot_be(inventory, tmp_path, readonly_dir):
+    fails(hwtoken("provision", "list", "-i", str(tmp_path / "nodir" / "x.db")),
+          needle="no inventory at")
+    fails(hwtoken("provision", "run", "-i", str(readonly_dir / "x.db"), "-m", "hotp",
+                  "--virtual", "1", env=PROVISION_ENV, unprivileged=True),
+          needle="cannot create the inventory")
+    fails(hwtoken("provision", "export", "-i", inventory, "--format", "access-codes",
+                  "-o", str(tmp_path / "nodir" / "codes.csv"), env=PROVISION_ENV),
+          code=1, needle="no record in the inventory left an access code")
+    fails(hwtoken("provision", "forget", "1", "-i", inventory, env=PROVISION_ENV),
+          needle="the inventory has no record of key 1")

@@ -103,8 +103,10 @@ def interrupt(argv: list[str], *, ready=_blocked_reading_stdin, env: dict | None
             assert proc.stderr is not None and proc.stdout is not None
             stream = proc.stderr if ready_line.startswith("stderr:") else proc.stdout
             want = ready_line.split(":", 1)[1]
-            line = stream.readline()
-            assert want in line, (line, proc.poll())
+            lines = [stream.readline()]
+            while want not in lines[-1] and lines[-1] and len(lines) < 5:
+                lines.append(stream.readline())  # what it says first ("new inventory: ...")
+            assert want in lines[-1], (lines, proc.poll())
         else:
             deadline = time.monotonic() + 60
             while not ready(proc.pid):

@@ -194,3 +194,136 @@ def held_by_another_station(url: str, serial: int):
     finally:
         let_go()
         proc.wait(timeout=30)
+
+
+def only(inv, key):
+    """The record ``key`` names (a RecordKey), or the one record of key ``serial`` (an
+    int; None if it has none)."""
+    from hwtoken.provision.model import RecordKey
+
+    if isinstance(key, RecordKey):
+        return inv.get(key)
+    records = inv.records(serial=key)
+    assert len(records) <= 1, records
+    return records[0] if records else None
+
+
+#: the tables of a schema-1 inventory, as hwtoken wrote them before several records per key
+#: (SQLite; PostgreSQL had the same with BIGINT, DOUBLE PRECISION and BIGSERIAL)
+V1_SCHEMA = [
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE records (
+    serial {big} PRIMARY KEY,
+    mode TEXT NOT NULL, slot INTEGER NOT NULL, digits INTEGER NOT NULL,
+    touch INTEGER NOT NULL, name TEXT NOT NULL, sealed TEXT NOT NULL,
+    state TEXT NOT NULL, counter {big} NOT NULL DEFAULT 0,
+    device TEXT NOT NULL, station TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, created_at {real} NOT NULL, updated_at {real} NOT NULL,
+    programmed_at {real}, exported_at {real})""",
+    "CREATE INDEX records_state ON records (state)",
+    """CREATE TABLE events (
+    id {id}, at {real} NOT NULL, station TEXT NOT NULL,
+    serial {big}, kind TEXT NOT NULL, message TEXT NOT NULL)""",
+    """CREATE TABLE exports (
+    serial {big} NOT NULL, kind TEXT NOT NULL, sealed TEXT NOT NULL, at {real} NOT NULL,
+    PRIMARY KEY (serial, kind))""",
+]
+
+
+def make_v1_inventory(url: str, records: list[dict], *, export_state: bool = True,
+                      exports: list[tuple[int, str]] = ()) -> None:
+    """A schema-1 inventory at ``url`` (SQLite path or PostgreSQL URL) holding ``records``
+    (dicts with serial, mode, slot, digits, name, secret, state and optionally
+    exported_at/counter), sealed with the test passphrase as schema 1 sealed them.
+    ``export_state``: whether it kept export state per kind already (``exports``: its
+    (serial, kind) rows)."""
+    from hwtoken.provision.sealing import Unlocker, unlock
+
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        db = psycopg.connect(url, autocommit=True)
+        types, mark = {"big": "BIGINT", "real": "DOUBLE PRECISION",
+                       "id": "BIGSERIAL PRIMARY KEY"}, "%s"
+    else:
+        import sqlite3
+
+        db = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+        types, mark = {"big": "INTEGER", "real": "REAL",
+                       "id": "INTEGER PRIMARY KEY AUTOINCREMENT"}, "?"
+
+    def q(sql: str, params=()):
+        return list(db.execute(sql.replace("?", mark), params).fetchall()) \
+            if sql.lstrip().upper().startswith("SELECT") else db.execute(sql.replace("?", mark),
+                                                                           params)
+
+    try:
+        for statement in V1_SCHEMA:
+            q(statement.format(**types))
+        meta: dict[str, str] = {}
+
+        def meta_init(name: str, value: str) -> str:
+            meta[name] = value
+            q("INSERT INTO meta (name, value) VALUES (?, ?)", (name, value))
+            return value
+
+        sealer = unlock(meta.get, meta_init, Unlocker(passphrase=PASSPHRASE))
+        if export_state:
+            q("INSERT INTO meta (name, value) VALUES ('export_state', 'per-kind')")
+        for r in records:
+            aad = f"hwtoken-provision:{r['serial']}:{r['mode']}:{r['slot']}".encode()
+            sealed = sealer.seal(r["secret"], aad)
+            q("INSERT INTO records (serial, mode, slot, digits, touch, name, sealed, state, "
+              "counter, device, station, attempts, last_error, created_at, updated_at, "
+              "programmed_at, exported_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 'old:1', 1, "
+              "NULL, ?, ?, ?, ?)",
+              (r["serial"], r["mode"], r["slot"], r["digits"], r["name"], sealed, r["state"],
+               r.get("counter", 0), r.get("device", f"emu:k{r['serial']}"),
+               1_600_000_000.0 + r["serial"], 1_600_000_000.0 + r["serial"], 1_600_000_000.0,
+               r.get("exported_at")))
+            for serial, kind in exports:
+                if serial == r["serial"]:
+                    q("INSERT INTO exports (serial, kind, sealed, at) VALUES (?, ?, ?, ?)",
+                      (serial, kind, sealed, 1_700_000_000.0))
+        q("INSERT INTO events (at, station, serial, kind, message) VALUES "
+          "(1600000000, 'old:1', ?, 'error', 'an old error')", (records[0]["serial"],))
+    finally:
+        db.close()
+
+
+def on_terminal(*args: str, answers: dict[str, str] | None = None,
+                env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``hwtoken ARGS`` with stdin, stdout and stderr on a pseudo-terminal; each prompt
+    (a key of ``answers`` seen in the output) is answered once. Returns the exit status
+    and everything the terminal showed."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([HWTOKEN, *args], stdin=follower, stdout=follower,
+                            stderr=follower, env={**os.environ, "COLUMNS": "200",
+                                                  **(env or {})})
+    os.close(follower)
+    shown = b""
+    pending = dict(answers or {})
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 120)
+            assert ready, f"the terminal went quiet: {shown!r}"
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+            for prompt, answer in list(pending.items()):
+                if prompt.encode() in shown:
+                    os.write(leader, answer.encode() + b"\n")
+                    del pending[prompt]
+        return proc.wait(timeout=60), shown.decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

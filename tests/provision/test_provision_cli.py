@@ -6,20 +6,23 @@ import json
 import stat
 
 from click.testing import CliRunner
-from provision_helpers import hwtoken
+from provision_helpers import hwtoken, only
 
 from hwtoken.cli import cli
 
 
-def test_help_lists_the_four_commands():
+def test_help_lists_the_commands():
     result = CliRunner().invoke(cli, ["provision", "--help"])
     assert result.exit_code == 0
-    for name in ("run", "resume", "status", "export"):
+    for name in ("run", "resume", "status", "list", "forget", "export"):
         assert name in result.output
     run_help = CliRunner().invoke(cli, ["provision", "run", "--help"]).output
     for opt in ("--mode", "--slot", "--digits", "--touch", "--inventory", "--count",
-                "--virtual", "--reprogram", "--json"):
+                "--virtual", "--reprogram", "--overwrite", "--force", "--access-code",
+                "--new-access-code", "--public-id", "--allow-weak", "--json"):
         assert opt in run_help
+    resume_help = CliRunner().invoke(cli, ["provision", "resume", "--help"]).output
+    assert "--code" in resume_help and "--access-code" in resume_help
 
 
 def test_run_status_and_refusal(tmp_path):
@@ -28,7 +31,9 @@ def test_run_status_and_refusal(tmp_path):
     first = runner.invoke(cli, ["provision", "run", "-i", url, "-m", "chalresp",
                                 "--virtual", "2", "--json"])
     assert first.exit_code == 0, first.output
-    lines = [json.loads(x) for x in first.output.splitlines()]
+    lines = [json.loads(x) for x in first.stdout.splitlines()]
+    # a typo in the path shows itself
+    assert first.stderr == f"new inventory: {tmp_path / 'inv.db'}\n"
     assert [d.get("result") for d in lines[:2]] == ["done", "done"]
     assert lines[-1]["summary"]["counts"] == {"done": 2}
     assert stat.S_IMODE((tmp_path / "inv.db").stat().st_mode) == 0o600
@@ -36,7 +41,7 @@ def test_run_status_and_refusal(tmp_path):
     again = runner.invoke(cli, ["provision", "run", "-i", url, "-m", "chalresp",
                                 "--virtual", "2"])
     assert again.exit_code == 1  # every key refused: the run programmed nothing
-    assert again.output.count("refused: already in the inventory") == 2
+    assert again.stdout.count("refused: slot 2 is already in the inventory (done)") == 2
 
     status = runner.invoke(cli, ["provision", "status", "-i", url, "--json"])
     doc = json.loads(status.output)
@@ -75,28 +80,11 @@ def test_fault_variable_is_validated(tmp_path):
 
 def _run_on_a_terminal(*args: str) -> str:
     """Run the real ``hwtoken`` with its stdout and stderr on a pseudo-terminal."""
-    import os
-    import pty
-    import subprocess
+    from provision_helpers import on_terminal
 
-    from provision_helpers import HWTOKEN
-
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([HWTOKEN, *args], stdin=subprocess.DEVNULL, stdout=follower,
-                            stderr=follower, env=dict(os.environ))
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    assert proc.wait(timeout=120) == 0
-    return b"".join(chunks).decode("utf-8", "replace")
+    code, shown = on_terminal(*args)
+    assert code == 0, shown
+    return shown
 
 
 def test_progress_bar_on_a_terminal_json_lines_otherwise(tmp_path):
@@ -112,7 +100,7 @@ def test_progress_bar_on_a_terminal_json_lines_otherwise(tmp_path):
     assert docs[-1]["summary"]["counts"] == {"done": 3}
 
 
-def test_reprogram_refuses_to_forget_a_secret_in_another_slot(tmp_path):
+def test_another_slot_of_a_recorded_key_is_a_record_of_its_own(tmp_path):
     from provision_helpers import chalresp_matches, opened
 
     url = str(tmp_path / "inv.db")
@@ -121,16 +109,21 @@ def test_reprogram_refuses_to_forget_a_secret_in_another_slot(tmp_path):
         (rec,) = inv.records()
         secret = inv.secret(rec)
     proc = hwtoken("provision", "run", "-i", url, "-m", "hotp", "--slot", "1", "--virtual",
-                   "1", "--reprogram", "--json", check=1)  # nothing programmed
+                   "1", "--json")
     (doc,) = [json.loads(ln) for ln in proc.stdout.splitlines() if '"serial"' in ln]
-    assert doc["result"] == "refused" and "slot 2" in doc["message"]
+    assert (doc["result"], doc["application"], doc["target"]) == ("done", "otp", "1")
     with opened(url) as inv:  # the slot-2 secret is still recorded, and still on the key
-        assert inv.secret(inv.get(rec.serial)) == secret
+        assert inv.secret(only(inv, rec.key)) == secret
+        assert [(r.target, r.mode.value) for r in inv.records()] == [("2", "chalresp"),
+                                                                      ("1", "hotp")]
     assert chalresp_matches(rec.device, rec.serial, secret)
     # the same place may be reprogrammed, in another mode too
     proc = hwtoken("provision", "run", "-i", url, "-m", "hotp", "--slot", "2", "--virtual",
                    "1", "--reprogram", "--json")
     assert '"result": "done"' in proc.stdout
+    with opened(url) as inv:
+        assert sorted((r.target, r.mode.value) for r in inv.records()) == [("1", "hotp"),
+                                                                            ("2", "hotp")]
 
 
 def test_ctrl_c_points_to_resume(tmp_path):

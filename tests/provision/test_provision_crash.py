@@ -12,10 +12,10 @@ import os
 import signal
 
 import pytest
-from provision_helpers import chalresp_matches, hwtoken, key_calculate, opened, read_pskc
+from provision_helpers import chalresp_matches, hwtoken, key_calculate, only, opened, read_pskc
 
 from hwtoken.otp import hotp_code
-from hwtoken.provision.faults import STEPS
+from hwtoken.provision.faults import RUN_STEPS
 from hwtoken.provision.model import State
 from hwtoken.provision.sources import pool_name, virtual_serial
 
@@ -26,7 +26,7 @@ def _run(url: str, *extra: str, fault: str | None = None, check: int | None = 0)
                    check=check)
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", RUN_STEPS)
 def test_crash_after_each_step_then_resume(step, inventory_url, tmp_path):
     # two keys: on a loaded machine the inventory may answer "busy" for a moment, and a
     # busy key is retried after the others, so a third key could come before the crash
@@ -122,10 +122,10 @@ def test_in_process_hook_sees_the_four_steps_in_order(tmp_path):
         with pytest.raises(Crash):
             Provisioner(inv, programmer_for, hook=hook).run(Spec(Mode.CHALRESP),
                                                             VirtualPool(2))
-        assert [s for _, s in seen] == [*STEPS, "record", "program"]
+        assert [s for _, s in seen] == [*RUN_STEPS, "record", "program"]
         summary = Provisioner(inv, programmer_for).resume(VirtualPool(2))
         assert summary.counts() == {"done": 1}
-        rec = inv.get(seen[-1][0])
+        rec = only(inv, seen[-1][0])
         secret = inv.secret(rec)
         challenge = os.urandom(16)
         assert key_calculate(rec.device, rec.serial, "chalresp", challenge) == hmac.new(

@@ -11,4 +11,4 @@ def test_demo(tmp_path):
     text = "\n".join(lines)
     assert "SIGKILL" in text and "pending: 1" in text
     assert text.count("its HMAC response matches the exported secret") == 3
-    assert "wrote 3 key(s)" in text and "(mode 0o600)" in text
+    assert "wrote 3 record(s)" in text and "(mode 0o600)" in text

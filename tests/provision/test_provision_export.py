@@ -12,7 +12,7 @@ import stat
 from datetime import datetime
 
 import pytest
-from provision_helpers import hwtoken, opened, read_pskc
+from provision_helpers import hwtoken, make_v1_inventory, only, opened, read_pskc
 
 from hwtoken.errors import InvalidInput
 from hwtoken.provision.export import NothingToExport, export, token_serial
@@ -31,7 +31,7 @@ def filled(tmp_path):
                          name="hw", sealed="", device=f"emu:k{serial}")
             inv.seal(rec, secret)
             inv.claim(rec)
-            inv.update(serial, state=State.DONE, counter=5 if MODES[serial].is_hotp else 0,
+            inv.update(rec.key, state=State.DONE, counter=5 if MODES[serial].is_hotp else 0,
                        programmed_at=1_700_000_000.0)
         # a pending key is never exported
         rec = Record(serial=999, mode=Mode.HOTP, slot=1, digits=6, touch=False, name="hw",
@@ -39,6 +39,11 @@ def filled(tmp_path):
         inv.seal(rec, os.urandom(20))
         inv.claim(rec)
     return url
+
+
+def by_serial(skipped: dict) -> dict[int, str]:
+    """What an export left out, by serial (these keys have one record each)."""
+    return {key.serial: reason for key, reason in skipped.items()}
 
 
 def parse_privacyidea_csv(text: str) -> dict[str, dict[str, object]]:
@@ -65,7 +70,7 @@ def test_pskc_roundtrip_plain_password_and_psk(filled, tmp_path):
                     password="s3cret pass")
         psk = os.urandom(16)
         export(inv, "pskc", str(tmp_path / "c.pskc"), include_exported=True, preshared_key=psk)
-    assert sorted(plain.exported) == sorted(SECRETS) and pw.encrypted
+    assert sorted(plain.serials) == sorted(SECRETS) and pw.encrypted
     import pskc
 
     for path, unlock in ((tmp_path / "a.pskc", None), (tmp_path / "b.pskc", "pw"),
@@ -123,7 +128,7 @@ def test_privacyidea_csv_layout(filled, tmp_path):
         "UBOA104_hw": {"otpkey": SECRETS[104].hex(), "type": "hotp", "otplen": 8,
                        "counter": 5},
     }
-    assert list(result.skipped) == [102]  # challenge-response has no privacyIDEA CSV type
+    assert list(by_serial(result.skipped)) == [102]  # chalresp: no privacyIDEA CSV type
     # the layout as the docs give it, byte for byte (lower-case types, ", " between fields)
     assert out.read_text().splitlines() == [
         f"UBOM101_1, {SECRETS[101].hex()}, hotp, 8, 5",
@@ -191,7 +196,7 @@ def test_nothing_to_export_says_why(filled, tmp_path):
         with pytest.raises(NothingToExport) as e:
             export(inv, "csv", str(tmp_path / "3.csv"), target="privacyidea")
         assert str(e.value) == (
-            "none of the 1 done key(s) can go into this export (privacyIDEA has no token "
+            "none of the 1 done record(s) can go into this export (privacyIDEA has no token "
             "type that checks HMAC-SHA1 challenge-response: export these keys with --for "
             "generic --format chalresp-csv); no file written")
         inv.query("UPDATE records SET state = 'pending'")
@@ -219,7 +224,7 @@ def test_export_to_an_unwritable_place_is_a_clean_error(filled, tmp_path):
 def test_second_export_takes_only_new_records(filled, tmp_path):
     with opened(filled) as inv:
         first = export(inv, "pskc", str(tmp_path / "1.pskc"))
-        assert len(first.exported) == 4
+        assert len(first.serials) == 4
         with pytest.raises(NothingToExport, match="--all"):  # nothing new: no file
             export(inv, "pskc", str(tmp_path / "2.pskc"))
         assert not (tmp_path / "2.pskc").exists()
@@ -227,11 +232,11 @@ def test_second_export_takes_only_new_records(filled, tmp_path):
                      name="hw", sealed="", device="emu:n")
         inv.seal(rec, os.urandom(20))
         inv.claim(rec)
-        inv.update(105, state=State.DONE)
+        inv.update(only(inv, 105).key, state=State.DONE)
         third = export(inv, "pskc", str(tmp_path / "3.pskc"))
-        assert third.exported == [105]
+        assert third.serials == [105]
         again = export(inv, "pskc", str(tmp_path / "4.pskc"), include_exported=True)
-        assert len(again.exported) == 5
+        assert len(again.serials) == 5
         with pytest.raises(InvalidInput, match="exists"):
             export(inv, "pskc", str(tmp_path / "4.pskc"))
         with pytest.raises(InvalidInput):
@@ -244,10 +249,10 @@ def test_a_pskc_export_does_not_hide_keys_from_a_csv_export(filled, tmp_path):
     with opened(filled) as inv:
         export(inv, "pskc", str(tmp_path / "b.pskc"), target="privacyidea")
         csv = export(inv, "csv", str(tmp_path / "b.csv"), target="privacyidea")
-        assert sorted(csv.exported) == [101, 103, 104]
+        assert sorted(csv.serials) == [101, 103, 104]
         # the same format for another target is another export too
         generic = export(inv, "pskc", str(tmp_path / "g.pskc"))
-        assert sorted(generic.exported) == [101, 102, 103, 104]
+        assert sorted(generic.serials) == [101, 102, 103, 104]
         with pytest.raises(NothingToExport):
             export(inv, "csv", str(tmp_path / "again.csv"), target="privacyidea")
         # a reprogrammed key (new secret) is due again for every kind of export
@@ -255,21 +260,25 @@ def test_a_pskc_export_does_not_hide_keys_from_a_csv_export(filled, tmp_path):
                      name="hw", sealed="", device="emu:k103")
         inv.seal(rec, b"R" * 20)
         assert inv.claim(rec, reprogram=True)
-        inv.update(103, state=State.DONE)
-        assert export(inv, "csv", str(tmp_path / "r.csv"), target="privacyidea").exported == [103]
-        assert export(inv, "pskc", str(tmp_path / "r.pskc")).exported == [103]
+        inv.update(only(inv, 103).key, state=State.DONE)
+        assert export(inv, "csv", str(tmp_path / "r.csv"), target="privacyidea").serials == [103]
+        assert export(inv, "pskc", str(tmp_path / "r.pskc")).serials == [103]
     assert (b"R" * 20).hex() in (tmp_path / "r.csv").read_text()
 
 
-def test_legacy_export_marks_count_for_every_format(filled, tmp_path):
-    """An inventory from before per-format state: what an export took stays taken."""
-    with opened(filled) as inv:
-        inv.query("UPDATE records SET exported_at = 1700000000 WHERE serial IN (101, 103)")
-        inv.query("DELETE FROM meta WHERE name = 'export_state'")
-    with opened(filled) as inv:  # opening carries the marks over once
+def test_legacy_export_marks_count_for_every_format(tmp_path):
+    """An inventory from before per-format state: what an export took stays taken (the
+    schema upgrade carries the marks over)."""
+    url = str(tmp_path / "old.db")
+    make_v1_inventory(url, [
+        {"serial": s, "mode": MODES[s].value, "slot": 1, "digits": 8, "name": "hw",
+         "secret": SECRETS[s], "state": "done",
+         "exported_at": 1_700_000_000.0 if s in (101, 103) else None}
+        for s in SECRETS], export_state=False)
+    with opened(url) as inv:
         got = export(inv, "csv", str(tmp_path / "x.csv"), target="privacyidea")
-        assert got.exported == [104]
-        assert sorted(export(inv, "pskc", str(tmp_path / "y.pskc")).exported) == [102, 104]
+        assert got.serials == [104]
+        assert sorted(export(inv, "pskc", str(tmp_path / "y.pskc")).serials) == [102, 104]
 
 
 def test_export_cli_selecting_nothing_exits_1_and_writes_no_file(filled, tmp_path):
@@ -289,7 +298,7 @@ def test_export_cli_selecting_nothing_exits_1_and_writes_no_file(filled, tmp_pat
             "-o", str(tmp_path / "pi.csv"), "--skip-unsupported")
     proc = hwtoken("provision", "export", "-i", filled, "--for", "privacyidea", "--format",
                    "csv", "-o", str(again), "--skip-unsupported", check=1)
-    assert proc.stderr.startswith("error: none of the 1 done key(s) can go into this export")
+    assert proc.stderr.startswith("error: none of the 1 done record(s) can go into this export")
     assert not again.exists()
 
 
@@ -301,12 +310,12 @@ def test_export_cli_leaves_out_what_the_server_cannot_import(filled, tmp_path):
     import json
 
     doc = json.loads(proc.stdout)
-    assert sorted(doc["serials"]) == [101, 103, 104] and list(doc["skipped"]) == ["102"]
+    assert sorted(doc["serials"]) == [101, 103, 104] and list(doc["skipped"]) == ["102/otp:1"]
     assert {k: doc[k] for k in ("path", "format", "target", "count", "encrypted")} == {
         "path": str(out), "format": "pskc", "target": "privacyidea", "count": 3,
         "encrypted": False}
-    assert "chalresp-csv" in doc["skipped"]["102"]
-    assert "left out 1 key(s) (102): privacyIDEA has no token type" in proc.stderr
+    assert "chalresp-csv" in doc["skipped"]["102/otp:1"]
+    assert "left out 1 record(s) (102 slot 1): privacyIDEA has no token type" in proc.stderr
     assert set(read_pskc_serials(out)) == {"UBOM101_1", "UBOA103_hw", "UBOA104_hw"}
     # the challenge-response key goes to its own file; --skip-unsupported: exit 0
     cr = tmp_path / "cr.csv"
@@ -315,7 +324,7 @@ def test_export_cli_leaves_out_what_the_server_cannot_import(filled, tmp_path):
     assert cr.read_text().splitlines() == [
         "# hwtoken challenge-response keys: serial,slot,key(hex),touch",
         f"102,1,{SECRETS[102].hex()},0"]
-    assert "left out 3 key(s)" in proc.stderr
+    assert "left out 3 record(s)" in proc.stderr
 
 
 def read_pskc_serials(path) -> list[str]:
@@ -435,15 +444,15 @@ def test_a_key_reprogrammed_during_an_export_stays_unexported(filled, tmp_path):
                          name="hw", sealed="", device="emu:k101")
             inv.seal(rec, b"N" * 20)
             assert inv.claim(rec, reprogram=True)
-            inv.update(101, state=State.DONE)
+            inv.update(rec.key, state=State.DONE)
             return rows
 
         inv.records = records_then_another_station_reprograms
         first = export(inv, "csv", str(tmp_path / "1.csv"))
         inv.records = real_records
-        assert 101 in first.exported  # the old secret went into the file...
+        assert 101 in first.serials  # the old secret went into the file...
         second = export(inv, "csv", str(tmp_path / "2.csv"))
-        assert second.exported == [101]  # ...and the new one goes into the next export
+        assert second.serials == [101]  # ...and the new one goes into the next export
     assert (b"N" * 20).hex() in (tmp_path / "2.csv").read_text()
 
 
@@ -478,7 +487,8 @@ LINOTP_PASSWORD = "LinOTP takes a PSKC password of 6 to 64 ASCII characters"
 @pytest.mark.parametrize(("fmt", "kw", "message"), [
     ("pskc", {"target": "freeradius"},
      "unknown export target 'freeradius': use one of generic, privacyidea, linotp"),
-    ("xml", {}, "unknown export format 'xml': use one of pskc, csv, yubico-csv, chalresp-csv"),
+    ("xml", {}, "unknown export format 'xml': use one of pskc, csv, yubico-csv, chalresp-csv, "
+                "access-codes"),
     ("yubico-csv", {"target": "privacyidea"}, SERVER_YUBICO_CSV.format("privacyIDEA")),
     ("yubico-csv", {"target": "linotp"}, SERVER_YUBICO_CSV.format("LinOTP")),
     ("chalresp-csv", {"target": "privacyidea"},
@@ -524,7 +534,7 @@ def test_linotp_takes_pskc_passwords_of_6_to_64_characters(filled, tmp_path):
         with opened(filled) as inv:
             result = export(inv, "pskc", str(out), target="linotp", password=password,
                             include_exported=True)
-        assert result.encrypted and sorted(result.exported) == [101, 103, 104]
+        assert result.encrypted and sorted(result.serials) == [101, 103, 104]
         assert {k.serial for k in read_pskc_keys(out, password)} == {
             "UBOM101_1", "UBOA103_hw", "UBOA104_hw"}
 
@@ -556,17 +566,18 @@ def test_left_out_keys_carry_the_reason_and_the_export_that_takes_them(filled, t
         yubico = export(inv, "yubico-csv", str(tmp_path / "y.csv"))
         chalresp = export(inv, "chalresp-csv", str(tmp_path / "c.csv"))
         server = export(inv, "pskc", str(tmp_path / "p.pskc"), target="privacyidea")
-    assert csv.skipped == {102: "the OATH CSV has no challenge-response type: export these "
-                                "keys with --format chalresp-csv"}
+    assert by_serial(csv.skipped) == {102: "the OATH CSV has no challenge-response type: "
+                                           "export these keys with --format chalresp-csv"}
     only_slots = "the Yubico format covers OTP slots only (use pskc or csv)"
-    assert yubico.skipped == {103: only_slots, 104: only_slots}
+    assert by_serial(yubico.skipped) == {103: only_slots, 104: only_slots}
     only_chalresp = "chalresp-csv holds challenge-response slots only (use pskc or csv)"
-    assert chalresp.skipped == {101: only_chalresp, 103: only_chalresp, 104: only_chalresp}
-    assert server.skipped == {102: "privacyIDEA has no token type that checks HMAC-SHA1 "
-                                   "challenge-response: export these keys with --for generic "
-                                   "--format chalresp-csv"}
-    assert yubico.to_json()["skipped"] == {"103": only_slots, "104": only_slots}
-    assert (csv.exported, yubico.exported, chalresp.exported) == ([101, 103, 104], [101, 102],
+    assert by_serial(chalresp.skipped) == {101: only_chalresp, 103: only_chalresp,
+                                           104: only_chalresp}
+    assert by_serial(server.skipped) == {102: "privacyIDEA has no token type that checks "
+                                              "HMAC-SHA1 challenge-response: export these "
+                                              "keys with --for generic --format chalresp-csv"}
+    assert yubico.to_json()["skipped"] == {"103/oath:hw": only_slots, "104/oath:hw": only_slots}
+    assert (csv.serials, yubico.serials, chalresp.serials) == ([101, 103, 104], [101, 102],
                                                                   [102])
 
 

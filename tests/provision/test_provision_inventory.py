@@ -8,7 +8,7 @@ import os
 import stat
 
 import pytest
-from provision_helpers import PASSPHRASE, opened
+from provision_helpers import PASSPHRASE, only, opened
 
 from hwtoken.errors import InvalidInput
 from hwtoken.provision.inventory import RecordBusy, open_inventory
@@ -29,11 +29,11 @@ def test_claim_is_unique_and_reprogram_replaces(inventory_url):
         again = _record(4242)
         inv.seal(again, b"B" * 20)
         assert not inv.claim(again)
-        assert inv.secret(inv.get(4242)) == b"A" * 20
-        inv.update(4242, state=State.DONE, counter=3)
-        inv.mark_exported({4242: inv.get(4242).sealed}, "generic:pskc")
+        assert inv.secret(only(inv, 4242)) == b"A" * 20
+        inv.update(only(inv, 4242).key, state=State.DONE, counter=3)
+        inv.mark_exported({only(inv, 4242).key: only(inv, 4242).sealed}, "generic:pskc")
         assert inv.claim(again, reprogram=True)
-        got = inv.get(4242)
+        got = only(inv, 4242)
         assert got.state is State.PENDING and got.exported_at is None and got.counter == 0
         assert inv.secret(got) == b"B" * 20
         assert inv.counts() == {"pending": 1, "done": 0, "exported": 0}
@@ -77,7 +77,7 @@ def test_key_file_inventory(tmp_path):
         with pytest.raises(InvalidInput, match="key file"):
             inv.unlock(Unlocker(passphrase=PASSPHRASE))
         inv.unlock(Unlocker(key_file=key_file))
-        assert inv.secret(inv.get(99)) == b"k" * 20
+        assert inv.secret(only(inv, 99)) == b"k" * 20
 
 
 
@@ -161,7 +161,7 @@ def test_lost_postgres_connection_is_a_clean_error(pg_server):
         with pytest.raises(InventoryUnavailable, match="lost the inventory"):
             inv.claim(rec)
     with opened(url) as inv:  # nothing half-written
-        assert inv.get(77) is None
+        assert only(inv, 77) is None
 
 
 def test_sqlite_is_wal_with_synchronous_full(tmp_path):

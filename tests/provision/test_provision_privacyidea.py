@@ -11,6 +11,7 @@ and never twice. One privacyIDEA (Flask test client, SQLite) per module, driven 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from provision_helpers import hwtoken, opened
+from provision_helpers import PASSPHRASE, hwtoken, opened
 
 from hwtoken import paths
 from hwtoken.provision.export import token_serial
@@ -108,23 +109,29 @@ def batch(tmp_path_factory):
     """One inventory holding the batch, its virtual keys in a state dir of their own."""
     state = tmp_path_factory.mktemp("pi-keys")
     url = str(state / "inventory.db")
+    with keys_in(state), opened(url) as inv:
+        for prefix, spec in BATCH.items():
+            summary = Provisioner(inv, programmer_for).run(spec, VirtualPool(1, prefix))
+            assert summary.counts() == {"done": 1}, summary.to_json()
+        records = {r.mode if r.mode is not Mode.HOTP else f"hotp{r.digits}": r
+                   for r in inv.records(states=[State.DONE])}
+    return {"url": url, "state": state, "records": records}
+
+
+@contextlib.contextmanager
+def keys_in(state: Path):
+    """Virtual keys in ``state`` (a module's own state dir), for code in this process."""
     old = os.environ.get("HWTOKEN_STATE_DIR")
     os.environ["HWTOKEN_STATE_DIR"] = str(state)
     paths.set_state_dir(None)
     try:
-        with opened(url) as inv:
-            for prefix, spec in BATCH.items():
-                summary = Provisioner(inv, programmer_for).run(spec, VirtualPool(1, prefix))
-                assert summary.counts() == {"done": 1}, summary.to_json()
-            records = {r.mode if r.mode is not Mode.HOTP else f"hotp{r.digits}": r
-                       for r in inv.records(states=[State.DONE])}
+        yield
     finally:
         if old is None:
             os.environ.pop("HWTOKEN_STATE_DIR", None)
         else:
             os.environ["HWTOKEN_STATE_DIR"] = old
         paths.set_state_dir(None)
-    return {"url": url, "state": state, "records": records}
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +181,7 @@ def export_and_load(privacyidea, batch, tmp_path, name: str) -> dict:
         load = {**load, "psk": psk}
     out = tmp_path / f"batch.{name}"
     proc = export(batch, out, *args, "--skip-unsupported", env=env)
-    assert "left out 1 key(s)" in proc.stderr and "chalresp-csv" in proc.stderr
+    assert "left out 1 record(s)" in proc.stderr and "chalresp-csv" in proc.stderr
     return privacyidea("load", path=str(out), **load)
 
 
@@ -298,3 +305,80 @@ def _docs_luks_recipe() -> str:
     (line,) = [ln for ln in text.splitlines() if "> luks.csv" in ln]
     assert shutil.which("awk")
     return line.strip().removeprefix("$ ")
+
+
+# -- Yubico OTP: privacyIDEA's yubikey token ----------------------------------------------------
+@pytest.fixture(scope="module")
+def yubiotp_batch(tmp_path_factory):
+    """Two keys in Yubico OTP mode (slot 2 and slot 1), programmed by `provision run` as a
+    real process: public IDs from the serial and at random."""
+    state = tmp_path_factory.mktemp("pi-yubiotp")
+    url = str(state / "inventory.db")
+    env = {"HWTOKEN_STATE_DIR": str(state), "HWTOKEN_INVENTORY_PASSPHRASE": PASSPHRASE}
+    hwtoken("provision", "run", "-i", url, "-m", "yubiotp", "--virtual", "1", env=env)
+    hwtoken("provision", "run", "-i", url, "-m", "yubiotp:1", "--public-id", "random",
+            "--virtual", "2", env=env)  # the first key: its slot 1 too
+    with opened(url) as inv:
+        records = inv.records(states=[State.DONE])
+        secrets = {r.key: inv.secret(r) for r in records}
+    assert len(records) == 3
+    return {"url": url, "state": state, "records": records, "secrets": secrets}
+
+
+def typed_otp(rec: Record, state: Path) -> str:
+    """Touch the virtual key's slot: the OTP it types, read from its HID keyboard interface
+    (boot-keyboard reports over USB/IP, decoded as a host's keyboard driver would)."""
+    from hwtoken.yubikey.device import open_key
+
+    with keys_in(state), open_key(rec.device) as key:
+        return key.touch(rec.slot).strip()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "pskc"])
+def test_yubico_otp_keys_validate_once_in_privacyideas_yubikey_token(privacyidea, yubiotp_batch,
+                                                                     tmp_path, fmt):
+    out = tmp_path / f"yubiotp.{fmt}"
+    hwtoken("provision", "export", "-i", yubiotp_batch["url"], "--for", "privacyidea",
+            "--format", fmt, "--all", "-o", str(out))
+    loaded = privacyidea("load", path=str(out), type="oathcsv" if fmt == "csv" else "pskc")
+    assert loaded["status"] == 200 and loaded["value"] == {"n_imported": 3,
+                                                           "n_not_imported": 0}, loaded
+    tokens = privacyidea.tokens()
+    records = yubiotp_batch["records"]
+    assert set(tokens) == {f"UBAM{r.serial}_{r.slot}" for r in records}
+    for rec in records:
+        assert tokens[token_serial(rec)]["type"] == "yubikey"
+        assert tokens[token_serial(rec)]["otplen"] == 44
+        otp = typed_otp(rec, yubiotp_batch["state"])
+        assert otp.startswith(rec.params["public_id"]) and len(otp) == 44
+        first = privacyidea("check", serial=token_serial(rec), **{"pass": otp})
+        assert first["value"] is True, (rec.key, first)
+        replay = privacyidea("check", serial=token_serial(rec), **{"pass": otp})
+        assert replay["value"] is False, (rec.key, replay)
+        # the next touch types a new OTP, which is valid once again
+        nxt = typed_otp(rec, yubiotp_batch["state"])
+        assert privacyidea("check", serial=token_serial(rec), **{"pass": nxt})["value"] is True
+    # an OTP of one key never opens another's token (another AES key)
+    a, b = records[0], records[1]
+    wrong = privacyidea("check", serial=token_serial(b),
+                        **{"pass": typed_otp(a, yubiotp_batch["state"])})
+    assert wrong["value"] is False
+
+
+def test_the_personalization_tools_format_imports_as_yubikey_tokens(privacyidea, yubiotp_batch,
+                                                                    tmp_path):
+    """--format yubico-csv (generic) is the Personalization Tool's log, which privacyIDEA's
+    "Yubikey CSV" import reads: Yubico OTP rows become yubikey tokens UBAM<serial>_X (that
+    format names no slot), and they validate."""
+    out = tmp_path / "yubico.csv"
+    hwtoken("provision", "export", "-i", yubiotp_batch["url"], "--format", "yubico-csv",
+            "--all", "-o", str(out))
+    assert privacyidea("load", path=str(out), type="yubikeycsv")["status"] == 200
+    tokens = privacyidea.tokens()
+    slot2 = next(r for r in yubiotp_batch["records"] if r.slot == 2)
+    # two keys, one of them with two slots: the format keeps one token per serial
+    assert {t["type"] for t in tokens.values()} == {"yubikey"}
+    assert f"UBAM{slot2.serial}_X" in tokens
+    other = next(r for r in yubiotp_batch["records"] if r.serial != slot2.serial)
+    otp = typed_otp(other, yubiotp_batch["state"])
+    assert privacyidea("check", serial=f"UBAM{other.serial}_X", **{"pass": otp})["value"]

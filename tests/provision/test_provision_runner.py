@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 import pytest
-from provision_helpers import PASSPHRASE, held_by_another_station, opened
+from provision_helpers import PASSPHRASE, held_by_another_station, only, opened
 
 from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
@@ -22,7 +22,7 @@ from hwtoken.errors import DeviceBusy, DeviceError, SetupError
 from hwtoken.otp import hotp_code
 from hwtoken.provision import runner
 from hwtoken.provision.inventory import InventoryUnavailable, open_inventory
-from hwtoken.provision.model import Mode, Record, Spec, State
+from hwtoken.provision.model import Material, Mode, Record, Spec, State
 from hwtoken.provision.programmers import AppletProgrammer
 from hwtoken.provision.protocol import Device, NotProgrammed
 from hwtoken.provision.runner import Outcome, Provisioner, Summary
@@ -104,7 +104,7 @@ def _pending(inv, name: str, step: str, spec: Spec = CHALRESP) -> Record:
     """Key ``name`` left pending by a run that crashed right after ``step``."""
     with pytest.raises(_Crash):  # the crash passes through the runner untouched
         Provisioner(inv, applet, hook=_crash_after(step)).run(spec, VirtualPool(1, prefix=name))
-    rec = inv.get(virtual_serial(pool_name(1, name)))
+    rec = only(inv, virtual_serial(pool_name(1, name)))
     assert rec is not None and rec.state is State.PENDING
     assert rec.last_error is None  # a crash is not a key failure
     return rec
@@ -173,9 +173,10 @@ class _Failing:
             exc = self.exc
 
             class Conn:
-                def program(self, spec, secret):
+                def program(self, spec, material, access):
                     raise exc
 
+                occupant = staticmethod(conn.occupant)
                 calculate = staticmethod(conn.calculate)
 
             yield Conn()
@@ -190,9 +191,11 @@ class _WritesAnotherSecret:
     def connect(self, device: Device):
         with AppletProgrammer().connect(device) as conn:
             class Conn:
-                def program(self, spec, secret):
-                    conn.program(spec, bytes(b ^ 1 for b in secret))
+                def program(self, spec, material, access):
+                    conn.program(spec, Material(bytes(b ^ 1 for b in material.secret)),
+                                 access)
 
+                occupant = staticmethod(conn.occupant)
                 calculate = staticmethod(conn.calculate)
 
             yield Conn()
@@ -204,7 +207,7 @@ def test_resume_completes_a_key_that_holds_its_recorded_secret_without_reprogram
     assert rec.attempts == 1 and rec.programmed_at is not None
     summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", False)]
-    after = inv.get(rec.serial)
+    after = only(inv, rec.key)
     assert after.state is State.DONE and after.last_error is None
     assert (after.attempts, after.programmed_at) == (1, rec.programmed_at)  # not written again
     assert _holds(after, inv.secret(after))
@@ -217,7 +220,7 @@ def test_resume_programs_a_key_recorded_but_never_programmed_with_the_recorded_s
     assert not _holds(rec, secret)  # recorded first: the crash left the key untouched
     summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
-    after = inv.get(rec.serial)
+    after = only(inv, rec.key)
     assert after.state is State.DONE and after.attempts == 1 and after.programmed_at
     assert after.sealed == rec.sealed and _holds(after, secret)  # the same secret
 
@@ -229,7 +232,7 @@ def test_resume_reports_a_missing_key_on_its_record_and_in_the_event_log(inv):
     summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "missing", MISSING)]
     assert summary.exit_code == 1
-    after = inv.get(rec.serial)
+    after = only(inv, rec.key)
     assert after.state is State.PENDING and after.last_error == MISSING
     last = inv.last_error()
     assert (last["serial"], last["message"]) == (rec.serial, MISSING)
@@ -239,14 +242,14 @@ def test_resume_reports_a_damaged_record_and_leaves_its_key_alone(inv):
     first = _pending(inv, "dmg", "program")
     second = _pending(inv, "ok", "program")
     secret = inv.secret(first)
-    inv.update(first.serial, sealed=second.sealed)  # sealed for another key: cannot open
+    inv.update(first.key, sealed=second.sealed)  # sealed for another key: cannot open
     summary = Provisioner(inv, applet).resume(RecordedKeys())
-    msg = inv.get(first.serial).last_error
+    msg = only(inv, first.key).last_error
     assert msg.startswith("cannot open a sealed secret")
     assert summary.outcomes == [Outcome(first.serial, first.device, "failed", msg),
                                 Outcome(second.serial, second.device, "done", "", False)]
     assert (inv.last_error()["serial"], inv.last_error()["message"]) == (first.serial, msg)
-    assert inv.get(first.serial).state is State.PENDING
+    assert only(inv, first.key).state is State.PENDING
     assert _holds(first, secret)  # not overwritten with anything
 
 
@@ -256,7 +259,7 @@ def test_resume_reports_a_key_another_program_keeps_open_as_busy(inv, no_busy_wa
         summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "busy", busy_msg)]
     assert summary.exit_code == 1
-    after = inv.get(rec.serial)  # busy is not the key's fault: nothing recorded against it
+    after = only(inv, rec.key)  # busy is not the key's fault: nothing recorded against it
     assert after.state is State.PENDING and after.last_error is None and after.attempts == 1
     assert inv.last_error() is None
     assert Provisioner(inv, applet).resume(RecordedKeys()).counts() == {"done": 1}
@@ -290,7 +293,7 @@ def test_resume_goes_on_retrying_after_a_record_another_station_settled(inv, tmp
 
     def settled_elsewhere() -> None:  # another station finished the first key meanwhile
         with contextlib.closing(_other_station(tmp_path)) as other:
-            other.update(first.serial, state=State.DONE)
+            other.update(first.key, state=State.DONE)
 
     clock.at(1, settled_elsewhere)
     with _busy(clock, [first, second], until=1):
@@ -313,7 +316,7 @@ def test_resume_reports_a_key_failing_while_being_reprogrammed_as_reprogrammed(i
     failing = _Failing(DeviceError("cable pulled"))
     summary = Provisioner(inv, lambda s, d: failing).resume(RecordedKeys())
     assert summary.outcomes == [
-        Outcome(rec.serial, rec.device, "failed", "DeviceError: cable pulled", True)]
+        Outcome(rec.serial, rec.device, "failed", "cable pulled", True)]
 
 
 def _other_station(tmp_path):
@@ -335,7 +338,7 @@ def test_resume_leaves_alone_a_record_another_station_settled_meanwhile(inv, tmp
     ours = Provisioner(inv, applet, on_outcome=other_station_resumes).resume(RecordedKeys())
     assert ours.outcomes == [Outcome(first.serial, first.device, "done", "", False)]
     assert theirs[0].outcomes == [Outcome(second.serial, second.device, "done", "", True)]
-    assert inv.get(second.serial).attempts == 1  # programmed once, by the other station
+    assert only(inv, second.key).attempts == 1  # programmed once, by the other station
 
 
 def test_resume_skips_a_busy_record_another_station_settled_while_it_waited(inv, tmp_path,
@@ -350,16 +353,16 @@ def test_resume_skips_a_busy_record_another_station_settled_while_it_waited(inv,
         clock.at(1, other_station_finishes)
         summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == []  # settled elsewhere: nothing to report here
-    assert inv.get(rec.serial).state is State.DONE
+    assert only(inv, rec.key).state is State.DONE
 
 
 def test_resume_reports_a_key_that_cannot_be_opened_without_the_library_message(inv):
     rec = _pending(inv, "lib", "program")
     broken = _Failing(RuntimeError("libusb said secret=abc"), on="connect")
     summary = Provisioner(inv, lambda s, d: broken).resume(RecordedKeys())
-    msg = "unexpected RuntimeError from the key's client library"
+    msg = "the key's client library failed unexpectedly"
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "failed", msg)]
-    assert inv.get(rec.serial).last_error == msg
+    assert only(inv, rec.key).last_error == msg
     assert (inv.last_error()["serial"], inv.last_error()["message"]) == (rec.serial, msg)
 
 
@@ -367,7 +370,7 @@ def test_resume_reprograms_a_key_that_answers_wrong_and_reports_it_if_it_still_d
     rec = _pending(inv, "bad", "record")
     summary = Provisioner(inv, lambda s, d: _WritesAnotherSecret()).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "failed", MISMATCH, True)]
-    after = inv.get(rec.serial)
+    after = only(inv, rec.key)
     assert after.state is State.PENDING and after.last_error == MISMATCH
     assert after.attempts == 1
     assert inv.last_error()["serial"] == rec.serial
@@ -380,7 +383,7 @@ def test_each_step_is_durable_before_the_next_one_starts(inv):
     seen = []
 
     def hook(step: str, rec: Record) -> None:
-        stored = inv.get(rec.serial)
+        stored = only(inv, rec.key)
         assert stored is not None, f"nothing recorded at {step}"
         assert inv.secret(stored)  # the secret is in the inventory from the first step on
         assert stored.station == runner.station_id()  # who is programming it, from the start
@@ -412,8 +415,8 @@ def test_the_record_names_the_station_that_last_programmed_the_key(inv):
     other = Provisioner(inv, applet)
     other.station = "bench-2:4242"
     assert other.resume(RecordedKeys()).counts() == {"done": 2}
-    assert inv.get(programmed.serial).station == programmed.station  # only checked here
-    assert inv.get(recorded.serial).station == "bench-2:4242"  # programmed here
+    assert only(inv, programmed.key).station == programmed.station  # only checked here
+    assert only(inv, recorded.key).station == "bench-2:4242"  # programmed here
 
 
 def test_a_key_another_station_claimed_while_it_was_being_opened_is_refused(inv, tmp_path):
@@ -441,7 +444,7 @@ def test_a_key_another_station_claimed_while_it_was_being_opened_is_refused(inv,
     (rec,) = theirs
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "refused",
                                         "claimed by another station")]
-    stored = inv.get(rec.serial)
+    stored = only(inv, rec.key)
     assert (stored.sealed, stored.station) == (rec.sealed, "bench-2:4242")
     with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn, \
             pytest.raises(NotProgrammed):  # this station wrote nothing to the key
@@ -457,34 +460,34 @@ def test_hotp_records_the_counter_after_the_codes_its_checks_used(inv):
     rec = _pending(inv, "hotp2", "verify", spec)
     assert rec.counter == 0
     Provisioner(inv, applet).resume(RecordedKeys())
-    after = inv.get(rec.serial)
+    after = only(inv, rec.key)
     assert after.state is State.DONE and after.counter == 2
     with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn:
         assert conn.calculate(spec, None) == hotp_code(inv.secret(after), 2, 6)
 
 
-def test_a_key_failing_with_a_known_error_shows_its_kind_and_message(inv):
+def test_a_key_failing_with_a_known_error_shows_its_message(inv):
     failing = _Failing(DeviceError("cable pulled"))
     summary = Provisioner(inv, lambda s, d: failing).run(CHALRESP, VirtualPool(1, prefix="f"))
     (outcome,) = summary.outcomes
-    assert (outcome.result, outcome.message) == ("failed", "DeviceError: cable pulled")
-    rec = inv.get(outcome.serial)
-    assert rec.state is State.PENDING and rec.last_error == "DeviceError: cable pulled"
+    assert (outcome.result, outcome.message) == ("failed", "cable pulled")  # no class name
+    rec = only(inv, outcome.serial)
+    assert rec.state is State.PENDING and rec.last_error == "cable pulled"
     assert rec.attempts == 0 and rec.programmed_at is None  # the write never happened
     assert inv.last_error()["serial"] == rec.serial
     # the cable is fixed: resume programs it and clears the error
     settled = Provisioner(inv, applet).resume(RecordedKeys())
     assert settled.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
-    after = inv.get(rec.serial)
+    after = only(inv, rec.key)
     assert after.last_error is None and after.state is State.DONE and after.attempts == 1
 
 
 def test_a_key_failing_with_a_library_error_shows_no_library_text(inv):
     failing = _Failing(ValueError("bad frame 0x01 secret=abc"))
     summary = Provisioner(inv, lambda s, d: failing).run(CHALRESP, VirtualPool(1, prefix="v"))
-    msg = "unexpected ValueError from the key's client library"
+    msg = "the key's client library failed unexpectedly"  # no class name, no library text
     assert [(o.result, o.message) for o in summary.outcomes] == [("failed", msg)]
-    assert inv.get(summary.outcomes[0].serial).last_error == msg
+    assert only(inv, summary.outcomes[0].serial).last_error == msg
 
 
 def test_a_key_that_stores_another_secret_fails_its_check(inv):
@@ -492,19 +495,19 @@ def test_a_key_that_stores_another_secret_fails_its_check(inv):
         CHALRESP, VirtualPool(1, prefix="w"))
     (outcome,) = summary.outcomes
     assert (outcome.result, outcome.message, outcome.reprogrammed) == ("failed", MISMATCH, False)
-    rec = inv.get(outcome.serial)
+    rec = only(inv, outcome.serial)
     assert rec.state is State.PENDING and rec.last_error == MISMATCH and rec.attempts == 1
     assert summary.exit_code == 1
     # resumed with a key that keeps what it is given: programmed a second time, and counted
     settled = Provisioner(inv, applet).resume(RecordedKeys())
     assert [(o.result, o.reprogrammed) for o in settled.outcomes] == [("done", True)]
-    assert inv.get(rec.serial).attempts == 2
+    assert only(inv, rec.key).attempts == 2
 
 
 def test_a_key_that_cannot_be_opened_leaves_only_an_event(inv):
     broken = _Failing(OSError("no such device"), on="connect")
     summary = Provisioner(inv, lambda s, d: broken).run(CHALRESP, VirtualPool(1, prefix="u"))
-    msg = "unexpected OSError from the key's client library"
+    msg = "the key's client library failed unexpectedly"
     (device,) = VirtualPool(1, prefix="u").arrivals()
     assert summary.outcomes == [Outcome(device.serial, device.spec, "failed", msg)]
     assert inv.records() == []
@@ -517,7 +520,7 @@ def test_a_setup_error_stops_the_run_and_is_logged(inv):
         Provisioner(inv, lambda s, d: broken).run(CHALRESP, VirtualPool(2, prefix="s"))
     assert inv.records() == []
     last = inv.last_error()
-    assert last["message"] == "SetupError: pcscd is not running (run stopped)"
+    assert last["message"] == "pcscd is not running (run stopped)"
     assert last["serial"] == virtual_serial(pool_name(1, "s"))
     assert virtual_serial(pool_name(2, "s")) is None  # the second key was never reached
 
@@ -538,7 +541,7 @@ def test_a_busy_key_is_reported_after_the_others_and_leaves_no_record(inv, no_bu
         summary = Provisioner(inv, applet).run(CHALRESP, pool)
     assert summary.outcomes == [Outcome(second.serial, second.spec, "done"),
                                 Outcome(first.serial, first.spec, "busy", busy_msg)]
-    assert inv.get(first.serial) is None  # opened before recording: nothing half-done
+    assert only(inv, first.serial) is None  # opened before recording: nothing half-done
 
 
 def test_a_busy_key_is_retried_after_the_others(inv, clock):
@@ -558,7 +561,7 @@ def test_a_run_stops_at_count_done_keys_without_retrying_busy_ones(inv, clock):
     assert [o.result for o in summary.outcomes] == ["done"]
     assert clock.sleeps == 0  # nor waits for them
     assert summary.outcomes[0].serial == virtual_serial(pool_name(2, "c"))
-    assert inv.get(first.serial) is None
+    assert only(inv, first.serial) is None
     assert virtual_serial(pool_name(3, "c")) is None  # never reached
 
 
@@ -568,7 +571,7 @@ def test_a_run_stops_at_count_also_among_keys_retried_after_being_busy(inv, cloc
     with _busy(clock, [_record_of(d) for d in devices], until=1):
         summary = Provisioner(inv, applet).run(CHALRESP, pool, count=1)
     assert [(o.serial, o.result) for o in summary.outcomes] == [(devices[0].serial, "done")]
-    assert inv.get(devices[1].serial) is None  # one key asked for, one programmed
+    assert only(inv, devices[1].serial) is None  # one key asked for, one programmed
 
 
 def test_a_key_still_busy_at_the_deadline_is_reported_after_retrying_it(inv, clock):
@@ -578,7 +581,7 @@ def test_a_key_still_busy_at_the_deadline_is_reported_after_retrying_it(inv, clo
     assert summary.outcomes == [Outcome(device.serial, device.spec, "busy", busy_msg)]
     assert clock.sleeps == 2  # retried after 1 s and at the deadline (2 s), then reported
     assert summary.seconds == 2.0
-    assert inv.get(device.serial) is None
+    assert only(inv, device.serial) is None
 
 
 def test_a_key_busy_for_several_retries_is_done_once_free(inv, clock):
@@ -606,7 +609,7 @@ def test_a_busy_key_retried_is_reprogrammed_when_the_run_reprograms(inv, clock):
     with _busy(clock, [old], until=1):
         summary = Provisioner(inv, applet).run(CHALRESP, pool, reprogram=True)
     assert summary.outcomes == [Outcome(old.serial, old.device, "done")]
-    new = inv.get(old.serial)
+    new = only(inv, old.key)
     assert new.sealed != old.sealed and _holds(new, inv.secret(new))
 
 
@@ -617,7 +620,7 @@ def test_a_run_counts_every_key_done_on_retry_towards_count(inv, clock):
         summary = Provisioner(inv, applet).run(CHALRESP, pool, count=2)
     assert [(o.serial, o.result) for o in summary.outcomes] == [
         (devices[0].serial, "done"), (devices[1].serial, "done")]
-    assert inv.get(devices[2].serial) is None  # two keys asked for, two programmed
+    assert only(inv, devices[2].serial) is None  # two keys asked for, two programmed
 
 
 def test_refused_keys_do_not_count_towards_count(inv):
@@ -635,11 +638,12 @@ def test_keys_already_recorded_are_refused_with_what_to_do(inv):
     pending = again.run(CHALRESP, VirtualPool(1, prefix="p")).outcomes[0]
     done = again.run(CHALRESP, VirtualPool(1, prefix="d")).outcomes[0]
     assert pending == Outcome(
-        rec.serial, rec.device, "refused", "already in the inventory (pending); pending "
-        "from an earlier run: `hwtoken provision resume` settles it")
+        rec.serial, rec.device, "refused", "slot 2 is already in the inventory (pending); "
+        "pending from an earlier run: `hwtoken provision resume` settles it")
     assert done == Outcome(
         done_rec.serial, done_rec.device, "refused",
-        "already in the inventory (done); use --reprogram to program it again")
+        "slot 2 is already in the inventory (done); use --reprogram to program it again")
+    assert (pending.reason, done.reason) == ("recorded", "recorded")
     assert Summary([pending, done]).exit_code == 1  # keys came, none ended done
 
 
@@ -648,22 +652,23 @@ def test_provision_refuses_a_recorded_key_unless_asked_to_reprogram(inv):
     Provisioner(inv, applet).provision(CHALRESP, device)
     (old,) = inv.records()
     assert Provisioner(inv, applet).provision(CHALRESP, device).result == "refused"
-    assert inv.get(old.serial).sealed == old.sealed
+    assert only(inv, old.key).sealed == old.sealed
     assert Provisioner(inv, applet).provision(CHALRESP, device, reprogram=True).result == "done"
 
 
 def test_reprogram_replaces_the_secret_in_the_same_place_only(inv):
     Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="x"))
     (old,) = inv.records()
+    # another place on the same key is a record of its own: the slot-2 one stays
     other_place = Provisioner(inv, applet).run(Spec(Mode.CHALRESP, slot=1),
                                                VirtualPool(1, prefix="x"), reprogram=True)
-    assert other_place.outcomes == [Outcome(
-        old.serial, old.device, "refused", "its record is for slot 2, which would keep a "
-        "secret the inventory forgets; reprogram slot 2 or leave this key out")]
-    assert inv.get(old.serial).sealed == old.sealed
+    assert other_place.outcomes == [Outcome(old.serial, old.device, "done")]
+    assert (other_place.outcomes[0].application, other_place.outcomes[0].target) == ("otp", "1")
+    assert only(inv, old.key).sealed == old.sealed
+    assert [r.target for r in inv.records()] == ["2", "1"]
     same = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="x"), reprogram=True)
     assert same.outcomes == [Outcome(old.serial, old.device, "done")]
-    new = inv.get(old.serial)
+    new = only(inv, old.key)
     assert new.sealed != old.sealed and new.state is State.DONE
     assert _holds(new, inv.secret(new)) and not _holds(new, inv.secret(old))
 
@@ -716,14 +721,179 @@ def test_summary_exit_code(results, code):
 
 
 def test_summary_and_outcome_as_json():
-    summary = Summary([Outcome(7, "emu:a", "done"), Outcome(8, "usb:8", "failed", "why", True),
-                       Outcome(9, "emu:c", "done")], seconds=1.23456)
+    summary = Summary([Outcome(7, "emu:a", "done", application="otp", target="2",
+                               mode="chalresp"),
+                       Outcome(8, "usb:8", "failed", "why", True),
+                       Outcome(9, "emu:c", "refused", "held", reason="occupied"),
+                       Outcome(9, "emu:c", "refused", "held", reason="occupied")],
+                      seconds=1.23456)
     assert summary.to_json() == {
-        "counts": {"done": 2, "failed": 1}, "seconds": 1.235,
+        "counts": {"done": 1, "failed": 1, "refused": 2}, "refused": {"occupied": 2},
+        "keys_seen": 3, "seconds": 1.235,
         "keys": [
-            {"serial": 7, "device": "emu:a", "result": "done", "message": "",
+            {"serial": 7, "device": "emu:a", "application": "otp", "target": "2",
+             "mode": "chalresp", "result": "done", "reason": None, "message": "",
              "reprogrammed": False},
-            {"serial": 8, "device": "usb:8", "result": "failed", "message": "why",
-             "reprogrammed": True},
-            {"serial": 9, "device": "emu:c", "result": "done", "message": "",
+            {"serial": 8, "device": "usb:8", "application": "", "target": "", "mode": "",
+             "result": "failed", "reason": None, "message": "why", "reprogrammed": True},
+            {"serial": 9, "device": "emu:c", "application": "", "target": "", "mode": "",
+             "result": "refused", "reason": "occupied", "message": "held",
+             "reprogrammed": False},
+            {"serial": 9, "device": "emu:c", "application": "", "target": "", "mode": "",
+             "result": "refused", "reason": "occupied", "message": "held",
              "reprogrammed": False}]}
+
+
+# -- several places per key, what a key holds, access codes, typed codes ------------------------
+PLAN = [Spec(Mode.CHALRESP, slot=1), Spec(Mode.HOTP, slot=2)]
+
+
+def _foreign(inv_path, prefix: str, spec: Spec = CHALRESP) -> Record:
+    """Key ``prefix``-0001 programmed by another inventory (another batch, a typo)."""
+    with opened(str(inv_path)) as other:
+        Provisioner(other, applet).run(spec, VirtualPool(1, prefix=prefix))
+        (rec,) = other.records()
+    return rec
+
+
+def test_a_key_holding_a_place_this_inventory_did_not_write_is_refused_whole(inv, tmp_path):
+    theirs = _foreign(tmp_path / "theirs.db", "occ")
+    asked: list[tuple[int, list[str]]] = []
+
+    def no(device: Device, occupied: list[str]) -> bool:
+        asked.append((device.serial, occupied))
+        return False
+
+    summary = Provisioner(inv, applet).run(PLAN, VirtualPool(1, prefix="occ"), overwrite=no)
+    msg = "slot 2 is programmed (challenge-response)"
+    assert asked == [(theirs.serial, [msg])]
+    assert [(o.target, o.result, o.reason) for o in summary.outcomes] == [
+        ("1", "refused", "occupied"), ("2", "refused", "occupied")]
+    assert summary.outcomes[0].message == (f"{msg}, which this inventory did not write: pass "
+                                           "--overwrite to replace it")
+    assert summary.refusals() == {"occupied": 2} and summary.exit_code == 1
+    assert inv.records() == []
+    with AppletProgrammer().connect(Device(theirs.serial, theirs.device)) as conn:
+        assert conn.occupant(Spec(Mode.CHALRESP, slot=1)) is None  # slot 1 not written
+    # told to: both places written, each a record of its own
+    yes = Provisioner(inv, applet).run(PLAN, VirtualPool(1, prefix="occ"), overwrite=True)
+    assert [(o.target, o.mode, o.result) for o in yes.outcomes] == [
+        ("1", "chalresp", "done"), ("2", "hotp", "done")]
+    assert sorted(r.key for r in inv.records()) == [(theirs.serial, "otp", "1"),
+                                                     (theirs.serial, "otp", "2")]
+
+
+def test_this_inventorys_own_places_are_not_foreign(inv):
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="own"))
+    told = []
+    again = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="own"),
+                                         reprogram=True,
+                                         overwrite=lambda d, o: told.append(o) or False)
+    assert told == [] and [o.result for o in again.outcomes] == ["done"]
+
+
+def test_each_record_is_told_as_soon_as_it_is_done(inv):
+    told: list[Outcome] = []
+
+    def hook(step: str, rec: Record) -> None:
+        if step == "record" and rec.slot == 2:
+            assert [(o.target, o.result) for o in told] == [("1", "done")]
+
+    Provisioner(inv, applet, hook=hook, on_outcome=told.append).run(
+        PLAN, VirtualPool(1, prefix="tell"))
+    assert [(o.target, o.result) for o in told] == [("1", "done"), ("2", "done")]
+
+
+def test_a_key_without_a_serial_is_refused_as_such(inv):
+    class NoSerial:
+        def arrivals(self):
+            yield Device(None, "usb", model="Security Key NFC", interfaces=frozenset({"fido"}))
+
+        def present(self, record):  # pragma: no cover
+            return None
+
+    summary = Provisioner(inv, applet).run(CHALRESP, NoSerial())
+    assert summary.outcomes == [Outcome(None, "usb", "refused", "Security Key NFC shows no "
+                                        "serial number, so its records could not be told "
+                                        "apart: take it out")]
+    assert summary.outcomes[0].reason == "no-serial" and inv.records() == []
+
+
+def test_random_access_codes_are_per_slot_and_sealed(inv):
+    from hwtoken.provision.model import RANDOM
+
+    Provisioner(inv, applet).run(PLAN, VirtualPool(2, prefix="ac"), new_access_code=RANDOM)
+    codes = {r.key: inv.access_code(r) for r in inv.records()}
+    assert len(codes) == 4 and len(set(codes.values())) == 4
+    for rec in inv.records():
+        key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
+        try:
+            assert key.otp.slot_config(rec.slot).acc_code == codes[rec.key]
+        finally:
+            key.close()
+
+
+def test_a_slot_protected_by_an_unknown_code_is_refused_and_counted(inv, tmp_path):
+    with opened(str(tmp_path / "theirs.db")) as other:
+        Provisioner(other, applet).run(CHALRESP, VirtualPool(1, prefix="lock"),
+                                       new_access_code=b"\x01\x02\x03\x04\x05\x06")
+    summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="lock"),
+                                           overwrite=True)
+    (out,) = summary.outcomes
+    assert (out.result, out.reason) == ("refused", "access-code")
+    (rec,) = inv.records()
+    assert (rec.state, rec.attempts, rec.programmed_at) == (State.PENDING, 1, None)
+    assert rec.last_error == out.message and inv.access_code(rec) is None
+    # a wrong code: refused again, counted, and the record keeps no code
+    wrong = Provisioner(inv, applet).resume(RecordedKeys(), access_code=b"\x09" * 6)
+    assert [(o.result, o.reason) for o in wrong.outcomes] == [("refused", "access-code")]
+    rec = inv.get(rec.key)
+    assert rec.attempts == 2 and inv.access_code(rec) is None
+    settled = Provisioner(inv, applet).resume(RecordedKeys(),
+                                              access_code=b"\x01\x02\x03\x04\x05\x06")
+    assert [(o.result, o.reprogrammed) for o in settled.outcomes] == [("done", True)]
+    rec = inv.get(rec.key)
+    assert rec.attempts == 3 and inv.access_code(rec) == b"\x01\x02\x03\x04\x05\x06"
+
+
+def test_yubico_otp_through_the_applet_path(inv):
+    from hwtoken.provision import yubiotp
+
+    summary = Provisioner(inv, applet).run(Spec(Mode.YUBIOTP, slot=1),
+                                           VirtualPool(1, prefix="yo"))
+    assert summary.counts() == {"done": 1}
+    (rec,) = inv.records()
+    assert rec.params == {"public_id": yubiotp.serial_public_id(rec.serial)}
+    assert len(inv.secret(rec)) == yubiotp.SECRET_SIZE
+    key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
+    try:
+        assert yubiotp.matches(key.otp.touch(1), rec.params["public_id"], inv.secret(rec))
+    finally:
+        key.close()
+    # the public parameters are bound to the sealed secret: changed, it no longer opens
+    inv.update(rec.key, params={"public_id": "vvcccccccccc"})
+    from hwtoken.provision.sealing import WrongKey
+
+    with pytest.raises(WrongKey):
+        inv.secret(inv.get(rec.key))
+
+
+def test_a_typed_code_settles_a_pending_typing_slot_without_the_key(inv):
+    rec = _pending(inv, "typed", "program", Spec(Mode.HOTP, slot=1))
+    secret = inv.secret(rec)
+    key_file = paths.virtual_key_path(rec.device[4:])
+    key = VirtualKey.load(key_file)
+    try:
+        code = key.otp.touch(1).strip()  # the person touches it; counter 0 is used
+    finally:
+        key.close()
+    key_file.rename(key_file.with_name("elsewhere"))  # the key is not at the station
+    wrong = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: ["000000"]})
+    assert [o.result for o in wrong.outcomes] == ["failed"]
+    assert inv.get(rec.key).state is State.PENDING
+    done = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: [code]})
+    assert done.outcomes == [Outcome(rec.serial, rec.device, "done",
+                                     "checked by the code typed by hand")]
+    after = inv.get(rec.key)
+    assert after.state is State.DONE and after.counter == 1 and code == hotp_code(secret, 0, 6)
+    assert after.attempts == rec.attempts  # nothing written

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from provision_helpers import HWTOKEN, PASSPHRASE, hwtoken, opened
 
-from hwtoken.provision.model import Mode, Spec
+from hwtoken.provision.model import Material, Mode, Spec
 from hwtoken.provision.programmers import programmer_for
 from hwtoken.provision.runner import Provisioner
 from hwtoken.provision.sources import VirtualPool
@@ -75,8 +75,11 @@ class _LyingConnection:
     def __init__(self, inner):
         self.inner = inner
 
-    def program(self, spec, secret):
-        self.inner.program(spec, bytes(b ^ 0xFF for b in secret))
+    def occupant(self, spec):
+        return self.inner.occupant(spec)
+
+    def program(self, spec, material, access):
+        self.inner.program(spec, Material(bytes(b ^ 0xFF for b in material.secret)), access)
 
     def calculate(self, spec, challenge):
         return self.inner.calculate(spec, challenge)

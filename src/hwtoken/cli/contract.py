@@ -3,8 +3,9 @@
 * exit 0 success, 1 a failed check, 2 bad usage or input, 130 on Ctrl-C;
 * a failure prints exactly one ``error: ...`` line on stderr, never a traceback
   (``HWTOKEN_DEBUG=1`` adds the traceback, for bug reports);
-* with ``--json`` the failure is also one JSON object on stdout:
-  ``{"error": "...", "code": N}`` (plus the error's ``details``).
+* with ``--json`` the failure is also one JSON object on stdout, on one line (so it ends
+  a command's JSON Lines too): ``{"error": "...", "code": N}`` (plus the error's
+  ``details``).
 
 :func:`run` applies it around any callable: the click root group (every command, also
 those added later) and the click-free ``otp code`` fast path. This module imports neither
@@ -60,7 +61,7 @@ def report(message: str, code: int, *, as_json: bool = False,
     _State.reported = True
     if as_json:
         doc = {**(details or {}), "error": text, "code": code}
-        _write(sys.stdout, json.dumps(doc, indent=2, default=str) + "\n")
+        _write(sys.stdout, json.dumps(doc, default=str) + "\n")
     _write(sys.stderr, f"error: {text}\n")
     return code
 

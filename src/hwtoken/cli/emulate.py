@@ -664,11 +664,15 @@ def _touch_policy(spec: str) -> UserPresence:
 @click.option("--standby", "standby", multiple=True, metavar="NAME",
               help="Also hold virtual key NAME, unplugged at first: `hwtoken emulate plug "
                    "NAME` in another shell plugs it in (repeatable).")
+@click.option("--pcscd", is_flag=True,
+              help="Also run a pcscd in the testbed (Debian's CCID driver; needs root), so "
+                   "CMD reaches the keys' smart-card applets (OATH, PIV) over PC/SC as on a "
+                   "real key.")
 @click.option("--json", "as_json", is_flag=True,
               help="Before CMD starts, print one JSON line: each key's nodes and the testbed.")
 @state_dir_option
 def run(names: tuple[str, ...], touch: str, reads: str, standby: tuple[str, ...],
-        verbose: bool, as_json: bool) -> None:
+        pcscd: bool, verbose: bool, as_json: bool) -> None:
     """Run CMD with virtual keys NAME... plugged in as local USB devices.
 
     CMD and its children find each key the way they find a real YubiKey: /dev/hidrawN
@@ -679,7 +683,8 @@ def run(names: tuple[str, ...], touch: str, reads: str, standby: tuple[str, ...]
     and the keys' state saved when CMD ends, on Ctrl-C and on SIGTERM.
 
     Examples: `hwtoken emulate run alice -- fido2-token -L`,
-    `hwtoken emulate run alice -- ssh-keygen -t ed25519-sk`.
+    `hwtoken emulate run alice -- ssh-keygen -t ed25519-sk`,
+    `hwtoken emulate run --pcscd alice -- ykman oath accounts list`.
 
     \b
     Limits of LD_PRELOAD: setuid programs (sudo, su) drop it; static binaries and
@@ -703,12 +708,12 @@ def run(names: tuple[str, ...], touch: str, reads: str, standby: tuple[str, ...]
     from hwtoken.cli.contract import exit_with_status_of_child
 
     with _serve_logging(verbose):
-        status = _run(list(names), list(standby), argv, touch, reads, as_json)
+        status = _run(list(names), list(standby), argv, touch, reads, as_json, pcscd)
     exit_with_status_of_child(status)
 
 
 def _run(names: list[str], standby: list[str], argv: list[str], touch: str, reads: str,
-         as_json: bool) -> int:
+         as_json: bool, pcscd: bool = False) -> int:
     from hwtoken.emulator.serve import remove_runtime
     from hwtoken.emulator.transports.umockdev import Testbed, find_preload, runner
     from hwtoken.emulator.transports.umockdev.control import ControlServer
@@ -734,11 +739,19 @@ def _run(names: list[str], standby: list[str], argv: list[str], touch: str, read
                     "control": str(control.path),
                     "keys": [_plugged_doc(n, control.plugged(n), keys[n]) for n in keys]}))
                 sys.stdout.flush()
-            proc = runner.start(argv, tb.env())
-            try:
-                return runner.wait_forwarding_signals(proc)
-            finally:
-                control.close()
+            with contextlib.ExitStack() as stack:
+                env = tb.env()
+                if pcscd:  # the testbed's own pcscd: CMD's PC/SC clients reach the keys
+                    from hwtoken.emulator.pcscd import UsbPcscd
+
+                    daemon = UsbPcscd(tb).start()
+                    stack.callback(daemon.stop)
+                    env = daemon.client_env(env)
+                proc = runner.start(argv, env)
+                try:
+                    return runner.wait_forwarding_signals(proc)
+                finally:
+                    control.close()
     finally:
         for key in keys.values():
             remove_runtime(key.path)

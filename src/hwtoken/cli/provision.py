@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
 import time
@@ -13,15 +13,38 @@ import click
 from hwtoken.cli.common import (
     FiniteFloat,
     HwtokenGroup,
+    SecretText,
+    confirm_or_force,
     emit_json,
     force_option,
+    is_interactive,
     json_option,
+    read_secret_input,
     state_dir_option,
 )
 from hwtoken.errors import CheckFailed, InvalidInput
 
 PSKC_PASSWORD_ENV = "HWTOKEN_PSKC_PASSWORD"
-MODES = ("hotp", "chalresp", "oath-totp", "oath-hotp")
+ACCESS_CODE_ENV = "HWTOKEN_ACCESS_CODE"
+MODES = ("hotp", "chalresp", "yubiotp", "oath-totp", "oath-hotp")
+
+
+class ModeOption(click.Choice):
+    """``MODE`` or ``MODE:PLACE``: the mode one of :data:`MODES`, the place checked with
+    the plan (:func:`hwtoken.provision.options.parse_mode`)."""
+
+    name = "mode"
+
+    def __init__(self) -> None:
+        super().__init__(MODES)
+
+    def get_metavar(self, param: click.Parameter, *args: Any, **kwargs: Any) -> str:
+        return "[" + "|".join(MODES) + "][:PLACE]"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        mode, sep, place = str(value).partition(":")
+        return str(super().convert(mode, param, ctx)) + sep + place
 
 
 def inventory_options(f: Any) -> Any:
@@ -31,9 +54,17 @@ def inventory_options(f: Any) -> Any:
                           "passphrase (env HWTOKEN_INVENTORY_KEY_FILE).")(f)
     f = click.option("--inventory", "-i", "url", metavar="URL", envvar="HWTOKEN_INVENTORY",
                      required=True,
-                     help="sqlite:///path/inv.db, a plain file path, or postgresql://... "
-                          "(env HWTOKEN_INVENTORY).")(f)
+                     help="sqlite:///path/inv.db, a plain file path (its directory must "
+                          "exist), or postgresql://... (env HWTOKEN_INVENTORY).")(f)
     return state_dir_option(f)
+
+
+def access_code_option(f: Any) -> Any:
+    return click.option(
+        "--access-code", type=SecretText(env=ACCESS_CODE_ENV), envvar=ACCESS_CODE_ENV,
+        metavar="-|HEX",
+        help=f"The access code the keys' OTP slots are protected by now: 12 hex digits, - to "
+             f"read them from stdin (or ${ACCESS_CODE_ENV}).")(f)
 
 
 def _prompt_passphrase(new: bool) -> str:
@@ -56,29 +87,55 @@ def _warn_password_in_argv(url: str) -> None:
                    "HWTOKEN_INVENTORY instead", err=True)
 
 
-def _open(url: str, key_file: str | None, *, unlock: bool = True, create: bool = True) -> Any:
+def _open(url: str, key_file: str | None, *, unlock: bool = True, create: bool = True,
+          allow_weak: bool = False) -> Any:
     from hwtoken.provision.inventory import open_inventory
+    from hwtoken.provision.options import check_new_passphrase
     from hwtoken.provision.sealing import Unlocker
 
     _warn_password_in_argv(url)
     inv = open_inventory(url, create=create)
+    if inv.created:  # a typo in the path shows itself here
+        click.echo(f"new inventory: {getattr(inv, 'path', inv.url)}", err=True)
     if unlock:
         try:
-            inv.unlock(Unlocker(key_file=key_file, prompt=_prompt_passphrase))
+            inv.unlock(Unlocker(key_file=key_file, prompt=_prompt_passphrase,
+                                new_policy=lambda p: check_new_passphrase(
+                                    p, allow_weak=allow_weak)))
         except BaseException:
             inv.close()
+            _discard_new(inv)
             raise
     return inv
+
+
+def _discard_new(inv: Any) -> None:
+    """A new SQLite inventory that could not be set up leaves no file behind."""
+    path = getattr(inv, "path", None)
+    if inv.created and path is not None:
+        for suffix in ("", "-wal", "-shm", ".holds"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{path}{suffix}")
+
+
+def _access_code(value: str | None, option: str = "--access-code") -> bytes | None:
+    from hwtoken.provision.options import parse_access_code
+
+    if value is None:
+        return None
+    return parse_access_code(read_secret_input(value), option)
 
 
 @click.group(cls=HwtokenGroup)
 def provision() -> None:
     """Batch-program keys and hand their secrets to a validation server.
 
-    Each key goes through four durable steps: its record (serial, mode, slot and the
-    secret sealed with AES-GCM) is written to the inventory as `pending`, the key is
-    programmed, the key itself computes a response that must match, and the record is
-    marked `done`. After a crash, `resume` settles every pending record. The inventory
+    Each place on a key (an OTP slot, an OATH credential) goes through four durable steps:
+    its record (serial, place, mode and the secret sealed with AES-GCM) is written to the
+    inventory as `pending`, the key is programmed, the key itself computes a response that
+    must match, and the record is marked `done`. A place the key holds already that this
+    inventory did not write is never overwritten without --overwrite. After a crash,
+    `resume` settles every pending record; `list` and `forget` manage them. The inventory
     passphrase comes from HWTOKEN_INVENTORY_PASSPHRASE or a prompt (or use --key-file);
     secrets never appear in output, logs or the command line.
     """
@@ -86,53 +143,83 @@ def provision() -> None:
 
 @provision.command()
 @inventory_options
-@click.option("--mode", "-m", type=click.Choice(MODES), required=True,
-              help="hotp/chalresp: an OTP slot (python-yubico); oath-totp/oath-hotp: a "
-                   "credential on the OATH applet (yubikit).")
+@click.option("--mode", "-m", "modes", type=ModeOption(), multiple=True, required=True,
+              help="hotp/chalresp/yubiotp: an OTP slot (python-yubico); oath-totp/oath-hotp: "
+                   "a credential on the OATH applet (yubikit). Repeat for several places on "
+                   "each key, each with its slot or name: -m chalresp:1 -m hotp:2 "
+                   "-m oath-totp:mail.")
 @click.option("--slot", type=click.IntRange(1, 2), default=2, show_default=True,
-              help="OTP slot for hotp/chalresp.")
+              help="OTP slot for a mode without :SLOT.")
 @click.option("--digits", type=click.Choice(["6", "7", "8"]), default="6", show_default=True,
               help="Code length (hotp, oath-*).")
 @click.option("--touch", is_flag=True, help="Require a touch (chalresp, oath-*).")
 @click.option("--name", default="hwtoken", show_default=True,
-              help="OATH credential name on the key.")
+              help="OATH credential name for a mode without :NAME.")
+@click.option("--public-id", type=click.Choice(["serial", "random"]), default="serial",
+              show_default=True,
+              help="yubiotp: the public ID from the key's serial (as ykman's "
+                   "--serial-public-id) or random (vv...).")
 @click.option("--count", "-n", type=click.IntRange(1, 1_000_000),
               help="Stop after this many keys are done.")
 @click.option("--virtual", type=click.IntRange(1, 9999), metavar="N",
               help="Use the N virtual keys prov-0001..N in the state dir (created when "
                    "missing) instead of real keys: rehearsal and tests.")
 @click.option("--reprogram", is_flag=True,
-              help="Program keys already in the inventory again (new secret).")
+              help="Program places this inventory already has again (new secret).")
+@click.option("--overwrite", is_flag=True,
+              help="Also write places a key holds that this inventory did not write (asks "
+                   "once per run on a terminal; needs --force otherwise).")
+@force_option("With --overwrite: do not ask.")
+@access_code_option
+@click.option("--new-access-code", metavar="random|-|HEX",
+              help="Protect each OTP slot with an access code: random (one per slot) or the "
+                   "same 12 hex digits for all (- reads them from stdin); sealed in the "
+                   "inventory like the secrets.")
 @click.option("--idle-timeout", type=FiniteFloat(0, 86400), metavar="SECONDS",
               help="Real keys: stop when no new key arrived for this long.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per key, then a summary.")
-def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch: bool,
-        name: str, count: int | None, virtual: int | None, reprogram: bool,
-        idle_timeout: float | None, as_json: bool) -> None:
+@click.option("--allow-weak", is_flag=True,
+              help="Accept a passphrase under 12 characters for a new inventory.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines: one object per record, then a summary.")
+def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: int, digits: str,
+        touch: bool, name: str, public_id: str, count: int | None, virtual: int | None,
+        reprogram: bool, overwrite: bool, force: bool, access_code: str | None,
+        new_access_code: str | None, idle_timeout: float | None, allow_weak: bool,
+        as_json: bool) -> None:
     """Program keys as they arrive, recording each secret before the key is written.
 
-    Real keys are taken by serial as they are plugged in (remove one, insert the next);
-    a key already in the inventory is refused unless --reprogram. Exit 1 if a key failed
-    its check, or if keys came and none was programmed (all refused or busy).
+    Real keys are taken by serial as they are plugged in (remove one, insert the next).
+    A place the inventory has already is refused unless --reprogram; a place that holds
+    something this inventory did not write is refused unless --overwrite. Exit 1 if a key
+    failed its check, or if keys came and none was programmed (all refused or busy).
     """
-    from hwtoken.provision.model import Mode, Spec
+    from hwtoken.provision.options import build_plan
     from hwtoken.provision.programmers import programmer_for
+    from hwtoken.provision.report import StationReport, ctrl_c_kept
     from hwtoken.provision.runner import Provisioner
     from hwtoken.provision.sources import UsbKeys, VirtualPool
 
-    spec = Spec(Mode(mode), slot, int(digits), touch, name)
-    _install_touch_reader()
-    inv = _open(url, key_file)
+    plan = build_plan(modes, slot=slot, digits=int(digits), touch=touch, name=name,
+                      public_id=public_id)
+    if force and not overwrite:
+        raise InvalidInput("--force only confirms --overwrite: give both, or neither")
+    if overwrite and not force and not is_interactive():
+        raise InvalidInput("--overwrite replaces what keys hold: without a terminal to ask "
+                           "on, pass --force as well")
+    codes = _run_codes(plan, access_code, new_access_code)
+    total = count if virtual is None else min(virtual, count or virtual)
+    report = StationReport(as_json=as_json, total=total, label="provisioning")
+    _install_touch_reader(report)
+    inv = _open(url, key_file, allow_weak=allow_weak)
     try:
-        total = count if virtual is None else min(virtual, count or virtual)
-        report = _Reporter(as_json, total, "provisioning")
         source = (VirtualPool(virtual) if virtual is not None
-                  else UsbKeys(count, idle_timeout=idle_timeout,
-                               announce=None if as_json else report.say))
+                  else UsbKeys(count, idle_timeout=idle_timeout, announce=report.say))
         try:
-            with report:
-                summary = Provisioner(inv, programmer_for, on_outcome=report.outcome).run(
-                    spec, source, count=count, reprogram=reprogram)
+            with report, ctrl_c_kept() as told:
+                summary = Provisioner(inv, programmer_for, on_outcome=told(report.outcome)).run(
+                    plan, source, count=count, reprogram=reprogram,
+                    overwrite=True if force else (_ask_once(report) if overwrite else False),
+                    **codes)
         except KeyboardInterrupt:
             click.echo(f"interrupted: `hwtoken provision resume --inventory {inv.url}` "
                        "settles the key that was in progress", err=True)
@@ -143,39 +230,95 @@ def run(url: str, key_file: str | None, mode: str, slot: int, digits: str, touch
     _exit_for(summary)
 
 
+def _run_codes(plan: list[Any], access_code: str | None,
+               new_access_code: str | None) -> dict[str, Any]:
+    """--access-code and --new-access-code, checked (and read from stdin) before any key."""
+    from hwtoken.provision.model import RANDOM
+
+    if (access_code or new_access_code) and not any(s.mode.uses_slot for s in plan):
+        raise InvalidInput("access codes protect OTP slots (hotp, chalresp, yubiotp); the "
+                           "OATH applet has a password instead ($HWTOKEN_OATH_PASSWORD)")
+    if access_code == "-" and new_access_code == "-":
+        raise InvalidInput("only one of --access-code and --new-access-code can come from "
+                           "stdin")
+    new: bytes | str | None = new_access_code
+    if new_access_code not in (None, RANDOM):
+        ctx = click.get_current_context()
+        if new_access_code != "-" and ctx.get_parameter_source(
+                "new_access_code") is click.core.ParameterSource.COMMANDLINE:
+            from hwtoken.cli.contract import ARGV_SECRET_WARNING
+
+            click.echo(ARGV_SECRET_WARNING.format(env=""), err=True)
+        new = _access_code(new_access_code, "--new-access-code")
+    return {"access_code": _access_code(access_code), "new_access_code": new}
+
+
+def _ask_once(report: Any) -> Any:
+    """--overwrite on a terminal: ask at the first key that holds something, once."""
+    answer: list[bool] = []
+
+    def may_overwrite(device: Any, occupied: list[str]) -> bool:
+        if not answer:
+            with report.paused():
+                answer.append(click.confirm(
+                    f"key {device.serial}: {'; '.join(occupied)}. Overwrite what the keys "
+                    "of this run hold?", default=False, err=True))
+        return answer[0]
+
+    return may_overwrite
+
+
 def _exit_for(summary: Any) -> None:
     """Exit 1 with one error line when a key failed its check or could not be settled."""
     if summary.exit_code:
         bad = {k: v for k, v in summary.counts().items() if k != "done"}
-        what = ", ".join(f"{v} key(s) {k}" for k, v in sorted(bad.items())) or "no key done"
-        raise CheckFailed(f"{what}: see the lines above, or `hwtoken provision status`",
-                          details={"summary": summary.counts()})
+        what = ", ".join(f"{v} record(s) {k}" for k, v in sorted(bad.items())) or "nothing done"
+        raise CheckFailed(f"{what}: see the lines above, or `hwtoken provision status`")
 
 
 @provision.command()
 @inventory_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per key, then a summary.")
-def resume(url: str, key_file: str | None, as_json: bool) -> None:
+@access_code_option
+@click.option("--code", "codes", multiple=True, metavar="SERIAL=CODE",
+              help="A code the key SERIAL typed when touched elsewhere: settles its pending "
+                   "HOTP or Yubico OTP slot without the key (repeatable).")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines: one object per record, then a summary.")
+def resume(url: str, key_file: str | None, access_code: str | None, codes: tuple[str, ...],
+           as_json: bool) -> None:
     """Settle every pending record after a crash.
 
     A present key is checked: if it holds the recorded secret the record is completed,
     otherwise the key is programmed again with the recorded secret. Keys that are not
-    present are reported (exit 1); plug them in and resume again.
+    present are reported (exit 1); plug them in and resume again. --code records the hand
+    check of an HOTP or Yubico OTP slot that a station without a terminal left pending.
     """
+    from hwtoken.provision.model import State
+    from hwtoken.provision.options import parse_typed_codes
     from hwtoken.provision.programmers import programmer_for
+    from hwtoken.provision.records import check_typed
+    from hwtoken.provision.report import StationReport, ctrl_c_kept
     from hwtoken.provision.runner import Provisioner
     from hwtoken.provision.sources import RecordedKeys
 
-    _install_touch_reader()
+    typed = parse_typed_codes(codes)
+    current = _access_code(access_code)
     inv = _open(url, key_file, create=False)
     try:
-        from hwtoken.provision.model import State
-
-        report = _Reporter(as_json, len(inv.records(states=[State.PENDING])), "resuming")
-        with report:
-            summary = Provisioner(inv, programmer_for, on_outcome=report.outcome).resume(
-                RecordedKeys())
-        report.summary(summary)
+        check_typed(inv, list(typed))
+        pending = inv.records(states=[State.PENDING])
+        report = StationReport(as_json=as_json, total=len({r.serial for r in pending}),
+                               label="resuming")
+        _install_touch_reader(report)
+        with report, ctrl_c_kept() as told:
+            summary = Provisioner(inv, programmer_for, on_outcome=told(report.outcome)).resume(
+                RecordedKeys(), access_code=current, codes=typed)
+        if not pending:
+            report.summary(summary, nothing_pending=True)
+            if not as_json:
+                click.echo(f"nothing pending in {inv.url}", err=True)
+        else:
+            report.summary(summary)
     finally:
         inv.close()
     _exit_for(summary)
@@ -185,7 +328,7 @@ def resume(url: str, key_file: str | None, as_json: bool) -> None:
 @inventory_options
 @json_option
 def status(url: str, key_file: str | None, as_json: bool) -> None:
-    """Counts by state, the keys still pending, and the last error. Needs no passphrase."""
+    """Counts by state, the records still pending, and the last error. Needs no passphrase."""
     from hwtoken.provision.model import State
 
     inv = _open(url, key_file, unlock=False, create=False)
@@ -199,18 +342,22 @@ def status(url: str, key_file: str | None, as_json: bool) -> None:
         emit_json({"inventory": inv.url, "counts": counts, "pending": pending,
                    "last_error": last})
         return
+    from hwtoken.provision.model import place_of
+
     click.echo(f"inventory {inv.url}")
     click.echo("  " + _counts_line(counts))
     for p in pending:
         err = f"  ({p['last_error']})" if p["last_error"] else ""
-        click.echo(f"  pending {p['serial']} {p['mode']} {p['device']}{err}")
+        click.echo(f"  pending {p['serial']} {place_of(p['application'], p['target'])} "
+                   f"{p['mode']} {p['device']}{err}")
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
-        click.echo(f"  last error {when} key {last['serial']}: {last['message']}")
+        where = f" {last['place']}" if last.get("place") else ""
+        click.echo(f"  last error {when} key {last['serial']}{where}: {last['message']}")
 
 
 def _counts_line(counts: dict[str, int]) -> str:
-    """``pending: 0  done: 5 (exported: 5)``: exported keys are a part of the done ones."""
+    """``pending: 0  done: 5 (exported: 5)``: exported records are a part of the done ones."""
     parts = []
     for state, n in counts.items():
         if state == "exported":
@@ -222,6 +369,70 @@ def _counts_line(counts: dict[str, int]) -> str:
     return "  ".join(parts)
 
 
+@provision.command("list")
+@inventory_options
+@click.option("--state", "states", type=click.Choice(["pending", "done"]), multiple=True,
+              help="Only records in this state (repeatable).")
+@json_option
+def list_cmd(url: str, key_file: str | None, states: tuple[str, ...], as_json: bool) -> None:
+    """Every record: key, place, mode, state, attempts, export, last error. Needs no
+    passphrase."""
+    from hwtoken.provision.model import State
+
+    inv = _open(url, key_file, unlock=False, create=False)
+    try:
+        records = inv.records(states=[State(s) for s in states] if states else None)
+    finally:
+        inv.close()
+    if as_json:
+        emit_json({"inventory": inv.url, "records": [r.public() for r in records]})
+        return
+    if not records:
+        click.echo(f"no records{' ' + '/'.join(states) if states else ''} in {inv.url}")
+        return
+    click.echo(f"{'SERIAL':>10}  {'PLACE':<24} {'MODE':<10} {'STATE':<8} {'TRIES':>5}  "
+               "EXPORTED  LAST ERROR")
+    for r in records:
+        exported = time.strftime("%Y-%m-%d", time.localtime(r.exported_at)) \
+            if r.exported_at else "-"
+        click.echo(f"{r.serial:>10}  {r.place:<24} {r.mode.value:<10} {r.state.value:<8} "
+                   f"{r.attempts:>5}  {exported:<9} {r.last_error or ''}".rstrip())
+
+
+@provision.command()
+@inventory_options
+@click.argument("serial", type=click.IntRange(0, 2**63 - 1))
+@click.option("--app", metavar="APP[:PLACE]",
+              help="Only the records of this application (otp, oath), or of one place in it "
+                   "(otp:2, oath:NAME).")
+@force_option("Do not ask.")
+@json_option
+def forget(url: str, key_file: str | None, serial: int, app: str | None, force: bool,
+           as_json: bool) -> None:
+    """Drop the records of key SERIAL from the inventory (their secrets are lost; the key
+    keeps what it holds). Asks on a terminal; needs --force otherwise."""
+    from hwtoken.provision import records
+
+    application, target = records.parse_app(app)
+    inv = _open(url, key_file, create=False)
+    try:
+        chosen = records.select(inv, serial, application, target)
+        if not chosen:
+            raise InvalidInput(f"the inventory has no record of key {serial}"
+                               + (f" in {app}" if app else ""))
+        places = ", ".join(f"{r.place} ({r.mode.value}, {r.state.value})" for r in chosen)
+        confirm_or_force(f"Forget {places} of key {serial}? Their secrets are lost for good",
+                         force, f"forgetting records loses their secrets ({places})")
+        gone = records.forget(inv, serial, application, target)
+    finally:
+        inv.close()
+    if as_json:
+        emit_json({"serial": serial, "forgotten": [r.public() for r in gone]})
+    else:
+        click.echo(f"forgot {len(gone)} record(s) of key {serial}: "
+                   + ", ".join(f"{r.place} ({r.mode.value})" for r in gone))
+
+
 @provision.command("export")
 @inventory_options
 @click.option("--for", "target", type=click.Choice(["generic", "privacyidea", "linotp"]),
@@ -229,10 +440,12 @@ def _counts_line(counts: dict[str, int]) -> str:
               help="The consumer: privacyidea/linotp write only what that server imports "
                    "(AES-128 PSKC, its token serials, no challenge-response keys); generic "
                    "is RFC 6030 and the CSV layouts for any consumer.")
-@click.option("--format", "fmt", type=click.Choice(["pskc", "csv", "yubico-csv", "chalresp-csv"]),
+@click.option("--format", "fmt", type=click.Choice(["pskc", "csv", "yubico-csv", "chalresp-csv",
+                                                   "access-codes"]),
               required=True, help="pskc (RFC 6030), csv (the OATH CSV privacyIDEA and LinOTP "
                                   "import), yubico-csv (the Personalization Tool's Yubico "
-                                  "format), chalresp-csv (challenge-response secrets only).")
+                                  "format), chalresp-csv (challenge-response secrets only), "
+                                  "access-codes (the slots' access codes, for the admin).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
               help="File to write (0600, atomically).")
 @click.option("--pskc-password", is_flag=True,
@@ -289,80 +502,43 @@ def export_cmd(url: str, key_file: str | None, target: str, fmt: str, out: str,
     finally:
         inv.close()
     left_out = result.skipped and not skip_unsupported
+    if fmt == "pskc" and not result.encrypted:
+        click.echo(f"warning: {result.path} holds the secrets unencrypted: keep it like the "
+                   "inventory passphrase, or encrypt it (--pskc-password or --pskc-key-file)",
+                   err=True)
     if as_json and not left_out:
         emit_json(result.to_json())
     elif not as_json:
         enc = " (encrypted)" if result.encrypted else ""
-        click.echo(f"wrote {len(result.exported)} key(s) to {result.path}{enc}")
-    by_reason: dict[str, list[int]] = {}
-    for serial, reason in result.skipped.items():
-        by_reason.setdefault(reason, []).append(serial)
-    for reason, serials in by_reason.items():
-        shown = ", ".join(map(str, serials[:5])) + (", ..." if len(serials) > 5 else "")
-        click.echo(f"left out {len(serials)} key(s) ({shown}): {reason}", err=True)
+        click.echo(f"wrote {len(result.exported)} record(s) to {result.path}{enc}")
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in result.skipped.items():
+        by_reason.setdefault(reason, []).append(f"{key.serial} {_place(key)}")
+    for reason, which in by_reason.items():
+        shown = ", ".join(which[:5]) + (", ..." if len(which) > 5 else "")
+        click.echo(f"left out {len(which)} record(s) ({shown}): {reason}", err=True)
     if left_out:  # exit 1: one error line, and with --json one object with the result in it
-        raise CheckFailed(f"{len(result.skipped)} key(s) left out of {result.path}; pass "
+        raise CheckFailed(f"{len(result.skipped)} record(s) left out of {result.path}; pass "
                           "--skip-unsupported if that is intended",
                           details=result.to_json() if as_json else None)
 
 
-def _install_touch_reader() -> None:
-    """Real HOTP slots: on a terminal, the operator touches the key and it types its code."""
+def _place(key: Any) -> str:
+    from hwtoken.provision.model import place_of
+
+    return place_of(key.application, key.target)
+
+
+def _install_touch_reader(report: Any) -> None:
+    """Real typing slots: on a terminal, the operator touches the key and it types its
+    code (the prompt clears the progress bar's line first)."""
     if not sys.stdin.isatty():
         return
     from hwtoken.provision import programmers
 
     def read(slot: int) -> str:
-        return str(click.prompt(f"touch the key (slot {slot}); it types its code here",
-                                err=True, default="", show_default=False))
+        with report.paused():
+            return str(click.prompt(f"touch the key (slot {slot}); it types its code here",
+                                    err=True, default="", show_default=False))
 
     programmers.touch_reader = read
-
-
-class _Reporter:
-    """Progress: a bar on a terminal, a line per key otherwise, JSON lines with --json."""
-
-    def __init__(self, as_json: bool, total: int | None, label: str) -> None:
-        self.as_json = as_json
-        self.tty = sys.stdout.isatty() and not as_json
-        self.total = total
-        self.label = label
-        self._bar: Any = None
-
-    def __enter__(self) -> _Reporter:
-        if self.tty and self.total:
-            self._bar = click.progressbar(length=self.total, label=self.label,
-                                          show_pos=True, item_show_func=lambda s: s)
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-            self._bar = None
-
-    def say(self, text: str) -> None:
-        click.echo(text, err=True)
-
-    def outcome(self, o: Any) -> None:
-        if self.as_json:
-            click.echo(json.dumps(o.to_json()))
-            return
-        line = f"{o.serial} {o.result}" + (" (reprogrammed)" if o.reprogrammed else "")
-        if o.message:
-            line += f": {o.message}"
-        if self._bar is not None:
-            self._bar.update(1, f"{o.serial} {o.result}")
-            if o.result not in ("done",):
-                click.echo(f"\n{line}", err=True)
-        else:
-            click.echo(line)
-
-    def summary(self, summary: Any) -> None:
-        if self.as_json:
-            doc = summary.to_json()
-            doc.pop("keys")  # each key had its own line
-            click.echo(json.dumps({"summary": doc}))
-            return
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts().items())) or "no keys"
-        click.echo(f"{counts} in {summary.seconds:.1f} s")

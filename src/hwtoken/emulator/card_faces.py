@@ -1,8 +1,8 @@
 """Smart-card faces of applets whose logic lives elsewhere: OTP and FIDO.
 
 These only translate ISO 7816 commands into calls on the key's applets (no second copy of
-any protocol): the OTP slots are ``key.otp`` (``emulator/otp/applet.py``), FIDO is
-``key.fido`` (``emulator/fido/applet.py``).
+any protocol): the OTP slots are ``key.otp`` (``emulator/applets/otp/applet.py``), FIDO is
+``key.fido`` (``emulator/applets/fido/applet.py``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Batch provisioning: program keys by the hundred and lose no secret.
 
-Every key goes through four durable steps (record -> program -> verify -> done) against
-an inventory (SQLite or PostgreSQL) that keeps each secret sealed with AES-GCM; after a
-crash, :meth:`Provisioner.resume` settles the pending records. Exports hand the secrets to
+Every place on a key (an OTP slot, an OATH credential; one record each) goes through four
+durable steps (record -> program -> verify -> done) against an inventory (SQLite or
+PostgreSQL) that keeps each secret sealed with AES-GCM; a place the key holds that the
+inventory did not write is not overwritten unless asked; after a crash,
+:meth:`Provisioner.resume` settles the pending records. Exports hand the secrets to
 a validation server (``target="privacyidea"``/``"linotp"``: what that server imports whole)
 as PSKC or OATH CSV, or as the Yubico personalisation-tool CSV, and the challenge-response
 secrets apart (``chalresp-csv``).
@@ -30,6 +32,9 @@ from typing import Any
 _EXPORTS = {
     "Mode": "hwtoken.provision.model",
     "Record": "hwtoken.provision.model",
+    "RecordKey": "hwtoken.provision.model",
+    "Material": "hwtoken.provision.model",
+    "Access": "hwtoken.provision.model",
     "Spec": "hwtoken.provision.model",
     "State": "hwtoken.provision.model",
     "Inventory": "hwtoken.provision.inventory",

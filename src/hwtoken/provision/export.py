@@ -14,29 +14,41 @@ An export is written *for* a consumer (``target``):
     has no token type for (challenge-response) are left out with the reason.
 
 Token serials (:func:`token_serial`) are the same in every format and target:
-``UBOM<serial>_<slot>`` for an OATH-HOTP slot (privacyIDEA's own name for it),
-``UBOA<serial>_<name>`` for a credential on the OATH applet, ``UBCR<serial>_<slot>`` for a
-challenge-response slot (files that are not for a server only).
+``UBOM<serial>_<slot>`` for an OATH-HOTP slot and ``UBAM<serial>_<slot>`` for a Yubico OTP
+slot (privacyIDEA's own names for them), ``UBOA<serial>_<name>`` for a credential on the
+OATH applet, ``UBCR<serial>_<slot>`` for a challenge-response slot (files that are not for
+a server only).
 
 Formats
 -------
 ``pskc``
     RFC 6030 through python-pskc, one KeyPackage per key: DeviceInfo Manufacturer Yubico
     and SerialNo (the key's serial for ``generic``, the token serial for a server); Key Id
-    ``SERIAL:SLOT`` (OTP slots; privacyIDEA turns it into ``UBOM<serial>_<slot>``) or
-    ``SERIAL:oath:NAME`` (OATH applet); FriendlyName the token serial; Suite ``SHA1``;
-    HOTP Counter (the next one), TOTP TimeInterval 30. Challenge-response (``generic``
-    only): ``urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1``. Optionally encrypted
-    (AES-CBC + HMAC-SHA1 MAC) under a pre-shared key or a PBKDF2 password key (AES-128).
+    ``SERIAL:SLOT`` (OTP slots; privacyIDEA turns it into ``UBOM<serial>_<slot>``, or
+    ``UBAM...`` for Yubico OTP) or ``SERIAL:oath:NAME`` (OATH applet); FriendlyName the
+    token serial; Suite ``SHA1``; HOTP Counter (the next one), TOTP TimeInterval 30.
+    Challenge-response (``generic`` only):
+    ``urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1``. Yubico OTP as Yubico writes it:
+    ``http://www.yubico.com/#yubikey-aes``, the AES key as the secret, ResponseFormat
+    ALPHANUMERIC of the OTP's length, UserId ``CN=<public ID>, UID=<private ID>``.
+    Optionally encrypted (AES-CBC + HMAC-SHA1 MAC) under a pre-shared key or a PBKDF2
+    password key (AES-128).
 ``csv`` (the OATH CSV that privacyIDEA and LinOTP import)
     ``serial, key, type, otplen, counter|timestep`` -- key in hex; a ``hotp`` row carries
     the counter the key is at (LinOTP ignores it and searches its window), a ``totp`` row
-    the 30 s time step. No challenge-response type.
+    the 30 s time step; a Yubico OTP slot is a ``yubikey`` row with the AES key and the
+    OTP length (privacyIDEA's yubikey token). No challenge-response type.
 ``yubico-csv`` (``generic`` only: the YubiKey Personalization Tool's "Yubico format")
-    ``serial,publicId,movingFactorSeed|0,secretKey(hex),accessCode,timestamp,`` -- OTP
-    slots only, exactly as the tool writes them (a challenge-response row ``,0,``). A
-    server's "Yubikey CSV" import reads every ``,0,`` row as a 6-digit HOTP token named
-    ``UBOM<serial>_X`` (no slot, no code length), so it is refused for a server target.
+    ``serial,publicId,privateId|movingFactorSeed|0,secretKey(hex),accessCode,timestamp,``
+    -- OTP slots only, exactly as the tool (and ``ykman otp yubiotp --config-output``)
+    writes them (a challenge-response row ``,0,``; the access code the slot was left
+    with). A server's "Yubikey CSV" import reads every ``,0,`` row as a 6-digit HOTP token
+    named ``UBOM<serial>_X`` (no slot, no code length), so it is refused for a server
+    target.
+``access-codes`` (``generic`` only: for the admin, never a server)
+    a ``#`` header line, then ``serial,slot,accessCode(hex),state`` for every record that
+    left an access code on its slot (pending ones too: the key may carry it already).
+    It records no export state.
 ``chalresp-csv`` (``generic`` only: challenge-response slots and nothing else)
     a ``#`` header line, then ``serial,slot,key(hex),touch`` -- what it takes to program a
     spare key with the same secret or to compute a response without the key (KeePassXC,
@@ -66,11 +78,12 @@ from pathlib import Path
 
 from hwtoken.errors import CheckFailed, InvalidInput
 from hwtoken.fileio import atomic_write
+from hwtoken.provision import yubiotp
 from hwtoken.provision.inventory import Inventory
-from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Record, State
+from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Record, RecordKey, State
 
 TARGETS = ("generic", "privacyidea", "linotp")
-FORMATS = ("pskc", "csv", "yubico-csv", "chalresp-csv")
+FORMATS = ("pskc", "csv", "yubico-csv", "chalresp-csv", "access-codes")
 #: the formats each target takes (a server's: what it imports whole)
 TARGET_FORMATS = {"generic": FORMATS, "privacyidea": ("pskc", "csv"), "linotp": ("pskc", "csv")}
 SERVER_NAMES = {"privacyidea": "privacyIDEA", "linotp": "LinOTP"}
@@ -78,6 +91,7 @@ SERVER_NAMES = {"privacyidea": "privacyIDEA", "linotp": "LinOTP"}
 PSKC_HOTP = "urn:ietf:params:xml:ns:keyprov:pskc:hotp"
 PSKC_TOTP = "urn:ietf:params:xml:ns:keyprov:pskc:totp"
 PSKC_CHALRESP = "urn:hwtoken:params:xml:ns:keyprov:pskc:hmac-sha1"
+PSKC_YUBIKEY_AES = "http://www.yubico.com/#yubikey-aes"  # Yubico's own, which privacyIDEA reads
 PSKC_SUITE = "SHA1"  # RFC 6030's example for an HMAC-based algorithm; both servers read it
 SERVER_PSK_LENGTH = 16  # privacyIDEA and LinOTP decrypt AES-128-CBC only
 
@@ -86,8 +100,10 @@ SERIAL_NAME = re.compile(r"[0-9A-Za-z_-]+")
 SERIAL_MAX = 40
 
 CHALRESP_CSV_HEADER = "# hwtoken challenge-response keys: serial,slot,key(hex),touch"
+ACCESS_CODES_HEADER = "# hwtoken access codes: serial,slot,access code(hex),state"
 
 SecretOf = Callable[[Record], bytes]
+CodeOf = Callable[[Record], "bytes | None"]
 
 
 class NothingToExport(CheckFailed):
@@ -96,20 +112,27 @@ class NothingToExport(CheckFailed):
 
 @dataclass
 class ExportResult:
-    """What an export wrote and what it left out (and why)."""
+    """What an export wrote and what it left out (and why), per record."""
 
     path: str
     format: str
     target: str = "generic"
-    exported: list[int] = field(default_factory=list)
-    skipped: dict[int, str] = field(default_factory=dict)
+    exported: list[RecordKey] = field(default_factory=list)
+    skipped: dict[RecordKey, str] = field(default_factory=dict)
     encrypted: bool = False
+
+    @property
+    def serials(self) -> list[int]:
+        """The keys written, in order (a key with several records once)."""
+        return list(dict.fromkeys(k.serial for k in self.exported))
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "format": self.format, "target": self.target,
-                "count": len(self.exported), "serials": self.exported,
+                "count": len(self.exported),
+                "serials": self.serials,
+                "records": [k.label for k in self.exported],
                 "encrypted": self.encrypted,
-                "skipped": {str(k): v for k, v in self.skipped.items()}}
+                "skipped": {k.label: v for k, v in self.skipped.items()}}
 
 
 def export_kind(target: str, fmt: str) -> str:
@@ -126,6 +149,8 @@ def token_serial(rec: Record) -> str:
     """
     if rec.mode is Mode.HOTP:
         return f"UBOM{rec.serial}_{rec.slot}"
+    if rec.mode is Mode.YUBIOTP:
+        return f"UBAM{rec.serial}_{rec.slot}"
     if rec.mode is Mode.CHALRESP:
         return f"UBCR{rec.serial}_{rec.slot}"
     base = f"UBOA{rec.serial}_"
@@ -143,7 +168,14 @@ def pskc_key_id(rec: Record) -> str:
     return f"{rec.serial}:oath:{rec.name}"
 
 
-def unsupported(rec: Record, target: str, fmt: str) -> str | None:
+def otp_length(rec: Record) -> int:
+    """What a key types: the code's digits, or a Yubico OTP's public ID and 32 characters."""
+    if rec.mode is Mode.YUBIOTP:
+        return len(rec.params.get("public_id", "")) + 32
+    return rec.digits
+
+
+def unsupported(rec: Record, target: str, fmt: str, *, encrypted: bool = False) -> str | None:
     """Why ``rec`` cannot go into this export, or None if it can."""
     if fmt == "chalresp-csv":
         return None if rec.mode is Mode.CHALRESP else (
@@ -154,6 +186,12 @@ def unsupported(rec: Record, target: str, fmt: str) -> str | None:
     if rec.mode is Mode.CHALRESP and fmt == "csv":
         return ("the OATH CSV has no challenge-response type: export these keys with "
                 "--format chalresp-csv")
+    if rec.mode is Mode.YUBIOTP and target == "linotp":
+        return ("hwtoken writes no Yubico OTP file for LinOTP: export these keys with "
+                "--for generic --format yubico-csv")
+    if rec.mode is Mode.YUBIOTP and target == "privacyidea" and fmt == "pskc" and encrypted:
+        return ("privacyIDEA reads an encrypted Yubico OTP key from PSKC as text, which breaks "
+                "it: export these keys unencrypted (--format csv, or pskc without encryption)")
     if fmt == "yubico-csv" and not rec.mode.uses_slot:
         return "the Yubico format covers OTP slots only (use pskc or csv)"
     return None
@@ -166,9 +204,10 @@ def render_pskc(records: list[Record], secret_of: SecretOf, *, target: str = "ge
 
     doc = pskc.PSKC()
     for rec in records:
+        secret = secret_of(rec)
         kw: dict[str, object] = {
             "serial": token_serial(rec) if target in SERVER_NAMES else str(rec.serial),
-            "manufacturer": "Yubico", "id": pskc_key_id(rec), "secret": secret_of(rec),
+            "manufacturer": "Yubico", "id": pskc_key_id(rec), "secret": secret,
             "response_length": rec.digits, "response_encoding": "DECIMAL",
             "friendly_name": token_serial(rec), "algorithm_suite": PSKC_SUITE,
         }
@@ -176,6 +215,12 @@ def render_pskc(records: list[Record], secret_of: SecretOf, *, target: str = "ge
             kw.update(algorithm=PSKC_HOTP, counter=rec.counter)
         elif rec.mode is Mode.OATH_TOTP:
             kw.update(algorithm=PSKC_TOTP, time_interval=OATH_PERIOD, time_offset=0)
+        elif rec.mode is Mode.YUBIOTP:
+            del kw["algorithm_suite"]
+            kw.update(algorithm=PSKC_YUBIKEY_AES, secret=secret[yubiotp.PRIVATE_ID_SIZE:],
+                      response_length=otp_length(rec), response_encoding="ALPHANUMERIC",
+                      key_userid=f"CN={rec.params['public_id']}, "
+                                 f"UID={secret[:yubiotp.PRIVATE_ID_SIZE].hex()}")
         else:
             kw.update(algorithm=PSKC_CHALRESP, response_length=20,
                       response_encoding="HEXADECIMAL", challenge_encoding="HEXADECIMAL",
@@ -193,24 +238,37 @@ def render_pskc(records: list[Record], secret_of: SecretOf, *, target: str = "ge
 
 
 def render_oath_csv(records: list[Record], secret_of: SecretOf) -> str:
-    """The OATH CSV: ``serial, key, type, otplen, counter|timestep`` per key."""
+    """The OATH CSV: ``serial, key, type, otplen, counter|timestep`` per key (a Yubico
+    OTP slot: ``serial, AES key, yubikey, otplen``)."""
     lines = []
     for rec in records:
+        if rec.mode is Mode.YUBIOTP:
+            key = secret_of(rec)[yubiotp.PRIVATE_ID_SIZE:]
+            lines.append(f"{token_serial(rec)}, {key.hex()}, yubikey, {otp_length(rec)}")
+            continue
         kind, last = ("hotp", rec.counter) if rec.mode.is_hotp else ("totp", OATH_PERIOD)
         lines.append(f"{token_serial(rec)}, {secret_of(rec).hex()}, {kind}, {rec.digits}, {last}")
     return "".join(line + "\n" for line in lines)
 
 
-def render_yubico_csv(records: list[Record], secret_of: SecretOf) -> str:
+def render_yubico_csv(records: list[Record], secret_of: SecretOf,
+                      code_of: CodeOf = lambda rec: None) -> str:
     """The Personalization Tool's Yubico-format log line per OTP slot."""
     lines = []
     for rec in records:
         stamp = datetime.fromtimestamp(rec.programmed_at or rec.updated_at or time.time())
-        # the tool logs the moving factor *seed* (the slot's initial counter), not the
-        # counter now; the programmers always program HOTP_IMF
-        factor = HOTP_IMF if rec.mode is Mode.HOTP else 0
-        lines.append(f"{rec.serial},,{factor},{secret_of(rec).hex()},,"
-                     f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')},")
+        secret = secret_of(rec)
+        code = code_of(rec)
+        access = code.hex() if code and any(code) else ""
+        if rec.mode is Mode.YUBIOTP:
+            public, private = rec.params["public_id"], secret[:yubiotp.PRIVATE_ID_SIZE].hex()
+            secret = secret[yubiotp.PRIVATE_ID_SIZE:]
+        else:
+            # the tool logs the moving factor *seed* (the slot's initial counter), not the
+            # counter now; the programmers always program HOTP_IMF
+            public, private = "", str(HOTP_IMF if rec.mode is Mode.HOTP else 0)
+        lines.append(f"{rec.serial},{public},{private},{secret.hex()},{access},"
+                     f"{stamp.isoformat(timespec='seconds')},")
     return "".join(line + "\n" for line in lines)
 
 
@@ -219,6 +277,16 @@ def render_chalresp_csv(records: list[Record], secret_of: SecretOf) -> str:
     lines = [CHALRESP_CSV_HEADER]
     lines += [f"{rec.serial},{rec.slot},{secret_of(rec).hex()},{int(rec.touch)}"
               for rec in records]
+    return "".join(line + "\n" for line in lines)
+
+
+def render_access_codes(records: list[Record], code_of: CodeOf) -> str:
+    """``serial,slot,access code(hex),state`` after a header line, per record with a code."""
+    lines = [ACCESS_CODES_HEADER]
+    for rec in records:
+        code = code_of(rec)
+        if code is not None:
+            lines.append(f"{rec.serial},{rec.slot},{code.hex()},{rec.state.value}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -235,6 +303,9 @@ def check_options(target: str, fmt: str, *, password: str | None = None,
                            "(no slot) and reads it as a 6-digit HOTP token (an 8-digit or "
                            f"challenge-response slot never validates): for {server} export "
                            "--format csv or --format pskc")
+    if server and fmt == "access-codes":
+        raise InvalidInput("access codes are for the admin, never for a validation server: "
+                           "export them with --for generic --format access-codes")
     if server and fmt not in TARGET_FORMATS[target]:
         raise InvalidInput(f"{fmt} is not a format {server} imports; it is for the programs "
                            "that use challenge-response keys: export it with --for generic")
@@ -260,28 +331,38 @@ def check_options(target: str, fmt: str, *, password: str | None = None,
 def export(inventory: Inventory, fmt: str, out: str, *, target: str = "generic",
            include_exported: bool = False, password: str | None = None,
            preshared_key: bytes | None = None, force: bool = False) -> ExportResult:
-    """Write the done keys that this export takes to ``out`` (0600, atomic), then record
+    """Write the done records that this export takes to ``out`` (0600, atomic), then record
     them as exported for ``TARGET:FORMAT``.
 
-    Keys the format or target cannot carry are left out and listed in ``skipped`` with
-    the reason. Raises :class:`NothingToExport` (and writes nothing) if no key is left.
+    Records the format or target cannot carry are left out and listed in ``skipped`` with
+    the reason. Raises :class:`NothingToExport` (and writes nothing) if none is left.
+    ``access-codes`` writes the access codes of every record that has one and records
+    nothing.
     """
     check_options(target, fmt, password=password, preshared_key=preshared_key)
     path = Path(out)
     if path.exists() and not force:
         raise InvalidInput(f"{path} exists; choose another file or pass --force")
+    result = ExportResult(str(path), fmt, target,
+                          encrypted=password is not None or preshared_key is not None)
+    if fmt == "access-codes":
+        coded = [r for r in inventory.records() if r.access_code is not None]
+        if not coded:
+            raise NothingToExport("no record in the inventory left an access code on its "
+                                  "slot (`run --new-access-code`); no file written")
+        _write(path, render_access_codes(coded, inventory.access_code))
+        result.exported = [r.key for r in coded]
+        return result
     kind = export_kind(target, fmt)
     selected = inventory.records(states=[State.DONE],
                                  not_exported_as=None if include_exported else kind)
-    result = ExportResult(str(path), fmt, target,
-                          encrypted=password is not None or preshared_key is not None)
     taken = []
     for rec in selected:
-        reason = unsupported(rec, target, fmt)
+        reason = unsupported(rec, target, fmt, encrypted=result.encrypted)
         if reason is None:
             taken.append(rec)
         else:
-            result.skipped[rec.serial] = reason
+            result.skipped[rec.key] = reason
     if not taken:
         raise NothingToExport(_nothing_message(selected, result, target, fmt, include_exported))
     if fmt == "pskc":
@@ -290,25 +371,29 @@ def export(inventory: Inventory, fmt: str, out: str, *, target: str = "generic",
     elif fmt == "csv":
         data = render_oath_csv(taken, inventory.secret)
     elif fmt == "yubico-csv":
-        data = render_yubico_csv(taken, inventory.secret)
+        data = render_yubico_csv(taken, inventory.secret, inventory.access_code)
     else:
         data = render_chalresp_csv(taken, inventory.secret)
+    _write(path, data)
+    result.exported = [r.key for r in taken]
+    # the secrets that went into the file: a key reprogrammed meanwhile (by another
+    # station) keeps its new secret due for the next export
+    inventory.mark_exported({r.key: r.sealed for r in taken}, kind)
+    return result
+
+
+def _write(path: Path, data: bytes | str) -> None:
     try:
         atomic_write(path, data)
     except OSError as exc:  # no such directory, read-only, not allowed: nothing is recorded
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    result.exported = [r.serial for r in taken]
-    # the secrets that went into the file: a key reprogrammed meanwhile (by another
-    # station) keeps its new secret due for the next export
-    inventory.mark_exported({r.serial: r.sealed for r in taken}, kind)
-    return result
 
 
 def _nothing_message(selected: list[Record], result: ExportResult, target: str, fmt: str,
                      include_exported: bool) -> str:
     if selected:
         reasons = "; ".join(sorted(set(result.skipped.values())))
-        return (f"none of the {len(selected)} done key(s) can go into this export "
+        return (f"none of the {len(selected)} done record(s) can go into this export "
                 f"({reasons}); no file written")
     if include_exported:
         return "the inventory has no done key; no file written"

@@ -4,6 +4,8 @@
 makes the runner SIGKILL its own process once that step has completed for a key -- no
 ``finally`` blocks, no flush, exactly like a power cut for the software. Add ``@N`` to
 fire on the N-th key (1-based; default the first): ``HWTOKEN_FAULT=after:program@3``.
+``after:upgrade@N`` kills the process after the N-th statement of an inventory's schema
+upgrade, before it commits (:mod:`hwtoken.provision.schema`).
 
 In-process tests pass ``hooks`` to the runner instead: a callable ``hook(step, record)``
 called after each step; raise from it to simulate a crash of that run.
@@ -22,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.provision.model import Record
 
 FAULT_ENV = "HWTOKEN_FAULT"
-STEPS = ("record", "program", "verify", "done")
+RUN_STEPS = ("record", "program", "verify", "done")  # a key's four durable steps
+STEPS = (*RUN_STEPS, "upgrade")
 
 Hook = Callable[[str, "Record"], None]
 
@@ -51,7 +54,7 @@ class FaultInjector:
     def from_env(cls) -> FaultInjector:
         return cls(os.environ.get(FAULT_ENV))
 
-    def __call__(self, step: str, record: Record) -> None:
+    def __call__(self, step: str, record: Record | None) -> None:
         if self.step is None or step != self.step:  # unset: never fires, whatever it is told
             return
         self._seen += 1

@@ -2,27 +2,33 @@
 
 ``open_inventory(url)`` picks the backend: a SQLite file (``sqlite:///path`` or a plain path;
 the default) or a shared PostgreSQL database (``postgresql://...``). Both keep the same
-tables; the SQL differs only where the engines differ (placeholders, locking).
+tables (:mod:`hwtoken.provision.schema`, upgraded in place when an older inventory is
+opened); the SQL differs only where the engines differ (placeholders, locking).
+
+A key may have several records: one per place on it, named by :class:`RecordKey`
+``(serial, application, target)`` -- slot 1 challenge-response, slot 2 HOTP and OATH
+credentials on one key are three records.
 
 Concurrency model, the same for both backends:
 
-* a record is *claimed* by inserting it; the serial is the primary key, so of two stations
-  inserting the same serial exactly one succeeds;
-* while a station programs and checks a key it *holds* the record (PostgreSQL: a
+* a record is *claimed* by inserting it; ``(serial, application, target)`` is the primary
+  key, so of two stations inserting the same record exactly one succeeds;
+* while a station programs and checks a key it *holds* the key's serial (PostgreSQL: a
   session-level advisory lock; SQLite: a POSIX byte-range lock on ``<db>.holds``), so
   ``resume`` elsewhere waits for a key that a live station is still working on. A killed
   process loses its holds with its connection or file descriptor.
 
 Export state is kept per *kind* of export (``TARGET:FORMAT``, e.g. ``privacyidea:csv``) in
-the ``exports`` table: one row per key and kind with the sealed secret that went into the
-file. A key counts as exported for a kind while its current sealed secret is the one
+the ``exports`` table: one row per record and kind with the sealed secret that went into
+the file. A record counts as exported for a kind while its current sealed secret is the one
 recorded there, so a reprogrammed key (new secret) is due again everywhere, and a PSKC
-export does not hide a key from a CSV export.
+export does not hide it from a CSV export.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -31,20 +37,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from hwtoken.errors import HwtokenError, InvalidInput
-from hwtoken.provision.model import Mode, Record, State
+from hwtoken.provision import schema
+from hwtoken.provision.model import Mode, Record, RecordKey, State
+from hwtoken.provision.schema import COLUMNS, LEGACY_EXPORT_KIND
 from hwtoken.provision.sealing import Sealer, Unlocker, unlock
 
-#: export kind of the rows written by inventories from before per-kind export state: such
-#: a key counts as exported for every kind (it went to *some* validation server)
-LEGACY_EXPORT_KIND = "legacy"
+__all__ = ["COLUMNS", "LEGACY_EXPORT_KIND", "Inventory", "InventoryUnavailable", "RecordBusy",
+           "open_inventory", "station_id"]
 
-COLUMNS = ("serial", "mode", "slot", "digits", "touch", "name", "sealed", "state", "counter",
-           "device", "station", "attempts", "last_error", "created_at", "updated_at",
-           "programmed_at", "exported_at")
+_KEY_WHERE = "serial = ? AND application = ? AND target = ?"
 
 
 class RecordBusy(HwtokenError):
-    """Another live station holds this record (it is programming that key right now)."""
+    """Another live station holds this key (it is programming it right now)."""
 
 
 class InventoryUnavailable(HwtokenError):
@@ -59,18 +64,23 @@ def station_id() -> str:
 
 def row_to_record(row: Sequence[Any]) -> Record:
     d = dict(zip(COLUMNS, row, strict=True))
+    del d["application"], d["target"]  # derived from the mode, slot and name
     d["mode"] = Mode(d["mode"])
     d["state"] = State(d["state"])
     d["touch"] = bool(d["touch"])
+    d["params"] = json.loads(d["params"] or "{}")
     return Record(**d)
 
 
 def _db_value(v: Any) -> Any:
-    """A record field as the database stores it: enums by value, booleans as 0/1."""
+    """A record field as the database stores it: enums by value, booleans as 0/1,
+    parameters as JSON."""
     if isinstance(v, (Mode, State)):
         return v.value
     if isinstance(v, bool):
         return int(v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
     return v
 
 
@@ -83,10 +93,14 @@ class Inventory(ABC):
 
     #: placeholder style of the driver ("?" or "%s")
     param = "?"
+    #: the SQL dialect of :mod:`hwtoken.provision.schema`
+    dialect = "sqlite"
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._sealer: Sealer | None = None
+        #: this open made the inventory's tables (a new inventory, or a typo in its name)
+        self.created = False
 
     # -- the driver-specific part ----------------------------------------------------------
     @abstractmethod
@@ -106,6 +120,14 @@ class Inventory(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def _has_table(self, name: str) -> bool:
+        """True if the table ``name`` exists."""
+
+    def _lock_schema(self) -> None:  # noqa: B027 - SQLite needs nothing more
+        """Inside a transaction: keep other stations from changing the schema meanwhile
+        (SQLite's write transaction already does)."""
+
     def _lock_for_update(self) -> str:
         """Suffix locking selected rows inside a transaction (PostgreSQL's FOR UPDATE)."""
         return ""
@@ -122,6 +144,38 @@ class Inventory(ABC):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._execute(self.q(sql), params)
 
+    # -- schema -----------------------------------------------------------------------------
+    def _version(self) -> int:
+        return schema.version_of(self._has_table, self.meta_get)
+
+    def _ensure_schema(self) -> None:
+        """Make a new inventory's tables, or upgrade an older one in place (one transaction:
+        a station killed half-way leaves it as it was)."""
+        if self._version() == schema.VERSION:  # the usual case: no write lock on every open
+            return
+        from hwtoken.provision.faults import FaultInjector
+
+        fault = FaultInjector.from_env()
+        with self.transaction():
+            self._lock_schema()
+            version = self._version()
+            if version == 0:
+                steps = schema.create(self.dialect)
+                self.created = True
+            elif version == 1:
+                steps = schema.upgrade_from_1(
+                    self.dialect, export_state=self.meta_get("export_state") is not None)
+            elif version == schema.VERSION:
+                return
+            else:
+                raise InvalidInput(f"the inventory {self.url} has schema version {version}, "
+                                   f"which this hwtoken does not know (it knows up to "
+                                   f"{schema.VERSION}): upgrade hwtoken")
+            for statement in steps:
+                self.query(statement)
+                if version:
+                    fault("upgrade", None)
+
     # -- sealing ----------------------------------------------------------------------------
     def unlock(self, source: Unlocker) -> Sealer:
         """Derive and check the sealing key (set it up on a new inventory)."""
@@ -134,12 +188,25 @@ class Inventory(ABC):
             raise InvalidInput("the inventory is locked: unlock it with its passphrase first")
         return self._sealer
 
-    def seal(self, rec: Record, secret: bytes) -> None:
+    def seal(self, rec: Record, secret: bytes, access_code: bytes | None = None) -> None:
+        """Seal ``secret`` (and the slot's ``access_code``, if any) into ``rec``."""
         rec.sealed = self.sealer.seal(secret, rec.aad())
+        self.seal_access_code(rec, access_code)
+
+    def seal_access_code(self, rec: Record, access_code: bytes | None) -> None:
+        """Seal the access code the record leaves on its slot (None: none) into ``rec``."""
+        rec.access_code = (None if access_code is None
+                           else self.sealer.seal(access_code, rec.access_aad()))
 
     def secret(self, rec: Record) -> bytes:
         """The record's secret, opened with the inventory key."""
         return self.sealer.open(rec.sealed, rec.aad())
+
+    def access_code(self, rec: Record) -> bytes | None:
+        """The access code the record left on its slot (None if none)."""
+        if rec.access_code is None:
+            return None
+        return self.sealer.open(rec.access_code, rec.access_aad())
 
     # -- meta -------------------------------------------------------------------------------
     def meta_get(self, name: str) -> str | None:
@@ -155,12 +222,13 @@ class Inventory(ABC):
         return stored
 
     # -- records ------------------------------------------------------------------------------
-    def get(self, serial: int) -> Record | None:
-        rows = self.query(f"SELECT {', '.join(COLUMNS)} FROM records WHERE serial = ?", (serial,))  # noqa: S608
+    def get(self, key: RecordKey) -> Record | None:
+        rows = self.query(f"SELECT {', '.join(COLUMNS)} FROM records WHERE {_KEY_WHERE}",  # noqa: S608
+                          tuple(key))
         return row_to_record(rows[0]) if rows else None
 
     def claim(self, rec: Record, *, reprogram: bool = False) -> bool:
-        """Durably record ``rec`` as pending. False if the serial is taken (and not reprogram).
+        """Durably record ``rec`` as pending. False if its place is taken (and not reprogram).
 
         With ``reprogram`` an existing record is replaced (new secret, state pending, not
         exported), inside one transaction that locks the row.
@@ -171,35 +239,37 @@ class Inventory(ABC):
         rec.state = State.PENDING
         placeholders = ", ".join("?" for _ in COLUMNS)
         with self.transaction():
-            existing = self.query("SELECT state FROM records WHERE serial = ?"  # noqa: S608
-                                  + self._lock_for_update(), (rec.serial,))
+            existing = self.query(f"SELECT state FROM records WHERE {_KEY_WHERE}"  # noqa: S608
+                                  + self._lock_for_update(), tuple(rec.key))
             if existing and not reprogram:
                 return False
             if existing:
-                sets = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
-                self.query(f"UPDATE records SET {sets} WHERE serial = ?",  # noqa: S608
-                           [*record_values(rec)[1:], rec.serial])
+                sets = ", ".join(f"{c} = ?" for c in COLUMNS[3:])
+                self.query(f"UPDATE records SET {sets} WHERE {_KEY_WHERE}",  # noqa: S608
+                           [*record_values(rec)[3:], *rec.key])
                 return True
             rows = self.query(f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
-                              "ON CONFLICT (serial) DO NOTHING RETURNING serial",
-                              record_values(rec))
+                              "ON CONFLICT (serial, application, target) DO NOTHING "
+                              "RETURNING serial", record_values(rec))
             return bool(rows)
 
-    def update(self, serial: int, **fields: Any) -> None:
+    def update(self, key: RecordKey, **fields: Any) -> None:
         """Change some fields of a record durably (``updated_at`` is set too)."""
         fields["updated_at"] = time.time()
         for k, v in fields.items():
-            if k not in COLUMNS or k == "serial":
+            if k not in COLUMNS or k in schema.KEY_COLUMNS:
                 raise ValueError(f"unknown record field {k}")
             fields[k] = _db_value(v)
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.transaction():
-            self.query(f"UPDATE records SET {sets} WHERE serial = ?", [*fields.values(), serial])  # noqa: S608
+            self.query(f"UPDATE records SET {sets} WHERE {_KEY_WHERE}",  # noqa: S608
+                       [*fields.values(), *key])
 
     def records(self, *, states: Iterable[State] | None = None,
-                not_exported_as: str | None = None) -> list[Record]:
-        """Records in ``states`` (all if None); with ``not_exported_as`` only those whose
-        current secret no export of that kind (``TARGET:FORMAT``) has written yet."""
+                not_exported_as: str | None = None, serial: int | None = None) -> list[Record]:
+        """Records in ``states`` (all if None), of key ``serial`` (all if None); with
+        ``not_exported_as`` only those whose current secret no export of that kind
+        (``TARGET:FORMAT``) has written yet."""
         sql = f"SELECT {', '.join(COLUMNS)} FROM records"  # noqa: S608 (column names are constants)
         where: list[str] = []
         params: list[Any] = []
@@ -207,13 +277,28 @@ class Inventory(ABC):
             sts = [s.value for s in states]
             where.append(f"state IN ({', '.join('?' for _ in sts)})")
             params.extend(sts)
+        if serial is not None:
+            where.append("serial = ?")
+            params.append(serial)
         if not_exported_as is not None:
             where.append("NOT EXISTS (SELECT 1 FROM exports e WHERE e.serial = records.serial "
+                         "AND e.application = records.application "
+                         "AND e.target = records.target "
                          "AND e.sealed = records.sealed AND e.kind IN (?, ?))")
             params.extend([not_exported_as, LEGACY_EXPORT_KIND])
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [row_to_record(r) for r in self.query(sql + " ORDER BY created_at, serial", params)]
+        order = " ORDER BY created_at, serial, application, target"
+        return [row_to_record(r) for r in self.query(sql + order, params)]
+
+    def forget(self, key: RecordKey) -> bool:
+        """Drop one record and its export state (the key keeps what it holds). False if
+        there was no such record."""
+        with self.transaction():
+            self.query(f"DELETE FROM exports WHERE {_KEY_WHERE}", tuple(key))  # noqa: S608
+            rows = self.query(f"DELETE FROM records WHERE {_KEY_WHERE} RETURNING serial",  # noqa: S608
+                              tuple(key))
+        return bool(rows)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in State}
@@ -223,51 +308,47 @@ class Inventory(ABC):
             "SELECT COUNT(*) FROM records WHERE exported_at IS NOT NULL")[0][0])
         return out
 
-    def mark_exported(self, sealed: dict[int, str], kind: str, at: float | None = None) -> None:
-        """Record that an export of ``kind`` wrote these keys (serial -> the sealed secret
+    def mark_exported(self, sealed: dict[RecordKey, str], kind: str,
+                      at: float | None = None) -> None:
+        """Record that an export of ``kind`` wrote these records (key -> the sealed secret
         that went into the file). A record reprogrammed since it was read has another
         sealed secret, so it stays due for the next export."""
         at = at or time.time()
         with self.transaction():
-            for serial, sealed_secret in sealed.items():
-                self.query("INSERT INTO exports (serial, kind, sealed, at) VALUES (?, ?, ?, ?) "
-                           "ON CONFLICT (serial, kind) DO UPDATE SET sealed = excluded.sealed, "
-                           "at = excluded.at", (serial, kind, sealed_secret, at))
-                self.query("UPDATE records SET exported_at = ? WHERE serial = ? AND sealed = ?",
-                           (at, serial, sealed_secret))
-
-    def _init_export_state(self) -> None:
-        """Carry an inventory from before per-kind export state over, once: a key an
-        export had already taken then counts as exported for every kind."""
-        if self.meta_get("export_state") is not None:  # done: no write lock on every open
-            return
-        with self.transaction():
-            if self.meta_get("export_state") is not None:
-                return
-            self.query("INSERT INTO exports (serial, kind, sealed, at) "
-                       "SELECT serial, ?, sealed, exported_at FROM records "
-                       "WHERE exported_at IS NOT NULL ON CONFLICT (serial, kind) DO NOTHING",
-                       (LEGACY_EXPORT_KIND,))
-            self.query("INSERT INTO meta (name, value) VALUES ('export_state', 'per-kind') "
-                       "ON CONFLICT (name) DO NOTHING")
+            for key, sealed_secret in sealed.items():
+                self.query("INSERT INTO exports (serial, application, target, kind, sealed, at) "
+                           "VALUES (?, ?, ?, ?, ?, ?) "
+                           "ON CONFLICT (serial, application, target, kind) DO UPDATE SET "
+                           "sealed = excluded.sealed, at = excluded.at",
+                           (*key, kind, sealed_secret, at))
+                self.query(f"UPDATE records SET exported_at = ? WHERE {_KEY_WHERE} "  # noqa: S608
+                           "AND sealed = ?", (at, *key, sealed_secret))
 
     # -- events (audit trail; never secrets) ---------------------------------------------------
-    def log_event(self, kind: str, message: str, serial: int | None = None) -> None:
+    def log_event(self, kind: str, message: str, serial: int | None = None,
+                  place: str | None = None) -> None:
+        """Append to the audit trail (``place``: where on the key, e.g. ``slot 2``)."""
         with self.transaction():
-            self.query("INSERT INTO events (at, station, serial, kind, message) "
-                       "VALUES (?, ?, ?, ?, ?)", (time.time(), station_id(), serial, kind, message))
+            self.query("INSERT INTO events (at, station, serial, kind, message, place) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (time.time(), station_id(), serial, kind, message, place))
 
     def last_error(self) -> dict[str, Any] | None:
-        rows = self.query("SELECT at, station, serial, message FROM events WHERE kind = 'error' "
-                          "ORDER BY id DESC LIMIT 1")
+        rows = self.query("SELECT at, station, serial, message, place FROM events "
+                          "WHERE kind = 'error' ORDER BY id DESC LIMIT 1")
         if not rows:
             return None
-        at, station, serial, message = rows[0]
-        return {"at": at, "station": station, "serial": serial, "message": message}
+        at, station, serial, message, place = rows[0]
+        return {"at": at, "station": station, "serial": serial, "place": place,
+                "message": message}
 
 
 def open_inventory(url: str, *, create: bool = True) -> Inventory:
-    """Open the inventory at ``url``: ``sqlite:///path``, a plain path, or ``postgresql://``."""
+    """Open the inventory at ``url``: ``sqlite:///path``, a plain path, or ``postgresql://``.
+
+    A new SQLite file goes into a directory that must exist (a typo in the path is an
+    error, not a new directory); ``create=False`` refuses a file that does not exist.
+    """
     if not url:
         raise InvalidInput("--inventory is required (a file path, sqlite:///path or postgresql://)")
     if url.startswith(("postgresql://", "postgres://")):

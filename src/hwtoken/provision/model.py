@@ -1,10 +1,17 @@
-"""What a provisioning record holds: the mode a key is programmed in and its state."""
+"""What a provisioning record holds: the mode a key is programmed in and its state.
+
+A key may carry several records, one per *place*: the application on the key (``otp``,
+``oath``; later ``piv``, ``fido``) and the target in it (an OTP slot ``"1"``/``"2"``, an
+OATH credential name). :class:`RecordKey` ``(serial, application, target)`` names one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 
 class Mode(enum.StrEnum):
@@ -12,16 +19,32 @@ class Mode(enum.StrEnum):
 
     HOTP = "hotp"            # OTP slot, OATH-HOTP typed on touch (python-yubico)
     CHALRESP = "chalresp"    # OTP slot, HMAC-SHA1 challenge-response (python-yubico)
+    YUBIOTP = "yubiotp"      # OTP slot, Yubico OTP (AES-128) typed on touch (python-yubico)
     OATH_TOTP = "oath-totp"  # OATH applet credential, TOTP (yubikit)
     OATH_HOTP = "oath-hotp"  # OATH applet credential, HOTP (yubikit)
 
     @property
+    def application(self) -> str:
+        """The application on the key that holds this mode's secret."""
+        return APPLICATION[self]
+
+    @property
     def uses_slot(self) -> bool:
-        return self in (Mode.HOTP, Mode.CHALRESP)
+        return self.application == "otp"
 
     @property
     def is_hotp(self) -> bool:
         return self in (Mode.HOTP, Mode.OATH_HOTP)
+
+    @property
+    def typed(self) -> bool:
+        """The key proves it holds the secret by typing a code when touched."""
+        return self in (Mode.HOTP, Mode.YUBIOTP)
+
+
+#: mode -> the application on the key (a new mode adds its line here)
+APPLICATION = {Mode.HOTP: "otp", Mode.CHALRESP: "otp", Mode.YUBIOTP: "otp",
+               Mode.OATH_TOTP: "oath", Mode.OATH_HOTP: "oath"}
 
 
 class State(enum.StrEnum):
@@ -35,6 +58,36 @@ SECRET_LENGTH = 20  # HMAC-SHA1 key size: what OTP slots hold and what OATH uses
 OATH_PERIOD = 30
 HOTP_IMF = 0  # the initial moving factor (counter) every HOTP slot is programmed with
 HOTP_LOOK_AHEAD = 20  # how far a check searches the key's HOTP counter after a crash
+ACCESS_CODE_SIZE = 6  # an OTP slot's access code
+PUBLIC_IDS = ("serial", "random")  # how a Yubico OTP public ID is chosen
+RANDOM = "random"  # --new-access-code random: a code of its own for each slot
+
+
+class RecordKey(NamedTuple):
+    """What names one record: the key's serial, the application, the target in it."""
+
+    serial: int
+    application: str
+    target: str
+
+    @property
+    def label(self) -> str:
+        """``12345678/otp:2``: for messages and JSON keys."""
+        return f"{self.serial}/{self.application}:{self.target}"
+
+
+def target_of(mode: Mode, slot: int, name: str) -> str:
+    """The place in ``mode``'s application: the slot number, or the OATH credential name."""
+    return str(slot) if mode.uses_slot else name
+
+
+def place_of(application: str, target: str) -> str:
+    """Where on the key a secret lives, in words: ``slot 2``, ``OATH credential 'x'``."""
+    if application == "otp":
+        return f"slot {target}"
+    if application == "oath":
+        return f"OATH credential {target!r}"
+    return f"{application} {target}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +99,7 @@ class Spec:
     digits: int = 6
     touch: bool = False
     name: str = "hwtoken"  # OATH credential name on the key
+    public_id: str = "serial"  # yubiotp: "serial" (ykman's --serial-public-id) or "random"
 
     def __post_init__(self) -> None:
         from hwtoken.errors import InvalidInput
@@ -54,6 +108,8 @@ class Spec:
             raise InvalidInput("--slot must be 1 or 2")
         if self.digits not in (6, 7, 8) or (self.mode.uses_slot and self.digits == 7):
             raise InvalidInput("--digits must be 6 or 8 (7 also for OATH)")
+        if self.public_id not in PUBLIC_IDS:
+            raise InvalidInput(f"--public-id must be one of {', '.join(PUBLIC_IDS)}")
         if not self.mode.uses_slot:
             name = self.name
             if not name.strip() or ":" in name or len(name.encode("utf-8", "replace")) > 64 \
@@ -62,14 +118,73 @@ class Spec:
                                    "64 bytes of text without ':' or control characters")
 
     @property
+    def application(self) -> str:
+        return self.mode.application
+
+    @property
+    def target(self) -> str:
+        return target_of(self.mode, self.slot, self.name)
+
+    def key(self, serial: int) -> RecordKey:
+        return RecordKey(serial, self.application, self.target)
+
+    @property
     def place(self) -> str:
         """Where on the key the secret lives: an OTP slot or a named OATH credential."""
-        return f"slot {self.slot}" if self.mode.uses_slot else f"OATH credential {self.name!r}"
+        return place_of(self.application, self.target)
+
+
+def check_plan(plan: list[Spec]) -> list[Spec]:
+    """A run's specs, one per place on the key (two for one place: refused)."""
+    from hwtoken.errors import InvalidInput
+
+    if not plan:
+        raise InvalidInput("give at least one mode to program")
+    seen: dict[tuple[str, str], Spec] = {}
+    for one in plan:
+        place = (one.application, one.target)
+        if place in seen:
+            raise InvalidInput(f"two modes for {one.place} ({seen[place].mode.value} and "
+                               f"{one.mode.value}): give each its own slot (-m MODE:SLOT) or "
+                               "OATH credential name (-m MODE:NAME)")
+        seen[place] = one
+    return plan
+
+
+@dataclass(frozen=True)
+class Material:
+    """What a key is programmed with: the secret (sealed in the inventory) and the mode's
+    public parameters (a Yubico OTP public ID; stored in the clear, bound to the secret)."""
+
+    secret: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Material(<secret hidden>, params={self.params!r})"
+
+
+@dataclass(frozen=True)
+class Access:
+    """Access codes of OTP slots for one write: the codes the slot may be protected by now
+    (tried in turn; none means unprotected) and the code to leave on it (None: none)."""
+
+    current: tuple[bytes, ...] = ()
+    new: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Access(<{len(self.current)} current code(s)>, new={'set' if self.new else None})"
+
+
+#: aad_version of records sealed before several records per key (their associated data
+#: has no application or target); new records are sealed with version 2
+LEGACY_AAD = 1
+CURRENT_AAD = 2
 
 
 @dataclass
 class Record:
-    """One key in the inventory. ``sealed`` is the AES-GCM-sealed secret, never the secret."""
+    """One place on one key in the inventory. ``sealed`` is the AES-GCM-sealed secret, never
+    the secret; ``access_code`` the sealed access code left on the slot (or None)."""
 
     serial: int
     mode: Mode
@@ -88,19 +203,57 @@ class Record:
     updated_at: float = 0.0
     programmed_at: float | None = None
     exported_at: float | None = None
+    access_code: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    aad_version: int = CURRENT_AAD
+
+    @classmethod
+    def new(cls, spec: Spec, serial: int, **fields: Any) -> Record:
+        """A fresh record for ``spec`` on key ``serial``."""
+        return cls(serial=serial, mode=spec.mode, slot=spec.slot, digits=spec.digits,
+                   touch=spec.touch, name=spec.name, sealed="", **fields)
+
+    @property
+    def application(self) -> str:
+        return self.mode.application
+
+    @property
+    def target(self) -> str:
+        return target_of(self.mode, self.slot, self.name)
+
+    @property
+    def key(self) -> RecordKey:
+        return RecordKey(self.serial, self.application, self.target)
+
+    @property
+    def place(self) -> str:
+        return place_of(self.application, self.target)
 
     @property
     def spec(self) -> Spec:
         return Spec(self.mode, self.slot, self.digits, self.touch, self.name)
 
     def public(self) -> dict[str, object]:
-        """The record without its sealed secret (for status and JSON output)."""
+        """The record without its sealed values (for status and JSON output)."""
         doc = dataclasses.asdict(self)
         doc.pop("sealed")
+        doc.pop("aad_version")
+        doc["access_code"] = self.access_code is not None  # whether one is set, never it
         doc["mode"] = self.mode.value
         doc["state"] = self.state.value
+        doc["application"] = self.application
+        doc["target"] = self.target
         return doc
 
     def aad(self) -> bytes:
-        """Associated data binding a sealed secret to this key and mode."""
-        return f"hwtoken-provision:{self.serial}:{self.mode.value}:{self.slot}".encode()
+        """Associated data binding a sealed secret to this record: its key, its mode and
+        its public parameters (a sealed secret copied to another row does not open)."""
+        if self.aad_version == LEGACY_AAD:
+            return f"hwtoken-provision:{self.serial}:{self.mode.value}:{self.slot}".encode()
+        params = json.dumps(self.params, sort_keys=True, separators=(",", ":"))
+        return (f"hwtoken-provision:v2:{self.serial}:{self.application}:{self.target}:"
+                f"{self.mode.value}:{params}").encode()
+
+    def access_aad(self) -> bytes:
+        """Associated data of the sealed access code (never opens as the secret)."""
+        return self.aad() + b":access-code"

@@ -1,8 +1,9 @@
 """PostgreSQL inventory shared by many provisioning stations (psycopg 3).
 
-* the serial is the primary key: ``INSERT ... ON CONFLICT DO NOTHING`` lets exactly one
-  station claim a key; a reprogram rewrites the row under ``SELECT ... FOR UPDATE``;
-* a station holds a record while it programs and checks the key with a session-level
+* ``(serial, application, target)`` is the primary key: ``INSERT ... ON CONFLICT DO
+  NOTHING`` lets exactly one station claim a record; a reprogram rewrites the row under
+  ``SELECT ... FOR UPDATE``;
+* a station holds a key while it programs and checks it with a session-level
   advisory lock (``pg_try_advisory_lock``), released when its connection ends, also when
   the process is killed; ``resume`` waits for records another live station holds. (A row lock
   would not do: the station commits the record's steps while it holds it.)
@@ -20,34 +21,15 @@ import psycopg
 
 from hwtoken.errors import InvalidInput
 from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy
+from hwtoken.provision.schema import meta_ddl
 
 HOLD_NAMESPACE = 0x6877 << 32  # "hw": keeps our advisory lock keys apart from others'
-SCHEMA_LOCK = 0x68777470726F76  # advisory lock serialising schema creation
-
-SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS records (
-        serial BIGINT PRIMARY KEY,
-        mode TEXT NOT NULL, slot INTEGER NOT NULL, digits INTEGER NOT NULL,
-        touch INTEGER NOT NULL, name TEXT NOT NULL, sealed TEXT NOT NULL,
-        state TEXT NOT NULL, counter BIGINT NOT NULL DEFAULT 0,
-        device TEXT NOT NULL, station TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT, created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL, programmed_at DOUBLE PRECISION,
-        exported_at DOUBLE PRECISION)""",
-    "CREATE INDEX IF NOT EXISTS records_state ON records (state)",
-    """CREATE TABLE IF NOT EXISTS events (
-        id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, station TEXT NOT NULL,
-        serial BIGINT, kind TEXT NOT NULL, message TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS exports (
-        serial BIGINT NOT NULL, kind TEXT NOT NULL, sealed TEXT NOT NULL,
-        at DOUBLE PRECISION NOT NULL, PRIMARY KEY (serial, kind))""",
-]
+SCHEMA_LOCK = 0x68777470726F76  # advisory lock serialising schema creation and upgrades
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
-    return redact(text.splitlines()[0]) if text else type(exc).__name__
+    return redact(text.splitlines()[0]) if text else "no details"
 
 
 def redact(url: str) -> str:
@@ -59,6 +41,7 @@ class PostgresInventory(Inventory):
     """An inventory in a PostgreSQL database."""
 
     param = "%s"
+    dialect = "postgres"
 
     def __init__(self, url: str) -> None:
         super().__init__(redact(url))
@@ -69,10 +52,16 @@ class PostgresInventory(Inventory):
                                f"{_first_line(exc)}") from None
         self._txn: Any = None
         with self.transaction():
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            for stmt in SCHEMA:
-                self._db.execute(stmt)
-            self._init_export_state()
+            self._lock_schema()
+            self._execute(meta_ddl())
+        self._ensure_schema()
+
+    def _lock_schema(self) -> None:
+        self._execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+
+    def _has_table(self, name: str) -> bool:
+        rows = self._execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        return bool(rows and rows[0][0])
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

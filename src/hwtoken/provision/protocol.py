@@ -2,9 +2,14 @@
 
 * a :class:`DeviceSource` yields keys as they arrive (real keys plugged in one after
   another, or a pool of virtual keys) and finds a recorded key again for ``resume``;
-* a :class:`Programmer` opens a :class:`KeyConnection` to one key; the connection writes
-  the secret (``program``) and asks the key itself for a response (``calculate``), which
-  :func:`hwtoken.provision.verify.check` compares with the value computed from the secret.
+* a :class:`Programmer` opens a :class:`KeyConnection` to one key; the connection says what
+  a place on the key holds already (``occupant``), writes the secret (``program``) and
+  asks the key itself for a response (``calculate``), which the mode's check
+  (:mod:`hwtoken.provision.modes`) compares with the value computed from the secret.
+
+The runner knows none of the modes: a new mode (PIV, FIDO) brings its
+:class:`~hwtoken.provision.modes.ModeDriver` (what to generate, how to check) and a
+programmer whose connection implements these three methods for its application.
 
 Implementations: :mod:`hwtoken.provision.programmers` (python-yubico for the OTP slots,
 yubikit for OATH, and the interim pure-applet path for virtual keys).
@@ -18,15 +23,23 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hwtoken.errors import CheckFailed
-from hwtoken.provision.model import Record, Spec
+from hwtoken.provision.model import Access, Material, Record, Spec
 
 
 @dataclass(frozen=True)
 class Device:
-    """A key that is present: its serial and how to reach it (``emu:NAME`` or ``usb:SERIAL``)."""
+    """A key that is present: its serial and how to reach it (``emu:NAME`` or ``usb:SERIAL``).
 
-    serial: int
+    Discovery may also say what the key is (``model``) and which USB interfaces it has
+    (``interfaces``: of ``otp``, ``fido``, ``ccid``; None if unknown), so a key that cannot
+    take a mode is refused as such. ``serial`` is None for a key that shows no serial
+    number (it cannot be recorded).
+    """
+
+    serial: int | None
     spec: str
+    model: str = ""
+    interfaces: frozenset[str] | None = None
 
     @property
     def virtual(self) -> bool:
@@ -43,15 +56,32 @@ class CannotCheck(CheckFailed):
     not reprogrammed."""
 
 
-class KeyConnection(Protocol):
-    """An open connection to one key, for one programming mode."""
+class AccessDenied(CheckFailed):
+    """The key refused the write: the place is protected by an access code (or password)
+    that was not given. Nothing was written; the record stays pending."""
 
-    def program(self, spec: Spec, secret: bytes) -> None:
-        """Write ``secret`` into the slot/credential that ``spec`` names (overwriting it)."""
+
+class Unsuitable(CheckFailed):
+    """The key cannot take this mode at all (a FIDO-only key at an OTP station, a key
+    without the OATH applet): it is refused, and no record is written."""
+
+
+class KeyConnection(Protocol):
+    """An open connection to one key, for the application of one or more modes."""
+
+    def occupant(self, spec: Spec) -> str | None:
+        """What the place ``spec`` names holds now, in words (``"slot 2 is programmed
+        (challenge-response)"``), or None if it is empty. Reads only."""
+
+    def program(self, spec: Spec, material: Material, access: Access) -> None:
+        """Write ``material`` into the place ``spec`` names (overwriting it), presenting
+        the codes in ``access.current`` and leaving ``access.new``; raises
+        :class:`AccessDenied` if the key refuses every code."""
 
     def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
         """The key's own answer: chalresp -> HMAC response bytes for ``challenge``;
-        oath-totp -> the code at unix time ``challenge``; hotp/oath-hotp -> the next code.
+        oath-totp -> the code at unix time ``challenge``; hotp/oath-hotp/yubiotp -> the
+        text the key types (the next code, or an OTP).
         Raises :class:`NotProgrammed` if the key has nothing there, :class:`CannotCheck`
         if it cannot be asked now."""
 
@@ -62,7 +92,8 @@ class Programmer(Protocol):
     name: str
 
     def connect(self, device: Device) -> contextlib.AbstractContextManager[KeyConnection]:
-        """Open ``device`` (raises :class:`hwtoken.errors.DeviceError` if it is gone)."""
+        """Open ``device`` (raises :class:`hwtoken.errors.DeviceError` if it is gone,
+        :class:`Unsuitable` if it has no such application)."""
 
 
 class DeviceSource(Protocol):
@@ -73,3 +104,23 @@ class DeviceSource(Protocol):
 
     def present(self, record: Record) -> Device | None:
         """The recorded key, if it is present now."""
+
+
+class TypedCode:
+    """A :class:`KeyConnection` standing in for a key whose code a person typed by hand
+    (``provision resume --code SERIAL=CODE``): it answers with that code and writes
+    nothing."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def occupant(self, spec: Spec) -> str | None:
+        return None
+
+    def program(self, spec: Spec, material: Material, access: Access) -> None:
+        raise CannotCheck("a code typed by hand cannot program a key")
+
+    def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
+        if not spec.mode.typed:
+            raise CannotCheck(f"a {spec.mode.value} key is not checked by a code it types")
+        return self.code

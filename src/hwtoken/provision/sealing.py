@@ -99,10 +99,12 @@ class Unlocker:
 
     def __init__(self, *, key_file: str | os.PathLike[str] | None = None,
                  passphrase: str | None = None,
-                 prompt: Callable[[bool], str] | None = None) -> None:
+                 prompt: Callable[[bool], str] | None = None,
+                 new_policy: Callable[[str], None] | None = None) -> None:
         self.key_file = key_file or os.environ.get(KEY_FILE_ENV) or None
         self._passphrase = passphrase
         self._prompt = prompt
+        self._new_policy = new_policy  # checks the passphrase of a new inventory
 
     @property
     def has_passphrase(self) -> bool:
@@ -116,6 +118,8 @@ class Unlocker:
         if not value:
             raise InvalidInput(f"the inventory needs a passphrase: set {PASSPHRASE_ENV}, "
                                "use --key-file, or run on a terminal to be asked")
+        if new and self._new_policy is not None:
+            self._new_policy(value)
         return value
 
     def __repr__(self) -> str:

@@ -31,6 +31,18 @@ def virtual_serial(name: str) -> int | None:
     return int(VirtualKey.peek(path).section("identity")["serial"])
 
 
+def virtual_model(name: str) -> str | None:
+    """The model virtual key ``name`` is (its profile's), or None if it does not exist."""
+    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE, get_profile
+
+    path = paths.virtual_key_path(name)
+    if not path.exists():
+        return None
+    identity = VirtualKey.peek(path).section("identity")
+    return get_profile(str(identity.get("profile", DEFAULT_PROFILE))).model
+
+
 def ensure_virtual(name: str) -> int:
     """Create virtual key ``name`` unless it exists (another station may create it at the
     same moment: then wait for its file) and return its serial."""
@@ -78,9 +90,11 @@ class VirtualPool:
 class UsbKeys:
     """Real YubiKeys as they are plugged in, found by serial (yubikit's USB discovery).
 
-    Each serial arrives once; keys already plugged in when the run starts arrive first.
-    ``count`` ends the run after that many keys; ``idle_timeout`` after that many seconds
-    without a new key (None waits forever; Ctrl-C stops).
+    Each serial arrives once; keys already plugged in when the run starts arrive first. A
+    key that shows no serial number arrives too (``serial`` None, once per plug), so the
+    station can say it cannot take it. ``count`` ends the run after that many keys with a
+    serial; ``idle_timeout`` after that many seconds without a new key (None waits
+    forever; Ctrl-C stops).
     """
 
     def __init__(self, count: int | None = None, *, idle_timeout: float | None = None,
@@ -92,16 +106,18 @@ class UsbKeys:
         self.announce = announce
 
     def arrivals(self) -> Iterator[Device]:
-        seen: set[int] = set()
+        seen: set[object] = set()  # serials, or discovery's fingerprint of a key without one
+        taken = 0
         last_new = time.monotonic()
         if self.announce:
             self.announce("insert the first key...")
-        while self.count is None or len(seen) < self.count:
-            fresh = [s for s in list_usb_serials() if s not in seen]
-            for serial in fresh:
-                seen.add(serial)
+        while self.count is None or taken < self.count:
+            fresh = [(ident, d) for ident, d in list_usb_keys() if ident not in seen]
+            for ident, device in fresh:
+                seen.add(ident)
                 last_new = time.monotonic()
-                yield Device(serial, f"usb:{serial}")
+                taken += device.serial is not None
+                yield device
                 if self.announce:
                     self.announce("remove it and insert the next key...")
             if self.idle_timeout is not None and time.monotonic() - last_new > self.idle_timeout:
@@ -122,10 +138,14 @@ class RecordedKeys:
         return present(record)
 
 
-def list_usb_serials() -> list[int]:
-    """Serials of the YubiKeys plugged in now (empty if none or no USB access)."""
+def list_usb_keys() -> list[tuple[object, Device]]:
+    """The YubiKeys plugged in now, each with what identifies it between two looks (its
+    serial, or discovery's fingerprint for a key that shows none); empty if none or no USB
+    access."""
     try:
         from ykman.device import list_all_devices
+        from yubikit.core import USB_INTERFACE
+        from yubikit.support import get_name
     except ImportError:  # pragma: no cover - extras missing
         raise DeviceError("real keys need yubikey-manager: pip install 'hwtoken[pcsc]'") from None
     # ykman logs a traceback for each transport it cannot list (no pcscd, no USB access);
@@ -137,9 +157,29 @@ def list_usb_serials() -> list[int]:
         if not any(isinstance(h, logging.NullHandler) for h in lg.handlers):
             lg.addHandler(logging.NullHandler())
     try:
-        return sorted({info.serial for _, info in list_all_devices() if info.serial})
+        found = list_all_devices()
     except Exception as exc:  # discovery problems are reported, not fatal
         raise DeviceError(f"cannot list USB keys: {exc}") from None
+    out: dict[object, Device] = {}
+    for dev, info in found:
+        interfaces = None
+        if dev.pid is not None:
+            interfaces = frozenset(i.name.lower() for i in USB_INTERFACE
+                                   if dev.pid.usb_interfaces & i)
+        try:
+            model = get_name(info, dev.pid.yubikey_type if dev.pid is not None else None)
+        except Exception:  # noqa: BLE001 - a name is a courtesy
+            model = "YubiKey"
+        serial = info.serial or None
+        ident: object = serial if serial is not None else ("fingerprint", dev.fingerprint)
+        out[ident] = Device(serial, f"usb:{serial}" if serial else "usb", model=model,
+                            interfaces=interfaces)
+    return sorted(out.items(), key=lambda item: (item[1].serial is None, item[1].serial or 0))
+
+
+def list_usb_serials() -> list[int]:
+    """Serials of the YubiKeys plugged in now (empty if none or no USB access)."""
+    return [d.serial for _, d in list_usb_keys() if d.serial is not None]
 
 
 def present(record: Record) -> Device | None:
@@ -152,7 +192,7 @@ def present(record: Record) -> Device | None:
             return None
         return Device(record.serial, spec) if serial == record.serial else None
     try:
-        serials = list_usb_serials()
+        keys = list_usb_keys()
     except DeviceError:
         return None
-    return Device(record.serial, f"usb:{record.serial}") if record.serial in serials else None
+    return next((d for _, d in keys if d.serial == record.serial), None)

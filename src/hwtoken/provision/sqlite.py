@@ -19,25 +19,7 @@ from typing import Any
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import SECRET_MODE
 from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    serial INTEGER PRIMARY KEY,
-    mode TEXT NOT NULL, slot INTEGER NOT NULL, digits INTEGER NOT NULL,
-    touch INTEGER NOT NULL, name TEXT NOT NULL, sealed TEXT NOT NULL,
-    state TEXT NOT NULL, counter INTEGER NOT NULL DEFAULT 0,
-    device TEXT NOT NULL, station TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    programmed_at REAL, exported_at REAL);
-CREATE INDEX IF NOT EXISTS records_state ON records (state);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, station TEXT NOT NULL,
-    serial INTEGER, kind TEXT NOT NULL, message TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS exports (
-    serial INTEGER NOT NULL, kind TEXT NOT NULL, sealed TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (serial, kind));
-"""
+from hwtoken.provision.schema import meta_ddl
 
 
 class SqliteInventory(Inventory):
@@ -54,9 +36,11 @@ class SqliteInventory(Inventory):
         if not self.path.exists():
             if not create:
                 raise InvalidInput(f"no inventory at {self.path}")
+            if not self.path.parent.is_dir():  # a typo in the path, not a new directory
+                raise InvalidInput(f"cannot create the inventory {self.path}: its directory "
+                                   f"{self.path.parent} does not exist")
             # create it 0600 before SQLite touches it; its -wal/-shm files copy the mode
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, SECRET_MODE))
             except OSError as exc:
                 raise InvalidInput(f"cannot create the inventory {self.path}: "
@@ -64,7 +48,7 @@ class SqliteInventory(Inventory):
         self._db = self._connect()
         self._in_txn = False
         self._holds_fd: int | None = None
-        self._init_export_state()
+        self._ensure_schema()
 
     def _connect(self) -> sqlite3.Connection:
         # switching a new file to WAL needs a moment alone with it: a second station
@@ -80,7 +64,7 @@ class SqliteInventory(Inventory):
                 db.execute("PRAGMA busy_timeout=30000")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
-                db.executescript(SCHEMA)
+                db.execute(meta_ddl())
                 return db
             except sqlite3.OperationalError as exc:
                 db.close()
@@ -92,6 +76,10 @@ class SqliteInventory(Inventory):
                 db.close()
                 raise InvalidInput(f"{self.path} is not a usable inventory database "
                                    f"({exc})") from None
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self._execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                  "AND name = ?", (name,)))
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

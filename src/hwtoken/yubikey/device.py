@@ -40,6 +40,15 @@ def _yubico() -> Any:
     return yubico
 
 
+class WriteRefused(CheckFailed):
+    """The key refused a configuration write (the slot's access code was not presented,
+    or the configuration was rejected): nothing changed on the key."""
+
+
+class NoOtpInterface(DeviceError):
+    """The key has no OTP slots (a FIDO-only model)."""
+
+
 @dataclass
 class SlotInfo:
     """What the status report tells about one slot (keys never reveal their secrets)."""
@@ -164,7 +173,7 @@ class OtpKey:
             self.yk.write_config(cfg, slot=slot)
         except yubico.yubikey_usb_hid.YubiKeyUSBHIDError as exc:
             if "programming failed" in str(exc):
-                raise CheckFailed(f"the key refused to {what}: the slot is protected by an "
+                raise WriteRefused(f"the key refused to {what}: the slot is protected by an "
                                   "access code (give the right --access-code) or the "
                                   "configuration was rejected") from None
             raise DeviceError(f"could not {what}: {exc}") from None
@@ -188,7 +197,7 @@ class OtpKey:
         cfg = self._new_config()
         # python-yubico packs factor_seed little-endian; keys read uid[4:6] big-endian / 16
         seed = int.from_bytes((imf // 16).to_bytes(2, "big"), "little")
-        cfg.mode_oath_hotp(fit_hmac_key(secret), digits=digits, factor_seed=seed or None)
+        cfg.mode_oath_hotp(_hex(fit_hmac_key(secret)), digits=digits, factor_seed=seed or None)
         cfg.ticket_flag("APPEND_CR", append_cr)
         self._common_flags(cfg)
         self._codes(cfg, access_code, current_access_code)
@@ -202,8 +211,29 @@ class OtpKey:
         _check_slot(slot)
         self._guard_overwrite(slot, force)
         cfg = self._new_config()
-        cfg.mode_challenge_response(fit_hmac_key(secret), type="HMAC", variable=variable,
-                                    require_button=touch)
+        cfg.mode_challenge_response(_hex(fit_hmac_key(secret)), type="HMAC",
+                                    variable=variable, require_button=touch)
+        self._common_flags(cfg)
+        self._codes(cfg, access_code, current_access_code)
+        self._write(cfg, slot, f"program slot {slot}")
+
+    def program_yubiotp(self, slot: int, public_id: str, private_id: bytes, key: bytes, *,
+                        access_code: bytes | None = None,
+                        current_access_code: bytes | None = None, append_cr: bool = True,
+                        force: bool = False) -> None:
+        """Yubico OTP: a touch types ``public_id`` (modhex) and a 32-character OTP, the
+        ticket with ``private_id`` (6 bytes) encrypted under the AES-128 ``key``."""
+        _check_slot(slot)
+        if len(private_id) != 6 or len(key) != 16:
+            raise InvalidInput("Yubico OTP needs a 6-byte private ID and a 16-byte AES key")
+        if len(public_id) > 32 or len(public_id) % 2 or \
+                any(c not in "cbdefghijklnrtuv" for c in public_id):
+            raise InvalidInput("the public ID must be modhex, at most 16 bytes")
+        self._guard_overwrite(slot, force)
+        cfg = self._new_config()
+        cfg.mode_yubikey_otp(_hex(private_id), _hex(key))
+        cfg.fixed_string(b"m:" + public_id.encode())
+        cfg.ticket_flag("APPEND_CR", append_cr)
         self._common_flags(cfg)
         self._codes(cfg, access_code, current_access_code)
         self._write(cfg, slot, f"program slot {slot}")
@@ -296,6 +326,12 @@ class OtpKey:
         with contextlib.suppress(Exception):
             self.yk._device._close()  # release the USB interface now, not at GC time
         self.yk = None
+
+
+def _hex(data: bytes) -> bytes:
+    """Bytes as python-yubico takes them safely: raw bytes that happen to start with
+    ``h:`` or ``m:`` would be read as hex or modhex."""
+    return b"h:" + data.hex().encode()
 
 
 def _model(version: tuple[int, int, int], described: str) -> str:
@@ -430,7 +466,7 @@ def _require_otp(profile_name: str, device: str) -> None:
 
     profile = get_profile(profile_name)
     if not profile.has("otp"):
-        raise DeviceError(f"{device} has no OTP slots: it is a {profile.model} "
+        raise NoOtpInterface(f"{device} has no OTP slots: it is a {profile.model} "
                           f"(profile {profile.name})")
 
 
@@ -529,4 +565,5 @@ def list_keys(*, include_virtual: bool = True,
     return found
 
 
-__all__ = ["open_key", "open_virtual_key", "list_keys", "OtpKey", "KeyInfo", "SlotInfo"]
+__all__ = ["open_key", "open_virtual_key", "list_keys", "OtpKey", "KeyInfo", "SlotInfo",
+           "WriteRefused", "NoOtpInterface"]

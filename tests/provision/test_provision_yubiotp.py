@@ -1,0 +1,86 @@
+"""Yubico OTP as a validation server reads it (provision/yubiotp.py), against ykman's
+modhex and serial public IDs and against the OTPs the virtual key types."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from yubikit.core.otp import modhex_decode, modhex_encode
+
+from hwtoken.emulator import VirtualKey
+from hwtoken.provision import yubiotp
+from hwtoken.provision.model import Access, Material, Mode, Spec
+from hwtoken.provision.programmers import _AppletConnection
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\xff\x00\x01\x02", os.urandom(16)])
+def test_modhex_is_ykmans(data):
+    assert yubiotp.modhex_encode(data) == modhex_encode(data)
+    assert yubiotp.modhex_decode(modhex_encode(data)) == modhex_decode(modhex_encode(data))
+    assert yubiotp.modhex_decode(modhex_encode(data).upper()) == data
+
+
+@pytest.mark.parametrize("text", ["a", "abc", "cbx", "vv\u00e9c"])
+def test_modhex_refuses_what_is_not(text):
+    with pytest.raises(ValueError):
+        yubiotp.modhex_decode(text)
+
+
+@pytest.mark.parametrize("serial", [0, 1, 12345678, 2**32 - 1])
+def test_a_serial_public_id_is_ykmans(serial):
+    """ykman otp yubiotp --serial-public-id: b"\\xff\\x00" + the serial, big-endian."""
+    assert yubiotp.serial_public_id(serial) == modhex_encode(b"\xff\x00"
+                                                             + serial.to_bytes(4, "big"))
+    with pytest.raises(ValueError):
+        yubiotp.serial_public_id(2**32)
+
+
+def test_random_public_ids_are_in_the_vv_range_and_differ():
+    ids = {yubiotp.random_public_id() for _ in range(20)}
+    assert len(ids) == 20 and all(i.startswith("vv") and len(i) == 12 for i in ids)
+
+
+def test_crc_residue_of_a_ticket():
+    ticket = os.urandom(14)
+    crc = ~yubiotp.crc16(ticket) & 0xFFFF
+    assert yubiotp.crc16(ticket + crc.to_bytes(2, "little")) == yubiotp.CRC_RESIDUE
+
+
+@pytest.fixture
+def programmed(tmp_path):
+    """A virtual key with Yubico OTP in slot 2, written as the station writes it."""
+    key = VirtualKey.create(tmp_path / "k.key")
+    secret = os.urandom(yubiotp.SECRET_SIZE)
+    public_id = yubiotp.serial_public_id(key.serial)
+    spec = Spec(Mode.YUBIOTP, slot=2)
+    _AppletConnection(key).program(spec, Material(secret, {"public_id": public_id}), Access())
+    try:
+        yield key, secret, public_id
+    finally:
+        key.close()
+
+
+def test_the_otps_a_key_types_check_and_count(programmed):
+    key, secret, public_id = programmed
+    first, second = key.otp.touch(2).strip(), key.otp.touch(2).strip()
+    assert first != second and first.startswith(public_id) and len(first) == 44
+    assert yubiotp.matches(first, public_id, secret)
+    a, b = yubiotp.decrypt(first, secret[6:]), yubiotp.decrypt(second, secret[6:])
+    assert a.private_id == b.private_id == secret[:6]
+    assert (b.use_counter, b.session_counter) == (a.use_counter, a.session_counter + 1)
+    assert first.upper() != first and yubiotp.matches(first.upper(), public_id, secret)
+
+
+def test_what_does_not_check(programmed):
+    key, secret, public_id = programmed
+    otp = key.otp.touch(2).strip()
+    other = bytearray(secret)
+    other[0] ^= 1  # another private ID
+    assert not yubiotp.matches(otp, public_id, bytes(other))
+    assert not yubiotp.matches(otp, public_id, secret[:6] + os.urandom(16))  # another AES key
+    assert not yubiotp.matches(otp, "vvcccccccccc", secret)  # another public ID
+    assert not yubiotp.matches(otp[:-1] + ("c" if otp[-1] != "c" else "b"), public_id, secret)
+    assert not yubiotp.matches(otp, public_id, secret[:-1])  # not a Yubico OTP secret
+    for garbage in ("", "123456", public_id + "x" * 32, otp[:31]):
+        assert yubiotp.decrypt(garbage, secret[6:]) is None

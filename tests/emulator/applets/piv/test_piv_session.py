@@ -571,3 +571,21 @@ def test_ecdsa_takes_longer_and_shorter_digests_as_ecdsa_does(key):
                                     Tlv(0x7C, Tlv(0x82) + Tlv(0x81, digest)))
         sig = Tlv.unpack(0x82, Tlv.unpack(0x7C, resp))
         public.verify(sig, digest, ec.ECDSA(Prehashed(algorithm)))
+
+
+@pytest.mark.parametrize("object_id", [0x5F0000, 0x5F0001, 0x5FABCD, 0x5FFFFF], ids=hex)
+def test_every_object_id_from_5f0000_to_5fffff_is_stored(key, object_id):
+    s = admin(key)
+    s.put_object(object_id, b"\x01\x02" + object_id.to_bytes(3, "big"))
+    assert s.get_object(object_id) == b"\x01\x02" + object_id.to_bytes(3, "big")
+
+
+@pytest.mark.parametrize("object_id", [0x5EFFFF, 0x600000, 0x5FC1], ids=hex)
+def test_object_ids_outside_5fxxxx_are_refused(key, object_id):
+    s = admin(key)
+    with pytest.raises(ApduError) as exc:
+        s.put_object(object_id, b"\x01")
+    assert exc.value.sw == SW.INCORRECT_PARAMETERS
+    with pytest.raises(ApduError) as exc:
+        s.get_object(object_id)
+    assert exc.value.sw == SW.INCORRECT_PARAMETERS

@@ -166,12 +166,13 @@ def _cert_object(cert_der: bytes) -> bytes:
 
 
 def _object_id(data: bytes) -> int:
-    """The object id of a GET/PUT DATA tag list ``5C``: 7E, 7F61, 5FC1xx or 5FFFxx."""
+    """The object id of a GET/PUT DATA tag list ``5C``: 7E, 7F61, or any three-byte id
+    from 5F0000 to 5FFFFF (SP 800-73-4's 5FC1xx, Yubico's 5FFFxx and the rest a YubiKey
+    stores as well)."""
     if not 1 <= len(data) <= 3:
         raise ApduError(SW.INCORRECT_PARAMETERS)
     oid = int.from_bytes(data, "big")
-    if oid in (OBJ_DISCOVERY, 0x7F61) or (len(data) == 3 and data[:2] in (b"\x5f\xc1",
-                                                                          b"\x5f\xff")):
+    if oid in (OBJ_DISCOVERY, 0x7F61) or (len(data) == 3 and data[0] == 0x5F):
         return oid
     raise ApduError(SW.INCORRECT_PARAMETERS)
 

@@ -34,6 +34,7 @@ SUPPORTED = CAP_OTP | CAP_U2F | CAP_PIV | CAP_OATH | CAP_FIDO2
 SUPPORTED_BEFORE_PIV = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
 
 FORM_FACTOR_USB_A_KEYCHAIN = 0x01
+DEVICE_FLAG_EJECT = 0x80  # yubikit DEVICE_FLAG.EJECT: touch ejects the smart card
 
 TAG_USB_SUPPORTED = 0x01
 TAG_SERIAL = 0x02
@@ -55,6 +56,8 @@ INS_READ_CONFIG = 0x1D
 INS_DEVICE_RESET = 0x1F
 
 LOCK_CODE_LEN = 16
+#: A challenge-response touch waits this long; a timeout of 0 written means this default
+CHALRESP_TIMEOUT_DEFAULT = 15
 _NO_LOCK = b"\0" * LOCK_CODE_LEN
 
 
@@ -156,7 +159,7 @@ class ManagementApplet:
         sec.setdefault("nfc_enabled", self.supported if self.nfc else 0)
         sec.setdefault("supported", self.supported)
         sec.setdefault("auto_eject_timeout", 0)
-        sec.setdefault("chalresp_timeout", 15)
+        sec.setdefault("chalresp_timeout", CHALRESP_TIMEOUT_DEFAULT)
         sec.setdefault("device_flags", 0)
         return sec
 
@@ -212,6 +215,10 @@ class ManagementApplet:
                 if len(value) not in range(1, size + 1):
                     raise ApduError(SW.INCORRECT_PARAMETERS)
                 changes[name] = int.from_bytes(value, "big")
+        if changes.get("chalresp_timeout") == 0:
+            # `ykman config mode` (yubikit's set_mode) writes 0: a YubiKey takes it as the
+            # default and reports that
+            changes["chalresp_timeout"] = CHALRESP_TIMEOUT_DEFAULT
         for name in ("usb_enabled", "nfc_enabled"):
             if name in changes:
                 changes[name] &= self.supported
@@ -243,7 +250,9 @@ class ManagementApplet:
         raise ApduError(SW.INVALID_INSTRUCTION)
 
     def set_mode(self, data: bytes) -> bytes:
-        """Legacy SET MODE (YubiKey 4): mode code -> USB interfaces."""
+        """Legacy SET MODE (YubiKey 4; yubikit packs ``<BBH``): the mode code picks the USB
+        interfaces (bit 7: the smart card ejects on touch), then the challenge-response
+        timeout (0: the default) and the auto-eject timeout."""
         if len(data) < 1:
             raise ApduError(SW.WRONG_LENGTH)
         if self.locked:
@@ -259,7 +268,14 @@ class ManagementApplet:
         if bits & 2:
             usb |= CAP_U2F | CAP_FIDO2
         if bits & 4:
-            usb |= CAP_OATH | CAP_PIV
-        self.state["usb_enabled"] = usb & self.supported
+            usb |= CAP_OATH | CAP_PIV | CAP_OPENPGP | CAP_HSMAUTH
+        st = self.state
+        st["usb_enabled"] = usb & self.supported
+        if len(data) >= 2:
+            st["chalresp_timeout"] = data[1] or CHALRESP_TIMEOUT_DEFAULT
+        if len(data) >= 4:
+            st["auto_eject_timeout"] = int.from_bytes(data[2:4], "little")
+            flags = int(st["device_flags"]) & ~DEVICE_FLAG_EJECT
+            st["device_flags"] = flags | (DEVICE_FLAG_EJECT if data[0] & 0x80 else 0)
         self.key.store.commit()
         return b""

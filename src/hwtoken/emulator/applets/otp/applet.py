@@ -52,6 +52,9 @@ from hwtoken.emulator.applets.otp.constants import (
 from hwtoken.emulator.applets.otp.frames import FrameError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    from hwtoken.emulator.applets.management import ManagementApplet
     from hwtoken.emulator.context import KeyContext
 
 SLOTS = (1, 2)
@@ -156,7 +159,7 @@ class OtpApplet:
         with self._lock:
             if command in WRITE_COMMANDS:
                 if self._write(command, payload):
-                    self._bump_sequence()
+                    self._bump_sequence(always=command == Cmd.YK4_SET_DEVICE_INFO)
                     self._commit()
                 return self.status()
         if command == Cmd.DEVICE_SERIAL:
@@ -170,9 +173,12 @@ class OtpApplet:
             return self._chal_otp(1 if command == Cmd.CHAL_OTP_1 else 2, payload, cancel)
         raise CommandRejected(f"unknown command 0x{command:02x}")
 
-    def _bump_sequence(self) -> None:
+    def _bump_sequence(self, *, always: bool = False) -> None:
+        """Move the programming sequence after an accepted write. With both slots empty
+        it restarts at 0, except after SET DEVICE INFO: yubikit takes only a sequence one
+        higher as its success."""
         sec = self.state
-        if not sec["slots"]:
+        if not sec["slots"] and not always:
             sec["pgm_seq"] = 0  # both slots empty: the sequence restarts
         else:
             sec["pgm_seq"] = sec["pgm_seq"] % 255 + 1
@@ -188,12 +194,27 @@ class OtpApplet:
         if command in (Cmd.NDEF_1, Cmd.NDEF_2):
             return self._ndef(1 if command == Cmd.NDEF_1 else 2, payload)
         if command == Cmd.DEVICE_CONFIG:
-            self.state["device_config"] = payload[:4]
-            return True
+            return self._management(lambda mgmt: mgmt.set_mode(payload[:4]))
+        if command == Cmd.YK4_SET_DEVICE_INFO:
+            # a DeviceConfig as over CCID: its length byte, then the TLVs (and padding)
+            return self._management(lambda mgmt: mgmt.write_config(payload[:payload[0] + 1]))
         if command == Cmd.SCAN_MAP:
             self.state["scan_map"] = payload[:45]
             return True
         return False  # pragma: no cover - WRITE_COMMANDS is exhaustive
+
+    def _management(self, change: Callable[[ManagementApplet], object]) -> bool:
+        """Apply a device configuration write of the management applet (what the OTP
+        interface carries for ``ykman config`` on a host without a smart-card stack);
+        False when management refuses it (a wrong lock code, a bad TLV)."""
+        from hwtoken.emulator.applets.management import ManagementApplet
+        from hwtoken.emulator.iso7816 import ApduError
+
+        try:
+            change(ManagementApplet(self.key))
+        except ApduError:
+            return False
+        return True
 
     def _ndef(self, slot: int, payload: bytes) -> bool:
         """NDEF data (length, type, 54 bytes) then the slot's current access code, which

@@ -5,7 +5,7 @@ yubikit's ``DeviceInfo.parse`` (serial, firmware version, form factor, supported
 enabled capabilities over USB and NFC, timeouts, flags, config lock). What it reports
 follows the key's profile: a ``yubikey-5`` shows up as a "YubiKey 5 NFC" whose applets are
 the ones it really has (OTP, FIDO U2F, FIDO2, PIV, OATH); a ``security-key`` as a Security
-Key NFC with FIDO U2F and FIDO2 only.
+Key NFC with FIDO U2F and FIDO2 only (the Security Key form-factor flag, no serial).
 """
 
 from __future__ import annotations
@@ -179,9 +179,11 @@ class ManagementApplet:
         form_factor = FORM_FACTOR_USB_A_KEYCHAIN if profile is None else profile.form_factor
         nfc = [tlv(TAG_NFC_SUPPORTED, struct.pack(">H", self.supported)),
                tlv(TAG_NFC_ENABLED, struct.pack(">H", self.enabled("nfc")))]
+        serial_visible = True if profile is None else profile.serial_visible
+        serial = [tlv(TAG_SERIAL, struct.pack(">I", self.key.serial))] if serial_visible else []
         body = b"".join([
             tlv(TAG_USB_SUPPORTED, struct.pack(">H", self.supported)),
-            tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
+            *serial,
             tlv(TAG_USB_ENABLED, struct.pack(">H", self.enabled("usb"))),
             tlv(TAG_FORM_FACTOR, bytes([form_factor])),
             tlv(TAG_VERSION, bytes([major, minor, patch])),

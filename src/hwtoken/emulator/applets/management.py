@@ -233,6 +233,8 @@ class ManagementApplet:
             changes["lock_code"] = b"" if new == _NO_LOCK else new
         st.update(changes)
         self.key.store.commit()
+        if TAG_REBOOT in fields:
+            self.key.request_reboot()  # after this answer: the USB interfaces follow
 
     # -- ISO 7816 ---------------------------------------------------------------------------
     def select(self, apdu: Apdu) -> bytes:

@@ -45,6 +45,7 @@ class ControlServer:
         self.keys = dict(keys)
         self.on_change = on_change
         self._plug = plug or testbed.plug
+        testbed.on_replug.append(self._replugged)
         self.path = Path(testbed.root) / SOCKET_NAME
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,6 +58,12 @@ class ControlServer:
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name="hwtoken-umockdev-control")
         self._thread.start()
+
+    def _replugged(self, key: Any, plugged: Any) -> None:
+        """A key rebooted into another USB device: its nodes changed."""
+        name = next((n for n, k in self.keys.items() if k is key), None)
+        if name is not None and self.on_change is not None:
+            self.on_change(name, plugged)
 
     def plugged(self, name: str) -> Any | None:
         key = self.keys[name]

@@ -148,8 +148,10 @@ REBOOT_ANSWER_WAIT = 3.0
 ANSWER_POLL = 0.01
 REBOOT_GRACE = 0.05
 #: how long a CCID command may run before the key asks the host for more time, and how
-#: often it asks again (libccid waits about 1.5 s for a YubiKey's answer, from its ATR)
-CCID_TIME_EXTENSION_AFTER = 0.5
+#: often it asks again (libccid waits about 1.5 s for a YubiKey's answer, from its ATR):
+#: a quarter of a second, so that an emulator starved of CPU for a second on a loaded
+#: machine still asks in time
+CCID_TIME_EXTENSION_AFTER = 0.25
 
 # fmt: off
 # The OTP interface's report descriptor (71 bytes): a boot keyboard (modifiers, reserved

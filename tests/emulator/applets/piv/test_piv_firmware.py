@@ -18,7 +18,8 @@ from yubikit.piv import (
     PivSession,
 )
 
-from hwtoken.emulator.applets.piv import firmware, tlv
+from hwtoken.emulator import tlv
+from hwtoken.emulator.applets.piv import firmware
 from hwtoken.emulator.applets.piv.keys import encrypt_block
 from hwtoken.emulator.iso7816 import SW, CardOS
 from hwtoken.emulator.key import VirtualKey

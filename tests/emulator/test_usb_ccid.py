@@ -155,3 +155,74 @@ def test_a_message_split_over_transfers_is_joined(host):
     host.write(whole[128:])
     answer = host.read()
     assert answer[6] == 2 and answer[-2:] == b"\x6a\x82"  # no such applet
+
+
+# -- heavy work off the card thread ------------------------------------------------------------
+def hold_the_interpreter_lock_until_released(fifo: str) -> bytes:
+    """Block inside one C call that keeps its process's interpreter lock (ctypes.PyDLL),
+    as OpenSSL's RSA key check does, until a byte arrives on ``fifo`` (at most 20 s)."""
+    import ctypes
+    import os
+    import select
+
+    class PollFd(ctypes.Structure):
+        _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short),
+                    ("revents", ctypes.c_short)]
+
+    fd = os.open(fifo, os.O_RDWR)  # a FIFO opened for both never blocks the open
+    try:
+        entry = PollFd(fd, select.POLLIN, 0)
+        ctypes.PyDLL(None).poll(ctypes.byref(entry), 1, 20_000)
+        return b"released" if entry.revents & select.POLLIN else b"timed out"
+    finally:
+        os.close(fd)
+
+
+class _HeavyApplet:
+    """A card applet whose one command is heavy work handed to the offload worker."""
+
+    aid = bytes.fromhex("f000000001")
+
+    def __init__(self, fifo: str) -> None:
+        self.fifo = fifo
+
+    def select(self, apdu) -> bytes:
+        return b""
+
+    def process(self, apdu) -> bytes:
+        from hwtoken.emulator import offload
+
+        return offload.run(hold_the_interpreter_lock_until_released, self.fifo)
+
+
+def test_time_extensions_flow_while_heavy_work_holds_an_interpreter_lock(key, tmp_path,
+                                                                         monkeypatch):
+    """Work that keeps Python's lock for long (RSA-4096's key check: 0.3 s, seconds under
+    load) runs in the offload worker: the CCID thread keeps sending time extensions. Here
+    the work holds its lock until the host has seen two extensions -- in this process it
+    would have stopped them all."""
+    import os
+
+    fifo = str(tmp_path / "release")
+    os.mkfifo(fifo)
+    monkeypatch.setattr(key, "card_applets", lambda transport="nfc": [_HeavyApplet(fifo)])
+    usb = YubiKeyUsb(key)
+    usb.start()
+    try:
+        host = Host(usb.open_session())
+        host.write(msg(0x62, seq=1))
+        host.read()
+        host.write(msg(0x6F, bytes.fromhex("00a4040005f000000001"), seq=2))
+        assert host.read()[-2:] == b"\x90\x00"
+        host.write(msg(0x6F, bytes.fromhex("00010000"), seq=3))
+        for _ in range(2):
+            extension = host.read(timeout=30)
+            assert (extension[0], extension[6], extension[7]) == (0x80, 3, 0x80), extension
+        with open(fifo, "wb") as release:  # waits for the worker to hold the FIFO open
+            release.write(b"!")
+        answer = host.read(timeout=30)
+        while answer[7] & 0xC0 == 0x80:  # extensions sent before the release landed
+            answer = host.read(timeout=30)
+        assert answer[6] == 3 and answer[10:] == b"released\x90\x00"
+    finally:
+        usb.stop()

@@ -22,6 +22,7 @@ INS_OTP_STATUS = 0x03
 INS_NFCCTAP_MSG = 0x10
 INS_NFCCTAP_GETRESPONSE = 0x11
 U2F_INS = (0x01, 0x02, 0x03)
+CAP_U2F, CAP_FIDO2 = 0x02, 0x200  # management capabilities (yubikit CAPABILITY)
 
 
 
@@ -97,11 +98,20 @@ class FidoCardApplet:
         self._pending: _Pending | None = None
         self._session = 0  # a new card session per SELECT: CTAP2's "channel" over NFC
 
+    def _enabled(self, capability: int) -> bool:
+        """Whether ``capability`` (U2F 0x02, FIDO2 0x200) is enabled over NFC."""
+        from hwtoken.emulator.applets.management import ManagementApplet
+
+        if not self.key.profile.has("management"):
+            return True
+        return bool(ManagementApplet(self.key).enabled("nfc") & capability)
+
     def select(self, apdu: Apdu) -> bytes:
         """CTAP 2.1 NFC: "U2F_V2" while U2F works, "FIDO_2_0" when only CTAP2 does."""
         self._drop()
         self._session += 1
-        return b"U2F_V2" if self.key.fido.u2f_enabled else b"FIDO_2_0"
+        u2f = self.key.fido.u2f_enabled and self._enabled(CAP_U2F)
+        return b"U2F_V2" if u2f else b"FIDO_2_0"
 
     @property
     def channel(self) -> tuple[int, int]:
@@ -126,6 +136,11 @@ class FidoCardApplet:
         raise ApduError(SW_UPDATE, bytes([pending.status]))
 
     def process(self, apdu: Apdu) -> bytes:
+        if apdu.cla == 0x80 and apdu.ins in (INS_NFCCTAP_MSG, INS_NFCCTAP_GETRESPONSE) \
+                and not self._enabled(CAP_FIDO2):
+            raise ApduError(SW.INVALID_INSTRUCTION)  # FIDO2 disabled over NFC
+        if apdu.cla == 0x00 and apdu.ins in U2F_INS and not self._enabled(CAP_U2F):
+            raise ApduError(SW.INVALID_INSTRUCTION)  # U2F disabled over NFC
         if apdu.cla == 0x80 and apdu.ins == INS_NFCCTAP_MSG:
             if not apdu.data:
                 raise ApduError(SW.WRONG_LENGTH)

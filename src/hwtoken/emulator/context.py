@@ -52,3 +52,6 @@ class KeyContext(Protocol):
     def master_secret(self) -> bytes: ...
 
     def seconds_since_power_up(self) -> float: ...
+
+    def request_reboot(self) -> None:
+        """Reboot once the current answer is out (the transports re-enumerate the key)."""

@@ -6,11 +6,13 @@ its :class:`~hwtoken.emulator.profiles.Profile`, recorded in the state file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +56,7 @@ class VirtualKey:
         #: (USB/IP and PC/SC at once) never change or save the state at the same time.
         self.lock = threading.RLock()
         self.powered_at = time.monotonic()
+        self._reboot_listeners: list[Callable[[], None]] = []
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -191,6 +194,32 @@ class VirtualKey:
 
     def seconds_since_power_up(self) -> float:
         return time.monotonic() - self.powered_at
+
+    def on_reboot(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` when the key asks to reboot (:meth:`request_reboot`); the
+        transport that carries the key re-enumerates it there. Returns the function that
+        stops listening."""
+        self._reboot_listeners.append(listener)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._reboot_listeners.remove(listener)
+
+        return stop
+
+    def request_reboot(self) -> None:
+        """The key reboots once its current answer is out (management's WRITE CONFIG with
+        the reboot flag, as ``ykman config usb`` sends when the USB interfaces change).
+
+        Each transport that listens (:meth:`on_reboot`) takes the key off its bus after
+        the answer and plugs it in again, as the device its USB-enabled applications now
+        make; with none, the key just loses its volatile state, as a reboot does.
+        """
+        listeners = list(self._reboot_listeners)
+        if not listeners:
+            self.power_cycle()
+        for listener in listeners:
+            listener()
 
     # -- applets (imported on first use) ----------------------------------------------------
     def _init_applets(self) -> None:

@@ -51,6 +51,8 @@ CAP_FIDO2 = 0x200
 
 FORM_FACTOR_USB_A_KEYCHAIN = 0x01
 FORM_FACTOR_USB_A_BIO = 0x06
+#: Form-factor flag of a Security Key (yubikit's DeviceInfo.is_sky; 0x80 would be FIPS)
+FORM_FACTOR_SKY = 0x40
 
 CTAP21_EXTENSIONS = ("credBlob", "credProtect", "hmac-secret", "largeBlobKey", "minPinLength")
 
@@ -78,7 +80,8 @@ class Profile:
     applets: frozenset[str]  #: of "fido", "otp", "oath", "piv", "openpgp", "management", ...
     nfc: bool = True  #: reachable as a smart card (PC/SC stands in for NFC)
     capabilities: int = 0  #: management capability bits (USB and NFC alike)
-    form_factor: int = FORM_FACTOR_USB_A_KEYCHAIN
+    form_factor: int = FORM_FACTOR_USB_A_KEYCHAIN  #: with FORM_FACTOR_SKY for a Security Key
+    serial_visible: bool = True  #: device info carries the serial (a Security Key's does not)
     # -- FIDO ------------------------------------------------------------------------------
     ctap2: bool = True  #: False: CTAP1/U2F only (no CBOR capability over CTAPHID)
     versions: tuple[str, ...] = ()
@@ -160,6 +163,8 @@ SECURITY_KEY = Profile(
     firmware=(5, 7, 1),
     applets=frozenset({"fido", "management"}),
     capabilities=CAP_U2F | CAP_FIDO2,
+    form_factor=FORM_FACTOR_USB_A_KEYCHAIN | FORM_FACTOR_SKY,
+    serial_visible=False,
     versions=("U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1"),
     extensions=CTAP21_EXTENSIONS,
     algorithms=(ES256, EDDSA, ES384),

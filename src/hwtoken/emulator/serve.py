@@ -96,7 +96,10 @@ class UsbipServer:
     An import while no other session is attached is the moment the key is plugged in, so
     by default it power-cycles the key (``power_cycle_on_import``): volatile state such as
     PIN tokens is dropped and the FIDO reset window (10 s after power-up) opens, as when a
-    real key is re-inserted.
+    real key is re-inserted; the device it exports then has the interfaces its USB-enabled
+    applications make. When the key reboots (``ykman config usb`` changed them), every
+    attached host is disconnected once the key has answered, as a device that leaves the
+    bus; the next import gets the new device.
     """
 
     def __init__(self, key: VirtualKey, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
@@ -121,6 +124,7 @@ class UsbipServer:
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._stop_listening: Any = None
         self.sessions = 0  # imports served so far (for tests and status)
         self.errors = 0  # connections that ended with an unexpected error
 
@@ -147,6 +151,7 @@ class UsbipServer:
         self.port = sock.getsockname()[1]
         self.usb.start()
         self._stopping.clear()
+        self._stop_listening = self.key.on_reboot(self._reboot_soon)
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
                                                name=f"hwtoken-usbip-{self.port}")
         self._accept_thread.start()
@@ -157,6 +162,9 @@ class UsbipServer:
     def stop(self) -> None:
         """Stop accepting, drop every connection, stop the device (idempotent)."""
         self._stopping.set()
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
@@ -188,6 +196,25 @@ class UsbipServer:
         elif host == "::":
             host = "::1"
         return host, self.port, self.busid
+
+    # -- reboots ----------------------------------------------------------------------------
+    def _reboot_soon(self) -> None:
+        threading.Thread(target=self._reboot, daemon=True, name="hwtoken-usbip-reboot").start()
+
+    def _reboot(self) -> None:
+        """Once the key has answered the request that asked for the reboot, disconnect
+        every attached host: the key left the bus; an import after gets the new device."""
+        self.usb.wait_answered()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        with self.key.lock:  # it powers up again: the device it is now
+            self.key.power_cycle()
+            self.usb.reconfigure()
+        log.info("virtual key %s rebooted: %d USB/IP connection(s) dropped", self.key.serial,
+                 len(conns))
 
     # -- connections -------------------------------------------------------------------------
     def _accept_loop(self) -> None:
@@ -221,6 +248,7 @@ class UsbipServer:
                     if self.power_cycle_on_import and self.usb.session_count == 0:
                         with self.key.lock:  # not in the middle of a PC/SC request
                             self.key.power_cycle()  # first host: the key is plugged in
+                            self.usb.reconfigure()
                     session = self.usb.open_session()
                 self.sessions += 1
                 devs = [session.device]

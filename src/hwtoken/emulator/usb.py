@@ -8,7 +8,11 @@ as ``lsusb -v`` shows them:
 * device: vendor 0x1050 (Yubico); product 0x0407 (``YubiKey OTP+FIDO+CCID``, a YubiKey 5
   with its OTP, FIDO and CCID USB interfaces enabled) for ``yubikey-5`` and ``latest``,
   0x0120 (Security Key by Yubico) for ``security-key`` and ``u2f-only``, 0x0402
-  (``YubiKey FIDO``, the FIDO interface alone) for ``yubikey-bio``; bcdDevice =
+  (``YubiKey FIDO``, the FIDO interface alone) for ``yubikey-bio``. A YubiKey has
+  only the interfaces of the applications enabled over USB when it powers up
+  (:func:`key_usb_model`), and the product ID and name say which: 0x0401 ``YubiKey OTP``
+  to 0x0407, as yubikit's ``PID`` lists them; a change re-enumerates it at its next
+  power-up (the reboot ``ykman config usb`` asks for, or a re-plug); bcdDevice =
   firmware version (5.7.1 -> 0x0571); strings "Yubico", the product and the serial number
   (as with serial-usb-visible set); configuration 150 bytes long for the three interfaces;
 * the OTP interface (YubiKey models): HID boot keyboard, interrupt IN 0x81 (8 bytes,
@@ -38,6 +42,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,6 +65,21 @@ MANUFACTURER = "Yubico"
 OTP_INTERFACE = 0  # (YubiKey models; a FIDO-only key's FIDO interface is number 0)
 FIDO_INTERFACE = 1
 CCID_INTERFACE = 2
+
+# Management capability bits behind each USB interface (yubikit's CAPABILITY.usb_interfaces)
+_CAP_OTP, _CAP_U2F, _CAP_FIDO2 = 0x01, 0x02, 0x200
+_CAPS_OF_INTERFACE = {"otp": _CAP_OTP, "fido": _CAP_U2F | _CAP_FIDO2,
+                      "ccid": 0x08 | 0x10 | 0x20 | 0x100}  # OpenPGP, PIV, OATH, HSM Auth
+#: a YubiKey 4/5 by the interfaces it has (yubikit PID.YK4_*): product ID and name
+_YUBIKEY_PIDS: dict[tuple[str, ...], tuple[int, str]] = {
+    ("otp",): (0x0401, "YubiKey OTP"),
+    ("fido",): (0x0402, "YubiKey FIDO"),
+    ("otp", "fido"): (PID_OTP_FIDO, "YubiKey OTP+FIDO"),
+    ("ccid",): (0x0404, "YubiKey CCID"),
+    ("otp", "ccid"): (0x0405, "YubiKey OTP+CCID"),
+    ("fido", "ccid"): (0x0406, "YubiKey FIDO+CCID"),
+    ("otp", "fido", "ccid"): (PID_OTP_FIDO_CCID, PRODUCT_NAME),
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +117,21 @@ def usb_model(profile: str) -> UsbModel:
 
 
 def key_usb_model(key: VirtualKey) -> UsbModel:
-    """The USB model of ``key`` (from its profile)."""
-    return usb_model(key.profile.name)
+    """The USB device ``key`` is when it powers up: its profile's, with only the
+    interfaces of the applications enabled over USB (a YubiKey 4/5; a Security Key keeps
+    its one FIDO interface), and the product ID and name of that set."""
+    full = usb_model(key.profile.name)
+    yubikey = full.product_id in {pid for pid, _ in _YUBIKEY_PIDS.values()}
+    if not yubikey or not key.profile.has("management"):
+        return full
+    from hwtoken.emulator.applets.management import ManagementApplet
+
+    enabled = ManagementApplet(key).enabled("usb")
+    present = tuple(i for i in full.interfaces if enabled & _CAPS_OF_INTERFACE[i])
+    if not present:  # (a key keeps one application on; never without an interface)
+        return full
+    product_id, product = _YUBIKEY_PIDS[present]
+    return UsbModel(full.vendor_id, product_id, product, present)
 OTP_EP_IN = 0x81
 FIDO_EP_OUT = 0x04
 FIDO_EP_IN = 0x84
@@ -111,9 +144,17 @@ CCID_EP_NOTIFY = 0x83
 CCID_PACKET_SIZE = 64
 CCID_NOTIFY_SIZE = 8
 CCID_NOTIFY_INTERVAL = 32
+#: A key that reboots (``ykman config usb`` changed its USB interfaces) leaves the bus once
+#: its host has taken the answer -- waited for up to REBOOT_ANSWER_WAIT seconds, looked at
+#: every ANSWER_POLL -- and REBOOT_GRACE later (:meth:`YubiKeyUsb.wait_answered`).
+REBOOT_ANSWER_WAIT = 3.0
+ANSWER_POLL = 0.01
+REBOOT_GRACE = 0.05
 #: how long a CCID command may run before the key asks the host for more time, and how
-#: often it asks again (libccid waits about 1.5 s for a YubiKey's answer, from its ATR)
-CCID_TIME_EXTENSION_AFTER = 0.5
+#: often it asks again (libccid waits about 1.5 s for a YubiKey's answer, from its ATR):
+#: a quarter of a second, so that an emulator starved of CPU for a second on a loaded
+#: machine still asks in time
+CCID_TIME_EXTENSION_AFTER = 0.25
 
 # fmt: off
 # The OTP interface's report descriptor (71 bytes): a boot keyboard (modifiers, reserved
@@ -308,6 +349,13 @@ class CcidPort:
             self._start_threads()
             self._cond.notify_all()
 
+    @property
+    def answering(self) -> bool:
+        """A message is being worked on or waits (its answer is not out yet)."""
+        with self._cond:
+            return (self._current is not None and self._current is not _RESET) or any(
+                item is not _RESET for item in self._queue)
+
     def _busy(self) -> bool:
         """Call with the lock held: a message of the host's (since its last reset) is
         being worked on or waits. A command cut off by a reset is no longer the host's:
@@ -425,7 +473,7 @@ class YubiKeyUsb:
         self.key = key
         self.model = key_usb_model(key)
         self.fido_engine_factory = fido_engine_factory or make_fido_engine
-        if "otp" not in self.model.interfaces:
+        if "otp" not in usb_model(key.profile.name).interfaces:  # (enabled again: it is back)
             otp_engine, with_otp_engine = None, False
         if otp_engine is None and with_otp_engine:
             otp_engine = make_otp_engine(key)
@@ -437,6 +485,18 @@ class YubiKeyUsb:
         self._stop = threading.Event()
         self._keyboard: threading.Thread | None = None
         self.device = UsbSession(self).device
+
+    def reconfigure(self) -> bool:
+        """Power-up: take the interfaces the key's USB-enabled applications call for now
+        (sessions opened from here on get them); True if they changed."""
+        model = key_usb_model(self.key)
+        if model == self.model:
+            return False
+        log.info("virtual key %s is now %04x %s", self.key.serial, model.product_id,
+                 model.product)
+        self.model = model
+        self.device = UsbSession(self).device
+        return True
 
     # -- sessions ----------------------------------------------------------------------------
     def open_session(self) -> UsbSession:
@@ -458,6 +518,28 @@ class YubiKeyUsb:
     def session_count(self) -> int:
         with self._sessions_cond:
             return len(self._sessions)
+
+    def wait_answered(self, also: Callable[[], bool] | None = None) -> None:
+        """Wait (at most :data:`REBOOT_ANSWER_WAIT`) until the request that is being
+        handled has been answered and its host has the answer (and ``also()`` is false),
+        then :data:`REBOOT_GRACE`: when a rebooting key leaves the bus."""
+        with self.key.lock:
+            pass  # the request that asked for the reboot has been answered
+        deadline = time.monotonic() + REBOOT_ANSWER_WAIT
+        while (self.answering() or (also is not None and also())) \
+                and time.monotonic() < deadline:
+            time.sleep(ANSWER_POLL)
+        time.sleep(REBOOT_GRACE)
+
+    def answering(self) -> bool:
+        """The key still works on a request, or an answer waits for its host: a CCID
+        message, a CTAPHID request, an OTP command whose outcome the host has not read."""
+        with self._sessions_cond:
+            sessions = list(self._sessions)
+        engines: list[Any] = [self.otp]
+        for session in sessions:
+            engines += [session.ccid, session.fido]
+        return any(bool(getattr(e, "answering", False)) for e in engines if e is not None)
 
     # -- OTP interface: feature reports over EP0 (shared) --------------------------------------
     def get_report(self, rtype: int, rid: int, length: int) -> bytes:

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yubikit.core import TRANSPORT, ApplicationNotAvailableError
 from yubikit.core.smartcard import ApduError
-from yubikit.management import CAPABILITY, FORM_FACTOR, DeviceConfig, ManagementSession
+from yubikit.management import (
+    CAPABILITY,
+    FORM_FACTOR,
+    USB_INTERFACE,
+    DeviceConfig,
+    ManagementSession,
+    Mode,
+)
 from yubikit.oath import OathSession
 from yubikit.support import get_name, read_info
 from yubikit.yubiotp import SLOT, HmacSha1SlotConfiguration, YubiOtpSession
@@ -69,6 +76,19 @@ def test_write_config_disables_oath_over_nfc_and_persists(key):
         assert CAPABILITY.OATH not in info.config.enabled_capabilities[TRANSPORT.NFC]
     finally:
         again.close()
+
+
+def test_set_mode_writes_timeout_0_which_reads_back_as_15(key):
+    """yubikit's set_mode on firmware 5 writes DeviceConfig(chalresp_timeout=0): a YubiKey
+    takes 0 as its default, 15 seconds, and reports that."""
+    mgmt = ManagementSession(DirectCardConnection(key))
+    mgmt.set_mode(Mode(USB_INTERFACE.OTP | USB_INTERFACE.FIDO | USB_INTERFACE.CCID))
+    info = mgmt.read_device_info()
+    assert info.config.challenge_response_timeout == 15
+    mgmt.write_device_config(DeviceConfig(challenge_response_timeout=0))
+    assert mgmt.read_device_info().config.challenge_response_timeout == 15
+    mgmt.write_device_config(DeviceConfig(challenge_response_timeout=3))
+    assert mgmt.read_device_info().config.challenge_response_timeout == 3
 
 
 def test_config_lock_code(key):

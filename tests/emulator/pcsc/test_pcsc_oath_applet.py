@@ -166,19 +166,23 @@ def test_rename_delete_reset(key):
     assert not s3.locked and s3.list_credentials() == [] and s3.device_id != old_id
 
 
-def test_put_overwrites_and_enforces_capacity(key):
-    s = session(key)
-    for i in range(32):
-        s.put_credential(CredentialData(f"c{i}", OATH_TYPE.TOTP, HASH_ALGORITHM.SHA1,
+@pytest.mark.parametrize(("version", "capacity"), [((5, 7, 1), 64), ((5, 4, 3), 32)],
+                         ids=["5.7-holds-64", "5.4-holds-32"])
+def test_put_overwrites_and_enforces_capacity(tmp_path, version, capacity):
+    with VirtualKey.create(tmp_path / "k.key", serial=1234567, version=version) as key:
+        s = session(key)
+        for i in range(capacity):
+            s.put_credential(CredentialData(f"c{i}", OATH_TYPE.TOTP, HASH_ALGORITHM.SHA1,
+                                            RFC_SECRET))
+        s.put_credential(CredentialData("c0", OATH_TYPE.HOTP, HASH_ALGORITHM.SHA1,
                                         RFC_SECRET))
-    s.put_credential(CredentialData("c0", OATH_TYPE.HOTP, HASH_ALGORITHM.SHA1, RFC_SECRET))
-    with pytest.raises(ApduError) as exc:
-        s.put_credential(CredentialData("c32", OATH_TYPE.TOTP, HASH_ALGORITHM.SHA1,
-                                        RFC_SECRET))
-    assert exc.value.sw == SW.NO_SPACE
-    creds = s.list_credentials()
-    assert len(creds) == 32
-    assert next(c for c in creds if c.name == "c0").oath_type == OATH_TYPE.HOTP
+        with pytest.raises(ApduError) as exc:
+            s.put_credential(CredentialData("one-more", OATH_TYPE.TOTP, HASH_ALGORITHM.SHA1,
+                                            RFC_SECRET))
+        assert exc.value.sw == SW.NO_SPACE
+        creds = s.list_credentials()
+        assert len(creds) == capacity
+        assert next(c for c in creds if c.name == "c0").oath_type == OATH_TYPE.HOTP
 
 
 def test_long_list_uses_send_remaining(key):

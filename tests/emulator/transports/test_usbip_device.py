@@ -258,3 +258,40 @@ def test_backend_close_also_closes_handles_that_reconnected(usbip_server):
     finally:
         usb.util.dispose_resources(dev)
         backend.close()
+
+
+def test_a_reboot_that_changes_the_interfaces_re_enumerates_over_usbip(usbip_server, backend):
+    """WRITE CONFIG with the reboot flag (here yubikit's DeviceConfig sent with the YubiKey
+    vendor command over CTAPHID) disabling OTP: the server drops its hosts once the key has
+    answered, and the device found after has the FIDO and CCID interfaces only, as
+    product 0x0406."""
+    import time
+
+    from yubikit.core import TRANSPORT
+    from yubikit.management import CAPABILITY, DeviceConfig
+
+    from hwtoken.emulator.transports.usbip_fido import open_usbip_fido
+
+    fido = open_usbip_fido(*usbip_server.address)
+    try:
+        config = DeviceConfig({TRANSPORT.USB: CAPABILITY.U2F | CAPABILITY.FIDO2
+                               | CAPABILITY.OATH | CAPABILITY.PIV})
+        fido.call(0x43, config.get_bytes(reboot=True))  # yubikit's CTAP_WRITE_CONFIG
+    finally:
+        fido.close()
+    deadline = time.monotonic() + 20
+    while True:  # until the key is back as the new device (or the deadline)
+        dev = usb.core.find(idVendor=0x1050, backend=backend)
+        try:
+            found = (dev.idProduct, dev.product, dev[0].bNumInterfaces)
+        finally:
+            usb.util.dispose_resources(dev)
+        if found[0] != 0x0407 or time.monotonic() > deadline:
+            break
+    assert found == (0x0406, "YubiKey FIDO+CCID", 2)
+    dev = usb.core.find(idVendor=0x1050, backend=backend)
+    try:
+        fido_iface, ccid = dev[0][(0, 0)], dev[0][(1, 0)]
+        assert (fido_iface.bInterfaceClass, ccid.bInterfaceClass) == (3, 0x0B)
+    finally:
+        usb.util.dispose_resources(dev)

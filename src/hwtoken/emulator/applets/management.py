@@ -5,7 +5,7 @@ yubikit's ``DeviceInfo.parse`` (serial, firmware version, form factor, supported
 enabled capabilities over USB and NFC, timeouts, flags, config lock). What it reports
 follows the key's profile: a ``yubikey-5`` shows up as a "YubiKey 5 NFC" whose applets are
 the ones it really has (OTP, FIDO U2F, FIDO2, PIV, OATH); a ``security-key`` as a Security
-Key NFC with FIDO U2F and FIDO2 only.
+Key NFC with FIDO U2F and FIDO2 only (the Security Key form-factor flag, no serial).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ SUPPORTED = CAP_OTP | CAP_U2F | CAP_OPENPGP | CAP_PIV | CAP_OATH | CAP_HSMAUTH |
 SUPPORTED_BEFORE_PIV = CAP_OTP | CAP_U2F | CAP_OATH | CAP_FIDO2
 
 FORM_FACTOR_USB_A_KEYCHAIN = 0x01
+DEVICE_FLAG_EJECT = 0x80  # yubikit DEVICE_FLAG.EJECT: touch ejects the smart card
 
 TAG_USB_SUPPORTED = 0x01
 TAG_SERIAL = 0x02
@@ -56,6 +57,8 @@ INS_READ_CONFIG = 0x1D
 INS_DEVICE_RESET = 0x1F
 
 LOCK_CODE_LEN = 16
+#: A challenge-response touch waits this long; a timeout of 0 written means this default
+CHALRESP_TIMEOUT_DEFAULT = 15
 _NO_LOCK = b"\0" * LOCK_CODE_LEN
 
 
@@ -157,7 +160,7 @@ class ManagementApplet:
         sec.setdefault("nfc_enabled", self.supported if self.nfc else 0)
         sec.setdefault("supported", self.supported)
         sec.setdefault("auto_eject_timeout", 0)
-        sec.setdefault("chalresp_timeout", 15)
+        sec.setdefault("chalresp_timeout", CHALRESP_TIMEOUT_DEFAULT)
         sec.setdefault("device_flags", 0)
         return sec
 
@@ -177,9 +180,11 @@ class ManagementApplet:
         form_factor = FORM_FACTOR_USB_A_KEYCHAIN if profile is None else profile.form_factor
         nfc = [tlv(TAG_NFC_SUPPORTED, struct.pack(">H", self.supported)),
                tlv(TAG_NFC_ENABLED, struct.pack(">H", self.enabled("nfc")))]
+        serial_visible = True if profile is None else profile.serial_visible
+        serial = [tlv(TAG_SERIAL, struct.pack(">I", self.key.serial))] if serial_visible else []
         body = b"".join([
             tlv(TAG_USB_SUPPORTED, struct.pack(">H", self.supported)),
-            tlv(TAG_SERIAL, struct.pack(">I", self.key.serial)),
+            *serial,
             tlv(TAG_USB_ENABLED, struct.pack(">H", self.enabled("usb"))),
             tlv(TAG_FORM_FACTOR, bytes([form_factor])),
             tlv(TAG_VERSION, bytes([major, minor, patch])),
@@ -213,6 +218,10 @@ class ManagementApplet:
                 if len(value) not in range(1, size + 1):
                     raise ApduError(SW.INCORRECT_PARAMETERS)
                 changes[name] = int.from_bytes(value, "big")
+        if changes.get("chalresp_timeout") == 0:
+            # `ykman config mode` (yubikit's set_mode) writes 0: a YubiKey takes it as the
+            # default and reports that
+            changes["chalresp_timeout"] = CHALRESP_TIMEOUT_DEFAULT
         for name in ("usb_enabled", "nfc_enabled"):
             if name in changes:
                 changes[name] &= self.supported
@@ -225,6 +234,8 @@ class ManagementApplet:
             changes["lock_code"] = b"" if new == _NO_LOCK else new
         st.update(changes)
         self.key.store.commit()
+        if TAG_REBOOT in fields:
+            self.key.request_reboot()  # after this answer: the USB interfaces follow
 
     # -- ISO 7816 ---------------------------------------------------------------------------
     def select(self, apdu: Apdu) -> bytes:
@@ -246,7 +257,9 @@ class ManagementApplet:
         raise ApduError(SW.INVALID_INSTRUCTION)
 
     def set_mode(self, data: bytes) -> bytes:
-        """Legacy SET MODE (YubiKey 4): mode code -> USB interfaces."""
+        """Legacy SET MODE (YubiKey 4; yubikit packs ``<BBH``): the mode code picks the USB
+        interfaces (bit 7: the smart card ejects on touch), then the challenge-response
+        timeout (0: the default) and the auto-eject timeout."""
         if len(data) < 1:
             raise ApduError(SW.WRONG_LENGTH)
         if self.locked:
@@ -262,7 +275,14 @@ class ManagementApplet:
         if bits & 2:
             usb |= CAP_U2F | CAP_FIDO2
         if bits & 4:
-            usb |= CAP_OATH | CAP_PIV | CAP_OPENPGP
-        self.state["usb_enabled"] = usb & self.supported
+            usb |= CAP_OATH | CAP_PIV | CAP_OPENPGP | CAP_HSMAUTH
+        st = self.state
+        st["usb_enabled"] = usb & self.supported
+        if len(data) >= 2:
+            st["chalresp_timeout"] = data[1] or CHALRESP_TIMEOUT_DEFAULT
+        if len(data) >= 4:
+            st["auto_eject_timeout"] = int.from_bytes(data[2:4], "little")
+            flags = int(st["device_flags"]) & ~DEVICE_FLAG_EJECT
+            st["device_flags"] = flags | (DEVICE_FLAG_EJECT if data[0] & 0x80 else 0)
         self.key.store.commit()
         return b""

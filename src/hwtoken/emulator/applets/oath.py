@@ -59,7 +59,10 @@ TYPE_TOTP = 0x20
 ALGORITHMS = {0x01: "sha1", 0x02: "sha256", 0x03: "sha512"}
 PROP_REQUIRE_TOUCH = 0x02
 
-MAX_CREDENTIALS = 32
+#: How many credentials a YubiKey holds: 64 from firmware 5.7, 32 before (ykman's own
+#: device tests expect exactly that many).
+MAX_CREDENTIALS = 64
+MAX_CREDENTIALS_BEFORE_5_7 = 32
 MAX_NAME = 64
 MAX_SECRET = 128  # yubikit shortens longer keys to the hash's digest first
 SALT_LEN = 8
@@ -129,6 +132,13 @@ class OathApplet:
     def credentials(self) -> list[dict[str, Any]]:
         creds: list[dict[str, Any]] = self.state["credentials"]
         return creds
+
+    @property
+    def capacity(self) -> int:
+        """How many credentials the key's firmware holds."""
+        if tuple(self.key.version) >= (5, 7, 0):
+            return MAX_CREDENTIALS
+        return MAX_CREDENTIALS_BEFORE_5_7
 
     def _find(self, name: bytes) -> dict[str, Any] | None:
         for cred in self.credentials:
@@ -203,7 +213,7 @@ class OathApplet:
             existing.clear()
             existing.update(record)
         else:
-            if len(self.credentials) >= MAX_CREDENTIALS:
+            if len(self.credentials) >= self.capacity:
                 raise ApduError(SW.NO_SPACE)
             self.credentials.append(record)
         self._commit()
@@ -228,7 +238,7 @@ class OathApplet:
             raise ApduError(SW.DATA_INVALID)
         if not 0 < len(new) <= MAX_NAME:
             raise ApduError(SW.INCORRECT_PARAMETERS)
-        if old != new and self._find(new) is not None:
+        if self._find(new) is not None:  # another's name, or its own: a key refuses both
             raise ApduError(SW.INCORRECT_PARAMETERS)
         cred["name"] = bytes(new)
         self._commit()

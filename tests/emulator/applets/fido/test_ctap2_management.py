@@ -130,6 +130,20 @@ def test_config_without_pin_is_open(ctap):
     assert ctap.get_info().options["alwaysUv"] is True
 
 
+def test_always_uv_without_a_pin_asks_for_a_token_not_a_pin(ctap):
+    # CTAP 2.1 makeCredential step 6 / getAssertion step 6: alwaysUv and no
+    # pinUvAuthParam is PUAT_REQUIRED whether a PIN is set or not (not PIN_NOT_SET)
+    Config(ctap).toggle_always_uv()
+    assert ctap.get_info().options["clientPin"] is False
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(os.urandom(32), {"id": "example.com"}, {"id": b"u"},
+                             [{"type": "public-key", "alg": -7}])
+    assert e.value.code == ERR.PUAT_REQUIRED
+    with pytest.raises(CtapError) as e:
+        ctap.get_assertion("example.com", os.urandom(32))
+    assert e.value.code == ERR.PUAT_REQUIRED
+
+
 def test_set_min_pin_length_and_force_change(ctap, client_pin):
     token = client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
     cfg = Config(ctap, client_pin.protocol, token)

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.extensions import HmacSecretExtension
 from fido2.ctap2.pin import ClientPin
@@ -23,6 +24,7 @@ from fido2.webauthn import (
 
 from hwtoken.emulator import VirtualKey, fido_device
 from hwtoken.emulator.applets.fido import attestation
+from hwtoken.emulator.presence import Decision, DenyAlways, UserPresence
 
 RP = PublicKeyCredentialRpEntity(name="Example", id="example.com")
 ORIGIN = "https://example.com"
@@ -116,6 +118,36 @@ def test_exclude_list(device):
     with pytest.raises(ClientError) as e:
         register(server, cl, creds=[auth_data.credential_data])
     assert e.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+
+
+class _TouchTimesOut(UserPresence):
+    """Nobody touches the key in time."""
+
+    def decide(self, reason, cancel, keepalive):
+        return Decision.TIMEOUT
+
+
+@pytest.mark.parametrize(("policy", "without_exclusion"),
+                         [(DenyAlways, CtapError.ERR.OPERATION_DENIED),
+                          (_TouchTimesOut, CtapError.ERR.USER_ACTION_TIMEOUT)],
+                         ids=["touch-refused", "touch-timed-out"])
+def test_excluded_credential_is_excluded_whatever_the_touch(key, device, policy,
+                                                            without_exclusion):
+    # CTAP 2.1 makeCredential step 11: CREDENTIAL_EXCLUDED "regardless of whether user
+    # presence is obtained"
+    ctap = Ctap2(device)
+    es256 = [{"type": "public-key", "alg": -7}]
+    made = ctap.make_credential(os.urandom(32), {"id": RP["id"]}, {"id": b"u"}, es256)
+    excluded = [{"type": "public-key",
+                 "id": made.auth_data.credential_data.credential_id}]
+    key.presence = policy()
+    with pytest.raises(CtapError) as e:
+        ctap.make_credential(os.urandom(32), {"id": RP["id"]}, {"id": b"u2"}, es256,
+                             exclude_list=excluded)
+    assert e.value.code == CtapError.ERR.CREDENTIAL_EXCLUDED
+    with pytest.raises(CtapError) as e:  # the same touch without the exclusion
+        ctap.make_credential(os.urandom(32), {"id": RP["id"]}, {"id": b"u2"}, es256)
+    assert e.value.code == without_exclusion
 
 
 def set_pin(device, pin=PIN, protocol=None):

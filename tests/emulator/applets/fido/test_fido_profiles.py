@@ -170,6 +170,25 @@ def test_management_info_and_card_applets_follow_the_profile(tmp_path, profile,
                 OathSession(DirectCardConnection(os_))
 
 
+def test_ykman_names_a_security_key_a_security_key_over_nfc_and_usb(tmp_path):
+    """Device info carries the Security Key form-factor flag (0x40) and no serial: yubikit
+    names the key from them over NFC, where it has no USB product ID to go by."""
+    from yubikit.core import TRANSPORT, YUBIKEY
+    from yubikit.management import FORM_FACTOR
+    from yubikit.support import get_name, read_info
+
+    with VirtualKey.create(tmp_path / "k.key", profile="security-key") as key:
+        info = read_info(DirectCardConnection(CardOS(key), TRANSPORT.NFC))
+        assert info.is_sky and info.serial is None
+        assert info.form_factor is FORM_FACTOR.USB_A_KEYCHAIN
+        assert get_name(info, None) == "Security Key NFC"
+        assert get_name(info, YUBIKEY.SKY) == "Security Key NFC"  # over USB: PID 0x0120
+    with VirtualKey.create(tmp_path / "y.key", profile="yubikey-5") as key:
+        info = read_info(DirectCardConnection(CardOS(key), TRANSPORT.NFC))
+        assert not info.is_sky and info.serial == key.serial
+        assert get_name(info, None) == "YubiKey 5 NFC"
+
+
 def test_security_key_usb_device_has_only_the_fido_interface(tmp_path):
     import usb.core
     import usb.util

@@ -499,18 +499,55 @@ def test_ndef_of_a_protected_slot_2(vkey):
     s.set_ndef_configuration(2, "https://example.com/b", cur_acc_code=b"\4" * 6)
 
 
-def test_scan_map_and_device_config_writes_are_accepted(connection, engine):
+def test_scan_map_and_device_config_writes_are_accepted(connection, engine, vkey):
     """SCAN_MAP (yubikit's set_scan_map) and DEVICE_CONFIG (what yubikit's management sends
-    over OTP to set the USB mode of a YubiKey before 5) move the programming sequence."""
+    over OTP to set the USB mode of a YubiKey before 5) move the programming sequence, and
+    DEVICE_CONFIG sets the mode: its interfaces, and a challenge-response timeout of 0
+    reads back as the default 15."""
     import struct
+
+    from yubikit.core import TRANSPORT
+    from yubikit.management import CAPABILITY, ManagementSession
 
     s = YubiOtpSession(connection)
     s.put_configuration(1, HmacSha1SlotConfiguration(os.urandom(20)))
     seq = engine.get_feature()[4]
     s.set_scan_map(bytes(range(4, 49)))
     assert engine.get_feature()[4] == seq + 1
-    _protocol(connection).send_and_receive(0x11, struct.pack("<BBH", 6, 0, 0))
+    _protocol(connection).send_and_receive(0x11, struct.pack("<BBH", 4, 0, 0))  # OTP+FIDO
     assert engine.get_feature()[4] == seq + 2
+    info = ManagementSession(connection).read_device_info()
+    assert info.config.enabled_capabilities[TRANSPORT.USB] == (
+        CAPABILITY.OTP | CAPABILITY.U2F | CAPABILITY.FIDO2)
+    assert info.config.challenge_response_timeout == 15
+
+
+def test_device_info_is_written_over_the_otp_interface(connection, engine, vkey):
+    """SET DEVICE INFO (slot command 0x15): yubikit's ManagementSession over an OTP
+    connection writes the device config as over CCID, on a key whose slots are empty too
+    (the sequence moves 0 -> 1, the only answer yubikit takes as success)."""
+    from yubikit.core import TRANSPORT
+    from yubikit.core.otp import CommandRejectedError
+    from yubikit.management import CAPABILITY, DeviceConfig, ManagementSession
+
+    from hwtoken.emulator.transports.card_direct import DirectCardConnection
+
+    assert engine.get_feature()[4] == 0
+    mgmt = ManagementSession(connection)
+    mgmt.write_device_config(DeviceConfig({TRANSPORT.NFC: CAPABILITY.OTP | CAPABILITY.FIDO2},
+                                          challenge_response_timeout=7))
+    assert engine.get_feature()[4] == 1
+    over_ccid = ManagementSession(DirectCardConnection(vkey)).read_device_info()
+    assert over_ccid.config.enabled_capabilities[TRANSPORT.NFC] == (
+        CAPABILITY.OTP | CAPABILITY.FIDO2)
+    assert over_ccid.config.challenge_response_timeout == 7
+    lock = bytes(range(16))
+    mgmt.write_device_config(new_lock_code=lock)
+    with pytest.raises(CommandRejectedError):  # locked: refused, the sequence stays
+        mgmt.write_device_config(DeviceConfig(challenge_response_timeout=9))
+    assert engine.get_feature()[4] == 2
+    mgmt.write_device_config(DeviceConfig(challenge_response_timeout=9), cur_lock_code=lock)
+    assert mgmt.read_device_info().config.challenge_response_timeout == 9
 
 
 def test_touching_a_challenge_response_or_empty_slot_types_nothing(connection, engine):

@@ -216,6 +216,53 @@ def test_rsa_decrypt(key, pad):
     assert s.decrypt(SLOT.KEY_MANAGEMENT, public.encrypt(b"secret", pad), pad) == b"secret"
 
 
+def test_rsa_key_checks_and_private_operations_run_off_the_card_thread(key, monkeypatch):
+    """RSA's heavy work (OpenSSL's check of an imported key; the private-key operation)
+    goes to the offload worker, where holding Python's lock cannot stop the thread that
+    sends CCID time extensions; a key read back from the store is not checked again."""
+    from hwtoken.emulator import offload
+
+    ran = []
+
+    def recording_run(fn, *args):
+        ran.append(fn.__name__)
+        return real_run(fn, *args)
+
+    real_run = offload.run
+    monkeypatch.setattr(offload, "run", recording_run)
+    s = admin(key)
+    private = rsa.generate_private_key(65537, 2048)
+    s.put_key(SLOT.KEY_MANAGEMENT, private)
+    assert ran == ["checked_rsa_key"]
+    s.verify_pin(PIN)
+    pad = padding.PKCS1v15()
+    assert s.decrypt(SLOT.KEY_MANAGEMENT, private.public_key().encrypt(b"x", pad), pad) == b"x"
+    assert ran == ["checked_rsa_key", "rsa_private"]
+    with pytest.raises(ApduError) as exc:  # OpenSSL's check, in the worker: p is no prime
+        s.protocol.send_apdu(0, 0xFE, KEY_TYPE.RSA2048, SLOT.AUTHENTICATION,
+                             _crt_parts_with_a_composite_p())
+    assert exc.value.sw == SW.INCORRECT_PARAMETERS
+    assert ran[-1] == "checked_rsa_key"
+
+
+def _crt_parts_with_a_composite_p() -> bytes:
+    """IMPORT KEY data of an "RSA-2048 key" whose CRT parts agree with each other (so only
+    a primality check refuses it): p is an RSA-1024 modulus, q a real 1024-bit prime."""
+    from math import gcd
+
+    from yubikit.core import Tlv, int2bytes
+
+    for _ in range(50):
+        p = rsa.generate_private_key(65537, 1024).private_numbers().public_numbers.n
+        q = rsa.generate_private_key(65537, 2048).private_numbers().p
+        phi = (p - 1) * (q - 1)
+        if (p * q).bit_length() == 2048 and gcd(65537, phi) == 1:
+            d = pow(65537, -1, phi)
+            parts = (p, q, d % (p - 1), d % (q - 1), pow(q, -1, p))
+            return b"".join(Tlv(t, int2bytes(v, 128)) for t, v in enumerate(parts, start=1))
+    raise AssertionError("no composite-p key found in 50 tries")
+
+
 def test_sign_with_wrong_algorithm_or_empty_slot(key):
     s = admin(key)
     s.generate_key(SLOT.AUTHENTICATION, KEY_TYPE.ECCP256)
@@ -571,3 +618,21 @@ def test_ecdsa_takes_longer_and_shorter_digests_as_ecdsa_does(key):
                                     Tlv(0x7C, Tlv(0x82) + Tlv(0x81, digest)))
         sig = Tlv.unpack(0x82, Tlv.unpack(0x7C, resp))
         public.verify(sig, digest, ec.ECDSA(Prehashed(algorithm)))
+
+
+@pytest.mark.parametrize("object_id", [0x5F0000, 0x5F0001, 0x5FABCD, 0x5FFFFF], ids=hex)
+def test_every_object_id_from_5f0000_to_5fffff_is_stored(key, object_id):
+    s = admin(key)
+    s.put_object(object_id, b"\x01\x02" + object_id.to_bytes(3, "big"))
+    assert s.get_object(object_id) == b"\x01\x02" + object_id.to_bytes(3, "big")
+
+
+@pytest.mark.parametrize("object_id", [0x5EFFFF, 0x600000, 0x5FC1], ids=hex)
+def test_object_ids_outside_5fxxxx_are_refused(key, object_id):
+    s = admin(key)
+    with pytest.raises(ApduError) as exc:
+        s.put_object(object_id, b"\x01")
+    assert exc.value.sw == SW.INCORRECT_PARAMETERS
+    with pytest.raises(ApduError) as exc:
+        s.get_object(object_id)
+    assert exc.value.sw == SW.INCORRECT_PARAMETERS

@@ -55,3 +55,25 @@ def test_ykman_otp_info_chalresp_and_calculate_equal_hmac_sha1(plugged_key):
     challenge = os.urandom(32)
     out = run(plugged_key, ["ykman", "otp", "calculate", "2", challenge.hex()]).stdout
     assert out.strip() == hmac.new(secret, challenge, hashlib.sha1).hexdigest()
+
+
+def _no_pcscd() -> dict[str, str]:
+    """A host without pcscd: PC/SC clients find no daemon, only the USB nodes remain."""
+    return {**os.environ, "PCSCLITE_CSOCK_NAME": "/nonexistent/pcscd.comm"}
+
+
+def test_ykman_config_works_over_the_otp_interface_without_pcscd(plugged_key):
+    # `ykman config` opens the smart card first; with no pcscd it takes the OTP interface,
+    # where the key writes device info with SET DEVICE INFO (slot command 0x15)
+    env = _no_pcscd()
+    done = run(plugged_key, ["ykman", "config", "nfc", "--disable", "OATH", "-f"], env=env)
+    assert "NFC application configuration updated" in done.stdout
+    assert plugged_key.key.otp.state["pgm_seq"] == 1  # it came as an OTP slot command
+    listed = run(plugged_key, ["ykman", "config", "nfc", "--list"], env=env).stdout
+    assert "OATH" not in listed and "FIDO2" in listed
+    run(plugged_key, ["ykman", "config", "usb", "--chalresp-timeout", "9", "-f"], env=env)
+    from hwtoken.emulator.applets.management import CAP_OATH, ManagementApplet
+
+    mgmt = ManagementApplet(plugged_key.key)
+    assert not mgmt.enabled("nfc") & CAP_OATH
+    assert mgmt.state["chalresp_timeout"] == 9

@@ -99,10 +99,28 @@ class KeepaliveStatus(IntEnum):
 CAPABILITIES = Capability.WINK | Capability.CBOR
 
 
+CAP_U2F, CAP_FIDO2 = 0x02, 0x200  # management capabilities (yubikit CAPABILITY)
+SW_INS_NOT_SUPPORTED = b"\x6d\x00"
+
+
+def enabled_over_usb(key: Any) -> int:
+    """The management capabilities ``key`` has enabled over USB (all of its model's, for
+    a key without a management applet)."""
+    profile = getattr(key, "profile", None)
+    if profile is None or not profile.has("management"):
+        return CAP_U2F | CAP_FIDO2
+    from hwtoken.emulator.applets.management import ManagementApplet
+
+    return ManagementApplet(key).enabled("usb")
+
+
 def capabilities(key: Any) -> Capability:
-    """INIT capabilities of ``key``'s model: no CBOR for a CTAP1-only (``u2f-only``) key."""
+    """INIT capabilities of ``key``'s model: no CBOR for a CTAP1-only (``u2f-only``) key,
+    nor while FIDO2 is disabled over USB (the host then speaks CTAP1 only)."""
     profile = getattr(key, "profile", None)
     if profile is not None and not profile.ctap2:
+        return Capability.WINK
+    if not enabled_over_usb(key) & CAP_FIDO2:
         return Capability.WINK
     return CAPABILITIES
 
@@ -176,6 +194,12 @@ class CtapHidEngine:
         self._token = object()  # names this connection in the channels given to the applet
 
     # -- public interface -----------------------------------------------------------------
+    @property
+    def answering(self) -> bool:
+        """A request is being worked on, or IN reports wait for the host to take them."""
+        with self._cond:
+            return self._job is not None or self._inline is not None or bool(self._out)
+
     def write(self, report: bytes) -> None:
         """Process one OUT report from the host.
 
@@ -490,6 +514,8 @@ class CtapHidEngine:
                     self._keepalive(job.cid, KeepaliveStatus.UPNEEDED)
                     self._cond.notify_all()
 
+        if job.cmd == Cmd.MSG and not enabled_over_usb(self.key) & CAP_U2F:
+            return Cmd.MSG, SW_INS_NOT_SUPPORTED  # U2F disabled over USB: no CTAP1 here
         applet: Any = self.key.fido
         lock = getattr(applet, "lock", None)
         if lock is not None and not lock.acquire(timeout=0.05):

@@ -21,6 +21,7 @@ State lives in ``key.store.section("otp")`` and is committed after every change.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -52,10 +53,19 @@ from hwtoken.emulator.applets.otp.constants import (
 from hwtoken.emulator.applets.otp.frames import FrameError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    from hwtoken.emulator.applets.management import ManagementApplet
     from hwtoken.emulator.context import KeyContext
 
 SLOTS = (1, 2)
 NDEF_CONFIG_SIZE = 2 + NDEF_DATA_SIZE  # length, type, data
+NDEF_TYPE_URI = ord("U")
+#: What a YubiKey's tag serves until ``ykman otp ndef`` programs it: slot 1 after
+#: Yubico's URI (URI identifier code 4 = "https://")
+DEFAULT_NDEF = (NDEF_TYPE_URI, b"\x04my.yubico.com/yk/#")
+#: Ticket flags that only decorate typed text (tabs, Enter): an NDEF payload has none
+_TYPING_DECORATIONS = Tkt.TAB_FIRST | Tkt.APPEND_TAB1 | Tkt.APPEND_TAB2 | Tkt.APPEND_CR
 _CHALLENGE_SLOT: dict[int, int] = {Cmd.CHAL_HMAC_1: 1, Cmd.CHAL_HMAC_2: 2,
                                    Cmd.CHAL_OTP_1: 1, Cmd.CHAL_OTP_2: 2}
 
@@ -156,7 +166,7 @@ class OtpApplet:
         with self._lock:
             if command in WRITE_COMMANDS:
                 if self._write(command, payload):
-                    self._bump_sequence()
+                    self._bump_sequence(always=command == Cmd.YK4_SET_DEVICE_INFO)
                     self._commit()
                 return self.status()
         if command == Cmd.DEVICE_SERIAL:
@@ -170,9 +180,12 @@ class OtpApplet:
             return self._chal_otp(1 if command == Cmd.CHAL_OTP_1 else 2, payload, cancel)
         raise CommandRejected(f"unknown command 0x{command:02x}")
 
-    def _bump_sequence(self) -> None:
+    def _bump_sequence(self, *, always: bool = False) -> None:
+        """Move the programming sequence after an accepted write. With both slots empty
+        it restarts at 0, except after SET DEVICE INFO: yubikit takes only a sequence one
+        higher as its success."""
         sec = self.state
-        if not sec["slots"]:
+        if not sec["slots"] and not always:
             sec["pgm_seq"] = 0  # both slots empty: the sequence restarts
         else:
             sec["pgm_seq"] = sec["pgm_seq"] % 255 + 1
@@ -188,12 +201,27 @@ class OtpApplet:
         if command in (Cmd.NDEF_1, Cmd.NDEF_2):
             return self._ndef(1 if command == Cmd.NDEF_1 else 2, payload)
         if command == Cmd.DEVICE_CONFIG:
-            self.state["device_config"] = payload[:4]
-            return True
+            return self._management(lambda mgmt: mgmt.set_mode(payload[:4]))
+        if command == Cmd.YK4_SET_DEVICE_INFO:
+            # a DeviceConfig as over CCID: its length byte, then the TLVs (and padding)
+            return self._management(lambda mgmt: mgmt.write_config(payload[:payload[0] + 1]))
         if command == Cmd.SCAN_MAP:
             self.state["scan_map"] = payload[:45]
             return True
         return False  # pragma: no cover - WRITE_COMMANDS is exhaustive
+
+    def _management(self, change: Callable[[ManagementApplet], object]) -> bool:
+        """Apply a device configuration write of the management applet (what the OTP
+        interface carries for ``ykman config`` on a host without a smart-card stack);
+        False when management refuses it (a wrong lock code, a bad TLV)."""
+        from hwtoken.emulator.applets.management import ManagementApplet
+        from hwtoken.emulator.iso7816 import ApduError
+
+        try:
+            change(ManagementApplet(self.key))
+        except ApduError:
+            return False
+        return True
 
     def _ndef(self, slot: int, payload: bytes) -> bool:
         """NDEF data (length, type, 54 bytes) then the slot's current access code, which
@@ -202,6 +230,7 @@ class OtpApplet:
         if not self._access_ok(slot, presented.ljust(ACC_CODE_SIZE, b"\0")):
             return False
         self.state.setdefault("ndef", {})[str(slot)] = payload[:NDEF_CONFIG_SIZE]
+        self.state["ndef_slot"] = slot  # the tag now serves this slot
         return True
 
     def _access_ok(self, slot: int, presented: bytes) -> bool:
@@ -330,27 +359,48 @@ class OtpApplet:
             cfg = self.slot_config(slot)
             if cfg is None or cfg.is_chalresp:
                 return []
-            numeric = bool(cfg.ext & Ext.USE_NUMERIC_KEYPAD)
-            mode = cfg.mode
-            if mode is Mode.HOTP:
-                entry = self._slot_state(slot)
-                counter = int(entry.get("counter", 0))
-                text = ticket.hotp_text(cfg, counter)
-                entry["counter"] = counter + 1
-                self._commit()
-            elif mode is Mode.YUBICO_OTP:
-                use_ctr, session = self._next_counters(slot)
-                tkt = ticket.yubico_ticket(cfg.uid, use_ctr, self._tstp(), session,
-                                           secrets.randbelow(1 << 16))
-                text = ticket.yubico_otp_text(cfg, tkt)
-            elif mode is Mode.STATIC_TICKET:
-                text = ticket.static_ticket_text(cfg)
-            else:
-                reports = keyboard.encode_scancodes(ticket.static_password_scancodes(cfg))
-                if cfg.tkt & Tkt.APPEND_CR:
-                    reports += keyboard.encode("\n")
-                return reports
-            return keyboard.encode(text, numeric_keypad=numeric)
+            return self._emit(slot, cfg)
+
+    def ndef(self) -> tuple[int, bytes]:
+        """The record the NFC tag serves on a read: ``(type, payload)``, the NDEF data
+        programmed for the tag's slot (the one ``ykman otp ndef`` named last; slot 1
+        with Yubico's URI until then) followed by that slot's OTP, which the read uses
+        up as a touch does (HOTP counter, Yubico OTP counters). An empty or
+        challenge-response slot adds nothing."""
+        with self._lock:
+            slot = int(self.state.get("ndef_slot", 1))
+            raw = self.state.get("ndef", {}).get(str(slot))
+            kind, data = DEFAULT_NDEF if raw is None else (raw[1], bytes(raw[2:2 + raw[0]]))
+            cfg = self.slot_config(slot)
+            if cfg is None or cfg.is_chalresp:
+                return kind, data
+            plain = dataclasses.replace(cfg, tkt=cfg.tkt & ~_TYPING_DECORATIONS)
+            return kind, data + keyboard.decode(self._emit(slot, plain)).encode()
+
+    def _emit(self, slot: int, cfg: SlotConfig) -> list[bytes]:
+        """What a touch of ``slot`` (programmed with ``cfg``) types; moves its counters.
+        Call with the lock held."""
+        numeric = bool(cfg.ext & Ext.USE_NUMERIC_KEYPAD)
+        mode = cfg.mode
+        if mode is Mode.HOTP:
+            entry = self._slot_state(slot)
+            counter = int(entry.get("counter", 0))
+            text = ticket.hotp_text(cfg, counter)
+            entry["counter"] = counter + 1
+            self._commit()
+        elif mode is Mode.YUBICO_OTP:
+            use_ctr, session = self._next_counters(slot)
+            tkt = ticket.yubico_ticket(cfg.uid, use_ctr, self._tstp(), session,
+                                       secrets.randbelow(1 << 16))
+            text = ticket.yubico_otp_text(cfg, tkt)
+        elif mode is Mode.STATIC_TICKET:
+            text = ticket.static_ticket_text(cfg)
+        else:
+            reports = keyboard.encode_scancodes(ticket.static_password_scancodes(cfg))
+            if cfg.tkt & Tkt.APPEND_CR:
+                reports += keyboard.encode("\n")
+            return reports
+        return keyboard.encode(text, numeric_keypad=numeric)
 
     # -- device information (YK4_CAPABILITIES) ---------------------------------------------------
     def _device_info(self) -> bytes:

@@ -19,6 +19,7 @@ class Cmd(IntEnum):
     DEVICE_CONFIG = 0x11
     SCAN_MAP = 0x12
     YK4_CAPABILITIES = 0x13
+    YK4_SET_DEVICE_INFO = 0x15
     CHAL_OTP_1 = 0x20
     CHAL_OTP_2 = 0x28
     CHAL_HMAC_1 = 0x30
@@ -28,7 +29,7 @@ class Cmd(IntEnum):
 #: Commands that change the configuration: they answer with the status, never with data.
 WRITE_COMMANDS = frozenset({
     Cmd.CONFIG_1, Cmd.CONFIG_2, Cmd.UPDATE_1, Cmd.UPDATE_2, Cmd.SWAP,
-    Cmd.NDEF_1, Cmd.NDEF_2, Cmd.DEVICE_CONFIG, Cmd.SCAN_MAP,
+    Cmd.NDEF_1, Cmd.NDEF_2, Cmd.DEVICE_CONFIG, Cmd.SCAN_MAP, Cmd.YK4_SET_DEVICE_INFO,
 })
 
 

@@ -93,6 +93,7 @@ class OtpHidEngine:
         self._worker: threading.Thread | None = None
         self._cancel = threading.Event()
         self._wait_deadline = 0.0
+        self._unread = False  # a command finished and the host has not read its outcome
         self._keys: collections.deque[bytes] = collections.deque()
         self._keys_ready = threading.Condition(threading.Lock())
         with _ENGINES_LOCK:
@@ -132,6 +133,12 @@ class OtpHidEngine:
                 return
         self._run(frame, None)
 
+    @property
+    def answering(self) -> bool:
+        """A command runs, or the host has not yet read how the last one ended."""
+        with self._lock:
+            return self._worker is not None or self._unread
+
     def get_feature(self) -> bytes:
         """Answer one GET_REPORT(feature): a response chunk or the status report."""
         with self._lock:
@@ -143,7 +150,9 @@ class OtpHidEngine:
                     i = self._chunk_index
                     self._chunk_index += 1
                     return self._chunks[i] + bytes([RESP_PENDING_FLAG | i])
+                self._unread = False
                 return bytes(FEATURE_RPT_DATA_SIZE) + bytes([RESP_PENDING_FLAG])
+            self._unread = False
             return self._status_report(0)
 
     def _status_report(self, flags: int) -> bytes:
@@ -165,6 +174,9 @@ class OtpHidEngine:
             result = self.applet.command(frame.command, frame.payload, cancel)
         except CommandRejected:
             return
+        finally:
+            with self._lock:
+                self._unread = True
         if self.applet.is_write(frame.command):
             return  # the status report carries the outcome
         with self._lock:

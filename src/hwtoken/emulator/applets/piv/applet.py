@@ -1,4 +1,5 @@
-"""The PIV applet (NIST SP 800-73-4 with Yubico's extensions, as firmware 5.7 answers).
+"""The PIV applet (NIST SP 800-73-4 with Yubico's extensions, as firmware 5.7 answers;
+a key of older firmware answers as that firmware does, :mod:`.firmware`).
 
 Pure logic over the key's ``piv`` store section (:mod:`.records`); every change is
 committed before the answer leaves the card, and a PIN/PUK try is counted (and committed)
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 
 from hwtoken.emulator import tlv
 from hwtoken.emulator.applets.management import CAP_PIV, FORM_FACTOR_USB_A_KEYCHAIN
-from hwtoken.emulator.applets.piv import attestation, keys
+from hwtoken.emulator.applets.piv import attestation, firmware, keys
 from hwtoken.emulator.applets.piv.constants import (
     AID_PIV,
     ALGO_PIN,
@@ -167,12 +168,13 @@ def _cert_object(cert_der: bytes) -> bytes:
 
 
 def _object_id(data: bytes) -> int:
-    """The object id of a GET/PUT DATA tag list ``5C``: 7E, 7F61, 5FC1xx or 5FFFxx."""
+    """The object id of a GET/PUT DATA tag list ``5C``: 7E, 7F61, or any three-byte id
+    from 5F0000 to 5FFFFF (SP 800-73-4's 5FC1xx, Yubico's 5FFFxx and the rest a YubiKey
+    stores as well)."""
     if not 1 <= len(data) <= 3:
         raise ApduError(SW.INCORRECT_PARAMETERS)
     oid = int.from_bytes(data, "big")
-    if oid in (OBJ_DISCOVERY, 0x7F61) or (len(data) == 3 and data[:2] in (b"\x5f\xc1",
-                                                                          b"\x5f\xff")):
+    if oid in (OBJ_DISCOVERY, 0x7F61) or (len(data) == 3 and data[0] == 0x5F):
         return oid
     raise ApduError(SW.INCORRECT_PARAMETERS)
 
@@ -209,7 +211,7 @@ class PivApplet:
         return sec
 
     def initialise(self) -> None:
-        """Set up a new key: defaults of firmware 5.7 and its attestation PKI."""
+        """Set up a new key: the defaults of its firmware and its attestation PKI."""
         self._section  # noqa: B018 - creates and commits the section
 
     def _factory_setup(self, sec: dict[str, Any]) -> None:
@@ -220,7 +222,7 @@ class PivApplet:
         sec.update({
             "pin": default_pin().to_store(),
             "puk": default_puk().to_store(),
-            "management_key": ManagementKeyRecord().to_store(),
+            "management_key": self._factory_management_key().to_store(),
             "keys": {slot_name(SLOT_ATTESTATION): f9.to_store()},
             "objects": {object_name(OBJ_ATTESTATION): _cert_object(authority.cert)},
             "attestation_root": authority.root_cert,
@@ -229,6 +231,14 @@ class PivApplet:
 
     def _commit(self) -> None:
         self.key.store.commit()
+
+    @property
+    def _version(self) -> tuple[int, int, int]:
+        return self.key.version
+
+    def _factory_management_key(self) -> ManagementKeyRecord:
+        """The default management key, with the algorithm of this firmware (3DES < 5.7)."""
+        return ManagementKeyRecord(firmware.default_management_key_type(self._version))
 
     @property
     def attestation_root(self) -> bytes:
@@ -279,7 +289,7 @@ class PivApplet:
         if apdu.cla != 0x00:
             raise ApduError(SW.CLASS_NOT_SUPPORTED)
         handler = self._HANDLERS.get(apdu.ins)
-        if handler is None:
+        if handler is None or not firmware.has_instruction(self._version, apdu.ins):
             raise ApduError(SW.INVALID_INSTRUCTION)
         result: bytes = handler(self, apdu)
         return result
@@ -312,8 +322,7 @@ class PivApplet:
             raise ApduError(SW.SECURITY_CONDITION_NOT_SATISFIED)
         self._touched_at = time.monotonic()
 
-    @staticmethod
-    def _policies(slot: int, fields: dict[int, bytes]) -> tuple[PIN_POLICY, TOUCH_POLICY]:
+    def _policies(self, slot: int, fields: dict[int, bytes]) -> tuple[PIN_POLICY, TOUCH_POLICY]:
         """The PIN and touch policies a GENERATE/IMPORT asks for, DEFAULT resolved."""
         try:
             pin = PIN_POLICY(fields[TAG_PIN_POLICY][0]) if TAG_PIN_POLICY in fields \
@@ -326,6 +335,8 @@ class PivApplet:
             raise ApduError(SW.INCORRECT_PARAMETERS)
         if pin in (PIN_POLICY.MATCH_ONCE, PIN_POLICY.MATCH_ALWAYS):
             raise ApduError(SW.INCORRECT_PARAMETERS)  # no fingerprint reader
+        if not firmware.supports_policies(self._version, pin, touch):
+            raise ApduError(SW.INCORRECT_PARAMETERS)
         if pin is PIN_POLICY.DEFAULT:
             pin = DEFAULT_PIN_POLICY.get(slot, PIN_POLICY.ONCE)
         if touch is TOUCH_POLICY.DEFAULT:
@@ -500,6 +511,8 @@ class PivApplet:
         if len(algorithm) != 1 or algorithm[0] not in KEY_TYPE._value2member_map_:
             raise ApduError(SW.INCORRECT_PARAMETERS)
         key_type = KEY_TYPE(algorithm[0])
+        if not firmware.supports_key_type(self._version, key_type, generate=True):
+            raise ApduError(SW.INCORRECT_PARAMETERS)
         pin_policy, touch_policy = self._policies(apdu.p2, fields)
         private = keys.generate(key_type)
         self._put_slot_key(apdu.p2, SlotKeyRecord(key_type, keys.to_der(private), pin_policy,
@@ -514,6 +527,8 @@ class PivApplet:
         if apdu.p1 not in KEY_TYPE._value2member_map_:
             raise ApduError(SW.INCORRECT_PARAMETERS)
         key_type = KEY_TYPE(apdu.p1)
+        if not firmware.supports_key_type(self._version, key_type, generate=False):
+            raise ApduError(SW.INCORRECT_PARAMETERS)
         fields = tlv.parse_dict(apdu.data)
         pin_policy, touch_policy = self._policies(apdu.p2, fields)
         private = keys.from_import(key_type, fields)
@@ -643,6 +658,8 @@ class PivApplet:
         if len(apdu.data) < 3 or apdu.data[0] not in MANAGEMENT_KEY_TYPE._value2member_map_:
             raise ApduError(SW.INCORRECT_PARAMETERS)
         key_type = MANAGEMENT_KEY_TYPE(apdu.data[0])
+        if not firmware.supports_management_key(self._version, key_type):
+            raise ApduError(SW.INCORRECT_PARAMETERS)
         new = tlv.unpack(SLOT_CARD_MANAGEMENT, apdu.data[1:])
         if len(new) != key_type.key_len:
             raise ApduError(SW.INCORRECT_PARAMETERS)
@@ -675,7 +692,7 @@ class PivApplet:
         sec.update({
             "pin": default_pin().to_store(),
             "puk": default_puk().to_store(),
-            "management_key": ManagementKeyRecord().to_store(),
+            "management_key": self._factory_management_key().to_store(),
             "keys": {} if f9 is None else {slot_name(SLOT_ATTESTATION): f9},
             "objects": {} if f9_cert is None else {object_name(OBJ_ATTESTATION): f9_cert},
         })

@@ -3,6 +3,12 @@ and the card management key's block cipher (3DES or AES), through ``cryptography
 
 Private keys are kept as PKCS#8 DER. Every function that reads host input raises
 :class:`~hwtoken.emulator.iso7816.ApduError` (``6A80``) when the input does not fit the key.
+
+RSA's heavy work -- checking an imported key, the private-key operation -- runs in the
+emulator's worker process (:mod:`hwtoken.emulator.offload`): it holds Python's lock for
+up to 0.3 s per call (RSA-4096), which would stop the thread that sends the host its CCID
+time extensions meanwhile. A key read back from the key's own store was checked when it
+came in and is not checked again.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from hwtoken.emulator import tlv
+from hwtoken.emulator import offload, tlv
 from hwtoken.emulator.applets.piv.constants import (
     KEY_TYPE,
     MANAGEMENT_KEY_TYPE,
@@ -80,7 +86,9 @@ def to_der(key: PrivateKey) -> bytes:
 
 
 def from_der(der: bytes) -> PrivateKey:
-    key = serialization.load_der_private_key(der, password=None)
+    """A key of the key's own store (checked when it was generated or imported)."""
+    key = serialization.load_der_private_key(der, password=None,
+                                             unsafe_skip_rsa_key_validation=True)
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
                             ed25519.Ed25519PrivateKey, x25519.X25519PrivateKey)):
         raise ValueError("not a PIV key type")
@@ -121,9 +129,7 @@ def from_import(key_type: KEY_TYPE, fields: dict[int, bytes]) -> PrivateKey:
             d = pow(RSA_EXPONENT, -1, (p - 1) * (q - 1))
             if (d % (p - 1), d % (q - 1), pow(q, -1, p)) != (dp, dq, qinv):
                 raise _bad()  # not e = 65537, or inconsistent parts
-            nums = rsa.RSAPrivateNumbers(p, q, d, dp, dq, qinv,
-                                         rsa.RSAPublicNumbers(RSA_EXPONENT, p * q))
-            return nums.private_key()
+            return from_der(offload.run(checked_rsa_key, p, q, d, dp, dq, qinv))
         if key_type in _CURVES:
             scalar = fields.get(TAG_EC_PRIVATE)
             if scalar is None or len(scalar) != key_type.byte_len:
@@ -138,6 +144,21 @@ def from_import(key_type: KEY_TYPE, fields: dict[int, bytes]) -> PrivateKey:
         return x25519.X25519PrivateKey.from_private_bytes(raw)
     except ValueError:  # not invertible, scalar out of range, ...
         raise _bad() from None
+
+
+def checked_rsa_key(p: int, q: int, d: int, dp: int, dq: int, qinv: int) -> bytes:
+    """The PKCS#8 DER of the RSA key with these CRT parts (e = 65537), after OpenSSL's
+    key check (primes, consistency); ValueError if it fails. Runs in the worker."""
+    nums = rsa.RSAPrivateNumbers(p, q, d, dp, dq, qinv,
+                                 rsa.RSAPublicNumbers(RSA_EXPONENT, p * q))
+    return to_der(nums.private_key())
+
+
+def rsa_private(c: int, p: int, q: int, dp: int, dq: int, qinv: int) -> int:
+    """Raw RSA's private-key operation on ``c``, by the CRT: the same result as
+    ``pow(c, d, n)``, four times faster. Runs in the worker."""
+    m1, m2 = pow(c, dp, p), pow(c, dq, q)
+    return m2 + ((qinv * (m1 - m2)) % p) * q
 
 
 def sign(key_type: KEY_TYPE, key: PrivateKey, data: bytes) -> bytes:
@@ -156,9 +177,7 @@ def sign(key_type: KEY_TYPE, key: PrivateKey, data: bytes) -> bytes:
         c = int.from_bytes(data, "big")
         if c >= nums.public_numbers.n:
             raise _bad()
-        # CRT: the same result as pow(c, d, n), four times faster
-        m1, m2 = pow(c, nums.dmp1, nums.p), pow(c, nums.dmq1, nums.q)
-        m = m2 + ((nums.iqmp * (m1 - m2)) % nums.p) * nums.q
+        m = offload.run(rsa_private, c, nums.p, nums.q, nums.dmp1, nums.dmq1, nums.iqmp)
         return m.to_bytes(key_type.byte_len, "big")
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if not data:

@@ -41,11 +41,18 @@ class ControlServer:
         self.keys = dict(keys)
         self.on_change = on_change
         self._plug = plug or testbed.plug
+        testbed.on_replug.append(self._replugged)
         self.path = Path(testbed.root) / SOCKET_NAME
         self._lock = threading.Lock()
         self._server = controlsocket.Server(
             self.path, self._answer, limit=MAX_REQUEST, name="hwtoken-umockdev-control",
             failure=b"error: the request failed in the testbed (see its log)")
+
+    def _replugged(self, key: Any, plugged: Any) -> None:
+        """A key rebooted into another USB device: its nodes changed."""
+        name = next((n for n, k in self.keys.items() if k is key), None)
+        if name is not None and self.on_change is not None:
+            self.on_change(name, plugged)
 
     def plugged(self, name: str) -> Any | None:
         key = self.keys[name]

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ from hwtoken.emulator.transports.umockdev.preload import NodeListener, OpenFile
 from hwtoken.emulator.transports.umockdev.ptyqueue import PtyPool, Watcher
 from hwtoken.emulator.transports.umockdev.sysfs import Device, Sysfs
 from hwtoken.emulator.transports.umockdev.usbfs import Drivers, UsbfsNode
-from hwtoken.errors import DeviceError, InvalidInput
+from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
@@ -97,6 +97,11 @@ class PluggedKey:
     usbfs_node: UsbfsNode | None = None
     usbfs_listener: NodeListener | None = None
     usbfs_pool: PtyPool | None = None
+    stop_listening: Callable[[], None] | None = None  # to the key's reboots
+
+    def unreaped(self) -> bool:
+        """A program has not yet reaped an answer from the key's usbfs node."""
+        return self.usbfs_node is not None and self.usbfs_node.unreaped()
 
     @property
     def nodes(self) -> dict[str, HidrawNode]:
@@ -161,6 +166,8 @@ class Testbed:
         self._plugged: dict[int, PluggedKey] = {}  # port -> key
         self._next_devnum = 2  # 1 is the root hub
         self._hid_seq = 1
+        #: ``callback(key, plugged)`` after a key rebooted into another USB device
+        self.on_replug: list[Callable[[Any, PluggedKey], None]] = []
         try:
             self.sysfs = Sysfs(self.root)
             (self.root / "dev").mkdir(exist_ok=True)
@@ -219,6 +226,8 @@ class Testbed:
             with key.lock:
                 key.power_cycle()
             model = usb if usb is not None else YubiKeyUsb(key)
+            if usb is not None:
+                usb.reconfigure()  # powered up: the interfaces its applications make now
             model.start()
             try:
                 desc = enumeration.describe(model.device)
@@ -235,6 +244,7 @@ class Testbed:
                     model.stop()
                 raise
             self._plugged[port] = plugged
+            plugged.stop_listening = key.on_reboot(lambda: self._reboot_soon(plugged))
         for dev in tree.devices:  # announced once it is all there, in the kernel's order
             self._announce("add", dev.syspath, dev.subsystem)
         for binding in plugged.hid.values():
@@ -329,6 +339,8 @@ class Testbed:
                 raise InvalidInput("that key is not plugged in")
             del self._plugged[plugged.port]
             bindings = [plugged.hid.pop(n) for n in sorted(plugged.hid)]
+            if plugged.stop_listening is not None:
+                plugged.stop_listening()
         if plugged.usbfs_node is not None:
             plugged.usbfs_node.unplug()
         for binding in bindings:
@@ -345,6 +357,34 @@ class Testbed:
         with contextlib.suppress(Exception), plugged.key.lock:
             plugged.key.store.commit()
         log.info("unplugged virtual key %s from port %s", plugged.key.serial, plugged.port)
+
+    # -- reboots ----------------------------------------------------------------------------
+    def _reboot_soon(self, plugged: PluggedKey) -> None:
+        """The key asked to reboot while answering a request: re-enumerate it after."""
+        threading.Thread(target=self._reboot, args=(plugged,), daemon=True,
+                         name="hwtoken-umockdev-reboot").start()
+
+    def _reboot(self, plugged: PluggedKey) -> None:
+        """Once the request is answered and its host has the answer, pull the key out and
+        plug it in again: it enumerates with the interfaces (and product ID) its
+        USB-enabled applications make now, and programs see it leave and come back."""
+        key = plugged.key
+        plugged.usb.wait_answered(also=plugged.unreaped)
+        with self._lock:
+            if self._closed or self._plugged.get(plugged.port) is not plugged:
+                return  # pulled out meanwhile
+            shared = None if plugged.own_usb else plugged.usb
+            try:
+                self.unplug(plugged)
+                again = self.plug(key, usb=shared)
+            except HwtokenError as exc:
+                log.warning("virtual key %s did not come back after its reboot: %s",
+                            key.serial, exc)
+                return
+        log.info("virtual key %s rebooted as %04x (%s)", key.serial,
+                 again.usb.model.product_id, ", ".join(again.usb.model.interfaces))
+        for callback in list(self.on_replug):
+            callback(key, again)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

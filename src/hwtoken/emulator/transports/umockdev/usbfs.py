@@ -195,6 +195,12 @@ class UsbfsNode(DeviceNode["UsbfsOpen"]):
     def make_open(self, conn: Connection, pty: Any) -> UsbfsOpen:
         return UsbfsOpen(self, conn, pty)
 
+    def unreaped(self) -> bool:
+        """A program has a completed URB (an answer) it has not reaped yet."""
+        with self._lock:
+            opens = list(self._opens)
+        return any(f.unreaped for f in opens)
+
 
 class UsbfsOpen(NodeOpen):
     """One open file of a usbfs node: its own USB session, URBs and pty."""
@@ -214,6 +220,11 @@ class UsbfsOpen(NodeOpen):
         self.device = self.session.device
 
     # -- readiness -------------------------------------------------------------------------
+    @property
+    def unreaped(self) -> bool:
+        with self._cond:
+            return bool(self._done)
+
     def _ready(self) -> None:
         """Call with the lock held: POLLOUT while a URB waits to be reaped."""
         with contextlib.suppress(OSError, termios.error):

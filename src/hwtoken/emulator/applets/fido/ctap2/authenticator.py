@@ -406,7 +406,9 @@ class Authenticator:
             self._verify_builtin("makeCredential", cancel, keepalive)
             uv = touched = True
         elif self.state.always_uv:
-            raise Ctap2Error(ERR.PUAT_REQUIRED if self.state.pin_set else ERR.PIN_NOT_SET)
+            # CTAP 2.1 §6.1.2 step 6: alwaysUv with no pinUvAuthParam is PUAT_REQUIRED,
+            # PIN set or not (the platform then sets one)
+            raise Ctap2Error(ERR.PUAT_REQUIRED)
         elif self.state.pin_set and rk:
             raise Ctap2Error(ERR.PUAT_REQUIRED)
 
@@ -416,8 +418,16 @@ class Authenticator:
                 continue
             found = self.open_credential(rp_id_hash, cid)
             if found is not None and (found.cred.protection < 3 or uv):
+                # CTAP 2.1 §6.1.2 step 11: the key asks for a touch (unless built-in UV
+                # already had one), then answers CREDENTIAL_EXCLUDED "regardless of whether
+                # user presence is obtained" (a refused or timed-out touch too); only the
+                # host's cancel ends it else
                 if not touched:
-                    self.user_presence("makeCredential (excluded)", cancel, keepalive)
+                    try:
+                        self.user_presence("makeCredential (excluded)", cancel, keepalive)
+                    except Ctap2Error as exc:
+                        if exc.code == ERR.KEEPALIVE_CANCEL:
+                            raise
                 raise Ctap2Error(ERR.CREDENTIAL_EXCLUDED)
 
         exts = extensions.registration(ext, rk, rp_id, self.state.min_pin_length,
@@ -578,7 +588,7 @@ class Authenticator:
             self._verify_builtin("getAssertion", cancel, keepalive)
             uv = touched = True
         elif self.state.always_uv and up:
-            raise Ctap2Error(ERR.PUAT_REQUIRED if self.state.pin_set else ERR.PIN_NOT_SET)
+            raise Ctap2Error(ERR.PUAT_REQUIRED)  # as in makeCredential, PIN set or not
 
         ext = {k: v for k, v in ext.items() if k in self.profile.extensions}
         hmac_req = None

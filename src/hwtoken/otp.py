@@ -467,11 +467,15 @@ class ReplayStore:
     """The last accepted TOTP step (or next HOTP counter) per secret, kept in a JSON file.
 
     Entries are keyed by a hash of the secret and its parameters, never the secret itself.
-    The file is 0600 and rewritten atomically; a lock serialises concurrent verifiers.
+    The file is 0600 and rewritten atomically; a lock file next to it (``PATH.lock``,
+    never followed if it is a symbolic link, and only used if it is the user's own)
+    serialises concurrent verifiers, each waiting at most ``lock_timeout`` seconds.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 lock_timeout: float | None = None) -> None:
         self.path = Path(path)
+        self.lock_timeout = lock_timeout
 
     @staticmethod
     def key_id(params: OtpParams) -> str:
@@ -480,6 +484,12 @@ class ReplayStore:
         return h.hexdigest()[:32]
 
     def _read(self) -> dict[str, int]:
+        """The entries; :class:`InvalidInput` for a file that is not a replay store.
+
+        Only a missing file is an empty store. An empty file, or JSON without the format
+        and entries this class writes (``{"format": 1}``, ``{}``), fails closed: taking it
+        for an empty store would accept every code used before, and overwrite the file.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -487,11 +497,16 @@ class ReplayStore:
         except OSError as exc:
             raise InvalidInput(f"cannot read replay state file {self.path}: "
                                f"{exc.strerror or exc}") from None
+        if not raw.strip():
+            raise InvalidInput(f"replay state file {self.path} is empty (a new store is a "
+                               "file that does not exist yet; a truncated one must be "
+                               "restored, or codes used before would be accepted again)")
         try:
-            doc = json.loads(raw or b"{}")
+            doc = json.loads(raw)
         except ValueError:  # also bytes that are not UTF-8
             raise InvalidInput(f"replay state file {self.path} is damaged (not JSON)") from None
-        entries = doc.get("entries", {}) if isinstance(doc, dict) else None
+        entries = doc.get("entries") if isinstance(doc, dict) and doc.get("format") == 1 \
+            and not isinstance(doc.get("format"), bool) else None
         if not isinstance(entries, dict) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNTER + 1
                 for v in entries.values()):
@@ -511,8 +526,9 @@ class ReplayStore:
         from hwtoken.fileio import FileLock, atomic_write
 
         try:
-            with FileLock(self.path.with_name(self.path.name + ".lock"), what="replay state",
-                          blocking=True):
+            with FileLock(self.path.with_name(self.path.name + ".lock"),
+                          what=f"replay state file {self.path}", blocking=True,
+                          timeout=self.lock_timeout):
                 entries = self._read()
                 new = check(entries.get(key_id))
                 if new is not None:
@@ -546,12 +562,16 @@ class Verifier:
 
     TOTP: codes from ``window`` steps before and after the current one are accepted.
     HOTP: codes for counters ``counter .. counter + window`` (look-ahead) are accepted and the
-    counter resynchronises past the one that matched. With a ``store`` a code (or an
-    earlier step/counter) is accepted only once, even across processes and restarts.
+    counter resynchronises past the one that matched.
+
+    A code (or an earlier step/counter) is accepted only once. Without a ``store`` that
+    memory is this object's alone: a new Verifier, another process or a restart accepts
+    the code again, so a validation server passes a :class:`ReplayStore`, which
+    remembers across processes and restarts.
     """
 
     __slots__ = ("params", "window", "store", "_mod", "_digits", "_period", "_offsets",
-                 "counter", "_key_id", "_inner", "_outer")
+                 "counter", "last_step", "_key_id", "_inner", "_outer")
 
     def __init__(self, params: OtpParams | TOTP | HOTP, *, window: int | None = None,
                  store: ReplayStore | None = None) -> None:
@@ -569,6 +589,8 @@ class Verifier:
         self._period = params.period
         self._offsets = tuple(range(-window, window + 1))
         self.counter = params.counter
+        #: the last TOTP step this object accepted (its own replay memory without a store)
+        self.last_step: int | None = None
         self._key_id = ReplayStore.key_id(params) if store is not None else ""
         self._inner, self._outer = _hmac_pads(params.secret, params.algorithm)
 
@@ -603,7 +625,8 @@ class Verifier:
         return found
 
     def verify(self, code: str | int, at: float | None = None) -> bool:
-        """True if ``code`` is valid now (or at ``at``) and was not accepted before."""
+        """True if ``code`` is valid now (or at ``at``) and was not accepted before (by the
+        store, or without one by this object)."""
         if self.params.type == "hotp":
             return self.verify_hotp(code) is not None
         return self.verify_totp(code, at) is not None
@@ -611,10 +634,16 @@ class Verifier:
     def verify_totp(self, code: str | int, at: float | None = None) -> int | None:
         """Accept a TOTP code within the window; returns its time step, or None.
 
-        With a store, the step is recorded and only a later step is accepted afterwards.
+        The step is recorded and only a later step is accepted afterwards: in the store, or
+        without one in this object (:attr:`last_step`).
         """
         step = self.match_totp(code, at)
-        if step is None or self.store is None:
+        if step is None:
+            return None
+        if self.store is None:
+            if self.last_step is not None and step <= self.last_step:
+                return None
+            self.last_step = step
             return step
         return self.store.update(self._key_id,
                                  lambda last: step if last is None or step > last else None)

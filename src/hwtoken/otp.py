@@ -123,10 +123,10 @@ def new_secret(nbytes: int = DEFAULT_SECRET_BYTES) -> bytes:
     return secrets.token_bytes(nbytes)
 
 
-def _check_algorithm(algorithm: str) -> str:
+def _check_algorithm(algorithm: str, what: str = "unknown algorithm") -> str:
     name = algorithm.upper().replace("-", "")
-    if name not in ALGORITHMS:
-        raise InvalidInput(f"unknown algorithm {algorithm!r}: use SHA1, SHA256 or SHA512")
+    if name not in ALGORITHMS:  # (the value is not repeated: a garbled URI may put a secret here)
+        raise InvalidInput(f"{what}: use SHA1, SHA256 or SHA512")
     return name
 
 
@@ -299,6 +299,7 @@ def check_label(issuer: str, account: str) -> None:
     The Key Uri Format splits the label at its colon, so neither part may hold one; the
     account must not be empty; control characters (a newline...) and lone surrogates (text
     decoded from bytes that are not UTF-8), which no URI can hold, are refused in both.
+    Messages name the part, never its text (a garbled URI can put a secret there).
     """
     for what, text in (("issuer", issuer), ("account", account)):
         try:
@@ -308,10 +309,10 @@ def check_label(issuer: str, account: str) -> None:
         if _CONTROL.search(text):
             raise InvalidInput(f"the {what} contains a control character (a newline?)")
         if ":" in text:
-            raise InvalidInput(f"the {what} {text!r} contains ':', which separates issuer and "
+            raise InvalidInput(f"the {what} contains ':', which separates issuer and "
                                "account in an otpauth:// label")
         if text != text.strip():
-            raise InvalidInput(f"the {what} {text!r} starts or ends with a space")
+            raise InvalidInput(f"the {what} starts or ends with a space")
     if not account:
         raise InvalidInput("the account name is empty")
 
@@ -326,16 +327,27 @@ def _unquote_strict(text: str, what: str) -> str:
                            ) from None
 
 
+def _unnamed(index: int, text: str) -> str:
+    """How an error names the query field ``text`` that has no '=': by the parameter it
+    starts with, else by its position; never by its text, which may hold the secret."""
+    lower = text.lower()
+    known = next((k for k in _KNOWN_PARAMS if lower.startswith(k)), None)
+    where = f"the {known} parameter" if known else f"query parameter {index}"
+    if "=" in text:  # an '=' written as %3D
+        return f"otpauth URI: {where} has its '=' %-encoded (%3D); write it as '='"
+    return f"otpauth URI: {where} has no '=' and so no value"
+
+
 def _query(text: str) -> dict[str, str]:
     """The query's parameters, each at most once, strictly %-decoded."""
     out: dict[str, str] = {}
-    for field_ in text.split("&") if text else []:
+    for index, field_ in enumerate(text.split("&") if text else [], 1):
         if not field_:
             continue
         name, sep, value = field_.partition("=")
         name = _unquote_strict(name.replace("+", " "), "query")
         if not sep:
-            raise InvalidInput(f"otpauth URI: parameter {name!r} has no value")
+            raise InvalidInput(_unnamed(index, name))
         key = name.lower()
         if key in out:
             raise InvalidInput(f"otpauth URI: the {key} parameter appears more than once")
@@ -365,7 +377,8 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
 
     Refused: a parameter given twice, a malformed or non-UTF-8 %-escape, a control
     character, a label issuer that differs from the ``issuer`` parameter, an empty account,
-    numbers out of range, and (unless ``allow_weak``) a secret under 80 bits.
+    numbers out of range, and (unless ``allow_weak``) a secret under 80 bits. Messages name
+    the parameter or part, never its value: a garbled URI can put the secret anywhere.
     """
     if not isinstance(uri, str) or not uri.strip():
         raise InvalidInput("otpauth URI is empty")
@@ -377,10 +390,11 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
     except ValueError:
         raise InvalidInput("not a valid URI") from None
     if parts.scheme.lower() != "otpauth":
-        raise InvalidInput(f"scheme must be otpauth://, not {parts.scheme or 'missing'!r}")
+        raise InvalidInput("scheme must be otpauth://" + (
+            ", not another one" if parts.scheme else " (the text has none)"))
     kind = parts.netloc.lower()
     if kind not in ("totp", "hotp"):
-        raise InvalidInput(f"otpauth URI type must be totp or hotp, not {kind!r}")
+        raise InvalidInput("otpauth URI type (after otpauth://) must be totp or hotp")
     if parts.fragment:
         raise InvalidInput("otpauth URI has a #fragment")
     query = _query(parts.query)
@@ -404,12 +418,13 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
         if not issuer:
             raise InvalidInput("otpauth URI: the issuer parameter is empty (leave it out)")
         if label_issuer and label_issuer != issuer:
-            raise InvalidInput(f"otpauth URI: the label says issuer {label_issuer!r} but the "
-                               f"issuer parameter says {issuer!r}")
+            raise InvalidInput("otpauth URI: the label's issuer (before ':') differs from "
+                               "the issuer parameter")
     else:
         issuer = label_issuer
     check_label(issuer, account)
-    algorithm = _check_algorithm(query.get("algorithm", "SHA1"))
+    algorithm = _check_algorithm(query.get("algorithm", "SHA1"),
+                                 "otpauth URI: the algorithm parameter is not one hwtoken knows")
     digits = _int_param(query, "digits", 6, 6, 8)
     period = _int_param(query, "period", 30, 1, MAX_PERIOD)
     counter = _int_param(query, "counter", None, 0, MAX_COUNTER)

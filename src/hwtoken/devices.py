@@ -93,7 +93,7 @@ def parse_spec(spec: str | None) -> DeviceSpec:
 
 def virtual_key_names() -> list[str]:
     """Names of the virtual keys in the state directory, sorted."""
-    d = paths.keys_dir()
+    d = paths.private_dir(paths.keys_dir(), create=False)
     if not d.is_dir():
         return []
     return sorted(p.stem for p in d.glob("*.key") if not p.name.startswith("."))
@@ -160,6 +160,7 @@ def pick_one(real: list[str], *, what: str, transport: str | None = None) -> str
 def key_path_for(name: str, *, must_exist: bool = True) -> Path:
     """State file of virtual key ``name``; InvalidInput if it must exist and does not."""
     path = paths.virtual_key_path(name)
+    paths.private_dir(path.parent, create=False)
     if must_exist and not path.exists():
         raise InvalidInput(f"no virtual key named {name!r} in {path.parent}; create it with "
                            f"`hwtoken emulate create {name}`")

@@ -318,8 +318,11 @@ def runtime_path(key_path: str | os.PathLike[str]) -> Path:
 
 def write_runtime(key_path: str | os.PathLike[str], doc: dict[str, Any]) -> Path:
     """Write the runtime file (0600, atomic)."""
+    from hwtoken.paths import private_dir
+
     path = runtime_path(key_path)
-    atomic_write(path, json.dumps(doc, indent=2) + "\n", make_parents=True)
+    private_dir(path.parent)
+    atomic_write(path, json.dumps(doc, indent=2) + "\n")
     return path
 
 

@@ -17,7 +17,8 @@ import pytest
 from hwtoken import paths
 
 HWTOKEN = str(Path(sys.executable).with_name("hwtoken"))
-LIST = "import os, sys\ntry:\n    print(os.listdir(sys.argv[1]))\nexcept OSError as e:\n    print(e.strerror)"
+LIST = ("import os, sys\ntry:\n    print(os.listdir(sys.argv[1]))\n"
+        "except OSError as e:\n    print(e.strerror)")
 
 
 @pytest.fixture

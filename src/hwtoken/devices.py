@@ -14,7 +14,8 @@ running in another process (it holds the key's lock and writes ``NAME.serve.json
   (``handle.key``, no serve running) or the running serve's endpoints
   (``handle.usbip`` / ``handle.pcsc``, ``handle.key is None``).
 * :func:`usbip_endpoint_for` yields ``(host, port, busid)`` of a USB/IP server for the
-  key: the running serve's, or a temporary one on a free loopback port.
+  key: the running serve's (its private Unix socket: ``host`` is then the socket's path
+  and ``port`` 0), or a temporary one on a free loopback port.
 * :func:`fido_device_for` yields a fido2 ``CtapDevice`` (in-process, or over USB/IP
   when a serve runs, or through pcscd when the serve has PC/SC only).
 * :func:`pyusb_backend_for` yields a pyusb backend for the key and makes it pyusb's
@@ -198,7 +199,7 @@ class VirtualHandle:
     name: str
     path: Path
     key: VirtualKey | None = None  # loaded in this process (no serve running)
-    usbip: tuple[str, int, str] | None = None  # (host, port, busid) of a running serve
+    usbip: tuple[str, int, str] | None = None  # (host or socket path, port, busid) of a serve
     pcsc: tuple[str, int] | None = None  # vpcd endpoint of a running serve
     runtime: dict[str, Any] = field(default_factory=dict)
 
@@ -242,9 +243,15 @@ def open_virtual(name: str, *, presence: UserPresence | None = None
 def _handle_from_runtime(name: str, path: Path, doc: dict[str, Any]) -> VirtualHandle:
     usbip = doc.get("usbip") or None
     pcsc = doc.get("pcsc") or None
+    endpoint = None
+    if usbip:
+        sock = usbip.get("socket")
+        if isinstance(sock, str) and os.path.exists(sock):  # the serve's private socket
+            endpoint = (sock, 0, usbip["busid"])
+        else:
+            endpoint = (usbip["host"], int(usbip["port"]), usbip["busid"])
     return VirtualHandle(
-        name=name, path=path, runtime=doc,
-        usbip=(usbip["host"], int(usbip["port"]), usbip["busid"]) if usbip else None,
+        name=name, path=path, runtime=doc, usbip=endpoint,
         pcsc=(pcsc["host"], int(pcsc["port"])) if pcsc else None,
     )
 

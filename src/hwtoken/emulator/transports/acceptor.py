@@ -4,8 +4,9 @@
 connection to ``handle(conn)`` in a new thread, with three bounds:
 
 * ``admit(conn)`` decides before anything is read or answered (who the peer is);
-* at most ``max_connections`` are handled at once; a connection beyond that is closed at
-  once;
+* at most ``max_connections`` are handled at once; while that many are, no more are
+  accepted: new ones wait in the kernel's listen backlog (and are served in turn) until
+  one ends, or the kernel refuses them when the backlog is full;
 * running out of file descriptors (EMFILE, ENFILE) or kernel memory does not end the loop:
   it backs off (doubling from 50 ms to 1 s) and accepts again when connections close.
   Other accept errors (a peer that reset before accept) concern that one connection.
@@ -50,9 +51,9 @@ class Acceptor:
         self.log = logger or log
         self.active = 0  #: connections being handled now
         self.accepted = 0  #: connections handed to the handler so far
-        self.turned_away = 0  #: closed at once because ``max_connections`` were busy
+        self.full = 0  #: times accepting paused because ``max_connections`` were busy
         self.starved = 0  #: episodes of running out of file descriptors (or memory)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._warned: dict[str, float] = {}
@@ -71,6 +72,7 @@ class Acceptor:
             self.sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             conns = list(self._conns)
+            self._lock.notify_all()
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
@@ -82,27 +84,12 @@ class Acceptor:
         return self._stopping.is_set()
 
     def _loop(self) -> None:
-        backoff = 0.0
-        while not self._stopping.is_set():
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError as exc:
-                if self._stopping.is_set() or exc.errno in (errno.EBADF, errno.EINVAL,
-                                                            errno.ENOTSOCK):
-                    return
-                if exc.errno in RESOURCE_ERRORS:
-                    if not backoff:
-                        self.starved += 1
-                        self._warn("starved", "%s: cannot accept connections (%s); waiting "
-                                   "for some to close, then accepting again", self.name,
-                                   exc.strerror)
-                    backoff = min(max(backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
-                    self._stopping.wait(backoff)
-                continue  # (ECONNABORTED, EPROTO...: that one connection is gone)
-            if backoff:
-                backoff = 0.0
-                self.log.debug("%s: accepting connections again", self.name)
-            self._take(conn)
+        retry = AcceptRetry(self.name, self._warn, self._stopping)
+        while self._room():
+            got = retry.accept(self.sock)
+            if got is None:
+                return
+            self._take(got[0])
 
     def _warn(self, kind: str, msg: str, *args: object) -> None:
         """A warning, unless one of this ``kind`` was logged less than a minute ago."""
@@ -112,21 +99,25 @@ class Acceptor:
             quiet = last is not None and now - last < WARN_EVERY
             if not quiet:
                 self._warned[kind] = now
+        if kind == "starved":
+            self.starved += 1
         self.log.log(logging.DEBUG if quiet else logging.WARNING, msg, *args)
+
+    def _room(self) -> bool:
+        """Wait until fewer than ``max_connections`` are handled; False once stopping."""
+        with self._lock:  # (a Condition over an RLock: _warn may take it again)
+            if self.max_connections is not None and self.active >= self.max_connections:
+                self.full += 1
+                self._warn("full", "%s: %d connections at once; accepting more when one "
+                           "ends", self.name, self.max_connections)
+                while self.active >= self.max_connections and not self._stopping.is_set():
+                    self._lock.wait()
+        return not self._stopping.is_set()
 
     def _take(self, conn: socket.socket) -> None:
         with self._lock:
-            full = self.max_connections is not None and self.active >= self.max_connections
-            if full:
-                self.turned_away += 1
-            else:
-                self.active += 1
-                self._conns.add(conn)
-        if full:
-            self._warn("full", "%s: %d connections at once already; closing new ones until "
-                       "some end", self.name, self.max_connections)
-            _close(conn)
-            return
+            self.active += 1
+            self._conns.add(conn)
         try:
             if self.admit is not None and not self.admit(conn):
                 self._done(conn)
@@ -154,6 +145,43 @@ class Acceptor:
             if conn in self._conns:
                 self._conns.discard(conn)
                 self.active -= 1
+                self._lock.notify_all()
+
+
+class AcceptRetry:
+    """``accept()`` that waits out a shortage of file descriptors or memory.
+
+    ``warn(kind, msg, *args)`` is told (kind "starved") once per shortage; the wait doubles
+    from :data:`BACKOFF_FIRST` to :data:`BACKOFF_MAX` and ends early when ``stopping`` is
+    set.
+    """
+
+    def __init__(self, name: str, warn: Callable[..., None], stopping: threading.Event) -> None:
+        self.name = name
+        self.warn = warn
+        self.stopping = stopping
+        self.backoff = 0.0
+
+    def accept(self, sock: socket.socket) -> tuple[socket.socket, object] | None:
+        """The next connection, or None once the socket is shut down or closed."""
+        while not self.stopping.is_set():
+            try:
+                conn, addr = sock.accept()
+            except OSError as exc:
+                if self.stopping.is_set() or exc.errno in (errno.EBADF, errno.EINVAL,
+                                                           errno.ENOTSOCK):
+                    return None
+                if exc.errno in RESOURCE_ERRORS:
+                    if not self.backoff:
+                        self.warn("starved", "%s: cannot accept connections (%s); waiting "
+                                  "for some to close, then accepting again", self.name,
+                                  exc.strerror)
+                    self.backoff = min(max(self.backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+                    self.stopping.wait(self.backoff)
+                continue  # (ECONNABORTED, EPROTO...: that one connection is gone)
+            self.backoff = 0.0
+            return conn, addr
+        return None
 
 
 def _close(conn: socket.socket) -> None:

@@ -152,9 +152,11 @@ class UrbLoop:
         if self.dev.is_iso(ep, direction):
             raise Ended("an isochronous transfer (the key has no such endpoint)")
         with self._lock:
-            if len(self._parked) >= MAX_PARKED:
-                raise Ended(f"more than {MAX_PARKED} IN transfers waiting at once")
             self._parked.add(seqnum)
         urb = Urb(command, seqnum, devid, direction, ep, flags, length, interval, setup, data)
         if self.dev.handle_urb(urb, self.respond) is not None:
             self.respond(urb)  # answered at once; a parked one is answered by the device
+            return
+        with self._lock:
+            if len(self._parked) > MAX_PARKED:
+                raise Ended(f"more than {MAX_PARKED} IN transfers waiting at once")

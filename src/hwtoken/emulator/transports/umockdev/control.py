@@ -8,7 +8,9 @@ the person at the USB port. The socket is ``<testbed>/control.sock`` (mode 0600,
 testbed's own 0700 directory); one request per connection: a line ``plug NAME``,
 ``unplug NAME`` or ``touch NAME SLOT`` (press the key's button: it types its OTP slot's code
 into its keyboard interface; the answer carries the text as a JSON string), answered by one
-line, ``ok ...`` or ``error: ...``.
+line, ``ok ...`` or ``error: ...``. Connections are served side by side, at most
+:data:`MAX_CONNECTIONS` at once, each given :data:`READ_TIMEOUT` seconds for its line
+(:class:`~hwtoken.emulator.transports.acceptor.Acceptor`).
 """
 
 from __future__ import annotations
@@ -18,17 +20,21 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hwtoken.emulator.transports.acceptor import Acceptor
 from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 256
-TIMEOUT = 30.0  # seconds a client may take to send its line, and waits for the answer
+TIMEOUT = 30.0  # seconds a client waits for the answer
+READ_TIMEOUT = 10.0  # seconds the server gives a client to send its whole line
+MAX_CONNECTIONS = 8
 
 
 class ControlServer:
@@ -54,9 +60,8 @@ class ControlServer:
         finally:
             os.umask(old)
         self._sock.listen(8)
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name="hwtoken-umockdev-control")
-        self._thread.start()
+        self._acceptor = Acceptor(self._sock, self._serve_one, name="hwtoken-umockdev-control",
+                                  max_connections=MAX_CONNECTIONS, logger=log).start()
 
     def plugged(self, name: str) -> Any | None:
         key = self.keys[name]
@@ -105,43 +110,50 @@ class ControlServer:
             typed = press(key, int(slot))
         return f"ok touch {name} {json.dumps(typed)}"
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            line = _read_line(conn, time.monotonic() + READ_TIMEOUT)
+            if line is None:
                 return
-            with conn:
-                conn.settimeout(TIMEOUT)
-                try:
-                    data = b""
-                    while b"\n" not in data and len(data) < MAX_REQUEST:
-                        chunk = conn.recv(MAX_REQUEST)
-                        if not chunk:
-                            break
-                        data += chunk
-                    try:
-                        line = data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        answer = "error: the request is not UTF-8 text"
-                    else:
-                        answer = self.handle(line)
-                    conn.sendall(answer.encode() + b"\n")
-                except OSError as exc:
-                    log.debug("control connection failed: %s", exc)
-                except Exception:
-                    log.exception("control request failed")
-                    with contextlib.suppress(OSError):
-                        conn.sendall(b"error: the request failed in the testbed (see its log)\n")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                answer = "error: the request is not UTF-8 text"
+            else:
+                answer = self.handle(text)
+            conn.sendall(answer.encode() + b"\n")
+        except OSError as exc:
+            log.debug("control connection failed: %s", exc)
+        except Exception:
+            log.exception("control request failed")
+            with contextlib.suppress(OSError):
+                conn.sendall(b"error: the request failed in the testbed (see its log)\n")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        self._acceptor.stop()
         with contextlib.suppress(OSError):
             self._sock.close()
-        self._thread.join(5)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def _read_line(conn: socket.socket, deadline: float) -> bytes | None:
+    """The request (up to a newline or :data:`MAX_REQUEST` bytes, or what came before the
+    client stopped sending); None if it takes past ``deadline``."""
+    data = b""
+    while b"\n" not in data and len(data) < MAX_REQUEST:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(MAX_REQUEST)
+        except TimeoutError:
+            return None
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def send(path: str | os.PathLike[str], verb: str, name: str) -> str:

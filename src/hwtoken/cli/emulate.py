@@ -525,12 +525,15 @@ PCSC_WARN_AFTER = 3.0  # seconds without pcscd's vpcd driver before serve says s
 
 
 def _watch(svc: Any, stop: threading.Event) -> None:
-    """Wait for SIGINT/SIGTERM; say so (on stderr) while pcscd's vpcd driver is absent."""
+    """Wait for SIGINT/SIGTERM; say so (on stderr) while pcscd's vpcd driver is absent (a
+    listener the card is withheld from says so itself, once, through the link's log)."""
     started = time.monotonic()
     warned = False
     while not stop.wait(0.1 if svc.vpcd is not None else 0.5):
         vpcd = svc.vpcd
         if vpcd is None:
+            continue
+        if vpcd.refused is not None:  # (the link said why, once: a listener not to trust)
             continue
         if not warned and not vpcd.connected and time.monotonic() - started > PCSC_WARN_AFTER:
             _warn_no_pcscd(vpcd.host, vpcd.port)

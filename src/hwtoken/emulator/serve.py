@@ -486,7 +486,9 @@ class KeyService:
         from hwtoken.emulator.transports.vpcd import VpcdLink
 
         # the same lock as USB/IP's requests: one request at a time changes the state
-        link = VpcdLink(self.key, host=host, port=port, lock=self.key.lock)
+        # (a pcscd on this machine gets the card only if it is root's or ours)
+        link = VpcdLink(self.key, host=host, port=port, lock=self.key.lock,
+                        check_owner=is_loopback(host))
         link.start()
         return link
 

@@ -91,16 +91,18 @@ def peer_uid(conn: socket.socket) -> int | None:
 
 def listener_uids(host: str, port: int) -> list[int]:
     """The uids of the listening sockets a connection to ``host:port`` could reach: one
-    bound to that address, or to the wildcard address of its family (an IPv6 wildcard also
-    takes IPv4). Empty if nothing listens there. OSError if the tables cannot be read."""
-    target = normalize(host)
+    bound to that address (any address ``host`` resolves to), or to the wildcard address of
+    its family (an IPv6 wildcard also takes IPv4). Empty if nothing listens there. OSError
+    if the tables cannot be read or ``host`` does not resolve."""
+    targets = {normalize(info[4][0]) for info in
+               socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     uids = []
     for s in tcp_sockets():
         address, lport = s.local
         if s.state != TCP_LISTEN or lport != port or s.inode == 0:
             continue
-        if address == target or address.is_unspecified and (
-                address.version == target.version or address.version == 6):
+        if address in targets or address.is_unspecified and any(
+                address.version in (target.version, 6) for target in targets):
             uids.append(s.uid)
     return uids
 

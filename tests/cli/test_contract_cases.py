@@ -296,3 +296,18 @@ grp.main(["boom"], prog_name="grp")
     assert proc.stderr.splitlines() == [
         "warning: card: applet failed (ValueError: inner detail)",
         "error: outer failure (see 'grp boom --help')"]
+
+
+# -- emulate serve: who it answers, how long it keeps a session ------------------------------
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--allow-user", "no-such-user-here"], "no such user"),
+    (["--allow-user", "99999999999"], "a uid is below 4294967295"),
+    (["--allow-user", b"\xff"], "not valid UTF-8"),
+    (["--idle-timeout", "nan"], "'--idle-timeout'"),
+    (["--idle-timeout", "-1"], "'--idle-timeout'"),
+    (["--idle-timeout", "1e9"], "'--idle-timeout'"),
+])
+def test_serve_refuses_bad_access_options(key, args, needle):
+    fails(hwtoken("emulate", "serve", key[len("emu:"):], "--usbip", "0", *args), needle=needle)
+    fails(hwtoken("emulate", "serve", key[len("emu:"):], "--usbip", "0", *args, "--json"),
+          needle=needle, as_json=True)

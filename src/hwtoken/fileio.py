@@ -98,17 +98,18 @@ def open_own_file(path: str | os.PathLike[str], flags: int = os.O_RDWR | os.O_CR
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InvalidInput(f"the {what} {path} is a symbolic link; hwtoken does not "
-                               "follow links there (another user may have planted it): "
-                               "remove it") from None
+                               "follow links there (another user could have planted it): "
+                               "put the file itself there") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"the {what} {path} is not a regular file: remove it")
+            raise InvalidInput(f"the {what} {path} is not a regular file (hwtoken needs one there)")
         if st.st_uid != os.geteuid():
             raise InvalidInput(f"the {what} {path} belongs to uid {st.st_uid}, not to you "
-                               f"(uid {os.geteuid()}); another user may have planted it: "
-                               "remove it")
+                               f"(uid {os.geteuid()}); hwtoken uses only your own files there "
+                               f"(another user could have planted it): run as uid "
+                               f"{st.st_uid}, or check the file and chown it")
     except BaseException:
         os.close(fd)
         raise

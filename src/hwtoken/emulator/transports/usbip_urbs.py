@@ -22,7 +22,6 @@ Isochronous endpoints are not served (the key has none).
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import struct
 import threading
@@ -41,6 +40,12 @@ DEFAULT_OUT_LIMIT = 64  # an endpoint not in ``out_limits``: one full-speed pack
 _POLL = 1.0  # seconds between looks at the idle clock while nothing arrives
 
 
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO."""
+    whole = int(seconds)
+    return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+
+
 class Ended(Exception):
     """Why a connection was ended by this side (the text goes to the log)."""
 
@@ -49,7 +54,8 @@ def recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes | None:
     """``n`` bytes, or None if the peer closed before the first one; :class:`Ended` if they
     do not all arrive before ``deadline`` (``time.monotonic()``) or the peer closes half way.
 
-    ``sock`` must have a timeout (each wait for more bytes lasts at most that long).
+    ``sock`` must have a timeout, or a receive timeout of the kernel's (each wait for more
+    bytes lasts at most that long).
     """
     buf = bytearray()
     while len(buf) < n:
@@ -57,7 +63,7 @@ def recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes | None:
             raise Ended(f"{len(buf)} of {n} bytes arrived in time; too slow")
         try:
             chunk = sock.recv(min(n - len(buf), 65536))
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             continue
         if not chunk:
             if buf:
@@ -97,34 +103,44 @@ class UrbLoop:
 
     def run(self) -> str:
         """Serve until the peer leaves (returns why) or misbehaves (:class:`Ended`)."""
-        self.sock.settimeout(STALL_TIMEOUT)  # for every read and every answer from now on
+        # The kernel's own timeouts, one per direction, in blocking mode (one system call per
+        # read): a read gives up after _POLL, to look at the idle clock, and an answer after
+        # STALL_TIMEOUT, when the peer takes nothing.
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(_POLL))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(STALL_TIMEOUT))
         reset = getattr(self.dev, "reset_io", None)
         if callable(reset):
             reset()  # a fresh connection: drop stale IN data and waiting transfers
         while True:
-            if not self._wait_for_header():
+            first = self._first_bytes()
+            if first is None:
                 return "idle"
-            head = recv_exact(self.sock, HEADER.size, time.monotonic() + STALL_TIMEOUT)
-            if head is None:
+            if not first:
                 return "detached"
-            self._one(HEADER.unpack(head))
+            rest = recv_exact(self.sock, HEADER.size - len(first),
+                              time.monotonic() + STALL_TIMEOUT) if len(first) < HEADER.size \
+                else b""
+            if rest is None:
+                raise Ended(f"closed after {len(first)} of {HEADER.size} bytes")
+            self._one(HEADER.unpack(first + rest))
 
-    def _wait_for_header(self) -> bool:
-        """True when bytes (or the end) arrive; False after ``idle_timeout`` without any
-        transfer in flight."""
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    def _first_bytes(self) -> bytes | None:
+        """The first bytes of the next header (b"" if the peer left); None after
+        ``idle_timeout`` without any transfer in flight."""
         since = time.monotonic()
         while True:
-            if poller.poll(_POLL * 1000):
-                return True
+            try:
+                return self.sock.recv(HEADER.size)
+            except (TimeoutError, BlockingIOError):
+                pass
             with self._lock:
                 waiting = bool(self._parked)
             now = time.monotonic()
             if waiting:
                 since = now  # the host waits for the key: that is no idleness
             elif self.idle_timeout is not None and now - since >= self.idle_timeout:
-                return False
+                return None
 
     def _one(self, fields: tuple[Any, ...]) -> None:
         command, seqnum, devid, direction, ep, flags, length, _start, _npkts, interval, \

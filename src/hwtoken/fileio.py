@@ -212,6 +212,26 @@ def is_locked(path: str | os.PathLike[str]) -> bool:
     return False
 
 
+def remove_dead_dirs(base: str | os.PathLike[str], pattern: str) -> int:
+    """Remove the directories ``base/pattern`` whose ``owner.pid`` names a process that is
+    gone (left by one that was killed); how many were removed. Others (a live owner, no
+    readable ``owner.pid``, another user's) are left alone."""
+    import shutil
+
+    removed = 0
+    with contextlib.suppress(OSError):
+        for d in Path(base).glob(pattern):
+            try:
+                pid = int((d / "owner.pid").read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid_alive(pid):
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process ``pid`` exists (one of another user's counts as alive)."""
     try:

@@ -57,7 +57,7 @@ from hwtoken.emulator.transports.access import PeerPolicy
 from hwtoken.emulator.transports.usbip_urbs import Ended, UrbLoop, recv_exact
 from hwtoken.emulator.usb import YubiKeyUsb, out_transfer_limits
 from hwtoken.errors import DeviceError, InvalidInput
-from hwtoken.fileio import atomic_write, pid_alive
+from hwtoken.fileio import atomic_write, pid_alive, remove_dead_dirs
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.key import VirtualKey
@@ -430,6 +430,16 @@ def runtime_base() -> str | None:
     return base
 
 
+def make_runtime_dir() -> Path:
+    """A new private (0700) directory for one serve's socket, with its ``owner.pid``; those
+    left by serves that were killed are removed first."""
+    base = runtime_base() or tempfile.gettempdir()
+    remove_dead_dirs(base, "hwtoken-serve-*")
+    path = Path(tempfile.mkdtemp(prefix="hwtoken-serve-", dir=base))
+    (path / "owner.pid").write_text(f"{os.getpid()}\n")
+    return path
+
+
 class KeyService:
     """A key served until stopped: USB/IP, optional PC/SC (vpcd), and the runtime file.
 
@@ -463,8 +473,7 @@ class KeyService:
         try:
             if self.usbip_addr is not None:
                 host, port = self.usbip_addr
-                self.runtime_dir = Path(tempfile.mkdtemp(prefix="hwtoken-serve-",
-                                                         dir=runtime_base()))
+                self.runtime_dir = make_runtime_dir()
                 self.usbip = UsbipServer(self.key, host, port, allow_remote=self.allow_remote,
                                          allow_users=self.allow_users,
                                          unix_path=self.runtime_dir / SOCKET_NAME,

@@ -445,3 +445,29 @@ def test_a_serve_out_of_descriptors_keeps_accepting(tmp_path):
                        "accepting again\n"], lines
     assert proc.returncode == 0, err
     assert not [ln for ln in lines if re.search(r"Traceback|error:", ln)], lines
+
+
+def test_stopping_lets_a_request_being_handled_finish_when_asked_to():
+    """The control socket's close: the request in hand still gets its answer (`emulate run`
+    ends right after the unplug its CMD was waiting for)."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    working, release = threading.Event(), threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        working.set()
+        release.wait(10)
+        conn.sendall(b"ok\n")
+
+    acc = acceptor.Acceptor(listening, handle, name="test").start()
+    client = socket.create_connection(listening.getsockname(), timeout=10)
+    try:
+        assert working.wait(10)
+        stopper = threading.Thread(target=acc.stop, kwargs={"drain": 10.0})
+        stopper.start()
+        release.set()
+        assert client.recv(3) == b"ok\n"
+        stopper.join(10)
+        assert not stopper.is_alive() and acc.active == 0
+    finally:
+        client.close()
+        listening.close()

@@ -10,7 +10,9 @@ python-fido2 as that user.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
 import struct
 import textwrap
 
@@ -241,3 +243,25 @@ def test_peer_uid_of_a_real_connection():
         with conn:
             assert sockowner.peer_uid(conn) == os.geteuid()
             assert sockowner.peer_uid(client) == os.geteuid()
+
+
+def test_a_killed_serves_runtime_directory_is_swept_by_the_next(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from hwtoken.emulator.serve import make_runtime_dir
+
+    base = tmp_path / "run"
+    base.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for name, pid in (("hwtoken-serve-dead", gone), ("hwtoken-serve-live", str(os.getpid()))):
+        (base / name).mkdir()
+        (base / name / "owner.pid").write_text(pid + "\n")
+    (base / "hwtoken-serve-unknown").mkdir()  # no owner.pid: not ours to judge
+    made = make_runtime_dir()
+    assert made.parent == base and stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert (made / "owner.pid").read_text() == f"{os.getpid()}\n"
+    assert sorted(p.name for p in base.iterdir()) == sorted(
+        [made.name, "hwtoken-serve-live", "hwtoken-serve-unknown"])

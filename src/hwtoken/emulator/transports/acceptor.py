@@ -64,15 +64,19 @@ class Acceptor:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, drain: float = 0.0) -> None:
         """Stop accepting (the listening socket is shut down, not closed) and end every
-        connection being handled (shut down: each handler sees its peer gone)."""
+        connection being handled (shut down: each handler sees its peer gone), after
+        letting them finish for up to ``drain`` seconds (a request being answered)."""
         self._stopping.set()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + drain
         with self._lock:
-            conns = list(self._conns)
             self._lock.notify_all()
+            while self._conns and (left := deadline - time.monotonic()) > 0:
+                self._lock.wait(left)
+            conns = list(self._conns)
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)

@@ -130,7 +130,7 @@ class ControlServer:
                 conn.sendall(b"error: the request failed in the testbed (see its log)\n")
 
     def close(self) -> None:
-        self._acceptor.stop()
+        self._acceptor.stop(drain=5.0)  # a request being handled still gets its answer
         with contextlib.suppress(OSError):
             self._sock.close()
         with contextlib.suppress(FileNotFoundError):

@@ -133,7 +133,11 @@ def test_the_listener_is_checked_again_once_connected(key, monkeypatch):
             conn, _ = srv.accept()
             conn.settimeout(10)
             conn.sendall(b"\x00\x01\x04")  # "send your ATR"
-            assert conn.recv(10) == b""  # closed, nothing answered
+            try:
+                answer = conn.recv(10)
+            except ConnectionResetError:  # (closed with our request unread)
+                answer = b""
+            assert answer == b""  # closed, nothing answered
             _wait(lambda: link.refused is not None)
             assert "belongs to uid 4242" in link.refused
         finally:

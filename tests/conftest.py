@@ -45,3 +45,22 @@ def as_terminal(monkeypatch):
     from hwtoken.cli import common
 
     monkeypatch.setattr(common, "is_interactive", lambda: True)
+
+
+@pytest.fixture
+def other_user():
+    """The other local user (uid 65534) tests act as: checked to be able to run this
+    suite's python. Yields the helper module (``as_other_user``, ``python_as_other_user``,
+    ``start_as_other_user``)."""
+    import other_user as helpers
+
+    helpers.check_reachable()
+    return helpers
+
+
+@pytest.fixture
+def other_users_dir(other_user):
+    """A directory the other user owns (0755), outside pytest's private temporary tree."""
+    path = other_user.shared_dir()
+    yield path
+    other_user.remove_shared_dir(path)

@@ -224,9 +224,10 @@ def test_parse_uri_weak_secret_only_when_allowed():
     (f"otpauth://totp/ACME:bob\n?secret={SECRET}",
      "otpauth URI contains a control character (a newline?)"),
     (f"otpauth://totp[/bob?secret={SECRET}", "not a valid URI"),
-    (f"http://totp/bob?secret={SECRET}", "scheme must be otpauth://, not 'http'"),
-    (f"totp/bob?secret={SECRET}", "scheme must be otpauth://, not 'missing'"),
-    (f"otpauth://motp/bob?secret={SECRET}", "otpauth URI type must be totp or hotp, not 'motp'"),
+    (f"http://totp/bob?secret={SECRET}", "scheme must be otpauth://, not another one"),
+    (f"totp/bob?secret={SECRET}", "scheme must be otpauth:// (the text has none)"),
+    (f"otpauth://motp/bob?secret={SECRET}",
+     "otpauth URI type (after otpauth://) must be totp or hotp"),
     (f"otpauth://totp/bob?secret={SECRET}#x", "otpauth URI has a #fragment"),
     ("otpauth://totp/bob?digits=6", "otpauth URI has no secret parameter"),
     ("otpauth://totp/bob?secret=", "otpauth URI has no secret parameter"),
@@ -240,23 +241,27 @@ def test_parse_uri_weak_secret_only_when_allowed():
     (f"otpauth://totp/%20:bob?secret={SECRET}",
      "otpauth URI: the label's issuer (before ':') is empty"),
     (f"otpauth://totp/ACME:bob:x?secret={SECRET}",
-     "the account 'bob:x' contains ':', which separates issuer and account in an otpauth:// "
-     "label"),
+     "the account contains ':', which separates issuer and account in an otpauth:// label"),
     (f"otpauth://totp/bob?secret={SECRET}&issuer=A:B",
-     "the issuer 'A:B' contains ':', which separates issuer and account in an otpauth:// "
-     "label"),
+     "the issuer contains ':', which separates issuer and account in an otpauth:// label"),
     (f"otpauth://totp/ACME:bob?secret={SECRET}&issuer=",
      "otpauth URI: the issuer parameter is empty (leave it out)"),
     (f"otpauth://totp/ACME:bob?secret={SECRET}&issuer=Other",
-     "otpauth URI: the label says issuer 'ACME' but the issuer parameter says 'Other'"),
-    (f"otpauth://totp/bob%20?secret={SECRET}", "the account 'bob ' starts or ends with a space"),
+     "otpauth URI: the label's issuer (before ':') differs from the issuer parameter"),
+    (f"otpauth://totp/bob%20?secret={SECRET}", "the account starts or ends with a space"),
     (f"otpauth://totp/bob?secret={SECRET}&issuer=%20ACME",
-     "the issuer ' ACME' starts or ends with a space"),
+     "the issuer starts or ends with a space"),
     (f"otpauth://totp/ACME:?secret={SECRET}", "the account name is empty"),
     (f"otpauth://totp/ACME:b\udcffob?secret={SECRET}", "the account is not valid UTF-8 text"),
     (f"otpauth://totp/?secret={SECRET}", "the account name is empty"),
     (f"otpauth://totp/bob?secret={SECRET}&foo+bar",
-     "otpauth URI: parameter 'foo bar' has no value"),
+     "otpauth URI: query parameter 2 has no '=' and so no value"),
+    (f"otpauth://totp/bob?secret{SECRET}", "otpauth URI: the secret parameter has no '=' and so "
+                                           "no value"),
+    (f"otpauth://totp/bob?issuer=ACME&secret%3D{SECRET}",
+     "otpauth URI: the secret parameter has its '=' %-encoded (%3D); write it as '='"),
+    (f"otpauth://totp/bob?secret=ok&{SECRET}",
+     "otpauth URI: query parameter 2 has no '=' and so no value"),
     (f"otpauth://totp/bob?secret={SECRET}&secret={SECRET}",
      "otpauth URI: the secret parameter appears more than once"),
     (f"otpauth://totp/bob?Digits=6&secret={SECRET}&DIGITS=6",
@@ -271,7 +276,8 @@ def test_parse_uri_weak_secret_only_when_allowed():
     (f"otpauth://totp/bob?secret={SECRET}&issuer=A%0AB",
      "otpauth URI: the issuer parameter contains a control character"),
     (f"otpauth://totp/bob?secret={SECRET}&algorithm=MD5",
-     "unknown algorithm 'MD5': use SHA1, SHA256 or SHA512"),
+     "otpauth URI: the algorithm parameter is not one hwtoken knows: use SHA1, SHA256 or "
+     "SHA512"),
 ])
 def test_parse_uri_refusal_messages(text, message):
     assert refused(otp.parse_uri, text) == message
@@ -337,12 +343,12 @@ def test_secret_or_uri_digits_refused(digits):
 @pytest.mark.parametrize("issuer,account,message", [
     ("AC\nME", "bob", "the issuer contains a control character (a newline?)"),
     ("ACME", "bo\x7fb", "the account contains a control character (a newline?)"),
-    ("A:B", "bob", "the issuer 'A:B' contains ':', which separates issuer and account in an "
+    ("A:B", "bob", "the issuer contains ':', which separates issuer and account in an "
                    "otpauth:// label"),
-    ("ACME", "bob:x", "the account 'bob:x' contains ':', which separates issuer and account in "
+    ("ACME", "bob:x", "the account contains ':', which separates issuer and account in "
                       "an otpauth:// label"),
-    (" ACME", "bob", "the issuer ' ACME' starts or ends with a space"),
-    ("ACME", "bob ", "the account 'bob ' starts or ends with a space"),
+    (" ACME", "bob", "the issuer starts or ends with a space"),
+    ("ACME", "bob ", "the account starts or ends with a space"),
     ("ACME", "", "the account name is empty"),
     ("", "", "the account name is empty"),
     # lone surrogates (os.fsdecode of bytes that are not UTF-8) cannot be %-encoded: before

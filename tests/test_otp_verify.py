@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import threading
 import time
 
@@ -179,16 +178,66 @@ def test_store_keeps_step_zero_and_the_counter_after_the_last_one(tmp_path):
     assert otp.Verifier(last, store=otp.ReplayStore(path)).verify_hotp("094451") is None
 
 
-@pytest.mark.parametrize("content", [b"", b"{}", b'{"format": 1}', b'{"entries": {}}'])
-def test_an_empty_store_file_is_an_empty_store(tmp_path, content):
+def test_a_missing_store_file_or_one_with_no_entries_yet_is_an_empty_store(tmp_path):
+    path = tmp_path / "replay.json"
+    gen = otp.TOTP(RFC4226_KEY)
+    for content in (None, b'{"format": 1, "entries": {}}'):
+        if content is not None:
+            path.write_bytes(content)
+        store = otp.ReplayStore(path)
+        store.check()
+        assert store.get(TOTP_ID) is None
+        assert otp.Verifier(gen, store=store).verify(gen.at(T), T)
+        assert store.get(TOTP_ID) == T // 30
+        path.unlink()
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n", b"{}", b'{"format": 1}', b'{"entries": {}}',
+                                     b'{"format": 2, "entries": {}}',
+                                     b'{"format": true, "entries": {}}'])
+def test_a_store_file_without_its_structure_fails_closed(tmp_path, content):
+    """An emptied or half-written store would forget every code used: refused, untouched."""
     path = tmp_path / "replay.json"
     path.write_bytes(content)
-    store = otp.ReplayStore(path)
-    store.check()
-    assert store.get(TOTP_ID) is None
     gen = otp.TOTP(RFC4226_KEY)
-    assert otp.Verifier(gen, store=store).verify(gen.at(T), T)
-    assert store.get(TOTP_ID) == T // 30
+    for attempt in (otp.ReplayStore(path).check,
+                    lambda: otp.Verifier(gen, store=otp.ReplayStore(path)).verify(gen.at(T), T)):
+        with pytest.raises(InvalidInput) as exc:
+            attempt()
+        assert str(exc.value).startswith(f"replay state file {path} is ")
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize("content", [b"", b'{"format": 1}'])
+def test_the_cli_refuses_a_store_file_without_its_structure(tmp_path, content):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "replay.json"
+    path.write_bytes(content)
+    before = path.stat()
+    gen = otp.TOTP(RFC4226_KEY)
+    secret = base64.b32encode(RFC4226_KEY).decode()
+    proc = subprocess.run([str(Path(sys.executable).with_name("hwtoken")), "otp", "verify", "-",
+                           gen.now(), "--state", str(path)], input=secret, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr.startswith(f"error: replay state file {path} is "), proc.stderr
+    after = path.stat()
+    assert path.read_bytes() == content
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+
+
+def test_a_verifier_without_a_store_accepts_a_code_once():
+    gen = otp.TOTP(RFC4226_KEY)
+    v = otp.Verifier(gen)
+    assert v.verify(gen.at(T), T)
+    assert not v.verify(gen.at(T), T)  # the same code again
+    assert not v.verify(gen.at(T - 30), T)  # an earlier step within the window
+    assert v.last_step == T // 30
+    assert v.verify(gen.at(T + 30), T + 30)
+    assert "memory is this object's alone" in " ".join(otp.Verifier.__doc__.split())
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe{}", b'{"entries": {"a": 1}'])
@@ -238,20 +287,26 @@ def test_a_store_that_cannot_be_locked_is_named_with_the_reason(tmp_path):
     assert not path.exists()
 
 
-def _waiting_for_lock(inode: int) -> bool:
-    """True if /proc/locks shows a process or thread blocked on the lock file ``inode``."""
-    with open("/proc/locks") as fh:
-        return any("->" in line and f":{inode} " in line for line in fh)
-
-
-def test_a_verifier_waits_for_the_lock_another_verifier_holds(tmp_path):
+def test_a_verifier_waits_for_the_lock_another_verifier_holds(tmp_path, monkeypatch):
     """Two verifiers (processes, threads) take turns on replay.json.lock: never refused, never
     both reading the same old state."""
+    import fcntl
+
     path = tmp_path / "replay.json"
     lock = FileLock(tmp_path / "replay.json.lock")  # another verifier, mid-update
-    inode = os.stat(tmp_path / "replay.json.lock").st_ino
     gen = otp.TOTP(RFC4226_KEY)
     result: dict[str, object] = {}
+    tried = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd: int, op: int) -> None:
+        try:
+            real_flock(fd, op)
+        except BlockingIOError:
+            tried.set()  # the verifier found the lock held and waits
+            raise
+
+    monkeypatch.setattr(fcntl, "flock", flock)
 
     def verify() -> None:
         try:
@@ -262,18 +317,11 @@ def test_a_verifier_waits_for_the_lock_another_verifier_holds(tmp_path):
     worker = threading.Thread(target=verify)
     worker.start()
     try:
-        waited = False
-        for _ in range(600):  # up to 30 s for the thread to reach the lock
-            if not worker.is_alive():
-                break
-            if _waiting_for_lock(inode):
-                waited = True
-                break
-            time.sleep(0.05)
+        assert tried.wait(30)
+        assert worker.is_alive()
         assert not path.exists()  # nothing read or written while the other holds the lock
     finally:
         lock.release()
         worker.join(timeout=60)
     assert result == {"ok": True}
-    assert waited
     assert otp.ReplayStore(path).get(TOTP_ID) == T // 30

@@ -74,3 +74,57 @@ def test_install_and_check_in_a_prepared_root(tmp_path):
     udev.installed_path(tmp_path).write_text("# old\n")
     old = CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path)])
     assert old.exit_code == 1 and "outdated" in old.output
+
+
+# -- /dev/uhid: never handed to the user at the console ---------------------------------------
+OLD_UHID_RULE = 'KERNEL=="uhid", SUBSYSTEM=="misc", TAG+="uaccess"\n'
+
+
+def test_the_rules_do_not_give_anyone_uhid(tmp_path):
+    """Whoever opens /dev/uhid can create a keyboard that types into other sessions."""
+    rule_lines = [ln for ln in udev.packaged_rules().decode().splitlines()
+                  if ln.strip() and not ln.lstrip().startswith("#")]
+    assert not [ln for ln in rule_lines if "uhid" in ln]
+    udev.install(tmp_path, reload=False)
+    assert udev.uhid_grants(tmp_path) == []
+
+
+def test_check_reports_the_uhid_rule_of_older_hwtoken_rules(tmp_path):
+    path = udev.installed_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(udev.packaged_rules() + OLD_UHID_RULE.encode())  # as 0.1 installed it
+    r = CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path)])
+    assert r.exit_code == 1
+    assert r.stderr == (f"error: {path} give(s) the user at the console /dev/uhid: they can "
+                        "create input devices, such as a keyboard that types into other "
+                        "sessions, and no hwtoken code needs it; run `sudo hwtoken udev "
+                        "install`\n")
+    doc = json.loads(CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path),
+                                              "--json"]).stdout)
+    assert doc["uhid_granted_by"] == [str(path)] and doc["ok"] is False
+    done = CliRunner().invoke(cli, ["udev", "install", "--root", str(tmp_path)])
+    assert done.exit_code == 0
+    ok = CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("rule", [
+    OLD_UHID_RULE, 'KERNEL=="uhid", MODE="0666"\n',
+    'SUBSYSTEM=="misc", KERNEL=="uhid", GROUP="input", MODE="0662"\n'])
+def test_check_reports_a_uhid_grant_in_another_rules_file(tmp_path, rule):
+    udev.install(tmp_path, reload=False)
+    other = udev.installed_path(tmp_path).with_name("99-local.rules")
+    other.write_text("# KERNEL==\"uhid\", TAG+=\"uaccess\" (a comment is no rule)\n" + rule)
+    r = CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path)])
+    assert r.exit_code == 1 and f"{other} give(s)" in r.stderr and "remove that rule" in r.stderr
+    from hwtoken.doctor import FAIL, check_udev_rules
+
+    assert check_udev_rules(tmp_path).status == FAIL
+
+
+def test_a_comment_or_a_private_mode_is_no_uhid_grant(tmp_path):
+    udev.install(tmp_path, reload=False)
+    other = udev.installed_path(tmp_path).with_name("50-uhid.rules")
+    other.write_text('# KERNEL=="uhid", TAG+="uaccess"\nKERNEL=="uhid", MODE="0600"\n')
+    assert udev.uhid_grants(tmp_path) == []
+    assert CliRunner().invoke(cli, ["udev", "check", "--root", str(tmp_path)]).exit_code == 0

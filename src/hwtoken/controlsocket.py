@@ -3,6 +3,9 @@
 How a command in another shell reaches the process that holds a device: ``hwtoken
 emulate plug/unplug`` the testbed of ``emulate run``, ``hwtoken fob emulate press/screen``
 the virtual fob. The socket is created with mode 0600 (put it in a 0700 directory too).
+Its accept loop is an :class:`~hwtoken.emulator.transports.acceptor.Acceptor`: a bounded
+number of connections at once, each given a deadline for its whole line, and a shortage of
+file descriptors waited out instead of ending the server.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ import contextlib
 import logging
 import os
 import socket
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 30.0  # seconds a client may take to send its line, and waits for the answer
+TIMEOUT = 30.0  # seconds a client waits for the answer
+READ_TIMEOUT = 10.0  # seconds the server gives a client to send its whole line
+MAX_CONNECTIONS = 8  # connections answered at once (more wait in the listen backlog)
 
 
 def listen(path: str | os.PathLike[str], backlog: int = 8) -> socket.socket:
@@ -35,10 +40,20 @@ def listen(path: str | os.PathLike[str], backlog: int = 8) -> socket.socket:
     return sock
 
 
-def read_line(conn: socket.socket, limit: int) -> bytes:
-    """What ``conn`` sends up to its first newline, at most about ``limit`` bytes."""
+def read_line(conn: socket.socket, limit: int, deadline: float | None = None) -> bytes:
+    """What ``conn`` sends up to its first newline, at most about ``limit`` bytes.
+
+    With ``deadline`` (a :func:`time.monotonic` value) the whole line must have come by
+    then, else :class:`TimeoutError`: a client sending a byte now and then cannot hold the
+    connection for ever.
+    """
     data = b""
     while b"\n" not in data and len(data) < limit:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request line did not come in time")
+            conn.settimeout(left)
         chunk = conn.recv(limit)
         if not chunk:
             break
@@ -68,52 +83,46 @@ class Server:
     """Answers each connection's line with ``answer(line)`` (its answer line, without the
     newline) at ``path``, until :meth:`close`, which removes the socket.
 
-    ``concurrent`` answers each connection in a thread of its own (for answers that take a
-    while); ``failure`` is the answer when ``answer`` raises something unexpected.
+    ``concurrent`` answers up to ``max_connections`` connections side by side (for answers
+    that take a while), else one at a time; each connection has ``read_timeout`` seconds
+    to send its line. ``failure`` is the answer when ``answer`` raises something
+    unexpected.
     """
 
     def __init__(self, path: str | os.PathLike[str], answer: Callable[[bytes], bytes], *,
-                 limit: int, name: str, failure: bytes, concurrent: bool = False) -> None:
+                 limit: int, name: str, failure: bytes, concurrent: bool = False,
+                 max_connections: int = MAX_CONNECTIONS,
+                 read_timeout: float = READ_TIMEOUT) -> None:
+        from hwtoken.emulator.transports.acceptor import Acceptor
+
         self.path = Path(path)
         self._answer_line = answer
         self._limit = limit
         self._failure = failure
-        self._concurrent = concurrent
+        self._read_timeout = read_timeout
         self._sock = listen(self.path)
-        self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            if self._concurrent:
-                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-            else:
-                self._answer(conn)
+        self.acceptor = Acceptor(self._sock, self._answer, name=name, logger=log,
+                                 max_connections=max_connections if concurrent else 1).start()
 
     def _answer(self, conn: socket.socket) -> None:
-        with conn:
+        try:
+            try:
+                line = read_line(conn, self._limit, time.monotonic() + self._read_timeout)
+            except TimeoutError:
+                return  # (the Acceptor closes the connection)
             conn.settimeout(TIMEOUT)
             try:
-                try:
-                    answer = self._answer_line(read_line(conn, self._limit))
-                except OSError:
-                    raise
-                except Exception:
-                    log.exception("control request failed")
-                    answer = self._failure
-                conn.sendall(answer + b"\n")
-            except OSError as exc:
-                log.debug("control connection failed: %s", exc)
+                answer = self._answer_line(line)
+            except Exception:
+                log.exception("control request failed")
+                answer = self._failure
+            conn.sendall(answer + b"\n")
+        except OSError as exc:
+            log.debug("control connection failed: %s", exc)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        self.acceptor.stop(drain=5.0)  # a request being answered still gets its answer
         with contextlib.suppress(OSError):
             self._sock.close()
-        self._thread.join(5)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -14,7 +14,8 @@ running in another process (it holds the key's lock and writes ``NAME.serve.json
   (``handle.key``, no serve running) or the running serve's endpoints
   (``handle.usbip`` / ``handle.pcsc``, ``handle.key is None``).
 * :func:`usbip_endpoint_for` yields ``(host, port, busid)`` of a USB/IP server for the
-  key: the running serve's, or a temporary one on a free loopback port.
+  key: the running serve's (its private Unix socket: ``host`` is then the socket's path
+  and ``port`` 0), or a temporary one on a free loopback port.
 * :func:`fido_device_for` yields a fido2 ``CtapDevice`` (in-process, or over USB/IP
   when a serve runs, or through pcscd when the serve has PC/SC only).
 * :func:`pyusb_backend_for` yields a pyusb backend for the key and makes it pyusb's
@@ -93,7 +94,7 @@ def parse_spec(spec: str | None) -> DeviceSpec:
 
 def virtual_key_names() -> list[str]:
     """Names of the virtual keys in the state directory, sorted."""
-    d = paths.keys_dir()
+    d = paths.private_dir(paths.keys_dir(), create=False)
     if not d.is_dir():
         return []
     return sorted(p.stem for p in d.glob("*.key") if not p.name.startswith("."))
@@ -160,6 +161,7 @@ def pick_one(real: list[str], *, what: str, transport: str | None = None) -> str
 def key_path_for(name: str, *, must_exist: bool = True) -> Path:
     """State file of virtual key ``name``; InvalidInput if it must exist and does not."""
     path = paths.virtual_key_path(name)
+    paths.private_dir(path.parent, create=False)
     if must_exist and not path.exists():
         raise InvalidInput(f"no virtual key named {name!r} in {path.parent}; create it with "
                            f"`hwtoken emulate create {name}`")
@@ -197,7 +199,7 @@ class VirtualHandle:
     name: str
     path: Path
     key: VirtualKey | None = None  # loaded in this process (no serve running)
-    usbip: tuple[str, int, str] | None = None  # (host, port, busid) of a running serve
+    usbip: tuple[str, int, str] | None = None  # (host or socket path, port, busid) of a serve
     pcsc: tuple[str, int] | None = None  # vpcd endpoint of a running serve
     runtime: dict[str, Any] = field(default_factory=dict)
 
@@ -241,9 +243,15 @@ def open_virtual(name: str, *, presence: UserPresence | None = None
 def _handle_from_runtime(name: str, path: Path, doc: dict[str, Any]) -> VirtualHandle:
     usbip = doc.get("usbip") or None
     pcsc = doc.get("pcsc") or None
+    endpoint = None
+    if usbip:
+        sock = usbip.get("socket")
+        if isinstance(sock, str) and os.path.exists(sock):  # the serve's private socket
+            endpoint = (sock, 0, usbip["busid"])
+        else:
+            endpoint = (usbip["host"], int(usbip["port"]), usbip["busid"])
     return VirtualHandle(
-        name=name, path=path, runtime=doc,
-        usbip=(usbip["host"], int(usbip["port"]), usbip["busid"]) if usbip else None,
+        name=name, path=path, runtime=doc, usbip=endpoint,
         pcsc=(pcsc["host"], int(pcsc["port"])) if pcsc else None,
     )
 

@@ -214,6 +214,9 @@ def check_keys(root: Path, who: Who) -> Check:
 
 def check_udev_rules(root: Path) -> Check:
     st = udev.check(root)
+    if st.uhid_granted_by:
+        return Check("udev rules", FAIL, udev.problem(st).rpartition(";")[0],
+                     "sudo hwtoken udev install (and remove other rules that grant uhid)")
     if not st.installed:
         return Check("udev rules", FAIL, f"{st.path} is not installed", "sudo hwtoken udev install")
     if not st.current:

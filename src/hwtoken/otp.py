@@ -123,10 +123,10 @@ def new_secret(nbytes: int = DEFAULT_SECRET_BYTES) -> bytes:
     return secrets.token_bytes(nbytes)
 
 
-def _check_algorithm(algorithm: str) -> str:
+def _check_algorithm(algorithm: str, what: str = "unknown algorithm") -> str:
     name = algorithm.upper().replace("-", "")
-    if name not in ALGORITHMS:
-        raise InvalidInput(f"unknown algorithm {algorithm!r}: use SHA1, SHA256 or SHA512")
+    if name not in ALGORITHMS:  # (the value is not repeated: a garbled URI may put a secret here)
+        raise InvalidInput(f"{what}: use SHA1, SHA256 or SHA512")
     return name
 
 
@@ -299,6 +299,7 @@ def check_label(issuer: str, account: str) -> None:
     The Key Uri Format splits the label at its colon, so neither part may hold one; the
     account must not be empty; control characters (a newline...) and lone surrogates (text
     decoded from bytes that are not UTF-8), which no URI can hold, are refused in both.
+    Messages name the part, never its text (a garbled URI can put a secret there).
     """
     for what, text in (("issuer", issuer), ("account", account)):
         try:
@@ -308,10 +309,10 @@ def check_label(issuer: str, account: str) -> None:
         if _CONTROL.search(text):
             raise InvalidInput(f"the {what} contains a control character (a newline?)")
         if ":" in text:
-            raise InvalidInput(f"the {what} {text!r} contains ':', which separates issuer and "
+            raise InvalidInput(f"the {what} contains ':', which separates issuer and "
                                "account in an otpauth:// label")
         if text != text.strip():
-            raise InvalidInput(f"the {what} {text!r} starts or ends with a space")
+            raise InvalidInput(f"the {what} starts or ends with a space")
     if not account:
         raise InvalidInput("the account name is empty")
 
@@ -326,16 +327,27 @@ def _unquote_strict(text: str, what: str) -> str:
                            ) from None
 
 
+def _unnamed(index: int, text: str) -> str:
+    """How an error names the query field ``text`` that has no '=': by the parameter it
+    starts with, else by its position; never by its text, which may hold the secret."""
+    lower = text.lower()
+    known = next((k for k in _KNOWN_PARAMS if lower.startswith(k)), None)
+    where = f"the {known} parameter" if known else f"query parameter {index}"
+    if "=" in text:  # an '=' written as %3D
+        return f"otpauth URI: {where} has its '=' %-encoded (%3D); write it as '='"
+    return f"otpauth URI: {where} has no '=' and so no value"
+
+
 def _query(text: str) -> dict[str, str]:
     """The query's parameters, each at most once, strictly %-decoded."""
     out: dict[str, str] = {}
-    for field_ in text.split("&") if text else []:
+    for index, field_ in enumerate(text.split("&") if text else [], 1):
         if not field_:
             continue
         name, sep, value = field_.partition("=")
         name = _unquote_strict(name.replace("+", " "), "query")
         if not sep:
-            raise InvalidInput(f"otpauth URI: parameter {name!r} has no value")
+            raise InvalidInput(_unnamed(index, name))
         key = name.lower()
         if key in out:
             raise InvalidInput(f"otpauth URI: the {key} parameter appears more than once")
@@ -365,7 +377,8 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
 
     Refused: a parameter given twice, a malformed or non-UTF-8 %-escape, a control
     character, a label issuer that differs from the ``issuer`` parameter, an empty account,
-    numbers out of range, and (unless ``allow_weak``) a secret under 80 bits.
+    numbers out of range, and (unless ``allow_weak``) a secret under 80 bits. Messages name
+    the parameter or part, never its value: a garbled URI can put the secret anywhere.
     """
     if not isinstance(uri, str) or not uri.strip():
         raise InvalidInput("otpauth URI is empty")
@@ -377,10 +390,11 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
     except ValueError:
         raise InvalidInput("not a valid URI") from None
     if parts.scheme.lower() != "otpauth":
-        raise InvalidInput(f"scheme must be otpauth://, not {parts.scheme or 'missing'!r}")
+        raise InvalidInput("scheme must be otpauth://" + (
+            ", not another one" if parts.scheme else " (the text has none)"))
     kind = parts.netloc.lower()
     if kind not in ("totp", "hotp"):
-        raise InvalidInput(f"otpauth URI type must be totp or hotp, not {kind!r}")
+        raise InvalidInput("otpauth URI type (after otpauth://) must be totp or hotp")
     if parts.fragment:
         raise InvalidInput("otpauth URI has a #fragment")
     query = _query(parts.query)
@@ -404,12 +418,13 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> OtpParams:
         if not issuer:
             raise InvalidInput("otpauth URI: the issuer parameter is empty (leave it out)")
         if label_issuer and label_issuer != issuer:
-            raise InvalidInput(f"otpauth URI: the label says issuer {label_issuer!r} but the "
-                               f"issuer parameter says {issuer!r}")
+            raise InvalidInput("otpauth URI: the label's issuer (before ':') differs from "
+                               "the issuer parameter")
     else:
         issuer = label_issuer
     check_label(issuer, account)
-    algorithm = _check_algorithm(query.get("algorithm", "SHA1"))
+    algorithm = _check_algorithm(query.get("algorithm", "SHA1"),
+                                 "otpauth URI: the algorithm parameter is not one hwtoken knows")
     digits = _int_param(query, "digits", 6, 6, 8)
     period = _int_param(query, "period", 30, 1, MAX_PERIOD)
     counter = _int_param(query, "counter", None, 0, MAX_COUNTER)
@@ -467,11 +482,15 @@ class ReplayStore:
     """The last accepted TOTP step (or next HOTP counter) per secret, kept in a JSON file.
 
     Entries are keyed by a hash of the secret and its parameters, never the secret itself.
-    The file is 0600 and rewritten atomically; a lock serialises concurrent verifiers.
+    The file is 0600 and rewritten atomically; a lock file next to it (``PATH.lock``,
+    never followed if it is a symbolic link, and only used if it is the user's own)
+    serialises concurrent verifiers, each waiting at most ``lock_timeout`` seconds.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 lock_timeout: float | None = None) -> None:
         self.path = Path(path)
+        self.lock_timeout = lock_timeout
 
     @staticmethod
     def key_id(params: OtpParams) -> str:
@@ -480,6 +499,12 @@ class ReplayStore:
         return h.hexdigest()[:32]
 
     def _read(self) -> dict[str, int]:
+        """The entries; :class:`InvalidInput` for a file that is not a replay store.
+
+        Only a missing file is an empty store. An empty file, or JSON without the format
+        and entries this class writes (``{"format": 1}``, ``{}``), fails closed: taking it
+        for an empty store would accept every code used before, and overwrite the file.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -487,11 +512,16 @@ class ReplayStore:
         except OSError as exc:
             raise InvalidInput(f"cannot read replay state file {self.path}: "
                                f"{exc.strerror or exc}") from None
+        if not raw.strip():
+            raise InvalidInput(f"replay state file {self.path} is empty (a new store is a "
+                               "file that does not exist yet; a truncated one must be "
+                               "restored, or codes used before would be accepted again)")
         try:
-            doc = json.loads(raw or b"{}")
+            doc = json.loads(raw)
         except ValueError:  # also bytes that are not UTF-8
             raise InvalidInput(f"replay state file {self.path} is damaged (not JSON)") from None
-        entries = doc.get("entries", {}) if isinstance(doc, dict) else None
+        entries = doc.get("entries") if isinstance(doc, dict) and doc.get("format") == 1 \
+            and not isinstance(doc.get("format"), bool) else None
         if not isinstance(entries, dict) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNTER + 1
                 for v in entries.values()):
@@ -511,8 +541,9 @@ class ReplayStore:
         from hwtoken.fileio import FileLock, atomic_write
 
         try:
-            with FileLock(self.path.with_name(self.path.name + ".lock"), what="replay state",
-                          blocking=True):
+            with FileLock(self.path.with_name(self.path.name + ".lock"),
+                          what=f"replay state file {self.path}", blocking=True,
+                          timeout=self.lock_timeout):
                 entries = self._read()
                 new = check(entries.get(key_id))
                 if new is not None:
@@ -546,12 +577,16 @@ class Verifier:
 
     TOTP: codes from ``window`` steps before and after the current one are accepted.
     HOTP: codes for counters ``counter .. counter + window`` (look-ahead) are accepted and the
-    counter resynchronises past the one that matched. With a ``store`` a code (or an
-    earlier step/counter) is accepted only once, even across processes and restarts.
+    counter resynchronises past the one that matched.
+
+    A code (or an earlier step/counter) is accepted only once. Without a ``store`` that
+    memory is this object's alone: a new Verifier, another process or a restart accepts
+    the code again, so a validation server passes a :class:`ReplayStore`, which
+    remembers across processes and restarts.
     """
 
     __slots__ = ("params", "window", "store", "_mod", "_digits", "_period", "_offsets",
-                 "counter", "_key_id", "_inner", "_outer")
+                 "counter", "last_step", "_key_id", "_inner", "_outer")
 
     def __init__(self, params: OtpParams | TOTP | HOTP, *, window: int | None = None,
                  store: ReplayStore | None = None) -> None:
@@ -569,6 +604,8 @@ class Verifier:
         self._period = params.period
         self._offsets = tuple(range(-window, window + 1))
         self.counter = params.counter
+        #: the last TOTP step this object accepted (its own replay memory without a store)
+        self.last_step: int | None = None
         self._key_id = ReplayStore.key_id(params) if store is not None else ""
         self._inner, self._outer = _hmac_pads(params.secret, params.algorithm)
 
@@ -603,7 +640,8 @@ class Verifier:
         return found
 
     def verify(self, code: str | int, at: float | None = None) -> bool:
-        """True if ``code`` is valid now (or at ``at``) and was not accepted before."""
+        """True if ``code`` is valid now (or at ``at``) and was not accepted before (by the
+        store, or without one by this object)."""
         if self.params.type == "hotp":
             return self.verify_hotp(code) is not None
         return self.verify_totp(code, at) is not None
@@ -611,10 +649,16 @@ class Verifier:
     def verify_totp(self, code: str | int, at: float | None = None) -> int | None:
         """Accept a TOTP code within the window; returns its time step, or None.
 
-        With a store, the step is recorded and only a later step is accepted afterwards.
+        The step is recorded and only a later step is accepted afterwards: in the store, or
+        without one in this object (:attr:`last_step`).
         """
         step = self.match_totp(code, at)
-        if step is None or self.store is None:
+        if step is None:
+            return None
+        if self.store is None:
+            if self.last_step is not None and step <= self.last_step:
+                return None
+            self.last_step = step
             return step
         return self.store.update(self._key_id,
                                  lambda last: step if last is None or step > last else None)

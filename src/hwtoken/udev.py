@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from hwtoken.fileio import atomic_write
 
 RULES_NAME = "70-hwtoken.rules"
 RULES_DIR = Path("etc/udev/rules.d")
+#: a rule line that hands /dev/uhid to the user at the console (uaccess, or a loose mode)
+_UHID_GRANT = re.compile(r'KERNEL=="uhid".*(TAG\+="uaccess"|MODE="0?[0-7][0-7][2367])')
 
 
 def packaged_rules() -> bytes:
@@ -32,22 +35,46 @@ def installed_path(root: str | os.PathLike[str] = "/") -> Path:
 
 @dataclass
 class RulesStatus:
-    """Whether the rules are installed under ``root`` and identical to the packaged ones."""
+    """Whether the rules are installed under ``root`` and identical to the packaged ones, and
+    which rules files there give the console user ``/dev/uhid`` (``uhid_granted_by``)."""
 
     path: str
     installed: bool
     current: bool
     installed_sha256: str | None
     packaged_sha256: str
+    uhid_granted_by: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.installed and self.current
+        return self.installed and self.current and not self.uhid_granted_by
 
     def as_dict(self) -> dict[str, object]:
         return {"path": self.path, "installed": self.installed, "current": self.current,
                 "installed_sha256": self.installed_sha256,
-                "packaged_sha256": self.packaged_sha256}
+                "packaged_sha256": self.packaged_sha256,
+                "uhid_granted_by": self.uhid_granted_by}
+
+
+def uhid_grants(root: str | os.PathLike[str] = "/") -> list[str]:
+    """The rules files under ``root``/etc/udev/rules.d with a rule that lets the user at the
+    console (uaccess) or everyone (mode) open ``/dev/uhid``: such a user can create input
+    devices, e.g. a keyboard that types into other sessions. Older hwtoken rules did."""
+    found = []
+    directory = Path(root) / RULES_DIR
+    try:
+        files = sorted(directory.glob("*.rules"))
+    except OSError:
+        return found
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        if any(_UHID_GRANT.search(line) for line in text.splitlines()
+               if not line.lstrip().startswith("#")):
+            found.append(str(path))
+    return found
 
 
 def check(root: str | os.PathLike[str] = "/") -> RulesStatus:
@@ -62,7 +89,20 @@ def check(root: str | os.PathLike[str] = "/") -> RulesStatus:
         raise DeviceError(f"cannot read {path}: permission denied") from None
     sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
     return RulesStatus(str(path), have is not None, have == want,
-                       sha(have) if have is not None else None, sha(want))
+                       sha(have) if have is not None else None, sha(want), uhid_grants(root))
+
+
+def problem(st: RulesStatus) -> str:
+    """What is wrong with the rules ``st`` describes (when not ``st.ok``), in one line."""
+    if st.uhid_granted_by:
+        ours = [f for f in st.uhid_granted_by if Path(f).name == RULES_NAME]
+        fix = ("run `sudo hwtoken udev install`" if ours == st.uhid_granted_by
+               else "remove that rule" + (" (and run `sudo hwtoken udev install`)" if ours else ""))
+        return (f"{', '.join(st.uhid_granted_by)} give(s) the user at the console /dev/uhid: "
+                "they can create input devices, such as a keyboard that types into other "
+                f"sessions, and no hwtoken code needs it; {fix}")
+    state = "installed but outdated" if st.installed else "not installed"
+    return f"{st.path}: {state}; run `sudo hwtoken udev install`"
 
 
 @dataclass

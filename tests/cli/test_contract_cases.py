@@ -190,7 +190,7 @@ def test_every_check_failure_prints_its_error_line(tmp_path):
 # -- otpauth:// URIs ---------------------------------------------------------------------------
 @pytest.mark.parametrize("uri, needle", [
     (f"otpauth://totp/A:b?secret={SECRET}&secret={SECRET}", "more than once"),
-    (f"otpauth://totp/A:b?secret={SECRET}&issuer=B", "issuer parameter says 'B'"),
+    (f"otpauth://totp/A:b?secret={SECRET}&issuer=B", "differs from the issuer parameter"),
     (f"otpauth://totp/A%ZZ?secret={SECRET}", "malformed %-escape"),
     (f"otpauth://totp/A%ff?secret={SECRET}", "not valid UTF-8"),
     (f"otpauth://totp/A%0Ab?secret={SECRET}", "control character"),
@@ -363,3 +363,16 @@ def test_provision_paths_that_cannot_be(inventory, tmp_path, readonly_dir):
           code=1, needle="no record in the inventory left an access code")
     fails(hwtoken("provision", "forget", "1", "-i", inventory, env=PROVISION_ENV),
           needle="the inventory has no record of key 1")
+# -- emulate serve: who it answers, how long it keeps a session ------------------------------
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--allow-user", "no-such-user-here"], "no such user"),
+    (["--allow-user", "99999999999"], "a uid is below 4294967295"),
+    (["--allow-user", b"\xff"], "not valid UTF-8"),
+    (["--idle-timeout", "nan"], "'--idle-timeout'"),
+    (["--idle-timeout", "-1"], "'--idle-timeout'"),
+    (["--idle-timeout", "1e9"], "'--idle-timeout'"),
+])
+def test_serve_refuses_bad_access_options(key, args, needle):
+    fails(hwtoken("emulate", "serve", key[len("emu:"):], "--usbip", "0", *args), needle=needle)
+    fails(hwtoken("emulate", "serve", key[len("emu:"):], "--usbip", "0", *args, "--json"),
+          needle=needle, as_json=True)

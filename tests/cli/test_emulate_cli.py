@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -123,14 +124,17 @@ def test_serve_subprocess_end_to_end(serving, _isolated_state_dir):
     assert second.returncode == 2
     assert second.stderr.strip() == f"error: virtual key 'key1' is already served by pid {proc.pid}"
 
-    # other commands find the running serve through devices.*
+    # other commands find the running serve through devices.*, on its private Unix socket
+    sock = Path(doc["usbip"]["socket"])
+    assert sock.is_socket() and stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
     with devices.usbip_endpoint_for("key1") as endpoint:
-        assert endpoint == (host, port, busid)
+        assert endpoint == (str(sock), 0, busid)
     with devices.fido_device_for("key1") as dev:
         assert dev.descriptor.serial_number == "777"
+        assert dev.descriptor.path == f"usbip+unix://{sock}/1-1"
         assert dev.ping(b"hello") == b"hello"
     with devices.open_virtual("key1") as handle:
-        assert handle.served and handle.key is None and handle.usbip == (host, port, busid)
+        assert handle.served and handle.key is None and handle.usbip == (str(sock), 0, busid)
     r = run("emulate", "delete", "key1", "--force")  # refused while served
     assert r.exit_code == 2 and "in use" in r.output
     shown = json.loads(run("emulate", "show", "key1", "--json").output)
@@ -142,6 +146,7 @@ def test_serve_subprocess_end_to_end(serving, _isolated_state_dir):
     assert proc.returncode == 0, err
     assert "serving virtual key key1" in out and "stopped serving key1" in out
     assert not runtime.exists()
+    assert not sock.parent.exists()  # the private runtime directory goes with it
     assert devices.running_serve("key1") is None
 
 

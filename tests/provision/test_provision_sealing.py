@@ -194,16 +194,34 @@ def test_unlocker_sources(tmp_path, monkeypatch):
 
 
 # -- the inventory's sealing description ------------------------------------------------------
-def test_a_passphrase_inventory_is_scrypt_with_a_check_value(monkeypatch):
+def _argon2id(passphrase: bytes, doc: dict, **params: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    return Argon2id(salt=base64.b64decode(doc["salt"]), length=32,
+                    iterations=params.get("iterations", doc.get("iterations", 0)),
+                    lanes=params.get("lanes", doc.get("lanes", 0)),
+                    memory_cost=params.get("memory_kib", doc.get("memory_kib", 0))
+                    ).derive(passphrase)
+
+
+def test_cryptographys_argon2id_is_rfc_9106s():
+    """RFC 9106 section 5.3's test vector (with its secret and associated data)."""
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    tag = Argon2id(salt=bytes([2]) * 16, length=32, iterations=3, lanes=4, memory_cost=32,
+                   ad=bytes([4]) * 12, secret=bytes([3]) * 8).derive(bytes([1]) * 32)
+    assert tag.hex() == "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"
+
+
+def test_a_passphrase_inventory_is_argon2id_with_a_check_value():
     meta = Meta()
     sealer = unlock(meta.get, meta.init, Unlocker(passphrase="correct horse"))
     doc = json.loads(meta.values["sealing"])
-    assert set(doc) == {"kdf", "n", "r", "p", "salt", "check"}
-    assert (doc["kdf"], doc["n"], doc["r"], doc["p"]) == ("scrypt", 2**15, 8, 1)
-    salt = base64.b64decode(doc["salt"], validate=True)
-    assert len(salt) == 16
-    key = hashlib.scrypt(b"correct horse", salt=salt, n=2**15, r=8, p=1, dklen=32,
-                         maxmem=2**26)  # an independent scrypt
+    assert set(doc) == {"kdf", "memory_kib", "iterations", "lanes", "salt", "check"}
+    assert (doc["kdf"], doc["memory_kib"], doc["iterations"], doc["lanes"]) == \
+        ("argon2id", 65536, 3, 4)  # RFC 9106's second recommended setting
+    assert len(base64.b64decode(doc["salt"], validate=True)) == 16
+    key = _argon2id(b"correct horse", doc)
     assert Sealer(key).open(doc["check"], b"check") == CHECK_PLAINTEXT
     assert Sealer(key).open(sealer.seal(b"secret", b"r"), b"r") == b"secret"
     # the same passphrase opens it again; a new inventory gets a new salt
@@ -212,6 +230,78 @@ def test_a_passphrase_inventory_is_scrypt_with_a_check_value(monkeypatch):
     other = Meta()
     unlock(other.get, other.init, Unlocker(passphrase="correct horse"))
     assert json.loads(other.values["sealing"])["salt"] != doc["salt"]
+
+
+def test_without_argon2id_a_new_inventory_gets_a_stronger_scrypt(monkeypatch):
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: False)
+    meta = Meta()
+    sealer = unlock(meta.get, meta.init, Unlocker(passphrase="correct horse"))
+    doc = json.loads(meta.values["sealing"])
+    assert set(doc) == {"kdf", "n", "r", "p", "salt", "check"}
+    assert (doc["kdf"], doc["n"], doc["r"], doc["p"]) == ("scrypt", 2**17, 8, 1)
+    key = hashlib.scrypt(b"correct horse", salt=base64.b64decode(doc["salt"]), n=2**17, r=8,
+                         p=1, dklen=32, maxmem=2**28)  # an independent scrypt
+    assert Sealer(key).open(doc["check"], b"check") == CHECK_PLAINTEXT
+    assert Sealer(key).open(sealer.seal(b"secret", b"r"), b"r") == b"secret"
+
+
+def _old_description(passphrase: bytes) -> tuple[dict, bytes]:
+    """A sealing description as hwtoken wrote it before Argon2id (scrypt, N=2^15), made
+    here with hashlib's scrypt and AES-GCM, and its key."""
+    salt = os.urandom(16)
+    key = hashlib.scrypt(passphrase, salt=salt, n=2**15, r=8, p=1, dklen=32, maxmem=2**26)
+    nonce = os.urandom(12)
+    check = b"\x01" + nonce + AESGCM(key).encrypt(nonce, CHECK_PLAINTEXT, b"check")
+    return {"kdf": "scrypt", "n": 2**15, "r": 8, "p": 1,
+            "salt": base64.b64encode(salt).decode(),
+            "check": base64.b64encode(check).decode()}, key
+
+
+def test_an_inventory_sealed_with_the_old_scrypt_still_opens():
+    doc, key = _old_description(b"correct horse")
+    meta = Meta()
+    meta.values["sealing"] = json.dumps(doc)
+    nonce = os.urandom(12)
+    record = base64.b64encode(b"\x01" + nonce + AESGCM(key).encrypt(nonce, b"hotp key",
+                                                                     b"serial:1")).decode()
+    sealer = unlock(meta.get, meta.init, Unlocker(passphrase="correct horse"))
+    assert sealer.open(record, b"serial:1") == b"hotp key"
+    assert json.loads(meta.values["sealing"]) == doc  # opened as it is, not rewritten
+    with pytest.raises(WrongKey):
+        unlock(meta.get, meta.init, Unlocker(passphrase="battery staple"))
+
+
+def test_the_cli_opens_an_inventory_sealed_with_the_old_scrypt(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hwtoken.provision.sqlite import SqliteInventory
+
+    doc, _key = _old_description(b"correct horse")
+    inv = SqliteInventory(tmp_path / "old.db")
+    inv.meta_init("sealing", json.dumps(doc))
+    inv.close()
+    hwtoken = str(Path(sys.executable).with_name("hwtoken"))
+
+    def export(passphrase: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([hwtoken, "provision", "export", "-i", str(tmp_path / "old.db"),
+                               "--format", "csv", "-o", str(tmp_path / "out.csv")],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, PASSPHRASE_ENV: passphrase})
+
+    opened = export("correct horse")  # unlocked: then there is simply nothing to export
+    assert opened.returncode == 1 and "wrong passphrase" not in opened.stderr, opened
+    refused = export("battery staple")
+    assert refused.returncode == 2 and refused.stderr == f"error: {WRONG}\n", refused
+
+
+def test_an_argon2id_inventory_without_argon2id_says_what_to_install(monkeypatch):
+    meta = Meta()
+    unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: False)
+    with pytest.raises(InvalidInput, match=r"cannot do: upgrade it \(pip install "):
+        unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
 
 
 def test_the_wrong_passphrase_is_refused_before_anything_is_sealed():
@@ -226,8 +316,7 @@ def test_a_check_value_that_opens_to_something_else_is_refused():
     meta = Meta()
     unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
     doc = json.loads(meta.values["sealing"])
-    key = hashlib.scrypt(b"pw", salt=base64.b64decode(doc["salt"]), n=2**15, r=8, p=1,
-                         dklen=32, maxmem=2**26)
+    key = _argon2id(b"pw", doc)
     doc["check"] = Sealer(key).seal(b"not the check constant", b"check")
     meta.values["sealing"] = json.dumps(doc)
     with pytest.raises(WrongKey) as e:
@@ -315,6 +404,7 @@ def test_two_stations_creating_one_inventory_agree_on_the_first_description():
 
 def test_derive_reads_the_recorded_parameters(monkeypatch):
     # an inventory made with other scrypt parameters opens with those, not today's defaults
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: False)
     monkeypatch.setattr(sealing, "SCRYPT_N", 2**10)
     monkeypatch.setattr(sealing, "SCRYPT_R", 4)
     monkeypatch.setattr(sealing, "SCRYPT_P", 2)
@@ -329,3 +419,17 @@ def test_derive_reads_the_recorded_parameters(monkeypatch):
     key = hashlib.scrypt(b"pw", salt=base64.b64decode(doc["salt"]), n=2**10, r=4, p=2,
                          dklen=32)
     assert Sealer(key).open(doc["check"], b"check") == CHECK_PLAINTEXT
+
+
+def test_derive_reads_the_recorded_argon2id_parameters(monkeypatch):
+    monkeypatch.setattr(sealing, "ARGON2_MEMORY_KIB", 64)
+    monkeypatch.setattr(sealing, "ARGON2_ITERATIONS", 1)
+    monkeypatch.setattr(sealing, "ARGON2_LANES", 2)
+    meta = Meta()
+    sealer = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    doc = json.loads(meta.values["sealing"])
+    assert (doc["memory_kib"], doc["iterations"], doc["lanes"]) == (64, 1, 2)
+    monkeypatch.undo()
+    again = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert again.open(sealer.seal(b"s", b"r"), b"r") == b"s"
+    assert Sealer(_argon2id(b"pw", doc)).open(doc["check"], b"check") == CHECK_PLAINTEXT

@@ -75,7 +75,8 @@ def udev_install(dry_run: bool, root: str, as_json: bool) -> None:
 @ROOT_OPTION
 @json_option
 def udev_check(root: str, as_json: bool) -> None:
-    """Tell whether the rules are installed and current (exit 0 yes, 1 no)."""
+    """Tell whether the rules are installed and current, and that no rule gives the console
+    user /dev/uhid (exit 0 yes, 1 no)."""
     from hwtoken import udev as udevlib
 
     st = udevlib.check(root)
@@ -86,5 +87,4 @@ def udev_check(root: str, as_json: bool) -> None:
         else:
             click.echo(f"{st.path}: installed and current")
         return
-    state = "installed but outdated" if st.installed else "not installed"
-    raise CheckFailed(f"{st.path}: {state}; run `sudo hwtoken udev install`", details=doc)
+    raise CheckFailed(udevlib.problem(st), details=doc)

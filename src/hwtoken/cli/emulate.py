@@ -447,10 +447,19 @@ def _presence(touch: str) -> UserPresence:
 @click.option("--usbip", "usbip_spec", metavar="[HOST:]PORT", default="127.0.0.1:3240",
               show_default=True, help="USB/IP address to serve on (PORT 0 picks a free port).")
 @click.option("--no-usbip", is_flag=True, help="Do not serve over USB/IP (e.g. PC/SC only).")
+@click.option("--allow-user", "allow_users", multiple=True, metavar="UID|NAME",
+              help="Also answer this local user over USB/IP (repeatable); by default only "
+                   "you and root are answered.")
 @click.option("--allow-remote", is_flag=True,
-              help="Allow a non-loopback address: anyone who reaches it can use the key.")
+              help="Allow a non-loopback address and answer every peer: anyone who reaches "
+                   "the port, every local user included, can use the key.")
+@click.option("--idle-timeout", type=click.IntRange(0, 604800), default=600, show_default=True,
+              metavar="SECONDS", help="Close a USB/IP session with nothing in flight for "
+                                      "this long (0: never).")
 @click.option("--touch", type=click.Choice(["auto", "deny", "prompt"]), default="auto",
-              show_default=True, help="What a touch request does: approve, refuse, or ask here.")
+              show_default=True, help="What a touch request does: approve, refuse, or ask "
+                                      "here. auto approves every request: whoever may use the "
+                                      "key gets user presence without a touch.")
 @click.option("--pcsc", "pcsc", is_flag=True,
               help="Also connect to pcscd's vpcd driver as a smart card.")
 @click.option("--pcsc-address", metavar="HOST:PORT",
@@ -463,22 +472,31 @@ def _presence(touch: str) -> UserPresence:
 @click.option("-v", "--verbose", is_flag=True, help="Log every client connection and error.")
 @json_option
 @state_dir_option
-def serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
-          pcsc: bool, pcsc_address: str | None, local: bool, reads: str, verbose: bool,
+def serve(name: str, usbip_spec: str, no_usbip: bool, allow_users: tuple[str, ...],
+          allow_remote: bool, idle_timeout: int, touch: str, pcsc: bool,
+          pcsc_address: str | None, local: bool, reads: str, verbose: bool,
           as_json: bool) -> None:
     """Serve NAME as a USB device (USB/IP) until Ctrl-C (exit 130) or SIGTERM (exit 0).
 
     While it runs, the key is locked and other commands given --device emu:NAME talk to
-    this process. List it with `usbip --tcp-port PORT list -r 127.0.0.1`; on Linux with
-    the vhci-hcd module, `sudo usbip attach -r 127.0.0.1 -b 1-1` makes it a real USB
-    device for browsers, ykman and libfido2. With --local the key is also plugged into a
-    umockdev testbed (no root, no kernel module): export the printed UMOCKDEV_DIR and
-    LD_PRELOAD in another shell and its programs find the key as /dev/hidrawN.
+    this process (over a Unix socket in a private runtime directory). List it with
+    `usbip --tcp-port PORT list -r 127.0.0.1`; on Linux with the vhci-hcd module,
+    `sudo usbip attach -r 127.0.0.1 -b 1-1` makes it a real USB device for browsers,
+    ykman and libfido2. With --local the key is also plugged into a umockdev testbed (no
+    root, no kernel module): export the printed UMOCKDEV_DIR and LD_PRELOAD in another
+    shell and its programs find the key as /dev/hidrawN.
+
+    The key answers you and root only, as a key on your desk would: another local user's
+    connection is closed before anything is answered (--allow-user widens that). With
+    --pcsc the card goes only to a pcscd whose socket belongs to root or to you.
     """
+    from hwtoken.emulator.transports.access import resolve_user
+
+    uids = tuple(resolve_user(u) for u in allow_users)
     pcsc_spec = pcsc_address if pcsc_address is not None else (DEFAULT_PCSC if pcsc else None)
     with _serve_logging(verbose):
         _serve(name, usbip_spec, no_usbip, allow_remote, touch, pcsc_spec, local, reads,
-               as_json)
+               as_json, allow_users=uids, idle_timeout=float(idle_timeout) or None)
 
 
 def _load_for_serving(name: str) -> Any:
@@ -497,7 +515,8 @@ def _load_for_serving(name: str) -> Any:
 
 
 def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch: str,
-           pcsc_spec: str | None, local: bool, reads: str, as_json: bool) -> None:
+           pcsc_spec: str | None, local: bool, reads: str, as_json: bool, *,
+           allow_users: tuple[int, ...] = (), idle_timeout: float | None = None) -> None:
     from hwtoken.emulator.serve import KeyService, parse_endpoint
     from hwtoken.emulator.transports.vpcd import DEFAULT_PORT as VPCD_PORT
 
@@ -512,8 +531,9 @@ def _serve(name: str, usbip_spec: str, no_usbip: bool, allow_remote: bool, touch
     key = _load_for_serving(name)
     key.presence = _presence(touch)  # (once the key is ours: a prompt starts reading stdin)
     with StopSignals() as signals, key, KeyService(
-            key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote, local=local,
-            reads=reads) as svc:
+            key, usbip=usbip, pcsc=pcsc, allow_remote=allow_remote,
+            allow_users=allow_users, local=local, reads=reads,
+            idle_timeout=idle_timeout) as svc:
         doc = svc.describe()
         if as_json:
             emit_json({"name": name, **doc})
@@ -530,12 +550,15 @@ PCSC_WARN_AFTER = 3.0  # seconds without pcscd's vpcd driver before serve says s
 
 
 def _watch(svc: Any, stop: threading.Event) -> None:
-    """Wait for SIGINT/SIGTERM; say so (on stderr) while pcscd's vpcd driver is absent."""
+    """Wait for SIGINT/SIGTERM; say so (on stderr) while pcscd's vpcd driver is absent (a
+    listener the card is withheld from says so itself, once, through the link's log)."""
     started = time.monotonic()
     warned = False
     while not stop.wait(0.1 if svc.vpcd is not None else 0.5):
         vpcd = svc.vpcd
         if vpcd is None:
+            continue
+        if vpcd.refused is not None:  # (the link said why, once: a listener not to trust)
             continue
         if not warned and not vpcd.connected and time.monotonic() - started > PCSC_WARN_AFTER:
             _warn_no_pcscd(vpcd.host, vpcd.port)
@@ -589,6 +612,7 @@ def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> No
         click.echo(f"          list:   usbip --tcp-port {u['port']} list -r {u['host']}")
         click.echo(f"          attach: sudo modprobe vhci-hcd && sudo usbip --tcp-port "
                    f"{u['port']} attach -r {u['host']} -b {u['busid']}")
+        click.echo(f"          answers: {_who(u.get('answers'))}")
     if doc.get("pcsc"):
         p = doc["pcsc"]
         click.echo(f"  PC/SC   vpcd {_hostport(p['host'], p['port'])} (reader "
@@ -599,6 +623,16 @@ def _print_banner(name: str, serial: int, doc: dict[str, Any], path: Path) -> No
         click.echo(f"          in another shell: export UMOCKDEV_DIR={loc['dir']} "
                    f"LD_PRELOAD={loc['preload']}")
     click.echo(f"  other commands: --device emu:{name}; stop with Ctrl-C")
+
+
+def _who(answers: Any) -> str:
+    """Who a serve answers, in words (``answers``: "anyone" or a list of uids)."""
+    if answers == "anyone":
+        return "anyone who reaches the port (--allow-remote), every local user included"
+    me = os.geteuid()
+    others = [str(uid) for uid in answers or () if uid not in (0, me)]
+    return f"you (uid {me}) and root" + (f", and uid {', '.join(others)}" if others else
+                                          " only")
 
 
 class _RunCommand(HwtokenCommand):

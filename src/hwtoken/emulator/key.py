@@ -22,6 +22,7 @@ from hwtoken.emulator.profiles import DEFAULT_PROFILE, Profile, get_profile
 from hwtoken.emulator.store import KeyStore
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import FileLock
+from hwtoken.paths import private_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator.applets.fido.applet import FidoApplet
@@ -72,7 +73,8 @@ class VirtualKey:
         path = Path(path)
         model = get_profile(profile)
         try:
-            lock = FileLock(lock_path(path), what=f"virtual key {path.name}", make_parents=True)
+            private_dir(path.parent)
+            lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
         except OSError as exc:
             raise InvalidInput(f"cannot create a virtual key in {path.parent}: "
                                f"{exc.strerror or exc}") from None

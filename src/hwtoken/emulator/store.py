@@ -22,6 +22,7 @@ from typing import Any
 
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import atomic_write
+from hwtoken.paths import private_dir
 
 FORMAT_VERSION = 1
 
@@ -125,7 +126,8 @@ class KeyStore:
         """
         try:
             text = json.dumps(_encode(self.data), separators=(",", ":"))
-            atomic_write(self.path, text, make_parents=True)
+            private_dir(self.path.parent)
+            atomic_write(self.path, text)
         except BaseException:
             self.rollback()
             raise

@@ -189,6 +189,26 @@ FIDO_REPORT_DESCRIPTOR = bytes([
 # fmt: on
 
 PUMP_POLL = 0.05  # seconds a pump waits on an engine before re-checking for stop
+CONTROL_MAX_TRANSFER = 0xFFFF  # a control transfer's data: its setup packet's 16-bit wLength
+
+
+def out_transfer_limits(model: UsbModel) -> dict[int, int]:
+    """The most bytes one OUT transfer may carry, by endpoint number, for ``model``.
+
+    What the protocols on those endpoints can use: a whole CTAPHID message (7609 bytes, one
+    initialisation and 128 continuation reports) on the FIDO endpoint, a whole CCID message
+    (the class descriptor's dwMaxCCIDMessageLength) on bulk OUT. A USB/IP peer announcing
+    more is not a host but an attempt to fill the server's memory.
+    """
+    from hwtoken.emulator.fido.ctaphid import CONT_DATA, INIT_DATA, MAX_MESSAGE
+
+    reports = 1 + -(-(MAX_MESSAGE - INIT_DATA) // CONT_DATA)
+    limits = {0: CONTROL_MAX_TRANSFER, FIDO_EP_OUT & 0x0F: reports * FIDO_REPORT_SIZE}
+    if "ccid" in model.interfaces:
+        from hwtoken.emulator.ccid import MAX_CCID_MESSAGE_LENGTH
+
+        limits[CCID_EP_OUT & 0x0F] = MAX_CCID_MESSAGE_LENGTH
+    return limits
 
 
 class FidoEngine(Protocol):

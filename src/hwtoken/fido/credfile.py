@@ -143,7 +143,7 @@ def check_writable(path: str | os.PathLike[str], *, new: bool = True,
     if not make_parents:
         require_parent(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.private_dir(path.parent)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe",
                                      dir=path.parent)
         os.close(fd)

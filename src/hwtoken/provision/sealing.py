@@ -1,8 +1,13 @@
 """Secrets at rest in the inventory: AES-256-GCM under a key from a passphrase or a key file.
 
-The inventory keeps, in its ``meta`` table, how its sealing key is derived (scrypt salt and
-parameters, or "keyfile") and a *check value*: a constant sealed under that key, so a wrong
-passphrase is refused before anything is written. The database alone reveals no secret.
+The inventory keeps, in its ``meta`` table, how its sealing key is derived (the KDF, its salt
+and parameters, or "keyfile") and a *check value*: a constant sealed under that key, so a
+wrong passphrase is refused before anything is written. The database alone reveals no secret.
+
+A new inventory derives its key from the passphrase with Argon2id (RFC 9106's second
+recommended setting: 64 MiB, 3 passes, 4 lanes); where the installed ``cryptography`` cannot
+do Argon2id, with scrypt at N=2^17 (128 MiB). Inventories made earlier (scrypt, N=2^15)
+open with the parameters recorded in them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from hwtoken.errors import HwtokenError, InvalidInput
 
@@ -25,7 +29,9 @@ PASSPHRASE_ENV = "HWTOKEN_INVENTORY_PASSPHRASE"
 KEY_FILE_ENV = "HWTOKEN_INVENTORY_KEY_FILE"
 VERSION = b"\x01"
 CHECK_PLAINTEXT = b"hwtoken inventory sealing key check v1"
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_LANES = 64 * 1024, 3, 4
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1  # (used where Argon2id is not available)
+PASSPHRASE_KDFS = ("argon2id", "scrypt")
 
 
 class WrongKey(HwtokenError):
@@ -65,7 +71,36 @@ class Sealer:
 
 
 def _scrypt(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+
+
+def _argon2id(passphrase: str, salt: bytes, memory_kib: int, iterations: int,
+              lanes: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    return Argon2id(salt=salt, length=32, iterations=iterations, lanes=lanes,
+                    memory_cost=memory_kib).derive(passphrase.encode())
+
+
+def argon2id_available() -> bool:
+    """True if the installed ``cryptography`` (and its OpenSSL) can derive Argon2id keys."""
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+        from cryptography.hazmat.primitives.kdf.argon2 import Argon2id  # noqa: F401
+    except ImportError:
+        return False
+    return bool(backend.argon2_supported())
+
+
+def new_passphrase_kdf() -> dict[str, object]:
+    """How a new inventory derives its key from a passphrase (with a fresh salt)."""
+    salt = base64.b64encode(secrets.token_bytes(16)).decode()
+    if argon2id_available():
+        return {"kdf": "argon2id", "memory_kib": ARGON2_MEMORY_KIB,
+                "iterations": ARGON2_ITERATIONS, "lanes": ARGON2_LANES, "salt": salt}
+    return {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": salt}
 
 
 def read_key_file(path: str | os.PathLike[str]) -> bytes:
@@ -135,11 +170,7 @@ def unlock(meta_get: Callable[[str], str | None],
     """
     existing = meta_get("sealing")
     if existing is None:
-        if source.key_file:
-            doc = {"kdf": "keyfile"}
-        else:
-            doc = {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
-                   "salt": base64.b64encode(secrets.token_bytes(16)).decode()}
+        doc = {"kdf": "keyfile"} if source.key_file else new_passphrase_kdf()
         new = True
     else:
         doc = json.loads(existing)
@@ -168,10 +199,17 @@ def _derive(doc: dict[str, object], source: Unlocker, new: bool) -> bytes:
             raise InvalidInput("this inventory is sealed with a key file: pass --key-file "
                                "(or set HWTOKEN_INVENTORY_KEY_FILE)")
         return read_key_file(source.key_file)
-    if kdf == "scrypt":
+    if kdf in PASSPHRASE_KDFS:
         if source.key_file and not source.has_passphrase:
             raise InvalidInput("this inventory is sealed with a passphrase, not a key file")
         salt = base64.b64decode(str(doc["salt"]))
-        return _scrypt(source.passphrase(new), salt, int(doc["n"]), int(doc["r"]),  # type: ignore[call-overload]
-                       int(doc["p"]))  # type: ignore[call-overload]
+        num = lambda name: int(doc[name])  # type: ignore[call-overload]  # noqa: E731
+        if kdf == "argon2id":
+            if not argon2id_available():
+                raise InvalidInput("this inventory's key is derived with Argon2id, which the "
+                                   "installed cryptography package cannot do: upgrade it "
+                                   "(pip install 'cryptography>=44')")
+            return _argon2id(source.passphrase(new), salt, num("memory_kib"),
+                             num("iterations"), num("lanes"))
+        return _scrypt(source.passphrase(new), salt, num("n"), num("r"), num("p"))
     raise InvalidInput(f"unknown inventory sealing method {kdf!r}")

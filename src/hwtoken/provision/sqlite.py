@@ -2,7 +2,9 @@
 
 Several processes on one machine may share the file: writes take SQLite's write lock
 (``BEGIN IMMEDIATE``, waiting up to 30 s), and a station holds a record with a POSIX
-byte-range lock on ``<file>.holds`` at offset = serial.
+byte-range lock on ``<file>.holds`` at offset = serial. The database and ``.holds`` are
+opened only when they are the user's own regular files, never through a symbolic link
+(:func:`hwtoken.fileio.open_own_file`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtoken.errors import InvalidInput
-from hwtoken.fileio import SECRET_MODE
+from hwtoken.fileio import open_own_file
 from hwtoken.provision.inventory import Inventory, InventoryUnavailable, RecordBusy
 from hwtoken.provision.schema import meta_ddl
 
@@ -33,18 +35,19 @@ class SqliteInventory(Inventory):
         if self.path.is_dir():
             raise InvalidInput(f"the inventory {self.path} is a directory; give a file name "
                                "such as keys.db")
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():
             if not create:
                 raise InvalidInput(f"no inventory at {self.path}")
             if not self.path.parent.is_dir():  # a typo in the path, not a new directory
                 raise InvalidInput(f"cannot create the inventory {self.path}: its directory "
                                    f"{self.path.parent} does not exist")
-            # create it 0600 before SQLite touches it; its -wal/-shm files copy the mode
-            try:
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, SECRET_MODE))
-            except OSError as exc:
-                raise InvalidInput(f"cannot create the inventory {self.path}: "
-                                   f"{exc.strerror}") from None
+        # created 0600 before SQLite touches it (its -wal/-shm files copy the mode); an
+        # existing one must be ours and not a link another user planted
+        try:
+            os.close(open_own_file(self.path, os.O_RDONLY | os.O_CREAT, what="inventory"))
+        except OSError as exc:
+            raise InvalidInput(f"cannot create the inventory {self.path}: "
+                               f"{exc.strerror}") from None
         self._db = self._connect()
         self._in_txn = False
         self._holds_fd: int | None = None
@@ -108,7 +111,11 @@ class SqliteInventory(Inventory):
     @contextlib.contextmanager
     def hold(self, serial: int) -> Iterator[None]:
         if self._holds_fd is None:
-            self._holds_fd = os.open(f"{self.path}.holds", os.O_RDWR | os.O_CREAT, SECRET_MODE)
+            try:
+                self._holds_fd = open_own_file(f"{self.path}.holds",
+                                               what="inventory's hold file")
+            except OSError as exc:
+                raise InvalidInput(f"cannot open {self.path}.holds: {exc.strerror}") from None
         try:
             fcntl.lockf(self._holds_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(serial))
         except OSError:

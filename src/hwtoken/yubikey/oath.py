@@ -114,7 +114,9 @@ def parse_uri(uri: str, *, allow_weak: bool = False) -> Any:
     try:
         data = CredentialData.parse_uri(uri.strip())
     except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput(f"invalid otpauth URI ({exc.__class__.__name__}: {exc})") from None
+        # (exc's text is not shown: it may quote the URI, secret included)
+        raise InvalidInput(f"yubikit cannot read this otpauth URI ({exc.__class__.__name__})"
+                           ) from None
     _check(data)
     return data
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,9 +32,12 @@ from typing import Any
 import usb.backend
 import usb.backend.libusb1
 import usb.core
-from usbip import USBIP, Stall, USBError
+from usbip import Stall, USBError
 from usbip import host as usbip_host
 from usbip.core import DT_CONFIG, DT_ENDPOINT, DT_INTERFACE, iter_descriptors
+from usbip.transport import Transport
+
+from hwtoken.emulator.transports.usbip_unix import no_delay, transport_for
 
 DEFAULT_TIMEOUT_MS = 5000
 _NO_TIMEOUT_CAP = 120.0  # seconds: a "no timeout" transfer still ends eventually
@@ -117,7 +119,8 @@ def _parse_config(cfg: bytes) -> list[list[_Alt]]:
 
 
 class UsbipBackend(usb.backend.IBackend):
-    """pyusb backend for the devices a USB/IP server at ``host:port`` exports.
+    """pyusb backend for the devices a USB/IP server at ``host:port`` exports (``host``
+    may be the path of a serve's Unix socket, :mod:`.usbip_unix`).
 
     ``busid`` restricts it to one exported device. Call :meth:`close` (or use
     :func:`use_backend` / ``with``) to drop any open sessions.
@@ -136,8 +139,8 @@ class UsbipBackend(usb.backend.IBackend):
         return f"UsbipBackend({self.host!r}, {self.port})"
 
     # -- USB/IP plumbing -----------------------------------------------------------------------
-    def _transport(self) -> USBIP:
-        return USBIP(self.host, self.port)
+    def _transport(self) -> Transport:
+        return transport_for(self.host, self.port)
 
     def _import(self, busid: str) -> usbip_host.Connection:
         try:
@@ -145,7 +148,7 @@ class UsbipBackend(usb.backend.IBackend):
         except OSError as exc:
             raise usb.core.USBError(f"cannot reach USB/IP server {self.host}:{self.port}: "
                                     f"{exc}", errno=errno.ENODEV) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(sock)
         conn = usbip_host.Connection(sock)
         try:
             conn.import_device(busid)

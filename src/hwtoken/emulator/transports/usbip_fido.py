@@ -2,7 +2,8 @@
 
 ``open_usbip_fido(host, port, busid)`` returns a ``fido2.hid.CtapHidDevice``, so
 ``Fido2Client``, ``Ctap2`` and ``Ctap1`` work over the network path exactly as over a
-local ``/dev/hidraw``. The USB/IP side is the ``usbip`` package's host API.
+local ``/dev/hidraw``. The USB/IP side is the ``usbip`` package's host API. ``host`` may be
+the path of a serve's Unix socket (port unused, :mod:`.usbip_unix`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import socket
 
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor, parse_report_descriptor
-from usbip import USBIP, USBError
+from usbip import USBError
 from usbip import host as usbip_host
 from usbip.core import DT_ENDPOINT, DT_INTERFACE, iter_descriptors
 
+from hwtoken.emulator.transports.usbip_unix import describe, no_delay, transport_for
 from hwtoken.errors import DeviceError
 
 READ_TIMEOUT = 120.0  # seconds without any packet before the connection is given up
@@ -91,21 +93,19 @@ def open_usbip_connection(host: str, port: int, busid: str = "1-1", *,
                           ) -> tuple[UsbipCtapHidConnection, HidDescriptor]:
     """Import ``busid`` from ``host:port`` and return its FIDO connection and descriptor."""
     try:
-        handle = usbip_host.open(busid=busid, transport=USBIP(host, port))
+        handle = usbip_host.open(busid=busid, transport=transport_for(host, port))
     except (OSError, USBError) as exc:
-        raise DeviceError(f"cannot import USB/IP device {busid} from {host}:{port}: {exc}"
-                          ) from None
+        raise DeviceError(f"cannot import USB/IP device {describe(host, port, busid)}: "
+                          f"{exc}") from None
     try:
         sock = handle.conn.sock
         if isinstance(sock, socket.socket):
             sock.settimeout(timeout)
-            # header and payload go out in separate sends: without NODELAY, Nagle plus
-            # the server's delayed ACK stalls every OUT report by tens of milliseconds
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            no_delay(sock)
         iface, ep_in, ep_out, size_in, size_out, _rd = _find_fido_interface(handle)
         dd = handle.device_descriptor
         descriptor = HidDescriptor(
-            path=f"usbip://{host}:{port}/{busid}", vid=dd.idVendor, pid=dd.idProduct,
+            path=describe(host, port, busid), vid=dd.idVendor, pid=dd.idProduct,
             report_size_in=size_in, report_size_out=size_out,
             product_name=_string(handle, dd.iProduct),
             serial_number=_string(handle, dd.iSerialNumber),

@@ -6,12 +6,18 @@ Framing: every message is a 2-byte big-endian length and that many bytes. A 1-by
 is a control code (0 power off, 1 power on, 2 reset, 4 "send your ATR"); anything longer is
 a command APDU, answered with the response APDU. This module only frames: the card logic is
 :class:`hwtoken.emulator.iso7816.CardOS`.
+
+Whoever listens on that port gets the card, so on this machine the link connects only when
+the listening socket belongs to root (the system's pcscd) or to the user serving the key (a
+pcscd of their own), as ``/proc/net/tcp`` tells (:mod:`.sockowner`); otherwise it says so
+once and keeps waiting, card withheld.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -19,6 +25,7 @@ import time
 from typing import Any
 
 from hwtoken.emulator.iso7816 import CardOS
+from hwtoken.emulator.transports import sockowner
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +101,17 @@ class VpcdLink:
     sees an insertion either. Such a card is polled but never powered up; after
     ``stale_after`` seconds of that (None: never) the link drops the connection (pcscd's
     next poll sees the card gone) and connects again (the poll after sees it inserted).
+
+    With ``check_owner`` (the default; for a pcscd on this machine) the link connects only
+    to a listening socket of root or of this process's user, and checks again once
+    connected, before it answers anything; a refusal is logged once as a warning and kept
+    in :attr:`refused` while the link waits for a pcscd it may use.
     """
 
     def __init__(self, key: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  card: CardOS | None = None, max_backoff: float = 2.0,
-                 lock: Any = None, stale_after: float | None = STALE_AFTER) -> None:
+                 lock: Any = None, stale_after: float | None = STALE_AFTER,
+                 check_owner: bool = True) -> None:
         self.key = key
         self.host = host
         self.port = port
@@ -111,6 +124,9 @@ class VpcdLink:
         self.connections = 0
         self.reinsertions = 0
         self.stale_after = stale_after
+        self.check_owner = check_owner
+        self.refused: str | None = None  #: why the card is withheld now (None: it is not)
+        self.refusals = 0  #: times a listener was found that may not have the card
         self._powered = False  # pcscd powered (or reset, or used) the card
         self._atr_polls = 0
         self._since = 0.0
@@ -166,9 +182,16 @@ class VpcdLink:
         """Connect, serve, and reconnect with a bounded backoff until stopped."""
         backoff = 0.1
         while not self._stop.is_set():
+            sock = None
             try:
-                sock = socket.create_connection((self.host, self.port), timeout=2.0)
+                if not self._withheld(connected=False):
+                    sock = socket.create_connection((self.host, self.port), timeout=2.0)
+                    if self._withheld(connected=True):  # who answered: before any byte
+                        sock.close()
+                        sock = None
             except OSError:
+                sock = None
+            if sock is None:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
@@ -196,6 +219,33 @@ class VpcdLink:
                     self.card.power_off()
             if not self._stop.is_set():
                 self._stop.wait(0.1)
+
+    def _withheld(self, *, connected: bool) -> bool:
+        """True if the card must not go to who listens at host:port (see the class)."""
+        if not self.check_owner:
+            return False
+        me = os.geteuid()
+        where = f"{self.host}:{self.port}"
+        try:
+            uids = sockowner.listener_uids(self.host, self.port)
+        except OSError as exc:
+            why = (f"not inserting the card at {where}: cannot tell who listens there "
+                   f"(/proc/net/tcp: {exc.strerror or exc})")
+        else:
+            others = sorted({uid for uid in uids if uid not in (0, me)})
+            if not others and (uids or not connected):
+                self.refused = None
+                return False
+            why = (f"not inserting the card at {where}: the socket listening there belongs "
+                   f"to uid {others[0]}, not to root (the system's pcscd) or you (uid {me}); "
+                   "waiting for a pcscd that does" if others else
+                   f"not inserting the card at {where}: no listening socket found for the "
+                   "connection")
+        self.refusals += 1
+        if why != self.refused:
+            logger.warning("%s", why)
+        self.refused = why
+        return True
 
     def _stale_reader(self) -> bool:
         """True once per link if pcscd polls this card without ever powering it up."""

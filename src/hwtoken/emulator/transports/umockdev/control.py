@@ -8,7 +8,9 @@ the person at the USB port. The socket is ``<testbed>/control.sock`` (mode 0600,
 testbed's own 0700 directory); one request per connection: a line ``plug NAME``,
 ``unplug NAME`` or ``touch NAME SLOT`` (press the key's button: it types its OTP slot's code
 into its keyboard interface; the answer carries the text as a JSON string), answered by one
-line, ``ok ...`` or ``error: ...``.
+line, ``ok ...`` or ``error: ...``. Connections are served side by side, at most
+:data:`MAX_CONNECTIONS` at once, each given :data:`READ_TIMEOUT` seconds for its line
+(:class:`hwtoken.controlsocket.Server`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from hwtoken.errors import DeviceError, HwtokenError, InvalidInput
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 256
 TIMEOUT = controlsocket.TIMEOUT
+READ_TIMEOUT = 10.0  # seconds the server gives a client to send its whole line
+MAX_CONNECTIONS = 8
 
 
 class ControlServer:
@@ -46,7 +50,8 @@ class ControlServer:
         self._lock = threading.Lock()
         self._server = controlsocket.Server(
             self.path, self._answer, limit=MAX_REQUEST, name="hwtoken-umockdev-control",
-            failure=b"error: the request failed in the testbed (see its log)")
+            failure=b"error: the request failed in the testbed (see its log)",
+            concurrent=True, max_connections=MAX_CONNECTIONS, read_timeout=READ_TIMEOUT)
 
     def _replugged(self, key: Any, plugged: Any) -> None:
         """A key rebooted into another USB device: its nodes changed."""

@@ -246,11 +246,18 @@ class NodeListener:
         self._thread.start()
 
     def _accept_loop(self) -> None:
+        from hwtoken.emulator.transports.acceptor import AcceptRetry
+
+        def warn(_kind: str, msg: str, *args: object) -> None:
+            log.warning(msg, *args)
+
+        # out of file descriptors: wait for some to close instead of ending the node
+        retry = AcceptRetry(f"umockdev node {self.name}", warn, self._stop)
         while not self._stop.is_set():
-            try:
-                sock, _ = self._sock.accept()
-            except OSError:
+            got = retry.accept(self._sock)
+            if got is None:
                 return
+            sock = got[0]
             if self._stop.is_set():
                 sock.close()
                 return

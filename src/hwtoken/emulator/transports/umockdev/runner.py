@@ -14,18 +14,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from hwtoken.errors import InvalidInput
-from hwtoken.fileio import pid_alive
+from hwtoken.fileio import remove_dead_dirs
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +48,7 @@ def exit_status(returncode: int) -> int:
 
 def remove_stale_testbeds(tmpdir: str | None = None) -> int:
     """Remove testbed directories whose owning process is gone; how many were removed."""
-    base = Path(tmpdir or tempfile.gettempdir())
-    removed = 0
-    with contextlib.suppress(OSError):
-        for d in base.glob("hwtoken-umockdev.*"):
-            owner = d / "owner.pid"
-            try:
-                pid = int(owner.read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if pid_alive(pid):
-                continue
-            shutil.rmtree(d, ignore_errors=True)
-            removed += 1
-    return removed
+    return remove_dead_dirs(tmpdir or tempfile.gettempdir(), "hwtoken-umockdev.*")
 
 
 def start(argv: Sequence[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:

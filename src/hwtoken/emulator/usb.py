@@ -200,7 +200,7 @@ def out_transfer_limits(model: UsbModel) -> dict[int, int]:
     (the class descriptor's dwMaxCCIDMessageLength) on bulk OUT. A USB/IP peer announcing
     more is not a host but an attempt to fill the server's memory.
     """
-    from hwtoken.emulator.fido.ctaphid import CONT_DATA, INIT_DATA, MAX_MESSAGE
+    from hwtoken.emulator.applets.fido.ctaphid import CONT_DATA, INIT_DATA, MAX_MESSAGE
 
     reports = 1 + -(-(MAX_MESSAGE - INIT_DATA) // CONT_DATA)
     limits = {0: CONTROL_MAX_TRANSFER, FIDO_EP_OUT & 0x0F: reports * FIDO_REPORT_SIZE}

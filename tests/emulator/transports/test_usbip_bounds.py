@@ -316,6 +316,7 @@ def test_a_flood_of_the_control_socket_leaves_plugging_working(tmp_path, monkeyp
         def __init__(self) -> None:
             self.root = tmp_path
             self.plugged: list = []
+            self.on_replug: list = []  # (the server listens for a key's reboot)
 
         def plug(self, key):
             p = SimpleNamespace(key=key, hidraw=["/dev/hidraw0"], usbfs="/dev/bus/usb/001/002")

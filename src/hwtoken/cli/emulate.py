@@ -19,12 +19,14 @@ import click
 
 from hwtoken import devices, paths
 from hwtoken.cli.common import (
+    SECRET,
     HwtokenCommand,
     HwtokenGroup,
     confirm_or_force,
     emit_json,
     force_option,
     json_option,
+    read_secret_input,
     state_dir_option,
 )
 from hwtoken.emulator.presence import (
@@ -115,6 +117,21 @@ def _piv_root_pem(name: str) -> str:
     return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
 
 
+def _fido_root_pem(name: str) -> str:
+    """The PEM of NAME's FIDO attestation root (read without locking the key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from hwtoken.emulator.fido.attestation import FIELD, SECTION
+    from hwtoken.emulator.key import VirtualKey
+
+    store = VirtualKey.peek(devices.key_path_for(name))
+    chain = ((store.data.get(SECTION, {}) or {}).get(FIELD) or {}).get("chain")
+    if not chain:
+        raise InvalidInput(f"virtual key {name!r} has no FIDO attestation certificates")
+    return x509.load_der_x509_certificate(bytes(chain[-1])).public_bytes(Encoding.PEM).decode()
+
+
 def _uuid(raw: bytes) -> Any:
     import uuid
 
@@ -138,28 +155,37 @@ def _slots(store: Any) -> dict[str, Any]:
 @click.option("--serial", type=click.IntRange(1, 2**32 - 1), help="Serial number (default random).")
 @click.option("--profile", type=click.Choice(list(PROFILES)), default=DEFAULT_PROFILE,
               show_default=True, help="The model it is (`hwtoken emulate profiles`).")
+@click.option("--aaguid", metavar="UUID|random",
+              help="The AAGUID (default: the one the model's vendor publishes; 'random' for "
+                   "a random one).")
+@click.option("--pin", type=SECRET, metavar="-",
+              help="Give the key this FIDO2 PIN: - reads it from stdin (a PIN in argv is "
+                   "visible to other users).")
 @json_option
 @state_dir_option
-def create(name: str, serial: int | None, profile: str, as_json: bool) -> None:
+def create(name: str, serial: int | None, profile: str, aaguid: str | None, pin: str | None,
+           as_json: bool) -> None:
     """Create virtual key NAME (a new state file; refuses to overwrite one).
 
     NAME: 1 to 64 ASCII letters, digits, - and _ (not starting with -).
     """
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator import create_key
 
     path = paths.virtual_key_path(name)
     if path.exists():
         raise InvalidInput(f"virtual key {name!r} already exists ({path}); "
                            f"delete it first with `hwtoken emulate delete {name}`")
-    with VirtualKey.create(path, serial=serial, profile=profile) as key:
+    with create_key(path, serial=serial, profile=profile, aaguid=aaguid,
+                    pin=read_secret_input(pin) if pin is not None else None) as key:
         doc = {"name": name, "profile": key.profile.name, "serial": key.serial,
                "version": _version_str(key.version), "aaguid": str(_uuid(key.aaguid)),
-               "path": str(path)}
+               "pin_set": pin is not None, "path": str(path)}
     if as_json:
         emit_json(doc)
     else:
         click.echo(f"created virtual key {name}: {doc['profile']}, serial {doc['serial']}, "
-                   f"firmware {doc['version']}, state {path}")
+                   f"firmware {doc['version']}, AAGUID {doc['aaguid']}"
+                   f"{', PIN set' if pin is not None else ''}, state {path}")
 
 
 @emulate.command("profiles")
@@ -223,12 +249,24 @@ def list_(as_json: bool) -> None:
 
 @emulate.command()
 @click.argument("name")
+@click.option("--attestation-root", "fido_root", is_flag=True,
+              help="Print only the PEM certificate that FIDO attestations chain up to (what "
+                   "a relying party trusts for this key).")
 @click.option("--piv-attestation-root", "piv_root", is_flag=True,
               help="Print only the PEM certificate that PIV attestations chain up to.")
 @json_option
 @state_dir_option
-def show(name: str, piv_root: bool, as_json: bool) -> None:
+def show(name: str, fido_root: bool, piv_root: bool, as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
+    if fido_root and piv_root:
+        raise InvalidInput("choose one of --attestation-root and --piv-attestation-root")
+    if fido_root:
+        pem = _fido_root_pem(name)
+        if as_json:
+            emit_json({"name": name, "attestation_root": pem})
+        else:
+            click.echo(pem, nl=False)
+        return
     if piv_root:
         pem = _piv_root_pem(name)
         if as_json:

@@ -19,9 +19,9 @@ USER_TEST = '''
 import pytest
 from hwtoken.browser.site import SitePage
 
-@pytest.mark.parametrize("browser", ["firefox"], indirect=True)
-def test_login(browser, webauthn_site):
-    page = SitePage(browser, webauthn_site).open()
+@pytest.mark.parametrize("hwtoken_browser", ["firefox"], indirect=True)
+def test_login(hwtoken_browser, webauthn_site):
+    page = SitePage(hwtoken_browser, webauthn_site).open()
     assert page.register("alice")["ok"]
     assert page.sign_in("alice")["ok"]
 '''

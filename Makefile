@@ -33,6 +33,10 @@ APT_PACKAGES += libengine-pkcs11-openssl    # PIV: OpenSSL's pkcs11 engine signs
 APT_PACKAGES += chromium chromium-driver     # WebAuthn in headless Chromium (Selenium) vs the virtual key
 APT_PACKAGES += firefox-esr                 # WebAuthn in headless Firefox (Marionette) vs the virtual key
 NODE_DIR := tests/fob/node
+# The other Firefox ESR of Debian 12 (main suite 140, security suite 153: whichever is not
+# installed), unpacked from its package with dpkg -x: the browser tests run on both
+# (tests/browser/browser_versions.py).
+FIREFOX_ESR_DIR := .cache/firefox-esr
 # python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
 # fido2 version): tests/emulator/fido/test_fido2_device_suite.py runs it on a virtual key.
 FIDO2_SDIST_DIR := .cache/fido2-sdist
@@ -77,7 +81,13 @@ $(STAMPS)/fido2-sdist: $(STAMPS)/venv
 	  "fido2==$$($(PY) -c 'import importlib.metadata as m; print(m.version("fido2"))')"
 	@touch $@
 
-deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist
+$(STAMPS)/firefox-esr: tools/fetch-firefox-esr $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	SUDO=$(SUDO) tools/fetch-firefox-esr $(FIREFOX_ESR_DIR)
+	@touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist \
+      $(STAMPS)/firefox-esr
 
 demo: deps
 	$(VENV)/bin/hwtoken demo

@@ -524,15 +524,17 @@ def plugged_key(virtual_key: VirtualKey, request: pytest.FixtureRequest
 
 
 # -- browsers ------------------------------------------------------------------------------
-def require_browser(request: pytest.FixtureRequest, name: str) -> None:
-    """Skip the test when browser ``name`` is not installed, saying what to install; fail
-    instead under CI (``$CI``) or with the ini option ``hwtoken_require_browsers``."""
+def require_browser(request: pytest.FixtureRequest, name: str,
+                    binary: str | None = None) -> None:
+    """Skip the test when browser ``name`` (``binary``: that one) is not installed, saying
+    what to install; fail instead under CI (``$CI``) or with the ini option
+    ``hwtoken_require_browsers``."""
     import os
 
     from hwtoken.browser import BrowserUnavailable, find_browser
 
     try:
-        find_browser(name)
+        find_browser(name, binary)
         return
     except BrowserUnavailable as exc:
         reason = f"{name}: {exc}"
@@ -548,15 +550,18 @@ def hwtoken_browser(request: pytest.FixtureRequest, plugged_key: PluggedKeyHelpe
     """A headless browser with a fresh profile, running where ``plugged_key`` is plugged in.
 
     Chromium unless parametrized: ``@pytest.mark.parametrize("hwtoken_browser",
-    ["chromium", "firefox"], indirect=True)``. Its log (with the FIDO/HID device log) is
+    ["chromium", "firefox"], indirect=True)`` (a :class:`hwtoken.browser.BrowserSpec`
+    picks another binary). Its log (with the FIDO/HID device log) is
     ``tmp_path / "<name>.log"``. Quit, and its processes ended, at teardown.
     """
-    from hwtoken.browser import start_browser
+    from hwtoken.browser import BrowserSpec, start_browser
 
-    name = getattr(request, "param", None) or "chromium"
-    require_browser(request, name)
+    param = getattr(request, "param", None) or "chromium"
+    spec = param if isinstance(param, BrowserSpec) else BrowserSpec(str(param))
+    require_browser(request, spec.name, spec.binary)
     with _optional_packages():
-        started = start_browser(name, plugged_key.testbed, workdir=tmp_path)
+        started = start_browser(spec.name, plugged_key.testbed, workdir=tmp_path,
+                                binary=spec.binary)
     with started:
         yield started
 

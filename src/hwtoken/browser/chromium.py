@@ -30,6 +30,7 @@ from hwtoken.browser.driver import (
     Installed,
     ProcessGroup,
     find_program,
+    given_program,
     make_workdir,
 )
 
@@ -56,10 +57,11 @@ DEVICE_LOG_FLAGS = ("--enable-logging=stderr", "--v=0",
                     "--vmodule=*device/fido/*=2,*device/hid/*=2,device_event_log*=1")
 
 
-def find(*, driver: bool = True) -> Installed:
-    """Chromium and (with ``driver``) chromedriver and Selenium, or
+def find(binary: str | os.PathLike[str] | None = None, *, driver: bool = True) -> Installed:
+    """Chromium (``binary`` if given) and, with ``driver``, chromedriver and Selenium, or
     :class:`BrowserUnavailable` saying what to install."""
-    binary = find_program(BINARY_ENV, BINARIES)
+    binary = (given_program(binary, "Chromium") if binary is not None
+              else find_program(BINARY_ENV, BINARIES))
     driver_path = find_program(DRIVER_ENV, DRIVERS) if driver else None
     missing = [what for what, path, wanted in (("chromium", binary, True),
                                                 ("chromedriver", driver_path, driver))
@@ -125,8 +127,9 @@ class Chromium(Browser):
 
     def __init__(self, env: Mapping[str, str] | None = None, *,
                  workdir: str | os.PathLike[str] | None = None, device_log: bool = True,
-                 extra_args: Sequence[str] = (), timeout: float = 60.0) -> None:
-        installed = find()
+                 extra_args: Sequence[str] = (), timeout: float = 60.0,
+                 binary: str | os.PathLike[str] | None = None) -> None:
+        installed = find(binary)
         path, own = make_workdir(workdir, NAME)
         super().__init__(path, own_workdir=own)
         try:

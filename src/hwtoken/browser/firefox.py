@@ -74,6 +74,11 @@ PREFS: dict[str, Any] = {
     # WebAuthn over USB HID on, Firefox's own software token off
     "security.webauth.webauthn_enable_usbtoken": True,
     "security.webauth.webauthn_enable_softtoken": False,
+    # content processes forked by the (single-threaded) fork server, not by the browser
+    # process: under umockdev's LD_PRELOAD a child forked from the multi-threaded browser
+    # can deadlock before exec (the preload's open/close take locks another thread may hold
+    # at fork time), and the page it was to show never loads (docs/browsers.md)
+    "dom.ipc.forkserver.enable": True,
 }
 
 # Chrome-context script: route Firefox's WebAuthn prompts to answers set by the test.

@@ -50,8 +50,8 @@ FORM_FACTOR_USB_A_KEYCHAIN = 0x01
 ZERO_AAGUID = bytes(16)
 
 # AAGUIDs from Yubico's "YubiKey hardware FIDO2 AAGUIDs" list (docs/ctap2.md cites it), for
-# the firmware each profile models. 5.7.0-5.7.3 keys carry the first 5.7 AAGUID of their
-# model, 5.7.4 and later a second one; 5.8 a third.
+# the firmware each profile models (the list has a second 5.7 AAGUID per model, for later
+# 5.7 keys; these are the first).
 AAGUID_YUBIKEY_5_NFC_57 = "a25342c0-3cdc-4414-8e46-f4807fca511c"  # YubiKey 5 (C) NFC, 5.7
 AAGUID_SECURITY_KEY_NFC_57 = "e77e3c64-05e3-428b-8824-0cbeb04b829d"  # Security Key NFC, 5.7
 AAGUID_YUBIKEY_5_NFC_58 = "f4ce5fc0-57d3-46f5-a736-efb7d5bc63b5"  # YubiKey 5 (C) NFC, 5.8

@@ -43,7 +43,7 @@ def render(key: int, value) -> str:
     if value is None:
         return "—"
     if key == 0x03:
-        return "random per key"
+        return str(__import__("uuid").UUID(bytes=bytes(value)))
     if key == 0x04:
         return ", ".join(k if v else f"{k}=false" for k, v in value.items())
     if key == 0x0A:

@@ -102,11 +102,15 @@ def _piv_summary(store: Any) -> dict[str, Any]:
             "piv_attestation_root_sha256": hashlib.sha256(root).hexdigest() if root else None}
 
 
-def _piv_root_pem(name: str) -> str:
-    """The PEM of NAME's PIV attestation root (read without locking the key)."""
+def _pem(der: Any) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    return x509.load_der_x509_certificate(bytes(der)).public_bytes(Encoding.PEM).decode()
+
+
+def _piv_root_pem(name: str) -> str:
+    """The PEM of NAME's PIV attestation root (read without locking the key)."""
     from hwtoken.emulator.key import VirtualKey
 
     store = VirtualKey.peek(devices.key_path_for(name))
@@ -114,14 +118,11 @@ def _piv_root_pem(name: str) -> str:
     if not root:
         raise InvalidInput(f"virtual key {name!r} has no PIV attestation root yet: it is "
                            "made when PIV is first used (select the PIV applet once)")
-    return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
+    return _pem(root)
 
 
 def _fido_root_pem(name: str) -> str:
     """The PEM of NAME's FIDO attestation root (read without locking the key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     from hwtoken.emulator.fido.attestation import FIELD, SECTION
     from hwtoken.emulator.key import VirtualKey
 
@@ -129,7 +130,7 @@ def _fido_root_pem(name: str) -> str:
     chain = ((store.data.get(SECTION, {}) or {}).get(FIELD) or {}).get("chain")
     if not chain:
         raise InvalidInput(f"virtual key {name!r} has no FIDO attestation certificates")
-    return x509.load_der_x509_certificate(bytes(chain[-1])).public_bytes(Encoding.PEM).decode()
+    return _pem(chain[-1])
 
 
 def _uuid(raw: bytes) -> Any:
@@ -260,17 +261,11 @@ def show(name: str, fido_root: bool, piv_root: bool, as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
     if fido_root and piv_root:
         raise InvalidInput("choose one of --attestation-root and --piv-attestation-root")
-    if fido_root:
-        pem = _fido_root_pem(name)
+    if fido_root or piv_root:
+        field, pem = (("attestation_root", _fido_root_pem(name)) if fido_root
+                      else ("piv_attestation_root", _piv_root_pem(name)))
         if as_json:
-            emit_json({"name": name, "attestation_root": pem})
-        else:
-            click.echo(pem, nl=False)
-        return
-    if piv_root:
-        pem = _piv_root_pem(name)
-        if as_json:
-            emit_json({"name": name, "piv_attestation_root": pem})
+            emit_json({"name": name, field: pem})
         else:
             click.echo(pem, nl=False)
         return

@@ -34,6 +34,16 @@ APT_PACKAGES += gnupg gpg-agent scdaemon    # OpenPGP: gpg, gpg-agent (and its S
 APT_PACKAGES += chromium chromium-driver     # WebAuthn in headless Chromium (Selenium) vs the virtual key
 APT_PACKAGES += firefox-esr                 # WebAuthn in headless Firefox (Marionette) vs the virtual key
 NODE_DIR := tests/fob/node
+# The other Firefox ESR of Debian 12 (main suite 140, security suite 153: whichever is not
+# installed), unpacked from its package with dpkg -x: the browser tests run on both
+# (tests/browser/browser_versions.py).
+FIREFOX_ESR_DIR := .cache/firefox-esr
+# tests/test_package.py installs hwtoken's wheel into clean venvs the way the README says
+# and runs the documented examples there, with --no-index: every wheel those venvs need
+# (hwtoken's browser extra, pytest and the plugins it must live beside) and the build
+# backend (python -m build's isolated environment) come from here.
+WHEELHOUSE := .cache/wheelhouse
+WHEELHOUSE_EXTRA := pytest pytest-playwright pytest-selenium 'setuptools>=77'
 # python-fido2's own hardware-key test suite (tests/device/ of its sdist, for the installed
 # fido2 version): tests/emulator/applets/fido/test_fido2_device_suite.py runs it on a virtual key.
 FIDO2_SDIST_DIR := .cache/fido2-sdist
@@ -45,7 +55,7 @@ YKMAN_SDIST_DIR := .cache/ykman-sdist
 YUBICO_PROFILES ?= yubikey-5 latest
 YUBICO_SUITE_ARGS ?=
 
-.PHONY: all deps demo test lint bench mutate clean fido2-device-tests yubico-suite
+.PHONY: all deps demo test lint bench mutate clean fido2-device-tests yubico-suite dist
 
 all: test
 
@@ -102,7 +112,24 @@ yubico-suite: deps $(STAMPS)/ykman-suite
 	  $(PY) tools/yubico-suite --profile $$p --one-session $(YUBICO_SUITE_ARGS) || status=1; \
 	done; exit $${status:-0}
 
-deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist
+$(STAMPS)/firefox-esr: tools/fetch-firefox-esr $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	SUDO=$(SUDO) tools/fetch-firefox-esr $(FIREFOX_ESR_DIR)
+	@touch $@
+
+$(STAMPS)/wheelhouse: pyproject.toml $(STAMPS)/venv
+	@mkdir -p $(STAMPS) $(WHEELHOUSE)
+	$(PY) -m pip download -q -d $(WHEELHOUSE) '.[browser]' $(WHEELHOUSE_EXTRA)
+	@touch $@
+
+deps: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/privacyidea $(STAMPS)/fido2-sdist \
+      $(STAMPS)/firefox-esr $(STAMPS)/wheelhouse
+
+# An sdist and a wheel in dist/ (the wheel is built from the sdist, which proves the sdist
+# complete): what the README installs until hwtoken is on PyPI
+dist: $(STAMPS)/venv
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 demo: deps
 	$(VENV)/bin/hwtoken demo
@@ -137,4 +164,4 @@ bench: deps
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(YKMAN_VENV) $(NODE_DIR)/node_modules .cache mutants .mutate
+	rm -rf $(STAMPS) $(VENV) $(PI_VENV) $(YKMAN_VENV) $(NODE_DIR)/node_modules .cache mutants .mutate dist

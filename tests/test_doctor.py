@@ -72,7 +72,19 @@ def healthy_tree(root: Path) -> socket.socket:
         (root / p).parent.mkdir(parents=True, exist_ok=True)
         (root / p).write_text("CHANNELID 0x8C7B\n" if p.endswith("vpcd") else "")
     (root / "sys/devices/platform/vhci_hcd.0").mkdir(parents=True)
+    for program in PROGRAMS:
+        add_program(root, program)
     return pcscd_listening(root)
+
+
+PROGRAMS = ("usr/bin/ssh-keygen", "usr/bin/fido2-token", "usr/lib/chromium/chromium",
+            "usr/bin/chromedriver", "usr/bin/firefox-esr")
+
+
+def add_program(root: Path, path: str) -> None:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text("#!/bin/sh\n")
+    (root / path).chmod(0o755)
 
 
 def by_name(checks):
@@ -168,13 +180,56 @@ def test_pcscd_socket_present_but_dead(tmp_path):
     assert c.status == "fail" and "refuses" in c.detail
 
 
-def test_missing_extras_warn_and_missing_core_fails():
-    checks = by_name(doctor.check_python(lambda m: None if m in ("fido2", "psycopg") else object()))
-    assert checks["python: extras"].status == "warn"
-    assert "fido" in checks["python: extras"].fix and "provision" in checks["python: extras"].fix
+def test_missing_extras_warn_one_line_per_extra_and_missing_core_fails():
+    checks = by_name(doctor.check_python(lambda m: None if m in ("usbip", "psycopg") else object()))
+    assert checks["python: fido"].status == "warn"
+    assert checks["python: fido"].detail.startswith("missing usbip (the virtual key as a USB")
+    assert checks["python: fido"].fix == "pip install 'hwtoken[fido]'"
+    assert checks["python: provision"].fix == "pip install 'hwtoken[provision]'"
+    assert {n for n, c in checks.items() if c.status != "ok"} == {"python: fido",
+                                                                  "python: provision"}
+    assert checks["python: browser"].detail == "selenium present"
     core = by_name(doctor.check_python(lambda m: None if m == "click" else object()))
     assert core["python: core"].status == "fail"
-    assert doctor.check_mpremote(lambda m: None).status == "warn"
+
+
+def test_missing_programs_warn_with_the_package_to_install(tmp_path):
+    add_program(tmp_path, "usr/bin/ssh-keygen")
+    add_program(tmp_path, "usr/lib/chromium/chromium")
+    checks = by_name(doctor.check_programs(tmp_path))
+    assert checks["ssh-keygen"].status == "ok" and checks["ssh-keygen"].detail == \
+        "/usr/bin/ssh-keygen"
+    assert checks["fido2-tools"].status == "warn"
+    assert checks["fido2-tools"].fix == "sudo apt install fido2-tools"
+    assert checks["chromium"].status == "warn" and "chromedriver not found" in \
+        checks["chromium"].detail and checks["chromium"].fix == "sudo apt install chromium-driver"
+    assert checks["firefox"].fix == "sudo apt install firefox-esr"
+
+
+def test_programs_on_this_machine_with_their_versions():
+    """make test installs all of them; the browsers say their version."""
+    checks = by_name(doctor.check_programs(Path("/")))
+    assert all(c.status == "ok" for c in checks.values()), checks
+    assert "Chromium 1" in checks["chromium"].detail
+    assert "Firefox 1" in checks["firefox"].detail
+
+
+def test_a_check_that_crashes_is_reported_not_raised(tmp_path, monkeypatch):
+    def broken(root):
+        raise RuntimeError("boom")
+
+    def needs_a_package(root):
+        raise ModuleNotFoundError("No module named 'usbip'", name="usbip")
+
+    monkeypatch.setattr(doctor, "check_programs", broken)
+    monkeypatch.setattr(doctor, "check_umockdev", needs_a_package)
+    checks = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced))
+    assert checks["programs"].status == "fail"
+    assert checks["programs"].detail == "the check itself failed: RuntimeError: boom"
+    assert checks["umockdev"].status == "warn"
+    assert checks["umockdev"].fix == "pip install 'hwtoken[fido]'"
+    r = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path), "--json"])
+    assert r.exit_code == 1 and "programs" in json.loads(r.stdout)["error"]
 
 
 def test_clock_unknown_is_a_warning():
@@ -231,7 +286,7 @@ def test_cli_json_and_exit_code(tmp_path):
     assert doc["ok"] is False
     names = {c["name"] for c in doc["checks"]}
     assert {"keys", "udev rules", "pcscd", "vpcd driver", "usbip tools", "vhci-hcd",
-            "fob serial port", "mpremote", "clock"} <= names
+            "fob serial port", "python: fob", "ssh-keygen", "chromium", "clock"} <= names
     human = CliRunner().invoke(cli, ["doctor", "--root", str(tmp_path)])
     assert "fix: sudo hwtoken udev install" in human.output
 
@@ -258,15 +313,15 @@ def test_for_developer_needs_no_pcscd_udev_or_key(tmp_path):
     assert doctor.exit_code(checks.values()) == 0
     for name in ("pcscd", "udev rules", "libusb"):
         assert checks[name].status == "warn" and "optional for a developer" in checks[name].detail
-    assert "fob serial port" not in checks and "mpremote" not in checks
+    assert "fob serial port" not in checks and "python: fob" not in checks
     # the same machine fails for an admin, who needs all three
     admin = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced, audience="admin"))
     assert {n for n, c in admin.items() if c.status == "fail"} == {"pcscd", "udev rules",
                                                                     "libusb"}
-    assert "vhci-hcd" not in admin and "mpremote" not in admin
+    assert "vhci-hcd" not in admin and "python: fob" not in admin and "chromium" not in admin
     maker = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced, audience="maker",
                                       find_spec=lambda m: None if m == "mpremote" else object()))
-    assert {n for n, c in maker.items() if c.status == "fail"} == {"udev rules", "mpremote"}
+    assert {n for n, c in maker.items() if c.status == "fail"} == {"udev rules", "python: fob"}
     assert "pcscd" not in maker and "keys" not in maker
 
 
@@ -298,3 +353,21 @@ def test_the_virtual_fob_needs_node_and_the_webassembly_port():
     checks = by_name(doctor.for_audience([c], "maker"))
     assert checks["virtual fob"].status == "ok"
     assert doctor.for_audience([c], "admin") == []
+
+
+def test_for_developer_a_container_without_ntp_passes_and_fido_is_required(tmp_path):
+    """A container's clock is the host's, and adjtimex says unsynchronised: a developer on
+    virtual keys is not failed for it (an admin and a maker are). Without the fido extra a
+    developer has nothing to work with: that fails."""
+    unsynced = lambda: doctor.ClockState(False, "the kernel clock is not synchronised by NTP")  # noqa: E731
+    dev = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=unsynced,
+                                    audience="developer"))
+    assert dev["clock"].status == "warn" and "optional for a developer" in dev["clock"].detail
+    assert doctor.exit_code(dev.values()) == 0
+    admin = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=unsynced, audience="admin"))
+    assert admin["clock"].status == "fail"
+    bare = by_name(doctor.run_checks(tmp_path, who=USER, clock_probe=synced, audience="developer",
+                                     find_spec=lambda m: None if m in ("fido2", "usbip")
+                                     else object()))
+    assert bare["python: fido"].status == "fail"
+    assert bare["python: fido"].fix == "pip install 'hwtoken[fido]'"

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hwtoken import udev
+from hwtoken import extras, udev
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -36,17 +36,6 @@ FIDO_USAGE_PAGE = b"\x06\xd0\xf1"  # HID report descriptor: Usage Page (0xF1D0)
 FOB_VIDS = {"2e8a": "Raspberry Pi (Pico)", "303a": "Espressif", "10c4": "Silicon Labs CP210x",
             "1a86": "WCH CH340/CH9102", "0403": "FTDI"}
 
-#: Python modules per extra: (module, extra, what needs it).
-EXTRAS = [
-    ("fido2", "fido", "hwtoken fido2, the virtual key"),
-    ("yubico", "yubikey", "hwtoken yubikey (OTP slots)"),
-    ("usb", "yubikey", "hwtoken yubikey (pyusb)"),
-    ("usbip", "usbip", "hwtoken emulate serve --usbip"),
-    ("yubikit", "pcsc", "hwtoken yubikey oath"),
-    ("smartcard", "pcsc", "PC/SC (pyscard)"),
-    ("pskc", "provision", "hwtoken provision export --format pskc"),
-    ("psycopg", "provision", "PostgreSQL inventories"),
-]
 CORE = ["click", "pyotp", "cryptography", "segno"]
 
 AUDIENCES = ("developer", "admin", "maker")
@@ -56,7 +45,12 @@ NEED, OPTIONAL, REQUIRED = "need", "optional", "required"
 #: absent (not shown). Checks not listed here are needed by everyone.
 AUDIENCE_NEEDS: dict[str, dict[str, str]] = {
     "python: core": {"developer": NEED, "admin": NEED, "maker": NEED},
-    "python: extras": {"developer": OPTIONAL, "admin": OPTIONAL, "maker": OPTIONAL},
+    "python: fido": {"developer": REQUIRED, "admin": OPTIONAL},
+    "python: browser": {"developer": OPTIONAL},
+    "python: yubikey": {"admin": REQUIRED},
+    "python: pcsc": {"developer": OPTIONAL, "admin": REQUIRED},
+    "python: provision": {"admin": OPTIONAL},
+    "python: fob": {"maker": REQUIRED},
     "keys": {"developer": OPTIONAL, "admin": NEED},
     "udev rules": {"developer": OPTIONAL, "admin": NEED, "maker": NEED},
     "libusb": {"developer": OPTIONAL, "admin": NEED},
@@ -65,10 +59,15 @@ AUDIENCE_NEEDS: dict[str, dict[str, str]] = {
     "usbip tools": {"developer": OPTIONAL, "admin": OPTIONAL},
     "vhci-hcd": {"developer": OPTIONAL},
     "umockdev": {"developer": OPTIONAL, "admin": OPTIONAL},
+    "ssh-keygen": {"developer": OPTIONAL},
+    "fido2-tools": {"developer": OPTIONAL, "admin": OPTIONAL},
+    "chromium": {"developer": OPTIONAL},
+    "firefox": {"developer": OPTIONAL},
     "fob serial port": {"maker": NEED},
-    "mpremote": {"maker": REQUIRED},
     "virtual fob": {"maker": OPTIONAL},
-    "clock": {"developer": NEED, "admin": NEED, "maker": NEED},
+    # a virtual key and the code under test read the same clock: a container without NTP
+    # is fine for a developer; TOTP on real keys and on the fob needs the true time
+    "clock": {"developer": OPTIONAL, "admin": NEED, "maker": NEED},
 }
 
 
@@ -149,6 +148,8 @@ def can_access(path: Path, who: Who, want: int = 6) -> bool:
 
 # -- individual checks ---------------------------------------------------------------------
 def check_python(find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[Check]:
+    """The core packages, then one line per extra (``python: fido`` ...): present, or
+    which of its packages are missing and the ``pip install`` that brings them."""
     out = []
     missing_core = [m for m in CORE if find_spec(m) is None]
     if missing_core:
@@ -156,14 +157,18 @@ def check_python(find_spec: Callable[[str], object] = importlib.util.find_spec) 
                          "pip install --force-reinstall hwtoken"))
     else:
         out.append(Check("python: core", OK, "click, pyotp, cryptography, segno present"))
-    missing = [(m, extra, need) for m, extra, need in EXTRAS if find_spec(m) is None]
-    if missing:
-        extras = sorted({e for _, e, _ in missing})
-        out.append(Check("python: extras", WARN,
-                         "missing " + "; ".join(f"{m} ({need})" for m, _, need in missing),
-                         f"pip install 'hwtoken[{','.join(extras)}]' (or 'hwtoken[all]')"))
-    else:
-        out.append(Check("python: extras", OK, "all extras present"))
+    absent = {r.module for r in extras.missing(find_spec)}
+    for extra in extras.EXTRAS:
+        wanted = [r for r in extras.REQUIREMENTS if r.extra == extra]
+        lacking = [r for r in wanted if r.module in absent]
+        name = f"python: {extra}"
+        if lacking:
+            out.append(Check(name, WARN, "missing " + "; ".join(
+                f"{r.package} ({r.needed_for})" for r in lacking),
+                extras.install_command([extra])))
+        else:
+            out.append(Check(name, OK, ", ".join(dict.fromkeys(r.package for r in wanted))
+                             + " present"))
     return out
 
 
@@ -340,11 +345,96 @@ def check_fob(root: Path, who: Who) -> Check:
                                                  for p in ports))
 
 
-def check_mpremote(find_spec: Callable[[str], object] = importlib.util.find_spec) -> Check:
-    if find_spec("mpremote") is None:
-        return Check("mpremote", WARN, "not installed (needed by `hwtoken fob`)",
-                     "pip install 'hwtoken[fob]'")
-    return Check("mpremote", OK, "present")
+@dataclass(frozen=True)
+class Program:
+    """A program a developer's tests start against a (virtual) key."""
+
+    check: str  #: the check's name
+    names: tuple[str, ...]  #: on PATH, or absolute paths; the first found counts
+    package: str  #: the Debian package that brings it
+    needed_for: str
+    version_arg: str | None = None  #: ask the program its version with this argument
+
+
+def _programs() -> list[Program]:
+    from hwtoken.browser import chromium, firefox
+
+    return [
+        Program("ssh-keygen", ("ssh-keygen",), "openssh-client",
+                "OpenSSH security-key (sk) keys on a plugged-in virtual key"),
+        Program("fido2-tools", ("fido2-token",), "fido2-tools",
+                "libfido2's fido2-token, fido2-cred and fido2-assert"),
+        Program("chromium", chromium.BINARIES, "chromium",
+                "WebAuthn in headless Chromium (hwtoken_browser, Playwright, Selenium)",
+                "--version"),
+        Program("chromium", chromium.DRIVERS, "chromium-driver",
+                "Selenium's chromedriver for Chromium (hwtoken_browser)"),
+        Program("firefox", firefox.BINARIES, "firefox-esr",
+                "WebAuthn in headless Firefox (hwtoken_browser)", "--version"),
+    ]
+
+
+PROGRAM_DIRS = ("usr/local/bin", "usr/bin", "bin", "usr/sbin", "sbin")
+VERSION_TIMEOUT = 10.0  # seconds a program may take to print its version
+
+
+def find_program(root: Path, names: Iterable[str]) -> str | None:
+    """The first of ``names`` that is an executable under ``root`` (on PATH for ``/``)."""
+    import shutil
+
+    live = root.resolve() == Path("/")
+    for name in names:
+        if os.path.isabs(name):
+            path = root / name.lstrip("/")
+            if path.is_file() and os.access(path, os.X_OK):
+                return name
+        elif live:
+            found = shutil.which(name)
+            if found:
+                return found
+        else:
+            for d in PROGRAM_DIRS:
+                if (root / d / name).is_file():
+                    return f"/{d}/{name}"
+    return None
+
+
+def program_version(path: str, arg: str) -> str:
+    """The first line ``path arg`` prints (empty when it cannot say)."""
+    import subprocess
+
+    try:
+        done = subprocess.run([path, arg], capture_output=True, text=True,
+                              timeout=VERSION_TIMEOUT, stdin=subprocess.DEVNULL, check=False,
+                              errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (done.stdout.strip().splitlines() or [""])[0]
+
+
+def check_programs(root: Path) -> list[Check]:
+    """ssh-keygen, fido2-tools and the browsers with their drivers: one check each (the
+    browser's version when it is this machine's)."""
+    live = root.resolve() == Path("/")
+    grouped: dict[str, list[tuple[Program, str | None]]] = {}
+    for program in _programs():
+        grouped.setdefault(program.check, []).append(
+            (program, find_program(root, program.names)))
+    out = []
+    for name, found in grouped.items():
+        lacking = [p for p, path in found if path is None]
+        if lacking:
+            out.append(Check(name, WARN, "; ".join(
+                f"{p.names[0]} not found (needed for {p.needed_for})" for p in lacking),
+                "sudo apt install " + " ".join(dict.fromkeys(p.package for p in lacking))))
+            continue
+        shown = []
+        for p, path in found:
+            version = program_version(path, p.version_arg) if live and p.version_arg and \
+                path else ""
+            shown.append(f"{path}" + (f" ({version})" if version else ""))
+        out.append(Check(name, OK, ", ".join(shown)))
+    return out
 
 
 def check_virtual_fob(node: Callable[[], str] | None = None,
@@ -424,16 +514,16 @@ def check_clock(probe: Callable[[], ClockState]) -> Check:
 
 def check_umockdev(root: Path) -> Check:
     """umockdev's preload library, which `hwtoken emulate run` and `serve --local` need."""
-    from hwtoken.emulator.transports.umockdev.testbed import (
-        _LIB_DIRS,
+    from hwtoken.emulator.transports.umockdev.library import (
         DEBIAN_PACKAGES,
+        LIB_DIRS,
         PRELOAD_ENV,
         PRELOAD_NAME,
     )
 
     override = os.environ.get(PRELOAD_ENV) if root == Path("/") else None
     candidates = [Path(override)] if override else [
-        root / d.lstrip("/") / PRELOAD_NAME for d in _LIB_DIRS]
+        root / d.lstrip("/") / PRELOAD_NAME for d in LIB_DIRS]
     for path in candidates:
         if path.is_file():
             shown = "/" + str(path.relative_to(root)) if root != Path("/") else str(path)
@@ -458,20 +548,39 @@ def run_checks(root: str | os.PathLike[str] = "/", *, who: Who | None = None,
         raise InvalidInput(f"unknown audience {audience!r}: use {', '.join(AUDIENCES)}")
     r = Path(root)
     who = who or Who.current()
+    steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+        ("python", lambda: check_python(find_spec)),
+        ("keys", lambda: check_keys(r, who)),
+        ("udev rules", lambda: check_udev_rules(r)),
+        ("libusb", lambda: check_libusb(r)),
+        ("pcscd", lambda: check_pcscd(r)),
+        ("vpcd driver", lambda: check_vpcd(r)),
+        ("usbip tools", lambda: check_usbip(r)),
+        ("umockdev", lambda: check_umockdev(r)),
+        ("programs", lambda: check_programs(r)),
+        ("fob serial port", lambda: check_fob(r, who)),
+        ("virtual fob", check_virtual_fob),
+        ("clock", lambda: check_clock(clock_probe or (lambda: kernel_clock_state(r)))),
+    ]
     checks: list[Check] = []
-    checks += check_python(find_spec)
-    checks.append(check_keys(r, who))
-    checks.append(check_udev_rules(r))
-    checks.append(check_libusb(r))
-    checks.append(check_pcscd(r))
-    checks.append(check_vpcd(r))
-    checks += check_usbip(r)
-    checks.append(check_umockdev(r))
-    checks.append(check_fob(r, who))
-    checks.append(check_mpremote(find_spec))
-    checks.append(check_virtual_fob())
-    checks.append(check_clock(clock_probe or (lambda: kernel_clock_state(r))))
+    for name, step in steps:
+        checks += guarded(name, step)
     return for_audience(checks, audience)
+
+
+def guarded(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
+    """Run one check; if it raises, a line saying so takes its place (doctor never
+    crashes: it is what people run when something is broken)."""
+    try:
+        result = check()
+    except Exception as exc:  # noqa: BLE001 - reported as the check's outcome
+        missing = extras.missing_dependency(exc)
+        if missing is not None:
+            return [Check(name, WARN, f"cannot check: {missing}",
+                          extras.install_command([missing.requirement.extra]))]
+        return [Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}",
+                      "a bug in hwtoken: please report it (HWTOKEN_DEBUG=1 shows more)")]
+    return result if isinstance(result, list) else [result]
 
 
 def for_audience(checks: Iterable[Check], audience: str | None) -> list[Check]:

@@ -12,15 +12,18 @@ Installing hwtoken is enough; these fixtures are then available in every test:
 * ``plugged_key`` — that key plugged in as a local USB device (umockdev) for programs
   your test starts: a :class:`PluggedKeyHelper` with ``env`` and ``run()``, so real
   binaries (ssh-keygen, fido2-token, your own app, a browser) find it as ``/dev/hidrawN``;
-* ``browser`` — headless Chromium (default) or Firefox started inside that testbed with a
-  fresh profile: a :class:`hwtoken.browser.Browser` (parametrize it indirectly with
+* ``hwtoken_browser`` — headless Chromium (default) or Firefox started inside that testbed
+  with a fresh profile: a :class:`hwtoken.browser.Browser` (parametrize it indirectly with
   ``"chromium"``/``"firefox"``); ``webauthn_site`` — the reference relying party
-  (:class:`hwtoken.browser.site.WebAuthnSite`) on ``http://localhost:PORT/``.
+  (:class:`hwtoken.browser.site.WebAuthnSite`) on ``http://localhost:PORT/``. (Not
+  ``browser``: that is pytest-playwright's; no fixture here shares a name with
+  pytest-playwright's or pytest-selenium's.)
 
-Settings for those fixtures: the ini options ``hwtoken_pin`` (the key gets this FIDO PIN
-and the helper uses it) and ``hwtoken_rp_id`` (the helper's RP ID), or per test the
-marker ``@pytest.mark.hwtoken(pin=..., rp_id=...)``. The fixture names are generic; a
-project that has its own turns the plugin off with ``-p no:hwtoken``.
+Settings for those fixtures: the ini options ``hwtoken_pin`` (the key gets this FIDO PIN,
+whichever fixture the test asks for; the helpers use it) and ``hwtoken_rp_id`` (the
+helper's RP ID), or per test the marker ``@pytest.mark.hwtoken(pin=..., rp_id=...)``.
+A project with fixtures of its own by these names keeps them (its conftest wins), or turns
+the plugin off with ``-p no:hwtoken``.
 
 :class:`WebAuthnHelper` registers and authenticates with ``fido2.client.Fido2Client``
 against a real ``fido2.server.Fido2Server``, so every response is verified as a relying
@@ -30,7 +33,8 @@ in test runs that do not need it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +54,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtoken.emulator import VirtualKey
 
 __all__ = ["WebAuthnHelper", "Registration", "Authentication", "PluggedKeyHelper",
-           "virtual_key", "fido_device", "webauthn", "plugged_key", "browser",
-           "webauthn_site", "require_browser", "enroll_finger"]
+           "virtual_key", "fido_device", "webauthn", "plugged_key", "hwtoken_browser",
+           "webauthn_site", "require_browser", "enroll_finger", "FIXTURES"]
+
+#: The fixtures this plugin adds (none shares a name with pytest-playwright's or
+#: pytest-selenium's fixtures: tests/test_package.py checks it with both installed).
+FIXTURES = ("virtual_key", "fido_device", "webauthn", "plugged_key", "hwtoken_browser",
+            "webauthn_site")
 
 
 @dataclass
@@ -241,15 +250,16 @@ _session_tmp: str | None = None
 
 #: marker and ini settings of the fixtures: name -> (ini help, default)
 SETTINGS = {
-    "pin": ("FIDO PIN the virtual key of the fido_device/webauthn fixtures gets (and the "
-            "webauthn helper uses); default: no PIN", ""),
+    "pin": ("FIDO PIN the virtual key of every hwtoken fixture gets (virtual_key, "
+            "fido_device, webauthn, plugged_key, hwtoken_browser), which the webauthn helper "
+            "and plugged_key.ssh_env() use; default: no PIN", ""),
     "rp_id": ("RP ID of the webauthn fixture's relying party", "example.com"),
-    "fingers": ("fingers enrolled on the fingerprint sensor of the fido_device/webauthn "
-                "fixtures' key (a yubikey-bio), comma-separated (right-index,left-thumb); "
-                "needs a pin", ""),
+    "fingers": ("fingers enrolled on the fingerprint sensor of every hwtoken fixture's key "
+                "(a yubikey-bio), comma-separated (right-index,left-thumb); needs a pin", ""),
 }
-MARKER = ("hwtoken(pin=None, rp_id=None, fingers=None): settings of hwtoken's virtual_key, "
-          "fido_device and webauthn fixtures for this test (see the hwtoken_* ini options)")
+MARKER = ("hwtoken(pin=None, rp_id=None, fingers=None): settings of hwtoken's fixtures for "
+          "this test (the key's FIDO PIN, the webauthn helper's RP ID, the fingers enrolled "
+          "on a yubikey-bio key; see the hwtoken_* ini options)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -274,8 +284,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "is not installed.")
     parser.addini(
         "hwtoken_require_browsers", type="bool", default=False,
-        help="Fail (instead of skip) tests that use the browser fixture when the browser "
-             "is not installed (also the case when $CI is set).")
+        help="Fail (instead of skip) tests that use the hwtoken_browser fixture when the "
+             "browser is not installed (also the case when $CI is set).")
     group.addoption(
         "--hwtoken-fido2-hid-profile", metavar="PROFILE", default=None,
         help="Model of the key --hwtoken-fido2-hid makes (yubikey-5, security-key, "
@@ -313,8 +323,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from hwtoken.emulator import VirtualKey
     from hwtoken.emulator.profiles import DEFAULT_PROFILE, get_profile
-    from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
     from hwtoken.errors import HwtokenError
+
+    with _optional_packages(pytest.UsageError):
+        from hwtoken.emulator.transports.fido_hid import register_with_fido2_hid
 
     try:
         profile = get_profile(profile or DEFAULT_PROFILE).name
@@ -363,22 +375,55 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # -- fixtures ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _optional_packages(fail: Callable[[str], Any] | None = None) -> Iterator[None]:
+    """A missing optional package (fido2, usbip, selenium ...) ends the test with the one
+    line that names the extra to install, not an import traceback from inside hwtoken."""
+    from hwtoken.extras import missing_dependency
+
+    try:
+        yield
+    except ImportError as exc:
+        missing = missing_dependency(exc)
+        if missing is None:
+            raise
+        message = f"hwtoken: {missing}"
+        if fail is not None:
+            raise fail(message) from None
+        pytest.fail(message, pytrace=False)
+
+
 @pytest.fixture
 def virtual_key(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VirtualKey]:
     """A fresh virtual key whose state file lives in the test's tmp dir.
 
     Its profile: the fixture's parameter (indirect parametrization), else the test's
-    ``hwtoken_profile`` marker, else ``yubikey-5``.
+    ``hwtoken_profile`` marker, else ``yubikey-5``. With a ``pin`` setting (the
+    ``hwtoken`` marker or the ``hwtoken_pin`` ini option) it has that FIDO2 PIN, so every
+    fixture built on it (``fido_device``, ``plugged_key``, ``hwtoken_browser``...) does;
+    with ``fingers`` (a ``yubikey-bio`` key) those fingers are enrolled
+    (:func:`enroll_finger`).
     """
-    from hwtoken.emulator import VirtualKey
-    from hwtoken.emulator.profiles import DEFAULT_PROFILE
+    from hwtoken.emulator.profiles import DEFAULT_PROFILE, get_profile
 
     profile = getattr(request, "param", None)
     if profile is None:
         marker = request.node.get_closest_marker("hwtoken_profile")
         profile = marker.args[0] if marker is not None and marker.args else DEFAULT_PROFILE
-    key = VirtualKey.create(tmp_path / "virtual-key.key", profile=str(profile))
+    with _optional_packages():
+        from hwtoken.emulator import create_key
+
+        pin = _pin_for(request, get_profile(str(profile)))
+        key = create_key(tmp_path / "virtual-key.key", profile=str(profile), pin=pin)
     try:
+        fingers = [f.strip() for f in (setting(request, "fingers") or "").split(",")
+                   if f.strip()]
+        if fingers and not pin:
+            raise pytest.UsageError("the hwtoken fingers setting needs a pin setting too "
+                                    "(enrolling a finger takes a PIN)")
+        for finger in fingers:
+            assert pin is not None
+            enroll_finger(key, finger, pin=pin)
         yield key
     finally:
         key.close()
@@ -398,30 +443,27 @@ def setting(request: pytest.FixtureRequest, name: str) -> str | None:
     return str(request.config.getini(f"hwtoken_{name}")) or None
 
 
+def _pin_for(request: pytest.FixtureRequest, profile: Any) -> str | None:
+    """The PIN a new key of ``profile`` gets: the ``pin`` setting. A U2F-only model has no
+    PIN: the project-wide ini option passes it by, a marker asking for one is an error."""
+    pin = setting(request, "pin")
+    if pin is None or profile.ctap2:
+        return pin
+    marker = request.node.get_closest_marker("hwtoken")
+    if marker is not None and marker.kwargs.get("pin") is not None:
+        pytest.fail(f"@pytest.mark.hwtoken(pin=...): the {profile.name} model has no FIDO2 "
+                    "PIN (it speaks only U2F)", pytrace=False)
+    return None
+
+
 @pytest.fixture
-def fido_device(virtual_key: VirtualKey, request: pytest.FixtureRequest
-                ) -> Iterator[CtapHidDevice]:
-    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path);
-    with a ``pin`` setting, the key has that PIN, and with ``fingers`` those fingers are
-    enrolled (:func:`enroll_finger`)."""
+def fido_device(virtual_key: VirtualKey) -> Iterator[CtapHidDevice]:
+    """A ``fido2.hid.CtapHidDevice`` on ``virtual_key`` (in process, full CTAPHID path)."""
     from hwtoken.emulator import fido_device as open_device
 
-    device = open_device(virtual_key)
+    with _optional_packages():
+        device = open_device(virtual_key)
     try:
-        pin = setting(request, "pin")
-        if pin:
-            from fido2.ctap2 import Ctap2
-            from fido2.ctap2.pin import ClientPin
-
-            ClientPin(Ctap2(device)).set_pin(pin)
-        fingers = [f.strip() for f in (setting(request, "fingers") or "").split(",")
-                   if f.strip()]
-        if fingers and not pin:
-            raise pytest.UsageError("the hwtoken fingers setting needs a pin setting too "
-                                    "(enrolling a finger takes a PIN)")
-        for finger in fingers:
-            assert pin is not None
-            enroll_finger(virtual_key, finger, pin=pin)
         yield device
     finally:
         device.close()
@@ -442,12 +484,16 @@ class PluggedKeyHelper:
     ``LD_PRELOAD`` library and its device tree); :meth:`run` and :meth:`popen` are
     ``subprocess.run``/``Popen`` with it. ``hidraw`` is the key's FIDO node
     (``/dev/hidrawN`` as the program sees it), ``otp_hidraw`` its OTP keyboard node.
+    ``pin`` is the key's PIN (the ``pin`` setting); :meth:`ssh_env` answers OpenSSH's PIN
+    prompts with it, :meth:`chromium` hands out how to start Chromium with the key.
     """
 
-    def __init__(self, key: VirtualKey, testbed: Any, plugged: Any) -> None:
+    def __init__(self, key: VirtualKey, testbed: Any, plugged: Any,
+                 pin: str | None = None) -> None:
         self.key = key
         self.testbed = testbed
         self.plugged = plugged
+        self.pin = pin
 
     @property
     def env(self) -> dict[str, str]:
@@ -469,6 +515,27 @@ class PluggedKeyHelper:
         """``subprocess.Popen(argv, ...)`` with the key plugged in."""
         return self.testbed.popen(argv, **kwargs)
 
+    def ssh_env(self, pin: str | None = None) -> dict[str, str]:
+        """:attr:`env` with OpenSSH's security-key PIN prompts answered by ``pin`` (default:
+        the key's PIN) through ``hwtoken-ssh-askpass``: for ``ssh-keygen -K``, ``-O
+        verify-required`` and logins with such keys (:mod:`hwtoken.ssh_askpass`)."""
+        from hwtoken.ssh_askpass import askpass_env
+
+        chosen = pin if pin is not None else self.pin
+        if chosen is None:
+            raise ValueError("ssh_env: the key has no PIN (set one with "
+                             "@pytest.mark.hwtoken(pin=...) or pass pin=)")
+        return askpass_env(chosen, self.env)
+
+    def chromium(self, **options: Any) -> Any:
+        """How to start Debian's Chromium so that it finds the key: a
+        :class:`hwtoken.browser.chromium.ChromiumLaunch` (``executable``, ``args``,
+        ``env``, ``driver``) for Playwright's ``chromium.launch`` or Selenium's
+        ``ChromeOptions``/``Service``. ``options``: ``headless``, ``device_log``."""
+        from hwtoken.browser.chromium import launch_options
+
+        return launch_options(self.env, **options)
+
     def unplug(self) -> None:
         """Pull the key out (programs holding it open get ENODEV)."""
         self.testbed.unplug(self.plugged)
@@ -486,30 +553,36 @@ def plugged_key(virtual_key: VirtualKey, request: pytest.FixtureRequest
     Skipped when umockdev is not installed, unless the ini option
     ``hwtoken_require_umockdev = true`` makes that a failure.
     """
-    from hwtoken.emulator.transports.umockdev import Testbed, UmockdevUnavailable
+    with _optional_packages():
+        from hwtoken.emulator.transports.umockdev import Testbed, UmockdevUnavailable
 
+        try:
+            testbed = Testbed()
+        except UmockdevUnavailable as exc:
+            if request.config.getini("hwtoken_require_umockdev"):
+                pytest.fail(str(exc))
+            pytest.skip(str(exc))
     try:
-        testbed = Testbed()
-    except UmockdevUnavailable as exc:
-        if request.config.getini("hwtoken_require_umockdev"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    try:
-        yield PluggedKeyHelper(virtual_key, testbed, testbed.plug(virtual_key))
+        with _optional_packages():
+            plugged = testbed.plug(virtual_key)
+        yield PluggedKeyHelper(virtual_key, testbed, plugged,
+                               pin=_pin_for(request, virtual_key.profile))
     finally:
         testbed.close()
 
 
 # -- browsers ------------------------------------------------------------------------------
-def require_browser(request: pytest.FixtureRequest, name: str) -> None:
-    """Skip the test when browser ``name`` is not installed, saying what to install; fail
-    instead under CI (``$CI``) or with the ini option ``hwtoken_require_browsers``."""
+def require_browser(request: pytest.FixtureRequest, name: str,
+                    binary: str | None = None) -> None:
+    """Skip the test when browser ``name`` (``binary``: that one) is not installed, saying
+    what to install; fail instead under CI (``$CI``) or with the ini option
+    ``hwtoken_require_browsers``."""
     import os
 
     from hwtoken.browser import BrowserUnavailable, find_browser
 
     try:
-        find_browser(name)
+        find_browser(name, binary)
         return
     except BrowserUnavailable as exc:
         reason = f"{name}: {exc}"
@@ -520,19 +593,24 @@ def require_browser(request: pytest.FixtureRequest, name: str) -> None:
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest, plugged_key: PluggedKeyHelper,
-            tmp_path: Path) -> Iterator[Any]:
+def hwtoken_browser(request: pytest.FixtureRequest, plugged_key: PluggedKeyHelper,
+                    tmp_path: Path) -> Iterator[Any]:
     """A headless browser with a fresh profile, running where ``plugged_key`` is plugged in.
 
-    Chromium unless parametrized: ``@pytest.mark.parametrize("browser", ["chromium",
-    "firefox"], indirect=True)``. Its log (with the FIDO/HID device log) is
+    Chromium unless parametrized: ``@pytest.mark.parametrize("hwtoken_browser",
+    ["chromium", "firefox"], indirect=True)`` (a :class:`hwtoken.browser.BrowserSpec`
+    picks another binary). Its log (with the FIDO/HID device log) is
     ``tmp_path / "<name>.log"``. Quit, and its processes ended, at teardown.
     """
-    from hwtoken.browser import start_browser
+    from hwtoken.browser import BrowserSpec, start_browser
 
-    name = getattr(request, "param", None) or "chromium"
-    require_browser(request, name)
-    with start_browser(name, plugged_key.testbed, workdir=tmp_path) as started:
+    param = getattr(request, "param", None) or "chromium"
+    spec = param if isinstance(param, BrowserSpec) else BrowserSpec(str(param))
+    require_browser(request, spec.name, spec.binary)
+    with _optional_packages():
+        started = start_browser(spec.name, plugged_key.testbed, workdir=tmp_path,
+                                binary=spec.binary)
+    with started:
         yield started
 
 
@@ -540,7 +618,9 @@ def browser(request: pytest.FixtureRequest, plugged_key: PluggedKeyHelper,
 def webauthn_site() -> Iterator[Any]:
     """The reference relying party (``Fido2Server`` behind a sign-up/sign-in page) on
     ``http://localhost:PORT/``; its ``events`` say what it verified."""
-    from hwtoken.browser.site import WebAuthnSite
+    with _optional_packages():
+        from hwtoken.browser.site import WebAuthnSite
 
-    with WebAuthnSite() as site:
+        site = WebAuthnSite()
+    with site:
         yield site

@@ -9,8 +9,9 @@ import contextlib
 import socket
 
 import pytest
+from browser_versions import FIREFOXES
 
-from hwtoken.browser import BROWSERS, BrowserError, start_browser
+from hwtoken.browser import BROWSERS, BrowserError, BrowserUnavailable, start_browser
 from hwtoken.testing import require_browser
 
 
@@ -37,3 +38,26 @@ def test_a_page_that_never_loads_fails_with_the_browser_log(request, tmp_path, n
     processes = rest[rest.index("--- processes (pid, state, kernel wait, command) ---") + 1:]
     leader = [line for line in processes if line.startswith(f"{browser.pid} ")]
     assert len(leader) == 1 and leader[0].split()[1] in "RSD", processes  # state of a live one
+
+
+def test_a_firefox_whose_prompts_cannot_be_answered_names_its_version(request, tmp_path):
+    """ESR 140 keeps WebAuthnPromptHelper as a global of the browser window; with it gone
+    (as in a Firefox that moved it where hwtoken does not look) answer_prompts is a
+    BrowserError naming the version and the versions it is tested with."""
+    binary = FIREFOXES[140]
+    require_browser(request, "firefox", binary)
+    with start_browser("firefox", workdir=tmp_path, binary=binary) as firefox:
+        firefox.execute_chrome("window.WebAuthnPromptHelper = undefined;")
+        with pytest.raises(BrowserError) as failed:
+            firefox.answer_prompts(pin="1234")
+    assert firefox.version.startswith("140.")
+    assert str(failed.value) == (
+        f"Firefox {firefox.version}: cannot answer its WebAuthn prompts (no "
+        "WebAuthnPromptHelper in this Firefox); hwtoken answers them in Firefox ESR 140 and "
+        "153 (docs/browsers.md)")
+
+
+def test_a_browser_binary_that_is_not_there(tmp_path):
+    with pytest.raises(BrowserUnavailable, match="^Firefox /nonexistent/firefox is not an "
+                                                "executable file$"):
+        start_browser("firefox", workdir=tmp_path, binary="/nonexistent/firefox")

@@ -21,12 +21,12 @@ from hwtoken.emulator import Finger, fido_device
 from hwtoken.testing import enroll_finger
 
 PIN = "4711"
-CHROMIUM = pytest.mark.parametrize("browser", ["chromium"], indirect=True)
+CHROMIUM = pytest.mark.parametrize("hwtoken_browser", ["chromium"], indirect=True)
 pytestmark = pytest.mark.hwtoken_profile("yubikey-bio")
 
 
-@pytest.mark.parametrize("browser", ["chromium", "firefox"], indirect=True)
-def test_passkey_with_a_fingerprint(request, virtual_key, browser):
+@pytest.mark.parametrize("hwtoken_browser", ["chromium", "firefox"], indirect=True)
+def test_passkey_with_a_fingerprint(request, virtual_key, hwtoken_browser):
     """A passkey registered and used to sign in with no user name on a site that requires
     user verification; then the same key as a second factor (sign-in by user name) there
     and on a site that only prefers UV: every step verified by the finger, none by the
@@ -34,10 +34,10 @@ def test_passkey_with_a_fingerprint(request, virtual_key, browser):
     enroll_finger(virtual_key, "right-index", pin=PIN)
     virtual_key.presence = Finger("right-index")
     with WebAuthnSite(user_verification="required") as site:
-        page = SitePage(browser, site).open()
+        page = SitePage(hwtoken_browser, site).open()
         registered = ms(request, page.register("hana", passkey=True))
         assert registered["ok"], registered
-        browser.fill("#user", "")
+        hwtoken_browser.fill("#user", "")
         signed_in = ms(request, page.sign_in(None))
         assert signed_in["ok"] and signed_in["user"] == "hana", signed_in
         assert signed_in["userVerified"], signed_in
@@ -50,21 +50,21 @@ def test_passkey_with_a_fingerprint(request, virtual_key, browser):
         by_name = ms(request, page.sign_in("ivo"))
         assert by_name["ok"] and by_name["userVerified"], by_name
     with WebAuthnSite(user_verification="preferred") as site:
-        page = SitePage(browser, site).open()
+        page = SitePage(hwtoken_browser, site).open()
         assert ms(request, page.register("jan"))["ok"]
         by_name = ms(request, page.sign_in("jan"))
         assert by_name["ok"] and by_name["userVerified"], by_name
         assert [e.detail["user_verified"] for e in site.events_of("register")] == [True]
-    if browser.name == "chromium":
-        steps = ui_steps(browser)
+    if hwtoken_browser.name == "chromium":
+        steps = ui_steps(hwtoken_browser)
         assert "kClientPinEntry" not in steps, steps  # the finger, never the PIN
     else:
-        assert [p for p in browser.prompts() if p["type"] == "pin-required"] == []
+        assert [p for p in hwtoken_browser.prompts() if p["type"] == "pin-required"] == []
 
 
 @CHROMIUM
 def test_chromium_retries_a_wrong_finger_then_falls_back_to_the_pin(request, virtual_key,
-                                                                    browser):
+                                                                    hwtoken_browser):
     """A finger that is not enrolled: the key answers UV_INVALID and Chromium asks the user
     to try again (UI step kRetryInternalUserVerification) -- the key has 3 UV retries, the
     third miss blocks UV (UV_BLOCKED) and Chromium falls back to the PIN (kClientPinEntry),
@@ -72,17 +72,17 @@ def test_chromium_retries_a_wrong_finger_then_falls_back_to_the_pin(request, vir
     restores the retries and the right finger signs in again."""
     enroll_finger(virtual_key, "right-index", pin=PIN)
     with WebAuthnSite(user_verification="required") as site:
-        page = SitePage(browser, site).open()
+        page = SitePage(hwtoken_browser, site).open()
         assert ms(request, page.register("hana", passkey=True))["ok"]
         virtual_key.presence = Finger("left-thumb")
-        browser.click("#login-passkey")
-        steps = wait_for_ui_step(browser, "kClientPinEntry")
+        hwtoken_browser.click("#login-passkey")
+        steps = wait_for_ui_step(hwtoken_browser, "kClientPinEntry")
         tail = steps[steps.index("kUsbInsertAndActivate", 1):]
         assert tail == ["kUsbInsertAndActivate", "kRetryInternalUserVerification",
                         "kRetryInternalUserVerification", "kClientPinEntry"], steps
-        log = browser.log()
+        log = hwtoken_browser.log()
         assert log.count("kCtap2ErrUvInvalid") == 2 and log.count("kCtap2ErrUvBlocked") == 1
-        browser.get("about:blank")  # leaving the page ends the request waiting for the PIN
+        hwtoken_browser.get("about:blank")  # leaving the page ends the request waiting for the PIN
         assert site.events_of("login") == []
 
         device = fido_device(virtual_key)
@@ -94,7 +94,7 @@ def test_chromium_retries_a_wrong_finger_then_falls_back_to_the_pin(request, vir
         finally:
             device.close()
         virtual_key.presence = Finger("right-index")
-        page = SitePage(browser, site).open()
+        page = SitePage(hwtoken_browser, site).open()
         signed_in = ms(request, page.sign_in(None))
         assert signed_in["ok"] and signed_in["user"] == "hana", signed_in
 

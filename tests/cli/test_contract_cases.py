@@ -363,6 +363,8 @@ def test_provision_paths_that_cannot_be(inventory, tmp_path, readonly_dir):
           code=1, needle="no record in the inventory left an access code")
     fails(hwtoken("provision", "forget", "1", "-i", inventory, env=PROVISION_ENV),
           needle="the inventory has no record of key 1")
+
+
 # -- emulate serve: who it answers, how long it keeps a session ------------------------------
 @pytest.mark.parametrize(("args", "needle"), [
     (["--allow-user", "no-such-user-here"], "no such user"),
@@ -376,3 +378,42 @@ def test_serve_refuses_bad_access_options(key, args, needle):
     fails(hwtoken("emulate", "serve", key[len("emu:"):], "--usbip", "0", *args), needle=needle)
     fails(hwtoken("emulate", "serve", key[len("emu:"):], "--usbip", "0", *args, "--json"),
           needle=needle, as_json=True)
+
+
+# -- emulate create --pin/--aaguid, show --attestation-root ---------------------------------
+@pytest.mark.parametrize(("args", "stdin", "needle"), [
+    (("--aaguid", "nan"), b"", "'nan' is not an AAGUID"),
+    (("--aaguid", "1" * 200), b"", "is not an AAGUID"),
+    (("--aaguid", b"\xff\xfe"), b"", "not valid UTF-8"),
+    (("--pin", "-"), b"", "the new PIN is too short: the key needs at least 4 characters"),
+    (("--pin", "-"), b"123\n", "the new PIN is too short"),
+    (("--pin", "-"), b"1" * 64 + b"\n", "the new PIN is too long: at most 63 bytes"),
+    (("--pin", "-"), b"\xff\xfe\xfd\xfc\n", "not valid UTF-8"),
+    (("--pin", "-", "--profile", "u2f-only"), b"123456\n", "speaks only U2F"),
+])
+def test_emulate_create_refuses_bad_pins_and_aaguids(args, stdin, needle):
+    fails(hwtoken("emulate", "create", "k2", *args, input=stdin), needle=needle)
+    assert not paths.virtual_key_path("k2").exists()  # nothing half made
+    assert not paths.virtual_key_path("k2").with_name("k2.key.lock").exists()
+
+
+def test_emulate_create_with_a_pin_and_an_aaguid(tmp_path):
+    proc = hwtoken("emulate", "create", "k2", "--pin", "-", "--aaguid",
+                   "{00112233-4455-6677-8899-AABBCCDDEEFF}", "--json", input=b"246810\n")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["aaguid"] == "00112233-4455-6677-8899-aabbccddeeff" and doc["pin_set"] is True
+    retries = hwtoken("fido2", "-d", "emu:k2", "pin", "verify", "--json",
+                      env={"HWTOKEN_PIN": "246810"})
+    assert retries.returncode == 0 and json.loads(retries.stdout)["retries"] == 8
+    wrong = hwtoken("fido2", "-d", "emu:k2", "pin", "verify", env={"HWTOKEN_PIN": "000000"})
+    fails(wrong, 1, needle="7 tries left")
+
+
+def test_emulate_show_attestation_root_errors(key):
+    fails(hwtoken("emulate", "show", "nope", "--attestation-root"), needle="no virtual key")
+    fails(hwtoken("emulate", "show", "k", "--attestation-root", "--piv-attestation-root"),
+          needle="choose one of --attestation-root, --piv-attestation-root, "
+                 "--openpgp-attestation-root and --scp-ca")
+    proc = hwtoken("emulate", "show", "k", "--attestation-root", "--json")
+    assert json.loads(proc.stdout)["attestation_root"].startswith("-----BEGIN CERTIFICATE-----")

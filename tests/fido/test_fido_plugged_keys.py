@@ -29,7 +29,9 @@ def hw(tb, *args, env=None, **kw):
 
 @pytest.fixture
 def keys(tmp_path):
-    made = [VirtualKey.create(tmp_path / f"{n}.key") for n in ("a", "b")]
+    # random AAGUIDs: two keys of one model share its AAGUID, and the tests below tell the
+    # keys apart by what getInfo says
+    made = [VirtualKey.create(tmp_path / f"{n}.key", aaguid="random") for n in ("a", "b")]
     yield made
     for k in made:
         k.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hwtoken.browser.driver import Browser, BrowserError, BrowserUnavailable, Installed
@@ -25,16 +26,28 @@ from hwtoken.browser.driver import Browser, BrowserError, BrowserUnavailable, In
 BROWSERS = ("chromium", "firefox")
 
 
-def find_browser(name: str) -> Installed:
-    """Where ``name``'s programs are; :class:`BrowserUnavailable` (saying what to install)."""
+@dataclass(frozen=True)
+class BrowserSpec:
+    """A browser to start: its name and, to test another version than the one on PATH,
+    its binary. The ``hwtoken_browser`` fixture takes one as its (indirect) parameter:
+    ``pytest.param(BrowserSpec("firefox", "/opt/firefox-140/firefox"), id="firefox-140")``.
+    """
+
+    name: str
+    binary: str | None = None
+
+
+def find_browser(name: str, binary: str | os.PathLike[str] | None = None) -> Installed:
+    """Where ``name``'s programs are (``binary``: that one); :class:`BrowserUnavailable`
+    (saying what to install)."""
     if name == "chromium":
         from hwtoken.browser import chromium
 
-        return chromium.find()
+        return chromium.find(binary)
     if name == "firefox":
         from hwtoken.browser import firefox
 
-        return firefox.find()
+        return firefox.find(binary)
     raise ValueError(f"unknown browser {name!r} (one of {', '.join(BROWSERS)})")
 
 
@@ -46,8 +59,9 @@ def start_browser(name: str, testbed: Any = None, *, env: Mapping[str, str] | No
     With ``testbed`` the browser runs in it (``testbed.env(env)``) and sees its keys.
     ``workdir`` holds the profile (removed at close) and the browser's log
     (``<name>.log``: its stderr, with the FIDO/HID device log when ``device_log``);
-    without one a temporary directory is used and removed. Use the result as a context
-    manager, or call ``close()``.
+    without one a temporary directory is used and removed. ``options``: ``binary`` (a
+    browser other than the one on PATH), ``timeout``, ``extra_args``, Firefox's ``prefs``.
+    Use the result as a context manager, or call ``close()``.
     """
     run_env = testbed.env(env) if testbed is not None else dict(os.environ if env is None
                                                                  else env)
@@ -62,5 +76,5 @@ def start_browser(name: str, testbed: Any = None, *, env: Mapping[str, str] | No
     raise ValueError(f"unknown browser {name!r} (one of {', '.join(BROWSERS)})")
 
 
-__all__ = ["BROWSERS", "Browser", "BrowserError", "BrowserUnavailable", "find_browser",
-           "start_browser"]
+__all__ = ["BROWSERS", "Browser", "BrowserError", "BrowserSpec", "BrowserUnavailable",
+           "find_browser", "start_browser"]

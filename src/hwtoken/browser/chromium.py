@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hwtoken.browser.driver import (
@@ -29,6 +30,7 @@ from hwtoken.browser.driver import (
     Installed,
     ProcessGroup,
     find_program,
+    given_program,
     make_workdir,
 )
 
@@ -55,23 +57,67 @@ DEVICE_LOG_FLAGS = ("--enable-logging=stderr", "--v=0",
                     "--vmodule=*device/fido/*=2,*device/hid/*=2,device_event_log*=1")
 
 
-def find() -> Installed:
-    """Chromium and chromedriver, or :class:`BrowserUnavailable` saying what to install."""
-    binary = find_program(BINARY_ENV, BINARIES)
-    driver = find_program(DRIVER_ENV, DRIVERS)
-    missing = [what for what, path in (("chromium", binary), ("chromedriver", driver))
-               if path is None]
+def find(binary: str | os.PathLike[str] | None = None, *, driver: bool = True) -> Installed:
+    """Chromium (``binary`` if given) and, with ``driver``, chromedriver and Selenium, or
+    :class:`BrowserUnavailable` saying what to install."""
+    binary = (given_program(binary, "Chromium") if binary is not None
+              else find_program(BINARY_ENV, BINARIES))
+    driver_path = find_program(DRIVER_ENV, DRIVERS) if driver else None
+    missing = [what for what, path, wanted in (("chromium", binary, True),
+                                                ("chromedriver", driver_path, driver))
+               if wanted and path is None]
     if missing:
         raise BrowserUnavailable(
             f"{' and '.join(missing)} not found: install the Debian packages "
             f"{DEBIAN_PACKAGES} (or set ${BINARY_ENV} / ${DRIVER_ENV})")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        raise BrowserUnavailable("Chromium is driven through Selenium: "
-                                 "pip install 'selenium>=4.15'") from None
-    assert binary is not None and driver is not None  # noqa: S101 - checked above
-    return Installed(NAME, binary, driver)
+    if driver:
+        try:
+            import selenium  # noqa: F401
+        except ImportError:
+            from hwtoken.extras import for_module, message
+
+            requirement = for_module("selenium")
+            assert requirement is not None  # noqa: S101 - listed in hwtoken.extras
+            raise BrowserUnavailable(message(requirement)) from None
+    assert binary is not None  # noqa: S101 - checked above
+    return Installed(NAME, binary, driver_path)
+
+
+@dataclass(frozen=True)
+class ChromiumLaunch:
+    """How to start Chromium so that it finds a testbed's keys, for any automation tool.
+
+    Playwright: ``p.chromium.launch(executable_path=o.executable, args=o.args,
+    env=o.env)``. Selenium: ``ChromeOptions`` with ``binary_location = o.executable`` and
+    each of ``o.args``, and ``Service(o.driver, env=o.env)``.
+    """
+
+    executable: str  #: the browser binary
+    args: list[str]  #: its command-line flags (no profile directory: the tool picks one)
+    env: dict[str, str]  #: the environment (the testbed's LD_PRELOAD and UMOCKDEV_DIR)
+    driver: str | None  #: chromedriver, when installed (Selenium needs it)
+
+
+def chromium_args(*, headless: bool = True, device_log: bool = False) -> list[str]:
+    """The flags hwtoken starts Chromium with (see ``FLAGS``), ``--no-sandbox`` as root,
+    and with ``device_log`` those that log its FIDO and HID code to stderr."""
+    args = [a for a in FLAGS if headless or not a.startswith("--headless")]
+    if os.geteuid() == 0:
+        args.append("--no-sandbox")  # Chromium's sandbox refuses to run as root
+    if device_log:
+        args.extend(DEVICE_LOG_FLAGS)
+    return args
+
+
+def launch_options(env: Mapping[str, str] | None = None, *, headless: bool = True,
+                   device_log: bool = False) -> ChromiumLaunch:
+    """:class:`ChromiumLaunch` for Debian's Chromium with ``env`` (a testbed's
+    ``env()``, or ``plugged_key.env``); :class:`BrowserUnavailable` if it is missing."""
+    installed = find(driver=False)
+    return ChromiumLaunch(installed.binary, chromium_args(headless=headless,
+                                                         device_log=device_log),
+                          dict(os.environ if env is None else env),
+                          find_program(DRIVER_ENV, DRIVERS))
 
 
 class Chromium(Browser):
@@ -81,8 +127,9 @@ class Chromium(Browser):
 
     def __init__(self, env: Mapping[str, str] | None = None, *,
                  workdir: str | os.PathLike[str] | None = None, device_log: bool = True,
-                 extra_args: Sequence[str] = (), timeout: float = 60.0) -> None:
-        installed = find()
+                 extra_args: Sequence[str] = (), timeout: float = 60.0,
+                 binary: str | os.PathLike[str] | None = None) -> None:
+        installed = find(binary)
         path, own = make_workdir(workdir, NAME)
         super().__init__(path, own_workdir=own)
         try:
@@ -100,11 +147,7 @@ class Chromium(Browser):
 
         options = webdriver.ChromeOptions()
         options.binary_location = installed.binary
-        args = [*FLAGS, f"--user-data-dir={self.profile}"]
-        if os.geteuid() == 0:
-            args.append("--no-sandbox")
-        if device_log:
-            args.extend(DEVICE_LOG_FLAGS)
+        args = [*chromium_args(device_log=device_log), f"--user-data-dir={self.profile}"]
         for arg in (*args, *extra_args):
             options.add_argument(arg)
         self.profile.mkdir(parents=True, exist_ok=True)
@@ -176,4 +219,4 @@ class Chromium(Browser):
                 log.close()
 
 
-__all__ = ["Chromium", "find"]
+__all__ = ["Chromium", "ChromiumLaunch", "chromium_args", "find", "launch_options"]

@@ -80,6 +80,15 @@ def find_program(env_var: str, candidates: Sequence[str]) -> str | None:
     return None
 
 
+def given_program(path: str | os.PathLike[str], what: str) -> str:
+    """An explicitly chosen program (another version than the one on PATH):
+    :class:`BrowserUnavailable` unless it is an executable file."""
+    text = os.fspath(path)
+    if not (os.path.isfile(text) and os.access(text, os.X_OK)):
+        raise BrowserUnavailable(f"{what} {text} is not an executable file")
+    return text
+
+
 class ProcessGroup:
     """A started program that leads a process group of its own (``start_new_session``)."""
 

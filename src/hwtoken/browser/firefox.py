@@ -36,6 +36,7 @@ from hwtoken.browser.driver import (
     Installed,
     ProcessGroup,
     find_program,
+    given_program,
     make_workdir,
     start_process,
 )
@@ -45,6 +46,10 @@ from hwtoken.browser.marionette import (
     MarionetteClient,
     MarionetteError,
 )
+
+#: Firefox ESR major versions whose WebAuthn prompts answer_prompts() is tested with
+#: (Debian 12's main suite and its security suite); others may move the hook's target
+PROMPT_HOOK_TESTED = (140, 153)
 
 SOCKET_MARGIN = 15.0  # seconds the Marionette socket waits beyond Firefox's timeouts
 
@@ -69,12 +74,19 @@ PREFS: dict[str, Any] = {
     # WebAuthn over USB HID on, Firefox's own software token off
     "security.webauth.webauthn_enable_usbtoken": True,
     "security.webauth.webauthn_enable_softtoken": False,
+    # content processes forked by the (single-threaded) fork server, not by the browser
+    # process: under umockdev's LD_PRELOAD a child forked from the multi-threaded browser
+    # can deadlock before exec (the preload's open/close take locks another thread may hold
+    # at fork time), and the page it was to show never loads (docs/browsers.md)
+    "dom.ipc.forkserver.enable": True,
 }
 
 # Chrome-context script: route Firefox's WebAuthn prompts to answers set by the test.
-# WebAuthnPromptHelper is what shows them (PIN dialog, account list, attestation consent);
-# its observe() is wrapped so that the prompts the test answers never reach the UI, and
-# every prompt is recorded. The answers go to nsIWebAuthnService as the UI's would.
+# WebAuthnPromptHelper is what shows them (PIN dialog, account list, attestation consent):
+# a module in ESR 153, a global of each browser window (browser.js) in ESR 140. Its
+# observe() is wrapped so that the prompts the test answers never reach the UI, and every
+# prompt is recorded. The answers go to nsIWebAuthnService as the UI's would (the same
+# calls in both versions).
 _PROMPT_HOOK = r"""
 const [answers] = arguments;
 let H = null;
@@ -82,6 +94,10 @@ for (const url of ["moz-src:///toolkit/modules/WebAuthnPromptHelper.sys.mjs",
                    "resource://gre/modules/WebAuthnPromptHelper.sys.mjs",
                    "resource:///modules/WebAuthnPromptHelper.sys.mjs"]) {
   try { H = ChromeUtils.importESModule(url).WebAuthnPromptHelper; break; } catch (e) {}
+}
+// ESR 140 and older: one helper per browser window, a global of browser.js
+if (!H && typeof window !== "undefined" && window.WebAuthnPromptHelper) {
+  H = window.WebAuthnPromptHelper;
 }
 if (!H) { return "no WebAuthnPromptHelper in this Firefox"; }
 const svc = Cc["@mozilla.org/webauthn/service;1"].getService(Ci.nsIWebAuthnService);
@@ -129,12 +145,19 @@ for (const url of ["moz-src:///toolkit/modules/WebAuthnPromptHelper.sys.mjs",
                    "resource:///modules/WebAuthnPromptHelper.sys.mjs"]) {
   try { H = ChromeUtils.importESModule(url).WebAuthnPromptHelper; break; } catch (e) {}
 }
+// ESR 140 and older: one helper per browser window, a global of browser.js
+if (!H && typeof window !== "undefined" && window.WebAuthnPromptHelper) {
+  H = window.WebAuthnPromptHelper;
+}
 return H && H.__hwtoken ? H.__hwtoken.prompts : [];
 """
 
 
-def find() -> Installed:
-    """Firefox, or :class:`BrowserUnavailable` saying what to install."""
+def find(binary: str | os.PathLike[str] | None = None) -> Installed:
+    """Firefox (``binary`` if given, e.g. another ESR unpacked from its Debian package),
+    or :class:`BrowserUnavailable` saying what to install."""
+    if binary is not None:
+        return Installed(NAME, given_program(binary, "Firefox"))
     binary = find_program(BINARY_ENV, BINARIES)
     if binary is None:
         raise BrowserUnavailable(f"Firefox not found: install the Debian package "
@@ -155,8 +178,8 @@ class Firefox(Browser):
     def __init__(self, env: Mapping[str, str] | None = None, *,
                  workdir: str | os.PathLike[str] | None = None, device_log: bool = True,
                  extra_args: Sequence[str] = (), prefs: Mapping[str, Any] | None = None,
-                 timeout: float = 60.0) -> None:
-        installed = find()
+                 timeout: float = 60.0, binary: str | os.PathLike[str] | None = None) -> None:
+        installed = find(binary)
         path, own = make_workdir(workdir, NAME)
         super().__init__(path, own_workdir=own)
         self.marionette: MarionetteClient | None = None
@@ -260,7 +283,10 @@ class Firefox(Browser):
         answers = {"pin": pin, "account": account, "attestation": attestation}
         result = self.execute_chrome(_PROMPT_HOOK, answers)
         if result != "ok":
-            raise BrowserError(f"firefox: cannot answer WebAuthn prompts: {result}")
+            raise BrowserError(
+                f"Firefox {self.version or '(version unknown)'}: cannot answer its WebAuthn "
+                f"prompts ({result}); hwtoken answers them in Firefox ESR "
+                f"{' and '.join(map(str, PROMPT_HOOK_TESTED))} (docs/browsers.md)")
 
     def prompts(self) -> list[dict[str, Any]]:
         """The WebAuthn prompts Firefox showed since it started: their ``type``

@@ -95,25 +95,42 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _attestation_summary(credential: Any) -> dict[str, Any]:
+    """What a registration's attestation statement holds: its format, how many
+    certificates (x5c) and the first one's subject."""
+    from cryptography import x509
+    from fido2.webauthn import RegistrationResponse
+
+    att = RegistrationResponse.from_dict(credential).response.attestation_object
+    chain = list(att.att_stmt.get("x5c") or [])
+    subject = (x509.load_der_x509_certificate(bytes(chain[0])).subject.rfc4514_string()
+               if chain else None)
+    return {"format": att.fmt, "x5c": len(chain), "subject": subject}
+
+
 class WebAuthnSite:
     """The reference site on ``http://localhost:PORT/`` (bound to 127.0.0.1, free port).
 
     ``user_verification`` is what the site asks of keys (``discouraged`` by default, so
     keys without a PIN work everywhere; ``preferred``/``required`` make browsers ask for
-    the PIN of a key that has one); ``attestation`` its conveyance preference;
+    the PIN of a key that has one); ``attestation`` its conveyance preference, and
+    ``verify_attestation`` what checks it (python-fido2's ``verify_attestation``, such as
+    :class:`hwtoken.fido.trust.TrustedRoots`: a site that trusts only some models);
     ``timeout`` the WebAuthn ``timeout`` (seconds) the page passes to the browser (None:
     the browser's default; Chromium never waits less than 10 s).
     """
 
     def __init__(self, *, port: int = 0, rp_name: str = "hwtoken reference site",
                  user_verification: str = "discouraged", attestation: str = "none",
-                 timeout: float | None = None, state_dir: str | Path | None = None) -> None:
+                 timeout: float | None = None, state_dir: str | Path | None = None,
+                 verify_attestation: Any = None) -> None:
         from fido2.server import Fido2Server
         from fido2.webauthn import AttestationConveyancePreference, PublicKeyCredentialRpEntity
 
         self.rp_id = RP_ID
         self.server = Fido2Server(PublicKeyCredentialRpEntity(name=rp_name, id=RP_ID),
-                                  attestation=AttestationConveyancePreference(attestation))
+                                  attestation=AttestationConveyancePreference(attestation),
+                                  verify_attestation=verify_attestation)
         if timeout is not None:
             self.server.timeout = int(timeout * 1000)
         self.user_verification = user_verification
@@ -238,6 +255,7 @@ class WebAuthnSite:
             self._record("register", user.name, True, credential_id=cred.credential_id.hex(),
                          aaguid=cred.aaguid, discoverable=discoverable,
                          user_verified=bool(auth_data.is_user_verified()),
+                         attestation=_attestation_summary(body.get("credential")),
                          client_ms=body.get("clientMs"))
         return {"user": user.name, "credentialId": cred.credential_id.hex(),
                 "aaguid": cred.aaguid}

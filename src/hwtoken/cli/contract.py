@@ -95,7 +95,9 @@ def classify(exc: BaseException) -> tuple[str, int, dict[str, Any] | None]:
     A group called without a command also gets its help shown (on stderr) here.
     """
     from hwtoken.errors import HwtokenError
+    from hwtoken.extras import missing_dependency
 
+    exc = missing_dependency(exc) or exc  # an optional package not installed: name the extra
     if isinstance(exc, HwtokenError):
         return str(exc) or type(exc).__name__, exc.exit_code, getattr(exc, "details", None)
     if isinstance(exc, KeyboardInterrupt):

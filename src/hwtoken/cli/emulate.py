@@ -18,6 +18,7 @@ import click
 
 from hwtoken import devices, paths
 from hwtoken.cli.common import (
+    SECRET,
     HwtokenCommand,
     HwtokenGroup,
     StopSignals,
@@ -25,6 +26,7 @@ from hwtoken.cli.common import (
     emit_json,
     force_option,
     json_option,
+    read_secret_input,
     state_dir_option,
 )
 from hwtoken.emulator.presence import (
@@ -100,6 +102,13 @@ def _piv_summary(store: Any) -> dict[str, Any]:
             "piv_attestation_root_sha256": hashlib.sha256(root).hexdigest() if root else None}
 
 
+def _pem(der: Any) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_der_x509_certificate(bytes(der)).public_bytes(Encoding.PEM).decode()
+
+
 def _openpgp_summary(store: Any) -> dict[str, Any]:
     """OpenPGP keys on the card (besides the attestation key) and the attestation root's
     SHA-256."""
@@ -129,9 +138,6 @@ _ROOTS = {
 def _attestation_root_pem(name: str, which: str) -> str:
     """The PEM of NAME's PIV or OpenPGP attestation root, or of the CA that certifies its
     Security Domain's SCP11 keys (``SCP``), read without locking the key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     from hwtoken.emulator.key import VirtualKey
 
     store = VirtualKey.peek(devices.key_path_for(name))
@@ -141,7 +147,19 @@ def _attestation_root_pem(name: str, which: str) -> str:
         root = (root or {}).get(part) if isinstance(root, dict) else None
     if not root:
         raise InvalidInput(f"virtual key {name!r} has no {what} yet: it is made when {when}")
-    return x509.load_der_x509_certificate(bytes(root)).public_bytes(Encoding.PEM).decode()
+    return _pem(root)
+
+
+def _fido_root_pem(name: str) -> str:
+    """The PEM of NAME's FIDO attestation root (read without locking the key)."""
+    from hwtoken.emulator.applets.fido.attestation import FIELD, SECTION
+    from hwtoken.emulator.key import VirtualKey
+
+    store = VirtualKey.peek(devices.key_path_for(name))
+    chain = ((store.data.get(SECTION, {}) or {}).get(FIELD) or {}).get("chain")
+    if not chain:
+        raise InvalidInput(f"virtual key {name!r} has no FIDO attestation certificates")
+    return _pem(chain[-1])
 
 
 def _uuid(raw: bytes) -> Any:
@@ -167,28 +185,37 @@ def _slots(store: Any) -> dict[str, Any]:
 @click.option("--serial", type=click.IntRange(1, 2**32 - 1), help="Serial number (default random).")
 @click.option("--profile", type=click.Choice(list(PROFILES)), default=DEFAULT_PROFILE,
               show_default=True, help="The model it is (`hwtoken emulate profiles`).")
+@click.option("--aaguid", metavar="UUID|random",
+              help="The AAGUID (default: the one the model's vendor publishes; 'random' for "
+                   "a random one).")
+@click.option("--pin", type=SECRET, metavar="-",
+              help="Give the key this FIDO2 PIN: - reads it from stdin (a PIN in argv is "
+                   "visible to other users).")
 @json_option
 @state_dir_option
-def create(name: str, serial: int | None, profile: str, as_json: bool) -> None:
+def create(name: str, serial: int | None, profile: str, aaguid: str | None, pin: str | None,
+           as_json: bool) -> None:
     """Create virtual key NAME (a new state file; refuses to overwrite one).
 
     NAME: 1 to 64 ASCII letters, digits, - and _ (not starting with -).
     """
-    from hwtoken.emulator.key import VirtualKey
+    from hwtoken.emulator import create_key
 
     path = paths.virtual_key_path(name)
     if path.exists():
         raise InvalidInput(f"virtual key {name!r} already exists ({path}); "
                            f"delete it first with `hwtoken emulate delete {name}`")
-    with VirtualKey.create(path, serial=serial, profile=profile) as key:
+    with create_key(path, serial=serial, profile=profile, aaguid=aaguid,
+                    pin=read_secret_input(pin) if pin is not None else None) as key:
         doc = {"name": name, "profile": key.profile.name, "serial": key.serial,
                "version": _version_str(key.version), "aaguid": str(_uuid(key.aaguid)),
-               "path": str(path)}
+               "pin_set": pin is not None, "path": str(path)}
     if as_json:
         emit_json(doc)
     else:
         click.echo(f"created virtual key {name}: {doc['profile']}, serial {doc['serial']}, "
-                   f"firmware {doc['version']}, state {path}")
+                   f"firmware {doc['version']}, AAGUID {doc['aaguid']}"
+                   f"{', PIN set' if pin is not None else ''}, state {path}")
 
 
 @emulate.command("profiles")
@@ -252,6 +279,9 @@ def list_(as_json: bool) -> None:
 
 @emulate.command()
 @click.argument("name")
+@click.option("--attestation-root", "fido_root", is_flag=True,
+              help="Print only the PEM certificate that FIDO attestations chain up to (what "
+                   "a relying party trusts for this key).")
 @click.option("--piv-attestation-root", "piv_root", is_flag=True,
               help="Print only the PEM certificate that PIV attestations chain up to.")
 @click.option("--openpgp-attestation-root", "openpgp_root", is_flag=True,
@@ -260,18 +290,20 @@ def list_(as_json: bool) -> None:
               help="Print only the PEM CA certificate of the SCP11 keys (for ykman --scp-ca).")
 @json_option
 @state_dir_option
-def show(name: str, piv_root: bool, openpgp_root: bool, scp_ca: bool, as_json: bool) -> None:
+def show(name: str, fido_root: bool, piv_root: bool, openpgp_root: bool, scp_ca: bool,
+         as_json: bool) -> None:
     """Show NAME: serial, firmware, AAGUID, credentials, OTP slots, PIN, state file."""
-    chosen = [w for w, on in (("PIV", piv_root), ("OpenPGP", openpgp_root), ("SCP", scp_ca))
-              if on]
+    chosen = [w for w, on in (("FIDO", fido_root), ("PIV", piv_root),
+                              ("OpenPGP", openpgp_root), ("SCP", scp_ca)) if on]
     if len(chosen) > 1:
-        raise InvalidInput("choose one of --piv-attestation-root, --openpgp-attestation-root "
-                           "and --scp-ca")
+        raise InvalidInput("choose one of --attestation-root, --piv-attestation-root, "
+                           "--openpgp-attestation-root and --scp-ca")
     if chosen:
         which = chosen[0]
-        pem = _attestation_root_pem(name, which)
+        pem = _fido_root_pem(name) if which == "FIDO" else _attestation_root_pem(name, which)
         if as_json:
-            field = "scp_ca" if which == "SCP" else f"{which.lower()}_attestation_root"
+            field = {"FIDO": "attestation_root", "SCP": "scp_ca"}.get(
+                which, f"{which.lower()}_attestation_root")
             emit_json({"name": name, field: pem})
         else:
             click.echo(pem, nl=False)

@@ -65,6 +65,11 @@ def _missing_extra(cmd_name: str, module: str) -> click.Command:
                    context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def stub(args: tuple[str, ...]) -> None:
+        from hwtoken.extras import MissingDependency, for_module
+
+        requirement = for_module(module)
+        if requirement is not None:
+            raise MissingDependency(requirement)
         raise InvalidInput(f"`hwtoken {cmd_name}` needs the Python module {module!r}; "
                            "install the extras: pip install 'hwtoken[all]'")
 

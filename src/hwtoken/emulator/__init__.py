@@ -6,6 +6,8 @@ Heavy parts are imported lazily: ``from hwtoken.emulator import VirtualKey`` is 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.key import VirtualKey
@@ -41,6 +43,9 @@ __all__ = [
     "unregister_from_fido2_hid",
     "registered_with_fido2_hid",
     "simulate_replug",
+    "set_pin",
+    "create_key",
+    "attestation_root_pem",
 ]
 
 
@@ -73,3 +78,47 @@ def fido_device(key: VirtualKey, **kwargs: Any) -> CtapHidDevice:
     from hwtoken.emulator.transports.fido_hid import fido_device as _f
 
     return _f(key, **kwargs)
+
+
+def set_pin(key: VirtualKey, pin: str) -> None:
+    """Give ``key`` its first FIDO2 PIN the way a client does (clientPIN setPIN through
+    CTAPHID): :class:`hwtoken.errors.InvalidInput` if it is too short or too long, or the
+    key has a PIN already; :class:`hwtoken.errors.DeviceError` for a U2F-only key."""
+    from hwtoken.fido.pin import set_pin as set_first_pin
+
+    device = fido_device(key)
+    try:
+        set_first_pin(device, pin)
+    finally:
+        device.close()
+
+
+def create_key(path: str | os.PathLike[str], *, pin: str | None = None,
+               **options: Any) -> VirtualKey:
+    """:meth:`VirtualKey.create` (``options``: ``serial``, ``profile``, ``aaguid`` ...),
+    then :func:`set_pin` when ``pin`` is given; a PIN the key refuses leaves no key."""
+    from hwtoken.emulator.key import lock_path
+
+    key = VirtualKey.create(path, **options)
+    if pin is None:
+        return key
+    try:
+        set_pin(key, pin)
+    except BaseException:
+        key.close()
+        for made in (Path(path), lock_path(path)):
+            made.unlink(missing_ok=True)
+        raise
+    return key
+
+
+def attestation_root_pem(key: VirtualKey) -> str:
+    """The PEM certificate ``key``'s FIDO attestations chain up to: what a relying party
+    trusts (:class:`hwtoken.fido.trust.TrustedRoots`, or any verifier that takes a PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from hwtoken.emulator.applets.fido.attestation import attestation_root
+
+    return x509.load_der_x509_certificate(attestation_root(key)).public_bytes(
+        Encoding.PEM).decode()

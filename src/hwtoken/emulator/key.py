@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.presence import ApproveAlways, UserPresence
-from hwtoken.emulator.profiles import DEFAULT_PROFILE, Profile, get_profile
+from hwtoken.emulator.profiles import DEFAULT_PROFILE, Profile, get_profile, parse_aaguid
 from hwtoken.emulator.store import KeyStore
 from hwtoken.errors import InvalidInput
 from hwtoken.fileio import FileLock
@@ -64,14 +64,18 @@ class VirtualKey:
     def create(cls, path: str | os.PathLike[str], *, serial: int | None = None,
                version: tuple[int, int, int] | None = None,
                presence: UserPresence | None = None, overwrite: bool = False,
-               profile: str = DEFAULT_PROFILE) -> VirtualKey:
+               profile: str = DEFAULT_PROFILE,
+               aaguid: bytes | str | uuid.UUID | None = None) -> VirtualKey:
         """Make a new key whose state is the file ``path`` (0600); it must not exist.
 
         ``profile`` names the model (:data:`hwtoken.emulator.profiles.PROFILES`);
-        ``version`` defaults to that model's firmware version.
+        ``version`` defaults to that model's firmware version and ``aaguid`` to the AAGUID
+        the vendor publishes for it (:func:`~hwtoken.emulator.profiles.parse_aaguid` says
+        what else it takes, ``"random"`` among them).
         """
         path = Path(path)
         model = get_profile(profile)
+        aaguid_bytes = model.aaguid_bytes if aaguid is None else parse_aaguid(aaguid)
         try:
             private_dir(path.parent)
             lock = FileLock(lock_path(path), what=f"virtual key {path.name}")
@@ -91,7 +95,7 @@ class VirtualKey:
                 "serial": int(serial),
                 "profile": model.name,
                 "version": list(version if version is not None else model.firmware),
-                "aaguid": uuid.UUID(model.aaguid).bytes if model.aaguid else uuid.uuid4().bytes,
+                "aaguid": aaguid_bytes,
                 "master_secret": secrets.token_bytes(32),
                 "created": int(time.time()),
             })

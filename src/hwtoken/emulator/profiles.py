@@ -24,6 +24,7 @@ Profiles (the table in docs/ctap2.md lists every getInfo field):
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from hwtoken.errors import InvalidInput
@@ -53,6 +54,16 @@ FORM_FACTOR_USB_A_KEYCHAIN = 0x01
 FORM_FACTOR_USB_A_BIO = 0x06
 #: Form-factor flag of a Security Key (yubikit's DeviceInfo.is_sky; 0x80 would be FIPS)
 FORM_FACTOR_SKY = 0x40
+
+ZERO_AAGUID = bytes(16)
+
+# AAGUIDs from Yubico's "YubiKey hardware FIDO2 AAGUIDs" list (docs/ctap2.md cites it), for
+# the firmware each profile models (the list has a second 5.7 AAGUID per model, for later
+# 5.7 keys; these are the first).
+AAGUID_YUBIKEY_5_NFC_57 = "a25342c0-3cdc-4414-8e46-f4807fca511c"  # YubiKey 5 (C) NFC, 5.7
+AAGUID_SECURITY_KEY_NFC_57 = "e77e3c64-05e3-428b-8824-0cbeb04b829d"  # Security Key NFC, 5.7
+AAGUID_YUBIKEY_5_NFC_58 = "f4ce5fc0-57d3-46f5-a736-efb7d5bc63b5"  # YubiKey 5 (C) NFC, 5.8
+AAGUID_YUBIKEY_BIO_FIDO = "d8522d9f-575b-4866-88a9-ba99fa02f35b"  # YubiKey Bio FIDO Edition
 
 CTAP21_EXTENSIONS = ("credBlob", "credProtect", "hmac-secret", "largeBlobKey", "minPinLength")
 
@@ -100,7 +111,15 @@ class Profile:
     #: RP IDs a vendor-facilitated enterprise attestation is given to (when enabled)
     enterprise_rp_ids: tuple[str, ...] = field(default=())
     bio: BioSensor | None = None  #: a fingerprint sensor (built-in UV), or none
-    aaguid: str | None = None  #: the model's published AAGUID (None: random per key)
+    #: The AAGUID the vendor publishes for this model and firmware (docs/ctap2.md cites
+    #: Yubico's list); a new key gets it unless created with another one. None: the model
+    #: has none (a U2F-only key), so the key's AAGUID is all zeros.
+    aaguid: str | None = None
+
+    @property
+    def aaguid_bytes(self) -> bytes:
+        """:attr:`aaguid` as the 16 bytes getInfo and attested credential data carry."""
+        return uuid.UUID(self.aaguid).bytes if self.aaguid else ZERO_AAGUID
 
     @property
     def transports(self) -> list[str]:
@@ -126,6 +145,7 @@ class Profile:
         return {
             "name": self.name, "model": self.model, "summary": self.summary,
             "firmware": ".".join(map(str, self.firmware)),
+            "aaguid": str(uuid.UUID(bytes=self.aaguid_bytes)),
             "applets": sorted(self.applets), "transports": self.transports,
             "usb": {"vendor_id": f"{usb.vendor_id:04x}", "product_id": f"{usb.product_id:04x}",
                     "product": usb.product, "interfaces": list(usb.interfaces)},
@@ -154,6 +174,7 @@ YUBIKEY_5 = Profile(
     extensions=CTAP21_EXTENSIONS,
     algorithms=(ES256, EDDSA, ES384),
     credential_mgmt_preview=True,
+    aaguid=AAGUID_YUBIKEY_5_NFC_57,
 )
 
 SECURITY_KEY = Profile(
@@ -169,6 +190,7 @@ SECURITY_KEY = Profile(
     extensions=CTAP21_EXTENSIONS,
     algorithms=(ES256, EDDSA, ES384),
     credential_mgmt_preview=True,
+    aaguid=AAGUID_SECURITY_KEY_NFC_57,
 )
 
 U2F_ONLY = Profile(
@@ -205,6 +227,7 @@ LATEST = Profile(
     persistent_token=True,
     attestation_formats=("packed", "none"),
     enterprise_rp_ids=("enterprise.example.com",),
+    aaguid=AAGUID_YUBIKEY_5_NFC_58,  # the shape and firmware it models (5.8 has no ML-DSA)
 )
 
 YUBIKEY_BIO = Profile(
@@ -225,12 +248,32 @@ YUBIKEY_BIO = Profile(
     max_large_blob=1024,
     credential_mgmt_preview=True,
     bio=BioSensor(),
-    aaguid="d8522d9f-575b-4866-88a9-ba99fa02f35b",
+    aaguid=AAGUID_YUBIKEY_BIO_FIDO,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (YUBIKEY_5, SECURITY_KEY, U2F_ONLY, LATEST,
                                                    YUBIKEY_BIO)}
 DEFAULT_PROFILE = YUBIKEY_5.name
+
+
+def parse_aaguid(value: bytes | str | uuid.UUID) -> bytes:
+    """An AAGUID as 16 bytes: from bytes, a :class:`uuid.UUID`, its text form (with or
+    without dashes or braces) or ``"random"`` (a fresh random one, as keys had before
+    profiles carried their model's); :class:`InvalidInput` for anything else."""
+    if isinstance(value, uuid.UUID):
+        return value.bytes
+    if isinstance(value, bytes):
+        if len(value) != 16:
+            raise InvalidInput(f"an AAGUID is 16 bytes, not {len(value)}")
+        return value
+    text = str(value).strip()
+    if text.lower() == "random":
+        return uuid.uuid4().bytes
+    try:
+        return uuid.UUID(text).bytes
+    except ValueError:
+        raise InvalidInput(f"{text[:60]!r} is not an AAGUID: give a UUID such as "
+                           f"{AAGUID_YUBIKEY_5_NFC_57}, or 'random'") from None
 
 
 def get_profile(name: str) -> Profile:

@@ -231,6 +231,38 @@ def test_marker_wins(webauthn, fido_device):
 @pytest.mark.hwtoken(colour="blue")
 def test_unknown_setting(webauthn):
     pass
+
+
+def test_plugged_key_has_the_pin(plugged_key):
+    """The PIN applies to every fixture: libfido2 sees it on the plugged-in key."""
+    info = plugged_key.run(["fido2-token", "-I", plugged_key.hidraw], capture_output=True,
+                           text=True, check=True, timeout=60).stdout
+    assert "clientPin" in info.split("options: ", 1)[1].splitlines()[0]
+    assert "pin retries: 8" in info and plugged_key.pin == "1357"
+
+
+@pytest.mark.hwtoken(pin="97531")
+def test_a_marker_pin_on_the_key_alone(virtual_key):
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+    from hwtoken.emulator import fido_device
+
+    device = fido_device(virtual_key)
+    try:
+        ClientPin(Ctap2(device)).get_pin_token("97531")  # the marker's PIN, not the ini's
+    finally:
+        device.close()
+
+
+@pytest.mark.hwtoken_profile("u2f-only")
+def test_a_u2f_key_passes_the_ini_pin_by(virtual_key):
+    assert virtual_key.profile.name == "u2f-only"
+
+
+@pytest.mark.hwtoken_profile("u2f-only")
+@pytest.mark.hwtoken(pin="2468")
+def test_a_u2f_key_cannot_have_the_marker_pin(virtual_key):
+    pass
 '''
 
 
@@ -239,9 +271,11 @@ def test_ini_options_and_marker_set_pin_and_rp_id(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\nhwtoken_pin = 1357\n"
                                          "hwtoken_rp_id = ini.example\n"
                                          "markers =\n    slow: unused\n")
-    result = _pytest(tmp_path, "--strict-markers", "test_settings.py")
-    assert "2 passed, 1 error" in result.stdout, result.stdout + result.stderr
+    result = _pytest(tmp_path, "--strict-markers", "-rE", "test_settings.py")
+    assert "5 passed, 2 errors" in result.stdout, result.stdout + result.stderr
     assert "takes only pin, rp_id, fingers as keywords" in result.stdout
+    assert ("\n@pytest.mark.hwtoken(pin=...): the u2f-only model has no FIDO2 PIN (it speaks "
+            "only U2F)\n") in result.stdout
 
 
 def test_the_plugin_can_be_turned_off(tmp_path):

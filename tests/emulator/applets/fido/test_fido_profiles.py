@@ -44,8 +44,8 @@ def render(key: int, value, profile: str = DEFAULT_PROFILE) -> str:
     """How the table in docs/ctap2.md writes getInfo member ``key`` of ``profile``."""
     if value is None:
         return "—"
-    if key == 0x03:  # a model's published AAGUID, else a random one per key
-        return str(uuid.UUID(bytes=value)) if PROFILES[profile].aaguid else "random per key"
+    if key == 0x03:  # the model's published AAGUID (all zeros for none)
+        return str(uuid.UUID(bytes=bytes(value)))
     if key == 0x04:
         return ", ".join(k if v else f"{k}=false" for k, v in value.items())
     if key == 0x0A:

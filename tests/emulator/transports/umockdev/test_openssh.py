@@ -16,17 +16,6 @@ from umockdev_helpers import run, tool
 PIN = "246810"
 
 
-@pytest.fixture
-def askpass(tmp_path):
-    """SSH_ASKPASS that answers the key's PIN (OpenSSH asks for it when the key wants it)."""
-    script = tmp_path / "askpass.sh"
-    script.write_text(f"#!/bin/sh\necho {PIN}\n")
-    script.chmod(0o700)
-    env = dict(os.environ, SSH_ASKPASS=str(script), SSH_ASKPASS_REQUIRE="force",
-               DISPLAY="none")
-    return env
-
-
 def _keygen(plugged, tmp_path, kind, *extra, env=None):
     key = tmp_path / f"id_{kind}"
     proc = run(plugged, ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key), *extra],
@@ -58,21 +47,86 @@ def test_ecdsa_sk_key_signs_and_verifies(plugged_key, tmp_path):
     assert bad.returncode != 0
 
 
-def test_resident_ed25519_sk_key_is_recovered_with_ssh_keygen_K(plugged_key, tmp_path,
-                                                                askpass):
-    run(plugged_key, ["fido2-token", "-S", plugged_key.hidraw], input=f"{PIN}\n{PIN}\n")
-    key = _keygen(plugged_key, tmp_path, "ed25519-sk", "-O", "resident",
-                  "-O", "application=ssh:hwtoken", env=askpass)
+@pytest.mark.hwtoken(pin=PIN)
+def test_resident_verify_required_key_recovered_with_ssh_keygen_K(plugged_key, tmp_path):
+    """The key has a PIN (the marker); plugged_key.ssh_env() answers OpenSSH's PIN prompts
+    through hwtoken-ssh-askpass: making a resident key that requires verification, getting
+    it back with ssh-keygen -K, and signing with it, which carries user verification (an
+    allowed_signers entry with verify-required accepts the signature)."""
+    env = plugged_key.ssh_env()
+    key = _keygen(plugged_key, tmp_path, "ed25519-sk", "-O", "resident", "-O",
+                  "verify-required", "-O", "application=ssh:hwtoken", env=env)
     pub = (tmp_path / "id_ed25519-sk.pub").read_text().split()
     assert pub[0] == "sk-ssh-ed25519@openssh.com"
     out = tmp_path / "recovered"
     out.mkdir()
-    proc = run(plugged_key, ["ssh-keygen", "-K"], env=askpass, cwd=out, timeout=60)
+    proc = run(plugged_key, ["ssh-keygen", "-K", "-N", ""], env=env, cwd=out, timeout=60,
+               stdin=subprocess.DEVNULL)
     found = [p for p in os.listdir(out) if p.endswith(".pub")]
-    assert found, proc.stderr
+    assert found == ["id_ed25519_sk_rk_hwtoken.pub"], proc.stderr
     recovered = (out / found[0]).read_text().split()
     assert recovered[:2] == pub[:2]  # the same public key, from the key's storage
-    assert key.exists()
+
+    data = tmp_path / "data.txt"
+    data.write_text("signed with user verification\n")
+    run(plugged_key, ["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", "file", str(data)],
+        env=env, stdin=subprocess.DEVNULL)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text("tester " + " ".join(pub[:2]) + "\n")
+    with data.open("rb") as fh:
+        ok = subprocess.run([tool("ssh-keygen"), "-Y", "verify", "-f", str(allowed), "-I",
+                             "tester", "-n", "file", "-s", f"{data}.sig"], stdin=fh,
+                            capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "Good" in ok.stdout, ok.stderr
+    assert sk_signature_flags(tmp_path / "data.txt.sig") == 0x05  # user present + verified
+
+
+def sk_signature_flags(path) -> int:
+    """The authenticator flags of an SSHSIG file's security-key signature (PROTOCOL.sshsig,
+    PROTOCOL.u2f: string alg, string sig, byte flags, uint32 counter)."""
+    import base64
+    import struct
+
+    lines = path.read_text().splitlines()
+    blob = base64.b64decode("".join(lines[1:-1]))
+    assert blob[:6] == b"SSHSIG"
+    pos = 10  # magic, uint32 version
+
+    def string(buf, at):
+        (n,) = struct.unpack_from(">I", buf, at)
+        return buf[at + 4:at + 4 + n], at + 4 + n
+
+    for _ in range(4):  # public key, namespace, reserved, hash algorithm
+        _, pos = string(blob, pos)
+    signature, _ = string(blob, pos)
+    alg, at = string(signature, 0)
+    assert alg == b"sk-ssh-ed25519@openssh.com"
+    _, at = string(signature, at)
+    return signature[at]
+
+
+@pytest.mark.hwtoken(pin=PIN)
+def test_without_the_pin_openssh_cannot_use_a_verify_required_key(plugged_key, tmp_path):
+    """No askpass answer, a wrong PIN: ssh-keygen -K gets nothing, and the key counts the
+    wrong PIN (7 tries left of 8)."""
+    plain = {k: v for k, v in plugged_key.env.items() if not k.startswith("SSH_ASKPASS")}
+    proc = run(plugged_key, ["ssh-keygen", "-K", "-N", ""], env=plain, cwd=tmp_path,
+               check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 255 and "Unable to load resident keys" in proc.stderr
+    wrong = run(plugged_key, ["ssh-keygen", "-K", "-N", ""], env=plugged_key.ssh_env("999999"),
+                cwd=tmp_path, check=False, stdin=subprocess.DEVNULL)
+    assert wrong.returncode == 255 and "Unable to load resident keys" in wrong.stderr
+    assert not list(tmp_path.glob("id_*_rk*"))
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+
+    from hwtoken.emulator import fido_device
+
+    device = fido_device(plugged_key.key)
+    try:
+        assert ClientPin(Ctap2(device)).get_pin_retries()[0] == 7
+    finally:
+        device.close()
 
 
 def _free_port() -> int:

@@ -46,11 +46,9 @@ class FidoApplet:
     def initialise(self) -> None:
         """Set up a new key: attestation key and certificate chain, CTAP2 defaults."""
         attestation.ensure_attestation(self.key)
-        try:
-            authenticator = self.authenticator
-        except ImportError:  # CTAP2 not in this tree (yet): U2F still works
-            return
-        init = getattr(authenticator, "initialise", None)
+        # (a missing fido2 package raises here, naming the extra, rather than leaving a key
+        # whose CTAP2 state was never set up)
+        init = getattr(self.authenticator, "initialise", None)
         if init is not None:
             init()
 

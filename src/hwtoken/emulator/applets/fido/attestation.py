@@ -115,7 +115,7 @@ def _issue(subject: x509.Name, aaguid: bytes, ca_name: x509.Name,
            not_after: datetime.datetime) -> tuple[bytes, bytes]:
     """A new P-256 attestation key and its certificate from the batch CA (both DER)."""
     att_key = ec.generate_private_key(ec.SECP256R1())
-    att_cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_name)
@@ -124,8 +124,13 @@ def _issue(subject: x509.Name, aaguid: bytes, ca_name: x509.Name,
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.UnrecognizedExtension(OID_AAGUID, bytes([0x04, 0x10]) + aaguid),
-                       critical=False)
+    )
+    if any(aaguid):  # a U2F-only model has no AAGUID, and its certificate names none
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(OID_AAGUID, bytes([0x04, 0x10]) + aaguid),
+            critical=False)
+    att_cert = (
+        builder
         .add_extension(x509.UnrecognizedExtension(OID_U2F_TRANSPORTS, U2F_TRANSPORTS_USB),
                        critical=False)
         .add_extension(

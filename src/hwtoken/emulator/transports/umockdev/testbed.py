@@ -28,6 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from hwtoken.emulator.transports.umockdev import enumeration, layout, uevent
 from hwtoken.emulator.transports.umockdev.hidraw import READ_MODES, HidDevice, HidrawNode
+from hwtoken.emulator.transports.umockdev.library import (  # noqa: F401 - re-exported
+    DEBIAN_PACKAGES,
+    PRELOAD_ENV,
+    PRELOAD_NAME,
+    UmockdevUnavailable,
+    find_preload,
+)
 from hwtoken.emulator.transports.umockdev.preload import NodeListener, OpenFile
 from hwtoken.emulator.transports.umockdev.ptyqueue import PtyPool, Watcher
 from hwtoken.emulator.transports.umockdev.sysfs import Device, Sysfs
@@ -40,30 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-PRELOAD_NAME = "libumockdev-preload.so.0"
-PRELOAD_ENV = "HWTOKEN_UMOCKDEV_PRELOAD"  # where the library is, if not in a standard place
-DEBIAN_PACKAGES = "umockdev"  # the package with libumockdev-preload.so.0 (and umockdev-run)
-_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-             "/usr/lib/arm-linux-gnueabihf", "/usr/lib/i386-linux-gnu", "/usr/lib64",
-             "/usr/lib", "/usr/local/lib", "/lib/x86_64-linux-gnu", "/lib64")
 MAX_ROOT_LEN = 60  # leave room in a Unix socket path (108 bytes) below the root
-
-
-class UmockdevUnavailable(DeviceError):
-    """umockdev's preload library is not installed."""
-
-
-def find_preload() -> Path:
-    """The path of umockdev's preload library; :class:`UmockdevUnavailable` if missing."""
-    override = os.environ.get(PRELOAD_ENV)
-    candidates = [Path(override)] if override else [Path(d) / PRELOAD_NAME for d in _LIB_DIRS]
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = override or ", ".join(_LIB_DIRS)
-    raise UmockdevUnavailable(
-        f"umockdev's {PRELOAD_NAME} was not found ({where}): install the Debian package "
-        f"{DEBIAN_PACKAGES!r} (apt install {DEBIAN_PACKAGES}) or set ${PRELOAD_ENV}")
 
 
 class _DefaultFile(OpenFile):

@@ -375,7 +375,7 @@ def test_show_exports_the_openpgp_attestation_root(_isolated_state_dir):
                            "--piv-attestation-root"], capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert both.returncode == 2 and both.stdout == ""
-    assert both.stderr == ("error: choose one of --piv-attestation-root, "
+    assert both.stderr == ("error: choose one of --attestation-root, --piv-attestation-root, "
                            "--openpgp-attestation-root and --scp-ca\n")
     # a key from before OpenPGP existed has no root until OpenPGP is first used
     path = _isolated_state_dir / "keys" / "g.key"

@@ -24,7 +24,8 @@ from hwtoken.testing import WebAuthnHelper
 PUBLISHED = {"yubikey-5": "a25342c0-3cdc-4414-8e46-f4807fca511c",
              "security-key": "e77e3c64-05e3-428b-8824-0cbeb04b829d",
              "latest": "f4ce5fc0-57d3-46f5-a736-efb7d5bc63b5",
-             "u2f-only": "00000000-0000-0000-0000-000000000000"}
+             "u2f-only": "00000000-0000-0000-0000-000000000000",
+             "yubikey-bio": "d8522d9f-575b-4866-88a9-ba99fa02f35b"}
 
 
 def rp_with_trust(*roots) -> Fido2Server:

@@ -195,7 +195,7 @@ class Record:
     sealed: str
     state: State = State.PENDING
     counter: int = 0          # HOTP: the next counter value a validation server should expect
-    device: str = ""          # how to reach the key again: "emu:NAME" or "usb"
+    device: str = ""          # how to reach the key again: "emu:NAME" or "usb:SERIAL"
     station: str = ""         # who programmed it (host:pid)
     attempts: int = 0
     last_error: str | None = None

@@ -223,11 +223,14 @@ class YubicoOtpProgrammer:
 
     name = "python-yubico"
 
+    def check_suitable(self, device: Device) -> None:
+        _require_interface(device, "otp", "OTP slots")
+
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
         from hwtoken.yubikey.device import NoOtpInterface, open_key
 
-        _require_interface(device, "otp", "OTP slots")
+        self.check_suitable(device)
         try:
             with open_key(device.spec if device.virtual else str(device.serial)) as key:
                 yield _OtpSlotConnection(key)
@@ -263,11 +266,14 @@ class YubikitOathProgrammer:
 
     name = "yubikit"
 
+    def check_suitable(self, device: Device) -> None:
+        _require_interface(device, "ccid", "OATH applet (no smart-card interface)")
+
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
         from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient, open_connection
 
-        _require_interface(device, "ccid", "OATH applet (no smart-card interface)")
+        self.check_suitable(device)
         # a key just seen on USB: pcscd adds its reader a moment later
         with open_connection(device.spec if device.virtual else str(device.serial),
                              settle=0.0 if device.virtual else 10.0) as conn:
@@ -347,8 +353,12 @@ class AppletProgrammer:
 
     name = "applet"
 
+    def check_suitable(self, device: Device) -> None:
+        _require_interface(device, "otp", "OTP slots")
+
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
+        self.check_suitable(device)
         if not device.virtual:
             raise DeviceError("the applet path works on virtual keys only")
         from hwtoken.devices import open_virtual

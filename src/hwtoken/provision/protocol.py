@@ -28,7 +28,8 @@ from hwtoken.provision.model import Access, Material, Record, Spec
 
 @dataclass(frozen=True)
 class Device:
-    """A key that is present: its serial and how to reach it (``emu:NAME`` or ``usb:SERIAL``).
+    """A key that is present: its serial and how to reach it (``emu:NAME`` or ``usb:SERIAL``;
+    for a key without a serial, the path discovery found it at, which names it in messages).
 
     Discovery may also say what the key is (``model``) and which USB interfaces it has
     (``interfaces``: of ``otp``, ``fido``, ``ccid``; None if unknown), so a key that cannot
@@ -90,6 +91,12 @@ class Programmer(Protocol):
     """Opens connections to keys for the modes it supports."""
 
     name: str
+
+    def check_suitable(self, device: Device) -> None:
+        """Raise :class:`Unsuitable` if what discovery says of ``device`` (its USB
+        interfaces) rules this application out. Reads nothing from the key: the runner
+        asks it also of a key it cannot record (one without a serial), so such a key is
+        refused as what it is."""
 
     def connect(self, device: Device) -> contextlib.AbstractContextManager[KeyConnection]:
         """Open ``device`` (raises :class:`hwtoken.errors.DeviceError` if it is gone,

@@ -170,3 +170,35 @@ def test_sqlite_is_wal_with_synchronous_full(tmp_path):
         assert inv.query("PRAGMA synchronous")[0][0] == 2  # FULL
     with open_inventory(str(tmp_path / "inv.db")) as again:  # every connection, not once
         assert again.query("PRAGMA synchronous")[0][0] == 2
+
+
+def test_a_records_journal_is_kept_per_generation_and_forgotten_with_it(inventory_url):
+    with opened(inventory_url) as inv:
+        rec = _record(99)
+        inv.seal(rec, b"1" * 20)
+        inv.claim(rec)
+        inv.note(rec.key, "csr", "first csr")
+        inv.note_secret(rec.key, "credentials", b"old pin")
+        first = inv.notes(rec.key)
+        assert [(n.kind, n.current, n.sealed) for n in first] == [
+            ("csr", True, False), ("credentials", True, True)]
+        assert b"old pin" not in first[1].value.encode() and "old pin" not in repr(first[1])
+        assert inv.open_note(rec.key, first[1]) == b"old pin"
+        again = _record(99)  # reprogrammed: a new secret starts a new generation
+        inv.seal(again, b"2" * 20)
+        assert inv.claim(again, reprogram=True)
+        inv.note(again.key, "csr", "second csr")
+        notes = inv.notes(again.key)
+        assert [(n.value, n.current) for n in notes if n.kind == "csr"] == [
+            ("first csr", False), ("second csr", True)]
+        assert inv.open_note(again.key, notes[1]) == b"old pin"  # history stays readable
+        moved = _record(100)  # a sealed note copied to another record does not open
+        inv.seal(moved, b"3" * 20)
+        inv.claim(moved)
+        with pytest.raises(WrongKey):
+            inv.open_note(moved.key, notes[1])
+        assert inv.forget(again.key)
+        assert inv.notes(again.key) == []
+        assert inv.query("SELECT COUNT(*) FROM artifacts WHERE serial = 99") == [(0,)]
+        with pytest.raises(InvalidInput, match="no record 99/otp:2"):
+            inv.note(again.key, "csr", "x")

@@ -175,6 +175,34 @@ class Access:
         return f"Access(<{len(self.current)} current code(s)>, new={'set' if self.new else None})"
 
 
+@dataclass(frozen=True)
+class Note:
+    """One line of a record's journal (the inventory's ``artifacts``): what a programmer
+    wrote down while it programmed the record's place (a PIV slot's CSR, the certificate a
+    CA issued). ``current``: written for the record's current secret (its generation);
+    older ones are the record's history. ``sealed`` notes hold a secret, sealed."""
+
+    kind: str
+    value: str
+    at: float
+    station: str
+    generation: str
+    current: bool
+    sealed: bool = False
+
+    def __repr__(self) -> str:
+        shown = "<sealed>" if self.sealed else repr(self.value[:40])
+        return f"Note({self.kind}, {shown}, current={self.current})"
+
+
+def generation_of(sealed: str) -> str:
+    """The generation a sealed secret starts: a record's journal lines are kept per
+    generation, so a reprogrammed record (a new secret) starts afresh."""
+    import hashlib
+
+    return hashlib.sha256(sealed.encode()).hexdigest()[:16]
+
+
 #: aad_version of records sealed before several records per key (their associated data
 #: has no application or target); new records are sealed with version 2
 LEGACY_AAD = 1

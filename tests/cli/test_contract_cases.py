@@ -341,7 +341,7 @@ def test_provision_run_refuses_bad_codes_and_modes(tmp_path, args, stdin, needle
     (["forget", "nan", "-f"], "'SERIAL'"),
     (["forget", "-1", "-f"], "No such option '-1'"),
     (["forget", "1", "--app", b"otp:\xff", "-f"], "not valid UTF-8"),
-    (["forget", "1", "--app", "fido", "-f"], "--app 'fido'"),
+    (["forget", "1", "--app", "u2f", "-f"], "--app 'u2f'"),
     (["list", "--state", "exported"], "'--state'"),
     (["export", "--format", "access-codes", "--for", "privacyidea", "-o", "x"],
      "access codes are for the admin"),

@@ -22,8 +22,11 @@ Each connection also says what a place holds already (``occupant``), so the runn
 overwrites a slot or credential it did not write unless told to, and presents the access
 codes it is given (:class:`~hwtoken.provision.model.Access`) when it writes a slot.
 
-The client programmer for each application is in :data:`CLIENT_PROGRAMMERS`: a new
-application (PIV, FIDO) adds its line there.
+The client programmer for each application is in :data:`CLIENT_PROGRAMMERS`: PIV
+(:mod:`hwtoken.provision.piv`, yubikit's PivSession) and FIDO2
+(:mod:`hwtoken.provision.fido`, python-fido2) have theirs in their own modules. Each is made
+with the :class:`~hwtoken.provision.protocol.Station` of the run (the inventory's journal,
+the attestation roots, the CA), which :func:`programmer_for` takes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from hwtoken.provision.protocol import (
     KeyConnection,
     NotProgrammed,
     Programmer,
+    Station,
     Unsuitable,
 )
 
@@ -52,17 +56,22 @@ PATH_ENV = "HWTOKEN_PROVISION_PATH"
 touch_reader: Callable[[int], str] | None = None
 
 
-def programmer_for(spec: Spec, device: Device) -> Programmer:
-    """The programmer for ``spec``'s mode and ``device`` (see the module docstring)."""
+def programmer_for(spec: Spec, device: Device, station: Station | None = None) -> Programmer:
+    """The programmer for ``spec``'s mode and ``device`` (see the module docstring), made
+    with the run's ``station`` (a partial of this is the runner's ``programmer_for``)."""
     choice = os.environ.get(PATH_ENV, "client")
     if choice not in ("client", "applet"):
         raise InvalidInput(f"{PATH_ENV} must be 'client' or 'applet'")
-    if choice == "applet" or not client_path_available(spec.mode):
+    if spec.application not in APPLET_APPLICATIONS and not client_path_available(spec.mode):
+        raise DeviceError(f"programming {spec.mode.value} needs the client libraries: pip "
+                          "install 'hwtoken[all]'")
+    if spec.application in APPLET_APPLICATIONS and (
+            choice == "applet" or not client_path_available(spec.mode)):
         if not device.virtual:
             raise DeviceError(f"programming {spec.mode.value} on a real key needs the client "
                               "libraries: pip install 'hwtoken[all]'")
         return AppletProgrammer()
-    return CLIENT_PROGRAMMERS[spec.application]()
+    return CLIENT_PROGRAMMERS[spec.application](station)
 
 
 def client_path_available(mode: Mode) -> bool:
@@ -133,7 +142,7 @@ def _slot_kind(touch_triggered: bool | None) -> str:
             if touch_triggered else "programmed (challenge-response)")
 
 
-def _model_of(device: Device) -> str:
+def model_of(device: Device) -> str:
     """What the key is, in words: discovery's name, or a virtual key's model."""
     if device.model:
         return device.model
@@ -144,7 +153,7 @@ def _model_of(device: Device) -> str:
     return f"key {device.serial}"
 
 
-def _require_interface(device: Device, interface: str, what: str) -> None:
+def require_interface(device: Device, interface: str, what: str) -> None:
     """A key that discovery saw without ``interface`` cannot take this mode."""
     if device.interfaces is not None and interface not in device.interfaces:
         has = "/".join(sorted(device.interfaces)).upper() or "no"
@@ -223,8 +232,11 @@ class YubicoOtpProgrammer:
 
     name = "python-yubico"
 
+    def __init__(self, station: Station | None = None) -> None:
+        self.station = station
+
     def check_suitable(self, device: Device) -> None:
-        _require_interface(device, "otp", "OTP slots")
+        require_interface(device, "otp", "OTP slots")
 
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
@@ -266,8 +278,11 @@ class YubikitOathProgrammer:
 
     name = "yubikit"
 
+    def __init__(self, station: Station | None = None) -> None:
+        self.station = station
+
     def check_suitable(self, device: Device) -> None:
-        _require_interface(device, "ccid", "OATH applet (no smart-card interface)")
+        require_interface(device, "ccid", "OATH applet (no smart-card interface)")
 
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
@@ -280,7 +295,7 @@ class YubikitOathProgrammer:
             try:
                 client = OathClient(conn, password=os.environ.get(PASSWORD_ENV))
             except DeviceError:  # no OATH applet
-                raise Unsuitable(f"{_model_of(device)} has no OATH applet (or it is "
+                raise Unsuitable(f"{model_of(device)} has no OATH applet (or it is "
                                  "disabled)") from None
             except InvalidInput as exc:  # locked by a password nobody gave
                 raise AccessDenied(f"{exc}") from None
@@ -289,12 +304,29 @@ class YubikitOathProgrammer:
             yield _OathConnection(client)
 
 
-#: application -> the programmer of the client path, and the modules it needs
-CLIENT_PROGRAMMERS: dict[str, Callable[[], Programmer]] = {
-    "otp": YubicoOtpProgrammer, "oath": YubikitOathProgrammer}
+def _piv(station: Station | None) -> Programmer:
+    from hwtoken.provision.piv import YubikitPivProgrammer
+
+    return YubikitPivProgrammer(station)
+
+
+def _fido(station: Station | None) -> Programmer:
+    from hwtoken.provision.fido import Fido2PinProgrammer
+
+    return Fido2PinProgrammer(station)
+
+
+#: application -> the programmer of the client path (made with the run's Station), and the
+#: modules it needs
+CLIENT_PROGRAMMERS: dict[str, Callable[[Station | None], Programmer]] = {
+    "otp": YubicoOtpProgrammer, "oath": YubikitOathProgrammer, "piv": _piv, "fido": _fido}
 CLIENT_MODULES: dict[str, tuple[str, ...]] = {
     "otp": ("yubico", "hwtoken.yubikey.device"),
-    "oath": ("yubikit", "hwtoken.yubikey.oath")}
+    "oath": ("yubikit", "hwtoken.yubikey.oath"),
+    "piv": ("yubikit", "ykman", "hwtoken.yubikey.oath"),
+    "fido": ("fido2", "ykman", "hwtoken.fido.device")}
+#: applications the interim applet path can program (OTP slots only)
+APPLET_APPLICATIONS = ("otp",)
 
 
 # -- interim: the emulator's applet API (virtual keys only) ---------------------------------------
@@ -354,7 +386,7 @@ class AppletProgrammer:
     name = "applet"
 
     def check_suitable(self, device: Device) -> None:
-        _require_interface(device, "otp", "OTP slots")
+        require_interface(device, "otp", "OTP slots")
 
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:

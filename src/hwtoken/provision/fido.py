@@ -140,8 +140,13 @@ class _FidoConnection:
     def occupant(self, spec: Spec) -> str | None:
         from fido2.ctap2.config import Config
 
-        info = self._ctap().info
-        model = self.device.model or f"key {self.device.serial}"
+        from hwtoken.provision.programmers import model_of
+
+        model = model_of(self.device)
+        try:
+            info = self._ctap().info
+        except DeviceError as exc:  # a U2F-only key
+            raise Unsuitable(f"{model}: {exc}, so it has no FIDO2 PIN") from None
         if not Config.is_supported(info) or "setMinPINLength" not in info.options:
             raise Unsuitable(f"{model} cannot force a PIN change (no authenticatorConfig "
                              "setMinPINLength: CTAP 2.1 is needed)")

@@ -363,3 +363,100 @@ def test_provision_paths_that_cannot_be(inventory, tmp_path, readonly_dir):
           code=1, needle="no record in the inventory left an access code")
     fails(hwtoken("provision", "forget", "1", "-i", inventory, env=PROVISION_ENV),
           needle="the inventory has no record of key 1")
+
+
+# -- PIV and FIDO2 provisioning: the options of issue 28 ------------------------------------
+@pytest.fixture
+def ca_files(tmp_path) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "contract CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "ca.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (tmp_path / "notpem.txt").write_text("hello\n")
+    return str(tmp_path / "ca.pem"), str(tmp_path / "ca.key")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["-m", "piv"], "-m piv needs the CA that signs each slot's certificate"),
+    (["-m", "piv", "--ca-cert", "{cert}"], "--ca-cert and --ca-key go together"),
+    (["-m", "piv", "--ca-cert", "{cert}", "--ca-key", "{cert}"], "cannot read the CA key"),
+    (["-m", "piv", "--ca-cert", "{key}", "--ca-key", "{key}"], "holds no PEM certificate"),
+    (["-m", "piv", "--ca-cert", "{dir}/none.pem", "--ca-key", "{key}"], "does not exist"),
+    (["-m", "piv", "--ca-cert", "{cert}", "--ca-key", "{key}", "--ca-command", "x"],
+     "give --ca-command, or --ca-cert with --ca-key: not both"),
+    (["-m", "piv", "--ca-command", ""], "--ca-command is empty"),
+    (["-m", "piv", "--ca-command", "no-such-signer --in -"],
+     "--ca-command: no program 'no-such-signer'"),
+    (["-m", "piv", "--ca-command", "'unbalanced"], "--ca-command cannot be split"),
+    (["-m", "piv", "--ca-command", "true", "--ca-passphrase", "-"],
+     "--ca-passphrase is the passphrase of --ca-key"),
+    (["-m", "piv", "--ca-command", "true", "--subject", "CN={user}"],
+     "--subject: unknown field {user}"),
+    (["-m", "piv", "--ca-command", "true", "--subject", "not a name"],
+     "is not an RFC 4514 name"),
+    (["-m", "piv", "--ca-command", "true", "--subject", "CN={serial"], "is not a template"),
+    (["-m", "piv", "--ca-command", "true", "--subject", b"CN=\xff"], "not valid UTF-8"),
+    (["-m", "piv", "--ca-command", "true", "--pin-length", "5"],
+     "--pin-length: a PIV PIN has 6 to 8 digits"),
+    (["-m", "piv", "--ca-command", "true", "--pin-length", "1e99"], "'--pin-length'"),
+    (["-m", "piv", "--ca-command", "true", "--algorithm", "RSA1024"], "'--algorithm'"),
+    (["-m", "piv", "--ca-command", "true", "--slot", "9z"],
+     "--slot 9z: a PIV slot is 9a, 9c, 9d, 9e or 82..95"),
+    (["-m", "piv:9b", "--ca-command", "true"], "a PIV slot is 9a, 9c, 9d, 9e or 82..95"),
+    (["-m", "piv", "--ca-command", "true", "--attestation-roots", "{dir}/notpem.txt"],
+     "holds no PEM certificate"),
+    (["-m", "piv", "--ca-command", "true", "--days", "nan"], "'--days'"),
+    (["-m", "chalresp", "--slot", "3"], "--slot 3: an OTP slot is 1 or 2"),
+    (["-m", "chalresp", "--protect"], "--protect is for -m piv"),
+    (["-m", "chalresp", "--ca-command", "true"], "--ca-command is for -m piv"),
+    (["-m", "fido", "--always-uv", "--min-pin-length", "3"], "'--min-pin-length'"),
+    (["-m", "fido", "--pin-length", "64"], "'--pin-length'"),
+    (["-m", "fido:other"], "the fido mode has one place, its PIN"),
+    (["-m", "piv", "--ca-command", "true", "--min-pin-length", "6"],
+     "--min-pin-length is for -m fido"),
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_provision_piv_and_fido_options_refused_before_any_key(tmp_path, ca_files, args,
+                                                               needle, as_json):
+    cert, key = ca_files
+    fill = {"{cert}": cert, "{key}": key, "{dir}": str(tmp_path)}
+    for pattern, value in fill.items():
+        needle = needle.replace(pattern, value)
+    argv = [a if isinstance(a, bytes) else fill.get(a, a).replace("{dir}", str(tmp_path))
+            for a in args]
+    inv = tmp_path / "new.db"
+    fails(hwtoken("provision", "run", "-i", str(inv), "--virtual", "1", *argv,
+                  *(["--json"] if as_json else []), env=PROVISION_ENV),
+          needle=needle, as_json=as_json)
+    assert not inv.exists()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["export", "--format", "pin-mailer", "--for", "linotp", "-o", "x"],
+     "--format pin-mailer is for the admin"),
+    (["export", "--format", "certificates", "-o", "{dir}/c.csv"],
+     "--out names the PEM bundle of --format certificates"),
+    (["resume", "--ca-command", "true", "--ca-key", "{dir}/none"], "does not exist"),
+    (["resume", "--ca-passphrase", "-", "--access-code", "-"],
+     "only one secret can come from stdin"),
+])
+def test_provision_piv_management_refuses_bad_input(inventory, tmp_path, args, needle):
+    argv = [a.replace("{dir}", str(tmp_path)) for a in args]
+    fails(hwtoken("provision", *argv, "-i", inventory, env=PROVISION_ENV), needle=needle)
+    fails(hwtoken("provision", *argv, "-i", inventory, "--json", env=PROVISION_ENV),
+          needle=needle, as_json=True)

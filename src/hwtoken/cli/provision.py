@@ -105,7 +105,9 @@ def _station(report: Any, *, ca_cert: str | None, ca_key: str | None,
     from hwtoken.provision.ca import signer_from
     from hwtoken.provision.protocol import Station
 
-    passphrase = read_secret_input(ca_passphrase) if ca_passphrase else None
+    if ca_passphrase is not None and not ca_key and not _given("ca_passphrase"):
+        ca_passphrase = None  # $HWTOKEN_CA_PASSPHRASE set for another run: not for this one
+    passphrase = read_secret_input(ca_passphrase) if ca_passphrase is not None else None
     signer = signer_from(ca_cert=ca_cert, ca_key=ca_key, passphrase=passphrase,
                          ca_command=ca_command, days=days)
     trust = attestation.load(attestation_roots) if attestation_roots else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,6 +119,9 @@ class CommandCa:
             raise InvalidInput(f"--ca-command cannot be split into words: {exc}") from None
         if not self.argv:
             raise InvalidInput("--ca-command is empty")
+        if shutil.which(self.argv[0]) is None:
+            raise InvalidInput(f"--ca-command: no program {self.argv[0]!r} (or it cannot be "
+                               "run)")
         self.timeout = timeout
         self.description = f"the CA command {self.argv[0]}"
 
@@ -190,7 +194,7 @@ def signer_from(*, ca_cert: str | None, ca_key: str | None, passphrase: str | No
     if bool(ca_cert) != bool(ca_key):
         raise InvalidInput("--ca-cert and --ca-key go together (the CA's certificate and "
                            "its private key)")
-    if passphrase and not ca_key:
+    if passphrase is not None and not ca_key:
         raise InvalidInput("--ca-passphrase is the passphrase of --ca-key")
     if ca_command is not None:
         return CommandCa(ca_command)

@@ -129,28 +129,10 @@ _CA: list[object] = []
 def local_ca(work: Path) -> object:
     """A P-256 CA in files, as --ca-cert/--ca-key name them (made once)."""
     if not _CA:
-        import datetime
+        from hwtoken.provision.ca import LocalCa, rehearsal_ca
 
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        from hwtoken.provision.ca import LocalCa
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-                .sign(key, hashes.SHA256()))
-        (work / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (work / "ca.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        _CA.append(LocalCa(str(work / "ca.pem"), str(work / "ca.key")))
+        cert, key = rehearsal_ca(work, name="bench CA")
+        _CA.append(LocalCa(str(cert), str(key)))
     return _CA[0]
 
 

@@ -368,27 +368,11 @@ def test_provision_paths_that_cannot_be(inventory, tmp_path, readonly_dir):
 # -- PIV and FIDO2 provisioning: the options of issue 28 ------------------------------------
 @pytest.fixture
 def ca_files(tmp_path) -> tuple[str, str]:
-    import datetime
+    from hwtoken.provision.ca import rehearsal_ca
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "contract CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    (tmp_path / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "ca.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    cert, key = rehearsal_ca(tmp_path)
     (tmp_path / "notpem.txt").write_text("hello\n")
-    return str(tmp_path / "ca.pem"), str(tmp_path / "ca.key")
+    return str(cert), str(key)
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -5,18 +5,14 @@ PivSession, python-fido2) a user would use."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
-from hwtoken.provision.ca import LocalCa
+from hwtoken.provision.ca import LocalCa, rehearsal_ca
 from hwtoken.provision.programmers import programmer_for
 from hwtoken.provision.protocol import Station
 from hwtoken.provision.runner import Provisioner
@@ -28,28 +24,7 @@ SUBJECT = "CN={serial},O=ACME"
 def make_ca(directory: Path, *, passphrase: bytes | None = None,
             name: str = "hwtoken test CA") -> tuple[Path, Path]:
     """A P-256 CA: its certificate and key files (the key encrypted with ``passphrase``)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False), True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
-                  else serialization.NoEncryption())
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8, encryption))
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    return rehearsal_ca(directory, passphrase=passphrase, name=name)
 
 
 class CountingCa:

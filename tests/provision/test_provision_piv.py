@@ -337,10 +337,14 @@ def test_the_check_fails_a_key_whose_certificate_is_not_the_recorded_one(inv, ca
 def _self_signed(session, creds):  # noqa: ANN001, ANN202
     import datetime
 
-    from ykman.piv import generate_self_signed_certificate
+    from cryptography.x509.oid import NameOID
+    from ykman.piv import sign_certificate_builder
 
     public = session.get_slot_metadata(SLOT.AUTHENTICATION).public_key
     session.verify_pin(creds.pin)
     now = datetime.datetime.now(datetime.UTC)
-    return generate_self_signed_certificate(session, SLOT.AUTHENTICATION, public, "CN=other",
-                                            now, now + datetime.timedelta(days=1))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other")])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(public).serial_number(x509.random_serial_number())
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
+    return sign_certificate_builder(session, SLOT.AUTHENTICATION, KEY_TYPE.ECCP256, builder)

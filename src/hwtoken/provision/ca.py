@@ -201,3 +201,38 @@ def signer_from(*, ca_cert: str | None, ca_key: str | None, passphrase: str | No
     if ca_cert and ca_key:
         return LocalCa(ca_cert, ca_key, passphrase.encode() if passphrase else None, days=days)
     return None
+
+
+def rehearsal_ca(directory: Path, *, passphrase: bytes | None = None,
+                 name: str = "hwtoken rehearsal CA") -> tuple[Path, Path]:
+    """A throwaway P-256 CA for a rehearsal on virtual keys (and tests): ``ca.pem`` and
+    ``ca.key`` (0600; encrypted with ``passphrase`` if given) in ``directory``, valid ten
+    years, for ``--ca-cert``/``--ca-key``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from hwtoken.fileio import atomic_write
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False), True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = Path(directory) / "ca.pem", Path(directory) / "ca.key"
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8, encryption))
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

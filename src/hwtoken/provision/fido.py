@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hwtoken.errors import CheckFailed, DeviceError
+from hwtoken.provision.journaled import JournaledConnection
 from hwtoken.provision.model import Access, Material, RecordKey, Spec
 from hwtoken.provision.protocol import (
     AccessDenied,
@@ -76,13 +77,14 @@ class FidoPinDriver:
         return counter
 
 
-class _FidoConnection:
+class _FidoConnection(JournaledConnection):
     """python-fido2 on one key's FIDO interface, for its ``fido`` record."""
+
+    application = "fido"
 
     def __init__(self, device: Device, station: Station, ctap_device: Any,
                  reinsert: Callable[[], Any]) -> None:
-        self.device = device
-        self.station = station
+        super().__init__(device, station)
         self.dev = ctap_device
         self._reinsert = reinsert  # re-plugs the key; returns its new CtapDevice
         self._occupied: set[str] = set()
@@ -92,20 +94,6 @@ class _FidoConnection:
         from hwtoken.fido.session import ctap2
 
         return ctap2(self.dev)  # a fresh getInfo each time: the key's state changes
-
-    def _record(self, spec: Spec) -> RecordKey:
-        assert self.device.serial is not None
-        return RecordKey(self.device.serial, "fido", spec.target)
-
-    def _journal(self) -> Any:
-        if self.station.journal is None:
-            raise DeviceError("FIDO programming needs the inventory's journal")
-        return self.station.journal
-
-    def _step(self, step: str, key: RecordKey) -> None:
-        from hwtoken.provision.faults import program_step
-
-        program_step(step, self.station.hook, key)
 
     def _pin_state(self, ctap: Any, pin: str) -> str:
         """``ok`` (the key takes ``pin``), ``forced`` (it is the PIN, and must be
@@ -128,13 +116,11 @@ class _FidoConnection:
         return "ok"
 
     def _earlier_pins(self, key: RecordKey) -> list[str]:
-        journal = self._journal()
         found = []
-        for note in reversed(journal.notes(key)):
-            if note.kind == "credentials" and note.sealed and not note.current:
-                with contextlib.suppress(CheckFailed, UnicodeDecodeError):
-                    found.append(journal.open_note(key, note).decode("ascii"))
-        return list(dict.fromkeys(found))
+        for secret in self._earlier_secrets(key):
+            with contextlib.suppress(UnicodeDecodeError):
+                found.append(secret.decode("ascii"))
+        return found
 
     # -- KeyConnection --------------------------------------------------------------------
     def occupant(self, spec: Spec) -> str | None:
@@ -164,10 +150,8 @@ class _FidoConnection:
 
         pin = material.secret.decode("ascii")
         key = self._record(spec)
-        journal = self._journal()
-        notes = journal.notes(key)
-        if not any(n.current and n.kind == "credentials" for n in notes):
-            journal.note_secret(key, "credentials", material.secret)  # for a later reprogram
+        self._keep_credentials(key, material.secret)
+        notes = self._journal().notes(key)
         ctap = self._ctap()
         if ctap.info.options.get("clientPin"):
             state = self._pin_state(ctap, pin)

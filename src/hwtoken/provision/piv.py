@@ -38,7 +38,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hwtoken.errors import CheckFailed, DeviceError, InvalidInput
+from hwtoken.errors import CheckFailed, InvalidInput
+from hwtoken.provision.journaled import JournaledConnection
 from hwtoken.provision.model import Access, Material, Note, RecordKey, Spec
 from hwtoken.provision.protocol import (
     AccessDenied,
@@ -211,29 +212,16 @@ def _index(notes: list[Note], note: Note | None) -> int:
     return -1 if note is None else max(i for i, n in enumerate(notes) if n is note)
 
 
-class _PivConnection:
+class _PivConnection(JournaledConnection):
     """A PIV session on one key, for its ``piv`` records."""
 
+    application = "piv"
+
     def __init__(self, session: Any, device: Device, station: Station) -> None:
+        super().__init__(device, station)
         self.s = session
-        self.device = device
-        self.station = station
 
     # -- helpers ------------------------------------------------------------------------
-    def _record(self, spec: Spec) -> RecordKey:
-        assert self.device.serial is not None
-        return RecordKey(self.device.serial, "piv", spec.target)
-
-    def _journal(self) -> Any:
-        if self.station.journal is None:
-            raise DeviceError("PIV programming needs the inventory's journal")
-        return self.station.journal
-
-    def _step(self, step: str, key: RecordKey) -> None:
-        from hwtoken.provision.faults import program_step
-
-        program_step(step, self.station.hook, key)
-
     def _trust(self) -> Any:
         from hwtoken.provision import attestation
 
@@ -309,12 +297,10 @@ class _PivConnection:
 
     def _earlier(self, key: RecordKey) -> list[PivCredentials]:
         """Credentials this inventory set on this place before (older generations)."""
-        journal = self._journal()
         found = []
-        for note in reversed(journal.notes(key)):
-            if note.kind == "credentials" and note.sealed and not note.current:
-                with contextlib.suppress(ValueError, CheckFailed):
-                    found.append(PivCredentials.unpack(journal.open_note(key, note)))
+        for secret in self._earlier_secrets(key):
+            with contextlib.suppress(ValueError):
+                found.append(PivCredentials.unpack(secret))
         return found
 
     # -- KeyConnection --------------------------------------------------------------------
@@ -353,9 +339,7 @@ class _PivConnection:
     def program(self, spec: Spec, material: Material, access: Access) -> None:
         creds = PivCredentials.unpack(material.secret)
         key = self._record(spec)
-        journal = self._journal()
-        if not any(n.current and n.kind == "credentials" for n in journal.notes(key)):
-            journal.note_secret(key, "credentials", material.secret)  # for a later reprogram
+        self._keep_credentials(key, material.secret)
         self._credentials(spec, creds, material.params, key)
         self._step("piv-credentials", key)
         public = self._key_pair(spec, material.params, key)
@@ -593,12 +577,10 @@ class YubikitPivProgrammer:
         from yubikit.core import ApplicationNotAvailableError
         from yubikit.piv import PivSession
 
-        from hwtoken.provision.programmers import model_of
-        from hwtoken.yubikey.oath import open_connection
+        from hwtoken.provision.programmers import model_of, open_smartcard
 
         self.check_suitable(device)
-        with open_connection(device.spec if device.virtual else str(device.serial),
-                             settle=0.0 if device.virtual else 10.0) as conn:
+        with open_smartcard(device) as conn:
             try:
                 session = PivSession(conn)
             except ApplicationNotAvailableError:

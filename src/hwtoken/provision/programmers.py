@@ -162,6 +162,18 @@ def require_interface(device: Device, interface: str, what: str) -> None:
         raise Unsuitable(f"{model} is {kind} ({has} interface only): it has no {what}")
 
 
+@contextlib.contextmanager
+def open_smartcard(device: Device) -> Iterator[Any]:
+    """A yubikit SmartCardConnection to ``device`` (OATH and PIV): a virtual key as
+    :mod:`hwtoken.yubikey.oath` opens it, a real one by serial over pcscd -- a key just
+    seen on USB gets a moment for pcscd to add its reader."""
+    from hwtoken.yubikey.oath import open_connection
+
+    with open_connection(device.spec if device.virtual else str(device.serial),
+                         settle=0.0 if device.virtual else 10.0) as conn:
+        yield conn
+
+
 # -- python-yubico (OTP slots), through hwtoken.yubikey ------------------------------------------
 class _OtpSlotConnection:
     def __init__(self, key: Any) -> None:
@@ -286,12 +298,10 @@ class YubikitOathProgrammer:
 
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
-        from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient, open_connection
+        from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient
 
         self.check_suitable(device)
-        # a key just seen on USB: pcscd adds its reader a moment later
-        with open_connection(device.spec if device.virtual else str(device.serial),
-                             settle=0.0 if device.virtual else 10.0) as conn:
+        with open_smartcard(device) as conn:
             try:
                 client = OathClient(conn, password=os.environ.get(PASSWORD_ENV))
             except DeviceError:  # no OATH applet

@@ -202,3 +202,22 @@ def test_a_records_journal_is_kept_per_generation_and_forgotten_with_it(inventor
         assert inv.query("SELECT COUNT(*) FROM artifacts WHERE serial = 99") == [(0,)]
         with pytest.raises(InvalidInput, match="no record 99/otp:2"):
             inv.note(again.key, "csr", "x")
+
+
+def test_stations_opening_a_new_postgres_inventory_at_once_make_its_tables_once(pg_server):
+    """Each open of a new database races to create the tables: the one that waited must
+    see them (a transaction begun before the others committed would not) -- four
+    processes at once, a few times over."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hwtoken.provision.inventory import open_inventory\n"
+            "open_inventory(sys.argv[1]).close()\n")
+    for _ in range(5):
+        url = pg_server.new_database()
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        with opened(url) as inv:
+            assert inv.meta_get("schema") == "3"

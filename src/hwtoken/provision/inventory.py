@@ -131,9 +131,11 @@ class Inventory(ABC):
     def _has_table(self, name: str) -> bool:
         """True if the table ``name`` exists."""
 
-    def _lock_schema(self) -> None:  # noqa: B027 - SQLite needs nothing more
-        """Inside a transaction: keep other stations from changing the schema meanwhile
-        (SQLite's write transaction already does)."""
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """Around a transaction that may change the schema: keep other stations from
+        changing it meanwhile (SQLite's write transaction already does)."""
+        yield
 
     def _lock_for_update(self) -> str:
         """Suffix locking selected rows inside a transaction (PostgreSQL's FOR UPDATE)."""
@@ -163,8 +165,7 @@ class Inventory(ABC):
         from hwtoken.provision.faults import FaultInjector
 
         fault = FaultInjector.from_env()
-        with self.transaction():
-            self._lock_schema()
+        with self._schema_lock(), self.transaction():
             version = self._version()
             if version == 0:
                 steps = schema.create(self.dialect)

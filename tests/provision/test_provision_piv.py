@@ -348,3 +348,12 @@ def _self_signed(session, creds):  # noqa: ANN001, ANN202
                .public_key(public).serial_number(x509.random_serial_number())
                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
     return sign_certificate_builder(session, SLOT.AUTHENTICATION, KEY_TYPE.ECCP256, builder)
+
+
+@pytest.mark.parametrize("algorithm", ["ECCP384", "ED25519",
+                                       pytest.param("RSA2048", marks=pytest.mark.slow)])
+def test_other_algorithms(inv, ca, algorithm):
+    device, serial = pool_key(1)
+    plan = Spec(Mode.PIV, name="9d", subject=SUBJECT, algorithm=algorithm)
+    assert provisioner(inv, ca).run(plan, VirtualPool(1)).counts() == {"done": 1}
+    _assert_provisioned(inv, ca, device, serial, slot="9d", key_type=KEY_TYPE[algorithm])

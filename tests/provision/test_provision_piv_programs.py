@@ -9,7 +9,7 @@ plugged in again:
   verified by ``openssl`` with the certificate's key;
 * ``ssh -I opensc-pkcs11.so`` logs in to a private sshd on 127.0.0.1;
 * ``ykman piv info`` and ``ykman piv access``: the default PIN and management key no longer
-  work;
+  work, and the management key is stored on the key, PIN-protected (``--protect``);
 * ``fido2-token -I`` shows a PIN set and the forced change; ``fido2-token -C`` with the
   mailer's PIN changes it.
 
@@ -142,7 +142,7 @@ def _provision_and_prove(bench: Bench, tmp_path: Path, names: list[str],
     station = subprocess.Popen(
         [*HWTOKEN, "provision", "run", "-i", url, "-m", "piv", "-m", "fido", "--subject",
          SUBJECT, "--ca-cert", str(cert), "--ca-key", str(ca_key), "--attestation-roots",
-         str(roots), "--min-pin-length", "6", "--idle-timeout", "3", "--json"],
+         str(roots), "--protect", "--min-pin-length", "6", "--idle-timeout", "3", "--json"],
         env=bench.usb_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
     try:
@@ -237,7 +237,7 @@ def _prove_piv(bench: Bench, tmp_path: Path, key: VirtualKey, ca: Path, pin: str
               "-n", puk)  # the mailer's PUK is the key's
     after = bench.run("ykman", "--reader", READER, "piv", "info").stdout
     assert re.search(r"PIN tries remaining: +2/3", after), after  # the wrong default PIN
-    assert "Management key is stored" not in after  # no --protect here
+    assert "Management key is stored on the YubiKey, protected by PIN." in after  # --protect
 
 
 def _prove_fido(bench: Bench, plugged, pin: str) -> None:  # noqa: ANN001

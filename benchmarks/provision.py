@@ -13,6 +13,13 @@ what the transport + client libraries cost versus what the inventory costs.
 the vpcd link's TCP_QUICKACK switched off, which is how every APDU cost ~48 ms before.
 Needs root for the private pcscd; without it those rows are skipped.
 
+``piv`` (ECCP256 in slot 9a, a CA certificate: credentials set, a key pair made and
+attested, a CSR signed by a local CA, the certificate imported, checked with a signature)
+and ``fido`` (a PIN set, then forcePINChange) run through yubikit's PivSession and
+python-fido2 on the in-process key (the same client code as through pcscd or USB); ``piv``
+once more through the private pcscd with the vpcd driver. RSA is left out (its key
+generation alone takes seconds).
+
 ``yubiotp`` (Yubico OTP) is checked by a touch whose OTP is read back from the key's
 keyboard interface, like ``hotp``. "3 applications per key" programs slot 1
 challenge-response, slot 2 HOTP and an OATH-TOTP credential on each key in one pass (three
@@ -116,17 +123,37 @@ class _Plugged:
         return None
 
 
-def keys_per_minute(url: str, mode: Mode | list[Spec], path: str, tag: str) -> float:
+_CA: list[object] = []
+
+
+def local_ca(work: Path) -> object:
+    """A P-256 CA in files, as --ca-cert/--ca-key name them (made once)."""
+    if not _CA:
+        from hwtoken.provision.ca import LocalCa, rehearsal_ca
+
+        cert, key = rehearsal_ca(work, name="bench CA")
+        _CA.append(LocalCa(str(cert), str(key)))
+    return _CA[0]
+
+
+def keys_per_minute(url: str, mode: Mode | list[Spec], path: str, tag: str,
+                    signer: object = None) -> float:
     """Keys per minute for one mode, or for a plan of several places on each key."""
+    import functools
+
+    from hwtoken.provision.protocol import Station
     from hwtoken.provision.sources import VirtualPool
 
     os.environ[PATH_ENV] = path
-    plan = [Spec(mode)] if isinstance(mode, Mode) else mode
+    plan = [Spec(mode, name={"piv": "9a", "fido": "pin"}.get(mode.application, "hwtoken"))
+            ] if isinstance(mode, Mode) else mode
     with open_inventory(url) as inv:
         inv.unlock(Unlocker(passphrase="bench passphrase"))
         devices = list(VirtualPool(N, prefix=tag).arrivals())
+        programmers = functools.partial(programmer_for,
+                                        station=Station(journal=inv, signer=signer))
         start = time.perf_counter()
-        summary = Provisioner(inv, programmer_for).run(plan, _Plugged(devices))
+        summary = Provisioner(inv, programmers).run(plan, _Plugged(devices))
         elapsed = time.perf_counter() - start
     if summary.counts() != {"done": N * len(plan)}:
         bad = [o for o in summary.outcomes if o.result != "done"][:3]
@@ -151,6 +178,9 @@ def through_pcscd(work: Path) -> list[tuple[str, float]]:
         rows.append(("oath-totp via yubikit through pcscd+vpcd, SQLite",
                      keys_per_minute(f"sqlite:///{work / 'oath-pcscd.db'}", Mode.OATH_TOTP,
                                      "client", "op")))
+        rows.append(("piv (ECCP256 + CA certificate) via yubikit through pcscd+vpcd, SQLite",
+                     keys_per_minute(f"sqlite:///{work / 'piv-pcscd.db'}", Mode.PIV,
+                                     "client", "pp", local_ca(work))))
         quickack, vpcd._TCP_QUICKACK = vpcd._TCP_QUICKACK, None
         try:
             rows.append(("  same, without TCP_QUICKACK (before the fix)",
@@ -233,6 +263,12 @@ def main() -> int:
         rows.append(("3 applications per key (chalresp:1, hotp:2, oath-totp), SQLite",
                      keys_per_minute(f"sqlite:///{work / 'three.db'}", three, "client",
                                      "three")))
+        rows.append(("piv (ECCP256 + CA certificate) via yubikit (in-process card), SQLite",
+                     keys_per_minute(f"sqlite:///{work / 'piv.db'}", Mode.PIV, "client",
+                                     "piv", local_ca(work))))
+        rows.append(("fido (PIN + forcePINChange) via python-fido2 (in-process), SQLite",
+                     keys_per_minute(f"sqlite:///{work / 'fido.db'}", Mode.FIDO, "client",
+                                     "fido")))
         rows += through_pcscd(work)
         n_plugged = min(N, 10)
         rows.append((f"chalresp, hot-plugged via umockdev + libusb ({n_plugged} keys)",
@@ -246,7 +282,7 @@ def main() -> int:
         print(f"virtual keys provisioned per minute ({N} keys each, 4 durable steps per "
               "record):")
         for label, rate in rows:
-            print(f"  {label:<64} {rate:8.0f}/min  ({rate / base:5.2f} x baseline)")
+            print(f"  {label:<72} {rate:8.0f}/min  ({rate / base:5.2f} x baseline)")
     finally:
         if pg is not None:
             stop_postgres(pg[0], work / "pg" / "data")

@@ -341,7 +341,7 @@ def test_provision_run_refuses_bad_codes_and_modes(tmp_path, args, stdin, needle
     (["forget", "nan", "-f"], "'SERIAL'"),
     (["forget", "-1", "-f"], "No such option '-1'"),
     (["forget", "1", "--app", b"otp:\xff", "-f"], "not valid UTF-8"),
-    (["forget", "1", "--app", "fido", "-f"], "--app 'fido'"),
+    (["forget", "1", "--app", "u2f", "-f"], "--app 'u2f'"),
     (["list", "--state", "exported"], "'--state'"),
     (["export", "--format", "access-codes", "--for", "privacyidea", "-o", "x"],
      "access codes are for the admin"),
@@ -417,3 +417,84 @@ def test_emulate_show_attestation_root_errors(key):
                  "--openpgp-attestation-root and --scp-ca")
     proc = hwtoken("emulate", "show", "k", "--attestation-root", "--json")
     assert json.loads(proc.stdout)["attestation_root"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+# -- PIV and FIDO2 provisioning: the options of issue 28 ------------------------------------
+@pytest.fixture
+def ca_files(tmp_path) -> tuple[str, str]:
+    from hwtoken.provision.ca import rehearsal_ca
+
+    cert, key = rehearsal_ca(tmp_path)
+    (tmp_path / "notpem.txt").write_text("hello\n")
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["-m", "piv"], "-m piv needs the CA that signs each slot's certificate"),
+    (["-m", "piv", "--ca-cert", "{cert}"], "--ca-cert and --ca-key go together"),
+    (["-m", "piv", "--ca-cert", "{cert}", "--ca-key", "{cert}"], "cannot read the CA key"),
+    (["-m", "piv", "--ca-cert", "{key}", "--ca-key", "{key}"], "holds no PEM certificate"),
+    (["-m", "piv", "--ca-cert", "{dir}/none.pem", "--ca-key", "{key}"], "does not exist"),
+    (["-m", "piv", "--ca-cert", "{cert}", "--ca-key", "{key}", "--ca-command", "x"],
+     "give --ca-command, or --ca-cert with --ca-key: not both"),
+    (["-m", "piv", "--ca-command", ""], "--ca-command is empty"),
+    (["-m", "piv", "--ca-command", "no-such-signer --in -"],
+     "--ca-command: no program 'no-such-signer'"),
+    (["-m", "piv", "--ca-command", "'unbalanced"], "--ca-command cannot be split"),
+    (["-m", "piv", "--ca-command", "true", "--ca-passphrase", "-"],
+     "--ca-passphrase is the passphrase of --ca-key"),
+    (["-m", "piv", "--ca-command", "true", "--subject", "CN={user}"],
+     "--subject: unknown field {user}"),
+    (["-m", "piv", "--ca-command", "true", "--subject", "not a name"],
+     "is not an RFC 4514 name"),
+    (["-m", "piv", "--ca-command", "true", "--subject", "CN={serial"], "is not a template"),
+    (["-m", "piv", "--ca-command", "true", "--subject", b"CN=\xff"], "not valid UTF-8"),
+    (["-m", "piv", "--ca-command", "true", "--pin-length", "5"],
+     "--pin-length: a PIV PIN has 6 to 8 digits"),
+    (["-m", "piv", "--ca-command", "true", "--pin-length", "1e99"], "'--pin-length'"),
+    (["-m", "piv", "--ca-command", "true", "--algorithm", "RSA1024"], "'--algorithm'"),
+    (["-m", "piv", "--ca-command", "true", "--slot", "9z"],
+     "--slot 9z: a PIV slot is 9a, 9c, 9d, 9e or 82..95"),
+    (["-m", "piv:9b", "--ca-command", "true"], "a PIV slot is 9a, 9c, 9d, 9e or 82..95"),
+    (["-m", "piv", "--ca-command", "true", "--attestation-roots", "{dir}/notpem.txt"],
+     "holds no PEM certificate"),
+    (["-m", "piv", "--ca-command", "true", "--days", "nan"], "'--days'"),
+    (["-m", "chalresp", "--slot", "3"], "--slot 3: an OTP slot is 1 or 2"),
+    (["-m", "chalresp", "--protect"], "--protect is for -m piv"),
+    (["-m", "chalresp", "--ca-command", "true"], "--ca-command is for -m piv"),
+    (["-m", "fido", "--always-uv", "--min-pin-length", "3"], "'--min-pin-length'"),
+    (["-m", "fido", "--pin-length", "64"], "'--pin-length'"),
+    (["-m", "fido:other"], "the fido mode has one place, its PIN"),
+    (["-m", "piv", "--ca-command", "true", "--min-pin-length", "6"],
+     "--min-pin-length is for -m fido"),
+])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_provision_piv_and_fido_options_refused_before_any_key(tmp_path, ca_files, args,
+                                                               needle, as_json):
+    cert, key = ca_files
+    fill = {"{cert}": cert, "{key}": key, "{dir}": str(tmp_path)}
+    for pattern, value in fill.items():
+        needle = needle.replace(pattern, value)
+    argv = [a if isinstance(a, bytes) else fill.get(a, a).replace("{dir}", str(tmp_path))
+            for a in args]
+    inv = tmp_path / "new.db"
+    fails(hwtoken("provision", "run", "-i", str(inv), "--virtual", "1", *argv,
+                  *(["--json"] if as_json else []), env=PROVISION_ENV),
+          needle=needle, as_json=as_json)
+    assert not inv.exists()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["export", "--format", "pin-mailer", "--for", "linotp", "-o", "x"],
+     "--format pin-mailer is for the admin"),
+    (["export", "--format", "certificates", "-o", "{dir}/c.csv"],
+     "--out names the PEM bundle of --format certificates"),
+    (["resume", "--ca-command", "true", "--ca-key", "{dir}/none"], "does not exist"),
+    (["resume", "--ca-passphrase", "-", "--access-code", "-"],
+     "only one secret can come from stdin"),
+])
+def test_provision_piv_management_refuses_bad_input(inventory, tmp_path, args, needle):
+    argv = [a.replace("{dir}", str(tmp_path)) for a in args]
+    fails(hwtoken("provision", *argv, "-i", inventory, env=PROVISION_ENV), needle=needle)
+    fails(hwtoken("provision", *argv, "-i", inventory, "--json", env=PROVISION_ENV),
+          needle=needle, as_json=True)

@@ -41,7 +41,9 @@ def _neutral(param: click.Parameter) -> str:
 #: What a command needs, besides its required parameters, to get as far as reading an
 #: access code from stdin (the slot's secret comes first).
 BEFORE_STDIN = {("yubikey", "chalresp", "program"): ["--generate"],
-                ("yubikey", "hotp", "program"): ["--secret", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"]}
+                ("yubikey", "hotp", "program"): ["--secret", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"],
+                # a PIV slot too, so --ca-passphrase is read (the CA options are for -m piv)
+                ("provision", "run"): ["-m", "piv", "--ca-command", "true"]}
 
 
 def stdin_readers() -> list[tuple[str, list[str]]]:
@@ -75,7 +77,8 @@ def test_the_tree_has_the_readers_we_know():
     assert {"otp code secret_or_uri -", "otp verify secret_or_uri -", "otp uri uri -",
             "yubikey oath import file -", "yubikey hotp program --secret -",
             "yubikey chalresp program --secret -", "yubikey oath add --secret -",
-            "fob add --secret -", "yubikey swap --access-code -"} <= ids
+            "fob add --secret -", "yubikey swap --access-code -",
+            "provision run --ca-passphrase -", "provision resume --ca-passphrase -"} <= ids
 
 
 def _blocked_reading_stdin(pid: int) -> bool:

@@ -220,7 +220,7 @@ def test_two_modes_for_one_place_are_refused_up_front(tmp_path):
     assert proc.stderr == ("error: two modes for slot 2 (chalresp and hotp): give each its "
                            "own slot (-m MODE:SLOT) or OATH credential name (-m MODE:NAME)\n")
     assert not (tmp_path / "x.db").exists()
-    for bad, why in (("hotp:3", "an OTP slot is 1 or 2"), ("piv", "'piv' is not one of 'hotp'"),
+    for bad, why in (("hotp:3", "an OTP slot is 1 or 2"), ("u2f", "'u2f' is not one of 'hotp'"),
                      ("oath-totp:", "give the slot or name after ':'")):
         proc = hw("provision", "run", "-i", str(tmp_path / "x.db"), "-m", bad, "--virtual",
                   "1", check=2)
@@ -354,7 +354,7 @@ def test_list_and_forget(tmp_path):
     hw("provision", "forget", str(serial), "--app", "oath", "-f", "-i", inv)
     proc = hw("provision", "forget", str(serial), "-f", "-i", inv, check=2)
     assert proc.stderr == f"error: the inventory has no record of key {serial}\n"
-    for bad, why in (("piv", "--app 'piv': use one of oath, otp"),
+    for bad, why in (("u2f", "--app 'u2f': use one of fido, oath, otp, piv"),
                      ("otp:", "give the slot or name after ':'")):
         assert why in hw("provision", "forget", "5", "--app", bad, "-f", "-i", inv,
                          check=2).stderr

@@ -71,3 +71,57 @@ def test_two_stations_share_one_sqlite_inventory(tmp_path):
     assert len(done) == len(set(done)) == n
     with opened(url) as inv:
         assert sorted(r.serial for r in inv.records(states=[State.DONE])) == sorted(done)
+
+
+@pytest.mark.slow
+def test_two_stations_one_killed_mid_key_provision_a_piv_batch_on_postgres(pg_server,
+                                                                           tmp_path):
+    """The PIV batch: two stations share the inventory and the pool; one is SIGKILLed on
+    its third key, after the CA issued the slot's certificate and before it went into the
+    slot. The other goes on; resume finishes the killed one's key. Every key ends with one
+    key pair and one certificate, the one in its slot."""
+    from cryptography import x509
+    from piv_helpers import make_ca, piv_session
+    from yubikit.piv import SLOT
+
+    from hwtoken.provision.model import RecordKey
+
+    keys = 10
+    url = pg_server.new_database()
+    cert, key = make_ca(tmp_path)
+    args = [HWTOKEN, "provision", "run", "--inventory", url, "-m", "piv", "--virtual",
+            str(keys), "--ca-cert", str(cert), "--ca-key", str(key), "--json"]
+    killed = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL,
+                              env={**os.environ, "HWTOKEN_FAULT": "after:piv-signed@3"})
+    other = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL, env=dict(os.environ))
+    killed_out, _ = killed.communicate(timeout=300)
+    other_out, other_err = other.communicate(timeout=300)
+    assert killed.returncode == -9
+    assert other.returncode == 0, other_err
+    done_by_killed = [json.loads(ln)["serial"] for ln in killed_out.splitlines()
+                      if '"result": "done"' in ln]
+    assert len(done_by_killed) == 2  # its third key was the one in progress
+    resumed = subprocess.run([HWTOKEN, "provision", "resume", "--inventory", url, "--ca-cert",
+                              str(cert), "--ca-key", str(key), "--json"], capture_output=True,
+                             text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [json.loads(ln)["result"] for ln in resumed.stdout.splitlines()[:-1]] == ["done"]
+
+    pool = {virtual_serial(pool_name(i)): f"emu:{pool_name(i)}" for i in range(1, keys + 1)}
+    ca = x509.load_pem_x509_certificate(cert.read_bytes())
+    with opened(url) as inv:
+        records = inv.records()
+        assert sorted(r.serial for r in records) == sorted(pool)
+        assert {r.state for r in records} == {State.DONE}
+        assert len({r.station for r in records}) == 3  # both stations, and the resume
+        for serial, device in pool.items():
+            kinds = [n.kind for n in inv.notes(RecordKey(serial, "piv", "9a"))]
+            assert kinds.count("generating") == 1 and kinds.count("certificate") == 1, kinds
+            (noted,) = [n.value for n in inv.notes(RecordKey(serial, "piv", "9a"))
+                        if n.kind == "certificate"]
+            with piv_session(device) as s:
+                in_slot = s.get_certificate(SLOT.AUTHENTICATION)
+            assert in_slot == x509.load_pem_x509_certificate(noted.encode())
+            in_slot.verify_directly_issued_by(ca)

@@ -488,7 +488,7 @@ LINOTP_PASSWORD = "LinOTP takes a PSKC password of 6 to 64 ASCII characters"
     ("pskc", {"target": "freeradius"},
      "unknown export target 'freeradius': use one of generic, privacyidea, linotp"),
     ("xml", {}, "unknown export format 'xml': use one of pskc, csv, yubico-csv, chalresp-csv, "
-                "access-codes"),
+                "access-codes, pin-mailer, certificates"),
     ("yubico-csv", {"target": "privacyidea"}, SERVER_YUBICO_CSV.format("privacyIDEA")),
     ("yubico-csv", {"target": "linotp"}, SERVER_YUBICO_CSV.format("LinOTP")),
     ("chalresp-csv", {"target": "privacyidea"},

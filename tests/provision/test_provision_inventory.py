@@ -170,3 +170,54 @@ def test_sqlite_is_wal_with_synchronous_full(tmp_path):
         assert inv.query("PRAGMA synchronous")[0][0] == 2  # FULL
     with open_inventory(str(tmp_path / "inv.db")) as again:  # every connection, not once
         assert again.query("PRAGMA synchronous")[0][0] == 2
+
+
+def test_a_records_journal_is_kept_per_generation_and_forgotten_with_it(inventory_url):
+    with opened(inventory_url) as inv:
+        rec = _record(99)
+        inv.seal(rec, b"1" * 20)
+        inv.claim(rec)
+        inv.note(rec.key, "csr", "first csr")
+        inv.note_secret(rec.key, "credentials", b"old pin")
+        first = inv.notes(rec.key)
+        assert [(n.kind, n.current, n.sealed) for n in first] == [
+            ("csr", True, False), ("credentials", True, True)]
+        assert b"old pin" not in first[1].value.encode() and "old pin" not in repr(first[1])
+        assert inv.open_note(rec.key, first[1]) == b"old pin"
+        again = _record(99)  # reprogrammed: a new secret starts a new generation
+        inv.seal(again, b"2" * 20)
+        assert inv.claim(again, reprogram=True)
+        inv.note(again.key, "csr", "second csr")
+        notes = inv.notes(again.key)
+        assert [(n.value, n.current) for n in notes if n.kind == "csr"] == [
+            ("first csr", False), ("second csr", True)]
+        assert inv.open_note(again.key, notes[1]) == b"old pin"  # history stays readable
+        moved = _record(100)  # a sealed note copied to another record does not open
+        inv.seal(moved, b"3" * 20)
+        inv.claim(moved)
+        with pytest.raises(WrongKey):
+            inv.open_note(moved.key, notes[1])
+        assert inv.forget(again.key)
+        assert inv.notes(again.key) == []
+        assert inv.query("SELECT COUNT(*) FROM artifacts WHERE serial = 99") == [(0,)]
+        with pytest.raises(InvalidInput, match="no record 99/otp:2"):
+            inv.note(again.key, "csr", "x")
+
+
+def test_stations_opening_a_new_postgres_inventory_at_once_make_its_tables_once(pg_server):
+    """Each open of a new database races to create the tables: the one that waited must
+    see them (a transaction begun before the others committed would not) -- four
+    processes at once, a few times over."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom hwtoken.provision.inventory import open_inventory\n"
+            "open_inventory(sys.argv[1]).close()\n")
+    for _ in range(5):
+        url = pg_server.new_database()
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        with opened(url) as inv:
+            assert inv.meta_get("schema") == "3"

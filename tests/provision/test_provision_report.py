@@ -104,6 +104,8 @@ def test_json_lines_and_no_hints():
 def test_lines_and_summaries_in_words():
     assert describe(Outcome(None, "usb", "refused", "no serial", reason="no-serial")) == \
         "(no serial) refused: no serial"
+    assert describe(Outcome(None, "/dev/hidraw3", "refused", "FIDO only",
+                            reason="unsuitable")) == "/dev/hidraw3 refused: FIDO only"
     assert describe(Outcome(5, "emu:a", "done", "", True, application="oath", target="mail",
                             mode="oath-totp")) == \
         "5 OATH credential 'mail' (oath-totp) done (reprogrammed)"

@@ -804,19 +804,37 @@ def test_each_record_is_told_as_soon_as_it_is_done(inv):
     assert [(o.target, o.result) for o in told] == [("1", "done"), ("2", "done")]
 
 
-def test_a_key_without_a_serial_is_refused_as_such(inv):
-    class NoSerial:
-        def arrivals(self):
-            yield Device(None, "usb", model="Security Key NFC", interfaces=frozenset({"fido"}))
+class _NoSerial:
+    """Discovery shows one key without a serial, at ``/dev/hidraw7``."""
 
-        def present(self, record):  # pragma: no cover
-            return None
+    def __init__(self, interfaces: frozenset[str] | None) -> None:
+        self.interfaces = interfaces
 
-    summary = Provisioner(inv, applet).run(CHALRESP, NoSerial())
-    assert summary.outcomes == [Outcome(None, "usb", "refused", "Security Key NFC shows no "
-                                        "serial number, so its records could not be told "
+    def arrivals(self):
+        yield Device(None, "/dev/hidraw7", model="YubiKey 5 NFC", interfaces=self.interfaces)
+
+    def present(self, record):  # pragma: no cover
+        return None
+
+
+@pytest.mark.parametrize("interfaces", [None, frozenset({"otp", "fido", "ccid"})])
+def test_a_key_without_a_serial_is_refused_as_such(inv, interfaces):
+    summary = Provisioner(inv, applet).run(CHALRESP, _NoSerial(interfaces))
+    assert summary.outcomes == [Outcome(None, "/dev/hidraw7", "refused", "YubiKey 5 NFC shows "
+                                        "no serial number, so its records could not be told "
                                         "apart: take it out")]
     assert summary.outcomes[0].reason == "no-serial" and inv.records() == []
+
+
+def test_a_fido_only_key_without_a_serial_at_an_otp_station_is_refused_as_fido_only(inv):
+    """A Security Key shows no serial (as a real one does not): what the operator needs to
+    hear is that it is the wrong kind of key, not that its serial is missing."""
+    source = _NoSerial(frozenset({"fido"}))
+    summary = Provisioner(inv, applet).run(CHALRESP, source)
+    assert summary.outcomes == [Outcome(None, "/dev/hidraw7", "refused", "YubiKey 5 NFC is a "
+                                        "FIDO-only key (FIDO interface only): it has no OTP "
+                                        "slots")]
+    assert summary.outcomes[0].reason == "unsuitable" and inv.records() == []
 
 
 def test_random_access_codes_are_per_slot_and_sealed(inv):

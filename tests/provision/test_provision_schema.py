@@ -99,8 +99,8 @@ def test_a_station_killed_in_the_middle_of_the_upgrade_leaves_it_as_it_was(inven
     make_v1_inventory(url, OLD, exports=[(301, "generic:pskc")])
     before = dump(url)
     dialect = "postgres" if url.startswith("postgresql://") else "sqlite"
-    steps = len(schema.upgrade_from_1(dialect, export_state=True))
-    assert steps >= 10
+    steps = len(schema.upgrade(dialect, 1, export_state=True))
+    assert steps >= 13
     for step in range(1, steps + 1):
         hwtoken("provision", "status", "-i", url,
                 env={"HWTOKEN_FAULT": f"after:upgrade@{step}"}, check=-9)
@@ -109,7 +109,7 @@ def test_a_station_killed_in_the_middle_of_the_upgrade_leaves_it_as_it_was(inven
     after = dump(url)
     assert after != before
     with opened(url) as inv:
-        assert inv.meta_get("schema") == "2"
+        assert inv.meta_get("schema") == str(schema.VERSION)
         assert {r.serial: inv.secret(r) for r in inv.records()} == SECRETS
     hwtoken("provision", "list", "-i", url)  # opened again: nothing more to do
     assert dump(url) == after
@@ -132,13 +132,48 @@ def test_two_stations_opening_an_old_inventory_at_once_upgrade_it_once(inventory
 def test_an_inventory_from_a_newer_hwtoken_is_refused(tmp_path):
     url = str(tmp_path / "keys.db")
     hwtoken("provision", "run", "-i", url, "-m", "chalresp", "--virtual", "1")
+    newer = schema.VERSION + 1
     with opened(url) as inv:
-        inv.query("UPDATE meta SET value = '3' WHERE name = 'schema'")
+        inv.query(f"UPDATE meta SET value = '{newer}' WHERE name = 'schema'")
     for command in (["status"], ["list"], ["run", "-m", "hotp", "--virtual", "1"]):
         proc = hwtoken("provision", *command, "-i", url, check=2)
         assert proc.stderr.strip().splitlines()[-1] == (
-            f"error: the inventory sqlite://{url} has schema version 3, which this hwtoken "
-            "does not know (it knows up to 2): upgrade hwtoken")
+            f"error: the inventory sqlite://{url} has schema version {newer}, which this "
+            f"hwtoken does not know (it knows up to {schema.VERSION}): upgrade hwtoken")
+
+
+def _make_v2(url: str) -> dict:
+    """A schema-2 inventory (before the journal) with one done record: today's tables
+    without ``artifacts``, exactly what version 2 created. Returns its secrets (read
+    before: opening it now would upgrade it)."""
+    hwtoken("provision", "run", "-i", url, "-m", "chalresp", "--virtual", "1")
+    with opened(url) as inv:
+        secrets = {r.key: inv.secret(r) for r in inv.records()}
+        with inv.transaction():
+            inv.query("DROP TABLE artifacts")
+            inv.query("UPDATE meta SET value = '2' WHERE name = 'schema'")
+    return secrets
+
+
+def test_a_schema_2_inventory_gets_its_journal_in_place_and_a_kill_leaves_it_as_it_was(
+        inventory_url):
+    url = _path(inventory_url)
+    secrets = _make_v2(url)
+    before = dump(url)
+    dialect = "postgres" if url.startswith("postgresql://") else "sqlite"
+    steps = len(schema.upgrade(dialect, 2, export_state=True))
+    assert steps == 3
+    for step in range(1, steps + 1):
+        hwtoken("provision", "status", "-i", url,
+                env={"HWTOKEN_FAULT": f"after:upgrade@{step}"}, check=-9)
+        assert dump(url) == before, f"killed after statement {step}"
+    hwtoken("provision", "list", "-i", url)
+    with opened(url) as inv:
+        assert inv.meta_get("schema") == str(schema.VERSION) == "3"
+        assert {r.key: inv.secret(r) for r in inv.records()} == secrets
+        key = next(iter(secrets))
+        inv.note(key, "csr", "a line of the journal")  # the journal is there
+        assert [n.value for n in inv.notes(key)] == ["a line of the journal"]
 
 
 @pytest.mark.parametrize("export_state", [True, False])
@@ -165,3 +200,4 @@ def test_the_upgrade_statements_match_the_tables_a_new_inventory_gets(tmp_path, 
             db.close()
 
     assert shape(old) == shape(new)
+    assert "artifacts" in shape(old)

@@ -133,3 +133,36 @@ def test_wrong_passphrase_message_has_no_secret(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: the inventory needs a "
                                                            "passphrase")
     assert "Traceback" not in proc.stderr
+
+
+def test_no_piv_or_fido_credential_in_logs_output_or_the_journal(tmp_path, caplog):
+    """The PINs, PUKs and management keys of -m piv and -m fido: in no log line (the
+    client libraries' included), no outcome, no record shown, no journal line but the
+    sealed copies, no command output."""
+    from piv_helpers import CountingCa, provisioner
+
+    from hwtoken.provision.piv import PivCredentials
+
+    caplog.set_level(logging.DEBUG)
+    url = str(tmp_path / "inv.db")
+    plan = [Spec(Mode.PIV, name="9a", protect=True), Spec(Mode.FIDO, name="pin")]
+    with opened(url) as inv:
+        summary = provisioner(inv, CountingCa(tmp_path)).run(plan, VirtualPool(2))
+        assert summary.counts() == {"done": 4}
+        values: list[str] = []
+        shown = [repr(summary.outcomes)]
+        for rec in inv.records():
+            secret = inv.secret(rec)
+            if rec.application == "piv":
+                creds = PivCredentials.unpack(secret)
+                values += [creds.pin, creds.puk, *_forms(creds.management_key)]
+            else:
+                values.append(secret.decode())
+            shown += [repr(rec.public()), repr(inv.notes(rec.key))]
+            shown += [n.value for n in inv.notes(rec.key) if not n.sealed]
+    cli = [hwtoken("provision", *args, "-i", url, "--json") for args in (["status"], ["list"])]
+    texts = [caplog.text, *shown, *(p.stdout + p.stderr for p in cli)]
+    assert caplog.records
+    for text in texts:
+        for value in values:
+            assert value not in text

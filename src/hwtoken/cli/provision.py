@@ -26,7 +26,9 @@ from hwtoken.errors import CheckFailed, InvalidInput
 
 PSKC_PASSWORD_ENV = "HWTOKEN_PSKC_PASSWORD"
 ACCESS_CODE_ENV = "HWTOKEN_ACCESS_CODE"
-MODES = ("hotp", "chalresp", "yubiotp", "oath-totp", "oath-hotp")
+CA_PASSPHRASE_ENV = "HWTOKEN_CA_PASSPHRASE"
+MODES = ("hotp", "chalresp", "yubiotp", "oath-totp", "oath-hotp", "piv", "fido")
+PIV_ALGORITHMS = ("ECCP256", "ECCP384", "ED25519", "RSA2048", "RSA3072", "RSA4096")
 
 
 class ModeOption(click.Choice):
@@ -65,6 +67,58 @@ def access_code_option(f: Any) -> Any:
         metavar="-|HEX",
         help=f"The access code the keys' OTP slots are protected by now: 12 hex digits, - to "
              f"read them from stdin (or ${ACCESS_CODE_ENV}).")(f)
+
+
+def station_options(f: Any) -> Any:
+    """What a run or resume needs for PIV slots: the CA that signs their certificates and
+    the roots their attestation is checked against."""
+    f = click.option("--attestation-roots", type=click.Path(dir_okay=False, exists=True),
+                     metavar="FILE",
+                     help="piv: trust the PIV attestation roots in this PEM file instead of "
+                          "Yubico's (shipped with hwtoken); a virtual key's own root is "
+                          "always trusted for that key.")(f)
+    f = click.option("--days", type=click.IntRange(1, 36500), default=365, show_default=True,
+                     help="piv: how long a certificate --ca-key issues is valid.")(f)
+    f = click.option("--ca-command", metavar="CMD",
+                     help="piv: a program that reads a CSR (PEM) on stdin and writes the "
+                          "certificate on stdout: openssl x509 -req ..., openssl ca ..., "
+                          "step ca sign, your own signer (split like a shell does, run "
+                          "without one).")(f)
+    f = click.option("--ca-passphrase", type=SecretText(env=CA_PASSPHRASE_ENV),
+                     envvar=CA_PASSPHRASE_ENV, metavar="-",
+                     help=f"piv: the passphrase of --ca-key: - reads it from stdin (or "
+                          f"${CA_PASSPHRASE_ENV}).")(f)
+    f = click.option("--ca-key", type=click.Path(dir_okay=False, exists=True),
+                     help="piv: the CA's private key (PEM).")(f)
+    f = click.option("--ca-cert", type=click.Path(dir_okay=False, exists=True),
+                     help="piv: the CA's certificate (PEM) that issues the slots' "
+                          "certificates.")(f)
+    return f
+
+
+def _station(report: Any, *, ca_cert: str | None, ca_key: str | None,
+             ca_passphrase: str | None, ca_command: str | None, days: int,
+             attestation_roots: str | None) -> Any:
+    """The run's Station: the CA and the roots, checked before the inventory is opened
+    (which becomes the records' journal: the caller sets it)."""
+    from hwtoken.provision import attestation
+    from hwtoken.provision.ca import signer_from
+    from hwtoken.provision.protocol import Station
+
+    if ca_passphrase is not None and not ca_key and not _given("ca_passphrase"):
+        ca_passphrase = None  # $HWTOKEN_CA_PASSPHRASE set for another run: not for this one
+    passphrase = read_secret_input(ca_passphrase) if ca_passphrase is not None else None
+    signer = signer_from(ca_cert=ca_cert, ca_key=ca_key, passphrase=passphrase,
+                         ca_command=ca_command, days=days)
+    trust = attestation.load(attestation_roots) if attestation_roots else None
+    return Station(trust=trust, signer=signer, say=report.say)
+
+
+def _given(*names: str) -> list[str]:
+    """Which of these parameters the command line (not the environment) gave."""
+    ctx = click.get_current_context()
+    return [n for n in names
+            if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
 
 
 def _prompt_passphrase(new: bool) -> str:
@@ -145,11 +199,14 @@ def provision() -> None:
 @inventory_options
 @click.option("--mode", "-m", "modes", type=ModeOption(), multiple=True, required=True,
               help="hotp/chalresp/yubiotp: an OTP slot (python-yubico); oath-totp/oath-hotp: "
-                   "a credential on the OATH applet (yubikit). Repeat for several places on "
+                   "a credential on the OATH applet (yubikit); piv: a PIV slot's PIN, PUK, "
+                   "management key, key pair and CA certificate (yubikit); fido: a FIDO2 "
+                   "PIN the user must change (python-fido2). Repeat for several places on "
                    "each key, each with its slot or name: -m chalresp:1 -m hotp:2 "
-                   "-m oath-totp:mail.")
-@click.option("--slot", type=click.IntRange(1, 2), default=2, show_default=True,
-              help="OTP slot for a mode without :SLOT.")
+                   "-m oath-totp:mail -m piv:9a -m fido.")
+@click.option("--slot", metavar="1|2|9a|9c|...",
+              help="The slot for a mode without :SLOT: an OTP slot (default 2) or a PIV "
+                   "slot (default 9a).")
 @click.option("--digits", type=click.Choice(["6", "7", "8"]), default="6", show_default=True,
               help="Code length (hotp, oath-*).")
 @click.option("--touch", is_flag=True, help="Require a touch (chalresp, oath-*).")
@@ -159,6 +216,22 @@ def provision() -> None:
               show_default=True,
               help="yubiotp: the public ID from the key's serial (as ykman's "
                    "--serial-public-id) or random (vv...).")
+@click.option("--pin-length", type=click.IntRange(4, 63), default=8, show_default=True,
+              help="piv (6-8), fido (4-63): digits of each key's random PIN.")
+@click.option("--algorithm", type=click.Choice(PIV_ALGORITHMS, case_sensitive=False),
+              default="ECCP256", show_default=True,
+              help="piv: the key pair generated in the slot.")
+@click.option("--subject", default="CN={serial}", show_default=True,
+              help="piv: the CSR's subject, RFC 4514 with {serial} and {slot}: "
+                   "\"CN={serial},O=ACME\".")
+@click.option("--protect", is_flag=True,
+              help="piv: store the management key on the key, PIN-protected (as ykman piv "
+                   "access change-management-key --protect).")
+@station_options
+@click.option("--min-pin-length", type=click.IntRange(4, 63),
+              help="fido: the key's new minimum PIN length.")
+@click.option("--always-uv", is_flag=True,
+              help="fido: turn alwaysUv on (every use asks for the PIN).")
 @click.option("--count", "-n", type=click.IntRange(1, 1_000_000),
               help="Stop after this many keys are done.")
 @click.option("--virtual", type=click.IntRange(1, 9999), metavar="N",
@@ -181,11 +254,14 @@ def provision() -> None:
               help="Accept a passphrase under 12 characters for a new inventory.")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON Lines: one object per record, then a summary.")
-def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: int, digits: str,
-        touch: bool, name: str, public_id: str, count: int | None, virtual: int | None,
-        reprogram: bool, overwrite: bool, force: bool, access_code: str | None,
-        new_access_code: str | None, idle_timeout: float | None, allow_weak: bool,
-        as_json: bool) -> None:
+def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: str | None,
+        digits: str, touch: bool, name: str, public_id: str, pin_length: int,
+        algorithm: str, subject: str, protect: bool, ca_cert: str | None,
+        ca_key: str | None, ca_passphrase: str | None, ca_command: str | None, days: int,
+        attestation_roots: str | None, min_pin_length: int | None, always_uv: bool,
+        count: int | None, virtual: int | None, reprogram: bool, overwrite: bool,
+        force: bool, access_code: str | None, new_access_code: str | None,
+        idle_timeout: float | None, allow_weak: bool, as_json: bool) -> None:
     """Program keys as they arrive, recording each secret before the key is written.
 
     Real keys are taken by serial as they are plugged in (remove one, insert the next).
@@ -193,14 +269,25 @@ def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: int, digit
     something this inventory did not write is refused unless --overwrite. Exit 1 if a key
     failed its check, or if keys came and none was programmed (all refused or busy).
     """
-    from hwtoken.provision.options import build_plan
+    import functools
+
+    from hwtoken.provision.options import build_plan, check_mode_options
     from hwtoken.provision.programmers import programmer_for
     from hwtoken.provision.report import StationReport, ctrl_c_kept
     from hwtoken.provision.runner import Provisioner
     from hwtoken.provision.sources import UsbKeys, VirtualPool
 
     plan = build_plan(modes, slot=slot, digits=int(digits), touch=touch, name=name,
-                      public_id=public_id)
+                      public_id=public_id, pin_length=pin_length,
+                      algorithm=algorithm.upper(), subject=subject, protect=protect,
+                      min_pin_length=min_pin_length, always_uv=always_uv)
+    check_mode_options(plan, _given(
+        "pin_length", "algorithm", "subject", "protect", "ca_cert", "ca_key",
+        "ca_passphrase", "ca_command", "days", "attestation_roots", "min_pin_length",
+        "always_uv"))
+    if ca_passphrase == "-" and "-" in (access_code, new_access_code):
+        raise InvalidInput("only one secret can come from stdin: give the CA passphrase in "
+                           f"${CA_PASSPHRASE_ENV}")
     if force and not overwrite:
         raise InvalidInput("--force only confirms --overwrite: give both, or neither")
     if overwrite and not force and not is_interactive():
@@ -210,13 +297,18 @@ def run(url: str, key_file: str | None, modes: tuple[str, ...], slot: int, digit
     total = count if virtual is None else min(virtual, count or virtual)
     report = StationReport(as_json=as_json, total=total, label="provisioning")
     _install_touch_reader(report)
+    station = _station(report, ca_cert=ca_cert, ca_key=ca_key,
+                       ca_passphrase=ca_passphrase, ca_command=ca_command, days=days,
+                       attestation_roots=attestation_roots)
     inv = _open(url, key_file, allow_weak=allow_weak)
+    station.journal = inv
     try:
         source = (VirtualPool(virtual) if virtual is not None
                   else UsbKeys(count, idle_timeout=idle_timeout, announce=report.say))
+        programmers = functools.partial(programmer_for, station=station)
         try:
             with report, ctrl_c_kept() as told:
-                summary = Provisioner(inv, programmer_for, on_outcome=told(report.outcome)).run(
+                summary = Provisioner(inv, programmers, on_outcome=told(report.outcome)).run(
                     plan, source, count=count, reprogram=reprogram,
                     overwrite=True if force else (_ask_once(report) if overwrite else False),
                     **codes)
@@ -282,9 +374,12 @@ def _exit_for(summary: Any) -> None:
 @click.option("--code", "codes", multiple=True, metavar="SERIAL=CODE",
               help="A code the key SERIAL typed when touched elsewhere: settles its pending "
                    "HOTP or Yubico OTP slot without the key (repeatable).")
+@station_options
 @click.option("--json", "as_json", is_flag=True,
               help="JSON Lines: one object per record, then a summary.")
 def resume(url: str, key_file: str | None, access_code: str | None, codes: tuple[str, ...],
+           ca_cert: str | None, ca_key: str | None, ca_passphrase: str | None,
+           ca_command: str | None, days: int, attestation_roots: str | None,
            as_json: bool) -> None:
     """Settle every pending record after a crash.
 
@@ -293,6 +388,8 @@ def resume(url: str, key_file: str | None, access_code: str | None, codes: tuple
     present are reported (exit 1); plug them in and resume again. --code records the hand
     check of an HOTP or Yubico OTP slot that a station without a terminal left pending.
     """
+    import functools
+
     from hwtoken.provision.model import State
     from hwtoken.provision.options import parse_typed_codes
     from hwtoken.provision.programmers import programmer_for
@@ -302,16 +399,24 @@ def resume(url: str, key_file: str | None, access_code: str | None, codes: tuple
     from hwtoken.provision.sources import RecordedKeys
 
     typed = parse_typed_codes(codes)
+    if ca_passphrase == "-" and access_code == "-":
+        raise InvalidInput("only one secret can come from stdin: give the CA passphrase in "
+                           f"${CA_PASSPHRASE_ENV}")
     current = _access_code(access_code)
+    report = StationReport(as_json=as_json, total=None, label="resuming")
+    station = _station(report, ca_cert=ca_cert, ca_key=ca_key,
+                       ca_passphrase=ca_passphrase, ca_command=ca_command, days=days,
+                       attestation_roots=attestation_roots)
     inv = _open(url, key_file, create=False)
+    station.journal = inv
     try:
         check_typed(inv, list(typed))
         pending = inv.records(states=[State.PENDING])
-        report = StationReport(as_json=as_json, total=len({r.serial for r in pending}),
-                               label="resuming")
+        report.total = len({r.serial for r in pending})
         _install_touch_reader(report)
+        programmers = functools.partial(programmer_for, station=station)
         with report, ctrl_c_kept() as told:
-            summary = Provisioner(inv, programmer_for, on_outcome=told(report.outcome)).resume(
+            summary = Provisioner(inv, programmers, on_outcome=told(report.outcome)).resume(
                 RecordedKeys(), access_code=current, codes=typed)
         if not pending:
             report.summary(summary, nothing_pending=True)
@@ -378,14 +483,18 @@ def list_cmd(url: str, key_file: str | None, states: tuple[str, ...], as_json: b
     """Every record: key, place, mode, state, attempts, export, last error. Needs no
     passphrase."""
     from hwtoken.provision.model import State
+    from hwtoken.provision.records import issued
 
     inv = _open(url, key_file, unlock=False, create=False)
     try:
         records = inv.records(states=[State(s) for s in states] if states else None)
+        certs = {r.key: issued(inv, r) for r in records if r.application == "piv"}
     finally:
         inv.close()
     if as_json:
-        emit_json({"inventory": inv.url, "records": [r.public() for r in records]})
+        emit_json({"inventory": inv.url, "records": [
+            {**r.public(), **({"issued": certs[r.key]} if r.key in certs else {})}
+            for r in records]})
         return
     if not records:
         click.echo(f"no records{' ' + '/'.join(states) if states else ''} in {inv.url}")
@@ -397,14 +506,26 @@ def list_cmd(url: str, key_file: str | None, states: tuple[str, ...], as_json: b
             if r.exported_at else "-"
         click.echo(f"{r.serial:>10}  {r.place:<24} {r.mode.value:<10} {r.state.value:<8} "
                    f"{r.attempts:>5}  {exported:<9} {r.last_error or ''}".rstrip())
+        for cert in certs.get(r.key, []):
+            click.echo(f"{'':>12}{_issued_line(cert)}")
+
+
+def _issued_line(cert: dict[str, Any]) -> str:
+    """One certificate (or unanswered CA request) of a PIV record, in words."""
+    if "unanswered_request" in cert:
+        return (f"the CA was asked ({cert['unanswered_request']}) and its answer was not "
+                "recorded: check the CA's log for a certificate to revoke")
+    state = "in the slot" if cert["current"] else "superseded: revoke it"
+    return (f"certificate {cert['certificate_serial']} ({cert['subject']}, sha256 "
+            f"{str(cert['sha256'])[:16]}...) {state}")
 
 
 @provision.command()
 @inventory_options
 @click.argument("serial", type=click.IntRange(0, 2**63 - 1))
 @click.option("--app", metavar="APP[:PLACE]",
-              help="Only the records of this application (otp, oath), or of one place in it "
-                   "(otp:2, oath:NAME).")
+              help="Only the records of this application (otp, oath, piv, fido), or of one "
+                   "place in it (otp:2, oath:NAME, piv:9a).")
 @force_option("Do not ask.")
 @json_option
 def forget(url: str, key_file: str | None, serial: int, app: str | None, force: bool,
@@ -441,11 +562,16 @@ def forget(url: str, key_file: str | None, serial: int, app: str | None, force: 
                    "(AES-128 PSKC, its token serials, no challenge-response keys); generic "
                    "is RFC 6030 and the CSV layouts for any consumer.")
 @click.option("--format", "fmt", type=click.Choice(["pskc", "csv", "yubico-csv", "chalresp-csv",
-                                                   "access-codes"]),
+                                                   "access-codes", "pin-mailer",
+                                                   "certificates"]),
               required=True, help="pskc (RFC 6030), csv (the OATH CSV privacyIDEA and LinOTP "
                                   "import), yubico-csv (the Personalization Tool's Yubico "
                                   "format), chalresp-csv (challenge-response secrets only), "
-                                  "access-codes (the slots' access codes, for the admin).")
+                                  "access-codes (the slots' access codes, for the admin), "
+                                  "pin-mailer (PIV and FIDO2 PINs and PUKs for the users: "
+                                  "CSV, or JSON for an --out ending in .json), certificates "
+                                  "(the PIV slots' certificates: a PEM bundle, and a CSV "
+                                  "next to it).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
               help="File to write (0600, atomically).")
 @click.option("--pskc-password", is_flag=True,
@@ -510,7 +636,8 @@ def export_cmd(url: str, key_file: str | None, target: str, fmt: str, out: str,
         emit_json(result.to_json())
     elif not as_json:
         enc = " (encrypted)" if result.encrypted else ""
-        click.echo(f"wrote {len(result.exported)} record(s) to {result.path}{enc}")
+        also = "".join(f" and {p}" for p in result.also)
+        click.echo(f"wrote {len(result.exported)} record(s) to {result.path}{also}{enc}")
     by_reason: dict[str, list[str]] = {}
     for key, reason in result.skipped.items():
         by_reason.setdefault(reason, []).append(f"{key.serial} {_place(key)}")

@@ -53,6 +53,15 @@ Formats
     a ``#`` header line, then ``serial,slot,key(hex),touch`` -- what it takes to program a
     spare key with the same secret or to compute a response without the key (KeePassXC,
     pam_yubico's challenge files, LUKS).
+``pin-mailer`` (``generic`` only: PIV and FIDO2 records, for a print-and-seal mailer)
+    per record the PIN the user gets and, for PIV, the PUK: CSV
+    (``serial,application,place,pin,puk`` after a header line) or, for an ``--out``
+    ending in ``.json``, a JSON list of objects with those keys. The management key stays
+    in the inventory.
+``certificates`` (``generic`` only: PIV records)
+    the certificate each slot holds, as a PEM bundle at ``--out``, and next to it (the
+    same name ending in ``.csv``) ``serial,slot,subject,certificate serial(hex),sha256``
+    after a header line.
 
 Export state
 ------------
@@ -83,7 +92,10 @@ from hwtoken.provision.inventory import Inventory
 from hwtoken.provision.model import HOTP_IMF, OATH_PERIOD, Mode, Record, RecordKey, State
 
 TARGETS = ("generic", "privacyidea", "linotp")
-FORMATS = ("pskc", "csv", "yubico-csv", "chalresp-csv", "access-codes")
+FORMATS = ("pskc", "csv", "yubico-csv", "chalresp-csv", "access-codes", "pin-mailer",
+           "certificates")
+#: formats for the admin (never a server), of the PIV and FIDO2 records
+ADMIN_FORMATS = {"pin-mailer": ("piv", "fido"), "certificates": ("piv",)}
 #: the formats each target takes (a server's: what it imports whole)
 TARGET_FORMATS = {"generic": FORMATS, "privacyidea": ("pskc", "csv"), "linotp": ("pskc", "csv")}
 SERVER_NAMES = {"privacyidea": "privacyIDEA", "linotp": "LinOTP"}
@@ -101,6 +113,8 @@ SERIAL_MAX = 40
 
 CHALRESP_CSV_HEADER = "# hwtoken challenge-response keys: serial,slot,key(hex),touch"
 ACCESS_CODES_HEADER = "# hwtoken access codes: serial,slot,access code(hex),state"
+PIN_MAILER_HEADER = "# hwtoken PIN mailer: serial,application,place,pin,puk"
+CERTIFICATES_HEADER = "# hwtoken certificates: serial,slot,subject,certificate serial,sha256"
 
 SecretOf = Callable[[Record], bytes]
 CodeOf = Callable[[Record], "bytes | None"]
@@ -120,6 +134,7 @@ class ExportResult:
     exported: list[RecordKey] = field(default_factory=list)
     skipped: dict[RecordKey, str] = field(default_factory=dict)
     encrypted: bool = False
+    also: list[str] = field(default_factory=list)  # files written next to ``path``
 
     @property
     def serials(self) -> list[int]:
@@ -131,7 +146,7 @@ class ExportResult:
                 "count": len(self.exported),
                 "serials": self.serials,
                 "records": [k.label for k in self.exported],
-                "encrypted": self.encrypted,
+                "encrypted": self.encrypted, "files": [self.path, *self.also],
                 "skipped": {k.label: v for k, v in self.skipped.items()}}
 
 
@@ -177,6 +192,15 @@ def otp_length(rec: Record) -> int:
 
 def unsupported(rec: Record, target: str, fmt: str, *, encrypted: bool = False) -> str | None:
     """Why ``rec`` cannot go into this export, or None if it can."""
+    if fmt in ADMIN_FORMATS:
+        takes = ADMIN_FORMATS[fmt]
+        return None if rec.application in takes else (
+            f"{fmt} holds {' and '.join(a.upper() for a in takes)} records only")
+    if rec.application in ("piv", "fido"):
+        return (f"a {rec.mode.value} record holds a PIN for the user, not a secret for a "
+                "validation server: export it with --format pin-mailer"
+                + (" (and its certificate with --format certificates)"
+                   if rec.application == "piv" else ""))
     if fmt == "chalresp-csv":
         return None if rec.mode is Mode.CHALRESP else (
             "chalresp-csv holds challenge-response slots only (use pskc or csv)")
@@ -290,6 +314,58 @@ def render_access_codes(records: list[Record], code_of: CodeOf) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def render_pin_mailer(records: list[Record], secret_of: SecretOf, *, as_json: bool) -> str:
+    """What each user gets: the PIN (and, for PIV, the PUK) of each record."""
+    import csv
+    import json
+
+    from hwtoken.provision.piv import PivCredentials
+
+    rows = []
+    for rec in records:
+        secret = secret_of(rec)
+        if rec.application == "piv":
+            creds = PivCredentials.unpack(secret)
+            pin, puk = creds.pin, creds.puk
+        else:
+            pin, puk = secret.decode("ascii"), ""
+        rows.append({"serial": rec.serial, "application": rec.application,
+                     "place": rec.target, "pin": pin, "puk": puk})
+    if as_json:
+        return json.dumps(rows, indent=2) + "\n"
+    out = io.StringIO()
+    out.write(PIN_MAILER_HEADER + "\n")
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        writer.writerow(row.values())
+    return out.getvalue()
+
+
+def render_certificates(records: list[Record], certificate_of: Callable[[Record], str]
+                        ) -> tuple[str, str]:
+    """The PEM bundle and the CSV of the certificates ``records``' slots hold."""
+    import csv
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    pems, out = [], io.StringIO()
+    out.write(CERTIFICATES_HEADER + "\n")
+    writer = csv.writer(out, lineterminator="\n")
+    for rec in records:
+        pem = certificate_of(rec)
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        pems.append(pem if pem.endswith("\n") else pem + "\n")
+        writer.writerow([rec.serial, rec.target, cert.subject.rfc4514_string(),
+                         f"{cert.serial_number:x}", cert.fingerprint(hashes.SHA256()).hex()])
+    return "".join(pems), out.getvalue()
+
+
+def certificates_csv_path(path: Path) -> Path:
+    """Where ``--format certificates`` puts its CSV: ``--out`` ending in ``.csv``."""
+    return path.with_suffix(".csv")
+
+
 def check_options(target: str, fmt: str, *, password: str | None = None,
                   preshared_key: bytes | None = None) -> None:
     """Refuse a combination the target cannot import (before anything is read or written)."""
@@ -306,6 +382,9 @@ def check_options(target: str, fmt: str, *, password: str | None = None,
     if server and fmt == "access-codes":
         raise InvalidInput("access codes are for the admin, never for a validation server: "
                            "export them with --for generic --format access-codes")
+    if server and fmt in ADMIN_FORMATS:
+        raise InvalidInput(f"--format {fmt} is for the admin, never for a validation "
+                           f"server: export it with --for generic --format {fmt}")
     if server and fmt not in TARGET_FORMATS[target]:
         raise InvalidInput(f"{fmt} is not a format {server} imports; it is for the programs "
                            "that use challenge-response keys: export it with --for generic")
@@ -341,8 +420,13 @@ def export(inventory: Inventory, fmt: str, out: str, *, target: str = "generic",
     """
     check_options(target, fmt, password=password, preshared_key=preshared_key)
     path = Path(out)
-    if path.exists() and not force:
-        raise InvalidInput(f"{path} exists; choose another file or pass --force")
+    also = [certificates_csv_path(path)] if fmt == "certificates" else []
+    if also and also[0] == path:
+        raise InvalidInput(f"--out names the PEM bundle of --format certificates; its CSV "
+                           f"goes next to it ({path.stem}.csv): give --out {path.stem}.pem")
+    for each in (path, *also):
+        if each.exists() and not force:
+            raise InvalidInput(f"{each} exists; choose another file or pass --force")
     result = ExportResult(str(path), fmt, target,
                           encrypted=password is not None or preshared_key is not None)
     if fmt == "access-codes":
@@ -372,6 +456,12 @@ def export(inventory: Inventory, fmt: str, out: str, *, target: str = "generic",
         data = render_oath_csv(taken, inventory.secret)
     elif fmt == "yubico-csv":
         data = render_yubico_csv(taken, inventory.secret, inventory.access_code)
+    elif fmt == "pin-mailer":
+        data = render_pin_mailer(taken, inventory.secret, as_json=path.suffix == ".json")
+    elif fmt == "certificates":
+        data, table = render_certificates(taken, lambda rec: _certificate(inventory, rec))
+        _write(also[0], table)
+        result.also = [str(also[0])]
     else:
         data = render_chalresp_csv(taken, inventory.secret)
     _write(path, data)
@@ -380,6 +470,15 @@ def export(inventory: Inventory, fmt: str, out: str, *, target: str = "generic",
     # station) keeps its new secret due for the next export
     inventory.mark_exported({r.key: r.sealed for r in taken}, kind)
     return result
+
+
+def _certificate(inventory: Inventory, rec: Record) -> str:
+    """The certificate (PEM) a done PIV record's slot holds: the last one its journal
+    recorded for the record's current secret."""
+    notes = [n for n in inventory.notes(rec.key) if n.current and n.kind == "certificate"]
+    if not notes:
+        raise CheckFailed(f"{rec.key.label} is done but its journal holds no certificate")
+    return notes[-1].value
 
 
 def _write(path: Path, data: bytes | str) -> None:

@@ -4,6 +4,10 @@
 makes the runner SIGKILL its own process once that step has completed for a key -- no
 ``finally`` blocks, no flush, exactly like a power cut for the software. Add ``@N`` to
 fire on the N-th key (1-based; default the first): ``HWTOKEN_FAULT=after:program@3``.
+The steps a programmer takes inside ``program`` are STEPs too (:data:`PROGRAM_STEPS`:
+``piv-credentials``, ``piv-generate``, ``piv-csr``, ``piv-signed``, ``piv-imported``,
+``fido-pin``, ``fido-reset``, ``fido-always-uv``, ``fido-config``); a programmer reports
+them with :func:`program_step`.
 ``after:upgrade@N`` kills the process after the N-th statement of an inventory's schema
 upgrade, before it commits (:mod:`hwtoken.provision.schema`).
 
@@ -25,7 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FAULT_ENV = "HWTOKEN_FAULT"
 RUN_STEPS = ("record", "program", "verify", "done")  # a key's four durable steps
-STEPS = (*RUN_STEPS, "upgrade")
+#: the steps inside ``program`` of the modes that program a place in several
+PROGRAM_STEPS = ("piv-credentials", "piv-generate", "piv-csr", "piv-signed", "piv-imported",
+                 "fido-pin", "fido-reset", "fido-always-uv", "fido-config")
+STEPS = (*RUN_STEPS, *PROGRAM_STEPS, "upgrade")
 
 Hook = Callable[[str, "Record"], None]
 
@@ -60,3 +67,20 @@ class FaultInjector:
         self._seen += 1
         if self._seen == self.nth:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+_PROCESS: FaultInjector | None = None
+
+
+def program_step(step: str, hook: Callable[[str, object], None] | None = None,
+                 key: object = None) -> None:
+    """A programmer finished ``step`` (one of :data:`PROGRAM_STEPS`) for record ``key``:
+    the station's in-process ``hook`` hears it, then the process's injector (counting
+    across every key of the process, like the runner's)."""
+    global _PROCESS
+    assert step in PROGRAM_STEPS, step
+    if hook is not None:
+        hook(step, key)
+    if _PROCESS is None:
+        _PROCESS = FaultInjector.from_env()
+    _PROCESS(step, None)

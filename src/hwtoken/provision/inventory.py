@@ -38,7 +38,7 @@ from typing import Any
 
 from hwtoken.errors import HwtokenError, InvalidInput
 from hwtoken.provision import schema
-from hwtoken.provision.model import Mode, Record, RecordKey, State
+from hwtoken.provision.model import Mode, Note, Record, RecordKey, State, generation_of
 from hwtoken.provision.schema import COLUMNS, LEGACY_EXPORT_KIND
 from hwtoken.provision.sealing import Sealer, Unlocker, unlock
 
@@ -55,6 +55,13 @@ class RecordBusy(HwtokenError):
 class InventoryUnavailable(HwtokenError):
     """The inventory cannot be read or written now: the station stops (no key is ever
     programmed without its record committed first)."""
+
+
+_SEALED = "+sealed"  # the kind of a note that holds a sealed secret ends so
+
+
+def _note_aad(key: RecordKey, kind: str) -> bytes:
+    return f"hwtoken-provision:note:{key.serial}:{key.application}:{key.target}:{kind}".encode()
 
 
 def station_id() -> str:
@@ -124,9 +131,11 @@ class Inventory(ABC):
     def _has_table(self, name: str) -> bool:
         """True if the table ``name`` exists."""
 
-    def _lock_schema(self) -> None:  # noqa: B027 - SQLite needs nothing more
-        """Inside a transaction: keep other stations from changing the schema meanwhile
-        (SQLite's write transaction already does)."""
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """Around a transaction that may change the schema: keep other stations from
+        changing it meanwhile (SQLite's write transaction already does)."""
+        yield
 
     def _lock_for_update(self) -> str:
         """Suffix locking selected rows inside a transaction (PostgreSQL's FOR UPDATE)."""
@@ -156,15 +165,14 @@ class Inventory(ABC):
         from hwtoken.provision.faults import FaultInjector
 
         fault = FaultInjector.from_env()
-        with self.transaction():
-            self._lock_schema()
+        with self._schema_lock(), self.transaction():
             version = self._version()
             if version == 0:
                 steps = schema.create(self.dialect)
                 self.created = True
-            elif version == 1:
-                steps = schema.upgrade_from_1(
-                    self.dialect, export_state=self.meta_get("export_state") is not None)
+            elif version in (1, 2):
+                steps = schema.upgrade(self.dialect, version,
+                                       export_state=self.meta_get("export_state") is not None)
             elif version == schema.VERSION:
                 return
             else:
@@ -292,10 +300,11 @@ class Inventory(ABC):
         return [row_to_record(r) for r in self.query(sql + order, params)]
 
     def forget(self, key: RecordKey) -> bool:
-        """Drop one record and its export state (the key keeps what it holds). False if
-        there was no such record."""
+        """Drop one record, its export state and its journal (the key keeps what it
+        holds). False if there was no such record."""
         with self.transaction():
             self.query(f"DELETE FROM exports WHERE {_KEY_WHERE}", tuple(key))  # noqa: S608
+            self.query(f"DELETE FROM artifacts WHERE {_KEY_WHERE}", tuple(key))  # noqa: S608
             rows = self.query(f"DELETE FROM records WHERE {_KEY_WHERE} RETURNING serial",  # noqa: S608
                               tuple(key))
         return bool(rows)
@@ -323,6 +332,45 @@ class Inventory(ABC):
                            (*key, kind, sealed_secret, at))
                 self.query(f"UPDATE records SET exported_at = ? WHERE {_KEY_WHERE} "  # noqa: S608
                            "AND sealed = ?", (at, *key, sealed_secret))
+
+    # -- a record's journal (artifacts) ------------------------------------------------------
+    def note(self, key: RecordKey, kind: str, value: str, *, sealed: bool = False) -> None:
+        """Write ``value`` down under ``kind`` for the current generation of record ``key``,
+        durably (committed before this returns). Never a secret unless ``sealed``."""
+        with self.transaction():
+            rows = self.query(f"SELECT sealed FROM records WHERE {_KEY_WHERE}",  # noqa: S608
+                              tuple(key))
+            if not rows:
+                raise InvalidInput(f"no record {key.label} to write {kind} down for")
+            self.query("INSERT INTO artifacts (serial, application, target, generation, kind, "
+                       "value, at, station) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*key, generation_of(rows[0][0]), kind + (_SEALED if sealed else ""),
+                        value, time.time(), station_id()))
+
+    def note_secret(self, key: RecordKey, kind: str, secret: bytes) -> None:
+        """Write ``secret`` down sealed (its associated data binds it to the record and
+        ``kind``): a programmer's copy of credentials it may need after a reprogram."""
+        self.note(key, kind, self.sealer.seal(secret, _note_aad(key, kind)), sealed=True)
+
+    def open_note(self, key: RecordKey, note: Note) -> bytes:
+        """The secret a sealed note holds."""
+        if not note.sealed:
+            raise ValueError("this note holds no sealed secret")
+        return self.sealer.open(note.value, _note_aad(key, note.kind))
+
+    def notes(self, key: RecordKey) -> list[Note]:
+        """The journal of record ``key``, oldest first, every generation (``current``:
+        the record's current one). Empty if there is no such record."""
+        rows = self.query(f"SELECT sealed FROM records WHERE {_KEY_WHERE}",  # noqa: S608
+                          tuple(key))
+        if not rows:
+            return []
+        current = generation_of(rows[0][0])
+        sql = f"SELECT kind, value, at, station, generation FROM artifacts WHERE {_KEY_WHERE}"  # noqa: S608
+        found = self.query(sql + " ORDER BY id", tuple(key))
+        return [Note(kind.removesuffix(_SEALED), value, at, station, generation,
+                     generation == current, kind.endswith(_SEALED))
+                for kind, value, at, station, generation in found]
 
     # -- events (audit trail; never secrets) ---------------------------------------------------
     def log_event(self, kind: str, message: str, serial: int | None = None,

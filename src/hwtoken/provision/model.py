@@ -1,8 +1,9 @@
 """What a provisioning record holds: the mode a key is programmed in and its state.
 
 A key may carry several records, one per *place*: the application on the key (``otp``,
-``oath``; later ``piv``, ``fido``) and the target in it (an OTP slot ``"1"``/``"2"``, an
-OATH credential name). :class:`RecordKey` ``(serial, application, target)`` names one.
+``oath``, ``piv``, ``fido``) and the target in it (an OTP slot ``"1"``/``"2"``, an OATH
+credential name, a PIV slot ``"9a"``, the FIDO2 ``"pin"``). :class:`RecordKey` ``(serial,
+application, target)`` names one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Mode(enum.StrEnum):
     YUBIOTP = "yubiotp"      # OTP slot, Yubico OTP (AES-128) typed on touch (python-yubico)
     OATH_TOTP = "oath-totp"  # OATH applet credential, TOTP (yubikit)
     OATH_HOTP = "oath-hotp"  # OATH applet credential, HOTP (yubikit)
+    PIV = "piv"              # PIV slot: credentials, key pair, CA certificate (yubikit)
+    FIDO = "fido"            # FIDO2 PIN the user must change (python-fido2)
 
     @property
     def application(self) -> str:
@@ -44,7 +47,8 @@ class Mode(enum.StrEnum):
 
 #: mode -> the application on the key (a new mode adds its line here)
 APPLICATION = {Mode.HOTP: "otp", Mode.CHALRESP: "otp", Mode.YUBIOTP: "otp",
-               Mode.OATH_TOTP: "oath", Mode.OATH_HOTP: "oath"}
+               Mode.OATH_TOTP: "oath", Mode.OATH_HOTP: "oath", Mode.PIV: "piv",
+               Mode.FIDO: "fido"}
 
 
 class State(enum.StrEnum):
@@ -61,6 +65,16 @@ HOTP_LOOK_AHEAD = 20  # how far a check searches the key's HOTP counter after a 
 ACCESS_CODE_SIZE = 6  # an OTP slot's access code
 PUBLIC_IDS = ("serial", "random")  # how a Yubico OTP public ID is chosen
 RANDOM = "random"  # --new-access-code random: a code of its own for each slot
+#: PIV slots a key can be generated in: authentication, signature, key management, card
+#: authentication and the 20 retired key-management slots
+PIV_SLOTS = ("9a", "9c", "9d", "9e", *(f"{n:02x}" for n in range(0x82, 0x96)))
+#: key types ``--algorithm`` takes for a PIV slot (keys that sign: a CSR needs it)
+PIV_ALGORITHMS = ("ECCP256", "ECCP384", "ED25519", "RSA2048", "RSA3072", "RSA4096")
+PIV_PIN_LENGTHS = (6, 8)  # a PIV PIN's digits: at least, at most
+FIDO_PIN_LENGTHS = (4, 63)  # a FIDO2 PIN: CTAP's least and most
+FIDO_TARGET = "pin"  # the one place of the fido mode: the FIDO2 PIN
+#: the place a mode takes when the plan names none
+DEFAULT_TARGET = {"piv": "9a", "fido": FIDO_TARGET}
 
 
 class RecordKey(NamedTuple):
@@ -77,16 +91,22 @@ class RecordKey(NamedTuple):
 
 
 def target_of(mode: Mode, slot: int, name: str) -> str:
-    """The place in ``mode``'s application: the slot number, or the OATH credential name."""
+    """The place in ``mode``'s application: the OTP slot number, or the name (an OATH
+    credential's, a PIV slot's, the FIDO2 ``pin``)."""
     return str(slot) if mode.uses_slot else name
 
 
 def place_of(application: str, target: str) -> str:
-    """Where on the key a secret lives, in words: ``slot 2``, ``OATH credential 'x'``."""
+    """Where on the key a secret lives, in words: ``slot 2``, ``OATH credential 'x'``,
+    ``PIV slot 9a``, ``FIDO2 PIN``."""
     if application == "otp":
         return f"slot {target}"
     if application == "oath":
         return f"OATH credential {target!r}"
+    if application == "piv":
+        return f"PIV slot {target}"
+    if application == "fido":
+        return "FIDO2 PIN"
     return f"{application} {target}"
 
 
@@ -98,8 +118,14 @@ class Spec:
     slot: int = 2
     digits: int = 6
     touch: bool = False
-    name: str = "hwtoken"  # OATH credential name on the key
+    name: str = "hwtoken"  # the OATH credential name; the PIV slot ("9a"); "pin" (FIDO)
     public_id: str = "serial"  # yubiotp: "serial" (ykman's --serial-public-id) or "random"
+    pin_length: int = 8  # piv, fido: digits of the random PIN
+    algorithm: str = "ECCP256"  # piv: the key pair generated in the slot
+    subject: str = "CN={serial}"  # piv: the CSR's subject (RFC 4514; {serial}, {slot})
+    protect: bool = False  # piv: the management key stored on the key, PIN-protected
+    min_pin_length: int | None = None  # fido: the key's new minimum PIN length
+    always_uv: bool = False  # fido: turn alwaysUv on
 
     def __post_init__(self) -> None:
         from hwtoken.errors import InvalidInput
@@ -110,12 +136,40 @@ class Spec:
             raise InvalidInput("--digits must be 6 or 8 (7 also for OATH)")
         if self.public_id not in PUBLIC_IDS:
             raise InvalidInput(f"--public-id must be one of {', '.join(PUBLIC_IDS)}")
-        if not self.mode.uses_slot:
+        if self.application == "oath":
             name = self.name
             if not name.strip() or ":" in name or len(name.encode("utf-8", "replace")) > 64 \
                     or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
                 raise InvalidInput(f"--name {name!r} cannot name an OATH credential: give 1 to "
                                    "64 bytes of text without ':' or control characters")
+        elif self.application == "piv":
+            self._check_piv()
+        elif self.application == "fido":
+            self._check_fido()
+
+    def _check_piv(self) -> None:
+        from hwtoken.errors import InvalidInput
+
+        if self.name not in PIV_SLOTS:
+            raise InvalidInput(f"{self.name!r} is not a PIV slot a key can be generated in: "
+                               f"use one of {', '.join(PIV_SLOTS[:4])} or 82..95")
+        if self.algorithm not in PIV_ALGORITHMS:
+            raise InvalidInput(f"--algorithm must be one of {', '.join(PIV_ALGORITHMS)}")
+        low, high = PIV_PIN_LENGTHS
+        if not low <= self.pin_length <= high:
+            raise InvalidInput(f"--pin-length: a PIV PIN has {low} to {high} digits")
+
+    def _check_fido(self) -> None:
+        from hwtoken.errors import InvalidInput
+
+        low, high = FIDO_PIN_LENGTHS
+        if self.name != FIDO_TARGET:
+            raise InvalidInput(f"the fido mode has one place, its PIN: -m fido (not "
+                               f"{self.name!r})")
+        if not low <= self.pin_length <= high:
+            raise InvalidInput(f"--pin-length: a FIDO2 PIN has {low} to {high} digits")
+        if self.min_pin_length is not None and not low <= self.min_pin_length <= high:
+            raise InvalidInput(f"--min-pin-length must be {low} to {high}")
 
     @property
     def application(self) -> str:
@@ -175,6 +229,34 @@ class Access:
         return f"Access(<{len(self.current)} current code(s)>, new={'set' if self.new else None})"
 
 
+@dataclass(frozen=True)
+class Note:
+    """One line of a record's journal (the inventory's ``artifacts``): what a programmer
+    wrote down while it programmed the record's place (a PIV slot's CSR, the certificate a
+    CA issued). ``current``: written for the record's current secret (its generation);
+    older ones are the record's history. ``sealed`` notes hold a secret, sealed."""
+
+    kind: str
+    value: str
+    at: float
+    station: str
+    generation: str
+    current: bool
+    sealed: bool = False
+
+    def __repr__(self) -> str:
+        shown = "<sealed>" if self.sealed else repr(self.value[:40])
+        return f"Note({self.kind}, {shown}, current={self.current})"
+
+
+def generation_of(sealed: str) -> str:
+    """The generation a sealed secret starts: a record's journal lines are kept per
+    generation, so a reprogrammed record (a new secret) starts afresh."""
+    import hashlib
+
+    return hashlib.sha256(sealed.encode()).hexdigest()[:16]
+
+
 #: aad_version of records sealed before several records per key (their associated data
 #: has no application or target); new records are sealed with version 2
 LEGACY_AAD = 1
@@ -195,7 +277,7 @@ class Record:
     sealed: str
     state: State = State.PENDING
     counter: int = 0          # HOTP: the next counter value a validation server should expect
-    device: str = ""          # how to reach the key again: "emu:NAME" or "usb"
+    device: str = ""          # how to reach the key again: "emu:NAME" or "usb:SERIAL"
     station: str = ""         # who programmed it (host:pid)
     attempts: int = 0
     last_error: str | None = None

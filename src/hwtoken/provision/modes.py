@@ -17,6 +17,7 @@ from typing import Protocol
 
 from hwtoken.otp import hotp_code
 from hwtoken.provision import yubiotp
+from hwtoken.provision.fido import FidoPinDriver
 from hwtoken.provision.model import (
     HOTP_LOOK_AHEAD,
     OATH_PERIOD,
@@ -25,6 +26,7 @@ from hwtoken.provision.model import (
     Mode,
     Spec,
 )
+from hwtoken.provision.piv import PivDriver
 from hwtoken.provision.protocol import KeyConnection, NotProgrammed
 
 CHALLENGE_SIZE = 32
@@ -119,6 +121,8 @@ DRIVERS: dict[Mode, ModeDriver] = {
     Mode.OATH_HOTP: Hotp(),
     Mode.OATH_TOTP: Totp(),
     Mode.YUBIOTP: YubicoOtp(),
+    Mode.PIV: PivDriver(),
+    Mode.FIDO: FidoPinDriver(),
 }
 
 

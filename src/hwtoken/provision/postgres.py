@@ -51,13 +51,23 @@ class PostgresInventory(Inventory):
             raise InvalidInput(f"cannot connect to the inventory {redact(url)}: "
                                f"{_first_line(exc)}") from None
         self._txn: Any = None
-        with self.transaction():
-            self._lock_schema()
+        with self._schema_lock(), self.transaction():
             self._execute(meta_ddl())
         self._ensure_schema()
 
-    def _lock_schema(self) -> None:
-        self._execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """A session-level advisory lock taken *before* the transaction starts: a
+        transaction that began while another station was creating the tables would still
+        see the catalog from before (an advisory lock does not refresh it), miss the new
+        tables and create them again (DuplicateTable); one that starts after the lock
+        sees them."""
+        self._execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                self._db.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
     def _has_table(self, name: str) -> bool:
         rows = self._execute("SELECT to_regclass(%s) IS NOT NULL", (name,))

@@ -22,8 +22,11 @@ Each connection also says what a place holds already (``occupant``), so the runn
 overwrites a slot or credential it did not write unless told to, and presents the access
 codes it is given (:class:`~hwtoken.provision.model.Access`) when it writes a slot.
 
-The client programmer for each application is in :data:`CLIENT_PROGRAMMERS`: a new
-application (PIV, FIDO) adds its line there.
+The client programmer for each application is in :data:`CLIENT_PROGRAMMERS`: PIV
+(:mod:`hwtoken.provision.piv`, yubikit's PivSession) and FIDO2
+(:mod:`hwtoken.provision.fido`, python-fido2) have theirs in their own modules. Each is made
+with the :class:`~hwtoken.provision.protocol.Station` of the run (the inventory's journal,
+the attestation roots, the CA), which :func:`programmer_for` takes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from hwtoken.provision.protocol import (
     KeyConnection,
     NotProgrammed,
     Programmer,
+    Station,
     Unsuitable,
 )
 
@@ -52,17 +56,22 @@ PATH_ENV = "HWTOKEN_PROVISION_PATH"
 touch_reader: Callable[[int], str] | None = None
 
 
-def programmer_for(spec: Spec, device: Device) -> Programmer:
-    """The programmer for ``spec``'s mode and ``device`` (see the module docstring)."""
+def programmer_for(spec: Spec, device: Device, station: Station | None = None) -> Programmer:
+    """The programmer for ``spec``'s mode and ``device`` (see the module docstring), made
+    with the run's ``station`` (a partial of this is the runner's ``programmer_for``)."""
     choice = os.environ.get(PATH_ENV, "client")
     if choice not in ("client", "applet"):
         raise InvalidInput(f"{PATH_ENV} must be 'client' or 'applet'")
-    if choice == "applet" or not client_path_available(spec.mode):
+    if spec.application not in APPLET_APPLICATIONS and not client_path_available(spec.mode):
+        raise DeviceError(f"programming {spec.mode.value} needs the client libraries: pip "
+                          "install 'hwtoken[all]'")
+    if spec.application in APPLET_APPLICATIONS and (
+            choice == "applet" or not client_path_available(spec.mode)):
         if not device.virtual:
             raise DeviceError(f"programming {spec.mode.value} on a real key needs the client "
                               "libraries: pip install 'hwtoken[all]'")
         return AppletProgrammer()
-    return CLIENT_PROGRAMMERS[spec.application]()
+    return CLIENT_PROGRAMMERS[spec.application](station)
 
 
 def client_path_available(mode: Mode) -> bool:
@@ -133,7 +142,7 @@ def _slot_kind(touch_triggered: bool | None) -> str:
             if touch_triggered else "programmed (challenge-response)")
 
 
-def _model_of(device: Device) -> str:
+def model_of(device: Device) -> str:
     """What the key is, in words: discovery's name, or a virtual key's model."""
     if device.model:
         return device.model
@@ -144,13 +153,25 @@ def _model_of(device: Device) -> str:
     return f"key {device.serial}"
 
 
-def _require_interface(device: Device, interface: str, what: str) -> None:
+def require_interface(device: Device, interface: str, what: str) -> None:
     """A key that discovery saw without ``interface`` cannot take this mode."""
     if device.interfaces is not None and interface not in device.interfaces:
         has = "/".join(sorted(device.interfaces)).upper() or "no"
         model = device.model or "this key"
         kind = "a FIDO-only key" if device.interfaces <= {"fido"} else "a key"
         raise Unsuitable(f"{model} is {kind} ({has} interface only): it has no {what}")
+
+
+@contextlib.contextmanager
+def open_smartcard(device: Device) -> Iterator[Any]:
+    """A yubikit SmartCardConnection to ``device`` (OATH and PIV): a virtual key as
+    :mod:`hwtoken.yubikey.oath` opens it, a real one by serial over pcscd -- a key just
+    seen on USB gets a moment for pcscd to add its reader."""
+    from hwtoken.yubikey.oath import open_connection
+
+    with open_connection(device.spec if device.virtual else str(device.serial),
+                         settle=0.0 if device.virtual else 10.0) as conn:
+        yield conn
 
 
 # -- python-yubico (OTP slots), through hwtoken.yubikey ------------------------------------------
@@ -223,11 +244,17 @@ class YubicoOtpProgrammer:
 
     name = "python-yubico"
 
+    def __init__(self, station: Station | None = None) -> None:
+        self.station = station
+
+    def check_suitable(self, device: Device) -> None:
+        require_interface(device, "otp", "OTP slots")
+
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
         from hwtoken.yubikey.device import NoOtpInterface, open_key
 
-        _require_interface(device, "otp", "OTP slots")
+        self.check_suitable(device)
         try:
             with open_key(device.spec if device.virtual else str(device.serial)) as key:
                 yield _OtpSlotConnection(key)
@@ -263,18 +290,22 @@ class YubikitOathProgrammer:
 
     name = "yubikit"
 
+    def __init__(self, station: Station | None = None) -> None:
+        self.station = station
+
+    def check_suitable(self, device: Device) -> None:
+        require_interface(device, "ccid", "OATH applet (no smart-card interface)")
+
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
-        from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient, open_connection
+        from hwtoken.yubikey.oath import PASSWORD_ENV, OathClient
 
-        _require_interface(device, "ccid", "OATH applet (no smart-card interface)")
-        # a key just seen on USB: pcscd adds its reader a moment later
-        with open_connection(device.spec if device.virtual else str(device.serial),
-                             settle=0.0 if device.virtual else 10.0) as conn:
+        self.check_suitable(device)
+        with open_smartcard(device) as conn:
             try:
                 client = OathClient(conn, password=os.environ.get(PASSWORD_ENV))
             except DeviceError:  # no OATH applet
-                raise Unsuitable(f"{_model_of(device)} has no OATH applet (or it is "
+                raise Unsuitable(f"{model_of(device)} has no OATH applet (or it is "
                                  "disabled)") from None
             except InvalidInput as exc:  # locked by a password nobody gave
                 raise AccessDenied(f"{exc}") from None
@@ -283,12 +314,29 @@ class YubikitOathProgrammer:
             yield _OathConnection(client)
 
 
-#: application -> the programmer of the client path, and the modules it needs
-CLIENT_PROGRAMMERS: dict[str, Callable[[], Programmer]] = {
-    "otp": YubicoOtpProgrammer, "oath": YubikitOathProgrammer}
+def _piv(station: Station | None) -> Programmer:
+    from hwtoken.provision.piv import YubikitPivProgrammer
+
+    return YubikitPivProgrammer(station)
+
+
+def _fido(station: Station | None) -> Programmer:
+    from hwtoken.provision.fido import Fido2PinProgrammer
+
+    return Fido2PinProgrammer(station)
+
+
+#: application -> the programmer of the client path (made with the run's Station), and the
+#: modules it needs
+CLIENT_PROGRAMMERS: dict[str, Callable[[Station | None], Programmer]] = {
+    "otp": YubicoOtpProgrammer, "oath": YubikitOathProgrammer, "piv": _piv, "fido": _fido}
 CLIENT_MODULES: dict[str, tuple[str, ...]] = {
     "otp": ("yubico", "hwtoken.yubikey.device"),
-    "oath": ("yubikit", "hwtoken.yubikey.oath")}
+    "oath": ("yubikit", "hwtoken.yubikey.oath"),
+    "piv": ("yubikit", "ykman", "hwtoken.yubikey.oath"),
+    "fido": ("fido2", "ykman", "hwtoken.fido.device")}
+#: applications the interim applet path can program (OTP slots only)
+APPLET_APPLICATIONS = ("otp",)
 
 
 # -- interim: the emulator's applet API (virtual keys only) ---------------------------------------
@@ -347,8 +395,12 @@ class AppletProgrammer:
 
     name = "applet"
 
+    def check_suitable(self, device: Device) -> None:
+        require_interface(device, "otp", "OTP slots")
+
     @contextlib.contextmanager
     def connect(self, device: Device) -> Iterator[KeyConnection]:
+        self.check_suitable(device)
         if not device.virtual:
             raise DeviceError("the applet path works on virtual keys only")
         from hwtoken.devices import open_virtual

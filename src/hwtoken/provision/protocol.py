@@ -12,23 +12,32 @@ The runner knows none of the modes: a new mode (PIV, FIDO) brings its
 programmer whose connection implements these three methods for its application.
 
 Implementations: :mod:`hwtoken.provision.programmers` (python-yubico for the OTP slots,
-yubikit for OATH, and the interim pure-applet path for virtual keys).
+yubikit for OATH, and the interim pure-applet path for virtual keys),
+:mod:`hwtoken.provision.piv` (yubikit's PivSession) and :mod:`hwtoken.provision.fido`
+(python-fido2's ClientPin and Config).
+
+An application guarded by credentials (PIV, FIDO2) is asked with :class:`Presented` (a
+nonce and the material whose credentials it must accept) and answers with
+:class:`Evidence`. A programmer that programs a place in several steps (a PIV slot: key
+pair, CSR, certificate) writes each down in the record's :class:`Journal` before the step
+it makes possible; what else it needs from the station comes in a :class:`Station`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from hwtoken.errors import CheckFailed
-from hwtoken.provision.model import Access, Material, Record, Spec
+from hwtoken.provision.model import Access, Material, Note, Record, RecordKey, Spec
 
 
 @dataclass(frozen=True)
 class Device:
-    """A key that is present: its serial and how to reach it (``emu:NAME`` or ``usb:SERIAL``).
+    """A key that is present: its serial and how to reach it (``emu:NAME`` or ``usb:SERIAL``;
+    for a key without a serial, the path discovery found it at, which names it in messages).
 
     Discovery may also say what the key is (``model``) and which USB interfaces it has
     (``interfaces``: of ``otp``, ``fido``, ``ccid``; None if unknown), so a key that cannot
@@ -66,6 +75,59 @@ class Unsuitable(CheckFailed):
     without the OATH applet): it is refused, and no record is written."""
 
 
+@dataclass(frozen=True)
+class Presented:
+    """The challenge for a place guarded by credentials: the key must accept those of
+    ``material`` and sign ``nonce`` (PIV) -- a check, never a write."""
+
+    nonce: bytes
+    material: Material
+
+    def __repr__(self) -> str:
+        return f"Presented(nonce={self.nonce.hex()[:8]}..., material=<hidden>)"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a place guarded by credentials showed: which credentials it accepted
+    (``pin``, ``puk``, ``management-key``), the certificate in it and a signature over the
+    nonce (PIV, DER), and what else its check looks at (``state``: text values)."""
+
+    accepted: frozenset[str]
+    certificate: bytes = b""
+    signature: bytes = b""
+    state: dict[str, str] = field(default_factory=dict)
+
+
+class Journal(Protocol):
+    """A record's journal (the inventory implements it): notes written down durably for
+    the record's current generation, read back after a crash."""
+
+    def note(self, key: RecordKey, kind: str, value: str) -> None: ...
+
+    def note_secret(self, key: RecordKey, kind: str, secret: bytes) -> None: ...
+
+    def notes(self, key: RecordKey) -> list[Note]: ...
+
+    def open_note(self, key: RecordKey, note: Note) -> bytes: ...
+
+
+@dataclass
+class Station:
+    """What programmers need besides the key: the record's ``journal`` (the inventory),
+    the PIV attestation ``trust`` (:class:`hwtoken.provision.attestation.Trust`; None:
+    Yubico's roots) and the admin's CA (``signer``, :class:`hwtoken.provision.ca.Signer`),
+    ``say`` to tell the operator something (re-plug the key), and ``hook(step, key)``
+    called after each step a programmer takes inside ``program`` (in-process crash tests;
+    ``HWTOKEN_FAULT=after:STEP`` does the same with SIGKILL)."""
+
+    journal: Journal | None = None
+    trust: Any = None
+    signer: Any = None
+    say: Callable[[str], None] | None = None
+    hook: Callable[[str, RecordKey], None] | None = None
+
+
 class KeyConnection(Protocol):
     """An open connection to one key, for the application of one or more modes."""
 
@@ -78,10 +140,12 @@ class KeyConnection(Protocol):
         the codes in ``access.current`` and leaving ``access.new``; raises
         :class:`AccessDenied` if the key refuses every code."""
 
-    def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
+    def calculate(self, spec: Spec,
+                  challenge: bytes | int | Presented | None) -> bytes | str | Evidence:
         """The key's own answer: chalresp -> HMAC response bytes for ``challenge``;
         oath-totp -> the code at unix time ``challenge``; hotp/oath-hotp/yubiotp -> the
-        text the key types (the next code, or an OTP).
+        text the key types (the next code, or an OTP); piv/fido -> the :class:`Evidence`
+        for a :class:`Presented` challenge.
         Raises :class:`NotProgrammed` if the key has nothing there, :class:`CannotCheck`
         if it cannot be asked now."""
 
@@ -90,6 +154,12 @@ class Programmer(Protocol):
     """Opens connections to keys for the modes it supports."""
 
     name: str
+
+    def check_suitable(self, device: Device) -> None:
+        """Raise :class:`Unsuitable` if what discovery says of ``device`` (its USB
+        interfaces) rules this application out. Reads nothing from the key: the runner
+        asks it also of a key it cannot record (one without a serial), so such a key is
+        refused as what it is."""
 
     def connect(self, device: Device) -> contextlib.AbstractContextManager[KeyConnection]:
         """Open ``device`` (raises :class:`hwtoken.errors.DeviceError` if it is gone,
@@ -120,7 +190,8 @@ class TypedCode:
     def program(self, spec: Spec, material: Material, access: Access) -> None:
         raise CannotCheck("a code typed by hand cannot program a key")
 
-    def calculate(self, spec: Spec, challenge: bytes | int | None) -> bytes | str:
+    def calculate(self, spec: Spec,
+                  challenge: bytes | int | Presented | None) -> bytes | str | Evidence:
         if not spec.mode.typed:
             raise CannotCheck(f"a {spec.mode.value} key is not checked by a code it types")
         return self.code

@@ -50,3 +50,34 @@ def check_typed(inv: Inventory, serials: list[int]) -> None:
         if not any(r.mode.typed for r in inv.records(serial=serial, states=[State.PENDING])):
             raise InvalidInput(f"--code: key {serial} has no pending HOTP or Yubico OTP slot "
                                "in this inventory")
+
+
+def issued(inv: Inventory, rec: Record) -> list[dict[str, object]]:
+    """What the CA was asked for and issued for a PIV record's place, oldest first (every
+    generation): each certificate with its serial, SHA-256 and subject, ``current`` for the
+    one the slot holds (the last of the record's current secret) -- the others are to be
+    revoked -- and each request to the CA whose answer was not recorded (a crash in
+    between: the CA's own log says whether it issued one)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    notes = inv.notes(rec.key)
+    last = max((i for i, n in enumerate(notes) if n.current and n.kind == "certificate"),
+               default=None)
+    out: list[dict[str, object]] = []
+    asked: dict[str, object] | None = None
+    for i, note in enumerate(notes):
+        if note.kind == "ca-request":
+            if asked is not None:
+                out.append(asked)
+            asked = {"unanswered_request": note.value, "at": note.at}
+        elif note.kind == "certificate":
+            asked = None
+            cert = x509.load_pem_x509_certificate(note.value.encode())
+            out.append({"certificate_serial": f"{cert.serial_number:x}",
+                        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+                        "subject": cert.subject.rfc4514_string(), "at": note.at,
+                        "current": i == last})
+    if asked is not None and rec.state is State.DONE:  # pending: the answer may still come
+        out.append(asked)
+    return out

@@ -31,7 +31,9 @@ def describe(outcome: Any) -> str:
 
     what = (f" {place_of(outcome.application, outcome.target)} ({outcome.mode})"
             if outcome.application else "")
-    serial = outcome.serial if outcome.serial is not None else "(no serial)"
+    # a key without a serial is named by where discovery found it (its device path)
+    serial = outcome.serial if outcome.serial is not None else (
+        outcome.device if outcome.device.startswith("/") else "(no serial)")
     line = f"{serial}{what} {outcome.result}" + (" (reprogrammed)" if outcome.reprogrammed
                                                  else "")
     return line + (f": {outcome.message}" if outcome.message else "")

@@ -290,10 +290,7 @@ class Provisioner:
         """Hold the key, refuse the places this inventory has already (unless reprogram),
         then read and write the others (:meth:`_write_key`); each outcome to ``add``."""
         if device.serial is None:
-            model = device.model or "a key"
-            add(self._outcome(device, None, "refused", f"{model} shows no serial number, so "
-                              "its records could not be told apart: take it out",
-                              reason="no-serial"))
+            self._refuse_without_serial(plan, device, add)
             return
         serial = device.serial
         inv = self.inventory
@@ -329,6 +326,22 @@ class Provisioner:
             add(self._outcome(device, None, "failed", str(exc)))
         except Unsuitable as exc:
             add(self._outcome(device, None, "refused", str(exc), reason="unsuitable"))
+
+    def _refuse_without_serial(self, plan: list[Spec], device: Device,
+                               add: Callable[[Outcome], Outcome]) -> None:
+        """A key that shows no serial cannot be recorded; one that cannot take the plan's
+        applications at all (a FIDO-only key at an OTP station) is refused as that
+        first, which says more to the operator."""
+        try:
+            for spec in plan:
+                self.programmer_for(spec, device).check_suitable(device)
+        except Unsuitable as exc:
+            add(self._outcome(device, None, "refused", str(exc), reason="unsuitable"))
+            return
+        model = device.model or "a key"
+        add(self._outcome(device, None, "refused", f"{model} shows no serial number, so "
+                          "its records could not be told apart: take it out",
+                          reason="no-serial"))
 
     def _groups(self, device: Device,
                 todo: list[tuple[Spec, Record | None]]) -> list[list[tuple[Spec, Record | None]]]:

@@ -10,8 +10,15 @@ Schema versions (kept in ``meta`` as ``schema``):
    the sealed access code, the mode's public parameters and the version of the associated
    data the secret is sealed with; ``exports`` keyed by the record and the kind; an
    event names the place on the key it is about.
+3. a record's *journal* (``artifacts``): what a programmer writes down while it programs
+   one place in several steps, each before the step it makes possible -- a PIV slot's
+   CSR and the certificate a CA issued, so a station killed half-way neither makes a
+   second key pair nor asks for a second certificate, and the record says what was
+   issued. Each row belongs to one *generation* of its record (a hash of the sealed
+   secret it was written for): a reprogrammed record starts a new one, and the earlier
+   rows stay as its history.
 
-The upgrade runs in one transaction (SQLite and PostgreSQL both roll DDL back), so a
+Upgrades run in one transaction (SQLite and PostgreSQL both roll DDL back), so a
 station killed in the middle of it leaves the inventory exactly as it was, and the next
 open upgrades it again. ``HWTOKEN_FAULT=after:upgrade@N`` kills the process after the
 upgrade's N-th statement, to test just that.
@@ -23,7 +30,7 @@ from collections.abc import Callable
 
 from hwtoken.provision.model import APPLICATION
 
-VERSION = 2
+VERSION = 3
 #: export kind of the rows written by inventories from before per-kind export state: such
 #: a key counts as exported for every kind (it went to *some* validation server)
 LEGACY_EXPORT_KIND = "legacy"
@@ -61,6 +68,14 @@ def _exports(table: str, t: dict[str, str]) -> str:
         PRIMARY KEY (serial, application, target, kind))"""
 
 
+def _artifacts(t: dict[str, str]) -> list[str]:
+    return [f"""CREATE TABLE artifacts (
+        id {t['id']}, serial {t['big']} NOT NULL, application TEXT NOT NULL,
+        target TEXT NOT NULL, generation TEXT NOT NULL, kind TEXT NOT NULL,
+        value TEXT NOT NULL, at {t['real']} NOT NULL, station TEXT NOT NULL)""",
+            "CREATE INDEX artifacts_record ON artifacts (serial, application, target)"]
+
+
 def meta_ddl() -> str:
     return "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -75,6 +90,7 @@ def create(dialect: str) -> list[str]:
             id {t['id']}, at {t['real']} NOT NULL, station TEXT NOT NULL,
             serial {t['big']}, kind TEXT NOT NULL, message TEXT NOT NULL, place TEXT)""",
         _exports("exports", t),
+        *_artifacts(t),
         f"INSERT INTO meta (name, value) VALUES ('schema', '{VERSION}')",  # noqa: S608
         "INSERT INTO meta (name, value) VALUES ('export_state', 'per-kind')",
     ]
@@ -86,7 +102,8 @@ def _case(column_if_otp: str, column_else: str) -> str:
 
 
 def upgrade_from_1(dialect: str, *, export_state: bool) -> list[str]:
-    """The statements that carry a version-1 inventory to version 2, in order.
+    """The statements that carry a version-1 inventory to version 2, in order (then
+    :func:`upgrade_from_2` carries it on).
 
     ``export_state``: the inventory already keeps export state per kind (else its keys
     exported so far count as exported for every kind, :data:`LEGACY_EXPORT_KIND`).
@@ -120,10 +137,23 @@ def upgrade_from_1(dialect: str, *, export_state: bool) -> list[str]:
         f"station TEXT NOT NULL, serial {t['big']}, kind TEXT NOT NULL, message TEXT NOT NULL)",
         "ALTER TABLE events ADD COLUMN place TEXT",
         "DELETE FROM meta WHERE name IN ('schema', 'export_state')",
-        f"INSERT INTO meta (name, value) VALUES ('schema', '{VERSION}')",  # noqa: S608
+        "INSERT INTO meta (name, value) VALUES ('schema', '2')",
         "INSERT INTO meta (name, value) VALUES ('export_state', 'per-kind')",
     ]
     return steps
+
+
+def upgrade_from_2(dialect: str) -> list[str]:
+    """The statements that carry a version-2 inventory to version 3 (the journal)."""
+    assert VERSION == 3
+    return [*_artifacts(_TYPES[dialect]),
+            "UPDATE meta SET value = '3' WHERE name = 'schema'"]
+
+
+def upgrade(dialect: str, version: int, *, export_state: bool) -> list[str]:
+    """Every statement from schema ``version`` to :data:`VERSION`, in order."""
+    steps = upgrade_from_1(dialect, export_state=export_state) if version == 1 else []
+    return steps + upgrade_from_2(dialect)
 
 
 def version_of(has_table: Callable[[str], bool], meta_get: Callable[[str], str | None]) -> int:

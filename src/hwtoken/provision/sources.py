@@ -172,9 +172,17 @@ def list_usb_keys() -> list[tuple[object, Device]]:
             model = "YubiKey"
         serial = info.serial or None
         ident: object = serial if serial is not None else ("fingerprint", dev.fingerprint)
-        out[ident] = Device(serial, f"usb:{serial}" if serial else "usb", model=model,
+        out[ident] = Device(serial, f"usb:{serial}" if serial else _path_of(dev), model=model,
                             interfaces=interfaces)
     return sorted(out.items(), key=lambda item: (item[1].serial is None, item[1].serial or 0))
+
+
+def _path_of(dev: object) -> str:
+    """Where discovery found a key without a serial: its device path (ykman's fingerprint
+    of a HID device, ``/dev/hidraw3``), or ``usb``."""
+    fingerprint = getattr(dev, "fingerprint", None)
+    return fingerprint if isinstance(fingerprint, str) and fingerprint.startswith("/") \
+        else "usb"
 
 
 def list_usb_serials() -> list[int]:

@@ -91,6 +91,11 @@ def _render(item, cids: list[int]) -> bytes:
     if kind == "init":
         if cmd == 0x04 and body:  # LOCK: only ever 0 s, so the key is not locked away
             body = b"\0" + body[1:]
+        if cmd in (0x40, 0x43):
+            # YubiKey device config writes: a random frame that parses is a legitimate
+            # reconfiguration (it once disabled U2F over USB, and the shared key then
+            # answered VERSION with 6D00); their parser is fuzzed in test_ctaphid_vendor
+            cmd = 0x42  # READ_CONFIG: still a vendor command through the same path
         return struct.pack(">IBH", cid, 0x80 | cmd, length) + body
     return struct.pack(">IB", cid, cmd) + body
 

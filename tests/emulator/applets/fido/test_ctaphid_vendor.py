@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from fido2.ctap import CtapError
 from fido2.hid import CTAPHID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from yubikit.core import TRANSPORT
 from yubikit.management import CAPABILITY, DeviceConfig, ManagementSession
 
@@ -58,3 +60,37 @@ def test_vendor_commands_do_not_disturb_ctap2(fido_device):
     fido_device.call(READ_CONFIG, b"\x00")
     assert "FIDO_2_1" in Ctap2(fido_device).get_info().versions
     assert fido_device.call(CTAPHID.PING, b"still here") == b"still here"
+
+
+@pytest.fixture(scope="module")
+def config_fuzz_key(tmp_path_factory):
+    """Its own key: a random frame that parses is a real reconfiguration."""
+    key = VirtualKey.create(tmp_path_factory.mktemp("cfgfuzz") / "k.key")
+    yield key
+    key.close()
+
+
+config_frames = st.one_of(
+    st.binary(max_size=80),
+    # a length byte and TLVs, as ManagementSession.write_device_config sends them
+    st.lists(st.tuples(st.sampled_from([0x03, 0x04, 0x06, 0x08, 0x0A, 0x0C, 0x0D, 0x0E,
+                                        0x10, 0x13, 0x14, 0x15, 0x7F]),
+                       st.binary(max_size=20)), max_size=5).map(
+        lambda tlvs: (lambda b: bytes([len(b)]) + b)(
+            b"".join(bytes([t, len(v)]) + v for t, v in tlvs))),
+)
+
+
+@given(cmd=st.sampled_from([0x40, 0x43]), frame=config_frames)
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_config_frames_are_answered_and_never_crash_the_key(config_fuzz_key, cmd, frame):
+    """A config write is applied or refused with INVALID_PAR; ERR_OTHER would be a crash."""
+    with fido_device(config_fuzz_key) as dev:
+        before = ManagementSession(dev).read_device_info()
+        try:
+            assert dev.call(cmd, frame) == b""
+        except CtapError as e:
+            assert e.code == CtapError.ERR.INVALID_PARAMETER, (frame.hex(), e.code)
+            assert ManagementSession(dev).read_device_info() == before
+        assert dev.call(CTAPHID.PING, b"ok") == b"ok"

@@ -244,8 +244,9 @@ def test_serve_touch_deny(_isolated_state_dir):
     proc = _serve(_isolated_state_dir, "t", "--touch", "deny")
     try:
         _wait_runtime("t", proc)
-        with pytest.raises(CtapError):
+        with pytest.raises(CtapError) as e:
             _make_credential("t")
+        assert e.value.code == CtapError.ERR.OPERATION_DENIED
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

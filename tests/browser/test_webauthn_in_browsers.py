@@ -54,6 +54,24 @@ def set_pin(key: VirtualKey, pin: str = PIN) -> None:
         device.close()
 
 
+def asks_for_a_key(browser) -> int:
+    """How often the browser has asked for a security key so far: Chromium's dialog step
+    "insert your key" (from its device log), Firefox's "presence" prompt (recorded once
+    ``answer_prompts()`` hooked them)."""
+    if browser.name == "firefox":
+        return sum(p["type"] == "presence" for p in browser.prompts())
+    return ui_steps(browser).count("kUsbInsertAndActivate")
+
+
+def wait_for_ask(browser, before: int, timeout: float = 20.0) -> None:
+    """Wait until the browser asks for a key once more than ``before`` times."""
+    deadline = time.monotonic() + timeout
+    while asks_for_a_key(browser) <= before:
+        assert time.monotonic() < deadline, browser.timed_out(
+            f"{browser.name} never asked for a key (asked {before} times before)")
+        time.sleep(0.05)
+
+
 def ui_steps(browser) -> list[str]:
     """Chromium's WebAuthn dialog steps, from its device log."""
     return [line.rsplit("UI step: ", 1)[1].strip() for line in browser.log().splitlines()
@@ -94,8 +112,11 @@ def test_register_then_sign_in(request, browser, webauthn_site, virtual_key, plu
 
     plugged_key.unplug()
     seq = browser.execute("return window.hwtokenSite.seq")
+    if browser.name == "firefox":
+        browser.answer_prompts()  # only to record them: each still goes to Firefox's UI
+    asked = asks_for_a_key(browser)
     browser.click("#login")
-    time.sleep(0.5)  # the user looks for the key: without it the page can only wait
+    wait_for_ask(browser, asked)  # the user looks for the key while the browser asks
     assert browser.execute("return [window.hwtokenSite.state, window.hwtokenSite.seq]") == \
         ["busy", seq]
     plugged_key.plug()

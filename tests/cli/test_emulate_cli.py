@@ -205,6 +205,19 @@ def _stderr_lines(proc: subprocess.Popen):
     return lines
 
 
+def _wait_pipe_read(pipe, timeout: float = 20.0) -> None:
+    """Wait until the process at the other end of ``pipe`` has read all that was written
+    (FIONREAD of a pipe counts the bytes not read yet, from either end)."""
+    import fcntl
+    import struct
+    import termios
+
+    deadline = time.monotonic() + timeout
+    while struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, bytes(4)))[0]:
+        assert time.monotonic() < deadline, "the process never read its stdin"
+        time.sleep(0.01)
+
+
 def _wait_line(lines, needle: str, timeout: float = 20.0) -> str:
     import queue
 
@@ -270,7 +283,7 @@ def test_serve_touch_prompt(_isolated_state_dir, typed_ahead, answer, approved):
         if typed_ahead:
             proc.stdin.write(typed_ahead)
             proc.stdin.flush()
-            time.sleep(0.2)  # let serve's stdin reader take it in before the request
+            _wait_pipe_read(proc.stdin)  # serve's stdin reader took it in, before the request
         t, outcome = _make_credential_in_thread("t")
         _wait_line(lines, "touch requested")  # asked only once the host asks
         proc.stdin.write(answer)

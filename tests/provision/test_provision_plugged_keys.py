@@ -217,6 +217,10 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
                         again = tb.plug(key)
                         # the station's discovery read it on two of its polls (every 0.5 s)
                         _wait(lambda: reads.count(key.serial) >= 2, "two looks at the key")
+                    # it stays in while the next key is done: pulled right after a look, it
+                    # would go while pcscd ends that look, and pcscd then shuts down the
+                    # next key's reader (its reader name reused) -- a pcscd race
+                if i == 1:
                     tb.unplug(again)
             st.proc.wait(120)
             assert st.proc.returncode == 1  # one key did not end done

@@ -57,6 +57,7 @@ def browser_example(path: Path) -> str:
     return m.group(1)
 
 
+@pytest.mark.slow
 def test_the_documented_example_in_a_plain_project(tmp_path):
     """The example of docs/browsers.md, verbatim, in a project with no conftest: the
     plugin's fixtures are all it needs. The README shows the same example."""

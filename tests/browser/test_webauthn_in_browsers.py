@@ -21,6 +21,8 @@ from hwtoken.browser import BROWSERS
 from hwtoken.browser.site import SitePage, WebAuthnSite
 from hwtoken.emulator import ApproveAfterDelay, ApproveAlways, DenyAlways, VirtualKey, fido_device
 
+pytestmark = pytest.mark.slow  # two real browsers, ~45 s: `make test-slow` (and CI)
+
 PIN = "4711"
 NOT_TOUCHED = 30.0  # seconds: a key with this delay is one the user never touches here
 

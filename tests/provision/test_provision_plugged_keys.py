@@ -25,6 +25,8 @@ from hwtoken.emulator.applets.otp.applet import CommandRejected
 from hwtoken.emulator.applets.otp.hid import press
 from hwtoken.emulator.transports import umockdev
 
+pytestmark = pytest.mark.slow  # whole stations at work, ~40 s: `make test-slow` (and CI)
+
 HWTOKEN = [sys.executable, "-m", "hwtoken"]
 PASSPHRASE = "correct horse battery staple"
 

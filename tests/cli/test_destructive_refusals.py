@@ -170,32 +170,31 @@ def assert_refused(r: subprocess.CompletedProcess[bytes], message: str) -> None:
     assert r.stdout == b""
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_refused_without_a_terminal_and_force(case, tmp_path):
-    c = CASES[case]
+def arranged(case: Case, tmp: Path) -> list[str]:
+    """A key NAME in the state the case needs; the argv to run against it."""
     key = VirtualKey.create(paths.virtual_key_path(NAME))
     try:
-        if c.arrange is not None:
-            c.arrange(key, tmp_path)
-        argv = [a.replace("{tmp}", str(tmp_path)) for a in c.argv]
+        if case.arrange is not None:
+            case.arrange(key, tmp)
+        argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
         if "CRED" in argv:
             argv[argv.index("CRED")] = credential_id(key)
     finally:
         key.close()
+    return argv
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refused_without_a_terminal_and_force(case, tmp_path):
+    argv = arranged(CASES[case], tmp_path)
     before = state(tmp_path)
-    assert_refused(run(argv, "y\n"), c.message)
+    assert_refused(run(argv, "y\n"), CASES[case].message)
     assert state(tmp_path) == before
 
 
 @pytest.mark.parametrize("case", ["emulate delete", "fido2 reset", "oath reset"])
 def test_refused_with_stdin_at_its_end(case, tmp_path):
-    c = CASES[case]
-    key = VirtualKey.create(paths.virtual_key_path(NAME))
-    try:
-        if c.arrange is not None:
-            c.arrange(key, tmp_path)
-    finally:
-        key.close()
+    argv = arranged(CASES[case], tmp_path)
     before = state(tmp_path)
-    assert_refused(run(c.argv, None), c.message)
+    assert_refused(run(argv, None), CASES[case].message)
     assert state(tmp_path) == before

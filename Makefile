@@ -55,7 +55,7 @@ YKMAN_SDIST_DIR := .cache/ykman-sdist
 YUBICO_PROFILES ?= yubikey-5 latest
 YUBICO_SUITE_ARGS ?=
 
-.PHONY: all deps demo test lint bench mutate clean fido2-device-tests yubico-suite dist
+.PHONY: all deps demo test test-slow lint bench mutate clean fido2-device-tests yubico-suite dist
 
 all: test
 
@@ -134,9 +134,15 @@ dist: $(STAMPS)/venv
 demo: deps
 	$(VENV)/bin/hwtoken demo
 
+# The suite but its slowest end-to-end tests (@pytest.mark.slow: real browsers, provisioning
+# stations with keys plugged in and out, the fob's REPL, python-fido2's device tests, ...),
+# which `make test-slow` runs; CI (.ci/run) runs both.
 test: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check tools/yubico-suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: deps
+	$(PY) -m pytest -q -m slow
 
 # the whole of python-fido2's tests/device on a `latest` virtual key, and its bio enrollment tests
 # on a `yubikey-bio` one, with their summaries

@@ -2,6 +2,8 @@
 test runs under one profile, and child processes get Ctrl-C even if the suite was started
 with it ignored.
 
+The CTAP2 authenticator runs in strict mode (an internal exception fails the test).
+
 The ``hwtoken`` profile sets hypothesis' deadline explicitly to None: a per-example time
 limit fails at random on a loaded two-core machine, and the project asserts nothing about
 time in tests. It also bounds ``max_examples``; a test may ask for fewer or more examples
@@ -37,6 +39,23 @@ def _isolated_state_dir(tmp_path_factory, monkeypatch):
     paths.set_state_dir(None)
     yield d
     paths.set_state_dir(None)
+
+
+@pytest.fixture(autouse=True)
+def _strict_ctap2(monkeypatch):
+    """Strict mode for the CTAP2 authenticator in every test: an internal exception (which
+    the key answers with ERR_OTHER, so a crash could pass for a refusal) fails the test."""
+    from hwtoken.emulator.applets.fido.ctap2.authenticator import Authenticator
+
+    errors: list[BaseException] = []
+    monkeypatch.setattr(Authenticator, "internal_errors", errors)
+    yield errors
+    if errors:
+        import traceback
+
+        shown = "".join(traceback.format_exception(errors[0]))
+        pytest.fail(f"{len(errors)} internal error(s) in the CTAP2 authenticator (answered "
+                    f"ERR_OTHER); the first:\n{shown}", pytrace=False)
 
 
 @pytest.fixture

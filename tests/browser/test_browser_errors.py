@@ -24,6 +24,7 @@ def _never_answering_server():
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BROWSERS)
 def test_a_page_that_never_loads_fails_with_the_browser_log(request, tmp_path, name):
     require_browser(request, name)

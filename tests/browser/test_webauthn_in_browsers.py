@@ -21,6 +21,8 @@ from fido2.ctap2.pin import ClientPin
 from hwtoken.browser.site import SitePage, WebAuthnSite
 from hwtoken.emulator import ApproveAfterDelay, ApproveAlways, DenyAlways, VirtualKey, fido_device
 
+pytestmark = pytest.mark.slow  # two real browsers, ~45 s: `make test-slow` (and CI)
+
 PIN = "4711"
 NOT_TOUCHED = 30.0  # seconds: a key with this delay is one the user never touches here
 
@@ -52,6 +54,24 @@ def set_pin(key: VirtualKey, pin: str = PIN) -> None:
         ClientPin(Ctap2(device)).set_pin(pin)
     finally:
         device.close()
+
+
+def asks_for_a_key(browser) -> int:
+    """How often the browser has asked for a security key so far: Chromium's dialog step
+    "insert your key" (from its device log), Firefox's "presence" prompt (recorded once
+    ``answer_prompts()`` hooked them)."""
+    if browser.name == "firefox":
+        return sum(p["type"] == "presence" for p in browser.prompts())
+    return ui_steps(browser).count("kUsbInsertAndActivate")
+
+
+def wait_for_ask(browser, before: int, timeout: float = 20.0) -> None:
+    """Wait until the browser asks for a key once more than ``before`` times."""
+    deadline = time.monotonic() + timeout
+    while asks_for_a_key(browser) <= before:
+        assert time.monotonic() < deadline, browser.timed_out(
+            f"{browser.name} never asked for a key (asked {before} times before)")
+        time.sleep(0.05)
 
 
 def ui_steps(browser) -> list[str]:
@@ -94,9 +114,13 @@ def test_register_then_sign_in(request, hwtoken_browser, webauthn_site, virtual_
 
     plugged_key.unplug()
     seq = hwtoken_browser.execute("return window.hwtokenSite.seq")
+    if hwtoken_browser.name == "firefox":
+        hwtoken_browser.answer_prompts()  # only to record them: each still goes to Firefox's UI
+    asked = asks_for_a_key(hwtoken_browser)
     hwtoken_browser.click("#login")
-    time.sleep(0.5)  # the user looks for the key: without it the page can only wait
-    assert hwtoken_browser.execute("return [window.hwtokenSite.state, window.hwtokenSite.seq]") == \
+    wait_for_ask(hwtoken_browser, asked)  # the user looks for the key while the browser asks
+    assert hwtoken_browser.execute(
+        "return [window.hwtokenSite.state, window.hwtokenSite.seq]") == \
         ["busy", seq]
     plugged_key.plug()
     inserted = hwtoken_browser.wait_for("const s = window.hwtokenSite;"

@@ -210,6 +210,19 @@ def _stderr_lines(proc: subprocess.Popen):
     return lines
 
 
+def _wait_pipe_read(pipe, timeout: float = 20.0) -> None:
+    """Wait until the process at the other end of ``pipe`` has read all that was written
+    (FIONREAD of a pipe counts the bytes not read yet, from either end)."""
+    import fcntl
+    import struct
+    import termios
+
+    deadline = time.monotonic() + timeout
+    while struct.unpack("i", fcntl.ioctl(pipe.fileno(), termios.FIONREAD, bytes(4)))[0]:
+        assert time.monotonic() < deadline, "the process never read its stdin"
+        time.sleep(0.01)
+
+
 def _wait_line(lines, needle: str, timeout: float = 20.0) -> str:
     import queue
 
@@ -249,8 +262,9 @@ def test_serve_touch_deny(_isolated_state_dir):
     proc = _serve(_isolated_state_dir, "t", "--touch", "deny")
     try:
         _wait_runtime("t", proc)
-        with pytest.raises(CtapError):
+        with pytest.raises(CtapError) as e:
             _make_credential("t")
+        assert e.value.code == CtapError.ERR.OPERATION_DENIED
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
@@ -274,7 +288,7 @@ def test_serve_touch_prompt(_isolated_state_dir, typed_ahead, answer, approved):
         if typed_ahead:
             proc.stdin.write(typed_ahead)
             proc.stdin.flush()
-            time.sleep(0.2)  # let serve's stdin reader take it in before the request
+            _wait_pipe_read(proc.stdin)  # serve's stdin reader took it in, before the request
         t, outcome = _make_credential_in_thread("t")
         _wait_line(lines, "touch requested")  # asked only once the host asks
         proc.stdin.write(answer)

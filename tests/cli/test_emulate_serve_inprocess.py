@@ -130,7 +130,8 @@ def test_terminal_prompt_cancel_timeout_and_end_of_input(capsys):
     assert "cancelled by the host" in capsys.readouterr().err
     t, result, _ = _decide_in_thread(presence, threading.Event())
     deadline = time.monotonic() + 10
-    while "approve?" not in capsys.readouterr().err and time.monotonic() < deadline:
+    while "approve?" not in capsys.readouterr().err:
+        assert time.monotonic() < deadline, "the question was never asked"
         time.sleep(0.01)
     pipe.type("y\n")
     t.join(10)

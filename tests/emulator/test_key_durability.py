@@ -19,6 +19,7 @@ from fido2.ctap import CtapError
 from fido2.ctap2 import CredentialManagement, Ctap2
 from fido2.ctap2.pin import ClientPin
 from yubikit.core.otp import CommandRejectedError
+from yubikit.core.smartcard import SW, ApduError
 from yubikit.oath import HASH_ALGORITHM, OATH_TYPE, CredentialData, OathSession
 from yubikit.piv import InvalidPinError, PivSession
 from yubikit.yubiotp import HotpSlotConfiguration, UpdateConfiguration, YubiOtpSession
@@ -332,8 +333,9 @@ def test_oath_password_set_and_removal_survive_a_kill(keyfile):
     with reloaded(path) as key:
         session = _oath_in_process(key)
         assert session.locked
-        with pytest.raises(Exception):  # noqa: B017 - yubikit raises ApduError here
+        with pytest.raises(ApduError) as exc:  # a wrong password: 6A80, as Yubico's applet
             session.validate(session.derive_key("wrong"))
+        assert exc.value.sw == SW.INCORRECT_PARAMETERS
         session = _oath_in_process(key)
         session.validate(session.derive_key("hunter2"))
         assert session.list_credentials() == []

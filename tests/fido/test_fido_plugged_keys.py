@@ -72,7 +72,9 @@ def test_register_authenticate_pin_creds_and_reset_without_device(keys, tmp_path
             assert proc.poll() is None and time.monotonic() < deadline, said
             time.sleep(0.05)
         tb.unplug(tb.plugged[0])
-        time.sleep(0.6)  # the command looks for the key every 0.2 s
+        while not any(s.startswith("Removed: ") for s in said):  # it saw the key go
+            assert proc.poll() is None and time.monotonic() < deadline, said
+            time.sleep(0.05)
         tb.plug(key)
         out, _ = proc.communicate(timeout=60)
         reader.join(10)

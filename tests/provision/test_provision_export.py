@@ -112,7 +112,9 @@ def test_pskc_roundtrip_plain_password_and_psk(filled, tmp_path):
             assert b"<ds:KeyName>hwtoken-psk</ds:KeyName>" in path.read_bytes()
     wrong = pskc.PSKC(str(tmp_path / "b.pskc"))
     wrong.encryption.derive_key("not it")
-    with pytest.raises(Exception):  # noqa: B017 - python-pskc's DecryptionError
+    from pskc.exceptions import DecryptionError
+
+    with pytest.raises(DecryptionError):
         _ = wrong.keys[0].secret
 
 

@@ -4,6 +4,7 @@ pulled out through the umockdev testbed the way a person at the station would.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,6 +24,8 @@ from hwtoken.emulator import VirtualKey
 from hwtoken.emulator.applets.otp.applet import CommandRejected
 from hwtoken.emulator.applets.otp.hid import press
 from hwtoken.emulator.transports import umockdev
+
+pytestmark = pytest.mark.slow  # whole stations at work, ~40 s: `make test-slow` (and CI)
 
 HWTOKEN = [sys.executable, "-m", "hwtoken"]
 PASSPHRASE = "correct horse battery staple"
@@ -115,7 +118,13 @@ def _pull_out_while_written(tb: umockdev.Testbed, key: VirtualKey,
         plugged = next(p for p in tb.plugged if p.key is key)
         threading.Thread(target=tb.unplug, args=(plugged,), daemon=True).start()
         pulled.set()
-        time.sleep(0.5)  # out of the port before the write completes
+        # out of the port before the write completes: its sysfs entry is gone (the last
+        # thing the unplug does before it saves the key, once this command gives it back)
+        syspath = tb.sysfs.path(plugged.tree.syspath)
+        deadline = time.monotonic() + 30
+        while syspath.exists():
+            assert time.monotonic() < deadline, "the key never left the port"
+            time.sleep(0.01)
 
     if mode == "oath-totp":
         from hwtoken.emulator.iso7816 import ApduError
@@ -142,6 +151,33 @@ def _pull_out_while_written(tb: umockdev.Testbed, key: VirtualKey,
 
     applet.command = command  # type: ignore[method-assign]
     return pulled
+
+
+@contextlib.contextmanager
+def _device_info_reads():
+    """Serials of the keys whose device info anyone read (ykman's discovery reads it
+    from every key it lists), while the block runs."""
+    from hwtoken.emulator.applets.management import ManagementApplet
+
+    reads: list[int] = []
+    original = ManagementApplet.device_info
+
+    def device_info(self):  # noqa: ANN001, ANN202
+        reads.append(self.key.serial)
+        return original(self)
+
+    ManagementApplet.device_info = device_info  # type: ignore[method-assign]
+    try:
+        yield reads
+    finally:
+        ManagementApplet.device_info = original  # type: ignore[method-assign]
+
+
+def _wait(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def _stop_pulling(key: VirtualKey, mode: str) -> None:
@@ -179,8 +215,14 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
                 assert doc["result"] == "done", doc
                 tb.unplug(plugged)
                 if i == 0:  # the same key plugged in again is not taken twice
-                    again = tb.plug(key)
-                    time.sleep(1.5)  # the station looks for keys every 0.5 s
+                    with _device_info_reads() as reads:
+                        again = tb.plug(key)
+                        # the station's discovery read it on two of its polls (every 0.5 s)
+                        _wait(lambda: reads.count(key.serial) >= 2, "two looks at the key")
+                    # it stays in while the next key is done: pulled right after a look, it
+                    # would go while pcscd ends that look, and pcscd then shuts down the
+                    # next key's reader (its reader name reused) -- a pcscd race
+                if i == 1:
                     tb.unplug(again)
             st.proc.wait(120)
             assert st.proc.returncode == 1  # one key did not end done

@@ -53,18 +53,21 @@ class FidoKey:
 
     device: CtapDevice
     entry: KeyEntry
-    _replug: Callable[[float], CtapDevice] | None = field(default=None, repr=False)
+    _replug: Callable[[float, Callable[[], None]], CtapDevice] | None = field(
+        default=None, repr=False)
 
     @property
     def can_replug(self) -> bool:
         """True if :meth:`replug` can open the key's power-up window (reset needs it)."""
         return self._replug is not None
 
-    def replug(self, timeout: float = 60.0) -> None:
-        """Power-cycle the key (virtual) or wait for the user to re-insert it (USB)."""
+    def replug(self, timeout: float = 60.0,
+               removed: Callable[[], None] = lambda: None) -> None:
+        """Power-cycle the key (virtual) or wait for the user to re-insert it (USB);
+        ``removed`` is called once the key is seen gone (before it is back)."""
         if self._replug is None:
             raise DeviceError(f"{self.entry.spec} cannot be re-plugged from here")
-        self.device = self._replug(timeout)
+        self.device = self._replug(timeout, removed)
 
 
 # -- listing --------------------------------------------------------------------------------
@@ -157,7 +160,7 @@ def _open_hid(spec: str) -> Iterator[FidoKey]:
         raise DeviceError(f"cannot open {spec}: {exc.strerror or exc} (are the udev rules "
                           "installed? see `hwtoken doctor`)") from None
 
-    def replug(timeout: float) -> CtapDevice:
+    def replug(timeout: float, removed: Callable[[], None]) -> CtapDevice:
         nonlocal device
         device.close()
         deadline = time.monotonic() + timeout
@@ -165,6 +168,7 @@ def _open_hid(spec: str) -> Iterator[FidoKey]:
             if time.monotonic() > deadline:
                 raise DeviceError("timed out waiting for the key to be removed")
             time.sleep(0.2)
+        removed()
         while (new := find()) is None:  # and for re-insertion
             if time.monotonic() > deadline:
                 raise DeviceError("timed out waiting for the key to be inserted again")
@@ -204,10 +208,11 @@ def _open_virtual(name: str) -> Iterator[FidoKey]:
             entry = KeyEntry(**{**entry.to_dict(), "serial": str(vkey.serial),
                                 "status": "free"})
 
-            def replug(timeout: float) -> CtapDevice:
+            def replug(timeout: float, removed: Callable[[], None]) -> CtapDevice:
                 with contextlib.suppress(Exception):
                     key.device.close()
                 vkey.power_cycle()
+                removed()
                 return fido_device(vkey)
 
             key = FidoKey(fido_device(vkey), entry, replug)
@@ -240,10 +245,11 @@ def _open_virtual(name: str) -> Iterator[FidoKey]:
                                 "serial": str(serial) if serial else None})
             endpoint = handle.usbip
 
-            def reimport(timeout: float) -> CtapDevice:
+            def reimport(timeout: float, removed: Callable[[], None]) -> CtapDevice:
                 # A new USB/IP import is a re-insertion: the serve power-cycles the key.
                 with contextlib.suppress(Exception):
                     key.device.close()
+                removed()
                 return open_usbip_fido(*endpoint)
 
             key = FidoKey(open_usbip_fido(*endpoint), entry, reimport)

@@ -23,9 +23,11 @@ def reset(key: FidoKey, *, replug: bool = True,
           say: Callable[[str], None] = lambda _m: None) -> None:
     """Reset ``key``; with ``replug`` first re-plug it so the reset window is open."""
     if replug and key.can_replug:
-        if key.entry.kind == "usb":
+        usb = key.entry.kind == "usb"
+        if usb:
             say("Remove the key now, then insert it again (within 60 s)...")
-        key.replug(REPLUG_TIMEOUT)
+        key.replug(REPLUG_TIMEOUT,
+                   removed=lambda: say("Removed: insert it again...") if usb else None)
         if key.entry.kind == "usb":
             say("Touch the key to confirm the reset...")
     try:

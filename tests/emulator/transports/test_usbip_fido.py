@@ -76,6 +76,7 @@ def test_each_import_is_a_fresh_plug_in(usbip_server, usbip_key):
     deadline = time.monotonic() + 5
     while usbip_server.usb.session_count and time.monotonic() < deadline:
         time.sleep(0.01)  # the server notices the host detached
+    assert usbip_server.usb.session_count == 0, "the server never saw the host detach"
     dev = open_usbip_fido(usbip_server.host, usbip_server.port, usbip_server.busid)
     Ctap2(dev).reset()  # re-plugged: inside the reset window
     dev.close()

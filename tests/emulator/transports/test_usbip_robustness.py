@@ -56,6 +56,17 @@ def _wait_for(predicate, timeout: float = 5.0) -> bool:
     return False
 
 
+def _queued_fido_reports(srv) -> int:
+    """IN reports waiting on the FIDO endpoint of the server's one USB session."""
+    with srv.usb._sessions_cond:
+        sessions = list(srv.usb._sessions)
+    if len(sessions) != 1:
+        return 0
+    endpoint = sessions[0].fido_iface.in_ep
+    with endpoint._cv:
+        return len(endpoint._q)
+
+
 def test_many_clients_in_sequence(usbip_server):
     _still_serves(usbip_server, rounds=15)
     assert usbip_server.sessions == 15
@@ -79,7 +90,8 @@ def test_client_vanishing_while_a_response_is_pending(usbip_server):
     header = struct.pack(">IIIII", 1, 1, 0x00010002, 0, 4)
     header += struct.pack(">Iiiii", 0, 64, 0, 0, 1) + bytes(8)
     s.sendall(header + report)
-    time.sleep(0.1)  # the answer is now queued for a host that is gone
+    # the answer is queued on the session's FIDO IN endpoint (no host asks for it)
+    assert _wait_for(lambda: _queued_fido_reports(usbip_server) == 1)
     s.close()
     _still_serves(usbip_server, rounds=2)
 
@@ -151,12 +163,14 @@ def test_subprocess_killed_mid_transfer(usbip_server, usbip_key, tmp_path):
                 {{"id": bytes([n % 256]), "name": "u"}}, [{{"type": "public-key", "alg": -7}}],
                 options={{"rk": True}})
             n += 1
+            print(n, flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        time.sleep(0.3)  # well inside the loop of transfers
+        # well inside the loop of transfers: two rounds done, the third under way
+        assert [proc.stdout.readline().strip() for _ in range(2)] == ["1", "2"]
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

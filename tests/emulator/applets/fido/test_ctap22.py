@@ -102,8 +102,9 @@ def test_persistent_token_is_pcmr_alone_and_voided_by_a_new_pin_or_reset(latest)
     latest.power_cycle()
     ctap.reset()
     ClientPin(ctap).set_pin(PIN)
-    with pytest.raises(CtapError):
+    with pytest.raises(CtapError) as e:
         CredentialManagement(ctap, proto, token).get_metadata()
+    assert e.value.code == ERR.PIN_AUTH_INVALID
     assert ctap.get_info().get_identifier(persistent(ctap)[1]) != ident  # a new key now
 
 

@@ -218,8 +218,9 @@ def test_change_pin_whose_final_write_fails_keeps_the_old_pin(tmp_path, monkeypa
     monkeypatch.setattr(store, "atomic_write", real)
     assert in_memory(key) == on_disk(key)
     ClientPin(ctap).get_pin_token(PIN)
-    with pytest.raises(CtapError):
+    with pytest.raises(CtapError) as e:
         ClientPin(ctap).get_pin_token("87654321")
+    assert e.value.code == ERR.PIN_INVALID
 
 
 # -- 2: hmac-secret only for credentials made with it --------------------------------------

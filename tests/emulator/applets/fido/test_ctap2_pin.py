@@ -150,8 +150,9 @@ def test_three_wrong_need_power_cycle_and_eight_block(key, ctap, pin):
 def test_right_pin_resets_retries(ctap, pin):
     pin.set_pin(PIN)
     for _ in range(2):
-        with pytest.raises(CtapError):
+        with pytest.raises(CtapError) as e:
             pin.get_pin_token("wrong-pin")
+        assert code(e) == ERR.PIN_INVALID
     assert pin.get_pin_retries()[0] == 6
     pin.get_pin_token(PIN)
     assert pin.get_pin_retries()[0] == 8
@@ -171,8 +172,9 @@ def test_retries_persist_across_load(tmp_path):
     with VirtualKey.create(path) as key:
         pin = ClientPin(Ctap2(fido_device(key)))
         pin.set_pin(PIN)
-        with pytest.raises(CtapError):
+        with pytest.raises(CtapError) as e:
             pin.get_pin_token("wrong-pin")
+        assert code(e) == ERR.PIN_INVALID
     with VirtualKey.load(path) as key:
         pin = ClientPin(Ctap2(fido_device(key)))
         assert pin.get_pin_retries() == (7, False)
@@ -208,9 +210,10 @@ def test_unsupported_protocol_and_subcommand(ctap):
 
 def test_soft_lock_does_not_count_or_unlock(key, ctap, pin):
     pin.set_pin(PIN)
-    for _ in range(3):
-        with pytest.raises(CtapError):
+    for expected in (ERR.PIN_INVALID, ERR.PIN_INVALID, ERR.PIN_AUTH_BLOCKED):
+        with pytest.raises(CtapError) as e:
             pin.get_pin_token("wrong-pin")
+        assert code(e) == expected
     for attempt in (PIN, "wrong-pin"):
         with pytest.raises(CtapError) as e:
             pin.get_pin_token(attempt)
@@ -357,8 +360,9 @@ def test_a_token_without_rp_id_is_bound_to_the_first_rp_it_is_used_for(key, ctap
 def test_a_correct_pin_starts_the_count_to_the_soft_lock_again(ctap, pin):
     pin.set_pin(PIN)
     for _ in range(2):
-        with pytest.raises(CtapError):
+        with pytest.raises(CtapError) as e:
             pin.get_pin_token("wrong-pin")
+        assert code(e) == ERR.PIN_INVALID
     pin.get_pin_token(PIN)
     for _ in range(2):  # two more wrong ones: still not the third in a row
         with pytest.raises(CtapError) as e:

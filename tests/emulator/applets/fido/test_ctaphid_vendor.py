@@ -41,8 +41,9 @@ def test_a_locked_config_refuses_a_write_without_the_code(fido_device):
     session.write_device_config(DeviceConfig({}, None, None, None), False, None,
                                 bytes(range(16)))
     assert session.read_device_info().is_locked
-    with pytest.raises(CtapError):
+    with pytest.raises(CtapError) as e:
         session.write_device_config(DeviceConfig({}, 9, None, None), False)
+    assert e.value.code == CtapError.ERR.INVALID_PARAMETER  # CTAPHID ERR_INVALID_PAR
     session.write_device_config(DeviceConfig({}, 9, None, None), False, bytes(range(16)))
     assert session.read_device_info().config.auto_eject_timeout == 9
 

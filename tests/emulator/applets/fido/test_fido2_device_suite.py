@@ -19,6 +19,10 @@ import tarfile
 import xml.etree.ElementTree as ET  # noqa: S405 - our own pytest's report
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # ~25 s: `make test-slow` (and CI) runs it
+
 ROOT = Path(__file__).resolve().parents[4]
 SDIST_DIR = ROOT / ".cache" / "fido2-sdist"
 EP_RP_ID = "enterprise.example.com"  # the latest profile's vendor-facilitated EA RP ID

@@ -122,9 +122,10 @@ def test_simulated_replug_power_cycles_the_key(virtual_key):
     with registered_with_fido2_hid(virtual_key):
         dev = open_device(path)
         ClientPin(Ctap2(dev)).set_pin("12345678")
-        for _ in range(3):
-            with pytest.raises(CtapError):
+        for expected in ("PIN_INVALID", "PIN_INVALID", "PIN_AUTH_BLOCKED"):
+            with pytest.raises(CtapError) as e:
                 ClientPin(Ctap2(dev)).get_pin_token("00000000")
+            assert e.value.code == CtapError.ERR[expected]
         with pytest.raises(CtapError) as e:  # blocked until a power cycle
             ClientPin(Ctap2(dev)).get_pin_token("12345678")
         assert e.value.code == CtapError.ERR.PIN_AUTH_BLOCKED
@@ -163,9 +164,10 @@ def test_key_replugs_itself_when_a_suite_waits_for_it(virtual_key, monkeypatch):
     with registered_with_fido2_hid(virtual_key, replug_when_awaited=0.1):
         dev = open_device(path)
         ClientPin(Ctap2(dev)).set_pin("12345678")
-        for _ in range(3):
-            with pytest.raises(CtapError):
+        for expected in ("PIN_INVALID", "PIN_INVALID", "PIN_AUTH_BLOCKED"):
+            with pytest.raises(CtapError) as e:
                 ClientPin(Ctap2(dev)).get_pin_token("00000000")
+            assert e.value.code == CtapError.ERR[expected]
         before = _paths()
         assert path in before
         assert _wait_for(lambda: path not in _paths()), "the key never unplugged itself"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hwtoken.emulator import VirtualKey
 
 DOC = Path(__file__).resolve().parents[4] / "docs" / "pytest-plugin.md"
@@ -115,6 +117,7 @@ def test_option_registers_a_key_for_a_hardware_suite(tmp_path):
     assert result.returncode != 0
 
 
+@pytest.mark.slow
 def test_environment_variable_and_key_file(tmp_path):
     (tmp_path / "test_hw_suite.py").write_text(SUITE)
     result = _pytest(tmp_path, "test_hw_suite.py", env={"HWTOKEN_FIDO2_HID": "1"})
@@ -175,6 +178,7 @@ def test_factory_reset_after_reconnect():
 '''
 
 
+@pytest.mark.slow
 def test_key_replugs_for_a_suite_that_waits_for_it(tmp_path):
     (tmp_path / "test_reconnect.py").write_text(RECONNECT_SUITE)
     result = _pytest(tmp_path, "--hwtoken-fido2-hid", "test_reconnect.py")

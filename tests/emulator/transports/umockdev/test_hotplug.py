@@ -42,7 +42,8 @@ def test_udev_monitor_sees_plug_and_unplug(two_keys):
         reader.start()
         try:
             _wait_for(lambda: any("monitor will print" in x for x in lines), "udevadm")
-            time.sleep(0.3)  # its socket is bound once it printed the banner
+            # its monitor socket, bound where umockdev delivers uevents
+            _wait_for(lambda: any(tb.root.glob("event*")), "udevadm's monitor socket")
             second = tb.plug(two_keys[1])
             _wait_for(lambda: sum("hidraw" in x and " add " in x for x in lines) >= 2,
                       "add events")
@@ -94,6 +95,18 @@ def test_a_running_libusb_program_follows_plugs(two_keys):
             prog.wait(30)
 
 
+class AskedThenNobodyTouches(ApproveAfterDelay):
+    """Nobody touches the key within the test; ``asked`` is set once it waits for a touch."""
+
+    def __init__(self) -> None:
+        super().__init__(60)
+        self.asked = threading.Event()
+
+    def decide(self, reason, cancel, keepalive):
+        self.asked.set()
+        return super().decide(reason, cancel, keepalive)
+
+
 def test_unplug_during_a_python_yubico_request_is_an_error_not_a_hang(tmp_path):
     key = VirtualKey.create(tmp_path / "k.key")
     with key, umockdev.Testbed() as tb:
@@ -102,12 +115,11 @@ def test_unplug_during_a_python_yubico_request_is_an_error_not_a_hang(tmp_path):
         tb.run([sys.executable, "-m", "hwtoken", "yubikey", "chalresp", "program", "2",
                 "--touch", "--secret", "-"], input=secret.hex() + "\n", text=True,
                check=True, capture_output=True, timeout=60)
-        key.presence = ApproveAfterDelay(60)  # nobody touches it
+        key.presence = presence = AskedThenNobodyTouches()
         calc = tb.popen([sys.executable, "-m", "hwtoken", "yubikey", "chalresp", "calc", "2",
                          "00112233"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True)
-        _wait_for(lambda: plugged.open_files > 0, "the request to reach the key")
-        time.sleep(0.5)  # waiting for the touch now
+        assert presence.asked.wait(30), "the request never reached the key's touch"
         tb.unplug(plugged)
         out, err = calc.communicate(timeout=60)  # an answer, not a hang (bounded here)
         assert calc.returncode in (1, 2), (out, err)
@@ -120,7 +132,8 @@ def test_unplug_during_a_libfido2_request_is_an_error_not_a_hang(tmp_path):
     import base64
     import hashlib
 
-    key = VirtualKey.create(tmp_path / "k.key", presence=ApproveAfterDelay(60))
+    presence = AskedThenNobodyTouches()
+    key = VirtualKey.create(tmp_path / "k.key", presence=presence)
     request = tmp_path / "cred.in"
     request.write_text("\n".join([
         base64.b64encode(hashlib.sha256(b"c").digest()).decode(), "example.com", "u",
@@ -130,8 +143,7 @@ def test_unplug_during_a_libfido2_request_is_an_error_not_a_hang(tmp_path):
         path = plugged.fido_hidraw
         cred = tb.popen(["fido2-cred", "-M", "-i", str(request), path],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(lambda: plugged.open_files > 0, "fido2-cred to open the key")
-        time.sleep(1.0)  # it is waiting for the touch (keepalives)
+        assert presence.asked.wait(30), "fido2-cred's request never reached the touch"
         tb.unplug(plugged)
         out, err = cred.communicate(timeout=60)
         assert cred.returncode != 0

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fido2 import cbor
 
@@ -145,6 +145,12 @@ class _PendingAssertions:
 class Authenticator:
     """CTAP 2.1/2.2 for one key (:class:`~hwtoken.emulator.context.KeyContext`) (pure logic)."""
 
+    #: Strict mode, for tests (what ``CardOS(strict=True)`` is for the card applets): when
+    #: a list, every internal exception -- a bug, still answered CTAP1_ERR_OTHER -- is
+    #: appended to it, whichever thread (CTAPHID's worker, a USB/IP server) ran the
+    #: request, so the test can fail on it. A failed write (OSError) is not a bug.
+    internal_errors: ClassVar[list[BaseException] | None] = None
+
     def __init__(self, key: KeyContext) -> None:
         from hwtoken.emulator.applets.fido.ctap2.config import AuthenticatorConfig
         from hwtoken.emulator.applets.fido.ctap2.credential_management import CredentialManagement
@@ -221,8 +227,10 @@ class Authenticator:
                 code = e.code
             except CborError:
                 code = ERR.INVALID_CBOR
-            except Exception:  # a bug or a failed write must not take the key down
+            except Exception as exc:  # a bug or a failed write must not take the key down
                 code = ERR.OTHER
+                if self.internal_errors is not None and not isinstance(exc, OSError):
+                    self.internal_errors.append(exc)
             self._pending = None
             if request[:1] and request[0] in _MUTATING:
                 self.key.store.rollback()

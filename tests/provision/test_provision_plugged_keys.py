@@ -46,6 +46,7 @@ class Station:
         self.proc: subprocess.Popen | None = None
         self.pcscd = None  # with the OATH applet: the pcscd in the testbed
         self._terminal: int | None = None
+        self.stderr = ""  # all the station printed on stderr, for a failure's message
 
     def start(self, *args: str, command: str = "run") -> None:
         master, slave = pty.openpty()
@@ -78,6 +79,7 @@ class Station:
             if not chunk:
                 return
             buf += chunk
+            self.stderr += chunk
             match = re.search(r"touch the key \(slot (\d)\)[^\n]*: ", buf)
             if match:
                 self.prompts.append(match.group(0))
@@ -93,7 +95,7 @@ class Station:
                     return doc
             assert self.proc is not None
             assert self.proc.poll() is None or time.monotonic() < deadline, \
-                (what, self.lines, self.proc.stderr.read() if self.proc.stderr else "")
+                (what, self.proc.returncode, self.lines, self.stderr[-4000:])
             assert time.monotonic() < deadline, (what, self.lines)
             time.sleep(0.05)
 
@@ -237,7 +239,7 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
             _stop_pulling(keys[2], mode)  # the person stops pulling keys out
             tb.plug(keys[2])
             st.start(command="resume")
-            assert st.proc.wait(120) == 0, (st.lines, st.proc.stderr)
+            assert st.proc.wait(120) == 0, (st.lines, st.stderr[-4000:])
             status = json.loads(st.hw("provision", "status", "-i", url, "--json").stdout)
             assert status["counts"]["done"] == 5 and status["counts"]["pending"] == 0
             out = tmp_path / "batch.pskc"

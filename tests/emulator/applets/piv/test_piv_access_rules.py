@@ -17,7 +17,8 @@ from yubikit.core import InvalidPinError
 from yubikit.core.smartcard import ApduError
 from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, SLOT, PivSession
 
-from hwtoken.emulator.applets.piv import keys, tlv
+from hwtoken.emulator import tlv
+from hwtoken.emulator.applets.piv import keys
 from hwtoken.emulator.applets.piv.constants import MANAGEMENT_KEY_TYPE
 from hwtoken.emulator.iso7816 import SW, CardOS
 from hwtoken.emulator.key import VirtualKey

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutate"
 LINKED = ("src", "tests", "docs", "mutation")  # what a module's mutmut directory sees
 MUTMUT = [sys.executable, "-m", "mutmut"]
-GOAL = 0.85
+GOAL = 0.90  # issue 33: at least 90% killed on each module
 KILLED = {1, 3, 37}  # a failing test, an internal pytest error, the type checker
 TIMEOUT = {24, -24, 36, 152, 255}
 

@@ -4,9 +4,12 @@ arbitrary ioctls, reads and writes leave the key working. Hypothesis drives the 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
+import threading
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,3 +101,86 @@ def test_any_request_gets_an_answer_and_the_key_keeps_working(plugged_key, calls
                           text=True, timeout=30)
     assert out.returncode == 0 and "FIDO_2_1" in out.stdout
     assert os.path.exists(_sock_path(plugged_key))
+
+
+def _nodes(tb, plugged) -> list[tuple[Path, Path]]:
+    """(device node, its ioctl socket) of each node a plugged key made."""
+    devs = [plugged.usbfs, *plugged.hidraw]
+    return [(tb.root / d.lstrip("/"), tb.root / "ioctl" / d.lstrip("/")) for d in devs]
+
+
+def test_an_open_that_connects_after_the_key_went_gets_enodev(tmp_path, monkeypatch):
+    """A program that opened the node just before the key was pulled connects only then:
+    the node's socket still answers (ENODEV); an unanswerable socket makes umockdev
+    abort the program (a station died with SIGABRT so in CI)."""
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.transports import umockdev
+
+    monkeypatch.setattr(preload, "RETIRE_GRACE", 30.0)
+    with VirtualKey.create(tmp_path / "k.key") as key, umockdev.Testbed() as tb:
+        plugged = tb.plug(key)
+        nodes = _nodes(tb, plugged)
+        held = [(FakeClient(str(sock)), sock) for _, sock in nodes]  # the last open
+        tb.unplug(plugged)
+        for node, _sock in nodes:
+            assert not os.path.lexists(node)  # gone: no open can begin after the unplug
+        for client, sock in held:
+            assert os.path.exists(sock)
+            late = FakeClient(str(sock))
+            assert late.call(preload.REQ_IOCTL, 0x80084803, 0x1000) == (-1, errno.ENODEV)
+            assert client.call(preload.REQ_READ, 0x1000, 64) == (-1, errno.ENODEV)
+            late.close()
+            client.close()
+
+
+def test_a_retired_socket_never_removes_a_newer_nodes_socket(tmp_path):
+    """The key back on the same port makes the same hidraw node again: the old listener's
+    delayed close leaves the new socket alone."""
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.transports import umockdev
+
+    with VirtualKey.create(tmp_path / "k.key") as key, umockdev.Testbed() as tb:
+        first = tb.plug(key)
+        old, nodes = next(iter(first.hid.values())).listener, first.hidraw
+        tb.unplug(first)
+        again = tb.plug(key)
+        assert again.hidraw == nodes
+        new_sock = old.sock_path
+        old.close()  # what the grace timer does
+        assert os.path.exists(new_sock)
+        client = FakeClient(str(new_sock))
+        res, err = client.call(preload.REQ_IOCTL, 0x80084803, 0x1000)  # HIDIOCGRAWINFO
+        assert (res, err) == (0, 0)
+        client.close()
+
+
+def test_a_port_is_not_reused_until_its_key_is_all_gone(tmp_path, monkeypatch):
+    """Plugging in while another key is still being pulled out takes another port (the
+    same port's sysfs entries were being removed while made again)."""
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.transports import umockdev
+    from hwtoken.emulator.transports.umockdev import sysfs
+
+    with VirtualKey.create(tmp_path / "a.key") as a, VirtualKey.create(
+            tmp_path / "b.key") as b, umockdev.Testbed() as tb:
+        first = tb.plug(a)
+        removing, go_on = threading.Event(), threading.Event()
+        original = sysfs.Sysfs.remove
+
+        def slow_remove(self, syspath):  # noqa: ANN001, ANN202
+            if syspath == first.tree.syspath:
+                removing.set()
+                assert go_on.wait(30)
+            return original(self, syspath)
+
+        monkeypatch.setattr(sysfs.Sysfs, "remove", slow_remove)
+        t = threading.Thread(target=tb.unplug, args=(first,))
+        t.start()
+        assert removing.wait(30)
+        second = tb.plug(b)
+        assert second.port != first.port
+        go_on.set()
+        t.join(30)
+        assert tb.plugged == [second]
+        third = tb.plug(a)
+        assert third.port == first.port  # free again once a is all gone

@@ -219,6 +219,9 @@ def serve_connection(conn: Connection, handler: OpenFile) -> None:
         conn.close()
 
 
+RETIRE_GRACE = 5.0  # seconds a removed node's socket still answers late connections
+
+
 class NodeListener:
     """Listen on ``ioctl/<node>`` and serve every open of the node in its own thread.
 
@@ -236,8 +239,10 @@ class NodeListener:
             sock_path.unlink()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(str(sock_path))
+        self._inode = os.stat(sock_path).st_ino  # a node made again later binds a new one
         self._sock.listen(64)
         self._stop = threading.Event()
+        self._retired = False
         self._threads: set[threading.Thread] = set()
         self._conns: set[Connection] = set()
         self._lock = threading.Lock()
@@ -273,7 +278,7 @@ class NodeListener:
         try:
             handler: OpenFile | None = None
             try:
-                handler = self.factory(conn)
+                handler = None if self._retired else self.factory(conn)
             except Exception:
                 log.exception("cannot serve an open of %s", self.name)
             serve_connection(conn, handler if handler is not None else _Gone(conn))
@@ -288,6 +293,23 @@ class NodeListener:
         with self._lock:
             return len(self._conns)
 
+    def retire(self, grace: float = RETIRE_GRACE,
+               on_closed: Callable[[NodeListener], object] | None = None) -> None:
+        """The node is gone: a late connection (a program that opened the node just before
+        it went, and connects only now) is answered ENODEV for ``grace`` seconds, then the
+        listener closes. Closing at once would make umockdev abort that program: it finds
+        the socket's path but cannot connect, as no kernel would ever fail an open file."""
+        self._retired = True
+
+        def close_later() -> None:
+            self.close()
+            if on_closed is not None:
+                on_closed(self)
+
+        timer = threading.Timer(grace, close_later)
+        timer.daemon = True
+        timer.start()
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop accepting and remove the socket. Open files keep being answered until the
         program closes them (answering nothing would make umockdev abort the program)."""
@@ -297,7 +319,8 @@ class NodeListener:
         with contextlib.suppress(OSError):
             self._sock.close()
         with contextlib.suppress(FileNotFoundError):
-            self.sock_path.unlink()
+            if os.stat(self.sock_path).st_ino == self._inode:  # not a newer node's socket
+                self.sock_path.unlink()
         self._thread.join(timeout)
 
     def disconnect_all(self, timeout: float = 2.0) -> None:

@@ -148,6 +148,8 @@ class Testbed:
         self._lock = threading.RLock()
         self._closed = False
         self._plugged: dict[int, PluggedKey] = {}  # port -> key
+        self._leaving: set[int] = set()  # ports of keys being pulled out right now
+        self._retiring: list[NodeListener] = []  # removed nodes' listeners, still answering
         self._next_devnum = 2  # 1 is the root hub
         self._hid_seq = 1
         #: ``callback(key, plugged)`` after a key rebooted into another USB device
@@ -204,7 +206,8 @@ class Testbed:
                 raise DeviceError("the testbed is closed")
             if any(p.key is key for p in self._plugged.values()):
                 raise InvalidInput(f"virtual key {key.serial} is already plugged in")
-            port = next(p for p in range(1, 128) if p not in self._plugged)
+            port = next(p for p in range(1, 128)
+                        if p not in self._plugged and p not in self._leaving)
             devnum = self._next_devnum
             self._next_devnum = 2 + (self._next_devnum - 1) % 126
             with key.lock:
@@ -293,9 +296,18 @@ class Testbed:
         binding.node.unplug()
         for dev in reversed(binding.devices):
             self._announce("remove", dev.syspath, dev.subsystem)
-        binding.listener.close()
+        binding.pool.close()  # the node goes first: no open of it can begin after this
+        self._retire(binding.listener)
         self.sysfs.remove(binding.devices[0].syspath)
-        binding.pool.close()
+
+    def _retire(self, listener: NodeListener) -> None:
+        with self._lock:
+            self._retiring.append(listener)
+        listener.retire(on_closed=self._retired)
+
+    def _retired(self, listener: NodeListener) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._retiring.remove(listener)
 
     def _announce(self, action: str, syspath: str, subsystem: str) -> None:
         props = uevent.read_uevent_file(self.sysfs.path(syspath) / "uevent")
@@ -322,6 +334,7 @@ class Testbed:
             if plugged is None or self._plugged.get(plugged.port) is not plugged:
                 raise InvalidInput("that key is not plugged in")
             del self._plugged[plugged.port]
+            self._leaving.add(plugged.port)  # not reused until its sysfs entries are gone
             bindings = [plugged.hid.pop(n) for n in sorted(plugged.hid)]
             if plugged.stop_listening is not None:
                 plugged.stop_listening()
@@ -331,11 +344,13 @@ class Testbed:
             self._drop_hidraw(binding)
         for dev in reversed(plugged.tree.devices):
             self._announce("remove", dev.syspath, dev.subsystem)
-        if plugged.usbfs_listener is not None:
-            plugged.usbfs_listener.close()
-        self.sysfs.remove(plugged.tree.syspath)
         if plugged.usbfs_pool is not None:
-            plugged.usbfs_pool.close()
+            plugged.usbfs_pool.close()  # the node goes first: no open of it begins after
+        if plugged.usbfs_listener is not None:
+            self._retire(plugged.usbfs_listener)
+        self.sysfs.remove(plugged.tree.syspath)
+        with self._lock:
+            self._leaving.discard(plugged.port)
         if plugged.own_usb:
             plugged.usb.stop()
         with contextlib.suppress(Exception), plugged.key.lock:
@@ -390,7 +405,11 @@ class Testbed:
                 listeners.append(p.usbfs_listener)
             with contextlib.suppress(Exception):
                 self.unplug(p)
+        with self._lock:
+            listeners += self._retiring
+            self._retiring = []
         for listener in listeners:
+            listener.close()
             listener.disconnect_all()
         self._default.close()
         self._default.disconnect_all()

@@ -107,12 +107,18 @@ def test_management_reports_what_the_profile_has(key):
         card = CardOS(key, transport="nfc", strict=True)
     elif "ccid" in interfaces:
         card = CardOS(key, transport="usb", strict=True)
-    if card is None or not selects(card, AID_MANAGEMENT):
+    if card is not None and selects(card, AID_MANAGEMENT):
+        info = ManagementSession(DirectCardConnection(card)).read_device_info()
+    elif "management" in profile.applets:
+        # no smart card (a YubiKey Bio): ykman reads the device info over FIDO HID
+        from hwtoken.emulator import fido_device
+
+        with fido_device(key) as dev:
+            info = ManagementSession(dev).read_device_info()
+    else:
         # no management applet to ask (a U2F-only key): nothing beyond U2F is there
-        assert "management" not in profile.applets
         assert reachable_over_usb(key) == {CAPABILITY.U2F}
         return
-    info = ManagementSession(DirectCardConnection(card)).read_device_info()
     usb = bits(reachable_over_usb(key))
     assert info.supported_capabilities[TRANSPORT.USB] == usb
     assert info.config.enabled_capabilities[TRANSPORT.USB] == usb

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import tty
 
 import pyotp
@@ -118,14 +119,18 @@ def _pull_out_while_written(tb: umockdev.Testbed, key: VirtualKey,
 
     def pull() -> None:
         plugged = next(p for p in tb.plugged if p.key is key)
-        threading.Thread(target=tb.unplug, args=(plugged,), daemon=True).start()
+        unplugging = threading.Thread(target=tb.unplug, args=(plugged,), daemon=True)
+        unplugging.start()
         pulled.set()
         # out of the port before the write completes: its sysfs entry is gone (the last
         # thing the unplug does before it saves the key, once this command gives it back)
         syspath = tb.sysfs.path(plugged.tree.syspath)
         deadline = time.monotonic() + 30
         while syspath.exists():
-            assert time.monotonic() < deadline, "the key never left the port"
+            if time.monotonic() > deadline:
+                frame = sys._current_frames().get(unplugging.ident)
+                stack = "".join(traceback.format_stack(frame)) if frame else "(ended)"
+                raise AssertionError(f"the key never left the port; the unplug is at\n{stack}")
             time.sleep(0.01)
 
     if mode == "oath-totp":

@@ -83,7 +83,7 @@ config_frames = st.one_of(
 
 
 @given(cmd=st.sampled_from([0x40, 0x43]), frame=config_frames)
-@settings(max_examples=400, deadline=None,
+@settings(max_examples=400,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_config_frames_are_answered_and_never_crash_the_key(config_fuzz_key, cmd, frame):
     """A config write is applied or refused with INVALID_PAR; ERR_OTHER would be a crash."""

@@ -92,7 +92,7 @@ def test_csv_rows_carry_a_counter_only_for_hotp(inventory, tmp_path):
     out = tmp_path / "keys.csv"
     with opened(inventory) as inv:
         result = export(inv, "csv", str(out))
-    assert sorted(k.serial for k in result.exported) == [201, 203, 204]  # no challenge-response type
+    assert sorted(k.serial for k in result.exported) == [201, 203, 204]  # not chalresp
     rows = {}
     for line in out.read_text().splitlines():
         if line and not line.startswith("#"):

@@ -209,7 +209,9 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
 
                 pcscd = st.pcscd = UsbPcscd(tb).start()
                 st.env = pcscd.client_env(st.env)
-            st.start("-m", mode, "--slot", "1", "--idle-timeout", "4")
+            # the station ends once no key came for 12 s (a loaded machine may take
+            # seconds between one key and the next)
+            st.start("-m", mode, "--slot", "1", "--idle-timeout", "12")
             for i, key in enumerate(keys):
                 if i == 2:
                     pulled = _pull_out_while_written(tb, key, mode)

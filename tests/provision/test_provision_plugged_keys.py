@@ -221,7 +221,7 @@ def test_a_batch_plugged_in_one_after_another(tmp_path, mode):
                     assert pulled.is_set()
                     assert doc["result"] != "done", doc
                     continue
-                assert doc["result"] == "done", doc
+                assert doc["result"] == "done", (json.dumps(doc), st.stderr[-2000:])
                 tb.unplug(plugged)
                 if i == 0:  # the same key plugged in again is not taken twice
                     with _device_info_reads() as reads:

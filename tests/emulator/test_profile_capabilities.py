@@ -13,6 +13,7 @@ import pytest
 from yubikit.core import TRANSPORT
 from yubikit.management import CAPABILITY, ManagementSession
 
+from hwtoken.emulator import fido_device
 from hwtoken.emulator.iso7816 import CardOS
 from hwtoken.emulator.key import VirtualKey
 from hwtoken.emulator.profiles import PROFILES
@@ -107,12 +108,17 @@ def test_management_reports_what_the_profile_has(key):
         card = CardOS(key, transport="nfc", strict=True)
     elif "ccid" in interfaces:
         card = CardOS(key, transport="usb", strict=True)
-    if card is None or not selects(card, AID_MANAGEMENT):
+    if card is not None and selects(card, AID_MANAGEMENT):
+        info = ManagementSession(DirectCardConnection(card)).read_device_info()
+    elif "management" in profile.applets:
+        # a FIDO-only key (YubiKey Bio): ykman asks over CTAPHID's vendor commands
+        assert card is None and interfaces == ("fido",)
+        with fido_device(key) as dev:
+            info = ManagementSession(dev).read_device_info()
+    else:
         # no management applet to ask (a U2F-only key): nothing beyond U2F is there
-        assert "management" not in profile.applets
         assert reachable_over_usb(key) == {CAPABILITY.U2F}
         return
-    info = ManagementSession(DirectCardConnection(card)).read_device_info()
     usb = bits(reachable_over_usb(key))
     assert info.supported_capabilities[TRANSPORT.USB] == usb
     assert info.config.enabled_capabilities[TRANSPORT.USB] == usb

@@ -144,6 +144,52 @@ def test_always_uv_without_a_pin_asks_for_a_token_not_a_pin(ctap):
     assert e.value.code == ERR.PUAT_REQUIRED
 
 
+def test_always_uv_alone_guards_config(ctap):
+    """CTAP 2.1 6.11 step 4: alwaysUv on guards authenticatorConfig even without a PIN."""
+    Config(ctap).toggle_always_uv()
+    for call in (Config(ctap).toggle_always_uv, lambda: Config(ctap).set_min_pin_length(6)):
+        with pytest.raises(CtapError) as e:
+            call()
+        assert e.value.code == ERR.PUAT_REQUIRED
+    info = ctap.get_info()
+    assert (info.options["alwaysUv"], info.min_pin_length) == (True, 4)
+
+
+def test_a_pin_alone_guards_config(ctap, client_pin):
+    """A PIN set and alwaysUv off: still no config without pinUvAuthParam."""
+    assert ctap.get_info().options["alwaysUv"] is False
+    for call in (Config(ctap).toggle_always_uv, lambda: Config(ctap).set_min_pin_length(6)):
+        with pytest.raises(CtapError) as e:
+            call()
+        assert e.value.code == ERR.PUAT_REQUIRED
+    info = ctap.get_info()
+    assert (info.options["alwaysUv"], info.min_pin_length) == (False, 4)
+
+
+def test_min_pin_length_rp_ids_up_to_the_advertised_maximum(ctap, client_pin):
+    """More RP IDs than getInfo's maxRPIDsForSetMinPINLength is INVALID_PARAMETER."""
+    most = ctap.info.max_rpids_for_min_pin
+    assert most >= 1
+    token = client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
+    cfg = Config(ctap, client_pin.protocol, token)
+    with pytest.raises(CtapError) as e:
+        cfg.set_min_pin_length(6, rp_ids=[f"rp{i}.example" for i in range(most + 1)])
+    assert e.value.code == ERR.INVALID_PARAMETER
+    assert ctap.get_info().min_pin_length == 4  # nothing of it applied
+    cfg.set_min_pin_length(6, rp_ids=[f"rp{i}.example" for i in range(most)])
+    assert ctap.get_info().min_pin_length == 6
+
+
+def test_force_pin_change_without_a_pin_is_pin_not_set(ctap):
+    with pytest.raises(CtapError) as e:
+        Config(ctap).set_min_pin_length(6, force_change_pin=True)
+    assert e.value.code == ERR.PIN_NOT_SET
+    info = ctap.get_info()
+    assert (info.min_pin_length, info.force_pin_change) == (4, False)
+    Config(ctap).set_min_pin_length(6)  # without forceChangePin it applies
+    assert ctap.get_info().min_pin_length == 6
+
+
 def test_set_min_pin_length_and_force_change(ctap, client_pin):
     token = client_pin.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
     cfg = Config(ctap, client_pin.protocol, token)

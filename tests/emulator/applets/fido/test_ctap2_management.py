@@ -6,6 +6,7 @@ import hashlib
 import os
 
 import pytest
+from fido2 import cbor
 from fido2.ctap import CtapError
 from fido2.ctap2 import Config, CredentialManagement, Ctap2, LargeBlobs
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
@@ -256,6 +257,76 @@ def test_large_blob_integrity_and_sequence(ctap):
     assert LargeBlobs(ctap).read_blob_array() == [{}]
 
 
+def checked(body: bytes) -> bytes:
+    """A serialized large-blob array: its CBOR and the first 16 bytes of its SHA-256."""
+    return body + hashlib.sha256(body).digest()[:16]
+
+
+def large_blobs_error(ctap, offset, **kw) -> int:
+    with pytest.raises(CtapError) as e:
+        ctap.large_blobs(offset, **kw)
+    return e.value.code
+
+
+def test_large_blob_reads_by_offset_and_size(ctap):
+    """CTAP 2.1 6.10.2 get: a slice of the stored array, at most maxFragmentLength."""
+    stored = checked(b"\x80")  # a new key's: the empty array
+    fragment = ctap.info.max_msg_size - 64  # maxFragmentLength
+    assert ctap.large_blobs(0, get=fragment)[1] == stored
+    assert ctap.large_blobs(3, get=4)[1] == stored[3:7]
+    assert ctap.large_blobs(0, get=0)[1] == b""
+    assert ctap.large_blobs(len(stored), get=5)[1] == b""  # at the end: nothing left
+    assert large_blobs_error(ctap, len(stored) + 1, get=1) == ERR.INVALID_PARAMETER
+    assert large_blobs_error(ctap, 0, get=fragment + 1) == ERR.INVALID_LENGTH
+    assert large_blobs_error(ctap, 0, get=-1) == ERR.INVALID_PARAMETER
+    assert large_blobs_error(ctap, -1, get=1) == ERR.INVALID_PARAMETER
+    assert large_blobs_error(ctap, 0, get=1, length=17) == ERR.INVALID_PARAMETER
+
+
+def test_large_blob_write_refusals(ctap):
+    """CTAP 2.1 6.10.2 set: each malformed fragment by its code, and nothing stored."""
+    blob = checked(b"\x81\xa0")  # [{}]
+    fragment = ctap.info.max_msg_size - 64
+    assert large_blobs_error(ctap, 0, set=blob) == ERR.INVALID_PARAMETER  # no length
+    assert large_blobs_error(ctap, 0, set=blob[:16], length=16) == ERR.INVALID_PARAMETER
+    assert large_blobs_error(ctap, 0, set=bytes(fragment + 1),
+                             length=fragment + 1) == ERR.INVALID_LENGTH
+    # more data than the announced length
+    assert large_blobs_error(ctap, 0, set=blob + b"zz", length=len(blob)) \
+        == ERR.INVALID_PARAMETER
+    assert LargeBlobs(ctap).read_blob_array() == []
+    ctap.large_blobs(0, set=blob[:1], length=len(blob))
+    # only the first fragment carries the length
+    assert large_blobs_error(ctap, 1, set=blob[1:], length=len(blob)) == ERR.INVALID_PARAMETER
+    ctap.large_blobs(1, set=blob[1:])
+    assert LargeBlobs(ctap).read_blob_array() == [{}]
+    # a finished write takes no more fragments: the next one starts at 0 again
+    assert large_blobs_error(ctap, 1, set=b"x") == ERR.INVALID_SEQ
+    assert LargeBlobs(ctap).read_blob_array() == [{}]
+
+
+def test_a_fragment_of_max_fragment_length_is_taken(ctap):
+    fragment = ctap.info.max_msg_size - 64
+    array = [{1: bytes(fragment)}]
+    blob = checked(cbor.encode(array))
+    assert len(blob) > fragment
+    ctap.large_blobs(0, set=blob[:fragment], length=len(blob))
+    ctap.large_blobs(fragment, set=blob[fragment:])
+    assert LargeBlobs(ctap).read_blob_array() == array
+
+
+def test_a_new_key_takes_a_write_only_from_offset_zero(ctap):
+    assert large_blobs_error(ctap, 1, set=b"x") == ERR.INVALID_SEQ
+
+
+def test_a_power_cycle_drops_a_partial_large_blob_write(key, ctap):
+    blob = checked(b"\x81\xa0")
+    ctap.large_blobs(0, set=blob[:1], length=len(blob))
+    key.power_cycle()
+    assert large_blobs_error(ctap, 1, set=blob[1:]) == ERR.INVALID_SEQ
+    assert LargeBlobs(ctap).read_blob_array() == []
+
+
 def test_odd_entity_members_are_not_stored(ctap, client_pin):
     token = client_pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, "odd.example")
     cdh = os.urandom(32)
@@ -272,8 +343,6 @@ def test_odd_entity_members_are_not_stored(ctap, client_pin):
 
 
 def test_large_blob_size_bounds_and_permissions(ctap, client_pin):
-    from fido2 import cbor
-
     token = client_pin.get_pin_token(PIN, P.LARGE_BLOB_WRITE)
     blobs = LargeBlobs(ctap, client_pin.protocol, token)
     max_size = ctap.info.max_large_blob - 16

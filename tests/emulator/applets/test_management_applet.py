@@ -59,7 +59,9 @@ def apdu(ins: int, data: bytes = b"", p1: int = 0) -> bytes:
 
 def write(c: CardOS, body: bytes) -> int:
     """WRITE CONFIG with ``body`` behind its own length byte; the status word."""
-    return sw(c.transmit(apdu(0x1C, bytes([len(body)]) + body)))
+    answer = c.transmit(apdu(0x1C, bytes([len(body)]) + body))
+    assert len(answer) == 2  # no data, whatever the outcome
+    return sw(answer)
 
 
 def state(key) -> dict:
@@ -84,8 +86,14 @@ def test_parse_tlvs_reads_bare_tags_as_one_value_byte():
         parse_tlvs(bytes.fromhex("78020202abcd"))
     with pytest.raises(ApduError):  # a bare tag still needs its value byte
         parse_tlvs(b"\x78", bare_tags=bare)
+    # a bare tag after another TLV: both read from where they start
+    assert parse_tlvs(bytes.fromhex("0101007805"), bare_tags=bare) == [(1, b"\x00"),
+                                                                      (0x78, b"\x05")]
     assert parse_tlvs(b"") == []
     assert parse_tlvs(b"\x01\x00") == [(1, b"")]
+    # a long-form length that is the last thing in the list (an empty value)
+    assert parse_tlvs(bytes.fromhex("018100")) == [(1, b"")]
+    assert parse_tlvs(bytes.fromhex("0101aa02820000")) == [(1, b"\xaa"), (2, b"")]
 
 
 @pytest.mark.parametrize("data", [
@@ -123,6 +131,13 @@ def test_device_info_of_a_yubikey_5_byte_for_byte(key):
         "0d02033b"  # NFC supported
         "0e02033b")  # NFC enabled
     assert card(key).transmit(apdu(0x1D)) == bytes([len(expected)]) + expected + b"\x90\x00"
+
+
+def test_the_largest_serial_is_reported_unsigned(tmp_path):
+    with VirtualKey.create(tmp_path / "big.key", serial=2**32 - 1) as big:
+        assert dict(parse_tlvs(ManagementApplet(big).device_info()[1:]))[0x02] == b"\xff" * 4
+        assert ManagementSession(DirectCardConnection(CardOS(big))).read_device_info().serial \
+            == 2**32 - 1
 
 
 def test_device_info_follows_the_profile(tmp_path):
@@ -317,13 +332,13 @@ def test_set_mode_sets_the_timeouts_and_the_eject_flag(key):
     assert (state(key)["chalresp_timeout"], state(key)["auto_eject_timeout"]) == (7, 0)
     assert c.transmit(apdu(0x16, b"\x01\x00\x2c")) == b"\x90\x00"  # three: not auto-eject
     assert (state(key)["chalresp_timeout"], state(key)["auto_eject_timeout"]) == (15, 0)
-    state(key)["device_flags"] = 0x01  # another flag stays as it is
+    state(key)["device_flags"] = 0x40  # another flag (remote wakeup) stays as it is
     assert c.transmit(apdu(0x16, b"\x81\x05\x2c\x01")) == b"\x90\x00"  # eject, 300 s (LE)
     st = state(key)
     assert (st["usb_enabled"], st["chalresp_timeout"], st["auto_eject_timeout"],
-            st["device_flags"]) == (CCID, 5, 300, 0x81)
+            st["device_flags"]) == (CCID, 5, 300, 0xC0)
     assert c.transmit(apdu(0x16, b"\x01\x05\x00\x00")) == b"\x90\x00"
-    assert state(key)["device_flags"] == 0x01
+    assert state(key)["device_flags"] == 0x40
 
 
 def test_set_mode_masks_what_the_model_lacks_and_commits(tmp_path):

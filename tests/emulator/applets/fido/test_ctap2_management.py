@@ -101,6 +101,121 @@ def test_rp_bound_credman_token(ctap, client_pin):
     assert e.value.code == ERR.PIN_AUTH_INVALID
 
 
+def rp_hash(rp_id: str) -> bytes:
+    return hashlib.sha256(rp_id.encode()).digest()
+
+
+def refused(call) -> int:
+    with pytest.raises(CtapError) as e:
+        call()
+    return e.value.code
+
+
+def test_rp_entries_carry_the_rp_name_and_id_hash(ctap, client_pin):
+    make_rk(ctap, client_pin, "a.example", b"alice")
+    [rp] = credman(ctap, client_pin).enumerate_rps()
+    assert (rp[3], rp[4]) == ({"id": "a.example", "name": "A.EXAMPLE"}, rp_hash("a.example"))
+
+
+def test_enumeration_walks_every_rp_and_credential_then_stops(ctap, client_pin):
+    for rp_id in ("a.example", "b.example", "c.example"):
+        make_rk(ctap, client_pin, rp_id, b"alice")
+    for user in (b"bob", b"carol"):
+        make_rk(ctap, client_pin, "a.example", user)
+    cm = credman(ctap, client_pin)
+    first = cm.enumerate_rps_begin()
+    assert first[5] == 3
+    rest = [cm.enumerate_rps_next() for _ in range(2)]
+    assert sorted(r[3]["id"] for r in [first, *rest]) == ["a.example", "b.example",
+                                                           "c.example"]
+    assert refused(cm.enumerate_rps_next) == ERR.NOT_ALLOWED  # all were given
+    first = cm.enumerate_creds_begin(rp_hash("a.example"))
+    assert first[9] == 3
+    rest = [cm.enumerate_creds_next() for _ in range(2)]
+    assert sorted(c[6]["id"] for c in [first, *rest]) == [b"alice", b"bob", b"carol"]
+    assert refused(cm.enumerate_creds_next) == ERR.NOT_ALLOWED
+    assert refused(cm.enumerate_rps_next) == ERR.NOT_ALLOWED  # a creds enumeration is no RPs'
+
+
+def test_enumerating_an_rp_without_credentials_is_no_credentials(ctap, client_pin):
+    make_rk(ctap, client_pin, "a.example", b"alice")
+    cm = credman(ctap, client_pin)
+    assert refused(lambda: cm.enumerate_creds_begin(rp_hash("b.example"))) \
+        == ERR.NO_CREDENTIALS
+
+
+def test_next_without_a_begin_is_not_allowed_in_process(virtual_key):
+    """A request from within the process (no channel) on a new key: nothing to go on with."""
+    for sub in (0x03, 0x05):
+        assert virtual_key.fido.ctap2(b"\x0a" + cbor.encode({1: sub})) == b"\x30"  # NOT_ALLOWED
+
+
+def test_a_credential_entry_carries_its_large_blob_key(ctap, client_pin):
+    alice = make_rk(ctap, client_pin, "a.example", b"alice", extensions={"largeBlobKey": True})
+    make_rk(ctap, client_pin, "a.example", b"bob")
+    creds = {c[6]["id"]: c for c in credman(ctap, client_pin).enumerate_creds(
+        rp_hash("a.example"))}
+    assert creds[b"alice"][0x0B] == alice.large_blob_key and len(alice.large_blob_key) == 32
+    assert 0x0B not in creds[b"bob"]
+
+
+def test_an_rp_bound_token_manages_the_credentials_of_its_rp(ctap, client_pin):
+    alice = make_rk(ctap, client_pin, "a.example", b"alice")
+    make_rk(ctap, client_pin, "b.example", b"bob")
+    cm = credman(ctap, client_pin, "a.example")
+    cid = {"id": alice.auth_data.credential_data.credential_id, "type": "public-key"}
+    cm.update_user_info(cid, {"id": b"alice", "name": "Alice"})
+    [entry] = cm.enumerate_creds(rp_hash("a.example"))
+    assert entry[6] == {"id": b"alice", "name": "Alice"}
+    cm.delete_cred(cid)
+    assert credman(ctap, client_pin).get_metadata()[1] == 1
+
+
+@pytest.mark.parametrize("member", ["name", "displayName", "icon"])
+def test_update_user_information_checks_each_member_type(ctap, client_pin, member):
+    """Sent raw: python-fido2's update_user_info would drop a mistyped member itself."""
+    alice = make_rk(ctap, client_pin, "a.example", b"alice", name="alice")
+    cid = {"id": alice.auth_data.credential_data.credential_id, "type": "public-key"}
+    params = {2: cid, 3: {"id": b"alice", member: 7}}
+    token = client_pin.get_pin_token(PIN, P.CREDENTIAL_MGMT)
+    sub = CredentialManagement.CMD.UPDATE_USER_INFO
+    mac = client_pin.protocol.authenticate(token, bytes([sub]) + cbor.encode(params))
+    assert refused(lambda: ctap.credential_mgmt(sub, params, client_pin.protocol.VERSION,
+                                                mac)) == ERR.CBOR_UNEXPECTED_TYPE
+    [entry] = CredentialManagement(ctap, client_pin.protocol, token).enumerate_creds(
+        rp_hash("a.example"))
+    assert entry[6] == {"id": b"alice", "name": "alice", "displayName": "D"}
+
+
+def test_metadata_of_a_full_key(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from hwtoken.emulator import VirtualKey, fido_device, profiles
+
+    monkeypatch.setitem(profiles.PROFILES, "yubikey-5",
+                        replace(profiles.YUBIKEY_5, max_resident=2))
+    with VirtualKey.create(tmp_path / "small.key") as key:
+        ctap = Ctap2(fido_device(key))
+        cp = ClientPin(ctap)
+        cp.set_pin(PIN)
+        make_rk(ctap, cp, "a.example", b"alice")
+        assert credman(ctap, cp).get_metadata() == {1: 1, 2: 1}
+        make_rk(ctap, cp, "a.example", b"bob")
+        assert credman(ctap, cp).get_metadata() == {1: 2, 2: 0}
+
+
+def test_canonical_cbor_of_what_the_platform_maced():
+    from hwtoken.emulator.applets.fido.ctap2.credential_management import canonical
+    from hwtoken.emulator.applets.fido.ctap2.errors import Ctap2Error
+
+    # keys in canonical order, whatever order the map came in
+    assert canonical({2: b"x", 1: [True, "s"]}) == bytes.fromhex("a20182f56173024178")
+    for value in (1.5, {1: {2}}, object()):
+        with pytest.raises(Ctap2Error) as e:
+            canonical(value)
+        assert e.value.code == ERR.PIN_AUTH_INVALID
+
+
 def test_same_user_replaces_resident_credential(ctap, client_pin):
     make_rk(ctap, client_pin, "a.example", b"alice")
     make_rk(ctap, client_pin, "a.example", b"alice", name="alice2")

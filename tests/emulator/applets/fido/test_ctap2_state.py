@@ -221,3 +221,78 @@ def test_state_file_holds_no_plain_secrets(key_path):
     pin_hash = hashlib.sha256(PIN.encode()).digest()[:16]
     assert base64.b64encode(pin_hash) not in raw and pin_hash not in raw
     assert oct(key_path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_every_reset_forgets_all_of_the_old_generation(key_path):
+    """Two resets in a row: the second forgets what was made after the first just as the
+    first did (resident and non-resident credentials, large blobs, config, the persistent
+    token), and the key works as new after each."""
+    from fido2.ctap2 import Config, LargeBlobs
+
+    P = ClientPin.PERMISSION
+    with VirtualKey.create(key_path, profile="latest") as key:
+        ctap = Ctap2(fido_device(key))
+        for _ in range(2):
+            cp = ClientPin(ctap)
+            cp.set_pin(PIN)
+            made = []
+            for rk in (True, False):  # a token's mc permission is spent by its first use
+                token = cp.get_pin_token(PIN, P.MAKE_CREDENTIAL, "example.com")
+                cdh = os.urandom(32)
+                made.append(ctap.make_credential(
+                    cdh, {"id": "example.com"}, {"id": b"u", "name": "u"},
+                    [{"type": "public-key", "alg": -7}], options={"rk": rk},
+                    extensions={"largeBlobKey": True} if rk else None,
+                    pin_uv_param=cp.protocol.authenticate(token, cdh),
+                    pin_uv_protocol=cp.protocol.VERSION))
+            LargeBlobs(ctap, cp.protocol, cp.get_pin_token(PIN, P.LARGE_BLOB_WRITE)).put_blob(
+                made[0].large_blob_key, b"blob")
+            cp.get_pin_token(PIN, P.PERSISTENT_CREDENTIAL_MGMT)
+            Config(ctap, cp.protocol, cp.get_pin_token(PIN, P.AUTHENTICATOR_CFG)
+                   ).toggle_always_uv()
+            info = ctap.get_info()
+            assert info.options["alwaysUv"] is True and info.enc_identifier is not None
+            key.power_cycle()  # authenticatorReset within 10 s of power-up
+            ctap.reset()
+            info = ctap.get_info()
+            assert (info.options["clientPin"], info.options["alwaysUv"]) == (False, False)
+            assert info.enc_identifier is None  # no persistent token any more
+            assert LargeBlobs(ctap).read_blob_array() == []
+            for cred in made:
+                with pytest.raises(CtapError) as e:
+                    assertion_counter(ctap, cred.auth_data.credential_data)
+                assert e.value.code == ERR.NO_CREDENTIALS
+            with pytest.raises(CtapError) as e:  # nothing to discover
+                ctap.get_assertion("example.com", os.urandom(32))
+            assert e.value.code == ERR.NO_CREDENTIALS
+            cp = ClientPin(ctap)
+            cp.set_pin(PIN)
+            cm = CredentialManagement(ctap, cp.protocol, cp.get_pin_token(PIN, P.CREDENTIAL_MGMT))
+            assert cm.get_metadata()[1] == 0
+            key.power_cycle()
+            ctap.reset()  # (the next round sets its PIN again)
+
+
+def test_delete_resident_says_whether_there_was_one(key_path):
+    with VirtualKey.create(key_path) as key:
+        att = make_cred(Ctap2(fido_device(key)), options={"rk": True})
+        state = key.fido.authenticator.state
+        cid = att.auth_data.credential_data.credential_id
+        assert state.delete_resident(os.urandom(len(cid))) is False
+        assert len(state.residents) == 1
+        assert state.delete_resident(cid) is True
+        assert state.residents == [] and state.delete_resident(cid) is False
+
+
+def test_the_pin_record_keeps_its_stored_format(key_path):
+    """State files outlive releases: the PIN record must stay HMAC-SHA-256(master secret,
+    "pin" 0x00 || LEFT(SHA-256(PIN), 16)), or every key made before would refuse its PIN."""
+    import hmac
+
+    with VirtualKey.create(key_path) as key:
+        ClientPin(Ctap2(fido_device(key))).set_pin(PIN)
+        stored = key.store.section("fido")["pin"]
+        left = hashlib.sha256(PIN.encode()).digest()[:16]
+        assert bytes(stored["hash"]) == hmac.new(key.master_secret, b"pin\x00" + left,
+                                                 hashlib.sha256).digest()
+        assert (stored["retries"], stored["length"]) == (8, len(PIN))

@@ -136,10 +136,12 @@ demo: deps
 
 # The suite but its slowest end-to-end tests (@pytest.mark.slow: real browsers, provisioning
 # stations with keys plugged in and out, the fob's REPL, python-fido2's device tests, ...),
-# which `make test-slow` runs; CI (.ci/run) runs both.
+# which `make test-slow` runs one at a time; CI (.ci/run) runs both. `make test` runs a
+# worker per core (up to 4; pytest-xdist), each test file whole on one worker.
+TEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
 test: deps
 	$(VENV)/bin/ruff check src tests benchmarks firmware mutation tools/fresh-debian-check tools/yubico-suite
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(TEST_WORKERS)
 
 test-slow: deps
 	$(PY) -m pytest -q -m slow

@@ -14,7 +14,8 @@ from hwtoken.provision.model import Access, Material, Mode, Spec
 from hwtoken.provision.programmers import _AppletConnection
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00", b"\xff\x00\x01\x02", os.urandom(16)])
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\xff\x00\x01\x02", os.urandom(16)],
+                         ids=["empty", "zero", "four", "random16"])
 def test_modhex_is_ykmans(data):
     assert yubiotp.modhex_encode(data) == modhex_encode(data)
     assert yubiotp.modhex_decode(modhex_encode(data)) == modhex_decode(modhex_encode(data))

@@ -186,7 +186,8 @@ def test_import_rsa_with_another_exponent_is_refused(key):
 
 
 @pytest.mark.parametrize("curve,key_type", [(ec.SECP256R1(), KEY_TYPE.ECCP256),
-                                            (ec.SECP384R1(), KEY_TYPE.ECCP384)], ids=str)
+                                            (ec.SECP384R1(), KEY_TYPE.ECCP384)],
+                         ids=["ECCP256", "ECCP384"])
 def test_ecdh(key, curve, key_type):
     s = admin(key)
     public = s.generate_key(SLOT.KEY_MANAGEMENT, key_type)

@@ -41,6 +41,7 @@ def test_a_page_that_never_loads_fails_with_the_browser_log(request, tmp_path, n
     assert len(leader) == 1 and leader[0].split()[1] in "RSD", processes  # state of a live one
 
 
+@pytest.mark.slow  # starts Firefox
 def test_a_firefox_whose_prompts_cannot_be_answered_names_its_version(request, tmp_path):
     """ESR 140 keeps WebAuthnPromptHelper as a global of the browser window; with it gone
     (as in a Firefox that moved it where hwtoken does not look) answer_prompts is a

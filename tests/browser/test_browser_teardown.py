@@ -12,6 +12,8 @@ import pytest
 from hwtoken.browser import BROWSERS, start_browser
 from hwtoken.testing import require_browser
 
+pytestmark = pytest.mark.slow  # starts a real browser: make test-slow runs it
+
 
 @pytest.mark.parametrize("name", BROWSERS)
 def test_close_after_the_browser_died(request, plugged_key, tmp_path, name):

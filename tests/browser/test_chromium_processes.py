@@ -6,9 +6,13 @@ browser's own command line; with the network service in process, none did."""
 
 from __future__ import annotations
 
+import pytest
+
 from hwtoken.browser import start_browser
 from hwtoken.browser.driver import describe_process
 from hwtoken.testing import require_browser
+
+pytestmark = pytest.mark.slow  # starts a real browser: make test-slow runs it
 
 
 def test_chromium_forks_no_network_service_process(request, plugged_key, tmp_path):

@@ -16,6 +16,8 @@ from browser_versions import FIREFOX_PARAMS
 from hwtoken.browser import start_browser
 from hwtoken.testing import require_browser
 
+pytestmark = pytest.mark.slow  # starts a real browser: make test-slow runs it
+
 
 def parent_of(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()

@@ -22,7 +22,8 @@ from hwtoken.testing import enroll_finger
 
 PIN = "4711"
 CHROMIUM = pytest.mark.parametrize("hwtoken_browser", ["chromium"], indirect=True)
-pytestmark = pytest.mark.hwtoken_profile("yubikey-bio")
+# real browsers: make test-slow runs them
+pytestmark = [pytest.mark.hwtoken_profile("yubikey-bio"), pytest.mark.slow]
 
 
 @pytest.mark.parametrize("hwtoken_browser", ["chromium", "firefox"], indirect=True)

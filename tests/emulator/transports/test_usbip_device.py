@@ -282,15 +282,17 @@ def test_a_reboot_that_changes_the_interfaces_re_enumerates_over_usbip(usbip_ser
     deadline = time.monotonic() + 20
     found = classes = None
     while True:  # until the key is back as the new device (or the deadline)
-        dev = usb.core.find(idVendor=0x1050, backend=backend)
-        if dev is not None:
-            try:
+        dev = None
+        try:  # the key may go while being found or read (the server closes the import,
+            dev = usb.core.find(idVendor=0x1050, backend=backend)  # no string descriptors)
+            if dev is not None:
                 found = (dev.idProduct, dev.product, dev[0].bNumInterfaces)
                 if found[0] != 0x0407:
                     classes = (dev[0][(0, 0)].bInterfaceClass, dev[0][(1, 0)].bInterfaceClass)
-            except (usb.core.USBError, ValueError):
-                pass  # it went while being read (no string descriptors): it is rebooting
-            finally:
+        except (usb.core.USBError, ValueError):
+            pass  # it is rebooting
+        finally:
+            if dev is not None:
                 usb.util.dispose_resources(dev)
         if classes is not None or time.monotonic() > deadline:
             break

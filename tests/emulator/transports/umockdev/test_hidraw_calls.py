@@ -228,3 +228,11 @@ def test_every_call_on_an_unplugged_key_is_enodev(tmp_path):
     finally:
         testbed.close()
         key.close()
+
+
+def test_ids_are_the_kernels_signed_shorts():
+    # struct hidraw_devinfo holds vendor and product as __s16: ids from 0x8000 are negative
+    from hwtoken.emulator.transports.umockdev.hidraw import _s16
+
+    assert [_s16(v) for v in (0, 0x1050, 0x7FFF, 0x8000, 0x8001, 0xFFFF)] == \
+        [0, 0x1050, 0x7FFF, -0x8000, -0x7FFF, -1]

@@ -236,3 +236,42 @@ def test_ids_are_the_kernels_signed_shorts():
 
     assert [_s16(v) for v in (0, 0x1050, 0x7FFF, 0x8000, 0x8001, 0xFFFF)] == \
         [0, 0x1050, 0x7FFF, -0x8000, -0x7FFF, -1]
+
+
+def test_a_read_of_zero_bytes_takes_the_report(fido):
+    # hidraw_read copies min(count, report) bytes and drops the report all the same
+    fido.call(preload.REQ_WRITE, ADDR, 65, b"\0" + CTAPHID_INIT.ljust(64, b"\0"))
+    fido.memory.clear()
+    assert fido.call(preload.REQ_READ, 0x3000, 0) == (0, 0)
+    assert fido.memory == {}
+    assert fido.call(preload.REQ_READ, 0x3000, 64) == (preload.UNHANDLED, 0)
+
+
+@pytest.mark.parametrize("reads", ["pty", "emulated"])
+def test_the_read_modes(tmp_path, reads):
+    key = VirtualKey.create(tmp_path / "modes.key")
+    testbed = umockdev.Testbed(reads=reads)
+    try:
+        client = _open((testbed, testbed.plug(key)), "fido")
+        # nothing queued: "pty" lets the program read its pty itself; "emulated" reads it
+        # inside the call, and a non-blocking file gets EAGAIN there
+        empty = (preload.UNHANDLED, 0) if reads == "pty" else fail(errno.EAGAIN)
+        assert client.call(preload.REQ_READ, ADDR, 64) == empty
+        client.call(preload.REQ_WRITE, ADDR, 65, b"\0" + CTAPHID_INIT.ljust(64, b"\0"))
+        client.memory.clear()
+        if reads == "pty":  # the answer is on the pty, never handed over in the call
+            assert client.call(preload.REQ_READ, ADDR, 64) == (preload.UNHANDLED, 0)
+        else:
+            assert client.call(preload.REQ_READ, ADDR, 64) == (64, 0)
+            assert client.memory[ADDR][7:15] == b"nonce-01"
+        client.close()
+    finally:
+        testbed.close()
+        key.close()
+
+
+def test_an_unknown_read_mode_is_refused():
+    from hwtoken.emulator.transports.umockdev.hidraw import HidrawNode
+
+    with pytest.raises(ValueError, match=r"^reads must be one of \('auto', 'emulated', 'pty'\)$"):
+        HidrawNode(None, None, None, None, reads="fast")  # type: ignore[arg-type]

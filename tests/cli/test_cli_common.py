@@ -328,10 +328,10 @@ def _device_group() -> click.Group:
 
 @pytest.mark.parametrize(("args", "env", "device"), [
     (["which"], {}, None),
-    (["which"], {common.DEVICE_ENV: "12345678"}, "12345678"),
-    (["-d", "111", "which"], {common.DEVICE_ENV: "12345678"}, "111"),
+    (["which"], {"HWTOKEN_DEVICE": "12345678"}, "12345678"),
+    (["-d", "111", "which"], {"HWTOKEN_DEVICE": "12345678"}, "111"),
     (["--device", "111", "which", "-d", "222"], {}, "222"),
-    (["which", "--device", "333"], {common.DEVICE_ENV: "12345678"}, "333"),
+    (["which", "--device", "333"], {"HWTOKEN_DEVICE": "12345678"}, "333"),
 ])
 def test_device_after_the_command_wins_then_before_it_then_the_environment(args, env, device):
     out = CliRunner().invoke(_device_group(), args, env=env)
@@ -353,7 +353,7 @@ def test_a_missing_virtual_key_is_refused_at_every_level(args, tmp_path):
 
 def test_a_bad_device_in_the_environment_is_refused(tmp_path):
     out = CliRunner().invoke(_device_group(), ["which"],
-                             env={common.DEVICE_ENV: "emu:missing",
+                             env={"HWTOKEN_DEVICE": "emu:missing",
                                   "HWTOKEN_STATE_DIR": str(tmp_path)})
     assert out.exit_code == 2 and "missing" in out.stderr
 
@@ -445,3 +445,32 @@ def test_stop_signals_outside_the_main_thread_change_nothing():
     thread.join(5)
     assert seen == [before, {}]
     assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_the_state_dir_is_set_before_a_virtual_key_is_looked_up(tmp_path, monkeypatch):
+    from hwtoken.emulator import VirtualKey
+
+    monkeypatch.setattr(paths, "_override", None)
+    VirtualKey.create(tmp_path / "keys" / "mine.key").close()
+    out = CliRunner().invoke(_device_group(),
+                             ["which", "-d", "emu:mine", "--state-dir", str(tmp_path)],
+                             env={"HWTOKEN_STATE_DIR": str(tmp_path / "elsewhere")})
+    assert (out.exit_code, out.stdout) == (0, "'emu:mine'\n"), out.output
+
+
+def test_the_state_dir_is_not_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "_override", None)
+    (tmp_path / "file").write_text("")
+    out = CliRunner().invoke(_state_command(), ["--state-dir", str(tmp_path / "file")])
+    assert out.exit_code == 2 and "is a file" in out.stderr
+
+
+def test_the_standard_options_in_help():
+    group = _device_group()
+    text = CliRunner().invoke(group, ["which", "--help"]).stdout
+    assert "-d, --device SPEC" in text and "--state-dir DIRECTORY" in text
+    assert " ".join(common.DEVICE_HELP.split()) in " ".join(text.split())
+    assert "Directory for hwtoken's files (default $HWTOKEN_STATE_DIR or the XDG data dir)." \
+        in " ".join(text.split())
+    assert "-d, --device SPEC" in CliRunner().invoke(group, ["--help"]).stdout
+    assert common.DEVICE_HELP.startswith("Key to use: a serial number, a device path or PC/SC")

@@ -10,7 +10,9 @@ neighbouring tests.
 from __future__ import annotations
 
 import errno
+import logging
 import struct
+import time
 
 import pytest
 from umockdev_helpers import FakeClient
@@ -275,3 +277,110 @@ def test_an_unknown_read_mode_is_refused():
 
     with pytest.raises(ValueError, match=r"^reads must be one of \('auto', 'emulated', 'pty'\)$"):
         HidrawNode(None, None, None, None, reads="fast")  # type: ignore[arg-type]
+
+
+# -- what the kernel sends the device, and reads from the caller -------------------------------
+def test_report_ioctls_as_usbhid_sends_them(bed, otp, monkeypatch):
+    from hwtoken.emulator.transports.umockdev import enumeration, hidraw
+
+    sent: list[tuple] = []
+    real = enumeration.control
+
+    def control(device, request_type, request, value, index, data_or_length):
+        sent.append((request_type, request, value, index, data_or_length))
+        return real(device, request_type, request, value, index, data_or_length)
+
+    monkeypatch.setattr(hidraw.enumeration, "control", control)
+    _, plugged = bed
+    ifnum = next(n for n, b in plugged.hid.items() if b.layout.hidraw in plugged.otp_hidraw)
+    otp.reads.clear()
+    assert ioctl(otp, READ | WRITE, 0x07, 2, b"\0") == (2, 0)  # the smallest: one byte
+    assert otp.memory == {ADDR + 1: b"\0"}
+    assert otp.reads == [(ADDR, 1)]  # a GET reads only the report number from the caller
+    otp.reads.clear()
+    report = b"\0" + bytes(7) + b"\x8f"
+    assert ioctl(otp, READ | WRITE, 0x06, 9, report) == (9, 0)
+    assert otp.reads == [(ADDR, 9)]
+    # class requests to the interface: GET_REPORT(Feature, 0) for the rest of the buffer,
+    # SET_REPORT(Feature, 0) with the report after its number
+    assert sent == [(0xA1, 0x01, 0x0300, ifnum, 1), (0x21, 0x09, 0x0300, ifnum, report[1:])]
+
+
+def _emulated(tmp_path):
+    key = VirtualKey.create(tmp_path / "emulated.key")
+    testbed = umockdev.Testbed(reads="emulated")
+    return key, testbed, testbed.plug(key)
+
+
+@pytest.mark.parametrize("answer", [(64, 0), (0, 0), (-1, errno.EINTR)])
+def test_an_emulated_read_ends_as_the_programs_own_read(tmp_path, answer):
+    key, testbed, plugged = _emulated(tmp_path)
+    try:
+        client = _open((testbed, plugged), "fido")
+        client.run_answer = answer  # the program read its pty inside the call: this came
+        assert client.call(preload.REQ_READ, ADDR, 64) == answer
+        client.run_answer = (-1, 0)  # a failure without an errno is EIO
+        assert client.call(preload.REQ_READ, ADDR, 64) == fail(errno.EIO)
+        client.close()
+    finally:
+        testbed.close()
+        key.close()
+
+
+def test_an_unplug_during_an_emulated_read_is_enodev(tmp_path):
+    key, testbed, plugged = _emulated(tmp_path)
+    try:
+        client = _open((testbed, plugged), "fido")
+        client.on_run = lambda: testbed.unplug(plugged)
+        assert client.call(preload.REQ_READ, ADDR, 64) == fail(errno.ENODEV)
+        client.close()
+    finally:
+        testbed.close()
+        key.close()
+
+
+def test_a_program_that_closes_during_an_emulated_read_is_let_go(tmp_path, caplog):
+    class Closed(Exception):
+        pass
+
+    key, testbed, plugged = _emulated(tmp_path)
+    try:
+        client = _open((testbed, plugged), "fido")
+
+        def close() -> None:
+            client.close()
+            raise Closed
+
+        client.on_run = close
+        with caplog.at_level(logging.DEBUG, logger="hwtoken"), pytest.raises(Closed):
+            client.call(preload.REQ_READ, ADDR, 64)
+        deadline = time.monotonic() + 5
+        while plugged.open_files:
+            assert time.monotonic() < deadline, "the closed file was never released"
+            time.sleep(0.01)
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        testbed.close()
+        key.close()
+
+
+class _Urb:
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status, self.buffer, self.actual = status, data, len(data)
+
+
+def test_an_interrupt_urb_that_failed_delivers_nothing_and_is_not_resubmitted(bed, fido):
+    _, plugged = bed
+    node = next(b.node for b in plugged.hid.values() if b.layout.hidraw in plugged.fido_hidraw)
+    assert ioctl(fido, READ, 0x03, 8) == (0, 0)  # the open is served by now
+    (opened,) = node._opens
+    put: list[bytes] = []
+    queue, opened.queue = opened.queue, type("Queue", (), {"put": lambda _, d: put.append(d)})()
+    try:
+        assert opened._deliver(_Urb(-108, b"\x01" * 64)) is False  # ESHUTDOWN: usbhid stops
+        assert opened._deliver(_Urb(0, b"")) is True and put == []  # nothing read
+        assert opened._deliver(_Urb(0, b"\x02" * 64)) is True and put == [b"\x02" * 64]
+        opened._closed = True
+        assert opened._deliver(_Urb(0, b"\x03" * 64)) is False and put == [b"\x02" * 64]
+    finally:
+        opened.queue, opened._closed = queue, False

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,9 @@ class FakeClient:
         self.sock.settimeout(10)
         self.sock.connect(sock_path)
         self.memory: dict[int, bytes] = {}
+        self.reads: list[tuple[int, int]] = []  # the server's READ_MEMs: (address, length)
+        self.run_answer = (-1, 11)  # what the program's own call gives on RUN: -1, EAGAIN
+        self.on_run: Any = None  # called when the server says RUN, before the answer
 
     def _recv(self, n: int) -> bytes:
         buf = b""
@@ -77,11 +81,15 @@ class FakeClient:
                 return res, y
             if op == preload.RES_READ_MEM:
                 assert y <= preload.MAX_TRANSFER
+                self.reads.append((x, y))
                 self.sock.sendall((mem * (y // max(1, len(mem)) + 1))[:y] if mem else bytes(y))
             elif op == preload.RES_WRITE_MEM:
                 self.memory[x] = self._recv(y)
             elif op == preload.RES_RUN:
-                self.sock.sendall(MSG.pack(preload.REQ_RES, MASK, 11))  # -1, EAGAIN
+                if self.on_run is not None:
+                    self.on_run()
+                res, err = self.run_answer
+                self.sock.sendall(MSG.pack(preload.REQ_RES, res & MASK, err))
             else:
                 raise AssertionError(f"server sent {op} (ABORT kills the program)")
 

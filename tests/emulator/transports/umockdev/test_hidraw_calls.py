@@ -304,6 +304,16 @@ def test_report_ioctls_as_usbhid_sends_them(bed, otp, monkeypatch):
     # class requests to the interface: GET_REPORT(Feature, 0) for the rest of the buffer,
     # SET_REPORT(Feature, 0) with the report after its number
     assert sent == [(0xA1, 0x01, 0x0300, ifnum, 1), (0x21, 0x09, 0x0300, ifnum, report[1:])]
+    # a write on an interface without an OUT endpoint: SET_REPORT(Output, number)
+    sent.clear()
+    assert otp.call(preload.REQ_WRITE, ADDR, 2, b"\0\x01") == (2, 0)
+    assert otp.call(preload.REQ_WRITE, ADDR, 3, b"\x05\x01\x02") == (3, 0)
+    wait_until = time.monotonic() + 5  # the write's call returns before the device has it
+    while len(sent) < 2:
+        assert time.monotonic() < wait_until
+        time.sleep(0.01)
+    assert sent == [(0x21, 0x09, 0x0200, ifnum, b"\x01"),
+                    (0x21, 0x09, 0x0205, ifnum, b"\x05\x01\x02")]
 
 
 def _emulated(tmp_path):

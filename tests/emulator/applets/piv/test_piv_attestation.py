@@ -62,7 +62,13 @@ def test_openssl_verifies_the_chain_and_extensions_parse(key, tmp_path, key_type
     assert ext[OID_POLICY] == bytes([PIN_POLICY.ONCE, TOUCH_POLICY.CACHED])
     assert ext[OID_FORM_FACTOR] == b"\x01"
     assert leaf.subject.rfc4514_string() == "CN=YubiKey PIV Attestation 9c"
+    assert leaf.issuer == f9.subject
+    assert f9.subject.rfc4514_string() == "CN=hwtoken Virtual PIV Attestation 12345678,O=hwtoken"
+    assert root.subject.rfc4514_string() == "CN=hwtoken Virtual PIV Root CA 12345678,O=hwtoken"
+    # the F9 certificate's validity, as a YubiKey's attestations have (not "now")
+    assert leaf.not_valid_before_utc == f9.not_valid_before_utc
     assert leaf.not_valid_after_utc == f9.not_valid_after_utc
+    assert [e.critical for e in leaf.extensions] == [False] * 4
     # OpenSSL's own parse finds the same values
     lines = subprocess.run(["openssl", "asn1parse", "-in", str(tmp_path / "leaf.pem")],
                            capture_output=True, text=True, timeout=30).stdout.splitlines()
@@ -107,4 +113,6 @@ def test_an_imported_attestation_key_signs_from_then_on(key, tmp_path):
     s.generate_key(SLOT.AUTHENTICATION, KEY_TYPE.ECCP384)
     leaf = s.attest_key(SLOT.AUTHENTICATION)
     leaf.verify_directly_issued_by(ca)
+    assert leaf.issuer == ca.subject
+    assert leaf.not_valid_before_utc == datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     assert leaf.not_valid_after_utc == ca.not_valid_after_utc

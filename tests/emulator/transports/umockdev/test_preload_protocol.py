@@ -6,56 +6,15 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
 import threading
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from umockdev_helpers import FakeClient
 
 from hwtoken.emulator.transports.umockdev import preload
-
-MSG = struct.Struct("@LLL")
-MASK = (1 << (8 * MSG.size // 3)) - 1
-
-
-class FakeClient:
-    """What libumockdev-preload does in the program: one socket per open file."""
-
-    def __init__(self, sock_path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(sock_path)
-        self.memory: dict[int, bytes] = {}
-
-    def _recv(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            assert chunk, "the server closed the file: umockdev would abort the program"
-            buf += chunk
-        return buf
-
-    def call(self, cmd: int, a1: int, a2: int, mem: bytes = b"") -> tuple[int, int]:
-        self.sock.sendall(MSG.pack(cmd, a1 & MASK, a2 & MASK))
-        while True:
-            op, x, y = MSG.unpack(self._recv(MSG.size))
-            if op == preload.RES_DONE:
-                res = x - (1 << (8 * MSG.size // 3)) if x >> 63 else x
-                return res, y
-            if op == preload.RES_READ_MEM:
-                assert y <= preload.MAX_TRANSFER
-                self.sock.sendall((mem * (y // max(1, len(mem)) + 1))[:y] if mem else bytes(y))
-            elif op == preload.RES_WRITE_MEM:
-                self.memory[x] = self._recv(y)
-            elif op == preload.RES_RUN:
-                self.sock.sendall(MSG.pack(preload.REQ_RES, MASK, 11))  # -1, EAGAIN
-            else:
-                raise AssertionError(f"server sent {op} (ABORT kills the program)")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _sock_path(plugged_key) -> str:

@@ -81,9 +81,9 @@ def press(key: OtpKey, slot: int) -> str:
 class OtpHidEngine:
     """Feature-report state machine and keyboard queue of one key's OTP interface."""
 
-    def __init__(self, key: OtpKey, applet: OtpApplet | None = None) -> None:
+    def __init__(self, key: OtpKey) -> None:
         self.key = key
-        self.applet = applet if applet is not None else key.otp
+        self.applet = key.otp
         self._lock = threading.Lock()
         self._rx = bytearray(FRAME_SIZE)
         self._rx_active = False
@@ -189,7 +189,7 @@ class OtpHidEngine:
     def _start_worker(self, frame: Frame) -> None:
         self._cancel = threading.Event()
         cancel = self._cancel
-        self._wait_deadline = time.monotonic() + getattr(self.key.presence, "timeout", 15.0)
+        self._wait_deadline = time.monotonic() + self.key.presence.timeout
 
         def work() -> None:
             try:

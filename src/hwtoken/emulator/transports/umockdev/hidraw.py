@@ -203,7 +203,7 @@ class HidrawOpen(NodeOpen):
         if self._gone.is_set():
             self.conn.fail(errno.ENODEV)
             return
-        if count > HID_MAX_BUFFER_SIZE or count < 1:
+        if count > HID_MAX_BUFFER_SIZE or count < 2:  # hidraw_send_report's limits
             self.conn.fail(errno.EINVAL)
             return
         # the program's write returns at once (one exchange): like a USB interrupt OUT
@@ -266,7 +266,7 @@ class HidrawOpen(NodeOpen):
     def _report_ioctl(self, nr: int, arg: int, size: int) -> None:
         """HIDIOC[SG]{FEATURE,INPUT,OUTPUT}(len): buf[0] is the report number; a device
         without report IDs takes 0 there and the kernel skips it (``usbhid_*_raw_report``)."""
-        if size == 0 or size > HID_MAX_BUFFER_SIZE:
+        if size < 2:  # hidraw_{send,get}_report's limit (14 bits of size: never above 16384)
             self.conn.fail(errno.EINVAL)
             return
         request, rtype = _GET_SET[nr]

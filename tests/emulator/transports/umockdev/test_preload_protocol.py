@@ -143,3 +143,24 @@ def test_a_port_is_not_reused_until_its_key_is_all_gone(tmp_path, monkeypatch):
         assert tb.plugged == [second]
         third = tb.plug(a)
         assert third.port == first.port  # free again once a is all gone
+
+
+def test_a_driver_never_binds_to_a_key_that_was_pulled_out(tmp_path):
+    """libusb gives usbhid back an interface when a program lets go of a pulled key
+    (USBDEVFS_CONNECT): a kernel answers ENODEV. Binding it made the key's sysfs entries
+    again under the removed device, so the key never left the port (CI, plugged keys)."""
+    from hwtoken.emulator import VirtualKey
+    from hwtoken.emulator.transports import umockdev
+
+    with VirtualKey.create(tmp_path / "k.key") as key, umockdev.Testbed() as tb:
+        plugged = tb.plug(key)
+        hid = sorted(plugged.hid)
+        assert plugged.drivers.detach(hid[0]) == 0  # a program took the interface
+        syspath = tb.sysfs.path(plugged.tree.syspath)
+        tb.unplug(plugged)
+        assert not syspath.exists()
+        assert plugged.drivers.attach(hid[0]) == -errno.ENODEV
+        assert plugged.drivers.detach(hid[-1]) == errno.ENODEV
+        tb._bind_hid(plugged, hid[0])  # a bind that was already on its way when it went
+        assert not syspath.exists()
+        assert plugged.hid == {}

@@ -273,8 +273,11 @@ class Testbed:
         return binding
 
     def _bind_hid(self, plugged: PluggedKey, ifnum: int) -> None:
-        """usbhid (re)binds to interface ``ifnum``: its hidraw node comes back."""
+        """usbhid (re)binds to interface ``ifnum``: its hidraw node comes back -- unless
+        the key was pulled out meanwhile (its sysfs entries would be made again)."""
         with self._lock:
+            if self._plugged.get(plugged.port) is not plugged:
+                return
             self.sysfs.set_driver(plugged.tree.interfaces[ifnum], "usb", "usbhid")
             binding = self._make_hidraw(plugged, ifnum)
         self._announce("bind", plugged.tree.interfaces[ifnum], "usb")
@@ -334,6 +337,8 @@ class Testbed:
             if plugged is None or self._plugged.get(plugged.port) is not plugged:
                 raise InvalidInput("that key is not plugged in")
             del self._plugged[plugged.port]
+            if plugged.drivers is not None:
+                plugged.drivers.unplug()
             self._leaving.add(plugged.port)  # not reused until its sysfs entries are gone
             bindings = [plugged.hid.pop(n) for n in sorted(plugged.hid)]
             if plugged.stop_listening is not None:

@@ -108,6 +108,11 @@ class Drivers:
         self.claims: dict[int, object] = {}  # interface -> the open file that claimed it
         self._bind, self._unbind = bind, unbind
         self.lock = threading.RLock()
+        self.gone = False  # the key was pulled out: no driver binds or lets go any more
+
+    def unplug(self) -> None:
+        """The device is gone (set without the lock: an unplug must never wait on it)."""
+        self.gone = True
 
     def driver(self, ifnum: int) -> str | None:
         with self.lock:
@@ -116,6 +121,8 @@ class Drivers:
     def detach(self, ifnum: int) -> int:
         """USBDEVFS_DISCONNECT: 0, or an errno."""
         with self.lock:
+            if self.gone:
+                return errno.ENODEV
             if ifnum not in self.bound:
                 return errno.EINVAL
             if ifnum in self.claims or self.bound[ifnum] is None:
@@ -128,6 +135,8 @@ class Drivers:
         """USBDEVFS_CONNECT: rebind the interface's kernel driver (usbhid); a negative
         errno, or what the kernel's ``device_attach`` returns (1: a driver bound)."""
         with self.lock:
+            if self.gone:
+                return -errno.ENODEV  # a kernel cannot bind a driver to a gone device
             if ifnum not in self.bound:
                 return -errno.EINVAL
             if ifnum in self.claims:

@@ -73,3 +73,22 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     from mutmut.state import state
 
     state()._stats.update(_new_hits())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the emulator's offload worker before the session ends.
+
+    mutmut runs the statistics and the clean tests inside its own process and then collects
+    each mutant's process with ``os.wait()``, which takes any child: an offload worker
+    (:mod:`hwtoken.emulator.offload`, started by the first RSA operation) that outlives the
+    session is a child of mutmut's, and when it ends mutmut stops with a ``KeyError`` on
+    its pid. Forked mutant processes inherited its pipes too, so they could talk over one
+    worker at once.
+    """
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return
+    import sys
+
+    offload = sys.modules.get("hwtoken.emulator.offload")
+    if offload is not None:
+        offload.shutdown()

@@ -76,14 +76,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the emulator's offload worker before the session ends.
+    """Stop the helper processes the tests share before the session ends: the emulator's
+    offload worker (:mod:`hwtoken.emulator.offload`) and this process's private pcscd.
 
     mutmut runs the statistics and the clean tests inside its own process and then collects
-    each mutant's process with ``os.wait()``, which takes any child: an offload worker
-    (:mod:`hwtoken.emulator.offload`, started by the first RSA operation) that outlives the
-    session is a child of mutmut's, and when it ends mutmut stops with a ``KeyError`` on
-    its pid. Forked mutant processes inherited its pipes too, so they could talk over one
-    worker at once.
+    each mutant's process with ``os.wait()``, which takes any child: a helper that outlives
+    the session there is a child of mutmut's, and when it ends (a mutant's test restarts
+    pcscd, a killed mutant leaves the worker's pipe broken) mutmut stops with a ``KeyError``
+    on its pid. The forked mutant processes would otherwise share these helpers too, and a
+    mutant process ends with ``os._exit``, which skips the atexit handlers that stop them.
     """
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
@@ -92,3 +93,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     offload = sys.modules.get("hwtoken.emulator.offload")
     if offload is not None:
         offload.shutdown()
+    pcscd = sys.modules.get("hwtoken.emulator.pcscd")
+    if pcscd is not None:
+        pcscd.stop_shared_pcscd()

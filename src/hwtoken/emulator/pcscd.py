@@ -330,6 +330,16 @@ def shared_pcscd() -> Pcscd:
         return _shared
 
 
+def stop_shared_pcscd() -> None:
+    """Stop this process's private pcscd now, if it runs (a test harness ending a session;
+    it also stops at exit). The next :func:`shared_pcscd` starts a new one."""
+    global _shared
+    with _shared_lock:
+        shared, _shared = _shared, None
+    if shared is not None:
+        shared.stop()
+
+
 def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:
     """Wait until a card answers in ``reader`` (pcscd notices insertions by polling).
 

@@ -163,14 +163,14 @@ def test_set_pin_retries_needs_both_counts(card):
     assert card.metadata(0x80)[0x06] == bytes([3, 3])
 
 
-@pytest.mark.parametrize("new", [b"12345\xff\xff\xff", b"123\xff4567\xff", b"\xff" * 8])
+@pytest.mark.parametrize("new", [b"12345\xff\xff\xff", b"123\xff4567", b"\xff" * 8])
 def test_a_new_pin_must_be_6_to_8_bytes_then_ff(card, new):
     assert card.sw(0x24, 0x00, 0x80, PIN + new) == SW.INCORRECT_PARAMETERS
     assert card.verify() == SW.OK  # the old PIN stays
     assert card.metadata(0x80)[0x06] == bytes([3, 3])
 
 
-@pytest.mark.parametrize("new", [b"123457\xff\xff", b"12345678"])
+@pytest.mark.parametrize("new", [b"123457\xff\xff", b"12345678", b"1234XXXX"])
 def test_new_pins_of_6_and_8_bytes_are_taken(card, new):
     assert card.ok(0x24, 0x00, 0x80, PIN + new) == b""
     assert card.verify() == 0x63C2
@@ -185,6 +185,20 @@ def test_change_reference_and_reset_retry_refusals(card):
     assert card.sw(0x2C, 0x00, 0x81, PUK + PIN) == SW.REFERENCE_DATA_NOT_FOUND
     assert card.metadata(0x80)[0x06] == bytes([3, 3])
     assert card.metadata(0x81)[0x06] == bytes([3, 3])
+
+
+def test_a_wrong_pin_in_change_reference_drops_the_verified_pin(card):
+    assert card.verify() == SW.OK
+    assert card.sw(0x24, 0x00, 0x81, b"87654321" + b"11111111") == 0x63C2  # a wrong PUK
+    assert card.sw(0x20, 0x00, 0x80) == SW.OK  # leaves the PIN verified
+    assert card.sw(0x24, 0x00, 0x80, b"000000\xff\xff" + PIN) == 0x63C2  # a wrong PIN
+    assert card.sw(0x20, 0x00, 0x80) == 0x63C2  # does not
+    for _ in range(2):
+        card.verify(b"000000\xff\xff")
+    assert card.sw(0x24, 0x00, 0x80, PIN + b"654321\xff\xff") == SW.AUTH_METHOD_BLOCKED
+    assert card.sw(0x2C, 0x00, 0x80, b"87654321" + PIN) == 0x63C1
+    assert card.sw(0x2C, 0x00, 0x80, b"87654321" + PIN) == 0x63C0
+    assert card.sw(0x2C, 0x00, 0x80, PUK + PIN) == SW.AUTH_METHOD_BLOCKED
 
 
 def test_change_puk_with_a_wrong_puk_counts_only_the_puk(card):
@@ -378,6 +392,8 @@ def test_move_and_delete_refusals(card):
     assert card.sw(0xF7, 0x00, 0x9A) == SW.REFERENCE_DATA_NOT_FOUND
     assert card.ok(0xF6, 0xFF, 0x82) == b""
     assert card.sw(0xF7, 0x00, 0x82) == SW.REFERENCE_DATA_NOT_FOUND
+    assert sorted(card.key.store.section("piv")["keys"]) == ["9c", "f9"]  # deleted, not
+    # moved to some slot "ff"
     assert card.metadata(0x9C)[0x01] == b"\x11"  # the other key stays
 
 
@@ -402,10 +418,11 @@ def _f9_certificate(card: Card) -> bytes:
     return tlv.parse_dict(content)[0x70]
 
 
-@pytest.mark.parametrize("layout", ["bare", "info-rfu", "garbage"])
+@pytest.mark.parametrize("layout", ["bare", "info-rfu", "garbage", "not-der"])
 def test_attest_reads_the_f9_certificate_object_as_stored(card, layout):
-    """A certificate object without 71/FE, with a 71 of more than one byte, or that is not
-    TLV at all: the first two attest, the third is "no certificate" (6A88)."""
+    """A certificate object without 71/FE, with a 71 of more than one byte, that is not
+    TLV at all, or whose certificate is no DER: the first two attest, the third is "no
+    certificate" (6A88), the last one the card cannot sign with (6985)."""
     from cryptography import x509
 
     card.authenticate()
@@ -415,10 +432,12 @@ def test_attest_reads_the_f9_certificate_object_as_stored(card, layout):
 
     content = {"bare": tlv.tlv(0x70, cert),
                "info-rfu": tlv.tlv(0x70, gzip.compress(cert)) + tlv.tlv(0x71, b"\x01\x00"),
-               "garbage": b"\x70\x85"}[layout]
+               "garbage": b"\x70\x85",
+               "not-der": tlv.tlv(0x70, b"not a certificate")}[layout]
     assert card.put_data(bytes.fromhex("5fff01"), content) == SW.OK
-    if layout == "garbage":
-        assert card.sw(0xF9, 0x9A, 0x00) == SW.REFERENCE_DATA_NOT_FOUND
+    if layout in ("garbage", "not-der"):
+        assert card.sw(0xF9, 0x9A, 0x00) == {"garbage": SW.REFERENCE_DATA_NOT_FOUND,
+                                              "not-der": SW.CONDITIONS_NOT_SATISFIED}[layout]
         return
     attested = x509.load_der_x509_certificate(card.ok(0xF9, 0x9A, 0x00))
     assert attested.issuer == x509.load_der_x509_certificate(cert).subject
@@ -494,6 +513,8 @@ def test_reset_without_an_f9_key_or_certificate(card):
     for _ in range(3):
         card.sw(0x2C, 0x00, 0x80, b"00000000" + PIN)
     assert card.ok(0xFB, 0x00, 0x00) == b""
+    section = card.key.store.section("piv")
+    assert section["keys"] == {} and section["objects"] == {}  # no empty F9 entries
     assert card.sw(0xF7, 0x00, 0xF9) == SW.REFERENCE_DATA_NOT_FOUND
     assert card.get_data(bytes.fromhex("5fff01"))[-2:] == b"\x6a\x82"
 

@@ -281,6 +281,8 @@ def test_change_password_refusals(make_key):
     assert card.sw(0x0B, admin.replace(tlv(0x7B, MGMT), tlv(0x7B, MGMT[:15])), p1=1) \
         == SW.INCORRECT_PARAMETERS
     assert card.sw(0x0B, user.replace(b"cred", b"nope")) == SW.FILE_NOT_FOUND
+    assert card.sw(0x0B, tlv(0x71, b"cred")) == SW.INCORRECT_PARAMETERS  # no password
+    assert card.sw(0x0B, tlv(0x71, b"cred") + tlv(0x7B, MGMT), p1=1) == SW.INCORRECT_PARAMETERS
     assert card.ok(0x0B, admin, p1=1) == b""
     assert card.sw(0x03, calculate()) == 0x63C7  # the old password is gone
     assert len(card.ok(0x03, calculate(password=new))) == 48

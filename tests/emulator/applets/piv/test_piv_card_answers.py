@@ -462,6 +462,12 @@ def test_get_and_put_data_refusals(card):
         == SW.INCORRECT_PARAMETERS
     assert card.sw(0xDB, 0x3F, 0xFF, tlv.tlv(0x5C, bytes.fromhex("5fc105"))
                    + tlv.tlv(0x53, b"x") + tlv.tlv(0x53, b"y")) == SW.INCORRECT_PARAMETERS
+    assert card.sw(0xDB, 0x3F, 0xFF, tlv.tlv(0x5C, bytes.fromhex("5fc105"))
+                   + tlv.tlv(0x54, b"x")) == SW.INCORRECT_PARAMETERS  # 53 must hold it
+    assert card.sw(0xDB, 0x3F, 0xFF, tlv.tlv(0x5D, bytes.fromhex("5fc105"))
+                   + tlv.tlv(0x53, b"x")) == SW.INCORRECT_PARAMETERS  # 5C must name it
+    assert card.get_data(bytes.fromhex("5fc105"))[-2:] == b"\x6a\x82"
+    assert card.put_data(bytes.fromhex("5fc10d"), b"") == SW.OK  # deleting what is not there
     assert card.put_data(bytes.fromhex("5fc105"), bytes(3064)) == SW.NO_SPACE
     assert card.put_data(bytes.fromhex("5fc105"), bytes(3063)) == SW.OK
     assert card.put_data(bytes.fromhex("7f61"), b"\x01") == SW.OK

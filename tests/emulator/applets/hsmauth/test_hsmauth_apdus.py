@@ -15,7 +15,7 @@ from hwtoken.emulator.applets.hsmauth.applet import AID_HSMAUTH
 from hwtoken.emulator.applets.management import tlv
 from hwtoken.emulator.iso7816 import SW, Apdu, CardOS
 from hwtoken.emulator.key import VirtualKey
-from hwtoken.emulator.presence import DenyAlways
+from hwtoken.emulator.presence import AskCallback, DenyAlways
 
 MGMT = bytes(16)
 OTHER = bytes([1]) * 16
@@ -264,6 +264,18 @@ def test_touch_refused_costs_nothing(make_key):
     assert card.sw(0x03, calculate()) == SW.SECURITY_CONDITION_NOT_SATISFIED
     assert card.ok(0x01, put_aes(b"plain")) == b""
     assert len(card.ok(0x03, calculate(b"plain"))) == 48
+
+
+def test_the_touch_prompt_names_the_applet(make_key):
+    asked: list[str] = []
+    card = Card(make_key(presence=AskCallback(lambda why: asked.append(why) or True,
+                                              timeout=5)))
+    assert card.ok(0x01, put_aes(touch=b"\1")) == b""
+    assert card.ok(0x01, put_aes(b"plain")) == b""
+    assert len(card.ok(0x03, calculate(b"plain"))) == 48
+    assert asked == []  # no touch for a credential without it
+    assert len(card.ok(0x03, calculate())) == 48
+    assert asked == ["hsmauth"]
 
 
 def test_change_password_refusals(make_key):

@@ -294,6 +294,8 @@ def test_generate_refusals(card):
     assert card.generate(0x9A, 0x13) == SW.INCORRECT_PARAMETERS  # no such algorithm
     assert card.sw(0x47, 0x00, 0x9A, tlv.tlv(0xAC, tlv.tlv(0x80, b"\x11\x11"))) \
         == SW.INCORRECT_PARAMETERS
+    assert card.sw(0x47, 0x00, 0x9A, tlv.tlv(0xAC, tlv.tlv(0xAA, b"\x01"))) \
+        == SW.INCORRECT_PARAMETERS  # no algorithm at all
     for policy in (b"\xaa\x01\x04", b"\xaa\x01\x05", b"\xaa\x01\x09", b"\xaa\x00",
                    b"\xaa\x02\x01\x01", b"\xab\x01\x07", b"\xab\x02\x01\x01"):
         assert card.generate(0x9A, 0x11, policy) == SW.INCORRECT_PARAMETERS, policy.hex()
@@ -450,6 +452,7 @@ def test_get_and_put_data_refusals(card):
     assert card.get_data(bytes.fromhex("5fc105"))[-2:] == b"\x6a\x82"
     assert card.get_data(b"")[-2:] == b"\x6a\x80"
     assert card.get_data(bytes.fromhex("5fc10501"))[-2:] == b"\x6a\x80"
+    assert card.get_data(bytes.fromhex("0000007e"))[-2:] == b"\x6a\x80"  # 4 bytes, even so
     assert card.get_data(bytes.fromhex("5fc1"))[-2:] == b"\x6a\x80"
     assert card.get_data(bytes.fromhex("7f61"))[-2:] == b"\x6a\x82"  # a valid id, not stored
     assert card.put_data(bytes.fromhex("5fc109"), b"x") == SW.SECURITY_CONDITION_NOT_SATISFIED

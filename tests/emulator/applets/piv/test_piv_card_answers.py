@@ -15,6 +15,7 @@ from hwtoken.emulator.applets.piv import keys
 from hwtoken.emulator.applets.piv.constants import MANAGEMENT_KEY_TYPE
 from hwtoken.emulator.iso7816 import SW, CardOS
 from hwtoken.emulator.key import VirtualKey
+from hwtoken.emulator.presence import DenyAlways
 from hwtoken.emulator.transports.card_direct import DirectCardConnection
 
 SELECT_PIV = bytes.fromhex("00a4040005a000000308")
@@ -273,7 +274,18 @@ def test_management_authentication_refusals(card):
     assert auth(tlv.tlv(0x82, bytes(16))) == SW.CONDITIONS_NOT_SATISFIED
     assert auth(tlv.tlv(0x80) + tlv.tlv(0x81)) == SW.INCORRECT_PARAMETERS
     assert auth(tlv.tlv(0x81, bytes(16))) == SW.INCORRECT_PARAMETERS
+    assert auth(tlv.tlv(0x80, bytes(16))) == SW.INCORRECT_PARAMETERS  # a witness alone
+    assert auth(tlv.tlv(0x82, bytes(16)) + tlv.tlv(0x80, bytes(16))) \
+        == SW.INCORRECT_PARAMETERS  # an answer with a witness
+    assert auth(b"") == SW.INCORRECT_PARAMETERS  # nothing
     assert card.generate(0x9A) == SW.SECURITY_CONDITION_NOT_SATISFIED
+
+
+def test_a_management_key_without_touch_asks_none(make_key):
+    card = Card(make_key())
+    card.key.presence = DenyAlways()
+    card.authenticate()  # external authentication: no touch asked, so none refused
+    assert card.generate(0x9A) == SW.OK
 
 
 def test_external_challenge_is_fresh_each_time(card):

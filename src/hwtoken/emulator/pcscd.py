@@ -332,12 +332,18 @@ def shared_pcscd() -> Pcscd:
 
 def stop_shared_pcscd() -> None:
     """Stop this process's private pcscd now, if it runs (a test harness ending a session;
-    it also stops at exit). The next :func:`shared_pcscd` starts a new one."""
-    global _shared
+    it also stops at exit). The next :func:`shared_pcscd` starts it again on the same
+    socket and port: libpcsclite in this process read the socket's name once and keeps
+    using it (a new pcscd elsewhere would be "Service not available" to it)."""
     with _shared_lock:
-        shared, _shared = _shared, None
-    if shared is not None:
-        shared.stop()
+        shared = _shared
+        if shared is None or not shared.running:
+            return
+        own, shared._own_dir = shared._own_dir, False  # keep its directory (the socket's)
+        try:
+            shared.stop()
+        finally:
+            shared._own_dir = own
 
 
 def wait_for_card(reader: str = READER_0, timeout: float = 10.0) -> None:

@@ -87,6 +87,8 @@ def test_an_open_that_connects_after_the_key_went_gets_enodev(tmp_path, monkeypa
             assert os.path.exists(sock)
             late = FakeClient(str(sock))
             assert late.call(preload.REQ_IOCTL, 0x80084803, 0x1000) == (-1, errno.ENODEV)
+            # FIONBIO is the program's own file's, answered by it as on any open
+            assert late.call(preload.REQ_IOCTL, 0x5421, 0x1000) == (preload.UNHANDLED, 0)
             assert client.call(preload.REQ_READ, 0x1000, 64) == (-1, errno.ENODEV)
             late.close()
             client.close()

@@ -335,10 +335,18 @@ class NodeListener:
             t.join(timeout)
 
 
+#: ioctls on the open file itself, not the device (FIOCLEX, FIONCLEX, FIONBIO, FIOASYNC):
+#: the program's real file answers them, a device that went or not
+FILE_IOCTLS = frozenset({0x5451, 0x5450, 0x5421, 0x5452})
+
+
 class _Gone(OpenFile):
-    """An open of a node whose device is gone: every call fails with ENODEV."""
+    """An open of a node whose device is gone: every device call fails with ENODEV."""
 
     def ioctl(self, request: int, arg: int) -> None:
+        if request in FILE_IOCTLS:
+            self.conn.done(UNHANDLED)  # as the open files of a plugged node answer them
+            return
         self.conn.fail(errno.ENODEV)
 
     def read(self, addr: int, count: int) -> None:

@@ -132,30 +132,6 @@ def test_link_reconnects_after_pcscd_restart(pcscd, vkey, tmp_path):
         link.stop()
 
 
-def test_shared_pcscd_stopped_then_needed_again_keeps_its_socket(pcscd, vkey):
-    """A test session under make mutate stops the shared pcscd when it ends; the next
-    session in the same process must reach the new one from this process (libpcsclite read
-    the socket's name once), not get "Service not available"."""
-    from hwtoken.emulator.pcscd import shared_pcscd, stop_shared_pcscd
-
-    socket, port = pcscd.socket_path, pcscd.port
-    from smartcard.System import readers
-
-    readers()  # this process's libpcsclite has read its socket's name now
-    stop_shared_pcscd()
-    assert not pcscd.running and not socket.exists()
-    stop_shared_pcscd()  # stopping a stopped one is a no-op
-    again = shared_pcscd()
-    assert again is pcscd and again.running
-    assert (again.socket_path, again.port) == (socket, port)
-    link = VpcdLink(vkey, port=port, max_backoff=0.3).start()
-    try:
-        assert link.wait_connected(15), again.log_tail()
-        wait_for_card(READER_0, timeout=10)
-        with connect() as conn:
-            assert ManagementSession(conn).read_device_info().serial == 7654321
-    finally:
-        link.stop()
 
 
 def test_fido2_touch_wait_reports_upneeded_through_getresponse(pcscd, tmp_path):

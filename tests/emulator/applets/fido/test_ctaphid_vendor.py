@@ -71,14 +71,17 @@ def config_fuzz_key(tmp_path_factory):
     key.close()
 
 
+def _config_frame(tlvs: list[tuple[int, bytes]]) -> bytes:
+    """A length byte and TLVs, as ManagementSession.write_device_config sends them."""
+    body = b"".join(bytes([t, len(v)]) + v for t, v in tlvs)
+    return bytes([len(body)]) + body
+
+
 config_frames = st.one_of(
     st.binary(max_size=80),
-    # a length byte and TLVs, as ManagementSession.write_device_config sends them
     st.lists(st.tuples(st.sampled_from([0x03, 0x04, 0x06, 0x08, 0x0A, 0x0C, 0x0D, 0x0E,
                                         0x10, 0x13, 0x14, 0x15, 0x7F]),
-                       st.binary(max_size=20)), max_size=5).map(
-        lambda tlvs: (lambda b: bytes([len(b)]) + b)(
-            b"".join(bytes([t, len(v)]) + v for t, v in tlvs))),
+                       st.binary(max_size=20)), max_size=5).map(_config_frame),
 )
 
 

@@ -56,10 +56,34 @@ def start_as_other_user(argv: list[str], **kwargs: Any) -> subprocess.Popen[str]
     return subprocess.Popen([*SETPRIV, *argv], **kwargs)
 
 
+# Runs as root: the module-level imports of the code first, then the drop to the other user
+# (as setpriv --reuid --regid --clear-groups does), then the code. A checkout the other user
+# cannot read (under /root, mode 0700, as on a fresh Debian) still gives it this suite's
+# libraries; everything the code opens or connects to after its imports, it does as that user.
+_IMPORT_THEN_DROP = f"""\
+import ast, os, sys
+code = sys.argv[1]
+sys.argv = ["-c", *sys.argv[2:]]
+tree = ast.parse(code)
+imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+exec(compile(ast.Module(body=imports, type_ignores=[]), "<imports>", "exec"), {{}})
+import encodings.idna  # what socket imports on its first host name, and the stdlib may be
+                       # unreadable too (a pyenv python under /root)
+os.setgroups([])
+os.setgid({OTHER_GID})
+os.setuid({OTHER_UID})
+exec(compile(tree, "<string>", "exec"), {{"__name__": "__main__"}})
+"""
+
+
 def python_as_other_user(code: str, *args: str, **kwargs: Any
                          ) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` as the other user."""
-    return as_other_user([other_user_python(), "-c", code, *args], **kwargs)
+    """Run Python ``code`` as the other user: its module-level imports are made before the
+    drop (see ``_IMPORT_THEN_DROP``), everything else after it."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run([other_user_python(), "-c", _IMPORT_THEN_DROP, code, *args], **kwargs)
 
 
 def shared_dir() -> Path:

@@ -237,3 +237,158 @@ def test_levels_without_mac_or_encryption():
     with pytest.raises(CardError):
         none.unwrap(Apdu.parse(head + b"plain" + mac))
     assert card.wrap(b"", 0x6A82) == b""
+
+
+# -- exact values of the building blocks, against yubikit's host side and the AES primitive --------
+def test_derive_defaults_to_128_bits_and_matches_a_fixed_vector():
+    k, ctx = bytes(range(16)), bytes(range(16, 32))
+    assert scp.derive(k, scp.DERIVE_S_ENC, ctx) == _derive(k, 0x04, ctx)
+    assert scp.derive(k, scp.DERIVE_S_MAC, ctx) == _derive(k, 0x06, ctx)
+    assert scp.derive(k, scp.DERIVE_CARD_CRYPTOGRAM, ctx, 64) == _derive(k, 0x00, ctx, 0x40)
+    assert len(scp.derive(k, 0x04, ctx)) == 16 and len(scp.derive(k, 0x00, ctx, 64)) == 8
+    for constant in (0x7F, 0x80, 0xFF):  # the constant is an unsigned byte
+        assert scp.derive(k, constant, ctx) == _derive(k, constant, ctx)
+
+
+def _aes_block(key: bytes, block: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - one block
+    return enc.update(block) + enc.finalize()
+
+
+def test_kcv_is_three_bytes_of_aes_over_ones():
+    k = bytes.fromhex("404142434445464748494a4b4c4d4e4f")
+    assert scp.kcv(k) == _aes_block(k, b"\x01" * 16)[:3]
+    assert len(scp.kcv(k)) == 3
+
+
+def test_cbc_has_a_zero_iv_by_default_and_decrypts_what_it_encrypts():
+    k, block = os.urandom(16), os.urandom(32)
+    out = scp.cbc(k, block, decrypt=False)
+    assert out[:16] == _aes_block(k, block[:16])
+    assert out[16:] == _aes_block(k, bytes(a ^ b for a, b in zip(out[:16], block[16:],
+                                                                strict=True)))
+    assert scp.cbc(k, out, decrypt=True) == block
+    iv = os.urandom(16)
+    assert scp.cbc(k, scp.cbc(k, block, decrypt=False, iv=iv), decrypt=True, iv=iv) == block
+
+
+def test_padding_method_2_exactly():
+    assert scp.pad(b"") == b"\x80" + bytes(15)
+    assert scp.pad(b"a" * 15) == b"a" * 15 + b"\x80"
+    assert scp.pad(b"a" * 16) == b"a" * 16 + b"\x80" + bytes(15)
+    assert scp.pad(b"abc") == b"abc\x80" + bytes(12)
+    for n in (0, 1, 15, 16, 17, 31, 32):
+        data = bytes([0x80]) * n  # 80s and zeros inside the data stay
+        assert scp.unpad(scp.pad(data)) == data
+        assert scp.unpad(scp.pad(bytes(n))) == bytes(n)
+    assert scp.unpad(b"\x80") == b""
+    assert scp.unpad(b"ab\x80\0") == b"ab"
+    assert scp.unpad(bytes(16)) is None  # no 80 at all
+    assert scp.unpad(b"ab" + bytes(14)) is None
+    assert scp.unpad(b"ab\x81" + bytes(13)) is None
+    assert scp.unpad(b"a\x80X" + bytes(13)) is None  # only zeros follow the 80
+    assert scp.unpad(b"a" * 15 + b"\x80" + bytes(16)) is None  # a whole block of zeros
+    assert scp.unpad(b"a" * 16 + b"\x80" + bytes(15)) == b"a" * 16
+
+
+def test_protected_status_words():
+    for sw in (0x9000, 0x6200, 0x6283, 0x6300, 0x63C2, 0x63FF):
+        assert scp.is_protected_status(sw) is True
+    for sw in (0x9001, 0x6100, 0x6400, 0x6A82, 0x6982, 0x6700, 0x0062, 0x0063, 0x6162):
+        assert scp.is_protected_status(sw) is False
+
+
+@pytest.mark.parametrize(("cla", "length", "extended", "expected"), [
+    (0x80, 0x10, False, "84d8010210"),
+    (0x90, 0x10, False, "84d8010210"),  # the chaining bit is never MACed
+    (0x00, 0x10, False, "04d8010210"),
+    (0x01, 0x10, False, "05d8010210"),  # the channel bits stay
+    (0x11, 0x10, False, "05d8010210"),
+    (0x84, 0x08, False, "84d8010208"),
+    (0x80, 255, False, "84d80102ff"),
+    (0x80, 256, False, "84d8010200" "0100"),  # too long for a short Lc
+    (0x80, 0x10, True, "84d8010200" "0010"),  # extended as the command came
+    (0x80, 0xFFFF, True, "84d8010200" "ffff"),  # the longest: unsigned
+])
+def test_mac_header(cla, length, extended, expected):
+    apdu = Apdu(cla, 0xD8, 0x01, 0x02, b"x", 0, extended)
+    assert scp.mac_header(apdu, length) == bytes.fromhex(expected)
+
+
+def _card_mac(host: ScpState, head: bytes, body: bytes) -> bytes:
+    """A C-MAC'd command from the host state (the header's Lc covers the MAC)."""
+    return head + body + host.mac(head + body)
+
+
+def test_unwrap_keeps_the_header_and_answers_6982_for_each_failed_check():
+    host, card = _pair(0x33)
+    body = host.encrypt(b"payload")
+    raw = bytes([0x84, 0x01, 0x12, 0x34, 0, 0, len(body) + 8]) + body
+    raw += host.mac(raw) + b"\x01\x00"  # extended, Le 256
+    inner = card.unwrap(Apdu.parse(raw))
+    assert inner == Apdu(0x80, 0x01, 0x12, 0x34, b"payload", 256, True)
+    assert (card.counter, card._response_counter) == (2, 1)
+    for level, raw in ((0x33, b"\x84\x01\x00\x00\x07" + bytes(7)),  # shorter than a MAC
+                       (0x33, b"\x80\x01\x00\x00\x08" + bytes(8)),  # not marked as wrapped
+                       (0x01, b"\x84\x01\x00\x00\x08" + bytes(8)),  # a wrong MAC
+                       (0x00, b"\x84\x01\x00\x00\x08" + bytes(8)),  # wrapped, no session MAC
+                       (0x00, b"\x88\x01\x00\x00\x08" + bytes(8))):
+        _, card = _pair(level)
+        with pytest.raises(CardError) as e:
+            card.unwrap(Apdu.parse(raw))
+        assert e.value.sw == SW.SECURITY_CONDITION_NOT_SATISFIED
+        assert card.counter == 1
+    host, card = _pair(0x01)  # a right MAC, but the class byte does not say so
+    raw = bytearray(_card_mac(host, bytes([0x84, 0x01, 0, 0, 5 + 8]), b"plain"))
+    raw[0] = 0x80
+    with pytest.raises(CardError) as e:
+        card.unwrap(Apdu.parse(bytes(raw)))
+    assert e.value.sw == SW.SECURITY_CONDITION_NOT_SATISFIED
+    _, none = _pair(0x00)
+    plain = Apdu.parse(b"\x00\x01\x00\x00\x01x")
+    assert none.unwrap(plain) is plain
+
+
+def test_decryption_checks_whole_blocks_and_padding():
+    for body in (bytes(5), bytes(17)):  # not whole blocks
+        host, card = _pair(0x33)
+        with pytest.raises(CardError) as e:
+            card.unwrap(Apdu.parse(_card_mac(host, bytes([0x84, 1, 0, 0, len(body) + 8]),
+                                             body)))
+        assert e.value.sw == SW.SECURITY_CONDITION_NOT_SATISFIED
+    host, card = _pair(0x33)
+    bad = scp.cbc(card.keys.enc, b"no padding here!", decrypt=False,
+                  iv=scp.cbc(card.keys.enc, bytes(15) + b"\x01", decrypt=False))
+    with pytest.raises(CardError) as e:
+        card.unwrap(Apdu.parse(_card_mac(host, bytes([0x84, 1, 0, 0, 24]), bad)))
+    assert e.value.sw == SW.SECURITY_CONDITION_NOT_SATISFIED
+
+
+def test_a_command_without_data_is_only_maced_and_counts():
+    host, card = _pair(0x33)
+    inner = card.unwrap(Apdu.parse(_card_mac(host, bytes([0x84, 1, 0, 0, 8]), b"")))
+    assert inner.data == b"" and inner.cla == 0x80
+    assert card.counter == 2
+    out = card.wrap(b"", SW.OK)
+    assert len(out) == 8 and host.unmac(out, SW.OK) == b""  # no data: nothing to encrypt
+    host.encrypt(b"")  # yubikit counts every command, as the card does
+    inner = card.unwrap(Apdu.parse(_host_wrap(host, b"next", False)))
+    assert inner.data == b"next" and card.counter == 3
+
+
+def test_wrap_by_level_and_status():
+    host, card = _pair(0x13)  # C-MAC, C-DEC, R-MAC: answers in the clear with a MAC
+    card.unwrap(Apdu.parse(_host_wrap(host, b"q", False)))
+    out = card.wrap(b"answer", SW.OK)
+    assert out[:-8] == b"answer" and host.unmac(out, SW.OK) == b"answer"
+    host, card = _pair(0x33)
+    card.unwrap(Apdu.parse(_host_wrap(host, b"q", False)))
+    out = card.wrap(b"warn", 0x6283)  # a warning: encrypted and MACed with its status
+    assert len(out) == 24
+    assert host.decrypt(host.unmac(out, 0x6283)) == b"warn"
+    assert card.wrap(b"data", 0x6A82) == b""
+    host, card = _pair(0x11)
+    card.unwrap(Apdu.parse(_card_mac(host, bytes([0x84, 1, 0, 0, 9]), b"q")))
+    assert host.unmac(card.wrap(b"plain", 0x63C1), 0x63C1) == b"plain"

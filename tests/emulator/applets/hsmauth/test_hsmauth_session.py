@@ -328,3 +328,58 @@ def test_state_survives_a_reload(tmp_path):
             put_derived(s, "x")  # the old default management key no longer works
         assert s.calculate_session_keys_symmetric("cred", CONTEXT, PASSWORD) == \
             StaticKeys(*_password_to_key("pwd")).derive(CONTEXT)[:3]
+
+
+# -- the session key functions, called directly: Yubico's vector and each refusal -------------
+def _sw(call, *args) -> int:
+    from hwtoken.emulator.iso7816 import ApduError as CardError
+
+    with pytest.raises(CardError) as e:
+        call(*args)
+    return e.value.sw
+
+
+def test_symmetric_session_keys_directly():
+    from yubikit.core.smartcard.scp import _derive
+
+    from hwtoken.emulator.applets.hsmauth import session_keys
+
+    enc, mac = _password_to_key("pwd")  # the vector's credential
+    assert session_keys.symmetric(enc, mac, CONTEXT, None) == b"".join(VECTOR)
+    cryptogram = _derive(VECTOR[1], 0x00, CONTEXT, 0x40)
+    assert session_keys.symmetric(enc, mac, CONTEXT, cryptogram) == b"".join(VECTOR)
+    assert _sw(session_keys.symmetric, enc, mac, CONTEXT, cryptogram[:7]) == 0x6A80
+    assert _sw(session_keys.symmetric, enc, mac, CONTEXT, cryptogram + b"\0") == 0x6A80
+    assert _sw(session_keys.symmetric, enc, mac, CONTEXT,
+               cryptogram[:7] + bytes([cryptogram[7] ^ 1])) == 0x6984
+    for context in (CONTEXT[:15], CONTEXT + b"\0"):
+        assert _sw(session_keys.symmetric, enc, mac, context, None) == 0x6A80
+
+
+def test_asymmetric_session_keys_directly():
+    from hwtoken.emulator.applets.hsmauth import session_keys
+
+    sk_oce = ec.generate_private_key(ec.SECP256R1())
+    scalar = sk_oce.private_numbers().private_value.to_bytes(32, "big")
+    esk_oce = ec.generate_private_key(ec.SECP256R1())
+    epk_oce = session_keys.public_point(esk_oce)
+    assert epk_oce == point(esk_oce) and len(epk_oce) == 65
+    pk_hsm, epk_hsm, receipt, hsm_keys = hsm_side(sk_oce.public_key(), epk_oce)
+    context, pk = epk_oce + epk_hsm, point(pk_hsm)
+    assert session_keys.asymmetric(scalar, esk_oce, context, pk, receipt) == hsm_keys
+    assert len(hsm_keys) == 48
+    asym = session_keys.asymmetric
+    assert _sw(asym, scalar, esk_oce, context[:-1], pk, receipt) == 0x6A80
+    assert _sw(asym, scalar, esk_oce, context + b"\0", pk, receipt) == 0x6A80
+    assert _sw(asym, scalar, esk_oce, context, pk, receipt[:15]) == 0x6A80
+    assert _sw(asym, scalar, esk_oce, context, pk[:64], receipt) == 0x6A80
+    assert _sw(asym, scalar, esk_oce, context, b"\x04" + bytes(64), receipt) == 0x6A80
+    assert _sw(asym, scalar, esk_oce, epk_oce + b"\x04" + bytes(64), pk, receipt) == 0x6A80
+    assert _sw(asym, scalar, esk_oce, context, pk, bytes(16)) == 0x6984
+    other = point(ec.generate_private_key(ec.SECP256R1()))
+    assert _sw(asym, scalar, esk_oce, other + epk_hsm, pk, receipt) == 0x6985
+    assert _sw(asym, b"\xff" * 32, esk_oce, context, pk, receipt) == 0x6A80
+    assert session_keys.private_key(scalar).private_numbers() == sk_oce.private_numbers()
+    assert _sw(session_keys.private_key, bytes(32)) == 0x6A80
+    assert session_keys.load_point(pk).public_numbers() == pk_hsm.public_numbers()
+    assert _sw(session_keys.load_point, pk + b"\0") == 0x6A80

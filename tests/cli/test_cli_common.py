@@ -412,15 +412,22 @@ def test_confirm_or_force_declined_on_a_terminal_aborts():
         assert (out.exit_code, out.stdout) == (0, "erased\n")
 
 
+def _assert_handled_by(signals: common.StopSignals) -> None:
+    assert signal.getsignal(signal.SIGINT) == signals._on_signal
+    assert signal.getsignal(signal.SIGTERM) == signals._on_signal
+
+
 def test_stop_signals_turn_sigint_and_sigterm_into_a_stop(capsys):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with common.StopSignals() as signals:
+        _assert_handled_by(signals)  # else the signal would end the test run itself
         os.kill(os.getpid(), signal.SIGTERM)
         assert signals.stop.wait(5)
         assert signals.received == [signal.SIGTERM]
         signals.exit_if_interrupted()  # SIGTERM: a clean stop, no exit here
     assert {s: signal.getsignal(s) for s in before} == before
     with common.StopSignals() as signals:
+        _assert_handled_by(signals)
         os.kill(os.getpid(), signal.SIGINT)
         assert signals.stop.wait(5)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -472,5 +479,145 @@ def test_the_standard_options_in_help():
     assert " ".join(common.DEVICE_HELP.split()) in " ".join(text.split())
     assert "Directory for hwtoken's files (default $HWTOKEN_STATE_DIR or the XDG data dir)." \
         in " ".join(text.split())
-    assert "-d, --device SPEC" in CliRunner().invoke(group, ["--help"]).stdout
+    text = CliRunner().invoke(group, ["--help"]).stdout
+    assert "-d, --device SPEC" in text
+    assert " ".join(common.DEVICE_HELP.split()) in " ".join(text.split())
     assert common.DEVICE_HELP.startswith("Key to use: a serial number, a device path or PC/SC")
+
+
+# -- what a direct caller of the types, callbacks and main gets -------------------------------
+def _ctx_and_param(command: click.Command, name: str) -> tuple[click.Context, click.Parameter]:
+    return click.Context(command), next(p for p in command.params if p.name == name)
+
+
+def test_type_refusals_name_the_parameter_and_context_they_were_given():
+    ctx, param = _ctx_and_param(_secret_command(), "secret")
+    cases = [(common.SECRET, b"bytes", "must be text"),
+             (common.SECRET, BAD, "is not valid UTF-8 text"),
+             (common.FiniteFloat(0, 10), "ten", "'ten' is not a number"),
+             (common.FiniteFloat(0, 10), "11", "'11' is not a number from 0 to 10")]
+    for kind, value, message in cases:
+        with pytest.raises(click.BadParameter) as refused:
+            kind.convert(value, param, ctx)
+        assert refused.value.message == message
+        assert refused.value.param is param and refused.value.ctx is ctx
+
+
+def test_a_secret_not_from_the_command_line_gives_no_warning(capsys):
+    ctx, param = _ctx_and_param(_secret_command("MY_SECRET"), "secret")
+    assert common.SecretText("MY_SECRET").convert("hunter2", param, ctx) == "hunter2"
+    assert capsys.readouterr().err == ""  # no source recorded: not typed on the command line
+    assert common.SECRET.convert("hunter2", param, None) == "hunter2"
+    assert common.SECRET.convert("hunter2", None, ctx) == "hunter2"
+    assert capsys.readouterr().err == ""
+
+
+def test_a_state_dir_without_a_parent_names_its_option(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "_override", None)
+    ctx, param = _ctx_and_param(_state_command(), "state_dir")
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(click.BadParameter) as refused:
+        common._set_state_dir(ctx, param, str(missing))
+    assert refused.value.message == f"neither {str(missing)!r} nor its parent directory exists"
+    assert refused.value.param is param and refused.value.ctx is ctx
+    for nothing in (None, ""):
+        common._set_state_dir(ctx, param, nothing)
+    assert paths._override is None
+    common._set_state_dir(ctx, param, str(tmp_path / "new"))
+    assert paths._override == tmp_path / "new"
+
+
+def test_the_state_dir_may_start_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "_override", None)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)  # no directory named "~" here
+    out = CliRunner().invoke(_state_command(), ["--state-dir", "~/hw"])
+    assert (out.exit_code, out.stdout) == (0, f"{tmp_path / 'home' / 'hw'}\n"), out.output
+
+
+def test_main_hands_click_the_program_name_and_its_other_arguments(capsys):
+    group = _group()
+
+    @group.command()
+    @click.pass_obj
+    def who(obj) -> None:
+        click.echo(f"obj={obj}")
+
+    assert group.main(["who"], standalone_mode=False, obj="me") is None
+    assert capsys.readouterr().out == "obj=me\n"
+    assert group.main(["show", "--name", BAD], prog_name="mine", standalone_mode=False) == 2
+    assert capsys.readouterr().err == (
+        "error: Invalid value for '--name': is not valid UTF-8 text (see 'mine show --help')\n")
+
+
+def test_main_answers_shell_completion_under_the_variable_it_is_given(monkeypatch, capsys):
+    monkeypatch.setenv("_MINE_COMPLETE", "zsh_source")
+    monkeypatch.delenv("_ROOT_COMPLETE", raising=False)
+    with pytest.raises(SystemExit) as done:
+        _group().main(["show"], prog_name="root", complete_var="_MINE_COMPLETE",
+                      standalone_mode=False)
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "_MINE_COMPLETE=zsh_complete" in out and "#compdef root" in out
+
+
+def test_log_records_without_an_exception_stay_one_line_when_debugging(monkeypatch):
+    monkeypatch.setenv(contract.DEBUG_ENV, "1")
+    assert common._OneLineFormatter().format(_record(logging.WARNING, "slow\nkey")) == \
+        "warning: slow; key"
+
+
+def test_a_logged_exception_that_was_never_raised_is_named(monkeypatch):
+    monkeypatch.delenv(contract.DEBUG_ENV, raising=False)
+    never_raised = OSError("busy")  # logger.warning(..., exc_info=exc): no traceback
+    assert never_raised.__traceback__ is None
+    assert common._OneLineFormatter().format(_record(logging.WARNING, "retry", never_raised)) \
+        == "warning: retry (OSError: busy)"
+
+
+def test_whole_number_bounds_are_named_without_a_fraction():
+    with pytest.raises(click.BadParameter) as refused:
+        common.FiniteFloat(1.0, 2.0).convert("3", None, None)
+    assert refused.value.message == "'3' is not a number from 1 to 2"
+
+
+def test_every_unix_time_type_runs_from_0_to_the_end_of_year_9999():
+    fresh = common.UnixTime()  # UNIX_TIME was made at import
+    assert (fresh.min, fresh.max) == (0, common.MAX_UNIX_TIME)
+    assert fresh.convert("0", None, None) == 0.0
+    assert fresh.convert(str(common.MAX_UNIX_TIME), None, None) == float(common.MAX_UNIX_TIME)
+
+
+def test_a_renamed_warning_level_still_prints_as_warning(monkeypatch):
+    monkeypatch.delenv(contract.DEBUG_ENV, raising=False)
+    record = _record(logging.WARNING, "low battery")
+    record.levelname = "WARN"  # logging.addLevelName(logging.WARNING, "WARN") in a program
+    assert common._OneLineFormatter().format(record) == "warning: low battery"
+
+
+def test_the_state_dir_option_as_documentation_tools_see_it():
+    (param,) = _state_command().params
+    info = param.to_info_dict()
+    assert (info["opts"], info["is_flag"], info["default"], info["envvar"]) == \
+        (["--state-dir"], False, None, None)
+    assert info["help"] == \
+        "Directory for hwtoken's files (default $HWTOKEN_STATE_DIR or the XDG data dir)."
+    assert info["type"] == {"param_type": "Path", "name": "directory", "exists": False,
+                            "file_okay": False, "dir_okay": True, "writable": False,
+                            "readable": True, "allow_dash": False}
+
+
+def test_text_after_a_path_or_an_unexposed_option_is_still_checked():
+    @click.command(cls=common.HwtokenCommand)
+    @click.option("--out", type=click.Path())
+    @common.state_dir_option  # expose_value=False: never in ctx.params
+    @click.option("--name")
+    def cmd(out, name) -> None:
+        click.echo("ran")
+
+    assert [p.name for p in cmd.params] == ["out", "state_dir", "name"]
+    for args in (["--name", BAD], ["--out", BAD, "--name", BAD]):
+        out = CliRunner().invoke(cmd, args)
+        assert (out.exit_code, out.stdout) == (2, "")
+        assert "Invalid value for '--name': is not valid UTF-8 text" in out.stderr

@@ -325,6 +325,37 @@ def test_pin_survives_reselect_but_not_another_applet_or_power_loss(key):
         s3.sign(SLOT.AUTHENTICATION, KEY_TYPE.ECCP256, MESSAGE, hashes.SHA256())
 
 
+def test_a_pin_always_key_needs_a_verify_after_a_power_loss(key):
+    s = admin(key)
+    s.generate_key(SLOT.SIGNATURE, KEY_TYPE.ECCP256)
+    s.verify_pin(PIN)  # verified, the key not used yet ...
+    key.power_cycle()  # ... and the power goes
+    s = session(key)
+    with pytest.raises(ApduError) as exc:
+        s.sign(SLOT.SIGNATURE, KEY_TYPE.ECCP256, MESSAGE, hashes.SHA256())
+    assert exc.value.sw == SW.SECURITY_CONDITION_NOT_SATISFIED
+    s.verify_pin(PIN)
+    s.sign(SLOT.SIGNATURE, KEY_TYPE.ECCP256, MESSAGE, hashes.SHA256())
+
+
+def test_external_authentication_asks_for_the_touch_by_name(key):
+    from yubikit.core import Tlv
+
+    from hwtoken.emulator.applets.piv import keys
+
+    mk = b"\x07" * 16
+    admin(key).set_management_key(MANAGEMENT_KEY_TYPE.AES128, mk, require_touch=True)
+    s = session(key)
+    asked = _counting_presence(key)
+    resp = s.protocol.send_apdu(0, 0x87, 0x08, 0x9B, bytes.fromhex("7c028100"))
+    challenge = Tlv.unpack(0x81, Tlv.unpack(0x7C, resp))
+    assert asked == []  # the challenge needs no touch, the answer to it does
+    answer = keys.encrypt_block(MANAGEMENT_KEY_TYPE.AES128, mk, challenge)
+    s.protocol.send_apdu(0, 0x87, 0x08, 0x9B, Tlv(0x7C, Tlv(0x82, answer)))
+    assert asked == ["PIV management key"]
+    s.generate_key(SLOT.AUTHENTICATION, KEY_TYPE.ECCP256)  # authenticated
+
+
 def _counting_presence(key, answer=True):
     asked: list[str] = []
 

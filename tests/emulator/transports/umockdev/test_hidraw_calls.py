@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+import threading
 import time
 
 import pytest
@@ -394,3 +395,184 @@ def test_an_interrupt_urb_that_failed_delivers_nothing_and_is_not_resubmitted(be
         assert opened._deliver(_Urb(0, b"\x03" * 64)) is False and put == [b"\x02" * 64]
     finally:
         opened.queue, opened._closed = queue, False
+
+
+# -- the open file's life: what it holds and gives back ----------------------------------------
+def _served(testbed, plugged, which: str):
+    """A client of ``which`` node, the node, and the open file serving the client."""
+    hidraw = getattr(plugged, f"{which}_hidraw")
+    node = next(b.node for b in plugged.hid.values() if b.layout.hidraw in hidraw)
+    before = set(node._opens)
+    client = _open((testbed, plugged), which)
+    assert ioctl(client, READ, 0x03, 8) == (0, 0)  # the open is served by now
+    (opened,) = set(node._opens) - before
+    return client, node, opened
+
+
+def _until(done, what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_descriptor_length_above_the_signed_range_is_einval(fido):
+    # hidraw.c reads rdesc.size as __u32: 0xFFFFFFFF is far above HID_MAX_DESCRIPTOR_SIZE
+    assert ioctl(fido, READ, 0x02, 4 + 4096, struct.pack("I", 0xFFFFFFFF)) == fail(errno.EINVAL)
+    assert ioctl(fido, READ, 0x02, 4 + 4096, struct.pack("I", 0x80000000)) == fail(errno.EINVAL)
+    assert fido.memory == {}
+
+
+def test_a_closed_file_gives_back_its_session_and_its_pty(tmp_path):
+    key = VirtualKey.create(tmp_path / "closed.key")
+    testbed = umockdev.Testbed()
+    try:
+        plugged = testbed.plug(key)
+        client, node, opened = _served(testbed, plugged, "fido")
+        sessions = opened.node.usb.session_count
+        pty = opened.queue.pty
+        assert node.open_count == 1 and pty.path in node.pool._owned
+        client.close()
+        _until(lambda: pty.path not in node.pool._owned, "the closed file kept its pty")
+        assert opened._closed is True  # (releasing its pty is the last thing a close does)
+        assert node.open_count == 0
+        assert opened.node.usb.session_count == sessions - 1
+    finally:
+        testbed.close()
+        key.close()
+
+
+def test_no_interrupt_urb_is_submitted_for_a_closed_or_unplugged_file(bed):
+    testbed, plugged = bed
+    client, _, opened = _served(testbed, plugged, "fido")
+    submitted: list = []
+    opened.device = type("Device", (), {"handle_urb": lambda _, urb, respond: submitted.append(
+        urb)})()
+    try:
+        opened._closed = True
+        opened._submit_in()
+        opened._closed = False
+        opened._gone.set()
+        opened._submit_in()
+        assert submitted == []
+        opened._gone.clear()
+        opened._submit_in()  # and while it is open and plugged, one is
+        assert [(u.direction, u.ep) for u in submitted] == [(1, opened._in.number)]
+    finally:
+        opened._closed = True  # its own device is not the key's any more: let it go
+        client.close()
+
+
+def test_the_keyboard_types_on_the_otp_node(tmp_path):
+    from yubikit.core.otp import OtpConnection
+    from yubikit.yubiotp import StaticPasswordSlotConfiguration, YubiOtpSession
+
+    from hwtoken.emulator.applets.otp.hid import OtpHidEngine, press
+    from hwtoken.emulator.applets.otp.keyboard import decode
+
+    key = VirtualKey.create(tmp_path / "typing.key")
+    testbed = umockdev.Testbed()
+    try:
+        engine = OtpHidEngine(key)
+
+        class Direct(OtpConnection):
+            def receive(self) -> bytes:
+                return engine.get_feature()
+
+            def send(self, data: bytes) -> None:
+                engine.set_feature(data)
+
+            def close(self) -> None:
+                pass
+
+        YubiOtpSession(Direct()).put_configuration(
+            2, StaticPasswordSlotConfiguration(bytes([0x04, 0x85, 0x1E])))
+        engine.close()
+        plugged = testbed.plug(key)
+        client, _, _ = _served(testbed, plugged, "otp")
+        assert press(key, 2) == "aB1\n"
+        reports: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while not decode(reports).endswith("\n"):  # the reports the interrupt IN URBs bring
+            assert time.monotonic() < deadline, f"typed so far: {decode(reports)!r}"
+            client.memory.clear()
+            got = client.call(preload.REQ_READ, ADDR, 64)
+            if got == (8, 0):
+                reports.append(client.memory[ADDR])
+            else:
+                assert got == (preload.UNHANDLED, 0)
+                time.sleep(0.01)
+        assert decode(reports) == "aB1\n"
+        client.close()
+    finally:
+        testbed.close()
+        key.close()
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.event.set()
+
+
+def _hidraw_log():
+    records = _Records()
+    logger = logging.getLogger("hwtoken.emulator.transports.umockdev.hidraw")
+    logger.addHandler(records)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    return records, lambda: (logger.removeHandler(records), logger.setLevel(old))
+
+
+def test_an_output_report_the_endpoint_stalls_is_dropped_without_a_flush(tmp_path):
+    key = VirtualKey.create(tmp_path / "stall.key")
+    testbed = umockdev.Testbed()
+    records, undo = _hidraw_log()
+    try:
+        plugged = testbed.plug(key)
+        client, _, opened = _served(testbed, plugged, "fido")
+        flushed = threading.Event()
+        real_flush = opened.session.flush_fido
+        opened.session.flush_fido = lambda: (flushed.set(), real_flush())
+        # a report taken by the endpoint is flushed to the reader at once
+        assert client.call(preload.REQ_WRITE, ADDR, 65, b"\0" + CTAPHID_INIT.ljust(64, b"\0")) \
+            == (65, 0)
+        assert flushed.wait(5)
+        flushed.clear()
+        opened.device._ep_map[(opened._out.number, 0)].halted = True  # OUT endpoint halted
+        assert client.call(preload.REQ_WRITE, ADDR, 65, b"\0" + CTAPHID_INIT.ljust(64, b"\0")) \
+            == (65, 0)
+        assert records.event.wait(5)
+        assert records.messages == [
+            f"the device stalled an output report on {opened.iface.number}"]
+        assert not flushed.is_set()
+        client.close()
+    finally:
+        undo()
+        testbed.close()
+        key.close()
+
+
+def test_a_set_report_the_device_refuses_is_dropped_and_logged(bed, monkeypatch):
+    from hwtoken.emulator.transports.umockdev import enumeration, hidraw
+
+    def refuse(*_args):
+        raise enumeration.ControlError("stalled")
+
+    monkeypatch.setattr(hidraw.enumeration, "control", refuse)
+    records, undo = _hidraw_log()
+    try:
+        testbed, plugged = bed
+        client, _, opened = _served(testbed, plugged, "otp")
+        assert client.call(preload.REQ_WRITE, ADDR, 2, b"\0\x01") == (2, 0)  # taken anyway
+        assert records.event.wait(5)
+        assert records.messages == [
+            f"the device stalled an output report on {opened.iface.number}"]
+        client.close()
+    finally:
+        undo()

@@ -146,8 +146,10 @@ CCID_NOTIFY_SIZE = 8
 CCID_NOTIFY_INTERVAL = 32
 #: A key that reboots (``ykman config usb`` changed its USB interfaces) leaves the bus once
 #: its host has taken the answer -- waited for up to REBOOT_ANSWER_WAIT seconds, looked at
-#: every ANSWER_POLL -- and REBOOT_GRACE later (:meth:`YubiKeyUsb.wait_answered`).
-REBOOT_ANSWER_WAIT = 3.0
+#: every ANSWER_POLL -- and REBOOT_GRACE later (:meth:`YubiKeyUsb.wait_answered`). The wait
+#: only ends early for a host that never takes its answer; a loaded machine's pcscd can take
+#: seconds to, and a key that left first made ykman fail its `config usb`.
+REBOOT_ANSWER_WAIT = 10.0
 ANSWER_POLL = 0.01
 REBOOT_GRACE = 0.05
 #: how long a CCID command may run before the key asks the host for more time, and how

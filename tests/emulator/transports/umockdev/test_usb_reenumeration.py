@@ -40,9 +40,13 @@ class Bench:
 
     def ykman(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = self.pcscd.client_env(self.testbed.env())
-        proc = subprocess.run([tool("ykman"), *args], env=env, capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)
-        assert proc.returncode == 0, f"ykman {args}: {proc.stdout}{proc.stderr}"
+        log = self.testbed.root / "ykman.log"  # ykman's own account, shown if it fails
+        log.unlink(missing_ok=True)
+        proc = subprocess.run([tool("ykman"), "-l", "debug", "--log-file", str(log), *args],
+                              env=env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, (f"ykman {args}: {proc.stdout}{proc.stderr}\n"
+                                      f"its log:\n{log.read_text() if log.exists() else ''}")
         return proc
 
     def ykman_rebooting(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -138,3 +138,29 @@ def test_the_cli_exports_the_same_root(tmp_path, monkeypatch):
     shown = CliRunner().invoke(cli, ["emulate", "show", "k", "--attestation-root"])
     with VirtualKey.load(paths.virtual_key_path("k")) as key:
         assert shown.exit_code == 0 and shown.stdout == attestation_root_pem(key)
+
+
+def test_trusted_roots_add_up_and_say_exactly_what_is_missing(virtual_key):
+    from hwtoken.errors import InvalidInput
+
+    pem = attestation_root_pem(virtual_key)
+    [cert] = load_certificates(pem)
+    assert TrustedRoots([cert, pem]).roots == [cert, cert]  # an object, then a PEM
+    with pytest.raises(InvalidInput, match="^no root certificate to trust$"):
+        TrustedRoots([])
+
+
+def test_trusted_roots_check_only_the_attestation_types_they_are_given(virtual_key):
+    from fido2.attestation import FidoU2FAttestation, UnsupportedType
+
+    device = fido_device(virtual_key)
+    try:
+        helper = WebAuthnHelper(device)
+        helper.server = Fido2Server(
+            PublicKeyCredentialRpEntity(name="Example", id="example.com"), attestation="direct",
+            verify_attestation=TrustedRoots([attestation_root_pem(virtual_key)],
+                                            attestation_types=[FidoU2FAttestation()]))
+        with pytest.raises(UnsupportedType):  # the key's packed attestation is not one
+            helper.register("alice")
+    finally:
+        device.close()

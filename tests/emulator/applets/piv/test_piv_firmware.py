@@ -19,6 +19,7 @@ from yubikit.piv import (
 )
 
 from hwtoken.emulator import tlv
+from hwtoken.emulator.applets.piv import constants as C
 from hwtoken.emulator.applets.piv import firmware
 from hwtoken.emulator.applets.piv.keys import encrypt_block
 from hwtoken.emulator.iso7816 import SW, CardOS
@@ -158,3 +159,45 @@ def test_key_support_follows_yubikit(version, key_type, generate, supported):
     assert yubikit_says == supported
     ours = firmware.KEY_TYPE(key_type.value)
     assert firmware.supports_key_type(version, ours, generate=generate) == supported
+
+
+# -- each threshold, on both sides (the functions yubikit's checks are mirrored in) ---------
+# (the applet's own enums: the functions compare members by identity)
+@pytest.mark.parametrize(("version", "expected"), [((5, 2, 9), False), ((5, 3, 0), True)])
+def test_metadata_from_5_3_exactly(version, expected):
+    from hwtoken.emulator.applets.piv.constants import INS_GET_METADATA
+
+    assert firmware.has_instruction(version, INS_GET_METADATA) is expected
+    assert firmware.has_instruction(version, 0x20) is True  # VERIFY: no firmware lacks it
+
+
+@pytest.mark.parametrize(("version", "generates"), [
+    ((4, 1, 9), True), ((4, 2, 0), False), ((4, 3, 4), False), ((4, 3, 5), True)])
+def test_rsa_generation_is_withdrawn_on_the_roca_firmware_only(version, generates):
+    assert firmware.supports_key_type(version, C.KEY_TYPE.RSA2048, generate=True) is generates
+    assert firmware.supports_key_type(version, C.KEY_TYPE.RSA2048, generate=False) is True
+    assert firmware.supports_key_type(version, C.KEY_TYPE.ECCP256, generate=True) is True
+
+
+def test_key_types_without_a_threshold_are_on_every_version():
+    # RSA-2048 and P-256 have no entry: nothing, not even a version 0.0.0, is below it
+    for key_type in (C.KEY_TYPE.RSA2048, C.KEY_TYPE.ECCP256):
+        assert firmware.supports_key_type((0, 0, 0), key_type, generate=False) is True
+
+
+@pytest.mark.parametrize(("version", "aes"), [((5, 3, 9), False), ((5, 4, 0), True)])
+def test_aes_management_keys_from_5_4_exactly(version, aes):
+    assert firmware.supports_management_key(version, C.MANAGEMENT_KEY_TYPE.AES128) is aes
+    assert firmware.supports_management_key(version, C.MANAGEMENT_KEY_TYPE.TDES) is True
+
+
+@pytest.mark.parametrize(("version", "pin", "touch", "taken"), [
+    ((3, 9, 9), C.PIN_POLICY.DEFAULT, C.TOUCH_POLICY.DEFAULT, True),
+    ((3, 9, 9), C.PIN_POLICY.ONCE, C.TOUCH_POLICY.DEFAULT, False),
+    ((3, 9, 9), C.PIN_POLICY.DEFAULT, C.TOUCH_POLICY.ALWAYS, False),
+    ((4, 0, 0), C.PIN_POLICY.ONCE, C.TOUCH_POLICY.ALWAYS, True),
+    ((4, 2, 9), C.PIN_POLICY.DEFAULT, C.TOUCH_POLICY.CACHED, False),
+    ((4, 3, 0), C.PIN_POLICY.DEFAULT, C.TOUCH_POLICY.CACHED, True),
+])
+def test_policies_from_4_0_and_cached_touch_from_4_3_exactly(version, pin, touch, taken):
+    assert firmware.supports_policies(version, pin, touch) is taken

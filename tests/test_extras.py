@@ -151,3 +151,20 @@ def test_the_pytest_plugin_names_the_extra(tmp_path):
             "as a USB device (emulate run/serve, plugged_key)): pip install 'hwtoken[fido]'"
             ) in proc.stdout
     assert "Traceback" not in proc.stdout and "enumeration.py" not in proc.stdout
+
+
+def test_a_dotted_module_name_is_its_top_package():
+    assert extras.for_module("fido2.ctap2.base").package == "fido2"
+    assert extras.for_module("smartcard.System").package == "pyscard"
+    assert extras.for_module(None) is None and extras.for_module("hwtoken.cli") is None
+
+
+def test_the_install_command_lists_extras_in_pyprojects_order():
+    assert extras.install_command(["pcsc", "fido", "pcsc"]) == "pip install 'hwtoken[fido,pcsc]'"
+
+
+def test_nothing_is_missing_where_make_test_installed_every_extra():
+    # importlib's own find_spec by default: this venv has all of them
+    assert extras.missing() == []
+    assert [r.module for r in extras.missing(lambda name: None if name == "usb" else object())] \
+        == ["usb"]

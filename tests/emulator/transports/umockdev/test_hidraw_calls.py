@@ -576,3 +576,27 @@ def test_a_set_report_the_device_refuses_is_dropped_and_logged(bed, monkeypatch)
         client.close()
     finally:
         undo()
+
+
+def test_reports_the_device_holds_already_are_all_taken_before_an_urb_waits(bed):
+    # usbhid resubmits its interrupt URB as each completes: when the device had reports
+    # queued, each submission completes at once, until one has to wait (is parked)
+    testbed, plugged = bed
+    client, _, opened = _served(testbed, plugged, "fido")
+    held = [_Urb(0, b"\x01" * 64), _Urb(0, b"\x02" * 64), None]
+    calls: list = []
+
+    def handle_urb(urb, respond):
+        calls.append(urb)
+        return held[len(calls) - 1]
+
+    put: list[bytes] = []
+    device, queue = opened.device, opened.queue
+    opened.device = type("Device", (), {"handle_urb": staticmethod(handle_urb)})()
+    opened.queue = type("Queue", (), {"put": lambda _, d: put.append(d)})()
+    try:
+        opened._submit_in()
+        assert put == [b"\x01" * 64, b"\x02" * 64] and len(calls) == 3
+    finally:
+        opened.device, opened.queue, opened._closed = device, queue, True
+        client.close()

@@ -6,6 +6,8 @@ test_provision_piv_programs.py."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from fido2.ctap import CtapError
 from fido2.ctap2.pin import ClientPin
@@ -13,8 +15,11 @@ from piv_helpers import ctap, pool_key, provisioner
 from provision_helpers import opened
 
 from hwtoken.emulator.key import VirtualKey
+from hwtoken.provision import modes
 from hwtoken.provision.faults import PROGRAM_STEPS, RUN_STEPS
-from hwtoken.provision.model import Mode, RecordKey, Spec, State
+from hwtoken.provision.fido import Fido2PinProgrammer, FidoPinDriver
+from hwtoken.provision.model import Material, Mode, RecordKey, Spec, State
+from hwtoken.provision.protocol import AccessDenied, Device, NotProgrammed, Presented, Station
 from hwtoken.provision.sources import RecordedKeys, VirtualPool
 
 FIDO = Spec(Mode.FIDO, name="pin", min_pin_length=6, always_uv=True)
@@ -170,3 +175,292 @@ def test_a_key_without_authenticator_config_is_refused_as_such(inv):
 def test_program_steps_are_the_faults_a_test_can_inject():
     assert {s for s in PROGRAM_STEPS if s.startswith("fido-")} == {
         "fido-pin", "fido-reset", "fido-always-uv", "fido-config"}
+
+
+def _material(pin: bytes, **params: str) -> Material:
+    return Material(pin, {"min_pin_length": "6", "always_uv": "1", **params})
+
+
+def _connect(inv, device: str, serial: int):  # noqa: ANN001, ANN202
+    return Fido2PinProgrammer(Station(journal=inv)).connect(Device(serial, device))
+
+
+def test_the_material_is_a_pin_of_the_length_asked_and_the_options():
+    driver = FidoPinDriver()
+    first, second = (driver.material(FIDO, 1) for _ in range(2))
+    assert len(first.secret) == 8 and first.secret.isdigit() and first.secret != second.secret
+    assert first.params == {"min_pin_length": "6", "always_uv": "1"}
+    plain = driver.material(Spec(Mode.FIDO, name="pin", pin_length=5), 1)
+    assert len(plain.secret) == 5 and plain.params == {"min_pin_length": "", "always_uv": "0"}
+
+
+def test_the_check_wants_the_pin_forced_with_the_minimum_and_alwaysuv_asked_for(inv):
+    device, serial = pool_key(1)
+    assert provisioner(inv).run(FIDO, VirtualPool(1)).counts() == {"done": 1}
+    pin = _pin(inv, serial).encode()
+    driver = FidoPinDriver()
+    with _connect(inv, device, serial) as conn:
+        assert driver.check(conn, FIDO, _material(pin), 4) == 4
+        assert driver.check(conn, FIDO, _material(pin, min_pin_length=""), 4) == 4
+        assert driver.check(conn, FIDO, _material(pin, always_uv="0"), 4) == 4
+        assert driver.check(conn, FIDO, _material(pin, min_pin_length="7"), 4) is None
+        assert driver.check(conn, FIDO, _material(b"00000000"), 4) is None  # not its PIN
+        evidence = conn.calculate(FIDO, Presented(b"nonce", _material(pin)))
+        assert evidence.accepted == {"pin"} and evidence.state == {
+            "force_pin_change": "1", "min_pin_length": "6", "always_uv": "1"}
+
+
+def test_the_check_refuses_a_pin_not_forced_or_without_alwaysuv(inv):
+    plain = Spec(Mode.FIDO, name="pin")
+    device, serial = pool_key(1)
+    assert provisioner(inv).run(plain, VirtualPool(1)).counts() == {"done": 1}
+    pin = _pin(inv, serial).encode()
+    driver = FidoPinDriver()
+    with _connect(inv, device, serial) as conn:
+        assert driver.check(conn, plain, _material(pin, min_pin_length=""), 2) is None
+        assert driver.check(conn, plain, _material(pin, always_uv="0"), 2) is None  # min 6
+        evidence = conn.calculate(plain, Presented(b"nonce", _material(pin)))
+        assert evidence.state == {"force_pin_change": "1", "min_pin_length": "4",
+                                  "always_uv": "0"}
+        assert driver.check(conn, plain, _material(pin, min_pin_length="",
+                                                   always_uv="0"), 2) == 2
+    other, other_serial = pool_key(2)
+    with ctap(other) as c:
+        ClientPin(c).set_pin("24681357")  # a PIN the user chose: not forced
+    with _connect(inv, other, other_serial) as conn:
+        assert driver.check(conn, plain, _material(b"24681357", min_pin_length="",
+                                                   always_uv="0"), 2) is None
+        assert conn.calculate(plain, Presented(b"n", _material(b"24681357"))).state[
+            "force_pin_change"] == "0"
+
+
+def test_a_key_without_a_pin_or_without_the_pin_gives_nothing_to_check(inv):
+    device, serial = pool_key(1)
+    with _connect(inv, device, serial) as conn:
+        assert conn.occupant(FIDO) is None
+        with pytest.raises(NotProgrammed) as no_pin:
+            conn.calculate(FIDO, Presented(b"nonce", _material(b"12345678")))
+        assert str(no_pin.value) == "the key has no FIDO2 PIN"
+        with pytest.raises(NotProgrammed) as not_presented:
+            conn.calculate(FIDO, b"a challenge")
+        assert str(not_presented.value) == "a FIDO2 PIN is checked with the PIN"
+        assert modes.check(conn, FIDO, _material(b"12345678"), 1) is None  # step 3: None
+
+
+def test_wrong_pins_in_a_row_and_a_blocked_pin_are_refused_with_what_to_do(inv):
+    blocked = ("the key's FIDO2 PIN is blocked (too many wrong PINs): re-plug it, or reset "
+               "it with --overwrite")
+    device, serial = pool_key(1)
+    with ctap(device) as c:
+        ClientPin(c).set_pin("24681357")
+    wrong = Presented(b"nonce", _material(b"11111111"))
+    for tries in (3, 3, 2):  # the third wrong PIN in a row blocks it until a re-plug
+        with _connect(inv, device, serial) as conn:
+            for _ in range(tries - 1):
+                assert conn.calculate(FIDO, wrong).accepted == frozenset()
+            with pytest.raises(AccessDenied) as refused:
+                conn.calculate(FIDO, wrong)
+            assert str(refused.value) == blocked
+    with ctap(device) as c:
+        assert ClientPin(c).get_pin_retries()[0] == 0
+    with _connect(inv, device, serial) as conn, pytest.raises(AccessDenied) as refused:
+        conn.calculate(FIDO, Presented(b"nonce", _material(b"24681357")))  # even the right one
+    assert str(refused.value) == blocked
+
+
+def test_a_minimum_pin_length_the_key_has_already_is_not_lowered(inv):
+    from fido2.ctap2.config import Config
+
+    device, serial = pool_key(1)
+    with ctap(device) as c:
+        Config(c).set_min_pin_length(8)  # no PIN yet: no token needed
+    (failed,) = provisioner(inv).run(FIDO, VirtualPool(1)).outcomes
+    assert (failed.result, failed.message) == (
+        "failed", "the key's minimum PIN length is 8 already: --min-pin-length 6 cannot "
+        "lower it")
+    with ctap(device) as c:
+        assert c.info.min_pin_length == 8 and not c.info.force_pin_change
+
+
+def test_a_reset_the_key_refuses_after_a_replug_fails_with_what_to_do(inv, monkeypatch):
+    device, serial = pool_key(1)
+    with ctap(device) as c:
+        ClientPin(c).set_pin("somebody-elses")
+    cycles: list[int] = []
+    real_cycle, real_since = VirtualKey.power_cycle, VirtualKey.seconds_since_power_up
+
+    def power_cycle(self) -> None:  # noqa: ANN001
+        cycles.append(1)
+        real_cycle(self)
+
+    monkeypatch.setattr(VirtualKey, "power_cycle", power_cycle)
+    monkeypatch.setattr(VirtualKey, "seconds_since_power_up", lambda self: 11.0)
+    (failed,) = provisioner(inv).run(FIDO, VirtualPool(1), overwrite=True).outcomes
+    assert (failed.result, failed.message) == (
+        "failed", "the key refused the FIDO2 reset: it allows one only within 10 s of being "
+        "plugged in, with a touch")
+    assert len(cycles) == 1
+    with ctap(device) as c:
+        assert ClientPin(c).get_pin_token("somebody-elses")  # the PIN it had: still there
+    # plugged in again in time: resume resets it, as the run was told to (its journal)
+    monkeypatch.setattr(VirtualKey, "seconds_since_power_up", real_since)
+    (done,) = provisioner(inv).resume(RecordedKeys()).outcomes
+    assert done.result == "done"
+    _assert_forced(device, _pin(inv, serial))
+    assert [(n.kind, n.value) for n in inv.notes(RecordKey(serial, "fido", "pin"))][1:] == [
+        ("overwrite", "FIDO2 application reset")] * 2  # one reset asked for per attempt
+
+
+class _OlderKey:
+    """The virtual key's own CTAPHID device, its getInfo answered without ``dropped``
+    options: a key whose firmware predates them (CTAP 2.0: no authenticatorConfig)."""
+
+    def __init__(self, device, *dropped: str) -> None:  # noqa: ANN001
+        self.device, self.dropped = device, dropped
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.device, name)
+
+    def call(self, cmd, data=b"", event=None, on_keepalive=None):  # noqa: ANN001, ANN201
+        from fido2 import cbor
+        from fido2.hid import CTAPHID
+
+        response = self.device.call(cmd, data, event, on_keepalive)
+        if cmd == CTAPHID.CBOR and data[:1] == b"\x04" and response[:1] == b"\x00":
+            info = cbor.decode(response[1:])
+            for option in self.dropped:
+                del info[4][option]
+            response = b"\x00" + cbor.encode(info)
+        return response
+
+
+@pytest.mark.parametrize(("dropped", "spec", "message"), [
+    (("authnrCfg",), FIDO, "cannot force a PIN change (no authenticatorConfig "
+                           "setMinPINLength: CTAP 2.1 is needed)"),
+    (("setMinPINLength",), FIDO, "cannot force a PIN change (no authenticatorConfig "
+                                 "setMinPINLength: CTAP 2.1 is needed)"),
+    (("alwaysUv",), FIDO, "has no alwaysUv setting"),
+    (("alwaysUv",), Spec(Mode.FIDO, name="pin"), None),
+], ids=["no-config", "no-min-pin-length", "no-alwaysuv", "alwaysuv-not-asked"])
+def test_a_key_without_the_settings_the_run_needs_is_unsuitable(inv, dropped, spec, message):
+    from hwtoken.fido.device import open_key
+    from hwtoken.provision.fido import _FidoConnection
+    from hwtoken.provision.protocol import Unsuitable
+
+    device, serial = pool_key(1)
+    with open_key(device) as key:
+        conn = _FidoConnection(Device(serial, device, model="Old Key"), Station(journal=inv),
+                               _OlderKey(key.device, *dropped), lambda: None)
+        if message is None:
+            assert conn.occupant(spec) is None
+            return
+        with pytest.raises(Unsuitable) as refused:
+            conn.occupant(spec)
+    assert str(refused.value) == f"Old Key {message}"
+
+
+def _fido_steps(inv, plan: Spec, prefix: str = "prov", **run) -> list[str]:  # noqa: ANN001, ANN003
+    """The fido steps of a run on key 1 of pool ``prefix``, each told for its record."""
+    steps: list[tuple[str, object]] = []
+    summary = provisioner(inv, hook=lambda step, key: steps.append((step, key))).run(
+        plan, VirtualPool(1, prefix=prefix), **run)
+    assert summary.counts() == {"done": 1}, summary.outcomes
+    fido = [(step, key) for step, key in steps if step.startswith("fido-")]
+    assert {key for _, key in fido} == {RecordKey(summary.outcomes[0].serial, "fido", "pin")}
+    return [step for step, _ in fido]
+
+
+def test_the_steps_a_key_goes_through(inv):
+    pool_key(1)
+    assert _fido_steps(inv, Spec(Mode.FIDO, name="pin")) == ["fido-pin", "fido-config"]
+    assert _fido_steps(inv, FIDO, reprogram=True) == [  # its own PIN: changed, no reset
+        "fido-pin", "fido-always-uv", "fido-config"]
+    other, serial = pool_key(1, prefix="other")
+    with ctap(other) as c:
+        ClientPin(c).set_pin("somebody-elses")
+    assert _fido_steps(inv, FIDO, prefix="other", overwrite=True) == [
+        "fido-reset", "fido-pin", "fido-always-uv", "fido-config"]
+    _assert_forced(other, _pin(inv, serial))
+
+
+def test_resume_does_not_reset_a_pin_somebody_else_set_since_the_record_was_made(inv):
+    class Crash(BaseException):
+        pass
+
+    def crash(seen: str, *_: object) -> None:
+        if seen == "record":
+            raise Crash
+
+    device, serial = pool_key(1)
+    runner = provisioner(inv, hook=crash)
+    runner._hook = crash
+    with pytest.raises(Crash):
+        runner.run(FIDO, VirtualPool(1))
+    with ctap(device) as c:
+        ClientPin(c).set_pin("somebody-elses")
+    (refused,) = provisioner(inv).resume(RecordedKeys()).outcomes
+    assert (refused.result, refused.message) == (
+        "refused", "the key's FIDO2 PIN is set and is not one this inventory set: pass "
+        "--overwrite to reset the key (its credentials are lost)")
+    with ctap(device) as c:
+        assert ClientPin(c).get_pin_token("somebody-elses")  # still the key's PIN
+    assert "overwrite" not in [n.kind for n in inv.notes(RecordKey(serial, "fido", "pin"))]
+
+
+def test_a_pin_blocked_by_wrong_tries_is_refused_unless_overwrite_which_resets_it(inv):
+    """Fixed: a key whose PIN wrong tries had blocked was refused even with --overwrite
+    (with the advice to pass --overwrite); it is reset like any other PIN."""
+    device, serial = pool_key(1)
+    with ctap(device) as c:
+        ClientPin(c).set_pin("somebody-elses")
+    for _ in range(3):  # 8 wrong PINs, re-plugged after each 3 in a row
+        with ctap(device) as c:
+            for _ in range(3):
+                with contextlib.suppress(CtapError):
+                    ClientPin(c).get_pin_token("11111111")
+    with ctap(device) as c:
+        assert ClientPin(c).get_pin_retries()[0] == 0
+    (refused,) = provisioner(inv).run(FIDO, VirtualPool(1)).outcomes
+    assert (refused.result, refused.reason) == ("refused", "occupied")
+    (done,) = provisioner(inv).run(FIDO, VirtualPool(1), overwrite=True).outcomes
+    assert done.result == "done"
+    _assert_forced(device, _pin(inv, serial))
+    assert [n.kind for n in inv.notes(RecordKey(serial, "fido", "pin"))] == [
+        "credentials", "overwrite"]
+
+
+def test_a_key_discovery_saw_without_a_fido_interface_is_refused_before_it_is_opened():
+    from hwtoken.provision.protocol import Unsuitable
+
+    programmer = Fido2PinProgrammer()
+    otp_only = Device(4242, "usb:4242", model="YubiKey 5 NFC", interfaces=frozenset({"otp"}))
+    with pytest.raises(Unsuitable) as refused, programmer.connect(otp_only):
+        pass
+    assert str(refused.value) == ("YubiKey 5 NFC is a key (OTP interface only): it has no "
+                                  "FIDO2 application")
+    programmer.check_suitable(Device(4242, "usb:4242", interfaces=frozenset({"fido"})))
+    assert programmer.station == Station()  # no journal, no CA, no operator to tell
+
+
+def test_random_pins_are_digits_of_the_length_asked():
+    from hwtoken.provision.fido import random_pin
+
+    pins = [random_pin(8) for _ in range(60)]
+    assert all(len(p) == 8 and p.isdigit() for p in pins)
+    assert set("".join(pins)) == set("0123456789")  # 480 digits: every one turns up
+
+
+
+def test_reprogram_finds_the_keys_pin_among_the_earlier_ones(inv):
+    """The key holds the PIN of an older generation (not the newest): the newer ones are
+    tried, found wrong, and that one changes it."""
+    device, serial = pool_key(1)
+    assert provisioner(inv).run(FIDO, VirtualPool(1)).counts() == {"done": 1}
+    first = _pin(inv, serial)
+    assert provisioner(inv).run(FIDO, VirtualPool(1), reprogram=True).counts() == {"done": 1}
+    with ctap(device) as c:
+        ClientPin(c).change_pin(_pin(inv, serial), first)  # back to the first generation's
+    (done,) = provisioner(inv).run(FIDO, VirtualPool(1), reprogram=True).outcomes
+    assert done.result == "done"
+    _assert_forced(device, _pin(inv, serial))
+    assert "overwrite" not in [n.kind for n in inv.notes(RecordKey(serial, "fido", "pin"))]

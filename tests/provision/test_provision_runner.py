@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
+from types import SimpleNamespace
 
 import pytest
 from provision_helpers import PASSPHRASE, held_by_another_station, only, opened
@@ -20,10 +23,10 @@ from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
 from hwtoken.errors import DeviceBusy, DeviceError, SetupError
 from hwtoken.otp import hotp_code
-from hwtoken.provision import runner
+from hwtoken.provision import modes, runner
 from hwtoken.provision.inventory import InventoryUnavailable, open_inventory
-from hwtoken.provision.model import Material, Mode, Record, Spec, State
-from hwtoken.provision.programmers import AppletProgrammer
+from hwtoken.provision.model import SECRET_LENGTH, Access, Material, Mode, Record, Spec, State
+from hwtoken.provision.programmers import AppletProgrammer, _AppletConnection, _OathConnection
 from hwtoken.provision.protocol import Device, NotProgrammed
 from hwtoken.provision.runner import Outcome, Provisioner, Summary
 from hwtoken.provision.sealing import Unlocker
@@ -464,6 +467,74 @@ def test_hotp_records_the_counter_after_the_codes_its_checks_used(inv):
     assert after.state is State.DONE and after.counter == 2
     with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn:
         assert conn.calculate(spec, None) == hotp_code(inv.secret(after), 2, 6)
+
+
+# -- each mode's check (provision/modes.py), on a virtual key programmed in process ----------
+class _AnswersInBytes:
+    """A connection answering in bytes, as ``KeyConnection.calculate`` may, after
+    ``prefix`` (what a keyboard layout garbled)."""
+
+    def __init__(self, conn, prefix: bytes = b"") -> None:  # noqa: ANN001
+        self.conn, self.prefix = conn, prefix
+
+    def calculate(self, spec: Spec, challenge):  # noqa: ANN001, ANN201
+        return self.prefix + self.conn.calculate(spec, challenge).encode("ascii")
+
+
+@pytest.fixture
+def bare_key(tmp_path):
+    key = VirtualKey.create(tmp_path / "modes.key")
+    try:
+        yield key
+    finally:
+        key.close()
+
+
+@pytest.mark.parametrize("mode", [Mode.CHALRESP, Mode.HOTP, Mode.OATH_HOTP, Mode.OATH_TOTP])
+def test_each_hmac_mode_makes_a_fresh_secret_of_20_bytes(mode):
+    driver = modes.driver_for(mode)
+    first, second = (driver.material(Spec(mode), 12345678) for _ in range(2))
+    assert len(first.secret) == len(second.secret) == SECRET_LENGTH
+    assert first.secret != second.secret and first.params == second.params == {}
+
+
+def test_a_hotp_check_looks_20_codes_ahead_of_the_recorded_counter_and_never_back(bare_key):
+    spec = Spec(Mode.HOTP, slot=1, digits=8)
+    material = modes.driver_for(Mode.HOTP).material(spec, bare_key.serial)
+    conn = _AppletConnection(bare_key)
+    conn.program(spec, material, Access())
+    hotp = modes.driver_for(Mode.HOTP)
+    assert hotp.check(conn, spec, material, 1) is None  # the key typed code 0: behind
+    for _ in range(19):  # codes 1..19 typed elsewhere
+        bare_key.otp.touch(1)
+    assert hotp.check(conn, spec, material, 0) == 21  # code 20: the last one looked at
+    assert hotp.check(conn, spec, material, 0) is None  # code 21: too far ahead
+    assert hotp.check(_AnswersInBytes(conn), spec, material, 22) == 23
+    assert hotp.check(_AnswersInBytes(conn, "\u00e9".encode()), spec, material, 23) is None
+    assert hotp.check(conn, spec, Material(os.urandom(SECRET_LENGTH)), 23) is None
+
+
+def test_a_totp_check_asks_the_key_for_the_code_at_the_stations_time(bare_key, monkeypatch):
+    """The key computes the code for the time the station gives it (yubikit's OathSession
+    in process), with the spec's digits."""
+    from hwtoken.emulator.transports.card_direct import DirectCardConnection
+    from hwtoken.yubikey.oath import OathClient
+
+    spec = Spec(Mode.OATH_TOTP, digits=8, name="mail")
+    totp = modes.driver_for(Mode.OATH_TOTP)
+    material = totp.material(spec, bare_key.serial)
+    card = DirectCardConnection(bare_key)
+    try:
+        conn = _OathConnection(OathClient(card))
+        conn.program(spec, material, Access())
+        assert totp.check(conn, spec, material, 7) == 7
+        assert totp.check(_AnswersInBytes(conn), spec, material, 7) == 7
+        assert totp.check(conn, spec, Material(os.urandom(SECRET_LENGTH)), 7) is None
+        an_hour_ago = time.time() - 3600  # the station's clock, not the key's
+        monkeypatch.setattr(modes, "time", SimpleNamespace(time=lambda: an_hour_ago))
+        assert totp.check(conn, spec, material, 7) == 7
+    finally:
+        card.close()
 
 
 def test_a_key_failing_with_a_known_error_shows_its_message(inv):

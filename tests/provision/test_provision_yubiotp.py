@@ -9,7 +9,7 @@ import pytest
 from yubikit.core.otp import modhex_decode, modhex_encode
 
 from hwtoken.emulator import VirtualKey
-from hwtoken.provision import yubiotp
+from hwtoken.provision import modes, yubiotp
 from hwtoken.provision.model import Access, Material, Mode, Spec
 from hwtoken.provision.programmers import _AppletConnection
 
@@ -85,3 +85,54 @@ def test_what_does_not_check(programmed):
     assert not yubiotp.matches(otp, public_id, secret[:-1])  # not a Yubico OTP secret
     for garbage in ("", "123456", public_id + "x" * 32, otp[:31]):
         assert yubiotp.decrypt(garbage, secret[6:]) is None
+
+
+class _AnswersInBytes:
+    """A connection answering in bytes, as ``KeyConnection.calculate`` may, after
+    ``prefix`` (what a keyboard layout garbled)."""
+
+    def __init__(self, conn, prefix: bytes = b"") -> None:  # noqa: ANN001
+        self.conn, self.prefix = conn, prefix
+
+    def calculate(self, spec: Spec, challenge):  # noqa: ANN001, ANN201
+        return self.prefix + self.conn.calculate(spec, challenge).encode("ascii")
+
+
+def test_the_mode_check_takes_the_otp_the_key_types_as_text_or_bytes(programmed):
+    key, secret, public_id = programmed
+    spec, conn = Spec(Mode.YUBIOTP, slot=2), _AppletConnection(key)
+    check = modes.driver_for(Mode.YUBIOTP).check
+    material = Material(secret, {"public_id": public_id})
+    assert check(conn, spec, material, 5) == 5  # the counter: unchanged
+    assert check(_AnswersInBytes(conn), spec, material, 5) == 5
+    assert check(_AnswersInBytes(conn, "\u00e9".encode()), spec, material, 5) is None
+    assert check(conn, spec, Material(secret[:6] + os.urandom(16),
+                                      {"public_id": public_id}), 5) is None
+    assert check(conn, spec, Material(secret, {"public_id": "vvcccccccccc"}), 5) is None
+
+
+def test_material_without_a_public_id_matches_a_slot_typing_none(tmp_path):
+    """A public ID is optional in a Yubico OTP: without one the key types the ticket only."""
+    key = VirtualKey.create(tmp_path / "k.key")
+    try:
+        secret = os.urandom(yubiotp.SECRET_SIZE)
+        spec = Spec(Mode.YUBIOTP, slot=1)
+        conn = _AppletConnection(key)
+        conn.program(spec, Material(secret, {"public_id": ""}), Access())
+        assert len(key.otp.touch(1).strip()) == 32
+        assert modes.driver_for(Mode.YUBIOTP).check(conn, spec, Material(secret), 3) == 3
+    finally:
+        key.close()
+
+
+@pytest.mark.parametrize(("public_id", "starts"), [("serial", "vvcc"), ("random", "vv")])
+def test_the_mode_makes_a_private_id_an_aes_key_and_a_public_id(public_id, starts):
+    spec = Spec(Mode.YUBIOTP, public_id=public_id)
+    first, second = (modes.driver_for(Mode.YUBIOTP).material(spec, 0x01020304)
+                     for _ in range(2))
+    assert len(first.secret) == yubiotp.SECRET_SIZE and first.secret != second.secret
+    assert first.params["public_id"].startswith(starts) and len(first.params["public_id"]) == 12
+    if public_id == "serial":
+        assert first.params == second.params == {"public_id": "vvcccbcdcecf"}
+    else:
+        assert first.params != second.params

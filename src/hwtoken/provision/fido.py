@@ -154,7 +154,12 @@ class _FidoConnection(JournaledConnection):
         notes = self._journal().notes(key)
         ctap = self._ctap()
         if ctap.info.options.get("clientPin"):
-            state = self._pin_state(ctap, pin)
+            try:
+                state = self._pin_state(ctap, pin)
+            except AccessDenied:  # blocked by wrong PINs: reset away too, if told to
+                if not self._told(spec, notes):
+                    raise
+                state = "wrong"
             if state == "wrong":
                 self._replace_pin(spec, key, ctap, pin, notes)
         else:
@@ -162,6 +167,11 @@ class _FidoConnection(JournaledConnection):
             ClientPin(ctap).set_pin(pin)
         self._step("fido-pin", key)
         self._configure(spec, material, key)
+
+    def _told(self, spec: Spec, notes: list[Any]) -> bool:
+        """The run may overwrite the key's PIN (now, or the run that began this record)."""
+        return spec.target in self._occupied or any(
+            n.current and n.kind == "overwrite" for n in notes)
 
     def _replace_pin(self, spec: Spec, key: RecordKey, ctap: Any, pin: str,
                      notes: list[Any]) -> None:
@@ -173,9 +183,7 @@ class _FidoConnection(JournaledConnection):
             if self._pin_state(ctap, old) != "wrong":
                 ClientPin(ctap).change_pin(old, pin)
                 return
-        told = spec.target in self._occupied or any(
-            n.current and n.kind == "overwrite" for n in notes)
-        if not told:
+        if not self._told(spec, notes):
             raise AccessDenied("the key's FIDO2 PIN is set and is not one this inventory "
                                "set: pass --overwrite to reset the key (its credentials "
                                "are lost)")

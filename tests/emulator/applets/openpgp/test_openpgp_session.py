@@ -665,3 +665,85 @@ def test_only_models_with_openpgp_answer(tmp_path):
     with VirtualKey.create(tmp_path / "u.key", profile="yubikey-5") as k:  # over USB too
         card = CardOS(k, transport="usb")
         assert card.transmit(bytes.fromhex("00a4040006d27600012401")) == b"\x90\x00"
+
+
+def test_attestation_parameters_pins_touch_and_the_att_certificate(key):
+    asked: list[str] = []
+    key.presence = AskCallback(lambda reason: asked.append(reason) or True, timeout=5)
+    s = admin(key)
+    pub = s.generate_ec_key(KEY_REF.DEC, OID.SECP256R1)
+    assert raw(s, 0x80, 0xFB, 0x04, 0) == SW.WRONG_PARAMETERS_P1P2
+    assert raw(s, 0x80, 0xFB, 0x02, 1) == SW.WRONG_PARAMETERS_P1P2
+    assert raw(s, 0x80, 0xFB, 0x02, 0) == SW.SECURITY_CONDITION_NOT_SATISFIED
+    s.verify_pin(PIN, extended=True)  # PW1 in mode 82 is enough too
+    assert s.protocol.connection.send_and_receive(bytes.fromhex("80fb020000")) == (b"", SW.OK)
+    leaf = s.get_certificate(KEY_REF.DEC)
+    assert leaf.public_key() == pub
+    assert leaf.subject.rfc4514_string() == "CN=YubiKey OPGP Attestation DEC"
+    ext = {e.oid: e.value.value for e in leaf.extensions}
+    assert ext[pgp_attestation.OID_CARDHOLDER_NAME] == b"\x0c\x00"  # no name set
+    assert pgp_attestation.OID_SIGNATURE_COUNTER not in ext  # the SIG key's only
+    assert ext[pgp_attestation.OID_FINGERPRINT] == bytes(20)
+    assert asked == []
+    s.set_uif(KEY_REF.ATT, UIF.ON)  # the ATT key's touch policy asks for attestations
+    s.attest_key(KEY_REF.DEC)
+    assert asked == ["OpenPGP attest"]
+    key.presence = DenyAlways()
+    assert raw(s, 0x80, 0xFB, 0x02, 0) == SW.SECURITY_CONDITION_NOT_SATISFIED
+    s.set_uif(KEY_REF.ATT, UIF.OFF)
+    s.put_data(DO.ATT_CERTIFICATE, b"\x30\x03\x02\x01\x01")  # not a certificate
+    assert raw(s, 0x80, 0xFB, 0x02, 0) == SW.CONDITIONS_NOT_SATISFIED
+    s.put_data(DO.ATT_CERTIFICATE, b"")
+    assert raw(s, 0x80, 0xFB, 0x02, 0) == SW.REFERENCE_DATA_NOT_FOUND
+
+
+def _attested(**change) -> pgp_attestation.Attested:
+    fields = dict(slot="AUT", public_key=ed25519.Ed25519PrivateKey.generate().public_key(),
+                  cardholder_name=b"", fingerprint=b"\x07" * 20, generated_at=0x01020304,
+                  signature_counter=None, uif=UIF.OFF, serial=7, version=(5, 7, 4),
+                  form_factor=3)
+    fields.update(change)
+    return pgp_attestation.Attested(**fields)
+
+
+def test_attestation_certificate_fields():
+    authority = pgp_attestation.new_authority(99)
+    issuer = x509.load_der_x509_certificate(authority.cert)
+    assert issuer.subject.rfc4514_string() == \
+        "CN=hwtoken Virtual OpenPGP Attestation 99,O=hwtoken"
+    root = x509.load_der_x509_certificate(authority.root_cert)
+    assert root.subject.rfc4514_string() == "CN=hwtoken Virtual OpenPGP Root CA 99,O=hwtoken"
+    what = _attested(cardholder_name=b"J\xffane", signature_counter=300, serial=2**31)
+    leaf = x509.load_der_x509_certificate(pgp_attestation.attest(
+        signer=authority.key, signer_cert=authority.cert, what=what))
+    assert leaf.issuer == issuer.subject
+    assert leaf.subject.rfc4514_string() == "CN=YubiKey OPGP Attestation AUT"
+    assert (leaf.not_valid_before_utc, leaf.not_valid_after_utc) == (
+        issuer.not_valid_before_utc, issuer.not_valid_after_utc)
+    issuer.public_key().verify(leaf.signature, leaf.tbs_certificate_bytes,
+                               ec.ECDSA(hashes.SHA256()))
+    assert [(e.oid.dotted_string, e.critical, e.value.value) for e in leaf.extensions] == [
+        ("1.3.6.1.4.1.41482.5.1", False, b"\x0c\x07J\xef\xbf\xbdane"),  # U+FFFD for 0xFF
+        ("1.3.6.1.4.1.41482.5.2", False, b"\x02\x01\x01"),
+        ("1.3.6.1.4.1.41482.5.3", False, b"\x05\x07\x04"),
+        ("1.3.6.1.4.1.41482.5.4", False, b"\x07" * 20),
+        ("1.3.6.1.4.1.41482.5.5", False, b"\x01\x02\x03\x04"),
+        ("1.3.6.1.4.1.41482.5.6", False, b"\x02\x02\x01\x2c"),
+        ("1.3.6.1.4.1.41482.5.7", False, b"\x02\x05\x00\x80\x00\x00\x00"),
+        ("1.3.6.1.4.1.41482.5.8", False, b"\x00"),
+        ("1.3.6.1.4.1.41482.5.9", False, b"\x03"),
+    ]
+    assert leaf.public_key() == what.public_key
+
+
+@pytest.mark.parametrize(("size", "header"), [(127, b"\x0c\x7f"), (128, b"\x0c\x81\x80"),
+                                              (255, b"\x0c\x81\xff"),
+                                              (256, b"\x0c\x82\x01\x00")],
+                         ids=["127", "128", "255", "256"])
+def test_attested_cardholder_names_of_any_length(size, header):
+    authority = pgp_attestation.new_authority(1)
+    leaf = x509.load_der_x509_certificate(pgp_attestation.attest(
+        signer=authority.key, signer_cert=authority.cert,
+        what=_attested(cardholder_name=b"n" * size)))
+    name = leaf.extensions.get_extension_for_oid(pgp_attestation.OID_CARDHOLDER_NAME)
+    assert name.value.value == header + b"n" * size

@@ -7,11 +7,12 @@ MODULE is a dotted name (``hwtoken.otp``) or a path under src/; without one, eve
 module's tests: the ones that mirror it and the ones that drive it through the real clients.
 
 Each module gets a mutmut directory of its own, ``.mutate/<module>/`` (links to src/, tests/,
-docs/ and mutation/, and pyproject.toml with ``[tool.mutmut]`` narrowed to the module and its
-tests), so its mutants, statistics and results live in ``.mutate/<module>/mutants/``: changing
-one module's tests leaves every other module's results alone. mutmut gathers once which test
-calls which function, and then runs each mutant against only the tests that reach the function
-it changed (mutation/subprocess_hits.py extends both to the tests' child processes).
+docs/, mutation/, firmware/ and udev/, and pyproject.toml with ``[tool.mutmut]`` narrowed to
+the module and its tests), so its mutants, statistics and results live in
+``.mutate/<module>/mutants/``: changing one module's tests leaves every other module's
+results alone. mutmut gathers once which test calls which function, and then runs each
+mutant against only the tests that reach the function it changed (mutation/subprocess_hits.py
+extends both to the tests' child processes).
 
 The score of a module is killed / (mutants - equivalent ones): the mutants listed in
 ``mutation/equivalent.txt`` (one name per line, ``#`` and the reason after it) change no
@@ -36,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutate"
-LINKED = ("src", "tests", "docs", "mutation")  # what a module's mutmut directory sees
+# what a module's mutmut directory sees (firmware/ and udev/: files the fob and udev commands
+# look for beside src/)
+LINKED = ("src", "tests", "docs", "mutation", "firmware", "udev")
 MUTMUT = [sys.executable, "-m", "mutmut"]
 GOAL = 0.90  # issue 33: at least 90% killed on each module
 KILLED = {1, 3, 37}  # a failing test, an internal pytest error, the type checker

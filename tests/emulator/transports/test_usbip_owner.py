@@ -163,7 +163,7 @@ def test_unreadable_socket_tables_refuse(monkeypatch):
         conn, _ = server.accept()
         with conn:
             verdict = policy.judge(conn)
-    assert not verdict.allowed
+    assert verdict.allowed is False and verdict.uid is None
     assert verdict.reason == "its user cannot be told (/proc/net/tcp: Permission denied)"
 
 
@@ -265,3 +265,173 @@ def test_a_killed_serves_runtime_directory_is_swept_by_the_next(tmp_path, monkey
     assert (made / "owner.pid").read_text() == f"{os.getpid()}\n"
     assert sorted(p.name for p in base.iterdir()) == sorted(
         [made.name, "hwtoken-serve-live", "hwtoken-serve-unknown"])
+
+
+# -- access: resolve_user and PeerPolicy, in process ------------------------------------------
+def test_resolve_user_says_exactly_what_is_wrong():
+    assert resolve_user(" 65534\n") == 65534
+    assert resolve_user("4294967294") == 4294967294  # the largest uid there is
+    with pytest.raises(InvalidInput) as exc:
+        resolve_user("4294967295")
+    assert str(exc.value) == "--allow-user 4294967295: a uid is below 4294967295"
+    with pytest.raises(InvalidInput) as exc:
+        resolve_user(" no-such-user-here ")
+    assert str(exc.value) == ("--allow-user 'no-such-user-here': no such user (give a uid or "
+                              "a user name)")
+    with pytest.raises(InvalidInput) as exc:
+        resolve_user("\u0661\u0662")  # Arabic-Indic "12": digits, but not a uid
+    assert str(exc.value) == ("--allow-user '\u0661\u0662': no such user (give a uid or a "
+                              "user name)")
+    with pytest.raises(InvalidInput) as exc:
+        resolve_user("a\x00b")  # getpwnam: ValueError (embedded null)
+    assert str(exc.value) == ("--allow-user 'a\\x00b': no such user (give a uid or a user "
+                              "name)")
+    with pytest.raises(InvalidInput) as exc:
+        resolve_user("\udcff")
+    assert str(exc.value) == ("--allow-user '\\\\udcff': no such user (give a uid or a user "
+                              "name)")
+
+
+def test_a_new_policy_admits_this_user_and_root_only():
+    policy = PeerPolicy()
+    assert policy.owner == os.geteuid()
+    assert policy.allow_users == frozenset()
+    assert policy.allowed == {0, os.geteuid()}
+    assert policy.allow_remote is False
+    assert policy.refused == 0
+    assert PeerPolicy(owner=0).owner == 0
+
+
+class _UnixPeer:
+    """An accepted Unix connection whose peer has the credentials given."""
+
+    family = socket.AF_UNIX
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self.cred = struct.pack("3i", pid, uid, gid)
+
+    def getsockopt(self, level: int, name: int, size: int) -> bytes:
+        assert (level, name, size) == (socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return self.cred
+
+
+def _tcp_verdict(policy: PeerPolicy):
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as _client_side:
+        conn, _ = server.accept()
+        with conn:
+            return policy.judge(conn)
+
+
+def test_the_verdicts_and_their_reasons(monkeypatch):
+    from hwtoken.emulator.transports.access import Verdict
+
+    policy = PeerPolicy(owner=1000, allow_users=[1001])
+    assert policy.judge(_UnixPeer(7, 1000, 5)) == Verdict(True, 1000, "the owner")
+    assert policy.judge(_UnixPeer(7, 0, 5)) == Verdict(True, 0, "root")
+    assert policy.judge(_UnixPeer(7, 1001, 5)) == Verdict(True, 1001,
+                                                          "allowed with --allow-user")
+    assert policy.judge(_UnixPeer(1000, 1002, 1001)) == Verdict(
+        False, 1002, "uid 1002 is not the key's owner (uid 1000) or root; `--allow-user 1002` "
+                     "would let them in")
+    assert PeerPolicy(owner=0).judge(_UnixPeer(7, 0, 5)) == Verdict(True, 0, "the owner")
+    # --allow-remote opens TCP, never the Unix socket
+    remote = PeerPolicy(owner=1000, allow_remote=True)
+    assert remote.judge(_UnixPeer(7, 1002, 5)).allowed is False
+    monkeypatch.setattr(sockowner, "peer_uid", lambda conn: 1002)
+    assert _tcp_verdict(remote) == Verdict(True, None,
+                                           "anyone who reaches the port (--allow-remote)")
+    assert _tcp_verdict(policy) == Verdict(
+        False, 1002, "uid 1002 is not the key's owner (uid 1000) or root; `--allow-user 1002` "
+                     "would let them in")
+    monkeypatch.setattr(sockowner, "peer_uid", lambda conn: 1001)
+    assert _tcp_verdict(policy) == Verdict(True, 1001, "allowed with --allow-user")
+    monkeypatch.setattr(sockowner, "peer_uid", lambda conn: None)
+    assert _tcp_verdict(policy) == Verdict(
+        False, None, "its user cannot be told (not from this machine, or already gone)")
+
+
+def test_a_real_unix_peer_is_told_by_its_credentials():
+    from hwtoken.emulator.transports.access import Verdict
+
+    a, b = socket.socketpair()
+    with a, b:
+        assert PeerPolicy().judge(a) == Verdict(True, os.geteuid(), "the owner")
+        assert PeerPolicy(owner=1000).judge(a) == Verdict(True, 0, "root")
+    # a socket already closed: SO_PEERCRED fails, and the peer is refused
+    assert PeerPolicy().judge(a) == Verdict(False, None,
+                                            "its user cannot be told (Bad file descriptor)")
+
+
+def test_admit_logs_the_first_refusal_of_each_user_as_a_warning(caplog):
+    policy = PeerPolicy(owner=1000)
+    log = logging.getLogger("hwtoken.test.access")
+    with caplog.at_level(logging.DEBUG, logger="hwtoken.test.access"):
+        assert policy.admit(_UnixPeer(7, 1000, 5), "usbip", log) is True
+        assert policy.refused == 0 and caplog.records == []
+        for uid in (1002, 1002, 1003):
+            assert policy.admit(_UnixPeer(7, uid, 5), "usbip", log) is False
+    assert policy.refused == 3
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "refused a usbip connection: uid 1002 is not the key's owner (uid "
+                          "1000) or root; `--allow-user 1002` would let them in"),
+        (logging.DEBUG, "refused a usbip connection: uid 1002 is not the key's owner (uid "
+                        "1000) or root; `--allow-user 1002` would let them in"),
+        (logging.WARNING, "refused a usbip connection: uid 1003 is not the key's owner (uid "
+                          "1000) or root; `--allow-user 1003` would let them in"),
+    ]
+
+
+def test_odd_lines_of_the_tables(monkeypatch, tmp_path):
+    import ipaddress
+
+    loop = ipaddress.ip_address("127.0.0.1")
+    lines = [
+        "0: 0100007F:0CA8 00000000:0000 0A x x x 1000 0 7",  # exactly the 10 fields used
+        "1: 0100007F:0CA8 00000000:0000 0A x x x 1000 0",  # one short: skipped
+        "2: 0100007F:0CA9 00000000:0000 0A x x x uid 0 8",  # not a number: skipped
+        "3: 0100007F:0CAA 00000000:0000 0A x x x 1001 0 9",
+    ]
+    assert sockowner.parse(lines) == [
+        sockowner.TcpSocket((loop, 3240), (ipaddress.ip_address("0.0.0.0"), 0), 10, 1000, 7),
+        sockowner.TcpSocket((loop, 3242), (ipaddress.ip_address("0.0.0.0"), 0), 10, 1001, 9),
+    ]
+    (tmp_path / "tcp6").write_text(TCP6)
+    monkeypatch.setattr(sockowner, "TABLES", (str(tmp_path / "tcp"), str(tmp_path / "tcp6")))
+    assert [s.inode for s in sockowner.tcp_sockets()] == [3333, 4444, 5555]  # no IPv4 table
+    (tmp_path / "tcp").write_text(TCP)
+    assert [s.inode for s in sockowner.tcp_sockets()] == [1111, 2222, 0, 3333, 4444, 5555]
+    (tmp_path / "tcp").unlink()
+    (tmp_path / "tcp").mkdir()
+    with pytest.raises(IsADirectoryError):
+        sockowner.tcp_sockets()
+
+
+def test_addresses_are_normalized():
+    import ipaddress
+
+    assert sockowner.normalize("::ffff:127.0.0.1") == ipaddress.ip_address("127.0.0.1")
+    assert sockowner.normalize("fe80::1%eth0") == ipaddress.ip_address("fe80::1")
+    assert sockowner.normalize(ipaddress.ip_address("::1")) == ipaddress.ip_address("::1")
+    assert sockowner.normalize("10.0.0.1") == ipaddress.ip_address("10.0.0.1")
+
+
+def test_which_listeners_a_connection_could_reach(monkeypatch):
+    import ipaddress
+
+    def sock(local: str, port: int, state: int, uid: int, inode: int) -> sockowner.TcpSocket:
+        return sockowner.TcpSocket((ipaddress.ip_address(local), port),
+                                   (ipaddress.ip_address("0.0.0.0"), 0), state, uid, inode)
+
+    rows = [sock("0.0.0.0", 5000, 0x0A, 1, 11), sock("127.0.0.1", 5000, 0x0A, 2, 12),
+            sock("127.0.0.2", 5000, 0x0A, 3, 13), sock("127.0.0.1", 5000, 0x01, 4, 14),
+            sock("127.0.0.1", 5000, 0x0A, 5, 0), sock("127.0.0.1", 5001, 0x0A, 6, 16),
+            sock("::", 5002, 0x0A, 7, 17), sock("::1", 5003, 0x0A, 8, 18)]
+    monkeypatch.setattr(sockowner, "tcp_sockets", lambda: rows)
+    assert sockowner.listener_uids("127.0.0.1", 5000) == [1, 2]
+    assert sockowner.listener_uids("127.0.0.2", 5000) == [1, 3]
+    assert sockowner.listener_uids("::1", 5000) == []  # an IPv4 wildcard takes no IPv6
+    assert sockowner.listener_uids("::1", 5002) == [7]
+    assert sockowner.listener_uids("127.0.0.1", 5003) == []
+    assert sockowner.listener_uids("::1", 5003) == [8]
+    assert sockowner.TCP_LISTEN == 10

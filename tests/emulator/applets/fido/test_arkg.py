@@ -129,3 +129,58 @@ def test_derived_keys_differ_per_key_handle(seed):
     signature = key.sign(b"m", ec.ECDSA(hashes.SHA256()))
     with pytest.raises(InvalidSignature):
         other.public_key().verify(signature, b"m", ec.ECDSA(hashes.SHA256()))
+
+
+def test_error_messages_are_exact(seed):
+    ctx, kh, _ = VECTORS[0]
+    raw = bytes.fromhex(kh)
+    cases = [
+        (raw[:-1], ctx, "ARKG key handle has the wrong length"),
+        (bytes(16) + b"\x04" + bytes(64), ctx, "ARKG key handle holds no P-256 point"),
+        (raw, ctx + b"x", "ARKG key handle fails its MAC"),
+        (raw, bytes(65), "ARKG ctx longer than 64 bytes"),
+    ]
+    for kh_, ctx_, message in cases:
+        with pytest.raises(arkg.ArkgError) as caught:
+            seed.derive_private_key(kh_, ctx_)
+        assert str(caught.value) == message
+
+
+def test_expand_message_xmd_limits():
+    """RFC 9380 §5.3.1: at most 255 blocks (8160 bytes) and a DST of at most 255 bytes."""
+    longest = arkg.expand_message_xmd(b"abc", b"D" * 255, 255 * 32)
+    assert len(longest) == 255 * 32
+    for msg, dst, length in ((b"abc", b"DST", 255 * 32 + 1), (b"abc", b"D" * 256, 32)):
+        with pytest.raises(arkg.ArkgError) as caught:
+            arkg.expand_message_xmd(msg, dst, length)
+        assert str(caught.value) == "expand_message_xmd: output or DST too long"
+
+
+def test_hkdf_expand_matches_rfc5869():
+    # RFC 5869 appendix A.1 (SHA-256): PRK and OKM of test case 1, L = 42 (two blocks)
+    prk = bytes.fromhex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+    info = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9")
+    assert arkg._hkdf_expand(prk, info, 42).hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+
+
+@pytest.mark.parametrize("zero_dst", [b"ARKG-BL-EC-KG.", b"ARKG-KEM-ECDH-KG."])
+def test_a_zero_seed_scalar_is_refused(monkeypatch, zero_dst):
+    """A seed scalar of 0 (probability 2^-256) is refused, whichever half it is."""
+    real = arkg.hash_to_scalar
+    monkeypatch.setattr(arkg, "hash_to_scalar",
+                        lambda msg, dst: 0 if dst.startswith(zero_dst) else real(msg, dst))
+    with pytest.raises(arkg.ArkgError) as caught:
+        arkg.PrivateSeed.derive(IKM_BL, IKM_KEM)
+    assert str(caught.value) == "degenerate ARKG seed"
+
+
+def test_a_zero_derived_key_is_refused(seed, monkeypatch):
+    """tau = -sk_bl (probability 2^-256) would give the private key 0: refused."""
+    ctx, kh, _ = VECTORS[0]
+    monkeypatch.setattr(arkg, "hash_to_scalar", lambda msg, dst: arkg.N - SK_BL)
+    with pytest.raises(arkg.ArkgError) as caught:
+        seed.derive_private_key(bytes.fromhex(kh), ctx)
+    assert str(caught.value) == "ARKG derived a zero private key"
+    monkeypatch.setattr(arkg, "hash_to_scalar", lambda msg, dst: arkg.N - SK_BL + 1)
+    assert seed.derive_private_key(bytes.fromhex(kh), ctx).private_numbers().private_value == 1

@@ -477,3 +477,105 @@ def test_fido2_client_verifies_with_the_finger_and_falls_back_to_the_pin(bio, ct
     assert server.authenticate_complete(state, [result.response.attestation_object
                                                 .auth_data.credential_data], response)
     assert retries(ctap) == 3  # the PIN restored them
+
+
+# -- details of the sensor's waits and the enrollment state ------------------------------
+class Recording(ApproveAlways):
+    """Touches with ``finger`` and records each wait's reason and whether it could send
+    keepalives."""
+
+    def __init__(self, finger: str = DEFAULT_FINGER) -> None:
+        self.finger = finger
+        self.waits = []
+        self.samples = []
+
+    def decide(self, reason, cancel, keepalive):
+        self.waits.append((reason, keepalive is not None))
+        return True
+
+    def sample(self, reason):
+        self.samples.append(reason)
+        return self.finger
+
+
+def test_the_sensor_waits_say_why_and_can_send_keepalives(bio, ctap):
+    recording = Recording("right-index")
+    bio.presence = recording
+    enrollment = enroller(ctap)
+    template_id, _, _ = enrollment.enroll_begin()
+    enrollment.enroll_capture_next(template_id)
+    assert recording.waits == [("bioEnroll", True), ("bioEnroll", True)]
+    assert recording.samples == ["bioEnroll", "bioEnroll"]
+    enrollment.enroll_cancel()
+    enroll_finger(bio, "right-index", pin=PIN)
+    bio.presence = recording
+    recording.waits.clear()
+    uv_token(ctap)
+    assert recording.waits == [("getPinUvAuthTokenUsingUv", True)]
+
+
+def test_template_ids_are_two_bytes_and_never_reused(bio, ctap, monkeypatch):
+    import types
+
+    from hwtoken.emulator.applets.fido.ctap2 import bio_enrollment
+
+    ids = iter([b"\0\1", b"\0\1", b"\0\1", b"\0\2"])
+    monkeypatch.setattr(bio_enrollment, "secrets", types.SimpleNamespace(
+        token_bytes=lambda n: next(ids) if n == 2 else pytest.fail(f"{n}-byte ID")))
+    first = enroll_finger(bio, "left-thumb", pin=PIN)
+    second = enroll_finger(bio, "right-index", pin=PIN)
+    assert (first, second) == (b"\0\1", b"\0\2")
+    assert enroller(ctap).enumerate_enrollments() == {b"\0\1": "", b"\0\2": ""}
+
+
+def test_the_timeout_parameter_must_be_an_integer(bio, ctap):
+    proto = ClientPin(ctap).protocol
+    token = ClientPin(ctap).get_pin_token(PIN, P.BIO_ENROLL)
+    assert status(lambda: raw_bio(ctap, 1, {3: "soon"}, token=token, protocol=proto)
+                  ) == ERR.CBOR_UNEXPECTED_TYPE
+    begun = raw_bio(ctap, 1, {3: 1000, 4: "ignored"}, token=token, protocol=proto)
+    assert begun[6] == 4
+    assert status(lambda: raw_bio(ctap, 2, {1: begun[4], 3: "soon"}, token=token,
+                                  protocol=proto)) == ERR.CBOR_UNEXPECTED_TYPE
+    assert raw_bio(ctap, 2, {1: begun[4], 3: 1000, 4: "ignored"}, token=token,
+                   protocol=proto) == {5: 0, 6: 3}
+
+
+def test_a_complete_enrollment_takes_no_more_samples(bio, ctap):
+    enrollment = enroller(ctap)
+    template_id, _, remaining = enrollment.enroll_begin()
+    while remaining:
+        _, remaining = enrollment.enroll_capture_next(template_id)
+    assert status(lambda: enrollment.enroll_capture_next(template_id)
+                  ) == ERR.INVALID_PARAMETER
+    assert list(enrollment.enumerate_enrollments()) == [template_id]
+
+
+def test_a_power_cycle_ends_the_enrollment(bio, ctap):
+    enrollment = enroller(ctap)
+    template_id, _, _ = enrollment.enroll_begin()
+    bio.power_cycle()
+    enrollment = enroller(ctap)
+    assert status(lambda: enrollment.enroll_capture_next(template_id)
+                  ) == ERR.INVALID_PARAMETER
+
+
+def test_the_store_finds_templates_by_id(bio, ctap):
+    template_id = enroll_finger(bio, "left-thumb", pin=PIN, name="Thumb")
+    store = bio.fido.authenticator.uv.store
+    found = store.find(template_id)
+    assert (found.template_id, found.name, found.finger) == (template_id, "Thumb", "left-thumb")
+    assert store.find(b"\xff" + template_id) is None
+
+
+def test_a_stored_template_without_a_name_reads_as_unnamed(bio):
+    from hwtoken.emulator.applets.fido.ctap2.bio_enrollment import Template
+
+    store = bio.fido.authenticator.uv.store
+    store.state.section["bio"] = {"templates": [{"id": b"\0\1", "finger": "left-thumb"}]}
+    assert store.templates == [Template(b"\0\1", "", "left-thumb")]
+
+
+def test_capture_next_before_any_enrollment(bio, ctap):
+    assert status(lambda: enroller(ctap).enroll_capture_next(b"\0\1")
+                  ) == ERR.INVALID_PARAMETER

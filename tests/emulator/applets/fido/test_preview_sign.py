@@ -335,3 +335,53 @@ def test_only_latest_offers_it(tmp_path, profile):
 
 def test_latest_lists_it(ctap):
     assert "previewSign" in ctap.get_info().extensions
+
+
+# -- the key handle and the keys, in-process -----------------------------------------------
+FIXED_CRED_SEED = bytes(range(32))
+
+
+def test_key_handles_and_keys_are_stable():
+    """Nothing is stored: key handles and signing keys of credentials made by an earlier
+    version must keep working, so their derivation is pinned."""
+    from hwtoken.emulator.applets.fido.credentials import CredentialKey
+
+    cred = CredentialKey(FIXED_CRED_SEED)
+    key = preview_sign.SigningKey(preview_sign.ALGORITHMS[-9], 0b001, bytes(16))
+    assert key.key_handle(cred).hex() == (
+        "01010100000000000000000000000000000000d9186051738fa3e4675b67bb6f4b700a")
+    assert key.cose_public_key(cred) == {
+        1: 2, 3: -9, -1: 1,
+        -2: bytes.fromhex("85e7627ea6e630504e2c968733d8e5f3a8469ff61f76ee6e1f7245708c1cb50f"),
+        -3: bytes.fromhex("efd217db47f2cbbe8eaf2d803e9f017980b09f9985a34d280ac449107563e76d")}
+    seed = preview_sign.SigningKey(preview_sign.ALGORITHMS[ARKG], 0, bytes(16))
+    public_seed = seed.cose_public_key(cred)
+    pk_bl, pk_kem = public_seed[-1], public_seed[-2]
+    assert (pk_bl[1], pk_bl[-1], pk_kem[1], pk_kem[-1]) == (2, 1, 2, 1)  # EC2, P-256
+    assert sorted(pk_bl) == sorted(pk_kem) == [-3, -2, -1, 1, 3]
+    assert pk_bl[-2].hex() == "48fc51af71511014d88458fd9f2bc5b43e93de55f7f8370e87c888abea35ff6a"
+    assert pk_kem[-2].hex() == (
+        "5962a5f10b226341c8016419ee64364cf726b5c05451b64005f710106db7701e")
+    assert len(pk_bl[-3]) == len(pk_kem[-3]) == 32
+
+
+def test_only_well_formed_key_handles_open():
+    """A handle whose tag is right still needs version 1, a known algorithm code and the
+    exact length."""
+    import hashlib
+    import hmac
+
+    from hwtoken.emulator.applets.fido.credentials import CredentialKey
+
+    cred = CredentialKey(FIXED_CRED_SEED)
+    mac_key = preview_sign._kh_mac_key(cred)
+
+    def forged(header):
+        return header + hmac.new(mac_key, header, hashlib.sha256).digest()[:16]
+
+    opened = preview_sign.SigningKey.open(cred, forged(bytes([1, 5, 1]) + bytes(16)))
+    assert opened == preview_sign.SigningKey(preview_sign.ALGORITHMS[ARKG], 1, bytes(16))
+    assert preview_sign.SigningKey.open(cred, forged(bytes([2, 1, 0]) + bytes(16))) is None
+    assert preview_sign.SigningKey.open(cred, forged(bytes([1, 9, 0]) + bytes(16))) is None
+    assert preview_sign.SigningKey.open(cred, forged(bytes([1, 1, 0]) + bytes(17))) is None
+    assert preview_sign.SigningKey.open(cred, forged(bytes([1, 1, 0]) + bytes(15))) is None

@@ -327,3 +327,14 @@ def on_terminal(*args: str, answers: dict[str, str] | None = None,
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+class AnswersInBytes:
+    """A connection answering in bytes, as ``KeyConnection.calculate`` may, after
+    ``prefix`` (what a keyboard layout garbled)."""
+
+    def __init__(self, conn, prefix: bytes = b"") -> None:  # noqa: ANN001
+        self.conn, self.prefix = conn, prefix
+
+    def calculate(self, spec, challenge):  # noqa: ANN001, ANN201
+        return self.prefix + self.conn.calculate(spec, challenge).encode("ascii")

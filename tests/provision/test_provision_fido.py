@@ -81,20 +81,28 @@ def test_without_options_the_key_keeps_its_minimum_and_alwaysuv_off(inv):
     _assert_forced(device, pin, min_length=4, always_uv=False)
 
 
-@pytest.mark.parametrize("step", [*RUN_STEPS, "fido-pin", "fido-always-uv", "fido-config"])
-def test_a_crash_at_any_step_resumes_to_the_same_pin(inv, step):
-    class Crash(BaseException):
-        pass
+class _Crash(BaseException):
+    pass
 
+
+def _crash_at(inv, step: str) -> tuple[str, int]:  # noqa: ANN001
+    """A new pool key programmed until the station dies at ``step`` (the runner's own steps
+    included); the key's device spec and serial."""
     def crash(seen: str, *_: object) -> None:
         if seen == step:
-            raise Crash
+            raise _Crash
 
     device, serial = pool_key(1)
     runner = provisioner(inv, hook=crash)
     runner._hook = crash
-    with pytest.raises(Crash):
+    with pytest.raises(_Crash):
         runner.run(FIDO, VirtualPool(1))
+    return device, serial
+
+
+@pytest.mark.parametrize("step", [*RUN_STEPS, "fido-pin", "fido-always-uv", "fido-config"])
+def test_a_crash_at_any_step_resumes_to_the_same_pin(inv, step):
+    device, serial = _crash_at(inv, step)
     pin = _pin(inv, serial)
     provisioner(inv).resume(RecordedKeys())
     assert inv.get(RecordKey(serial, "fido", "pin")).state is State.DONE
@@ -384,18 +392,7 @@ def test_the_steps_a_key_goes_through(inv):
 
 
 def test_resume_does_not_reset_a_pin_somebody_else_set_since_the_record_was_made(inv):
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "record":
-            raise Crash
-
-    device, serial = pool_key(1)
-    runner = provisioner(inv, hook=crash)
-    runner._hook = crash
-    with pytest.raises(Crash):
-        runner.run(FIDO, VirtualPool(1))
+    device, serial = _crash_at(inv, "record")
     with ctap(device) as c:
         ClientPin(c).set_pin("somebody-elses")
     (refused,) = provisioner(inv).resume(RecordedKeys()).outcomes

@@ -17,7 +17,13 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from provision_helpers import PASSPHRASE, held_by_another_station, only, opened
+from provision_helpers import (
+    PASSPHRASE,
+    AnswersInBytes,
+    held_by_another_station,
+    only,
+    opened,
+)
 
 from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
@@ -470,17 +476,6 @@ def test_hotp_records_the_counter_after_the_codes_its_checks_used(inv):
 
 
 # -- each mode's check (provision/modes.py), on a virtual key programmed in process ----------
-class _AnswersInBytes:
-    """A connection answering in bytes, as ``KeyConnection.calculate`` may, after
-    ``prefix`` (what a keyboard layout garbled)."""
-
-    def __init__(self, conn, prefix: bytes = b"") -> None:  # noqa: ANN001
-        self.conn, self.prefix = conn, prefix
-
-    def calculate(self, spec: Spec, challenge):  # noqa: ANN001, ANN201
-        return self.prefix + self.conn.calculate(spec, challenge).encode("ascii")
-
-
 @pytest.fixture
 def bare_key(tmp_path):
     key = VirtualKey.create(tmp_path / "modes.key")
@@ -509,8 +504,8 @@ def test_a_hotp_check_looks_20_codes_ahead_of_the_recorded_counter_and_never_bac
         bare_key.otp.touch(1)
     assert hotp.check(conn, spec, material, 0) == 21  # code 20: the last one looked at
     assert hotp.check(conn, spec, material, 0) is None  # code 21: too far ahead
-    assert hotp.check(_AnswersInBytes(conn), spec, material, 22) == 23
-    assert hotp.check(_AnswersInBytes(conn, "\u00e9".encode()), spec, material, 23) is None
+    assert hotp.check(AnswersInBytes(conn), spec, material, 22) == 23
+    assert hotp.check(AnswersInBytes(conn, "\u00e9".encode()), spec, material, 23) is None
     assert hotp.check(conn, spec, Material(os.urandom(SECRET_LENGTH)), 23) is None
 
 
@@ -528,7 +523,7 @@ def test_a_totp_check_asks_the_key_for_the_code_at_the_stations_time(bare_key, m
         conn = _OathConnection(OathClient(card))
         conn.program(spec, material, Access())
         assert totp.check(conn, spec, material, 7) == 7
-        assert totp.check(_AnswersInBytes(conn), spec, material, 7) == 7
+        assert totp.check(AnswersInBytes(conn), spec, material, 7) == 7
         assert totp.check(conn, spec, Material(os.urandom(SECRET_LENGTH)), 7) is None
         an_hour_ago = time.time() - 3600  # the station's clock, not the key's
         monkeypatch.setattr(modes, "time", SimpleNamespace(time=lambda: an_hour_ago))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from provision_helpers import AnswersInBytes
 from yubikit.core.otp import modhex_decode, modhex_encode
 
 from hwtoken.emulator import VirtualKey
@@ -87,25 +88,14 @@ def test_what_does_not_check(programmed):
         assert yubiotp.decrypt(garbage, secret[6:]) is None
 
 
-class _AnswersInBytes:
-    """A connection answering in bytes, as ``KeyConnection.calculate`` may, after
-    ``prefix`` (what a keyboard layout garbled)."""
-
-    def __init__(self, conn, prefix: bytes = b"") -> None:  # noqa: ANN001
-        self.conn, self.prefix = conn, prefix
-
-    def calculate(self, spec: Spec, challenge):  # noqa: ANN001, ANN201
-        return self.prefix + self.conn.calculate(spec, challenge).encode("ascii")
-
-
 def test_the_mode_check_takes_the_otp_the_key_types_as_text_or_bytes(programmed):
     key, secret, public_id = programmed
     spec, conn = Spec(Mode.YUBIOTP, slot=2), _AppletConnection(key)
     check = modes.driver_for(Mode.YUBIOTP).check
     material = Material(secret, {"public_id": public_id})
     assert check(conn, spec, material, 5) == 5  # the counter: unchanged
-    assert check(_AnswersInBytes(conn), spec, material, 5) == 5
-    assert check(_AnswersInBytes(conn, "\u00e9".encode()), spec, material, 5) is None
+    assert check(AnswersInBytes(conn), spec, material, 5) == 5
+    assert check(AnswersInBytes(conn, "\u00e9".encode()), spec, material, 5) is None
     assert check(conn, spec, Material(secret[:6] + os.urandom(16),
                                       {"public_id": public_id}), 5) is None
     assert check(conn, spec, Material(secret, {"public_id": "vvcccccccccc"}), 5) is None

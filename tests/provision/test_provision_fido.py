@@ -7,14 +7,21 @@ test_provision_piv_programs.py."""
 from __future__ import annotations
 
 import contextlib
+import threading
+from types import SimpleNamespace
 
 import pytest
 from fido2.ctap import CtapError
+from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 from piv_helpers import ctap, pool_key, provisioner
 from provision_helpers import opened
+from ykman.base import REINSERT_STATUS, CancelledException, YkmanDevice
+from yubikit.core import TRANSPORT
+from yubikit.core.fido import FidoConnection
 
 from hwtoken.emulator.key import VirtualKey
+from hwtoken.errors import CheckFailed, DeviceError
 from hwtoken.provision import modes
 from hwtoken.provision.faults import PROGRAM_STEPS, RUN_STEPS
 from hwtoken.provision.fido import Fido2PinProgrammer, FidoPinDriver
@@ -404,19 +411,24 @@ def test_resume_does_not_reset_a_pin_somebody_else_set_since_the_record_was_made
     assert "overwrite" not in [n.kind for n in inv.notes(RecordKey(serial, "fido", "pin"))]
 
 
-def test_a_pin_blocked_by_wrong_tries_is_refused_unless_overwrite_which_resets_it(inv):
-    """Fixed: a key whose PIN wrong tries had blocked was refused even with --overwrite
-    (with the advice to pass --overwrite); it is reset like any other PIN."""
-    device, serial = pool_key(1)
-    with ctap(device) as c:
-        ClientPin(c).set_pin("somebody-elses")
-    for _ in range(3):  # 8 wrong PINs, re-plugged after each 3 in a row
+def _block_pin(device: str) -> None:
+    """8 wrong PINs, re-plugged after each 3 in a row: the key's PIN is blocked."""
+    for _ in range(3):
         with ctap(device) as c:
             for _ in range(3):
                 with contextlib.suppress(CtapError):
                     ClientPin(c).get_pin_token("11111111")
     with ctap(device) as c:
         assert ClientPin(c).get_pin_retries()[0] == 0
+
+
+def test_a_pin_blocked_by_wrong_tries_is_refused_unless_overwrite_which_resets_it(inv):
+    """Fixed: a key whose PIN wrong tries had blocked was refused even with --overwrite
+    (with the advice to pass --overwrite); it is reset like any other PIN."""
+    device, serial = pool_key(1)
+    with ctap(device) as c:
+        ClientPin(c).set_pin("somebody-elses")
+    _block_pin(device)
     (refused,) = provisioner(inv).run(FIDO, VirtualPool(1)).outcomes
     assert (refused.result, refused.reason) == ("refused", "occupied")
     (done,) = provisioner(inv).run(FIDO, VirtualPool(1), overwrite=True).outcomes
@@ -461,3 +473,136 @@ def test_reprogram_finds_the_keys_pin_among_the_earlier_ones(inv):
     assert done.result == "done"
     _assert_forced(device, _pin(inv, serial))
     assert "overwrite" not in [n.kind for n in inv.notes(RecordKey(serial, "fido", "pin"))]
+
+
+def test_reprogram_of_a_key_whose_pin_wrong_tries_blocked_is_refused_with_what_to_do(inv):
+    """A record this inventory owns is programmed again without asking what the key holds
+    (no --overwrite to take from there): the blocked PIN is refused, not reset."""
+    device, serial = pool_key(1)
+    assert provisioner(inv).run(FIDO, VirtualPool(1)).counts() == {"done": 1}
+    pin = _pin(inv, serial)
+    _block_pin(device)
+    (refused,) = provisioner(inv).run(FIDO, VirtualPool(1), reprogram=True).outcomes
+    assert (refused.result, refused.reason, refused.message) == (
+        "refused", "access-code", "the key's FIDO2 PIN is blocked (too many wrong PINs): "
+        "re-plug it, or reset it with --overwrite")
+    assert "overwrite" not in [n.kind for n in inv.notes(RecordKey(serial, "fido", "pin"))]
+    with ctap(device) as c:
+        with pytest.raises(CtapError) as still:  # not reset: blocked as it was
+            ClientPin(c).get_pin_token(pin)
+        assert still.value.code == CtapError.ERR.PIN_BLOCKED
+
+
+class _PluggedKey(YkmanDevice):
+    """What ykman's discovery finds for a real key: here the virtual key ``key`` (its
+    CTAPHID device), which ``_do_reinsert`` power-cycles as an operator's re-plug would;
+    ``gone`` keeps the operator from ever plugging it back."""
+
+    def __init__(self, key, *, fido: bool = True, gone: bool = False) -> None:  # noqa: ANN001
+        super().__init__(TRANSPORT.USB, id(key), None)
+        self.key, self.fido, self.gone = key, fido, gone
+        self.opened: list[type] = []
+        self.events: list[threading.Event] = []
+
+    def supports_connection(self, connection_type) -> bool:  # noqa: ANN001
+        return self.fido and connection_type is FidoConnection
+
+    def open_connection(self, connection_type):  # noqa: ANN001, ANN201
+        if not self.supports_connection(connection_type):
+            raise ValueError("Unsupported Connection type")  # as ykman's devices do
+        self.opened.append(connection_type)
+        return self.key.device
+
+    def _do_reinsert(self, reinsert_cb, event) -> None:  # noqa: ANN001
+        self.events.append(event)
+        reinsert_cb(REINSERT_STATUS.REMOVE)
+        if self.gone:
+            if event.wait(10):  # ykman's loop, cancelled by the caller's event
+                raise CancelledException()
+            return  # nobody cancelled: the test sees the wait end without an error
+        self.key.replug()
+        reinsert_cb(REINSERT_STATUS.REINSERT)
+
+
+def _discovered(monkeypatch, *found) -> None:  # noqa: ANN001
+    """ykman's list_all_devices answers ``found``: (device, serial) pairs."""
+    import ykman.device
+
+    monkeypatch.setattr(ykman.device, "list_all_devices", lambda: [
+        (dev, SimpleNamespace(serial=serial)) for dev, serial in found])
+
+
+def test_a_real_key_is_opened_and_replugged_through_ykmans_discovery(monkeypatch):
+    from hwtoken.fido.device import open_key
+    from hwtoken.provision.fido import _open_real
+
+    device, serial = pool_key(1)
+    with open_key(device) as key:
+        other, plugged = _PluggedKey(None), _PluggedKey(key)
+        _discovered(monkeypatch, (other, serial + 1), (plugged, serial))
+        said: list[str] = []
+        first, reinsert = _open_real(serial, said.append)
+        assert first is key.device and plugged.opened == [FidoConnection]
+        assert other.opened == [] and said == []
+        again = reinsert()
+        assert said == [f"remove key {serial} to reset its FIDO2 application...",
+                        f"insert key {serial} again and touch it within 10 s..."]
+        assert again is key.device is not first  # the key's device after the power-cycle
+        assert plugged.opened == [FidoConnection] * 2
+        (event,) = plugged.events
+        assert isinstance(event, threading.Event) and not event.is_set()
+        Ctap2(again).get_info()  # the re-plugged key answers
+        # nobody to tell: the re-plug happens all the same
+        _, quiet = _open_real(serial, None)
+        assert quiet() is key.device
+
+
+def test_a_real_key_not_replugged_in_time_fails_with_how_long_it_waited(monkeypatch):
+    from hwtoken.fido.device import open_key
+    from hwtoken.provision import fido
+
+    monkeypatch.setattr(fido, "REPLUG_TIMEOUT", 1.0)
+    device, serial = pool_key(1)
+    with open_key(device) as key:
+        plugged = _PluggedKey(key, gone=True)
+        _discovered(monkeypatch, (plugged, serial))
+        said: list[str] = []
+        _, reinsert = fido._open_real(serial, said.append)
+        with pytest.raises(CheckFailed) as late:
+            reinsert()
+        assert str(late.value) == (f"key {serial} was not re-plugged within 1 s for its "
+                                   "FIDO2 reset")
+        assert said == [f"remove key {serial} to reset its FIDO2 application..."]
+        assert plugged.opened == [FidoConnection]  # not opened again
+
+
+def test_a_real_key_missing_or_without_fido_is_refused_by_serial(monkeypatch):
+    from hwtoken.provision.fido import _open_real
+    from hwtoken.provision.protocol import Unsuitable
+
+    _discovered(monkeypatch, (_PluggedKey(None), 7))
+    with pytest.raises(DeviceError) as missing:
+        _open_real(8, None)
+    assert str(missing.value) == "key 8 is not plugged in"
+    otp_only = _PluggedKey(None, fido=False)
+    _discovered(monkeypatch, (otp_only, 8))
+    with pytest.raises(Unsuitable) as refused:
+        _open_real(8, None)
+    assert str(refused.value) == "key 8 has no FIDO interface"
+    assert otp_only.opened == []
+
+
+def test_the_programmer_reaches_a_real_key_through_discovery_and_closes_it(monkeypatch):
+    from hwtoken.fido.device import open_key
+
+    device, serial = pool_key(1)
+    with open_key(device) as key:
+        closed: list[int] = []
+        real_close = key.device.close
+        monkeypatch.setattr(key.device, "close", lambda: (closed.append(1), real_close()))
+        _discovered(monkeypatch, (_PluggedKey(key), serial))
+        usb = Device(serial, f"usb:{serial}", interfaces=frozenset({"fido"}))
+        with Fido2PinProgrammer().connect(usb) as conn:
+            assert conn.occupant(FIDO) is None  # asked the key: it has no PIN
+            assert closed == []
+        assert closed == [1]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from provision_helpers import AnswersInBytes
-from yubikit.core.otp import modhex_decode, modhex_encode
+from yubikit.core.otp import CRC_OK_RESIDUAL, calculate_crc, modhex_decode, modhex_encode
 
 from hwtoken.emulator import VirtualKey
 from hwtoken.provision import modes, yubiotp
@@ -126,3 +126,70 @@ def test_the_mode_makes_a_private_id_an_aes_key_and_a_public_id(public_id, start
         assert first.params == second.params == {"public_id": "vvcccbcdcecf"}
     else:
         assert first.params != second.params
+
+
+def test_modhex_refusal_says_so():
+    with pytest.raises(ValueError, match=r"^not modhex$"):
+        yubiotp.modhex_decode("cbc")
+    assert yubiotp.modhex_decode("") == b""
+    assert yubiotp.modhex_decode("VVCB") == b"\xff\x01"
+
+
+@pytest.mark.parametrize("serial", [-1, 2**32, 2**40])
+def test_a_serial_public_id_needs_a_serial_of_4_bytes(serial):
+    with pytest.raises(ValueError, match=r"^a serial public ID needs a serial of 4 bytes$"):
+        yubiotp.serial_public_id(serial)
+
+
+def test_crc16_is_yubikits():
+    for data in (b"", b"123456789", os.urandom(14), os.urandom(16)):
+        assert yubiotp.crc16(data) == calculate_crc(data)
+    assert yubiotp.crc16(b"123456789") == 0x6F91
+    assert yubiotp.CRC_RESIDUE == CRC_OK_RESIDUAL == 0xF0B8
+
+
+def _otp(public_id: str, private_id: bytes, aes_key: bytes, use: int, timestamp: int,
+         session: int) -> str:
+    """A Yubico OTP as a key types it, made here from its fields."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    from cryptography.hazmat.primitives.ciphers import modes as cipher_modes
+
+    ticket = (private_id + use.to_bytes(2, "little") + timestamp.to_bytes(3, "little")
+              + bytes([session]) + os.urandom(2))
+    ticket += (~calculate_crc(ticket) & 0xFFFF).to_bytes(2, "little")
+    enc = Cipher(algorithms.AES(aes_key), cipher_modes.ECB()).encryptor()  # noqa: S305
+    return public_id + modhex_encode(enc.update(ticket) + enc.finalize())
+
+
+def test_a_ticket_is_read_field_by_field():
+    private_id, aes_key = bytes.fromhex("0a0b0c0d0e0f"), os.urandom(16)
+    otp = _otp("vvcccbcdcecf", private_id, aes_key, 0x0102, 0x030405, 0x06)
+    assert yubiotp.decrypt(otp, aes_key) == yubiotp.Ticket(
+        public_id="vvcccbcdcecf", private_id=private_id, use_counter=0x0102,
+        session_counter=0x06, timestamp=0x030405)
+    # as typed: upper case (caps lock), a newline after it
+    assert yubiotp.decrypt(" " + otp.upper() + "\n", aes_key).public_id == "vvcccbcdcecf"
+    # a ticket without a public ID: 32 characters
+    assert yubiotp.decrypt(otp[-32:], aes_key).public_id == ""
+    assert yubiotp.decrypt(otp[-31:], aes_key) is None
+    # a public ID that is not modhex, or not whole bytes
+    assert yubiotp.decrypt("vvcccbcdcexf" + otp[-32:], aes_key) is None
+    assert yubiotp.decrypt("vvc" + otp[-32:], aes_key) is None
+    assert yubiotp.decrypt(otp[:-32] + otp[-32:-1] + "x", aes_key) is None
+
+
+def test_matches_takes_the_private_id_then_the_aes_key():
+    private_id, aes_key = os.urandom(6), os.urandom(16)
+    secret = private_id + aes_key
+    assert yubiotp.SECRET_SIZE == 22
+    otp = _otp("vvcccccccccb", private_id, aes_key, 1, 2, 3)
+    assert yubiotp.matches(otp, "vvcccccccccb", secret)
+    assert yubiotp.matches(otp.upper(), "VVCCCCCCCCCB", secret)  # the public ID as ykman shows it
+    assert not yubiotp.matches(otp, "vvcccccccccc", secret)
+    assert not yubiotp.matches(otp, "vvcccccccccb", aes_key + private_id)
+    assert not yubiotp.matches(otp, "vvcccccccccb", secret + b"\x00")
+    assert not yubiotp.matches(otp, "vvcccccccccb", secret[:-1])
+    assert not yubiotp.matches("garbage", "vvcccccccccb", secret)
+    other_id = bytes([private_id[0] ^ 0x80]) + private_id[1:]
+    assert not yubiotp.matches(_otp("vvcccccccccb", other_id, aes_key, 1, 2, 3),
+                               "vvcccccccccb", secret)

@@ -681,3 +681,17 @@ def test_a_serial_beyond_eight_digits_is_sent_as_a_number(tmp_path):
         card = card_for(k)
         assert card.transmit(apdu(0xCA, 0, 0x4F)) == bytes.fromhex(
             "d2760001240103040006 075bcd15 0000 9000")
+
+
+def test_generation_times_past_2038_are_unsigned(key):
+    card = card_for(key)
+    assert card.transmit(VERIFY_PW3) == OK
+    assert put(card, 0xCF, b"\xff\xff\xff\xff") == OK  # 2106-02-07, beyond a signed 32 bits
+    assert put(card, 0xD0, b"\x80\x00\x00\x00") == OK
+    assert get(card, 0xCD) == bytes(4) + b"\xff\xff\xff\xff\x80\x00\x00\x00" + bytes(4) + OK
+    first = card.transmit(apdu(0xCA, 0, 0x6E))  # and inside the application related data
+    rest = card.transmit(bytes.fromhex("00c0000000"))
+    assert sw(first) & 0xFF00 == 0x6100 and sw(rest) == SW.OK
+    inner = dict(tlv.parse(tlv.unpack(0x6E, first[:-2] + rest[:-2])))
+    assert dict(tlv.parse(inner[0x73]))[0xCD] == \
+        bytes(4) + b"\xff\xff\xff\xff\x80\x00\x00\x00" + bytes(4)

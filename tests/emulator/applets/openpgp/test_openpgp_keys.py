@@ -64,6 +64,20 @@ def test_stored_keys_round_trip_and_other_types_are_refused(rsa_key):
         keys.from_der(der)
 
 
+def test_stored_keys_are_not_checked_again(rsa_key):
+    """OpenSSL's RSA check (seconds for RSA-4096) ran when the key was made or imported:
+    loading a stored key does not repeat it (here it would refuse a wrong CRT part)."""
+    nums = rsa_key.private_numbers()
+    odd = rsa.RSAPrivateNumbers(nums.p, nums.q, nums.d, nums.dmp1 + 2, nums.dmq1, nums.iqmp,
+                                nums.public_numbers)
+    stored = keys.to_der(odd.private_key(unsafe_skip_rsa_key_validation=True))
+    with pytest.raises(ValueError, match="^Invalid private key$"):  # what a check says
+        serialization.load_der_private_key(stored, password=None)
+    loaded = keys.from_der(stored)
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    assert loaded.private_numbers() == odd
+
+
 def test_matches_names_the_key_type(rsa_key):
     p256, p384 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP384R1())
     ed, cv = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
@@ -171,6 +185,11 @@ def test_25519_imports():
     imported = keys.from_template(ED, {0x92: ed.private_bytes_raw(),
                                        0x99: ed.public_key().public_bytes_raw()})
     assert imported.public_key().public_bytes_raw() == ed.public_key().public_bytes_raw()
+    # no scalar is no key (32 zero bytes would make a valid Ed25519 or X25519 key)
+    for fields in ({0x92: b""}, {}, {0x99: ed.public_key().public_bytes_raw()}):
+        refused(SW.INCORRECT_PARAMETERS, keys.from_template, ED, fields)
+        refused(SW.INCORRECT_PARAMETERS, keys.from_template, CV, fields)
+    refused(SW.INCORRECT_PARAMETERS, keys.from_template, ED, {0x92: bytes(33)})
 
 
 # -- signing ---------------------------------------------------------------------------------------
@@ -223,6 +242,13 @@ def test_rsa_decipher_padding(rsa_key):
     seven = b"\x00\x02" + b"\x11" * 7 + b"\x00" + b"m" * (256 - 10)
     refused(SW.INCORRECT_PARAMETERS, keys.decipher, RSA2048, rsa_key,
             _rsa_encrypt_block(rsa_key, seven))
+    zeros = b"\x00\x02" + b"\x11" * 8 + b"\x00" + b"\x00m\x00" * 81 + b"\x00\x00"
+    assert keys.decipher(RSA2048, rsa_key, _rsa_encrypt_block(rsa_key, zeros)) == \
+        b"\x00m\x00" * 81 + b"\x00\x00"  # zeros in the message are kept
+    for padding_string in (b"\x00" + b"\x11" * 9, b"\x11" * 7 + b"\x00" + b"\x11" * 2):
+        zero_inside = b"\x00\x02" + padding_string + b"\x00" + b"m" * (256 - 13)
+        refused(SW.INCORRECT_PARAMETERS, keys.decipher, RSA2048, rsa_key,
+                _rsa_encrypt_block(rsa_key, zero_inside))
     type1 = b"\x00\x01" + b"\xff" * 8 + b"\x00" + b"m" * (256 - 11)
     refused(SW.INCORRECT_PARAMETERS, keys.decipher, RSA2048, rsa_key,
             _rsa_encrypt_block(rsa_key, type1))
@@ -249,7 +275,7 @@ def test_ecdh_peer_points():
         peer.exchange(ec.ECDH(), key.public_key())
     compressed = peer.public_key().public_bytes(serialization.Encoding.X962,
                                                 serialization.PublicFormat.CompressedPoint)
-    for bad in (compressed, b"\x05" + point[1:], point[:-1], point + b"\x00",
+    for bad in (b"", compressed, b"\x05" + point[1:], point[:-1], point + b"\x00",
                 point[:-1] + bytes([point[-1] ^ 1])):  # not on the curve
         refused(SW.INCORRECT_PARAMETERS, keys.decipher, P256_ECDH, key, _ecdh_input(bad))
     cv = x25519.X25519PrivateKey.generate()

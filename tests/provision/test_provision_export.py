@@ -496,6 +496,16 @@ LINOTP_PASSWORD = "LinOTP takes a PSKC password of 6 to 64 ASCII characters"
     ("chalresp-csv", {"target": "privacyidea"},
      "chalresp-csv is not a format privacyIDEA imports; it is for the programs that use "
      "challenge-response keys: export it with --for generic"),
+    ("access-codes", {"target": "privacyidea"},
+     "access codes are for the admin, never for a validation server: export them with --for "
+     "generic --format access-codes"),
+    ("pin-mailer", {"target": "linotp"},
+     "--format pin-mailer is for the admin, never for a validation server: export it with "
+     "--for generic --format pin-mailer"),
+    ("certificates", {"target": "privacyidea"},
+     "--format certificates is for the admin, never for a validation server: export it with "
+     "--for generic --format certificates"),
+    ("access-codes", {"password": "s3cret pass"}, "only the pskc format can be encrypted"),
     ("csv", {"password": "s3cret pass"}, "only the pskc format can be encrypted"),
     # a key that would not encrypt a CSV must not let it through unencrypted either
     ("csv", {"preshared_key": bytes(16)}, "only the pskc format can be encrypted"),
@@ -594,3 +604,290 @@ def test_a_write_that_fails_is_a_clean_error_and_records_nothing(filled, tmp_pat
         assert str(e.value) == f"cannot write {target}: Is a directory"
         assert inv.counts()["exported"] == 0
     assert list(target.iterdir()) == [] and list(tmp_path.glob(".*.tmp")) == []
+
+
+# -- the admin's formats and Yubico OTP slots, in-process ---------------------------------
+
+PIV_CREDS = {301: ("123456", "12345678"), 305: ("24681357", "87654321")}
+FIDO_PIN = b"654321"
+YUBIOTP_SECRET = bytes(range(1, 23))  # private ID (6 bytes), then the AES key (16)
+PUBLIC_ID = "vvccccbbbbbb"
+ACCESS_CODE = bytes.fromhex("0102030405ff")
+
+
+def _certificate_pem(common_name: str, serial_number: int) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(serial_number)
+            .not_valid_before(datetime(2024, 1, 1)).not_valid_after(datetime(2034, 1, 1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _done(inv, rec: Record, secret: bytes, code: bytes | None = None, *, counter: int = 0,
+          reprogram: bool = False) -> Record:
+    inv.seal(rec, secret, code)
+    assert inv.claim(rec, reprogram=reprogram)
+    inv.update(rec.key, state=State.DONE, counter=counter, programmed_at=1_700_000_000.0)
+    return inv.get(rec.key)
+
+
+def _rec(serial: int, mode: Mode, *, slot: int = 1, name: str = "", touch: bool = False,
+         **kw) -> Record:
+    return Record(serial=serial, mode=mode, slot=slot, digits=6, touch=touch, name=name,
+                  sealed="", device=f"emu:a{serial}", **kw)
+
+
+def _piv_secret(serial: int) -> bytes:
+    from hwtoken.provision.piv import PivCredentials
+
+    pin, puk = PIV_CREDS[serial]
+    return PivCredentials(pin, puk, bytes(range(24))).pack()
+
+
+@pytest.fixture
+def admin(tmp_path):
+    """Done records of every application: PIV slot 9a (with two certificates written in
+    its journal, the last one current), a FIDO2 PIN, a Yubico OTP slot and an HOTP slot
+    (both with access codes, the HOTP's all zero), a challenge-response slot with touch,
+    and a pending HOTP slot with an access code."""
+    url = str(tmp_path / "admin.db")
+    with opened(url) as inv:
+        piv = _done(inv, _rec(301, Mode.PIV, name="9a"), _piv_secret(301))
+        inv.note(piv.key, "certificate", _certificate_pem("old", 0x1001))
+        inv.note(piv.key, "certificate", _certificate_pem("alice", 0xabc123))
+        inv.note(piv.key, "csr", "not a certificate")
+        _done(inv, _rec(302, Mode.FIDO, name="pin"), FIDO_PIN)
+        _done(inv, _rec(303, Mode.YUBIOTP, params={"public_id": PUBLIC_ID}), YUBIOTP_SECRET,
+              ACCESS_CODE)
+        _done(inv, _rec(304, Mode.HOTP, slot=2), b"H" * 20, bytes(6), counter=9)
+        _done(inv, _rec(306, Mode.CHALRESP, slot=2, touch=True), b"C" * 20)
+        pending = _rec(307, Mode.HOTP)
+        inv.seal(pending, b"P" * 20, b"\x07" * 6)
+        inv.claim(pending)
+    return url
+
+
+def test_access_codes_lists_every_record_that_left_one_and_records_nothing(admin, tmp_path):
+    out = tmp_path / "codes.csv"
+    with opened(admin) as inv:
+        result = export(inv, "access-codes", str(out))
+        assert [k.label for k in result.exported] == ["303/otp:1", "304/otp:2", "307/otp:1"]
+        assert result.to_json()["records"] == ["303/otp:1", "304/otp:2", "307/otp:1"]
+        assert result.serials == [303, 304, 307] and result.skipped == {}
+        # records no export state: the same file again, from scratch
+        again = export(inv, "access-codes", str(tmp_path / "again.csv"))
+        assert inv.counts()["exported"] == 0
+    assert out.read_text() == (
+        "# hwtoken access codes: serial,slot,access code(hex),state\n"
+        "303,1,0102030405ff,done\n304,2,000000000000,done\n307,1,070707070707,pending\n")
+    assert (tmp_path / "again.csv").read_text() == out.read_text()
+    assert len(again.exported) == 3 and stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_access_codes_of_an_inventory_without_any_write_no_file(filled, tmp_path):
+    with opened(filled) as inv, pytest.raises(NothingToExport) as e:
+        export(inv, "access-codes", str(tmp_path / "codes.csv"))
+    assert str(e.value) == ("no record in the inventory left an access code on its slot "
+                            "(`run --new-access-code`); no file written")
+    assert not (tmp_path / "codes.csv").exists()
+
+
+PIN_MAILER_ONLY = "pin-mailer holds PIV and FIDO records only"
+
+
+def test_pin_mailer_as_csv_and_as_json(admin, tmp_path):
+    import json
+
+    with opened(admin) as inv:
+        as_csv = export(inv, "pin-mailer", str(tmp_path / "mailer.csv"))
+        as_json = export(inv, "pin-mailer", str(tmp_path / "mailer.json"),
+                         include_exported=True)
+        with pytest.raises(NothingToExport):  # both were recorded as exported
+            export(inv, "pin-mailer", str(tmp_path / "third.csv"))
+    assert (tmp_path / "mailer.csv").read_bytes() == (  # "\n" line ends, as every format
+        b"# hwtoken PIN mailer: serial,application,place,pin,puk\n"
+        b"301,piv,9a,123456,12345678\n302,fido,pin,654321,\n")
+    assert json.loads((tmp_path / "mailer.json").read_text()) == [
+        {"serial": 301, "application": "piv", "place": "9a", "pin": "123456",
+         "puk": "12345678"},
+        {"serial": 302, "application": "fido", "place": "pin", "pin": "654321", "puk": ""}]
+    assert (tmp_path / "mailer.json").read_text().startswith('[\n  {\n    "serial": 301,')
+    assert (tmp_path / "mailer.json").read_text().endswith("]\n")
+    assert as_csv.serials == as_json.serials == [301, 302]
+    assert by_serial(as_csv.skipped) == {303: PIN_MAILER_ONLY, 304: PIN_MAILER_ONLY,
+                                         306: PIN_MAILER_ONLY}
+
+
+def test_certificates_bundle_and_table(admin, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    out = tmp_path / "certs.pem"
+    with opened(admin) as inv:
+        current = [n.value for n in inv.notes(only(inv, 301).key)
+                   if n.kind == "certificate"][-1]
+        result = export(inv, "certificates", str(out))
+    assert out.read_text() == current  # the last certificate written, and only it
+    cert = x509.load_pem_x509_certificate(current.encode())
+    assert (tmp_path / "certs.csv").read_bytes() == (
+        "# hwtoken certificates: serial,slot,subject,certificate serial,sha256\n"
+        f"301,9a,CN=alice,abc123,{cert.fingerprint(hashes.SHA256()).hex()}\n").encode()
+    assert result.also == [str(tmp_path / "certs.csv")] and result.serials == [301]
+    assert result.to_json() == {
+        "path": str(out), "format": "certificates", "target": "generic", "count": 1,
+        "serials": [301], "records": ["301/piv:9a"], "encrypted": False,
+        "files": [str(out), str(tmp_path / "certs.csv")],
+        "skipped": {label: "certificates holds PIV records only" for label in (
+            "302/fido:pin", "303/otp:1", "304/otp:2", "306/otp:2")}}
+    for path in (out, tmp_path / "certs.csv"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_certificates_bundle_ends_each_certificate_with_a_newline(admin, tmp_path):
+    with opened(admin) as inv:
+        rec = _done(inv, _rec(305, Mode.PIV, name="9c"), _piv_secret(305))
+        pem = _certificate_pem("bob", 7)
+        inv.note(rec.key, "certificate", pem.rstrip("\n"))
+        export(inv, "certificates", str(tmp_path / "certs.pem"))
+        first = [n.value for n in inv.notes(only(inv, 301).key)][1]
+    assert (tmp_path / "certs.pem").read_text() == first + pem
+    assert [line.split(",")[:4] for line in
+            (tmp_path / "certs.csv").read_text().splitlines()[1:]] == [
+        ["301", "9a", "CN=alice", "abc123"], ["305", "9c", "CN=bob", "7"]]
+
+
+def test_a_piv_record_without_a_current_certificate_stops_the_export(admin, tmp_path):
+    """A certificate of the slot's earlier key is not the one it holds now."""
+    from hwtoken.errors import CheckFailed
+
+    with opened(admin) as inv:
+        rec = only(inv, 301)
+        _done(inv, _rec(301, Mode.PIV, name="9a"), _piv_secret(301), reprogram=True)
+        assert [n.current for n in inv.notes(rec.key)] == [False, False, False]
+        with pytest.raises(CheckFailed) as e:
+            export(inv, "certificates", str(tmp_path / "certs.pem"))
+        assert inv.counts()["exported"] == 0
+    assert str(e.value) == "301/piv:9a is done but its journal holds no certificate"
+
+
+def test_certificates_refuse_an_out_that_names_their_table(admin, tmp_path):
+    with opened(admin) as inv:
+        with pytest.raises(InvalidInput) as e:
+            export(inv, "certificates", str(tmp_path / "certs.csv"))
+        assert str(e.value) == ("--out names the PEM bundle of --format certificates; its "
+                                "CSV goes next to it (certs.csv): give --out certs.pem")
+        (tmp_path / "b.csv").write_text("kept")
+        with pytest.raises(InvalidInput) as e:
+            export(inv, "certificates", str(tmp_path / "b.pem"))
+        assert str(e.value) == f"{tmp_path / 'b.csv'} exists; choose another file or pass --force"
+        assert not (tmp_path / "b.pem").exists()
+        export(inv, "certificates", str(tmp_path / "b.pem"), force=True)
+    assert (tmp_path / "b.csv").read_text().startswith("# hwtoken certificates")
+
+
+def test_piv_and_fido_records_never_go_to_a_validation_server(admin, tmp_path):
+    with opened(admin) as inv:
+        result = export(inv, "pskc", str(tmp_path / "x.pskc"))
+    assert by_serial(result.skipped) == {
+        301: "a piv record holds a PIN for the user, not a secret for a validation server: "
+             "export it with --format pin-mailer (and its certificate with --format "
+             "certificates)",
+        302: "a fido record holds a PIN for the user, not a secret for a validation server: "
+             "export it with --format pin-mailer"}
+    assert result.serials == [303, 304, 306]
+
+
+def test_chalresp_csv_carries_the_touch_flag(admin, tmp_path):
+    with opened(admin) as inv:
+        export(inv, "chalresp-csv", str(tmp_path / "c.csv"))
+    assert (tmp_path / "c.csv").read_text() == (
+        "# hwtoken challenge-response keys: serial,slot,key(hex),touch\n"
+        f"306,2,{(b'C' * 20).hex()},1\n")
+
+
+def test_a_yubico_otp_slot_in_pskc(admin, tmp_path):
+    import pskc
+
+    with opened(admin) as inv:
+        export(inv, "pskc", str(tmp_path / "y.pskc"))
+    key = next(k for k in pskc.PSKC(str(tmp_path / "y.pskc")).keys if k.serial == "303")
+    assert (key.id, key.friendly_name, key.manufacturer) == ("303:1", "UBAM303_1", "Yubico")
+    assert key.algorithm == "http://www.yubico.com/#yubikey-aes"
+    assert key.secret == YUBIOTP_SECRET[6:]
+    assert (key.response_length, key.response_encoding) == (44, "ALPHANUMERIC")
+    assert key.key_userid == f"CN={PUBLIC_ID}, UID={YUBIOTP_SECRET[:6].hex()}"
+    assert key.algorithm_suite is None
+
+
+def test_a_yubico_otp_slot_in_the_csv_files(admin, tmp_path):
+    with opened(admin) as inv:
+        export(inv, "csv", str(tmp_path / "o.csv"), target="privacyidea")
+        export(inv, "yubico-csv", str(tmp_path / "y.csv"))
+    assert (tmp_path / "o.csv").read_text().splitlines() == [
+        f"UBAM303_1, {YUBIOTP_SECRET[6:].hex()}, yubikey, 44",
+        f"UBOM304_2, {(b'H' * 20).hex()}, hotp, 6, 9"]  # the rows after it too
+    stamp = datetime.fromtimestamp(1_700_000_000).strftime("%Y-%m-%dT%H:%M:%S")
+    assert (tmp_path / "y.csv").read_text().splitlines() == [
+        # the access code left on the slot; an all-zero one is no code
+        f"303,{PUBLIC_ID},{YUBIOTP_SECRET[:6].hex()},{YUBIOTP_SECRET[6:].hex()},"
+        f"{ACCESS_CODE.hex()},{stamp},",
+        f"304,,0,{(b'H' * 20).hex()},,{stamp},",
+        f"306,,0,{(b'C' * 20).hex()},,{stamp},"]
+
+
+def test_servers_that_cannot_take_a_yubico_otp_slot_say_so(admin, tmp_path):
+    with opened(admin) as inv:
+        linotp = export(inv, "csv", str(tmp_path / "l.csv"), target="linotp")
+        encrypted = export(inv, "pskc", str(tmp_path / "p.pskc"), target="privacyidea",
+                           preshared_key=bytes(16))
+        plain = export(inv, "pskc", str(tmp_path / "q.pskc"), target="privacyidea")
+    assert by_serial(linotp.skipped)[303] == (
+        "hwtoken writes no Yubico OTP file for LinOTP: export these keys with --for generic "
+        "--format yubico-csv")
+    assert by_serial(encrypted.skipped)[303] == (
+        "privacyIDEA reads an encrypted Yubico OTP key from PSKC as text, which breaks it: "
+        "export these keys unencrypted (--format csv, or pskc without encryption)")
+    assert encrypted.encrypted and not plain.encrypted
+    assert 303 in plain.serials and 303 not in encrypted.serials
+
+
+def test_pskc_key_ids_name_the_slot_or_the_oath_credential(filled, tmp_path):
+    import pskc
+
+    with opened(filled) as inv:
+        export(inv, "pskc", str(tmp_path / "k.pskc"), target="privacyidea")
+    keys = {k.serial: k for k in pskc.PSKC(str(tmp_path / "k.pskc")).keys}
+    assert {serial: (k.id, k.friendly_name) for serial, k in keys.items()} == {
+        "UBOM101_1": ("101:1", "UBOM101_1"), "UBOA103_hw": ("103:oath:hw", "UBOA103_hw"),
+        "UBOA104_hw": ("104:oath:hw", "UBOA104_hw")}
+
+
+def test_an_export_is_recorded_per_target_and_format(filled, tmp_path):
+    with opened(filled) as inv:
+        export(inv, "csv", str(tmp_path / "p.csv"), target="privacyidea")
+        export(inv, "chalresp-csv", str(tmp_path / "c.csv"))
+        kinds = sorted(tuple(r) for r in inv.query("SELECT serial, kind FROM exports"))
+    assert kinds == [(101, "privacyidea:csv"), (102, "generic:chalresp-csv"),
+                     (103, "privacyidea:csv"), (104, "privacyidea:csv")]
+
+
+def test_nothing_to_export_gives_every_reason_once(admin, tmp_path):
+    """Keys left out for different reasons: each reason once, in order."""
+    with opened(admin) as inv:
+        inv.query("UPDATE records SET state = 'pending' WHERE serial IN (303, 304)")
+        with pytest.raises(NothingToExport) as e:
+            export(inv, "csv", str(tmp_path / "x.csv"), target="privacyidea")
+    assert str(e.value) == (
+        "none of the 3 done record(s) can go into this export (a fido record holds a PIN for "
+        "the user, not a secret for a validation server: export it with --format pin-mailer; "
+        "a piv record holds a PIN for the user, not a secret for a validation server: export "
+        "it with --format pin-mailer (and its certificate with --format certificates); "
+        "privacyIDEA has no token type that checks HMAC-SHA1 challenge-response: export these "
+        "keys with --for generic --format chalresp-csv); no file written")

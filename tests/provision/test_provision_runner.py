@@ -33,7 +33,13 @@ from hwtoken.provision import modes, runner
 from hwtoken.provision.inventory import InventoryUnavailable, open_inventory
 from hwtoken.provision.model import SECRET_LENGTH, Access, Material, Mode, Record, Spec, State
 from hwtoken.provision.programmers import AppletProgrammer, _AppletConnection, _OathConnection
-from hwtoken.provision.protocol import Device, NotProgrammed
+from hwtoken.provision.protocol import (
+    AccessDenied,
+    CannotCheck,
+    Device,
+    NotProgrammed,
+    Unsuitable,
+)
 from hwtoken.provision.runner import Outcome, Provisioner, Summary
 from hwtoken.provision.sealing import Unlocker
 from hwtoken.provision.sources import RecordedKeys, VirtualPool, pool_name, virtual_serial
@@ -257,6 +263,7 @@ def test_resume_reports_a_damaged_record_and_leaves_its_key_alone(inv):
     assert msg.startswith("cannot open a sealed secret")
     assert summary.outcomes == [Outcome(first.serial, first.device, "failed", msg),
                                 Outcome(second.serial, second.device, "done", "", False)]
+    assert (summary.outcomes[0].application, summary.outcomes[0].target) == ("otp", "2")
     assert (inv.last_error()["serial"], inv.last_error()["message"]) == (first.serial, msg)
     assert only(inv, first.key).state is State.PENDING
     assert _holds(first, secret)  # not overwritten with anything
@@ -781,6 +788,7 @@ def test_a_failure_is_logged_with_a_traceback_only_for_a_library_error(inv, capl
     (["refused", "busy"], 1),
     (["done", "failed"], 1),
     (["done", "missing"], 1),
+    (["done", "unchecked"], 1),
 ])
 def test_summary_exit_code(results, code):
     assert Summary([Outcome(i, "emu:k", r) for i, r in enumerate(results)]).exit_code == code
@@ -981,3 +989,472 @@ def test_a_typed_code_settles_a_pending_typing_slot_without_the_key(inv):
     after = inv.get(rec.key)
     assert after.state is State.DONE and after.counter == 1 and code == hotp_code(secret, 0, 6)
     assert after.attempts == rec.attempts  # nothing written
+
+
+class _ReadFails:
+    """A key whose places cannot be read (``occupant`` raises ``exc``); otherwise the
+    virtual key through the applet path."""
+
+    name = "read-fails"
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        with AppletProgrammer().connect(device) as conn:
+            exc = self.exc
+
+            class Conn:
+                def occupant(self, spec):
+                    raise exc
+
+                program = staticmethod(conn.program)
+                calculate = staticmethod(conn.calculate)
+
+            yield Conn()
+
+
+@pytest.mark.parametrize(("exc", "msg"), [
+    (DeviceError("the reader lost the card"), "the reader lost the card"),
+    (DeviceError(""), "the key failed without saying why"),
+    (ValueError("bad frame secret=abc"), "the key's client library failed unexpectedly"),
+])
+def test_a_key_whose_places_cannot_be_read_fails_and_leaves_only_an_event(inv, exc, msg):
+    pool = VirtualPool(1, prefix="rd")
+    (device,) = pool.arrivals()
+    summary = Provisioner(inv, lambda s, d: _ReadFails(exc)).run(CHALRESP, pool)
+    assert summary.outcomes == [Outcome(device.serial, device.spec, "failed", msg)]
+    assert summary.outcomes[0].application == "" and summary.exit_code == 1
+    assert inv.records() == []  # read before step 1: nothing recorded
+    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (device.serial, msg)
+
+
+def test_a_key_without_the_application_found_while_reading_is_refused_whole(inv):
+    pool = VirtualPool(1, prefix="un")
+    (device,) = pool.arrivals()
+    no_oath = Unsuitable("the key has no OATH application")
+    summary = Provisioner(inv, lambda s, d: _ReadFails(no_oath)).run(PLAN, pool)
+    assert summary.outcomes == [Outcome(device.serial, device.spec, "refused",
+                                        "the key has no OATH application")]
+    assert summary.outcomes[0].reason == "unsuitable" and summary.refusals() == {
+        "unsuitable": 1}
+    assert inv.records() == [] and inv.last_error() is None  # refused, not failed
+
+
+@pytest.mark.parametrize("exc", [DeviceBusy("another program has the key open"),
+                                 SetupError("pcscd is not running"),
+                                 InventoryUnavailable("database is gone")])
+def test_reading_a_key_lets_busy_setup_and_inventory_errors_through(inv, no_busy_wait, exc):
+    pool = VirtualPool(1, prefix="rb")
+    (device,) = pool.arrivals()
+    provisioner = Provisioner(inv, lambda s, d: _ReadFails(exc))
+    if isinstance(exc, DeviceBusy):
+        summary = provisioner.run(CHALRESP, pool)
+        assert summary.outcomes == [Outcome(device.serial, device.spec, "busy",
+                                            "another program has the key open")]
+    else:
+        with pytest.raises(type(exc)):
+            provisioner.run(CHALRESP, pool)
+    assert inv.records() == [] and inv.last_error() is None
+
+
+@pytest.mark.parametrize(("exc", "msg"), [
+    (DeviceError("no OATH reader configured"), "no OATH reader configured"),
+    (DeviceError(""), "the key failed without saying why"),
+])
+def test_a_key_no_programmer_can_reach_fails_and_leaves_only_an_event(inv, exc, msg):
+    def programmer_for(spec: Spec, device: Device):
+        raise exc
+
+    pool = VirtualPool(1, prefix="np")
+    (device,) = pool.arrivals()
+    summary = Provisioner(inv, programmer_for).run(CHALRESP, pool)
+    assert summary.outcomes == [Outcome(device.serial, device.spec, "failed", msg)]
+    assert inv.records() == []
+    assert (inv.last_error()["serial"], inv.last_error()["message"]) == (device.serial, msg)
+
+
+@pytest.mark.parametrize("exc", [SetupError("pcscd is not running"),
+                                 InventoryUnavailable("database is gone")])
+def test_choosing_a_programmer_lets_setup_and_inventory_errors_through(inv, exc):
+    def programmer_for(spec: Spec, device: Device):
+        raise exc
+
+    with pytest.raises(type(exc)) as raised:
+        Provisioner(inv, programmer_for).run(CHALRESP, VirtualPool(2, prefix="ns"))
+    assert raised.value is exc
+    assert inv.records() == [] and inv.last_error() is None
+    assert virtual_serial(pool_name(2, "ns")) is None  # the run stopped at the first key
+
+
+def test_a_busy_key_is_busy_only_for_the_places_not_already_refused(inv, no_busy_wait):
+    Provisioner(inv, applet).run(Spec(Mode.CHALRESP, slot=1), VirtualPool(1, prefix="bp"))
+    (rec,) = inv.records()
+    with _held(rec) as busy_msg:
+        summary = Provisioner(inv, applet).run(PLAN, VirtualPool(1, prefix="bp"))
+    assert [(o.target, o.result, o.reason) for o in summary.outcomes] == [
+        ("1", "refused", "recorded"), ("2", "busy", "")]
+    assert summary.outcomes[1].message == busy_msg
+    assert [r.key for r in inv.records()] == [rec.key]  # slot 2 never recorded
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (Unsuitable("the key has no OTP application"), "unsuitable"),
+    (AccessDenied("slot 2 is protected by an access code"), "access-code"),
+])
+def test_resume_refuses_a_key_that_cannot_take_its_record(inv, exc, reason):
+    rec = _pending(inv, "rs", "record")
+    summary = Provisioner(inv, lambda s, d: _Failing(exc, on="connect")).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "refused", str(exc))]
+    assert summary.outcomes[0].reason == reason and summary.refusals() == {reason: 1}
+    assert (summary.outcomes[0].application, summary.outcomes[0].target) == ("otp", "2")
+    after = inv.get(rec.key)
+    assert after.state is State.PENDING and after.last_error == str(exc)
+    assert after.attempts == rec.attempts  # nothing written
+
+
+class _CannotAsk:
+    """A key that takes every write but cannot be asked for a code now (a real key's HOTP
+    slot with nobody to touch it); counts its writes."""
+
+    name = "cannot-ask"
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        with AppletProgrammer().connect(device) as conn:
+            outer = self
+
+            class Conn:
+                def program(self, spec, material, access):
+                    outer.writes += 1
+                    conn.program(spec, material, access)
+
+                def calculate(self, spec, challenge):
+                    raise CannotCheck(TOUCH)
+
+                occupant = staticmethod(conn.occupant)
+
+            yield Conn()
+
+
+TOUCH = "a real key's HOTP slot can only be checked by touching it"
+
+
+def test_a_key_that_cannot_be_asked_stays_pending_unchecked_and_is_not_reprogrammed(inv):
+    key = _CannotAsk()
+    summary = Provisioner(inv, lambda s, d: key).run(Spec(Mode.HOTP), VirtualPool(1, prefix="ca"))
+    (outcome,) = summary.outcomes
+    assert outcome == Outcome(outcome.serial, outcome.device, "unchecked", TOUCH)
+    assert summary.exit_code == 1 and summary.counts() == {"unchecked": 1}
+    rec = only(inv, outcome.serial)
+    assert (rec.state, rec.last_error, rec.attempts) == (State.PENDING, TOUCH, 1)
+    assert inv.last_error()["message"] == TOUCH
+    again = Provisioner(inv, lambda s, d: key).resume(RecordedKeys())
+    assert again.outcomes == [Outcome(rec.serial, rec.device, "unchecked", TOUCH)]
+    assert key.writes == 1 and inv.get(rec.key).attempts == 1  # the key may hold it
+
+
+def test_keys_without_a_serial_are_each_a_key_of_their_own():
+    summary = Summary([Outcome(None, "/dev/hidraw7", "refused"),
+                       Outcome(None, "/dev/hidraw7", "refused"),
+                       Outcome(5, "emu:a", "done"), Outcome(5, "emu:a", "refused")])
+    assert summary.keys_seen == 3
+
+
+@pytest.mark.parametrize(("results", "counts"), [
+    ([], False),
+    (["done"], True),
+    (["done", "refused"], True),
+    (["refused"], False),
+    (["done", "failed"], False),
+    (["done", "unchecked"], False),
+    (["done", "busy"], False),
+])
+def test_a_key_counts_towards_count_when_done_and_nothing_of_it_failed(results, counts):
+    assert runner._key_done([Outcome(1, "emu:k", r) for r in results]) is counts
+
+
+class _Logged(AppletProgrammer):
+    """The applet path under another name (another programmer), telling ``log`` when it
+    opens and closes the key."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        self.name, self.log = name, log
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        self.log.append(("open", self.name))
+        with super().connect(device) as conn:
+            yield conn
+        self.log.append(("close", self.name))
+
+
+def _two_programmers(log: list[tuple[str, str]]):
+    """Slot 1 through programmer ``first``, slot 2 through ``second``."""
+    first, second = _Logged("first", log), _Logged("second", log)
+    return lambda spec, device: first if spec.slot == 1 else second
+
+
+def test_places_of_two_programmers_are_read_last_group_first_and_written_in_plan_order(inv):
+    log: list[tuple[str, str]] = []
+    summary = Provisioner(inv, _two_programmers(log)).run(PLAN, VirtualPool(1, prefix="tp"))
+    assert [(o.target, o.result) for o in summary.outcomes] == [("1", "done"), ("2", "done")]
+    # the first group's connection stays open from its read to its write: one key open
+    # at a time
+    assert log == [("open", "second"), ("close", "second"), ("open", "first"),
+                   ("close", "first"), ("open", "second"), ("close", "second")]
+
+
+def test_places_of_two_programmers_held_by_another_inventory_are_named_in_plan_order(
+        inv, tmp_path):
+    with opened(str(tmp_path / "theirs.db")) as other:
+        Provisioner(other, applet).run(PLAN, VirtualPool(1, prefix="tq"))
+    log: list[tuple[str, str]] = []
+    summary = Provisioner(inv, _two_programmers(log)).run(PLAN, VirtualPool(1, prefix="tq"))
+    what = ("slot 1 is programmed (challenge-response); slot 2 is programmed (it types on "
+            "touch: HOTP, Yubico OTP or a static password)")
+    assert [(o.target, o.result, o.reason, o.message) for o in summary.outcomes] == [
+        (t, "refused", "occupied", f"{what}, which this inventory did not write: pass "
+                                   "--overwrite to replace it") for t in ("1", "2")]
+    assert log == [("open", "second"), ("close", "second"), ("open", "first"),
+                   ("close", "first")]  # the kept connection is closed too
+    assert inv.records() == []
+
+
+class _OathApplet:
+    """A virtual key's OATH applet, through yubikit's OathSession in process."""
+
+    name = "oath-applet"
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        from hwtoken.emulator.transports.card_direct import DirectCardConnection
+        from hwtoken.yubikey.oath import OathClient
+
+        with AppletProgrammer().connect(device) as otp:
+            yield _OathConnection(OathClient(DirectCardConnection(otp.key)))
+
+
+def test_an_access_code_is_left_on_otp_slots_only(inv):
+    code = b"\x01\x02\x03\x04\x05\x06"
+    plan = [Spec(Mode.CHALRESP, slot=2), Spec(Mode.OATH_TOTP, name="mail")]
+    oath = _OathApplet()
+    summary = Provisioner(inv, lambda s, d: oath if s.application == "oath" else applet(s, d)
+                          ).run(plan, VirtualPool(1, prefix="ao"), new_access_code=code)
+    assert [(o.application, o.target, o.result) for o in summary.outcomes] == [
+        ("otp", "2", "done"), ("oath", "mail", "done")]
+    codes = {r.application: inv.access_code(r) for r in inv.records()}
+    assert codes == {"otp": code, "oath": None}
+
+
+@pytest.mark.parametrize(("exc", "with_traceback"), [(DeviceError("cable pulled"), False),
+                                                     (ValueError("bad frame"), True)])
+@pytest.mark.parametrize(("where", "message"), [("read", "reading key failed"),
+                                                ("connect", "opening key failed")])
+def test_a_key_failing_to_open_or_read_is_logged_with_a_traceback_only_for_a_library_error(
+        inv, caplog, exc, with_traceback, where, message):
+    caplog.set_level(logging.DEBUG, logger=runner.__name__)
+    key = _ReadFails(exc) if where == "read" else _Failing(exc, on="connect")
+    (failed,) = Provisioner(inv, lambda s, d: key).run(
+        CHALRESP, VirtualPool(1, prefix="lg")).outcomes
+    assert failed.result == "failed"
+    (debug,) = [r for r in caplog.records if r.getMessage() == message]
+    assert debug.levelno == logging.DEBUG
+    assert (debug.exc_info[1] if debug.exc_info else None) is (exc if with_traceback else None)
+
+
+def _events(inv, kind: str) -> list[tuple]:
+    return [tuple(r) for r in inv.query("SELECT serial, message, place FROM events "
+                                        "WHERE kind = ? ORDER BY id", (kind,))]
+
+
+def test_a_typed_code_is_logged_as_the_check_and_a_wrong_one_as_the_error(inv):
+    rec = _pending(inv, "tl", "program", Spec(Mode.HOTP, slot=1))
+    code = hotp_code(inv.secret(rec), 0, 6)
+    wrong_code = "000000" if code != "000000" else "111111"
+    wrong = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: [wrong_code]})
+    msg = "the code typed for slot 1 does not match its recorded secret (the record stays " \
+          "pending)"
+    assert wrong.outcomes == [Outcome(rec.serial, rec.device, "failed", msg)]
+    assert inv.get(rec.key).last_error == msg
+    assert _events(inv, "error") == [(rec.serial, msg, "slot 1")]
+    done = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: ["1", code]})
+    assert [(o.result, o.message) for o in done.outcomes] == [
+        ("done", "checked by the code typed by hand")]
+    assert _events(inv, "checked") == [(rec.serial, "checked by a code typed by hand",
+                                        "slot 1")]
+    after = inv.get(rec.key)
+    assert (after.state, after.counter, after.last_error) == (State.DONE, 1, None)
+
+
+def test_resume_asks_the_key_when_no_code_was_typed_for_its_record(inv):
+    typing = _pending(inv, "ty", "program", Spec(Mode.HOTP, slot=1))
+    chalresp = _pending(inv, "tz", "program")
+    summary = Provisioner(inv, applet).resume(
+        RecordedKeys(), codes={chalresp.serial: [hotp_code(inv.secret(chalresp), 0, 6)]})
+    # settled through the keys themselves: the codes are for typing slots only
+    assert sorted((o.serial, o.result, o.message) for o in summary.outcomes) == sorted(
+        [(typing.serial, "done", ""), (chalresp.serial, "done", "")])
+    assert _events(inv, "checked") == []
+
+
+def test_resume_keeps_no_access_code_for_an_oath_credential(inv):
+    spec = Spec(Mode.OATH_TOTP, name="mail")
+    oath = _OathApplet()
+    with pytest.raises(_Crash):
+        Provisioner(inv, lambda s, d: oath, hook=_crash_after("record")).run(
+            spec, VirtualPool(1, prefix="oa"))
+    (rec,) = inv.records()
+    settled = Provisioner(inv, lambda s, d: oath).resume(RecordedKeys(),
+                                                          access_code=b"\x01" * 6)
+    assert settled.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
+    after = inv.get(rec.key)
+    assert after.state is State.DONE and after.access_code is None
+
+
+def test_provision_leaves_a_foreign_place_alone_unless_told_to_overwrite(inv, tmp_path):
+    theirs = _foreign(tmp_path / "theirs.db", "pf")
+    device = Device(theirs.serial, theirs.device)
+    refused = Provisioner(inv, applet).provision(CHALRESP, device)
+    assert (refused.result, refused.reason) == ("refused", "occupied")
+    assert inv.records() == []
+    done = Provisioner(inv, applet).provision(CHALRESP, device, overwrite=True)
+    assert (done.result, done.target) == ("done", "2")
+
+
+def test_provision_takes_the_access_codes_it_is_given(inv):
+    (device,) = VirtualPool(1, prefix="pc").arrivals()
+    code, other = b"\x01\x02\x03\x04\x05\x06", b"\x0a\x0b\x0c\x0d\x0e\x0f"
+    assert Provisioner(inv, applet).provision(CHALRESP, device,
+                                              new_access_code=code).result == "done"
+    (rec,) = inv.records()
+    assert inv.access_code(rec) == code
+    # programmed again elsewhere: this inventory forgets it, and must be given the code
+    inv.query("DELETE FROM records")
+    again = Provisioner(inv, applet).provision(CHALRESP, device, overwrite=True,
+                                               access_code=code, new_access_code=other)
+    assert again.result == "done" and inv.access_code(inv.get(rec.key)) == other
+
+
+def test_provision_reports_a_busy_key_at_once(inv):
+    (device,) = VirtualPool(1, prefix="pb").arrivals()
+    with _held(_record_of(device)) as busy_msg:
+        outcome = Provisioner(inv, applet).provision(CHALRESP, device)
+    assert outcome == Outcome(device.serial, device.spec, "busy", busy_msg)
+    assert inv.records() == []
+
+
+def test_a_key_without_a_serial_or_model_is_checked_for_each_place_of_the_plan(inv):
+    asked: list[tuple[Spec, Device]] = []
+
+    def programmer_for(spec: Spec, device: Device):
+        asked.append((spec, device))
+        return AppletProgrammer()
+
+    class _Anonymous(_NoSerial):
+        def arrivals(self):
+            yield Device(None, "/dev/hidraw8")
+
+    summary = Provisioner(inv, programmer_for).run(PLAN, _Anonymous(None))
+    assert summary.outcomes == [Outcome(None, "/dev/hidraw8", "refused", "a key shows no "
+                                        "serial number, so its records could not be told "
+                                        "apart: take it out")]
+    assert asked == [(PLAN[0], Device(None, "/dev/hidraw8")),
+                     (PLAN[1], Device(None, "/dev/hidraw8"))]
+
+
+def test_a_typed_code_outcome_names_its_place(inv):
+    rec = _pending(inv, "tn", "program", Spec(Mode.HOTP, slot=1))
+    code = hotp_code(inv.secret(rec), 0, 6)
+    wrong = Provisioner(inv, applet).resume(
+        RecordedKeys(), codes={rec.serial: ["000000" if code != "000000" else "111111"]})
+    done = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: [code]})
+    for summary, result in ((wrong, "failed"), (done, "done")):
+        (outcome,) = summary.outcomes
+        assert (outcome.result, outcome.application, outcome.target, outcome.mode) == (
+            result, "otp", "1", "hotp")
+
+
+def test_resume_checks_a_yubico_otp_slot_with_its_public_id(inv):
+    rec = _pending(inv, "yr", "program", Spec(Mode.YUBIOTP, slot=1))
+    assert rec.params["public_id"]
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", False)]
+
+
+def test_resume_leaves_the_recorded_access_code_on_the_slot(inv):
+    code = b"\x01\x02\x03\x04\x05\x06"
+    with pytest.raises(_Crash):
+        Provisioner(inv, applet, hook=_crash_after("record")).run(
+            CHALRESP, VirtualPool(1, prefix="rc"), new_access_code=code)
+    (rec,) = inv.records()
+    assert inv.access_code(rec) == code
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
+    assert inv.access_code(inv.get(rec.key)) == code
+    key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
+    try:
+        assert key.otp.slot_config(rec.slot).acc_code == code
+    finally:
+        key.close()
+
+
+def test_each_step_hands_on_the_record_as_it_stands(inv):
+    seen: list[tuple] = []
+
+    def hook(step: str, rec: Record) -> None:
+        seen.append((step, rec.state, rec.counter, rec.attempts, rec.programmed_at is None))
+
+    (done,) = Provisioner(inv, applet, hook=hook).run(
+        Spec(Mode.HOTP, slot=1), VirtualPool(1, prefix="st")).outcomes
+    assert done.result == "done"
+    assert seen == [("record", State.PENDING, 0, 0, True),
+                    ("program", State.PENDING, 0, 1, True),
+                    ("verify", State.PENDING, 0, 1, True),
+                    ("done", State.DONE, 1, 1, True)]
+    rec = only(inv, done.serial)
+    assert (rec.state, rec.counter, rec.attempts) == (State.DONE, 1, 1)
+    assert rec.programmed_at is not None and rec.programmed_at > 1_700_000_000
+
+
+def test_resume_outcomes_name_the_place_and_the_key_is_opened_for_its_spec(inv, no_busy_wait):
+    missing = _pending(inv, "pm", "record", Spec(Mode.HOTP, slot=1))
+    key_file = paths.virtual_key_path(missing.device[4:])
+    key_file.rename(key_file.with_name("elsewhere"))
+    broken = _pending(inv, "pf", "record")
+    busy = _pending(inv, "pz", "record")
+    asked: list[Spec] = []
+
+    def programmer_for(spec: Spec, device: Device):
+        asked.append(spec)
+        if device.serial == broken.serial:
+            return _Failing(DeviceError("cable pulled"), on="connect")
+        return AppletProgrammer()
+
+    with _held(busy) as busy_msg:
+        summary = Provisioner(inv, programmer_for).resume(RecordedKeys())
+    assert [(o.serial, o.result, o.message, o.application, o.target, o.mode)
+            for o in summary.outcomes] == [
+        (missing.serial, "missing", MISSING, "otp", "1", "hotp"),
+        (broken.serial, "failed", "cable pulled", "otp", "2", "chalresp"),
+        (busy.serial, "busy", busy_msg, "otp", "2", "chalresp")]
+    assert asked == [broken.spec, busy.spec, busy.spec]  # the busy key: once more at the end
+
+
+def test_resume_retries_a_busy_key_with_the_access_code_it_was_given(inv, tmp_path, clock):
+    code = b"\x01\x02\x03\x04\x05\x06"
+    with opened(str(tmp_path / "theirs.db")) as other:
+        Provisioner(other, applet).run(CHALRESP, VirtualPool(1, prefix="rl"),
+                                       new_access_code=code)
+    refused = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="rl"),
+                                           overwrite=True)
+    assert [o.reason for o in refused.outcomes] == ["access-code"]
+    (rec,) = inv.records()
+    with _busy(clock, [rec], until=1):
+        summary = Provisioner(inv, applet).resume(RecordedKeys(), access_code=code)
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
+    assert clock.sleeps == 1

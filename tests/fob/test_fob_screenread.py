@@ -7,7 +7,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwtoken.fob.screenread import read_screen
+from hwtoken.fob.firmware import load_host_modules
+from hwtoken.fob.framebuf import _FONT, MONO_VLSB, FrameBuffer
+from hwtoken.fob.screenread import _cell, read_screen
 from hwtoken.fob.simulate import FobAccount, Screen, render
 from hwtoken.otp import TOTP
 
@@ -76,3 +78,89 @@ def test_fuzz_what_is_drawn_is_what_is_read(name, t, alg, digits, period, count,
     if not nxt and tz is not None:
         minutes = (t // 60 + tz) % 1440
         assert r.clock == f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _drawn(draw) -> Screen:
+    """A screen drawn by ``draw(fb, firmware)`` with the firmware's own screen code."""
+    buf = bytearray(1024)
+    draw(FrameBuffer(buf, 128, 64, MONO_VLSB), load_host_modules())
+    return Screen(bytes(buf))
+
+
+def test_messages_of_five_lines_and_titles_of_any_length():
+    screen = _drawn(lambda fb, fw: fw.screen.draw_message(
+        fb, "HELLO WORLD!", ["one", "  two", "", "four", "five is the last"]))
+    assert read_screen(screen).to_dict() == {
+        "kind": "message", "title": "HELLO WORLD!",
+        "lines": ["one", "  two", "four", "five is the last"]}
+    assert read_screen(screen).summary() == ("HELLO WORLD! / one /   two / four / five is "
+                                             "the last")
+    # a title that cannot be read (a pixel of its bar is off): the lines still are
+    buf = bytearray(screen.buffer)
+    buf[127] &= ~0x10  # the bar's row 4 at x 127, right of the title
+    r = read_screen(Screen(bytes(buf)))
+    assert (r.kind, r.title, r.summary()) == ("message", None, " / one /   two / four / five "
+                                                                "is the last")
+    r = read_screen(_drawn(lambda fb, fw: fw.screen.draw_message(fb, "ODD", [])))
+    assert (r.kind, r.title, r.lines, r.summary()) == ("message", "ODD", [], "ODD")
+    # a message whose line is not text: not read as a message with fewer lines
+    buf = bytearray(screen.buffer)
+    buf[2 * 128 + 3] ^= 0x5A  # page 2 holds the first line (y 16-23)
+    assert read_screen(Screen(bytes(buf))).to_dict() == {"kind": "unknown"}
+    assert read_screen(Screen(bytes(buf))).summary() == "unknown"
+
+
+def test_the_next_code_view_reads_whole():
+    two = [FobAccount("github", SECRET), FobAccount("mail", SECRET)]
+    totp = TOTP.from_secret(SECRET)
+    # "nxt 123456 20s": 14 characters, centred on a character boundary
+    r = read_screen(render(two, 1700000020, index=1, show_next=True))
+    assert r.to_dict() == {"kind": "code", "account": "mail", "position": "2/2",
+                           "code": totp.at(1700000020), "next_code": totp.at(1700000050),
+                           "seconds_left": 20}
+    assert r.summary() == (f"'mail', 2/2, code {totp.at(1700000020)}, next "
+                           f"{totp.at(1700000050)}, 20 s left")
+    eight = TOTP.from_secret(SECRET, digits=8, period=86400)
+    r = read_screen(render([FobAccount("day", SECRET, "SHA1", 8, 86400)], 1700000000,
+                           show_next=True))  # too long for "nxt ": the code and seconds
+    assert (r.kind, r.code, r.next_code, r.seconds_left) == (
+        "code", eight.at(1700000000), eight.at(1700086400), 86400 - 1700000000 % 86400)
+
+
+def test_a_code_without_a_bar_label_reads_without_seconds():
+    two = [FobAccount("github", SECRET), FobAccount("b", SECRET)]
+    buf = bytearray(render(two, 1700000005).buffer)
+    for x in range(128):  # rows 54 to 63 (the bar and its label) cleared
+        buf[6 * 128 + x] &= 0x3F
+        buf[7 * 128 + x] = 0
+    r = read_screen(Screen(bytes(buf)))
+    assert r.to_dict() == {"kind": "code", "account": "github", "position": "1/2",
+                           "code": "324550"}
+    assert r.summary() == "'github', 1/2, code 324550"
+    # a bottom line that is text all the way across is not a bar's label
+    fb = FrameBuffer(buf, 128, 64, MONO_VLSB)
+    fb.text("1" + " " * 12 + "15s", 0, 54, 1)
+    r = read_screen(Screen(bytes(buf)))
+    assert (r.kind, r.code, r.seconds_left) == ("code", "324550", None)
+
+
+def _glyph_at(x: int, y: int, ch: str = "A") -> Screen:
+    """A screen holding ``ch``'s pixels at x, y addressed as Screen.pixel does, so the
+    bytes that wrap around the edges spell the glyph."""
+    buf = bytearray(1024)
+    cols = _FONT[(ord(ch) - 32) * 8:(ord(ch) - 31) * 8]
+    for cx in range(8):
+        for r in range(8):
+            if cols[cx] >> r & 1:
+                xx, yy = x + cx, y + r
+                buf[(yy >> 3) * 128 + xx] |= 1 << (yy & 7)
+    return Screen(bytes(buf))
+
+
+def test_a_glyph_cut_by_the_edge_is_not_read():
+    assert _cell(_glyph_at(120, 0), 120, 0) == "A"  # right at the edge: read
+    assert _cell(_glyph_at(0, 56), 0, 56) == "A"
+    for x, y in [(-1, 0), (0, -1), (121, 0), (121, 8)]:
+        assert _cell(_glyph_at(x, y), x, y) is None, (x, y)
+    assert _cell(Screen(bytes(1024)), 0, 57) is None
+    assert _cell(Screen(bytes(1024)), 64, 60) is None

@@ -18,6 +18,10 @@ from hwtoken.errors import InvalidInput
 from hwtoken.fob.settings import (
     SETTINGS,
     Changes,
+    _choice,
+    _gpio,
+    _int_in,
+    _seconds,
     migration_script,
     parse_assignments,
     shown,
@@ -290,3 +294,175 @@ def test_settings_are_shown_as_text_never_the_password():
                            "sleep_after": "0", "show_clock": "off", "utc_offset": "-05:30",
                            "wifi_ssid": "home", "wifi_password": "set"}
     assert shown({"wifi_password": False}) == {"wifi_password": "not set"}
+
+
+def _parsed(key: str, text: str):
+    return parse_assignments([f"{key}={text}"]).values[key]
+
+
+def _refused(item: str) -> str:
+    with pytest.raises(InvalidInput) as exc:
+        parse_assignments([item])
+    return str(exc.value)
+
+
+def test_each_range_is_checked_at_both_ends():
+    for key, low, high in [("oled_addr", 8, 119), ("i2c_bus", 0, 1), ("sda", 0, 48),
+                           ("scl", 0, 48), ("button_a", 0, 48), ("button_b", 0, 48),
+                           ("i2c_freq", 10_000, 1_000_000), ("brightness", 0, 255),
+                           ("dim_brightness", 0, 255), ("dim_after", 1, 86400),
+                           ("sleep_after", 0, 86400), ("long_press_ms", 200, 5000)]:
+        assert _parsed(key, f" {low} ") == low and _parsed(key, str(high)) == high
+        for bad in (low - 1, high + 1):
+            message = _refused(f"{key}={bad}")
+            assert message.startswith(f"{key}: ") and f"must be from {low} to {high}, " \
+                f"not '{bad}'" in message, message
+    assert _parsed("oled_addr", "0x3c") == 60 and _parsed("i2c_freq", "0o1000000") == 262144
+    assert _refused("i2c_bus=2") == "i2c_bus: the I2C bus must be from 0 to 1, not '2'"
+    assert _refused("i2c_freq=9999") == ("i2c_freq: the I2C clock must be from 10000 to "
+                                         "1000000, not '9999'")
+    assert _refused("long_press_ms=199") == ("long_press_ms: a long press must be from 200 "
+                                             "to 5000, not '199'")
+    assert _refused("sleep_after=86401") == ("sleep_after: the time in seconds must be from 0 "
+                                             "to 86400, not '86401'")
+
+
+def test_the_words_each_setting_takes():
+    for text in ("none", " None ", "NONE"):
+        assert _parsed("button_a", text) is None and _parsed("button_b", text) is None
+    for key in ("sda", "scl"):
+        assert _refused(f"{key}=none") == (f"{key}: a GPIO number must be a whole number "
+                                           "from 0 to 48, not 'none'")
+    for text, seconds in [("never", 0), (" Never ", 0), ("NEVER", 0), ("0s", 0), ("45s", 45),
+                          (" 45 ", 45), ("86400s", 86400)]:
+        assert _parsed("sleep_after", text) == seconds
+    assert _parsed("dim_after", " 20s ") == 20
+    assert _refused("dim_after=never") == ("dim_after: the time in seconds must be a whole "
+                                           "number from 1 to 86400, not 'never'")
+    assert _refused("sleep_after=10m") == ("sleep_after: the time in seconds must be a whole "
+                                           "number from 0 to 86400, not '10m'")
+    for board in ("auto", "pico", "picow", "esp32"):
+        assert _parsed("board", board) == board
+    assert _refused("board=Pico") == ("board: must be one of auto, pico, picow, esp32, "
+                                      "not 'Pico'")
+    assert _refused("board= pico") == ("board: must be one of auto, pico, picow, esp32, "
+                                       "not ' pico'")
+    for text, value in [("on", True), (" YES ", True), ("true", True), ("1", True),
+                        ("Off", False), ("no", False), ("FALSE", False), ("0", False)]:
+        assert _parsed("show_clock", text) is value
+    assert _refused("show_clock=2") == "show_clock: must be on or off, not '2'"
+    for host in ("pool.ntp.org", "ntp1", "time.example.org.", "a-b.c", "1.2.3.4",
+                 "x" * 63 + ".org"):
+        assert _parsed("ntp_host", host) == host
+    for host in ("-a.org", "a-.org", "a..org", "x" * 64 + ".org", "", "a_b.org",
+                 ".".join(["abc"] * 64)):
+        assert _refused(f"ntp_host={host}" if host else "ntp_host= ") == (
+            f"ntp_host: must be a host name such as pool.ntp.org, not {host or ' '!r}")
+
+
+def test_utc_offsets():
+    for text, minutes in [("UTC", 0), ("utc", 0), ("Z", 0), ("z", 0), ("0", 0),
+                          ("+00:00", 0), ("-00:00", 0), (" +01:00 ", 60), ("+1", 60),
+                          ("-1", -60), ("+10", 600), ("-0530", -330), ("+05:30", 330),
+                          ("utc-03:00", -180), ("+02:59", 179), ("-12:00", -720),
+                          ("+14:00", 840), ("-00:30", -30), ("+0000", 0), ("+123", 83)]:
+        value = _parsed("utc_offset", text)
+        # a whole number: settings.json holds it as one (the firmware ignores a float)
+        assert value == minutes and type(value) is int, text
+    for text in ("+02:60", "+2:5", "02:00", "+02:00:00", "UTC+", "UTC0", "1", "+ 1"):
+        assert _refused(f"utc_offset={text}") == (
+            "utc_offset: must be an offset from UTC such as +02:00 or -05:30 (or UTC), "
+            f"not {text!r}"), text
+    for text in ("-12:01", "+14:01", "-13", "+15", "+99:59"):
+        assert _refused(f"utc_offset={text}") == (
+            f"utc_offset: must be from -12:00 to +14:00, not {text!r}"), text
+
+
+def test_the_wifi_checks_at_their_limits():
+    for ssid in ("x" * 32, "é" * 16, " ", "a b~\x7f"):
+        assert wifi_changes(ssid, "").values["wifi_ssid"] == ssid
+    for ssid in ("\x1f", "a\x00", "\x01b"):
+        with pytest.raises(InvalidInput) as exc:
+            wifi_changes(ssid, "")
+        assert str(exc.value) == "the Wi-Fi network name (SSID) holds a control character"
+    for password in ("p" * 8, "p" * 63, " " * 8, "~" * 8, "ABCDEF0123456789" * 4, ""):
+        assert wifi_changes("home", password).values["wifi_password"] == password
+    for password in ("p" * 7, "p" * 64, "g" * 64, "p" * 7 + "\x7f", "p" * 7 + "\x1f",
+                     "p" * 7 + "é", "0" * 65):
+        with pytest.raises(InvalidInput) as exc:
+            wifi_changes("home", password)
+        assert str(exc.value).startswith("a WPA2 Wi-Fi password is 8 to 63"), password
+
+
+def test_assignments_set_and_reset_in_order():
+    assert parse_assignments([]) == Changes() and not Changes()
+    assert Changes({"sda": 1}) and Changes({}, ("sda",))
+    ch = parse_assignments([" sda =4", "scl=", "scl=5", "scl=", "sda=6"])
+    assert ch == Changes({"sda": 6}, ("scl",))
+    with pytest.raises(InvalidInput) as exc:
+        parse_assignments(["brightness=="])
+    assert str(exc.value) == ("brightness: brightness must be a whole number from 0 to 255, "
+                              "not '='")
+
+
+def test_changes_merge():
+    first = Changes({"sda": 4, "scl": 5}, ("brightness", "board"))
+    second = Changes({"brightness": 9}, ("sda", "board"))
+    assert first.merged(second) == Changes({"scl": 5, "brightness": 9}, ("board", "sda"))
+    assert second.merged(first) == Changes({"sda": 4, "scl": 5}, ("board", "brightness"))
+    assert first.merged(Changes()) == first and Changes().merged(first) == first
+
+
+def test_settings_shown_in_their_order():
+    info = {"ntp_host": "pool.ntp.org", "oled_addr": 8, "sda": 4, "show_clock": True,
+            "utc_offset": 0, "wifi_password": "", "dim_after": 15, "unknown": 1,
+            "board": "pico"}
+    out = shown(info)
+    assert list(out) == ["board", "oled_addr", "sda", "dim_after", "show_clock", "utc_offset",
+                         "wifi_password", "ntp_host"]
+    assert out == {"board": "pico", "oled_addr": "0x08", "sda": "4", "dim_after": "15",
+                   "show_clock": "on", "utc_offset": "+00:00", "wifi_password": "not set",
+                   "ntp_host": "pool.ntp.org"}
+    assert shown({"utc_offset": 840, "oled_addr": 0x3C})["utc_offset"] == "+14:00"
+    assert shown({"utc_offset": -30, "oled_addr": 0x3C}) == {"oled_addr": "0x3C",
+                                                            "utc_offset": "-00:30"}
+    assert shown({"utc_offset": -750})["utc_offset"] == "-12:30"
+
+
+def test_the_parsers_each_kind_of_setting_is_built_with():
+    """The parsers SETTINGS holds, built afresh (the table's were built at import)."""
+    def refused(parse, text):
+        with pytest.raises(InvalidInput) as exc:
+            parse(text)
+        return str(exc.value)
+
+    addr = _int_in(8, 119, "an I2C address")
+    assert (addr(" 0x3c "), addr("8"), addr("119"), addr("0o10")) == (60, 8, 119, 8)
+    assert refused(addr, "7") == "an I2C address must be from 8 to 119, not '7'"
+    assert refused(addr, "120") == "an I2C address must be from 8 to 119, not '120'"
+    assert refused(addr, "x1") == ("an I2C address must be a whole number from 8 to 119, "
+                                   "not 'x1'")
+    for optional in (False, True):
+        pin = _gpio(optional)
+        assert (pin("0"), pin(" 48 ")) == (0, 48)
+        assert refused(pin, "49") == "a GPIO number must be from 0 to 48, not '49'"
+        assert refused(pin, "-1") == "a GPIO number must be from 0 to 48, not '-1'"
+    assert [_gpio(True)(t) for t in ("none", " NONE ", "None")] == [None, None, None]
+    assert refused(_gpio(False), "none") == ("a GPIO number must be a whole number from 0 "
+                                            "to 48, not 'none'")
+    never = _seconds(0)
+    assert [never(t) for t in ("never", " NEVER ", "0", "0s", " 86400s ", "45")] == [
+        0, 0, 0, 0, 86400, 45]
+    assert refused(never, "86401s") == ("the time in seconds must be from 0 to 86400, "
+                                        "not '86401'")
+    assert refused(never, "ss") == ("the time in seconds must be a whole number from 0 to "
+                                    "86400, not 's'")
+    dim = _seconds(1)
+    assert (dim("1"), dim("15s"), dim(" 86400 ")) == (1, 15, 86400)
+    assert refused(dim, "never") == ("the time in seconds must be a whole number from 1 to "
+                                     "86400, not 'never'")
+    assert refused(dim, "0s") == "the time in seconds must be from 1 to 86400, not '0'"
+    board = _choice("auto", "pico")
+    assert (board("auto"), board("pico")) == ("auto", "pico")
+    assert refused(board, "Pico") == "must be one of auto, pico, not 'Pico'"
+    assert refused(board, "") == "must be one of auto, pico, not ''"

@@ -14,13 +14,14 @@ import itertools
 import json
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hwtoken.errors import DeviceError, InvalidInput, SetupError
 from hwtoken.fob.emulator import locate
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 20.0
 BUTTONS = {"next": ("a", False), "prev": ("b", False), "long": ("a", True)}
+NODE_ERROR = re.compile(r"\w*Error\b[^:]*: ")  # "TypeError: ...", "Error [ERR_...]: ..."
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ class Frame:
 
 def display_state(on: bool, contrast: int) -> str:
     return "off" if not on else "dim" if contrast < 64 else "on"
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The lines of ``stream`` until it ends or :meth:`FobEmulator.stop` closes it (from
+    any thread: the reader's own too, in a callback)."""
+    with contextlib.suppress(ValueError, OSError):
+        yield from stream
 
 
 class FobEmulator:
@@ -104,21 +113,28 @@ class FobEmulator:
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name="hwtoken-fob-emulator")
         self._reader.start()
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        drain.start()
         with self._cond:
-            if not self._cond.wait_for(lambda: self._ready or not self.alive, timeout):
-                self.stop()
-                raise SetupError(f"the virtual fob did not start within {timeout:.0f} s")
+            started = self._cond.wait_for(lambda: self._ready or not self.alive, timeout)
+        if not started:  # (stopped without the lock: the reader thread needs it to end)
+            self.stop()
+            raise SetupError(f"the virtual fob did not start within {timeout:.0f} s")
         if not self._ready:
+            drain.join(5)  # all it wrote on stderr, up to its end
             why = self.failure()
             self.stop()
             raise SetupError(f"the virtual fob's Node.js process failed: {why}")
         return self
 
     def failure(self) -> str:
-        """The last line the Node.js process wrote on stderr (why it ended)."""
-        lines = b"".join(self._stderr).decode("utf-8", "replace").strip().splitlines()
-        return lines[-1][:300] if lines else "no message"
+        """Why the Node.js process ended: the last error line it wrote on stderr (an uncaught
+        exception's ``Error: ...``, which Node.js follows with its stack and version), else
+        its last line."""
+        text = b"".join(self._stderr).decode("utf-8", "replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if NODE_ERROR.match(ln)]
+        return (errors or lines)[-1][:300] if lines else "no message"
 
     @property
     def alive(self) -> bool:
@@ -159,7 +175,7 @@ class FobEmulator:
     def _read(self) -> None:
         proc = self._proc
         assert proc is not None and proc.stdout is not None
-        for line in proc.stdout:
+        for line in _lines(proc.stdout):
             try:
                 msg = json.loads(line)
             except ValueError:
@@ -186,6 +202,9 @@ class FobEmulator:
                 self._cond.notify_all()
             if ev == "frame" and self.on_frame is not None:
                 self.on_frame(self._frame)
+        # its output has ended: it is exiting; once it has, waiters see it is not alive
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
         with self._cond:
             self._cond.notify_all()
 
@@ -193,9 +212,10 @@ class FobEmulator:
         proc = self._proc
         if proc is None or proc.stderr is None:
             return
-        for chunk in iter(lambda: proc.stderr.read(4096), b""):  # type: ignore[union-attr]
-            self._stderr.append(chunk)
-            del self._stderr[:-16]
+        with contextlib.suppress(ValueError, OSError):  # stop() closed it
+            for chunk in iter(lambda: proc.stderr.read(4096), b""):  # type: ignore[union-attr]
+                self._stderr.append(chunk)
+                del self._stderr[:-16]
 
     @property
     def frame(self) -> Frame:

@@ -433,3 +433,154 @@ def test_derive_reads_the_recorded_argon2id_parameters(monkeypatch):
     again = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
     assert again.open(sealer.seal(b"s", b"r"), b"r") == b"s"
     assert Sealer(_argon2id(b"pw", doc)).open(doc["check"], b"check") == CHECK_PLAINTEXT
+
+
+# -- edges ----------------------------------------------------------------------------------
+def test_the_shortest_blob_is_opened_not_called_damaged():
+    shortest = base64.b64encode(b"\x01" + bytes(12 + 16)).decode()  # version, nonce, tag
+    assert _refusal(shortest) == TAMPERED
+    assert _refusal(base64.b64encode(b"\x01" + bytes(12 + 15)).decode()) == DAMAGED
+    assert _refusal("") == DAMAGED
+
+
+def test_argon2id_available_asks_cryptography(monkeypatch):
+    import sys
+
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    assert sealing.argon2id_available() is bool(backend.argon2_supported())
+    monkeypatch.setattr(backend, "argon2_supported", lambda: 0)
+    assert sealing.argon2id_available() is False
+    monkeypatch.setattr(backend, "argon2_supported", lambda: 1)
+    assert sealing.argon2id_available() is True
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.kdf.argon2", None)
+    assert sealing.argon2id_available() is False  # an older cryptography: no such module
+
+
+def test_new_passphrase_kdf_has_a_fresh_16_byte_salt(monkeypatch):
+    first, second = sealing.new_passphrase_kdf(), sealing.new_passphrase_kdf()
+    assert first["salt"] != second["salt"]
+    assert len(base64.b64decode(first["salt"], validate=True)) == 16
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: True)
+    doc = sealing.new_passphrase_kdf()
+    assert doc == {"kdf": "argon2id", "memory_kib": 65536, "iterations": 3, "lanes": 4,
+                   "salt": doc["salt"]}
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: False)
+    doc = sealing.new_passphrase_kdf()
+    assert doc == {"kdf": "scrypt", "n": 2**17, "r": 8, "p": 1, "salt": doc["salt"]}
+
+
+def test_a_key_file_that_is_a_directory_or_33_raw_bytes(tmp_path):
+    with pytest.raises(InvalidInput) as e:
+        read_key_file(tmp_path)
+    assert str(e.value) == f"cannot read the inventory key file {tmp_path}: Is a directory"
+    path = tmp_path / "inventory.key"
+    path.write_bytes(KEY + b"\n")  # 33 bytes: not raw, and no text
+    with pytest.raises(InvalidInput) as e:
+        read_key_file(path)
+    assert str(e.value) == (f"the inventory key file {path} must hold 32 bytes (raw, hex or "
+                            "base64)")
+    path.write_bytes(base64.b64encode(KEY)[:-1] + b"\n")  # base64 with its padding cut
+    with pytest.raises(InvalidInput):
+        read_key_file(path)
+
+
+def test_an_empty_key_file_name_is_none(monkeypatch, tmp_path):
+    assert Unlocker(key_file="").key_file is None
+    monkeypatch.setenv(KEY_FILE_ENV, "")
+    assert Unlocker().key_file is None
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "env.key"))
+    assert Unlocker(key_file="").key_file == str(tmp_path / "env.key")
+    assert not Unlocker(passphrase="").has_passphrase
+    monkeypatch.setenv(PASSPHRASE_ENV, "")
+    assert not Unlocker().has_passphrase
+    with pytest.raises(InvalidInput, match="^the inventory needs a passphrase: "):
+        Unlocker(passphrase="", prompt=lambda new: "").passphrase(True)
+
+
+def test_a_new_inventorys_passphrase_goes_through_the_policy():
+    checked: list[str] = []
+
+    def policy(value: str) -> None:
+        checked.append(value)
+        if len(value) < 8:
+            raise InvalidInput("the passphrase is too short")
+
+    assert Unlocker(passphrase="long enough", new_policy=policy).passphrase(True) == (
+        "long enough")
+    assert Unlocker(passphrase="short", new_policy=policy).passphrase(False) == "short"
+    assert checked == ["long enough"]  # an existing inventory's passphrase is what it is
+    with pytest.raises(InvalidInput) as e:
+        Unlocker(passphrase="short", new_policy=policy).passphrase(True)
+    assert str(e.value) == "the passphrase is too short"
+    meta = Meta()
+    with pytest.raises(InvalidInput):
+        unlock(meta.get, meta.init, Unlocker(passphrase="short", new_policy=policy))
+    assert meta.values == {}  # nothing stored for a refused passphrase
+
+
+def test_the_stored_description_is_the_one_its_check_was_sealed_under(monkeypatch):
+    monkeypatch.setattr(sealing, "ARGON2_MEMORY_KIB", 64)
+    monkeypatch.setattr(sealing, "ARGON2_ITERATIONS", 1)
+    monkeypatch.setattr(sealing, "ARGON2_LANES", 1)
+    meta = Meta()
+    sealer = unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert list(meta.values) == ["sealing"]
+    doc = json.loads(meta.values["sealing"])
+    assert list(doc) == ["kdf", "memory_kib", "iterations", "lanes", "salt", "check"]
+    assert sealer.open(doc["check"], b"check") == CHECK_PLAINTEXT
+    with pytest.raises(WrongKey):
+        sealer.open(doc["check"], b"another")
+
+
+def test_the_argon2id_refusal_in_full(monkeypatch):
+    monkeypatch.setattr(sealing, "ARGON2_MEMORY_KIB", 64)
+    monkeypatch.setattr(sealing, "ARGON2_ITERATIONS", 1)
+    meta = Meta()
+    unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: False)
+    with pytest.raises(InvalidInput) as e:
+        unlock(meta.get, meta.init, Unlocker(passphrase="pw"))
+    assert str(e.value) == ("this inventory's key is derived with Argon2id, which the "
+                            "installed cryptography package cannot do: upgrade it (pip "
+                            "install 'cryptography>=44')")
+
+
+def test_unlock_reads_and_stores_the_sealing_entry_only(tmp_path):
+    """The description is the meta entry "sealing" (a key file inventory: no KDF to wait
+    for, so a wrong name fails at once instead of deriving keys over and over)."""
+    path = tmp_path / "inventory.key"
+    path.write_bytes(KEY)
+    calls: list[tuple[str, str]] = []
+    values: dict[str, str] = {}
+
+    def get(name: str) -> str | None:
+        calls.append(("get", name))
+        return values.get(name)
+
+    def init(name: str, value: str) -> str:
+        calls.append(("init", name))
+        if len(calls) > 10:
+            raise AssertionError(f"unlock keeps going: {calls}")
+        return values.setdefault(name, value)
+
+    unlock(get, init, Unlocker(key_file=path))
+    assert calls == [("get", "sealing"), ("init", "sealing")] and list(values) == ["sealing"]
+    calls.clear()
+    unlock(get, init, Unlocker(key_file=path))
+    assert calls == [("get", "sealing")]
+
+
+def test_a_new_scrypt_inventory_tells_the_prompt_and_the_policy_it_is_new(monkeypatch):
+    monkeypatch.setattr(sealing, "argon2id_available", lambda: False)
+    monkeypatch.setattr(sealing, "SCRYPT_N", 2**10)
+    meta, asked, checked = Meta(), [], []
+
+    def prompt(new: bool) -> str:
+        asked.append(new)
+        return "typed"
+
+    source = Unlocker(prompt=prompt, new_policy=checked.append)
+    unlock(meta.get, meta.init, source)
+    unlock(meta.get, meta.init, source)
+    assert asked == [True, False] and checked == ["typed"]

@@ -155,8 +155,9 @@ def _read(path: str, option: str) -> bytes:
 def _read_certificate(path: str) -> Any:
     from cryptography import x509
 
+    data = _read(path, "--ca-cert")  # its InvalidInput (a ValueError) says why, as it is
     try:
-        return x509.load_pem_x509_certificate(_read(path, "--ca-cert"))
+        return x509.load_pem_x509_certificate(data)
     except ValueError:
         raise InvalidInput(f"--ca-cert {path} holds no PEM certificate") from None
 

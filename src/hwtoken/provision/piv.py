@@ -112,6 +112,8 @@ def render_subject(template: str, serial: int, slot: str) -> str:
     """The subject (RFC 4514) of key ``serial``'s CSR: ``{serial}`` and ``{slot}`` filled."""
     try:
         return template.format_map(_Fields(serial=str(serial), slot=slot))
+    except InvalidInput:  # an unknown field: it says so (it is a ValueError too)
+        raise
     except (ValueError, IndexError, AttributeError) as exc:
         raise InvalidInput(f"--subject {template!r} is not a template: {exc} (write a "
                            "literal brace as {{ or }})") from None

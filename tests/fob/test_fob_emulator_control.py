@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import stat
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fob_support import _node
@@ -81,8 +84,17 @@ def test_frame_doc():
         "ram": BLANK, "on": False, "contrast": 0, "n": 0}
 
 
-def test_claim_makes_a_private_directory_and_holds_the_lock(tmp_path, monkeypatch):
-    state = tmp_path / "new" / "state"  # not there yet: made with its parents
+@pytest.fixture
+def short_dir():
+    """A directory short enough for a socket path under it (pytest's tmp_path under
+    xdist is not, on every machine)."""
+    d = Path(tempfile.mkdtemp(prefix="hwt-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_claim_makes_a_private_directory_and_holds_the_lock(short_dir, monkeypatch):
+    state = short_dir / "new" / "state"  # not there yet: made with its parents
     monkeypatch.setenv("HWTOKEN_STATE_DIR", str(state))
     assert ctl.runtime_dir() == state / "fob-emulators"
     lock = ctl.claim("bench")

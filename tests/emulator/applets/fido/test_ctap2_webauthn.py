@@ -1176,3 +1176,93 @@ def test_the_signature_counter_is_an_unsigned_32_bit_field(tmp_path):
         assert status == 0 and AuthenticatorData(assertion[2]).counter == 2**31 + 1
         status, silent = _raw(key, 0x02, {**request, 5: {"up": False}})
         assert status == 0 and silent[2][32] == 0x00  # neither UP nor UV
+
+
+# -- raw CTAP2: what getInfo lists, whom a token is for, who a response names ---------------
+def _resident(c: Ctap2, cp: ClientPin, name: str) -> bytes:
+    """A discoverable credential for ``name`` at example.com, made with a PIN token."""
+    cdh = os.urandom(32)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP.id)
+    made = c.make_credential(cdh, {"id": RP.id, "name": RP.name},
+                             {"id": name.encode(), "name": name, "displayName": name.title()},
+                             [{"type": "public-key", "alg": -7}], options={"rk": True},
+                             pin_uv_param=cp.protocol.authenticate(token, cdh),
+                             pin_uv_protocol=cp.protocol.VERSION)
+    return made.auth_data.credential_data.credential_id
+
+
+def _assert_with_pin(c: Ctap2, cp: ClientPin, **kw):  # noqa: ANN003, ANN202
+    cdh = os.urandom(32)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, RP.id)
+    return c.get_assertion(RP.id, cdh, pin_uv_param=cp.protocol.authenticate(token, cdh),
+                           pin_uv_protocol=cp.protocol.VERSION, **kw)
+
+
+def test_get_info_lists_every_algorithm_as_a_public_key_type(device):
+    algorithms = Ctap2(device).info.algorithms
+    assert [a["alg"] for a in algorithms] == [-7, -8, -35]
+    assert all(a == {"alg": a["alg"], "type": "public-key"} for a in algorithms)
+
+
+def test_a_get_assertion_token_is_for_its_rp_only(device):
+    """CTAP 2.1 §6.2.2: a pinUvAuthToken bound to one RP ID gives no assertion at another."""
+    c = Ctap2(device)
+    set_pin(device)
+    cp = ClientPin(c)
+    cdh = os.urandom(32)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, RP.id)
+    with pytest.raises(CtapError) as refused:
+        c.get_assertion("other.example", cdh, pin_uv_param=cp.protocol.authenticate(token, cdh),
+                        pin_uv_protocol=cp.protocol.VERSION)
+    assert refused.value.code == CtapError.ERR.PIN_AUTH_INVALID
+
+
+def test_user_names_are_given_only_to_choose_among_several_accounts(device):
+    """Names and display names come with a PIN-verified assertion found without an
+    allowList when there is more than one account to choose from; never otherwise."""
+    c = Ctap2(device)
+    set_pin(device)
+    cp = ClientPin(c)
+    alice = _resident(c, cp, "alice")
+    one = _assert_with_pin(c, cp)
+    assert one.user == {"id": b"alice"} and one.number_of_credentials is None
+    _resident(c, cp, "bob")
+    first = _assert_with_pin(c, cp)
+    assert first.number_of_credentials == 2
+    assert first.user == {"id": b"bob", "name": "bob", "displayName": "Bob"}
+    picked = _assert_with_pin(c, cp, allow_list=[{"type": "public-key", "id": alice}])
+    assert picked.user == {"id": b"alice"} and picked.number_of_credentials is None
+
+
+def test_enumerated_rps_carry_their_id_and_name(device):
+    from fido2.ctap2 import CredentialManagement
+
+    c = Ctap2(device)
+    set_pin(device)
+    cp = ClientPin(c)
+    _resident(c, cp, "alice")
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    (rp,) = CredentialManagement(c, cp.protocol, token).enumerate_rps()
+    assert rp[CredentialManagement.RESULT.RP] == {"id": RP.id, "name": RP.name}
+
+
+def test_get_next_assertion_as_a_fresh_keys_first_command_is_not_allowed(device):
+    from fido2.hid import CTAPHID
+
+    assert device.call(CTAPHID.CBOR, b"\x08") == bytes([CtapError.ERR.NOT_ALLOWED])
+
+
+def test_a_registration_extension_the_profile_lacks_is_ignored(device):
+    """thirdPartyPayment is a CTAP 2.2 extension the default (YubiKey 5) profile does not
+    list: asked for, it is neither honoured nor answered."""
+    c = Ctap2(device)
+    assert "thirdPartyPayment" not in c.info.extensions
+    made = c.make_credential(os.urandom(32), {"id": RP.id, "name": RP.name},
+                             {"id": b"alice", "name": "alice"},
+                             [{"type": "public-key", "alg": -7}],
+                             extensions={"thirdPartyPayment": True, "credProtect": 2})
+    assert made.auth_data.extensions == {"credProtect": 2}
+    cid = made.auth_data.credential_data.credential_id
+    got = c.get_assertion(RP.id, os.urandom(32), [{"type": "public-key", "id": cid}],
+                          extensions={"thirdPartyPayment": True})
+    assert not got.auth_data.extensions

@@ -296,8 +296,9 @@ class UsbPcscd(Pcscd):
                 names.append(name.strip())
         return names
 
-    def wait_for_readers(self, want: Any, timeout: float = 20.0) -> list[str]:
-        """Wait until ``want(readers)`` is true; return the readers then."""
+    def wait_for_readers(self, want: Any, timeout: float = 60.0) -> list[str]:
+        """Wait until ``want(readers)`` is true; return the readers then. (A CPU-starved
+        pcscd takes its time to enumerate through libudev; the wait ends at the event.)"""
         deadline = time.monotonic() + timeout
         names: list[str] = []
         while True:
@@ -307,7 +308,8 @@ class UsbPcscd(Pcscd):
             if want(names):
                 return names
             if time.monotonic() >= deadline:
-                raise DeviceError(f"pcscd's readers after {timeout:.0f} s: {names}")
+                raise DeviceError(f"pcscd's readers after {timeout:.0f} s: {names} "
+                                  f"({self.log_tail()})")
             time.sleep(0.2)
 
 

@@ -52,7 +52,8 @@ def served(_isolated_state_dir):
 
 
 def _raw(path, data: bytes, timeout: float = 10) -> bytes:
-    """Send ``data`` as it is (no newline added) and read the answer line."""
+    """Send ``data`` as it is (no newline added, unlike ``controlsocket.ask``) and read the
+    answer line."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
         s.connect(str(path))
@@ -188,7 +189,7 @@ def test_requests_and_their_answers(served):
         (b'"screen"\n', {"ok": False, "error": "not a JSON request"}),
         (b'{"op": "heap"}\n', {"ok": False, "error": "the virtual fob is not running"}),
     ]:
-        raw = _raw(path, data)
+        raw = controlsocket.ask(path, data.removesuffix(b"\n"))
         assert raw.endswith(b"\n") and raw.count(b"\n") == 1
         if answer is None:
             assert json.loads(raw) == screen
@@ -211,7 +212,7 @@ def test_a_request_that_fails_unexpectedly_gets_the_failure_answer(served):
             raise RuntimeError("broken")
 
     server = served(BrokenBoard())
-    assert json.loads(_raw(server.path, b'{"op": "heap"}\n')) == {
+    assert json.loads(controlsocket.ask(server.path, b'{"op": "heap"}')) == {
         "ok": False, "error": "the request failed in the emulator"}
     with pytest.raises(DeviceError) as exc:
         ctl.request("bench", {"op": "heap"})

@@ -130,21 +130,29 @@ def test_protect_stores_the_management_key_pin_protected_and_firmware_before_57_
     assert len(_credentials(inv, serial, "9c").pin) == 6
 
 
+class _Crash(BaseException):
+    """Like SIGKILL: nothing in the station catches it."""
+
+
+def _crash_at(inv, ca, step: str, spec: Spec = PIV, **create) -> tuple[str, int]:  # noqa: ANN001, ANN003
+    """A new pool key (made with ``create``) programmed with ``spec`` until the station
+    dies at ``step`` (the runner's own steps included); its device spec and serial."""
+    def crash(seen: str, *_: object) -> None:
+        if seen == step:
+            raise _Crash
+
+    device, serial = pool_key(1, **create)
+    runner = provisioner(inv, ca, hook=crash)
+    runner._hook = crash  # the runner's own four steps too
+    with pytest.raises(_Crash):
+        runner.run(spec, VirtualPool(1))
+    return device, serial
+
+
 @pytest.mark.parametrize("step", [*RUN_STEPS, *(s for s in PROGRAM_STEPS if
                                                 s.startswith("piv-"))])
 def test_a_crash_at_any_step_resumes_with_one_key_pair_and_one_certificate(inv, ca, step):
-    class Crash(BaseException):  # like SIGKILL: nothing in the station catches it
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == step:
-            raise Crash
-
-    device, serial = pool_key(1)
-    runner = provisioner(inv, ca, hook=crash)
-    runner._hook = crash  # the runner's own four steps too
-    with pytest.raises(Crash):
-        runner.run(PIV, VirtualPool(1))
+    device, serial = _crash_at(inv, ca, step)
     rec = inv.get(RecordKey(serial, "piv", "9a"))
     assert rec is not None and rec.state is (State.DONE if step == "done" else State.PENDING)
     summary = provisioner(inv, ca).resume(RecordedKeys())
@@ -191,16 +199,7 @@ def test_a_ca_answer_lost_in_a_crash_is_listed_as_a_request_to_check(inv, ca):
 
 def test_a_slot_changed_after_its_certificate_was_issued_gets_a_new_one_and_the_old_is_to_revoke(
         inv, ca):
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "piv-signed":
-            raise Crash
-
-    device, serial = pool_key(1)
-    with pytest.raises(Crash):
-        provisioner(inv, ca, hook=crash).run(PIV, VirtualPool(1))
+    device, serial = _crash_at(inv, ca, "piv-signed")
     creds = _credentials(inv, serial)
     with piv_session(device) as s:  # meanwhile someone makes a new key pair in the slot
         s.authenticate(creds.management_key)
@@ -221,16 +220,7 @@ def test_a_slot_changed_after_its_certificate_was_issued_gets_a_new_one_and_the_
 
 
 def test_a_key_pair_put_into_the_slot_from_outside_is_never_certified(inv, ca):
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "piv-credentials":
-            raise Crash
-
-    device, serial = pool_key(1)
-    with pytest.raises(Crash):
-        provisioner(inv, ca, hook=crash).run(PIV, VirtualPool(1))
+    device, serial = _crash_at(inv, ca, "piv-credentials")
     creds = _credentials(inv, serial)
     outside = ec.generate_private_key(ec.SECP256R1())
     with piv_session(device) as s:  # imported, not generated: it cannot be attested
@@ -247,16 +237,7 @@ def test_a_key_pair_put_into_the_slot_from_outside_is_never_certified(inv, ca):
 
 
 def test_a_key_imported_after_the_station_made_one_fails_its_attestation(inv, ca):
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "piv-generate":
-            raise Crash
-
-    device, serial = pool_key(1)
-    with pytest.raises(Crash):
-        provisioner(inv, ca, hook=crash).run(PIV, VirtualPool(1))
+    device, serial = _crash_at(inv, ca, "piv-generate")
     creds = _credentials(inv, serial)
     with piv_session(device) as s:
         s.authenticate(creds.management_key)
@@ -549,16 +530,8 @@ def _edit_piv_store(device: str, edit) -> None:  # noqa: ANN001
 
 
 def test_firmware_before_53_has_no_metadata_the_station_tries_what_it_knows(inv, ca):
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "piv-credentials":
-            raise Crash
-
-    device, serial = pool_key(1, version=(5, 2, 7))
-    with pytest.raises(Crash):  # the credentials set, then the station dies
-        provisioner(inv, ca, hook=crash).run(PIV, VirtualPool(1))
+    # the credentials set, then the station dies
+    device, serial = _crash_at(inv, ca, "piv-credentials", version=(5, 2, 7))
     summary = provisioner(inv, ca).resume(RecordedKeys())
     assert [o.result for o in summary.outcomes] == ["done"]
     creds = _credentials(inv, serial)
@@ -838,17 +811,8 @@ def test_a_default_pin_with_one_try_left_is_not_tried_with_another_pin(inv, ca):
 def test_protection_removed_after_a_crash_is_restored(inv, ca):
     from ykman.piv import pivman_set_mgm_key
 
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "piv-credentials":
-            raise Crash
-
-    device, serial = pool_key(1)
     plan = Spec(Mode.PIV, name="9a", subject=SUBJECT, protect=True)
-    with pytest.raises(Crash):
-        provisioner(inv, ca, hook=crash).run(plan, VirtualPool(1))
+    device, serial = _crash_at(inv, ca, "piv-credentials", plan)
     creds = _credentials(inv, serial)
     with piv_session(device) as s:  # the same management key, no longer stored on the key
         s.authenticate(creds.management_key)
@@ -860,16 +824,7 @@ def test_protection_removed_after_a_crash_is_restored(inv, ca):
 
 
 def test_a_key_pair_deleted_after_a_crash_gets_a_new_one(inv, ca):
-    class Crash(BaseException):
-        pass
-
-    def crash(seen: str, *_: object) -> None:
-        if seen == "piv-generate":
-            raise Crash
-
-    device, serial = pool_key(1)
-    with pytest.raises(Crash):
-        provisioner(inv, ca, hook=crash).run(PIV, VirtualPool(1))
+    device, serial = _crash_at(inv, ca, "piv-generate")
     creds = _credentials(inv, serial)
     with piv_session(device) as s:
         s.authenticate(creds.management_key)

@@ -270,7 +270,9 @@ def test_stop_without_drain_cuts_a_request_in_hand(listening):
     assert outcome == [errno.EPIPE]
 
 
-def test_stop_with_drain_lets_a_request_in_hand_finish(listening):
+def _stop_while_a_request_is_in_hand(listening, drain: float) -> Acceptor:  # noqa: ANN001
+    """stop(drain=...) while a handler is busy, which then finishes: its answer arrives and
+    stop() returns."""
     working, release = threading.Event(), threading.Event()
 
     def handle(conn: socket.socket) -> None:
@@ -281,13 +283,18 @@ def test_stop_with_drain_lets_a_request_in_hand_finish(listening):
     acc = Acceptor(listening, handle, name="test").start()
     with _client(listening) as a:
         assert working.wait(10)
-        stopper = threading.Thread(target=acc.stop, kwargs={"drain": 10.0}, daemon=True)
+        stopper = threading.Thread(target=acc.stop, kwargs={"drain": drain}, daemon=True)
         stopper.start()
         _wait_for(lambda: acc.stopping)
         release.set()
         assert a.recv(100) == b"ok"
         stopper.join(10)
-        assert not stopper.is_alive() and acc.active == 0
+        assert not stopper.is_alive()
+    return acc
+
+
+def test_stop_with_drain_lets_a_request_in_hand_finish(listening):
+    assert _stop_while_a_request_is_in_hand(listening, 10.0).active == 0
 
 
 def test_a_connection_arriving_while_stopping_is_not_handled(listening):
@@ -657,23 +664,7 @@ def test_stop_gives_up_on_a_loop_that_does_not_end_within_its_timeout(listening)
 
 
 def test_a_drain_of_one_second_is_waited_for(listening):
-    working, release = threading.Event(), threading.Event()
-
-    def handle(conn: socket.socket) -> None:
-        working.set()
-        release.wait(10)
-        conn.sendall(b"ok")
-
-    acc = Acceptor(listening, handle, name="test").start()
-    with _client(listening) as a:
-        assert working.wait(10)
-        stopper = threading.Thread(target=acc.stop, kwargs={"drain": 1.0}, daemon=True)
-        stopper.start()
-        _wait_for(lambda: acc.stopping)
-        release.set()
-        assert a.recv(100) == b"ok"
-        stopper.join(10)
-        assert not stopper.is_alive()
+    _stop_while_a_request_is_in_hand(listening, 1.0)
 
 
 def test_a_drain_ends_when_its_time_is_up(listening):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from usbip_wire import read_exact
 
 from hwtoken.emulator import serve, usb
 from hwtoken.emulator.serve import served
@@ -49,19 +50,10 @@ def _connect(where, timeout: float = 10) -> socket.socket:
     return s
 
 
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        assert chunk, f"closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
 def _import(where) -> socket.socket:
     s = _connect(where)
     s.sendall(OP_IMPORT)
-    reply = _recv_exact(s, 8 + 312)
+    reply = read_exact(s, 8 + 312)
     assert struct.unpack(">HHI", reply[:8])[2] == 0
     return s
 
@@ -73,11 +65,11 @@ def _submit(seq: int, direction: int, ep: int, length: int, setup: bytes = bytes
 
 def _answer(s: socket.socket) -> tuple[int, int, int]:
     """(command, seqnum, status) of the next answer (its IN data is read and dropped)."""
-    head = _recv_exact(s, 48)
+    head = read_exact(s, 48)
     command, seqnum, _devid, direction, _ep = struct.unpack(">IIIII", head[:20])
     status, actual = struct.unpack(">ii", head[20:28])
     if direction == IN and actual > 0:
-        _recv_exact(s, actual)
+        read_exact(s, actual)
     return command, seqnum, status
 
 

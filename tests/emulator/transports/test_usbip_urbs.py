@@ -19,6 +19,7 @@ import pytest
 from usbip.classes.device import hid
 from usbip.classes.device.uac import UAC
 from usbip.device import USBDevice
+from usbip_wire import read_exact
 
 from hwtoken.emulator.transports import usbip_urbs
 from hwtoken.emulator.transports.usbip_urbs import Ended, UrbLoop, recv_exact
@@ -42,22 +43,13 @@ def _unlink(seq: int, victim: int) -> bytes:
                        bytes(8))
 
 
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        assert chunk, f"closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
 def _answer(s: socket.socket) -> tuple[int, int, int, bytes]:
     """(command, seqnum, status, IN data) of the next answer."""
-    head = _recv_exact(s, 48)
+    head = read_exact(s, 48)
     command, seqnum, devid, direction, _ep = struct.unpack(">IIIII", head[:20])
     status, actual = struct.unpack(">ii", head[20:28])
     assert devid == DEVID
-    data = _recv_exact(s, actual) if direction == IN and actual > 0 else b""
+    data = read_exact(s, actual) if direction == IN and actual > 0 else b""
     return command, seqnum, status, data
 
 
@@ -483,7 +475,7 @@ def test_an_unlink_is_answered_with_the_commands_own_header_fields(served):
     s, _ = served()
     s.start()
     s.host.sendall(_submit(1, IN, EP_IN, 64) + _unlink(9, 1))
-    head = _recv_exact(s.host, 48)
+    head = read_exact(s.host, 48)
     assert struct.unpack(">IIIIIiiiii8s", head) == (
         RET_UNLINK, 9, DEVID, OUT, EP_IN, 0, 0, 0, 0, 0, bytes(8))
 

@@ -296,9 +296,9 @@ class UsbPcscd(Pcscd):
                 names.append(name.strip())
         return names
 
-    def wait_for_readers(self, want: Any, timeout: float = 60.0) -> list[str]:
-        """Wait until ``want(readers)`` is true; return the readers then. (A CPU-starved
-        pcscd takes its time to enumerate through libudev; the wait ends at the event.)"""
+    def wait_for_readers(self, want: Any, timeout: float = 20.0) -> list[str]:
+        """Wait until ``want(readers)`` is true; return the readers then (or fail with
+        pcscd's log, which says why a reader did not come)."""
         deadline = time.monotonic() + timeout
         names: list[str] = []
         while True:

@@ -8,13 +8,19 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pyotp
+import pytest
 from umockdev_helpers import run
 
+from hwtoken.emulator import VirtualKey
 from hwtoken.emulator.applets.otp.hid import press
+from hwtoken.emulator.transports.umockdev import testbed
 
 
 def py(plugged, script: str, **kwargs):
@@ -147,3 +153,38 @@ def test_a_touch_types_on_the_otp_hidraw_node(plugged_key):
     typed, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err
     assert typed.strip() == pyotp.HOTP(secret).at(0)
+
+
+CLAIM_CCID = (
+    "import usb.core, usb.util\n"
+    "d = usb.core.find(idVendor=0x1050)\n"
+    "ccid = [i.bInterfaceNumber for i in d.get_active_configuration()\n"
+    "        if i.bInterfaceClass == 0x0B][0]\n"
+    "usb.util.claim_interface(d, ccid)\n"
+    "print('claimed', ccid)\n"
+)
+
+
+@pytest.mark.parametrize("length", [40, 54, 55, 60, 80])
+def test_a_long_temporary_directory_still_lets_libusb_claim_the_interfaces(length):
+    """Fixed: a testbed under a directory of 55-60 characters (pytest's basetemp once its
+    run counter has six digits) put the usbfs node's socket past what umockdev's preload
+    can name; the open fell back to ioctl/_default and libccid's claim failed
+    (LIBUSB_ERROR_OTHER). Such a directory is now given up for /tmp."""
+    base = Path(tempfile.mkdtemp(prefix="hwt-", dir="/tmp"))
+    try:
+        long_dir = base / ("d" * (length - len(str(base)) - 1))
+        long_dir.mkdir()
+        assert len(str(long_dir)) == length
+        key = VirtualKey.create(base / "k.key", serial=27182818)
+        with testbed.Testbed(tmpdir=long_dir) as bed:
+            bed.plug(key)
+            proc = bed.run([sys.executable, "-c", CLAIM_CCID], capture_output=True,
+                           text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.split() == ["claimed", "2"]
+            umockdev_path = f"{bed.root}/ioctl//dev/{bed.plugged[0].tree.usbfs}"
+            assert len(umockdev_path) <= testbed.SUN_PATH_MAX
+        key.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -47,7 +47,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-MAX_ROOT_LEN = 60  # leave room in a Unix socket path (108 bytes) below the root
+SUN_PATH_MAX = 107  # a Unix socket path's bytes (sockaddr_un.sun_path: 108 with its NUL)
+# umockdev's preload looks for a node's socket at "%s/ioctl/%s" % ($UMOCKDEV_DIR, node
+# path): the slash doubles; a longer path is cut short, misses the socket and the open
+# falls back to ioctl/_default (libccid's claim of the CCID interface then fails)
+DEEPEST_SOCKET = len("/ioctl/") + len("/dev/bus/usb/001/002")
+ROOT_NAME = len("/hwtoken-umockdev.") + 8  # mkdtemp's random part
+MAX_ROOT_LEN = SUN_PATH_MAX - DEEPEST_SOCKET - ROOT_NAME  # a base directory longer: /tmp
 
 
 class _DefaultFile(OpenFile):

@@ -5,13 +5,16 @@ credentials of earlier generations read back newest first."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from provision_helpers import opened
 
-from hwtoken.errors import CheckFailed, DeviceError
+from hwtoken.errors import DeviceError
 from hwtoken.provision.journaled import CREDENTIALS, JournaledConnection
 from hwtoken.provision.model import Mode, Record, Spec
 from hwtoken.provision.protocol import Device, Station
+from hwtoken.provision.sealing import WrongKey
 
 
 class PivPlace(JournaledConnection):
@@ -83,25 +86,16 @@ def test_earlier_secrets_are_the_kept_credentials_of_earlier_generations_newest_
     assert conn._earlier_secrets(key) == [b"A", b"B"]
 
 
-class DamagedNote:
-    """The inventory as a Journal, with its sealed note ``bad`` no longer opening."""
-
-    def __init__(self, inv, bad: str) -> None:
-        self.inv, self.bad = inv, bad
-
-    def note(self, key, kind, value):
-        self.inv.note(key, kind, value)
-
-    def note_secret(self, key, kind, secret):
-        self.inv.note_secret(key, kind, secret)
-
-    def notes(self, key):
-        return self.inv.notes(key)
-
-    def open_note(self, key, note):
-        if note.value == self.bad:
-            raise CheckFailed("this note no longer opens")
-        return self.inv.open_note(key, note)
+def damage(inv, key, secret: bytes) -> str:
+    """Flip a bit of the sealed note of ``key`` that holds ``secret``, in the database;
+    the note's new value."""
+    value = next(n.value for n in inv.notes(key) if n.sealed and inv.open_note(key, n) == secret)
+    blob = bytearray(base64.b64decode(value))
+    blob[-1] ^= 1
+    damaged = base64.b64encode(bytes(blob)).decode()
+    with inv.transaction():
+        inv.query("UPDATE artifacts SET value = ? WHERE value = ?", (damaged, value))
+    return damaged
 
 
 def test_an_earlier_secret_that_no_longer_opens_is_left_out(inv):
@@ -110,8 +104,11 @@ def test_an_earlier_secret_that_no_longer_opens_is_left_out(inv):
     generation(inv, b"two" * 7)
     PivPlace(Device(41, "emu:k41"), Station(journal=inv))._keep_credentials(key, b"bad")
     generation(inv, b"three" * 4)
-    bad = next(n.value for n in inv.notes(key) if inv.open_note(key, n) == b"bad")
-    conn = PivPlace(Device(41, "emu:k41"), Station(journal=DamagedNote(inv, bad)))
+    damaged = damage(inv, key, b"bad")
+    bad = next(n for n in inv.notes(key) if n.value == damaged)
+    with pytest.raises(WrongKey):  # the real inventory's refusal of a damaged note
+        inv.open_note(key, bad)
+    conn = PivPlace(Device(41, "emu:k41"), Station(journal=inv))
     assert conn._earlier_secrets(key) == [b"old"]
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 
-from hwtoken.errors import CheckFailed, DeviceError
+from hwtoken.errors import DeviceError
 from hwtoken.provision.model import RecordKey, Spec
 from hwtoken.provision.protocol import Device, Journal, Station
+from hwtoken.provision.sealing import WrongKey
 
 CREDENTIALS = "credentials"  # the journal's kind for a sealed copy of the record's secret
 
@@ -50,11 +51,11 @@ class JournaledConnection:
 
     def _earlier_secrets(self, key: RecordKey) -> list[bytes]:
         """The secrets this inventory set on the place in earlier generations, newest
-        first (one that no longer opens is left out)."""
+        first (a damaged one, which the inventory's key no longer opens, is left out)."""
         journal = self._journal()
         found: list[bytes] = []
         for note in reversed(journal.notes(key)):
             if note.kind == CREDENTIALS and note.sealed and not note.current:
-                with contextlib.suppress(CheckFailed):
+                with contextlib.suppress(WrongKey):
                     found.append(journal.open_note(key, note))
         return list(dict.fromkeys(found))

@@ -398,6 +398,10 @@ def test_the_deployed_firmware_runs_draws_and_takes_presses(flash):
         assert frame.on and frame.n >= 1 and frame.contrast == 255
         assert read_screen(frame.screen).title == "NO TRUSTED TIME"
         assert frames[-1] == emu.frame
+        seen = list(frames)  # (the reader thread may append meanwhile)
+        # each frame the board drew, once, and nothing on its other events
+        assert all(isinstance(f, Frame) for f in seen)
+        assert len({id(f) for f in seen}) == len(seen)
         exc, took = _timed(lambda: emu.wait_frame(lambda f: False, timeout=0.3))
         assert isinstance(exc, DeviceError) and took >= 0.25  # it waited its 0.3 s
         assert str(exc) == ("the virtual fob's screen did not show what was expected "

@@ -30,3 +30,15 @@ def _passphrase(monkeypatch):
     monkeypatch.delenv("HWTOKEN_PROVISION_PATH", raising=False)
 
 
+
+
+@pytest.fixture
+def cheap_kdf(monkeypatch):
+    """A new inventory derives its key with Argon2id at 1 MiB and 1 pass instead of 64 MiB
+    and 3: for the files that are not about the passphrase's KDF (test_provision_sealing.py
+    is), where it took more than half of the time. The inventory records the parameters it
+    was made with, so the CLI opens it the same way in a child process."""
+    from hwtoken.provision import sealing
+
+    monkeypatch.setattr(sealing, "ARGON2_MEMORY_KIB", 1024)
+    monkeypatch.setattr(sealing, "ARGON2_ITERATIONS", 1)

@@ -21,6 +21,8 @@ from hwtoken.provision.model import Mode, Record, State
 SECRETS = {101: os.urandom(20), 102: os.urandom(20), 103: os.urandom(20), 104: os.urandom(20)}
 MODES = {101: Mode.HOTP, 102: Mode.CHALRESP, 103: Mode.OATH_TOTP, 104: Mode.OATH_HOTP}
 
+pytestmark = pytest.mark.usefixtures("cheap_kdf")
+
 
 @pytest.fixture
 def filled(tmp_path):

@@ -25,6 +25,8 @@ EXPECTED = {
     204: (":hotp", ["Secret", "Counter"], ["Suite", "ResponseFormat"]),
 }
 
+pytestmark = pytest.mark.usefixtures("cheap_kdf")
+
 
 @pytest.fixture
 def inventory(tmp_path):

@@ -29,7 +29,7 @@ from hwtoken import paths
 from hwtoken.emulator.key import VirtualKey
 from hwtoken.errors import DeviceBusy, DeviceError, SetupError
 from hwtoken.otp import hotp_code
-from hwtoken.provision import modes, runner, sealing
+from hwtoken.provision import modes, runner
 from hwtoken.provision.inventory import InventoryUnavailable, open_inventory
 from hwtoken.provision.model import SECRET_LENGTH, Access, Material, Mode, Record, Spec, State
 from hwtoken.provision.programmers import AppletProgrammer, _AppletConnection, _OathConnection
@@ -49,19 +49,11 @@ MISSING = "key not present: plug it in and resume"
 MISMATCH = "the key's response does not match the recorded secret"
 CHALRESP = Spec(Mode.CHALRESP)
 
+pytestmark = pytest.mark.usefixtures("cheap_kdf")
+
 
 def applet(spec: Spec, device: Device) -> AppletProgrammer:
     return AppletProgrammer()
-
-
-@pytest.fixture(autouse=True)
-def _cheap_kdf(monkeypatch):
-    """These tests are not about the passphrase's KDF (test_provision_sealing.py is): a new
-    inventory here derives its key with Argon2id at 1 MiB and 1 pass instead of 64 MiB and
-    3, which took more than half of this file's time. The inventory records the parameters
-    it was made with, so it opens the same way in a child process."""
-    monkeypatch.setattr(sealing, "ARGON2_MEMORY_KIB", 1024)
-    monkeypatch.setattr(sealing, "ARGON2_ITERATIONS", 1)
 
 
 @pytest.fixture

@@ -174,7 +174,8 @@ def read_pskc(path, password: str | None = None) -> dict[int, object]:
 @contextlib.contextmanager
 def held_by_another_station(url: str, serial: int):
     """``serial`` held in the inventory at ``url`` by a station in another process (a
-    station's hold excludes other processes only); yields a function that lets go early."""
+    station's hold excludes other processes only); yields a function that lets go early
+    (when it returns, the hold has ended: the station's process has exited)."""
     code = ("import sys\n"
             "from hwtoken.provision.inventory import open_inventory\n"
             "with open_inventory(sys.argv[1]) as inv, inv.hold(int(sys.argv[2])):\n"
@@ -186,6 +187,7 @@ def held_by_another_station(url: str, serial: int):
     def let_go() -> None:
         if not proc.stdin.closed:
             proc.stdin.close()
+        proc.wait(timeout=30)
 
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)

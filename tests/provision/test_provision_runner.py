@@ -1274,6 +1274,25 @@ def _events(inv, kind: str) -> list[tuple]:
                                         "WHERE kind = ? ORDER BY id", (kind,))]
 
 
+def test_typed_codes_still_settle_a_record_another_station_held_at_first(inv, tmp_path, clock):
+    """Resume keeps the typed codes for its retry of a record that was busy."""
+    rec = _pending(inv, "typedbusy", "program", Spec(Mode.HOTP, slot=1))
+    key_file = paths.virtual_key_path(rec.device[4:])
+    key = VirtualKey.load(key_file)
+    try:
+        code = key.otp.touch(1).strip()
+    finally:
+        key.close()
+    key_file.rename(key_file.with_name("elsewhere"))  # the key is not at the station
+    with held_by_another_station(str(tmp_path / "inv.db"), rec.serial) as let_go:
+        clock.at(1, let_go)
+        summary = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: [code]})
+    assert clock.sleeps == 1  # busy at first, settled at the first retry
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "done",
+                                        "checked by the code typed by hand")]
+    assert inv.get(rec.key).state is State.DONE
+
+
 def test_a_typed_code_is_logged_as_the_check_and_a_wrong_one_as_the_error(inv):
     rec = _pending(inv, "tl", "program", Spec(Mode.HOTP, slot=1))
     code = hotp_code(inv.secret(rec), 0, 6)

@@ -15,7 +15,7 @@ import pytest
 from provision_helpers import hwtoken, make_v1_inventory, only, opened, read_pskc
 
 from hwtoken.errors import InvalidInput
-from hwtoken.provision.export import NothingToExport, export, token_serial
+from hwtoken.provision.export import NothingToExport, export, token_serial, unsupported
 from hwtoken.provision.model import Mode, Record, State
 
 SECRETS = {101: os.urandom(20), 102: os.urandom(20), 103: os.urandom(20), 104: os.urandom(20)}
@@ -644,6 +644,16 @@ def _rec(serial: int, mode: Mode, *, slot: int = 1, name: str = "", touch: bool 
          **kw) -> Record:
     return Record(serial=serial, mode=mode, slot=slot, digits=6, touch=touch, name=name,
                   sealed="", device=f"emu:a{serial}", **kw)
+
+
+def test_a_yubico_otp_key_goes_to_privacyidea_in_pskc_unless_the_file_is_encrypted():
+    """unsupported() takes a file as unencrypted unless told it is not."""
+    rec = _rec(303, Mode.YUBIOTP, params={"public_id": PUBLIC_ID})
+    assert unsupported(rec, "privacyidea", "pskc") is None
+    assert unsupported(rec, "privacyidea", "pskc", encrypted=False) is None
+    assert unsupported(rec, "privacyidea", "pskc", encrypted=True) == (
+        "privacyIDEA reads an encrypted Yubico OTP key from PSKC as text, which breaks it: "
+        "export these keys unencrypted (--format csv, or pskc without encryption)")
 
 
 def _piv_secret(serial: int) -> bytes:

@@ -462,6 +462,9 @@ def test_a_key_another_station_claimed_while_it_was_being_opened_is_refused(inv,
     (rec,) = theirs
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "refused",
                                         "claimed by another station")]
+    (out,) = summary.outcomes
+    assert (out.application, out.target, out.mode, out.reason) == (
+        "otp", "2", "chalresp", "claimed")
     stored = only(inv, rec.key)
     assert (stored.sealed, stored.station) == (rec.sealed, "bench-2:4242")
     with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn, \
@@ -746,6 +749,37 @@ def test_reprogram_replaces_the_secret_in_the_same_place_only(inv):
     new = only(inv, old.key)
     assert new.sealed != old.sealed and new.state is State.DONE
     assert _holds(new, inv.secret(new)) and not _holds(new, inv.secret(old))
+
+
+def test_reprogram_opens_a_protected_slot_with_the_recorded_code_and_leaves_it_on(inv):
+    """The inventory knows the code it left on the slot: a reprogram needs none given, and
+    the new secret is protected by the same code."""
+    code = b"\x01\x02\x03\x04\x05\x06"
+    Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="rp"), new_access_code=code)
+    (old,) = inv.records()
+    again = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="rp"), reprogram=True)
+    assert again.outcomes == [Outcome(old.serial, old.device, "done")]
+    new = only(inv, old.key)
+    assert new.sealed != old.sealed and inv.access_code(new) == code
+    assert _holds(new, inv.secret(new))
+    key = VirtualKey.load(paths.virtual_key_path(new.device[4:]))
+    try:
+        assert key.otp.slot_config(new.slot).acc_code == code
+    finally:
+        key.close()
+
+
+def test_the_fault_injector_hears_each_step_of_each_key(inv, monkeypatch):
+    """HWTOKEN_FAULT=after:verify@2 kills the station right after the second key's verify
+    step (os.kill stands in for the kill here, so the run goes on and shows where)."""
+    heard: list[str] = []
+    monkeypatch.setenv("HWTOKEN_FAULT", "after:verify@2")
+    monkeypatch.setattr(os, "kill", lambda pid, sig: heard.append(
+        f"kill {'self' if pid == os.getpid() else pid} {sig.name}"))
+    Provisioner(inv, applet, hook=lambda step, rec: heard.append(step)).run(
+        CHALRESP, VirtualPool(2, prefix="fi"))
+    assert heard == ["record", "program", "verify", "done",
+                     "record", "program", "verify", "kill self SIGKILL", "done"]
 
 
 def test_every_outcome_is_passed_on_as_it_happens(inv):

@@ -49,7 +49,9 @@ MISSING = "key not present: plug it in and resume"
 MISMATCH = "the key's response does not match the recorded secret"
 CHALRESP = Spec(Mode.CHALRESP)
 
-pytestmark = pytest.mark.usefixtures("cheap_kdf")
+# each test takes well under a second: one that hangs (a retry loop that never ends) fails
+# in 30 s instead of the suite-wide 300
+pytestmark = [pytest.mark.usefixtures("cheap_kdf"), pytest.mark.timeout(30)]
 
 
 def applet(spec: Spec, device: Device) -> AppletProgrammer:

@@ -337,6 +337,12 @@ def test_resume_reports_a_key_failing_while_being_reprogrammed_as_reprogrammed(i
     summary = Provisioner(inv, lambda s, d: failing).resume(RecordedKeys())
     assert summary.outcomes == [
         Outcome(rec.serial, rec.device, "failed", "cable pulled", True)]
+    assert _place(summary.outcomes[0]) == ("otp", "2", "chalresp", "")
+
+
+def _place(outcome: Outcome) -> tuple[str, str, str, str]:
+    """What an outcome says beyond its equality: the place, its mode, why it was refused."""
+    return outcome.application, outcome.target, outcome.mode, outcome.reason
 
 
 def _other_station(tmp_path):
@@ -390,6 +396,7 @@ def test_resume_reprograms_a_key_that_answers_wrong_and_reports_it_if_it_still_d
     rec = _pending(inv, "bad", "record")
     summary = Provisioner(inv, lambda s, d: _WritesAnotherSecret()).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "failed", MISMATCH, True)]
+    assert _place(summary.outcomes[0]) == ("otp", "2", "chalresp", "")
     after = only(inv, rec.key)
     assert after.state is State.PENDING and after.last_error == MISMATCH
     assert after.attempts == 1
@@ -784,6 +791,58 @@ def test_the_fault_injector_hears_each_step_of_each_key(inv, monkeypatch):
                      "record", "program", "verify", "kill self SIGKILL", "done"]
 
 
+def test_a_refused_reprogram_on_resume_keeps_the_recorded_access_code(inv, tmp_path):
+    """A run left slot 2 recorded with code X, unprogrammed; another station then
+    protected it with code Z. Resume cannot write it: the refusal says where and that it
+    was a reprogram, and the record still holds X, the code its write would leave."""
+    ours, theirs = b"\x01\x02\x03\x04\x05\x06", b"\x0a\x0b\x0c\x0d\x0e\x0f"
+    with pytest.raises(_Crash):
+        Provisioner(inv, applet, hook=_crash_after("record")).run(
+            CHALRESP, VirtualPool(1, prefix="ak"), new_access_code=ours)
+    (rec,) = inv.records()
+    with opened(str(tmp_path / "theirs.db")) as other:
+        assert Provisioner(other, applet).run(CHALRESP, VirtualPool(1, prefix="ak"),
+                                              new_access_code=theirs).exit_code == 0
+    summary = Provisioner(inv, applet).resume(RecordedKeys())
+    (out,) = summary.outcomes
+    assert (out.result, out.reprogrammed) == ("refused", True)
+    assert _place(out) == ("otp", "2", "chalresp", "access-code")
+    after = only(inv, rec.key)
+    assert after.state is State.PENDING and inv.access_code(after) == ours
+
+
+def test_run_stops_once_count_keys_are_done(inv):
+    summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(3, prefix="cnt"), count=2)
+    assert [o.result for o in summary.outcomes] == ["done", "done"]
+    assert len(inv.records()) == 2
+
+
+def test_run_opens_protected_slots_with_the_access_code_it_is_given(inv, tmp_path):
+    code = b"\x01\x02\x03\x04\x05\x06"
+    with opened(str(tmp_path / "theirs.db")) as other:
+        Provisioner(other, applet).run(CHALRESP, VirtualPool(1, prefix="ra"),
+                                       new_access_code=code)
+    summary = Provisioner(inv, applet).run(CHALRESP, VirtualPool(1, prefix="ra"),
+                                           overwrite=True, access_code=code)
+    assert [o.result for o in summary.outcomes] == ["done"]
+    (rec,) = inv.records()
+    assert inv.access_code(rec) == code and _holds(rec, inv.secret(rec))
+
+
+def test_each_programmer_is_chosen_for_the_key_at_hand(inv):
+    asked: list[Device] = []
+
+    def programmer_for(spec: Spec, device: Device):
+        asked.append(device)
+        return AppletProgrammer()
+
+    pool = VirtualPool(1, prefix="pf")
+    (device,) = pool.arrivals()
+    summary = Provisioner(inv, programmer_for).run(PLAN, pool)
+    assert [o.result for o in summary.outcomes] == ["done", "done"]
+    assert asked and all(d == device for d in asked)
+
+
 def test_every_outcome_is_passed_on_as_it_happens(inv):
     told: list[Outcome] = []
     summary = Provisioner(inv, applet, on_outcome=told.append).run(
@@ -1064,6 +1123,7 @@ def test_a_key_whose_places_cannot_be_read_fails_and_leaves_only_an_event(inv, e
     summary = Provisioner(inv, lambda s, d: _ReadFails(exc)).run(CHALRESP, pool)
     assert summary.outcomes == [Outcome(device.serial, device.spec, "failed", msg)]
     assert summary.outcomes[0].application == "" and summary.exit_code == 1
+    assert _place(summary.outcomes[0]) == ("", "", "", "")  # the key, not one place of it
     assert inv.records() == []  # read before step 1: nothing recorded
     assert (inv.last_error()["serial"], inv.last_error()["message"]) == (device.serial, msg)
 

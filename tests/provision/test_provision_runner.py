@@ -1256,6 +1256,43 @@ def test_a_key_that_cannot_be_asked_stays_pending_unchecked_and_is_not_reprogram
     assert key.writes == 1 and inv.get(rec.key).attempts == 1  # the key may hold it
 
 
+class _TouchOnceWritten:
+    """A key whose slot answers until it is written, and then only to a touch (nobody
+    touches it); counts its writes."""
+
+    name = "touch-once-written"
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    @contextlib.contextmanager
+    def connect(self, device: Device):
+        key = self
+        with AppletProgrammer().connect(device) as conn:
+            class Conn:
+                occupant = staticmethod(conn.occupant)
+
+                def program(self, spec, material, access):
+                    conn.program(spec, material, access)
+                    key.writes += 1
+
+                def calculate(self, spec, challenge):
+                    if key.writes:
+                        raise CannotCheck(TOUCH)
+                    return conn.calculate(spec, challenge)
+
+            yield Conn()
+
+
+def test_a_key_resume_reprogrammed_but_cannot_ask_is_unchecked_and_reprogrammed(inv):
+    rec = _pending(inv, "tw", "record")  # never programmed: resume must program it
+    key = _TouchOnceWritten()
+    summary = Provisioner(inv, lambda s, d: key).resume(RecordedKeys())
+    assert summary.outcomes == [Outcome(rec.serial, rec.device, "unchecked", TOUCH, True)]
+    assert _place(summary.outcomes[0]) == ("otp", "2", "chalresp", "")
+    assert key.writes == 1 and only(inv, rec.key).state is State.PENDING
+
+
 def test_keys_without_a_serial_are_each_a_key_of_their_own():
     summary = Summary([Outcome(None, "/dev/hidraw7", "refused"),
                        Outcome(None, "/dev/hidraw7", "refused"),

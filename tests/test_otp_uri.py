@@ -460,3 +460,19 @@ def test_parse_uri_reads_pyotp_provisioning_uris(p):
         text = gen.provisioning_uri(name=p.account, issuer_name=p.issuer or None,
                                     initial_count=p.counter)
     assert otp.parse_uri(text) == p
+
+
+def test_a_plus_in_a_parameter_name_is_a_space_as_in_its_value():
+    """'a+b' and 'a%20b' name the same parameter (form encoding), so both at once are one
+    parameter given twice."""
+    with pytest.raises(InvalidInput) as info:
+        otp.parse_uri(f"otpauth://totp/bob?secret={SECRET}&a+b=1&a%20b=2")
+    assert str(info.value) == "otpauth URI: the a b parameter appears more than once"
+
+
+def test_an_unknown_algorithm_option_is_refused_with_what_to_use():
+    for refuse in (lambda: otp.parse_secret_or_uri(SECRET, algorithm="MD5"),
+                   lambda: otp.TOTP(b"x" * 20, algorithm="MD5")):
+        with pytest.raises(InvalidInput) as info:
+            refuse()
+        assert str(info.value) == "unknown algorithm: use SHA1, SHA256 or SHA512"

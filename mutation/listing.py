@@ -10,7 +10,6 @@ its diff.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import run
@@ -24,12 +23,9 @@ def main() -> int:
     for name, why in run.equivalents().items():
         if not name.startswith(module + ".x"):
             continue
-        shown = subprocess.run([*run.MUTMUT, "show", name], cwd=run.workdir(module),
-                               capture_output=True, text=True, check=False).stdout
         print(f"## {name.rsplit('.', 1)[-1]}  # {why}")
-        for line in shown.splitlines():
-            if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
-                print(f"    {line}")
+        for line in run.mutant_diff(module, name):
+            print(f"    {line}")
     return 0
 
 

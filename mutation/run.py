@@ -171,12 +171,17 @@ def report(module: str, *, diffs: bool) -> Score:
             continue
         print(f"  {describe(code)}: {name}")
         if diffs:
-            shown = subprocess.run([*MUTMUT, "show", name], cwd=workdir(module),
-                                   capture_output=True, text=True)
-            for line in shown.stdout.splitlines():
-                if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
-                    print(f"      {line}")
+            for line in mutant_diff(module, name):
+                print(f"      {line}")
     return score
+
+
+def mutant_diff(module: str, name: str) -> list[str]:
+    """The lines mutant ``name`` takes out (-) and puts in (+), from ``mutmut show``."""
+    shown = subprocess.run([*MUTMUT, "show", name], cwd=workdir(module),
+                           capture_output=True, text=True)
+    return [line for line in shown.stdout.splitlines()
+            if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]
 
 
 def main() -> int:

@@ -30,8 +30,6 @@ def _passphrase(monkeypatch):
     monkeypatch.delenv("HWTOKEN_PROVISION_PATH", raising=False)
 
 
-
-
 @pytest.fixture
 def cheap_kdf(monkeypatch):
     """A new inventory derives its key with Argon2id at 1 MiB and 1 pass instead of 64 MiB

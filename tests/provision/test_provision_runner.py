@@ -168,6 +168,28 @@ def _busy(clock: _Clock, recs: list[Record], *, until: int | None = None):
         let_go()
 
 
+def _slot_access_code(rec: Record) -> bytes:
+    """The access code the key of ``rec`` has on the record's slot (read from the key)."""
+    key = VirtualKey.load(paths.virtual_key_path(rec.device[len("emu:"):]))
+    try:
+        return key.otp.slot_config(rec.slot).acc_code
+    finally:
+        key.close()
+
+
+def _typed_then_taken_away(rec: Record) -> str:
+    """The person touches the key of ``rec`` (its slot 1 types counter 0's code), then
+    takes it away from the station; the code typed."""
+    key_file = paths.virtual_key_path(rec.device[len("emu:"):])
+    key = VirtualKey.load(key_file)
+    try:
+        code = key.otp.touch(1).strip()
+    finally:
+        key.close()
+    key_file.rename(key_file.with_name("elsewhere"))  # the key is not at the station
+    return code
+
+
 def _holds(rec: Record, secret: bytes) -> bool:
     """Does the key of ``rec`` answer with ``secret``? (asked through the applet path)"""
     device = Device(rec.serial, rec.device)
@@ -471,9 +493,7 @@ def test_a_key_another_station_claimed_while_it_was_being_opened_is_refused(inv,
     (rec,) = theirs
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "refused",
                                         "claimed by another station")]
-    (out,) = summary.outcomes
-    assert (out.application, out.target, out.mode, out.reason) == (
-        "otp", "2", "chalresp", "claimed")
+    assert _place(summary.outcomes[0]) == ("otp", "2", "chalresp", "claimed")
     stored = only(inv, rec.key)
     assert (stored.sealed, stored.station) == (rec.sealed, "bench-2:4242")
     with AppletProgrammer().connect(Device(rec.serial, rec.device)) as conn, \
@@ -771,11 +791,7 @@ def test_reprogram_opens_a_protected_slot_with_the_recorded_code_and_leaves_it_o
     new = only(inv, old.key)
     assert new.sealed != old.sealed and inv.access_code(new) == code
     assert _holds(new, inv.secret(new))
-    key = VirtualKey.load(paths.virtual_key_path(new.device[4:]))
-    try:
-        assert key.otp.slot_config(new.slot).acc_code == code
-    finally:
-        key.close()
+    assert _slot_access_code(new) == code
 
 
 def test_the_fault_injector_hears_each_step_of_each_key(inv, monkeypatch):
@@ -1015,11 +1031,7 @@ def test_random_access_codes_are_per_slot_and_sealed(inv):
     codes = {r.key: inv.access_code(r) for r in inv.records()}
     assert len(codes) == 4 and len(set(codes.values())) == 4
     for rec in inv.records():
-        key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
-        try:
-            assert key.otp.slot_config(rec.slot).acc_code == codes[rec.key]
-        finally:
-            key.close()
+        assert _slot_access_code(rec) == codes[rec.key]
 
 
 def test_a_slot_protected_by_an_unknown_code_is_refused_and_counted(inv, tmp_path):
@@ -1070,13 +1082,7 @@ def test_yubico_otp_through_the_applet_path(inv):
 def test_a_typed_code_settles_a_pending_typing_slot_without_the_key(inv):
     rec = _pending(inv, "typed", "program", Spec(Mode.HOTP, slot=1))
     secret = inv.secret(rec)
-    key_file = paths.virtual_key_path(rec.device[4:])
-    key = VirtualKey.load(key_file)
-    try:
-        code = key.otp.touch(1).strip()  # the person touches it; counter 0 is used
-    finally:
-        key.close()
-    key_file.rename(key_file.with_name("elsewhere"))  # the key is not at the station
+    code = _typed_then_taken_away(rec)  # counter 0 is used
     wrong = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: ["000000"]})
     assert [o.result for o in wrong.outcomes] == ["failed"]
     assert inv.get(rec.key).state is State.PENDING
@@ -1214,12 +1220,14 @@ def test_resume_refuses_a_key_that_cannot_take_its_record(inv, exc, reason):
 
 class _CannotAsk:
     """A key that takes every write but cannot be asked for a code now (a real key's HOTP
-    slot with nobody to touch it); counts its writes."""
+    slot with nobody to touch it); counts its writes. ``until_written``: its slot answers
+    until it is written, and only then wants a touch."""
 
     name = "cannot-ask"
 
-    def __init__(self) -> None:
+    def __init__(self, *, until_written: bool = False) -> None:
         self.writes = 0
+        self.until_written = until_written
 
     @contextlib.contextmanager
     def connect(self, device: Device):
@@ -1232,6 +1240,8 @@ class _CannotAsk:
                     conn.program(spec, material, access)
 
                 def calculate(self, spec, challenge):
+                    if outer.until_written and not outer.writes:
+                        return conn.calculate(spec, challenge)
                     raise CannotCheck(TOUCH)
 
                 occupant = staticmethod(conn.occupant)
@@ -1256,37 +1266,9 @@ def test_a_key_that_cannot_be_asked_stays_pending_unchecked_and_is_not_reprogram
     assert key.writes == 1 and inv.get(rec.key).attempts == 1  # the key may hold it
 
 
-class _TouchOnceWritten:
-    """A key whose slot answers until it is written, and then only to a touch (nobody
-    touches it); counts its writes."""
-
-    name = "touch-once-written"
-
-    def __init__(self) -> None:
-        self.writes = 0
-
-    @contextlib.contextmanager
-    def connect(self, device: Device):
-        key = self
-        with AppletProgrammer().connect(device) as conn:
-            class Conn:
-                occupant = staticmethod(conn.occupant)
-
-                def program(self, spec, material, access):
-                    conn.program(spec, material, access)
-                    key.writes += 1
-
-                def calculate(self, spec, challenge):
-                    if key.writes:
-                        raise CannotCheck(TOUCH)
-                    return conn.calculate(spec, challenge)
-
-            yield Conn()
-
-
 def test_a_key_resume_reprogrammed_but_cannot_ask_is_unchecked_and_reprogrammed(inv):
     rec = _pending(inv, "tw", "record")  # never programmed: resume must program it
-    key = _TouchOnceWritten()
+    key = _CannotAsk(until_written=True)
     summary = Provisioner(inv, lambda s, d: key).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "unchecked", TOUCH, True)]
     assert _place(summary.outcomes[0]) == ("otp", "2", "chalresp", "")
@@ -1410,13 +1392,7 @@ def _events(inv, kind: str) -> list[tuple]:
 def test_typed_codes_still_settle_a_record_another_station_held_at_first(inv, tmp_path, clock):
     """Resume keeps the typed codes for its retry of a record that was busy."""
     rec = _pending(inv, "typedbusy", "program", Spec(Mode.HOTP, slot=1))
-    key_file = paths.virtual_key_path(rec.device[4:])
-    key = VirtualKey.load(key_file)
-    try:
-        code = key.otp.touch(1).strip()
-    finally:
-        key.close()
-    key_file.rename(key_file.with_name("elsewhere"))  # the key is not at the station
+    code = _typed_then_taken_away(rec)
     with held_by_another_station(str(tmp_path / "inv.db"), rec.serial) as let_go:
         clock.at(1, let_go)
         summary = Provisioner(inv, applet).resume(RecordedKeys(), codes={rec.serial: [code]})
@@ -1550,11 +1526,7 @@ def test_resume_leaves_the_recorded_access_code_on_the_slot(inv):
     summary = Provisioner(inv, applet).resume(RecordedKeys())
     assert summary.outcomes == [Outcome(rec.serial, rec.device, "done", "", True)]
     assert inv.access_code(inv.get(rec.key)) == code
-    key = VirtualKey.load(paths.virtual_key_path(rec.device[4:]))
-    try:
-        assert key.otp.slot_config(rec.slot).acc_code == code
-    finally:
-        key.close()
+    assert _slot_access_code(rec) == code
 
 
 def test_each_step_hands_on_the_record_as_it_stands(inv):

@@ -52,7 +52,8 @@ SUN_PATH_MAX = 107  # a Unix socket path's bytes (sockaddr_un.sun_path: 108 with
 # path): the slash doubles; a longer path is cut short, misses the socket and the open
 # falls back to ioctl/_default (libccid's claim of the CCID interface then fails)
 DEEPEST_SOCKET = len("/ioctl/") + len("/dev/bus/usb/001/002")
-ROOT_NAME = len("/hwtoken-umockdev.") + 8  # mkdtemp's random part
+ROOT_PREFIX = "hwtoken-umockdev."  # a testbed's directory: mkdtemp(prefix=ROOT_PREFIX)
+ROOT_NAME = len("/" + ROOT_PREFIX) + 8  # and mkdtemp's random part
 MAX_ROOT_LEN = SUN_PATH_MAX - DEEPEST_SOCKET - ROOT_NAME  # a base directory longer: /tmp
 
 
@@ -149,7 +150,7 @@ class Testbed:
         self.reads = reads
         base = _short_tmp(tmpdir)
         remove_stale_testbeds(base)
-        self.root = Path(tempfile.mkdtemp(prefix="hwtoken-umockdev.", dir=base))
+        self.root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir=base))
         (self.root / "owner.pid").write_text(f"{os.getpid()}\n")
         self._lock = threading.RLock()
         self._closed = False
